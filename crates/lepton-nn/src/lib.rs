@@ -1,0 +1,3 @@
+//! lepton-nn
+
+pub mod kernels;
