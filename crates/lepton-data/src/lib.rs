@@ -1,1 +1,31 @@
-//! lepton-data
+//! Datasets, preprocessing, splits and batching for Lepton.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`spec`] | the `[data]` / `[preprocess]` spec sections |
+//! | [`idx`], [`images`], [`table`] | loaders: MNIST IDX, image folders, CIFAR-10 binary, CSV |
+//! | [`preprocess`] | the fitted [`Preprocessor`] stored with models |
+//! | [`split`] | seeded stratified splits and k-fold |
+//! | [`augment`] | seeded image augmentation |
+//! | [`batcher`] | batches prepared on a background thread |
+//! | [`prepare`] | spec -> train / validation / test datasets + [`DataReport`] |
+
+pub mod augment;
+pub mod batcher;
+pub mod dataset;
+pub mod error;
+pub mod idx;
+pub mod images;
+pub mod prepare;
+pub mod preprocess;
+pub mod spec;
+pub mod split;
+pub mod table;
+
+pub use batcher::{batches_per_epoch, epoch_order, Batch, Batcher, BatcherConfig};
+pub use dataset::{Dataset, Targets};
+pub use error::{Error, Result};
+pub use images::open_image;
+pub use prepare::{fold_indices, inspect, prepare, prepare_folds, DataReport, Prepared};
+pub use preprocess::{ColumnSchema, InputSchema, Preprocessor};
+pub use spec::{AugmentSpec, Balance, DataSpec, Format, MissingPolicy, PreprocessSpec, Task};

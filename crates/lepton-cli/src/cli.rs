@@ -1,0 +1,252 @@
+//! Command-line definitions (clap). Every command's `--help` carries an example.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Lepton: from data to a secure, observable AI service, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "lepton", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Print nothing but errors.
+    #[arg(long, short, global = true, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print machine-readable JSON (one object per line for streams of events).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Number of compute threads (default: all cores).
+    #[arg(long, global = true, env = "LEPTON_THREADS")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model from a spec file and write a run directory.
+    #[command(after_help = "Example:\n  lepton train examples/mnist-cnn.toml --out runs/mnist-cnn\n  lepton train --resume runs/mnist-cnn")]
+    Train(TrainArgs),
+    /// Evaluate a trained model (run directory or .photon file) on a data set.
+    #[command(after_help = "Example:\n  lepton eval runs/mnist-cnn/model.photon --data data/mnist --split test")]
+    Eval(EvalArgs),
+    /// Predict with a trained model: image files, CSV rows, or a remote server.
+    #[command(after_help = "Example:\n  lepton predict runs/mnist-cnn/model.photon digit.png\n  lepton predict iris.photon --csv rows.csv\n  lepton predict --url http://127.0.0.1:8080 --model mnist-cnn digit.png")]
+    Predict(PredictArgs),
+    /// k-fold cross-validation of a spec.
+    #[command(after_help = "Example:\n  lepton cv examples/iris-mlp.toml --folds 5")]
+    Cv(CvArgs),
+    /// Inspect data sets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Package a run directory into a single .photon file.
+    #[command(after_help = "Example:\n  lepton export runs/mnist-cnn -o mnist.photon")]
+    Export(ExportArgs),
+    /// Print what is inside a .photon file and verify its checksums.
+    #[command(after_help = "Example:\n  lepton inspect mnist.photon")]
+    Inspect(InspectArgs),
+    /// Serve one or more .photon models over HTTP.
+    #[command(after_help = "Example:\n  lepton serve mnist.photon --listen 127.0.0.1:8080\n  LEPTON_TOKENS=secret:predict lepton serve a.photon b.photon --config serve.toml")]
+    Serve(ServeArgs),
+    /// Sentence embeddings with a pretrained encoder (Hugging Face folder).
+    #[command(after_help = "Example:\n  lepton embed ~/.cache/lepton-assets/models/all-MiniLM-L6-v2 \"A man is eating food.\"")]
+    Embed(EmbedArgs),
+    /// Generate text with a pretrained decoder (GGUF file or Hugging Face folder).
+    #[command(after_help = "Example:\n  lepton generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\" --max-tokens 32")]
+    Generate(GenerateArgs),
+    /// Chat interactively with a pretrained decoder, streaming the answer.
+    #[command(after_help = "Example:\n  lepton chat SmolLM2-135M-Instruct.Q4_1.gguf")]
+    Chat(ChatArgs),
+    /// Serve pretrained models with an OpenAI-compatible API.
+    #[command(after_help = "Example:\n  lepton run SmolLM2-135M-Instruct.Q4_1.gguf --listen 127.0.0.1:8080")]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The spec file (TOML). Not needed with --resume.
+    #[arg(required_unless_present = "resume")]
+    pub spec: Option<PathBuf>,
+    /// Run directory to write (default: runs/<name>-<timestamp>).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Continue a killed or finished run from its last checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "spec")]
+    pub resume: Option<PathBuf>,
+    /// Override the number of epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override the seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Do not write model.photon at the end.
+    #[arg(long)]
+    pub no_export: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A run directory or a .photon file.
+    pub model: PathBuf,
+    /// Data to evaluate on (default: the test split of the data the model was trained on).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Write report.json, report.md and plots into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A .photon file or run directory (omit with --url).
+    #[arg(required_unless_present = "url")]
+    pub model: Option<PathBuf>,
+    /// Inputs: image files (PNG/JPEG).
+    pub inputs: Vec<PathBuf>,
+    /// CSV file of rows to predict (header with the training column names).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// How many labels to show per input.
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+    /// Predict through a running server instead of loading the model.
+    #[arg(long, requires = "model_name")]
+    pub url: Option<String>,
+    /// Model name on the server (with --url).
+    #[arg(long = "model", id = "model_name")]
+    pub model_name: Option<String>,
+    /// Bearer token for the server (with --url).
+    #[arg(long, env = "LEPTON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CvArgs {
+    /// The spec file (TOML).
+    pub spec: PathBuf,
+    /// Number of folds.
+    #[arg(long, short = 'k', default_value_t = 5)]
+    pub folds: usize,
+    /// Directory for the per-fold and summary reports.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Summarise a data set: format, counts, class balance, duplicates, missing values, pins.
+    #[command(after_help = "Example:\n  lepton data inspect data/mnist\n  lepton data inspect data/tabular/iris.csv")]
+    Inspect {
+        /// A folder of IDX files, a CSV file, an image folder or a CIFAR-10 batch.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Output .photon file.
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The .photon file.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// .photon files to serve (the model name is the file stem).
+    pub models: Vec<PathBuf>,
+    /// Server configuration (TOML).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "LEPTON_LISTEN")]
+    pub listen: Option<String>,
+    /// Allow serving on a non-loopback address without any API token.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Model folder (config.json + model.safetensors + tokenizer.json).
+    pub model: PathBuf,
+    /// Texts to embed.
+    #[arg(required = true)]
+    pub texts: Vec<String>,
+}
+
+/// Sampling options shared by `generate` and `chat`.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Keep only the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Penalty for repeating tokens (1.0 = none).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this text is generated (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// GGUF file or Hugging Face folder.
+    pub model: PathBuf,
+    /// The prompt (raw completion, no chat template).
+    #[arg(long, short)]
+    pub prompt: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// GGUF file or Hugging Face folder.
+    pub model: PathBuf,
+    /// Optional system prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Models to serve: GGUF files or Hugging Face folders (decoders and encoders).
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    /// Server configuration (TOML).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "LEPTON_LISTEN")]
+    pub listen: Option<String>,
+    /// Allow serving on a non-loopback address without any API token.
+    #[arg(long)]
+    pub insecure: bool,
+}

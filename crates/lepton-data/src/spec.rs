@@ -1,0 +1,191 @@
+//! The `[data]` and `[preprocess]` sections of a spec file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Which loader reads the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// A folder with MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, ...); the `t10k-*`
+    /// files are the test set.
+    Mnist,
+    /// A CSV table with one label column.
+    Csv,
+    /// A folder with one sub-folder of PNG/JPEG images per class.
+    ImageFolder,
+    /// CIFAR-10's binary batches (`data_batch_*.bin`, `test_batch.bin`).
+    Cifar10,
+}
+
+/// Classification or regression; for CSV files it is inferred from the label column when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    Classification,
+    Regression,
+}
+
+/// What to do with empty cells in a CSV file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingPolicy {
+    /// Fail, naming the first empty cell.
+    Error,
+    /// Drop rows with any empty cell.
+    DropRows,
+    /// Replace with the training split's mean (numeric) or most frequent value (categorical).
+    #[default]
+    ImputeMean,
+}
+
+/// Class balancing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Leave the classes as they are.
+    #[default]
+    None,
+    /// Weight each sample by `n / (classes * count(class))` in the loss.
+    Reweight,
+}
+
+fn default_validation_split() -> f32 {
+    0.1
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The `[data]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DataSpec {
+    /// The loader.
+    pub format: Format,
+    /// File or folder, relative to the spec file.
+    pub path: PathBuf,
+    /// Fraction of the training data held out (stratified) for validation. Default 0.1.
+    #[serde(default = "default_validation_split")]
+    pub validation_split: f32,
+    /// Fraction held out as the test set when the format has no test files of its own. Default 0.
+    #[serde(default)]
+    pub test_split: f32,
+    /// A separate test file or folder (same format), relative to the spec file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_path: Option<PathBuf>,
+    /// CSV: name of the label column. Default: the last column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// CSV: index of the label column (negative counts from the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_index: Option<i64>,
+    /// CSV: whether the first row is a header. Default true.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// CSV: classification or regression. Default: classification when the label is not numeric
+    /// or holds at most 20 distinct integers, regression otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+    /// CSV: columns to one-hot encode (non-numeric columns always are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categorical: Vec<String>,
+    /// CSV: columns to ignore (ids, free text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+    /// CSV: empty-cell policy. Default impute-mean.
+    #[serde(default)]
+    pub missing: MissingPolicy,
+    /// Class balancing. Default none.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Image folders: resize every image to `[height, width]`. Default: the first image's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<[usize; 2]>,
+    /// Image folders: 1 (grey) or 3 (RGB). Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    /// Use at most this many training samples (stratified), for quick runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// The `[preprocess]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PreprocessSpec {
+    /// Images: per-channel mean/std normalisation of pixels in [0, 1]; tables: standardise each
+    /// numeric column. Statistics come from the training split only. Default true.
+    #[serde(default = "default_true")]
+    pub normalize: bool,
+    /// Regression: standardise the target too (predictions are mapped back). Default true.
+    #[serde(default = "default_true")]
+    pub normalize_target: bool,
+    /// Image augmentation during training. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentSpec>,
+}
+
+impl Default for PreprocessSpec {
+    fn default() -> Self {
+        Self { normalize: true, normalize_target: true, augment: None }
+    }
+}
+
+/// Seeded image augmentation, applied on the batcher thread to training batches only.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AugmentSpec {
+    /// Pad by this many pixels, then crop back to the original size at a random offset. Default 0.
+    #[serde(default)]
+    pub random_crop_padding: usize,
+    /// Random rotation in `[-d, d]` degrees. Default 0.
+    #[serde(default)]
+    pub rotate_degrees: f32,
+    /// Random shift up to this fraction of the size, per axis. Default 0.
+    #[serde(default)]
+    pub shift: f32,
+    /// Random scale in `[1 - s, 1 + s]`. Default 0.
+    #[serde(default)]
+    pub scale: f32,
+    /// Random horizontal flip (not for digits!). Default false.
+    #[serde(default)]
+    pub horizontal_flip: bool,
+}
+
+impl DataSpec {
+    /// Cross-field checks, with errors that name the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        let frac = |field: &'static str, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(crate::Error::Spec { field, message: format!("must be in [0, 1), got {v}") })
+            }
+        };
+        frac("data.validation-split", self.validation_split)?;
+        frac("data.test-split", self.test_split)?;
+        if self.validation_split + self.test_split >= 1.0 {
+            return Err(crate::Error::Spec {
+                field: "data.validation-split",
+                message: "validation-split + test-split must be below 1".into(),
+            });
+        }
+        if self.label.is_some() && self.label_index.is_some() {
+            return Err(crate::Error::Spec {
+                field: "data.label",
+                message: "give either label or label-index, not both".into(),
+            });
+        }
+        if let Some(c) = self.channels {
+            if c != 1 && c != 3 {
+                return Err(crate::Error::Spec { field: "data.channels", message: format!("must be 1 or 3, got {c}") });
+            }
+        }
+        if self.limit == Some(0) {
+            return Err(crate::Error::Spec { field: "data.limit", message: "must be at least 1".into() });
+        }
+        Ok(())
+    }
+}

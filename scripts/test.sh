@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): installs what the tests need, then runs format check,
+# lints and the whole test suite. Heavy runs (full MNIST training, load tests, fuzzing) live in
+# bench/ and scripts/, not here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/fetch-models.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
