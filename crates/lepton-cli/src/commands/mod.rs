@@ -1,0 +1,27 @@
+//! One module per command; `run` dispatches.
+
+mod data;
+
+use crate::cli::{Cli, Command};
+use crate::output::Mode;
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(n) = cli.global.threads {
+        set_threads(n)?;
+    }
+    let mode = Mode::from_args(&cli.global);
+    match cli.command {
+        Command::Data(cmd) => data::run(cmd, mode),
+        other => anyhow::bail!("{other:?}: not available yet"),
+    }
+}
+
+/// Pin the compute thread count (rayon's pool, which candle's CPU kernels also use).
+fn set_threads(n: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(n > 0, "--threads must be at least 1");
+    // candle's gemm reads RAYON_NUM_THREADS; set it before any kernel runs.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().ok();
+    Ok(())
+}
