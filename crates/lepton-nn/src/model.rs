@@ -1,0 +1,86 @@
+//! A sequential model built from a [`ModelSpec`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::{Tensor, D};
+use candle_nn::{ModuleT, VarBuilder};
+
+use crate::error::Result;
+use crate::layers::{build, Ctx, Layer};
+use crate::spec::{LayerSpec, ModelSpec};
+
+/// A model: layers in sequence. `forward_t(x, train)` switches dropout and batch norm.
+#[derive(Debug)]
+pub struct Model {
+    layers: Vec<Layer>,
+    specs: Vec<LayerSpec>,
+    shapes: Vec<Vec<usize>>,
+    input: Vec<usize>,
+    seed: AtomicU64,
+    step: AtomicU64,
+}
+
+impl Model {
+    /// Build for per-sample `input` shape. Works with a training `VarBuilder` (from a `VarMap`)
+    /// and with an immutable one (safetensors) for inference.
+    pub fn new(spec: &ModelSpec, input: &[usize], vb: VarBuilder) -> Result<Model> {
+        let shapes = spec.shapes(input)?;
+        let mut ids = 0;
+        let layers = build(&spec.layers, input, &vb, "layers.", &mut ids)?;
+        Ok(Model { layers, specs: spec.layers.clone(), shapes, input: input.to_vec(), seed: AtomicU64::new(0), step: AtomicU64::new(0) })
+    }
+
+    /// The seed dropout masks derive from.
+    pub fn set_seed(&self, seed: u64) {
+        self.seed.store(seed, Ordering::Relaxed);
+    }
+
+    /// The optimizer step the next training forward belongs to (dropout masks depend on it).
+    pub fn set_step(&self, step: u64) {
+        self.step.store(step, Ordering::Relaxed);
+    }
+
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input
+    }
+
+    /// Output shape per sample.
+    pub fn output_shape(&self) -> &[usize] {
+        self.shapes.last().expect("a model has at least one layer")
+    }
+
+    /// Number of trainable values in a `VarMap`-backed model's parameters (buffers excluded).
+    pub fn parameter_count(spec: &ModelSpec, input: &[usize]) -> Result<usize> {
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
+        Model::new(spec, input, vb)?;
+        let data = varmap.data().lock().expect("fresh VarMap");
+        Ok(data.iter().filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var")).map(|(_, v)| v.elem_count()).sum())
+    }
+
+    /// One line per layer: index, type, output shape.
+    pub fn summary(&self) -> String {
+        let mut s = format!("{:<6} {:<16} {:?}\n", "", "input", self.input);
+        for (i, (spec, shape)) in self.specs.iter().zip(&self.shapes).enumerate() {
+            s += &format!("{:<6} {:<16} {:?}\n", i, spec.kind(), shape);
+        }
+        s
+    }
+
+    /// Predictions in eval mode, then `softmax` over classes when asked.
+    pub fn predict(&self, x: &Tensor, softmax: bool) -> Result<Tensor> {
+        let y = self.forward_t(x, false)?;
+        Ok(if softmax { candle_nn::ops::softmax(&y, D::Minus1)? } else { y })
+    }
+}
+
+impl ModuleT for Model {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let ctx = Ctx { train, seed: self.seed.load(Ordering::Relaxed), step: self.step.load(Ordering::Relaxed) };
+        let mut y = x.clone();
+        for l in &self.layers {
+            y = l.forward(&y, &ctx)?;
+        }
+        Ok(y)
+    }
+}

@@ -1,0 +1,132 @@
+//! Central finite differences (f64) against candle autograd, for every layer type, on random
+//! inputs, checking the gradients of the input and of every parameter.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
+use lepton_nn::{loss, LossSpec, Model, ModelSpec};
+use rand::{Rng, SeedableRng};
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    Tensor::from_vec((0..n).map(|_| r.random_range(-1.0..1.0)).collect::<Vec<f64>>(), shape, &Device::Cpu).unwrap()
+}
+
+/// f(x, θ) = Σ model(x) ⊙ R, a scalar with a generic gradient.
+fn check(layers: &str, input: &[usize], batch: usize, train: bool) {
+    check_tol(layers, input, batch, train, 1e-5)
+}
+
+fn check_tol(layers: &str, input: &[usize], batch: usize, train: bool, tol: f64) {
+    let spec: ModelSpec = toml::from_str(&format!("layers = [{layers}]")).unwrap();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    let model = Model::new(&spec, input, vb).unwrap();
+    lepton_nn::init_seeded(&varmap, 5).unwrap();
+    model.set_seed(3);
+    let mut shape = vec![batch];
+    shape.extend_from_slice(input);
+    let x = Var::from_tensor(&random(&shape, 1)).unwrap();
+    let out_shape = model.forward_t(x.as_tensor(), train).unwrap().dims().to_vec();
+    let r = random(&out_shape, 2);
+    let f = || -> f64 { (model.forward_t(x.as_tensor(), train).unwrap() * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() };
+    let y = (model.forward_t(x.as_tensor(), train).unwrap() * &r).unwrap().sum_all().unwrap();
+    let grads = y.backward().unwrap();
+
+    let mut vars: Vec<(String, Var)> = varmap.data().lock().unwrap().iter().filter(|(n, _)| !n.contains("running")).map(|(n, v)| (n.clone(), v.clone())).collect();
+    vars.push(("input".into(), x.clone()));
+    for (name, var) in vars {
+        let analytic: Vec<f64> = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{layers}: no gradient for {name}")).flatten_all().unwrap().to_vec1().unwrap();
+        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let h = 1e-6;
+        // Check up to 40 evenly spread entries per tensor to keep the test fast.
+        let stride = (base.len() / 40).max(1);
+        for i in (0..base.len()).step_by(stride) {
+            let mut v = base.clone();
+            v[i] = base[i] + h;
+            var.set(&Tensor::from_vec(v.clone(), var.dims(), &Device::Cpu).unwrap()).unwrap();
+            let up = f();
+            v[i] = base[i] - h;
+            var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap()).unwrap();
+            let down = f();
+            var.set(&Tensor::from_vec(base.clone(), var.dims(), &Device::Cpu).unwrap()).unwrap();
+            let numeric = (up - down) / (2.0 * h);
+            let err = (numeric - analytic[i]).abs() / (1e-3f64).max(numeric.abs().max(analytic[i].abs()));
+            assert!(err < tol, "{layers}: d/d{name}[{i}]: autograd {} vs finite differences {numeric}", analytic[i]);
+        }
+    }
+}
+
+#[test]
+fn linear() {
+    check(r#"{ type = "linear", out-features = 5 }"#, &[7], 3, true);
+    check(r#"{ type = "linear", out-features = 2, bias = false }"#, &[4, 3], 2, true);
+}
+
+#[test]
+fn conv2d_with_stride_padding_dilation_groups() {
+    check(r#"{ type = "conv2d", out-channels = 3, kernel = 3 }"#, &[2, 6, 5], 2, true);
+    check(r#"{ type = "conv2d", out-channels = 4, kernel = 3, stride = 2, padding = 1 }"#, &[2, 7, 7], 2, true);
+    check(r#"{ type = "conv2d", out-channels = 4, kernel = 2, groups = 2, dilation = 2 }"#, &[4, 6, 6], 1, true);
+    // Strided windows that leave the last row and column uncovered (candle's own backward fails here).
+    check(r#"{ type = "conv2d", out-channels = 2, kernel = 3, stride = 2 }"#, &[2, 8, 7], 2, true);
+}
+
+#[test]
+fn pooling() {
+    check(r#"{ type = "max-pool2d", kernel = 2 }"#, &[2, 6, 6], 2, true);
+    check(r#"{ type = "max-pool2d", kernel = 3, stride = 2, padding = 1 }"#, &[1, 7, 7], 2, true);
+    check(r#"{ type = "avg-pool2d", kernel = 2 }"#, &[2, 6, 5], 2, true);
+    check(r#"{ type = "avg-pool2d", kernel = 3, stride = 2, padding = 1 }"#, &[1, 7, 7], 1, true);
+    check(r#"{ type = "global-avg-pool" }"#, &[3, 4, 5], 2, true);
+}
+
+#[test]
+fn normalisation() {
+    check(r#"{ type = "batch-norm1d" }"#, &[4], 5, true);
+    check(r#"{ type = "batch-norm1d" }"#, &[4], 5, false);
+    check(r#"{ type = "batch-norm2d" }"#, &[3, 4, 4], 2, true);
+    check(r#"{ type = "batch-norm2d" }"#, &[3, 4, 4], 2, false);
+    check(r#"{ type = "layer-norm" }"#, &[6], 3, true);
+}
+
+#[test]
+fn activations_dropout_flatten_residual() {
+    // candle's erf is a piecewise approximation whose ~1e-13 ripples show in finite differences
+    // with h = 1e-6, hence the looser tolerance for GELU.
+    check_tol(r#"{ type = "gelu" }"#, &[2, 5], 3, true, 1e-4);
+    for a in ["relu", "sigmoid", "tanh", "softmax", "flatten"] {
+        check(&format!(r#"{{ type = "{a}" }}"#), &[2, 5], 3, true);
+    }
+    check(r#"{ type = "leaky-relu", slope = 0.1 }"#, &[9], 2, true);
+    check(r#"{ type = "dropout", p = 0.3 }"#, &[20], 2, true);
+    check(r#"{ type = "residual", layers = [{ type = "linear", out-features = 6 }, { type = "tanh" }] }"#, &[6], 3, true);
+    check(
+        r#"{ type = "conv2d", out-channels = 3, kernel = 3, padding = 1 }, { type = "batch-norm2d" }, { type = "relu" },
+           { type = "max-pool2d", kernel = 2 }, { type = "flatten" }, { type = "linear", out-features = 4 }"#,
+        &[2, 6, 6],
+        3,
+        true,
+    );
+}
+
+#[test]
+fn losses() {
+    let logits = Var::from_tensor(&random(&[4, 3], 9)).unwrap();
+    let targets = Tensor::new(&[0u32, 2, 1, 2], &Device::Cpu).unwrap();
+    let w = random(&[4], 11).abs().unwrap();
+    for spec in [LossSpec::CrossEntropy { label_smoothing: 0.0 }, LossSpec::CrossEntropy { label_smoothing: 0.2 }] {
+        let f = |t: &Tensor| loss(&spec, t, &targets, Some(&w)).unwrap().to_scalar::<f64>().unwrap();
+        let g = loss(&spec, logits.as_tensor(), &targets, Some(&w)).unwrap().backward().unwrap();
+        let analytic: Vec<f64> = g.get(logits.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let base: Vec<f64> = logits.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        for i in 0..base.len() {
+            let mut v = base.clone();
+            v[i] += 1e-6;
+            let up = f(&Tensor::from_vec(v.clone(), (4, 3), &Device::Cpu).unwrap());
+            v[i] -= 2e-6;
+            let down = f(&Tensor::from_vec(v, (4, 3), &Device::Cpu).unwrap());
+            assert!(((up - down) / 2e-6 - analytic[i]).abs() < 1e-7, "{spec:?} [{i}]");
+        }
+    }
+}

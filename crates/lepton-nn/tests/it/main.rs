@@ -1,0 +1,5 @@
+//! Integration tests for lepton-nn: finite-difference gradient checks of every layer (f64), and
+//! model-level behaviour (init determinism, batch-norm modes, dropout seeding, loading).
+
+mod gradcheck;
+mod model;
