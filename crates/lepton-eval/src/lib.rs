@@ -1,1 +1,21 @@
-//! lepton-eval
+// NOTE FOR THE EVAL/PHOTON HELPER (temporary, the lead removes it): the lead wrote lepton-eval while
+// you were starting up; it is committed. Do NOT rewrite it; focus on lepton-photon.
+//! Metrics, cross-validation reports and plots for Lepton.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`classification`] | accuracy, top-k, per-class P/R/F1, macro/weighted averages, confusion matrix, ROC-AUC, log-loss |
+//! | [`regression`] | MSE, RMSE, MAE, R² |
+//! | [`report`] | [`Report`] (JSON, Markdown, terminal table), [`CrossValidationReport`] (mean ± sample std) |
+//! | [`plots`] | learning curves and confusion-matrix PNGs |
+
+pub mod classification;
+pub mod error;
+pub mod plots;
+pub mod regression;
+pub mod report;
+
+pub use classification::{classification, roc_auc, ClassMetrics, ClassificationReport};
+pub use error::{Error, Result};
+pub use regression::{regression, RegressionReport};
+pub use report::{write_atomic, CrossValidationReport, Report};
