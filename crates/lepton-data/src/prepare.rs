@@ -409,11 +409,66 @@ pub fn fold_indices(spec: &DataSpec, base_dir: &Path, k: usize, seed: u64) -> Re
     Ok(kfold(&sub, k, seed).into_iter().map(|(_, held)| held.iter().map(|&i| pool[i]).collect()).collect())
 }
 
+/// The evaluation data of `spec` transformed with an already fitted preprocessor (no fitting,
+/// no splitting): the format's test set when it has one (MNIST `t10k-*`, CIFAR `test_batch.bin`,
+/// `test-path`), otherwise every sample. Class names must match the preprocessor's.
+pub fn load_for_eval(spec: &DataSpec, base_dir: &Path, pre: &Preprocessor) -> Result<Dataset> {
+    let mut report = DataReport::default();
+    let raw = load_raw(spec, base_dir, &mut report)?;
+    let source = report.source;
+    let mismatch = |what: String| Error::format(&source, what);
+    match raw {
+        Raw::Images { train, test } => {
+            let set = test.unwrap_or(train);
+            let want = pre.sample_shape();
+            if want != [set.channels, set.height, set.width] {
+                return Err(mismatch(format!("images are {}x{}x{}, the model takes {want:?}", set.channels, set.height, set.width)));
+            }
+            if set.class_names != pre.class_names() {
+                return Err(mismatch(format!("classes {:?} differ from the model's {:?}", set.class_names, pre.class_names())));
+            }
+            let mut f = Vec::with_capacity(set.len() * set.sample_len());
+            for img in set.pixels.chunks_exact(set.sample_len().max(1)) {
+                pre.pixels_to_features(img, &mut f);
+            }
+            Ok(Dataset { features: f, sample_shape: want, targets: Targets::Classes { labels: set.labels, class_names: set.class_names }, weights: None })
+        }
+        Raw::Table { table, test, .. } => {
+            let t = test.unwrap_or(table);
+            let idx: Vec<usize> = (0..t.rows.len()).collect();
+            let names: Vec<&str> = match pre {
+                Preprocessor::Tabular { columns, .. } => columns.iter().map(|c| c.name()).collect(),
+                Preprocessor::Image { .. } => return Err(mismatch("the model takes images, this is a table".into())),
+            };
+            if t.columns.iter().map(String::as_str).collect::<Vec<_>>() != names {
+                return Err(mismatch(format!("columns {:?} differ from the model's {names:?}", t.columns)));
+            }
+            let targets = match pre.task() {
+                Task::Classification => Targets::Classes { labels: table_labels(&t, pre.class_names())?, class_names: pre.class_names().to_vec() },
+                Task::Regression => Targets::Regression { values: table_values(&t)?.into_iter().map(|v| pre.encode_target(v)).collect() },
+            };
+            Ok(Dataset { features: pre.table_features(&t, &idx, spec.missing)?, sample_shape: pre.sample_shape(), targets, weights: None })
+        }
+    }
+}
+
 /// Detect the format of `path` and describe it: a folder of IDX files, a CSV file, a CIFAR-10
 /// batch file or folder, or an image folder.
 pub fn inspect(path: &Path) -> Result<DataReport> {
+    let spec = spec_for_path(path)?;
+    let mut report = DataReport::default();
+    let raw = load_raw(&spec, Path::new(""), &mut report)?;
+    raw.describe(&mut report);
+    if let Raw::Table { table, .. } = &raw {
+        report.sample_shape = vec![table.columns.len()];
+    }
+    Ok(report)
+}
+
+/// A default `[data]` spec for a path, with the format detected from it (no validation split).
+pub fn spec_for_path(path: &Path) -> Result<DataSpec> {
     let format = detect_format(path)?;
-    let spec = DataSpec {
+    Ok(DataSpec {
         format,
         path: path.to_path_buf(),
         validation_split: 0.0,
@@ -430,14 +485,7 @@ pub fn inspect(path: &Path) -> Result<DataReport> {
         size: None,
         channels: None,
         limit: None,
-    };
-    let mut report = DataReport::default();
-    let raw = load_raw(&spec, Path::new(""), &mut report)?;
-    raw.describe(&mut report);
-    if let Raw::Table { table, .. } = &raw {
-        report.sample_shape = vec![table.columns.len()];
-    }
-    Ok(report)
+    })
 }
 
 fn detect_format(path: &Path) -> Result<Format> {

@@ -1,0 +1,43 @@
+//! What the server needs from a model: turning inputs into features, and a batched forward
+//! pass. The server never sees the trainer; photon packages implement this in `photon.rs`.
+
+use serde::Serialize;
+
+/// A model's output for one sample.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    /// Class probabilities, in class order.
+    Probabilities(Vec<f32>),
+    /// A regression value in target units.
+    Value(f32),
+}
+
+/// Static facts about a served model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    /// Per-sample feature shape the forward pass takes.
+    pub sample_shape: Vec<usize>,
+    /// Empty for regression.
+    pub class_names: Vec<String>,
+    /// The input schema (image size or table columns), as JSON.
+    pub input_schema: serde_json::Value,
+    pub task: String,
+    /// Evaluation metrics stored with the model.
+    pub metrics: serde_json::Value,
+    pub version: String,
+}
+
+/// A servable model. Implementations must be cheap to call from several threads at once.
+pub trait Backend: Send + Sync + 'static {
+    fn info(&self) -> &ModelInfo;
+    /// Features for a decoded image.
+    fn image_features(&self, img: &image::DynamicImage) -> Result<Vec<f32>, String>;
+    /// Features for raw numbers (pixels 0-255, or numeric columns in order).
+    fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, String>;
+    /// Features for named column values.
+    fn row_features(&self, row: &[(String, String)]) -> Result<Vec<f32>, String>;
+    /// Forward pass over `n` samples of preprocessed features, concatenated.
+    fn predict(&self, features: &[f32], n: usize) -> Result<Vec<Output>, String>;
+}

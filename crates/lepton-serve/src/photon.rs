@@ -1,0 +1,74 @@
+//! [`Backend`] for `.photon` packages.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use lepton_data::Preprocessor;
+use lepton_photon::{LoadedModel, Photon};
+
+use crate::backend::{Backend, ModelInfo, Output};
+
+/// A loaded photon package.
+pub struct PhotonBackend {
+    info: ModelInfo,
+    model: LoadedModel,
+    pre: Preprocessor,
+}
+
+impl PhotonBackend {
+    /// Open, verify and load `path`, served as `name`.
+    pub fn open(path: &Path, name: &str) -> Result<Self, String> {
+        let photon = Photon::open(path).map_err(|e| e.to_string())?;
+        let m = photon.manifest();
+        let pre = m.preprocessor.clone();
+        let info = ModelInfo {
+            name: name.to_string(),
+            sample_shape: pre.sample_shape(),
+            class_names: pre.class_names().to_vec(),
+            input_schema: serde_json::to_value(pre.input_schema()).unwrap_or_default(),
+            task: format!("{:?}", pre.task()).to_lowercase(),
+            metrics: m.metrics.clone(),
+            version: format!("{}", m.created_at),
+        };
+        let model = photon.model().map_err(|e| e.to_string())?;
+        Ok(Self { info, model, pre })
+    }
+
+    /// A [`crate::Loader`] that opens photon files.
+    pub fn loader() -> crate::Loader {
+        Arc::new(|path: &Path, name: &str| Ok(Arc::new(PhotonBackend::open(path, name)?) as Arc<dyn Backend>))
+    }
+}
+
+impl Backend for PhotonBackend {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn image_features(&self, img: &image::DynamicImage) -> Result<Vec<f32>, String> {
+        self.pre.image_features(img).map_err(|e| e.to_string())
+    }
+
+    fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, String> {
+        self.pre.raw_features(raw).map_err(|e| e.to_string())
+    }
+
+    fn row_features(&self, row: &[(String, String)]) -> Result<Vec<f32>, String> {
+        let pairs: Vec<(&str, &str)> = row.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.pre.row_features(&pairs).map_err(|e| e.to_string())
+    }
+
+    fn predict(&self, features: &[f32], n: usize) -> Result<Vec<Output>, String> {
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.info.sample_shape);
+        let x = Tensor::from_slice(features, shape, &Device::Cpu).map_err(|e| e.to_string())?;
+        let y = self.model.predict(&x).map_err(|e| e.to_string())?;
+        let rows = y.flatten_from(1).and_then(|t| t.to_vec2::<f32>()).map_err(|e| e.to_string())?;
+        Ok(if self.info.class_names.is_empty() {
+            rows.into_iter().map(|r| Output::Value(r[0])).collect()
+        } else {
+            rows.into_iter().map(Output::Probabilities).collect()
+        })
+    }
+}

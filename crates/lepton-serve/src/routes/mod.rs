@@ -1,0 +1,97 @@
+//! The router: one module per endpoint family, plus the access-log / metrics / timeout
+//! middleware shared by all of them.
+
+pub mod admin;
+pub mod ops;
+pub mod v1;
+pub mod v2;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::auth::{Caller, Scope};
+use crate::error::ApiError;
+use crate::mask::mask_json;
+use crate::state::AppState;
+
+/// Check the bearer token of a request for `scope`.
+pub fn authorize(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+    let h = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    state.inner.tokens.authorize(h, scope)
+}
+
+/// Log a request payload when enabled, masked.
+pub fn log_payload(state: &AppState, model: &str, body: &serde_json::Value) {
+    let cfg = &state.inner.config.logging;
+    if cfg.log_payloads {
+        tracing::info!(model, payload = %mask_json(body, &cfg.mask_keys), "request payload");
+    }
+}
+
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+fn request_id(headers: &HeaderMap) -> String {
+    match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()) => id.to_string(),
+        _ => format!("{:x}-{}", std::process::id(), REQUESTS.fetch_add(1, Ordering::Relaxed)),
+    }
+}
+
+/// Request id, timeout, metrics and a JSON access log line per request.
+async fn access(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(req.headers());
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.split('/').collect();
+    let model = match segments.as_slice() {
+        ["", "v1" | "v2", "models", name, ..] if state.inner.models.read().expect("lock").contains_key(*name) => name.to_string(),
+        _ => String::new(),
+    };
+    let timeout = std::time::Duration::from_millis(state.inner.config.limits.request_timeout_ms);
+    let mut resp = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout(timeout.as_millis() as u64).into_response(),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    state.inner.metrics.request(&model, &route, status, secs);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(target: "access", request_id = %id, %method, path = %path, status, latency_ms = secs * 1e3, model = %model);
+    resp
+}
+
+/// The whole HTTP API.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.inner.config.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/models", get(v1::list_models))
+        .route("/v1/models/{name}/predict", post(v1::predict))
+        .route("/v1/admin/models", post(admin::load))
+        .route("/v1/admin/models/{name}", delete(admin::unload))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route("/v2/models/{name}/infer", post(v2::infer))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/docs", get(ops::docs))
+        .fallback(|| async { ApiError::NotFound("no such route (see /docs)".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), access))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

@@ -1,0 +1,144 @@
+//! `/v1`: predict with a model, list models.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Scope;
+use crate::backend::Output;
+use crate::error::ApiError;
+use crate::inputs::{decode_image, json_features, parse_json};
+use crate::routes::{authorize, log_payload};
+use crate::state::AppState;
+
+/// Query parameters of `predict`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PredictQuery {
+    /// How many labels to return per input (default 3).
+    pub top_k: Option<usize>,
+}
+
+/// A JSON prediction request: `inputs` (raw numbers per sample: pixels 0-255 in C,H,W order,
+/// or table columns in order) or `instances` (objects of named column values).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct PredictRequest {
+    #[schema(value_type = Option<Vec<Vec<f32>>>)]
+    pub inputs: Option<Value>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub instances: Option<Value>,
+}
+
+/// One label with its probability.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Scored {
+    pub label: String,
+    pub probability: f32,
+}
+
+/// The prediction for one input.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Prediction {
+    /// Most probable label (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f32>,
+    /// The `top_k` most probable labels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_k: Vec<Scored>,
+    /// Predicted value (regression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PredictResponse {
+    pub model: String,
+    pub predictions: Vec<Prediction>,
+}
+
+fn to_prediction(out: Output, classes: &[String], k: usize) -> Prediction {
+    match out {
+        Output::Value(v) => Prediction { label: None, probability: None, top_k: Vec::new(), value: Some(v) },
+        Output::Probabilities(p) => {
+            let mut idx: Vec<usize> = (0..p.len()).collect();
+            idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            let name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+            let top_k: Vec<Scored> = idx.iter().take(k.max(1)).map(|&i| Scored { label: name(i), probability: p[i] }).collect();
+            Prediction { label: Some(top_k[0].label.clone()), probability: Some(top_k[0].probability), top_k, value: None }
+        }
+    }
+}
+
+/// Predict with a model: JSON (`inputs` / `instances`), a raw PNG/JPEG body, or multipart images.
+#[utoipa::path(post, path = "/v1/models/{name}/predict", tag = "predict",
+    params(("name" = String, Path, description = "model name"), PredictQuery),
+    request_body(content = PredictRequest, description = "JSON inputs, or an image/png | image/jpeg body, or multipart/form-data with image parts"),
+    responses((status = 200, body = PredictResponse), (status = 400, description = "malformed body"), (status = 401), (status = 403),
+        (status = 404, description = "unknown model"), (status = 413), (status = 415), (status = 422, description = "inputs do not fit the model"),
+        (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+pub async fn predict(State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<PredictQuery>, req: Request) -> Result<Json<PredictResponse>, ApiError> {
+    let caller = authorize(&state, req.headers(), Scope::Predict)?;
+    state.rate_limit(&caller.token_id)?;
+    let served = state.model(&name)?;
+    let limits = &state.inner.config.limits;
+    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let backend = served.backend.clone();
+    let (features, n) = if ctype.starts_with("multipart/form-data") {
+        let mut mp = Multipart::from_request(req, &state).await.map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))?;
+        let mut features = Vec::new();
+        let mut n = 0;
+        while let Some(field) = mp.next_field().await.map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))? {
+            let what = format!("multipart part '{}'", field.name().unwrap_or("?"));
+            let bytes = field.bytes().await.map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?;
+            let img = decode_image(&bytes, limits, &what)?;
+            features.extend(backend.image_features(&img).map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))?);
+            n += 1;
+            if n > limits.max_batch_inputs {
+                return Err(ApiError::PayloadTooLarge(format!("more than {} images", limits.max_batch_inputs)));
+            }
+        }
+        if n == 0 {
+            return Err(ApiError::BadRequest("multipart body has no image parts".into()));
+        }
+        (features, n)
+    } else {
+        let bytes = Bytes::from_request(req, &state).await.map_err(|e| ApiError::PayloadTooLarge(e.to_string()))?;
+        if ctype.starts_with("image/") || ctype == "application/octet-stream" {
+            let img = decode_image(&bytes, limits, "request body")?;
+            (backend.image_features(&img).map_err(|e| ApiError::Unprocessable(format!("request body: {e}")))?, 1)
+        } else if ctype.is_empty() || ctype.starts_with("application/json") {
+            let body = parse_json(&bytes, limits)?;
+            log_payload(&state, &name, &body);
+            json_features(&body, backend.as_ref(), limits)?
+        } else {
+            return Err(ApiError::UnsupportedMedia(format!("content-type '{ctype}' (use application/json, image/png, image/jpeg or multipart/form-data)")));
+        }
+    };
+    let outputs = served.batcher.submit(features, n).await?;
+    let k = q.top_k.unwrap_or(3);
+    let classes = &backend.info().class_names;
+    Ok(Json(PredictResponse { model: name, predictions: outputs.into_iter().map(|o| to_prediction(o, classes, k)).collect() }))
+}
+
+/// The served models.
+#[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, description = "model list")), security(("bearer" = [])))]
+pub async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Scope::Predict)?;
+    let models = state.inner.models.read().expect("models lock");
+    let data: Vec<Value> = models
+        .iter()
+        .map(|(name, s)| {
+            let i = s.backend.info();
+            json!({"id": name, "object": "model", "task": i.task, "classes": i.class_names, "input": i.input_schema,
+                   "workers": s.batcher.worker_count(), "metrics": i.metrics, "version": i.version})
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}

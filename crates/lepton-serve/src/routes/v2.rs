@@ -1,0 +1,244 @@
+//! The KServe / Triton Open Inference Protocol v2, with the binary tensor data extension that
+//! the official `tritonclient[http]` uses by default.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::auth::Scope;
+use crate::backend::Output;
+use crate::error::ApiError;
+use crate::inputs::parse_json;
+use crate::routes::authorize;
+use crate::state::AppState;
+
+const HEADER_LEN: &str = "inference-header-content-length";
+
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2", responses((status = 200)))]
+pub async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2", responses((status = 200), (status = 503)))]
+pub async fn ready(State(state): State<AppState>) -> StatusCode {
+    if state.inner.ready.load(std::sync::atomic::Ordering::Relaxed) && !state.inner.models.read().expect("lock").is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+#[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, description = "server metadata")))]
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({"name": "lepton", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}))
+}
+
+fn output_width(state: &AppState, name: &str) -> Result<usize, ApiError> {
+    let s = state.model(name)?;
+    Ok(s.backend.info().class_names.len().max(1))
+}
+
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "v2", params(("name" = String, Path)), responses((status = 200), (status = 404)), security(("bearer" = [])))]
+pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Scope::Predict)?;
+    let s = state.model(&name)?;
+    let info = s.backend.info();
+    let width = output_width(&state, &name)?;
+    let mut shape: Vec<i64> = vec![-1];
+    shape.extend(raw_shape(info).iter().map(|&d| d as i64));
+    Ok(Json(json!({
+        "name": name, "versions": ["1"], "platform": "lepton",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": shape}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, width]}],
+    })))
+}
+
+/// The per-sample shape of raw inputs: `[C, H, W]` pixels for images, `[columns]` for tables.
+fn raw_shape(info: &crate::backend::ModelInfo) -> Vec<usize> {
+    match info.input_schema.get("kind").and_then(Value::as_str) {
+        Some("image") => ["channels", "height", "width"].iter().map(|k| info.input_schema[*k].as_u64().unwrap_or(1) as usize).collect(),
+        Some("tabular") => vec![info.input_schema["columns"].as_array().map_or(0, Vec::len)],
+        _ => info.sample_shape.clone(),
+    }
+}
+
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "v2", params(("name" = String, Path)), responses((status = 200), (status = 404)), security(("bearer" = [])))]
+pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers, Scope::Predict)?;
+    state.model(&name)?;
+    Ok(StatusCode::OK)
+}
+
+fn decode_binary(dtype: &str, bytes: &[u8], what: &str) -> Result<Vec<f32>, ApiError> {
+    let size = match dtype {
+        "FP32" | "INT32" | "UINT32" => 4,
+        "FP64" | "INT64" | "UINT64" => 8,
+        "UINT8" | "INT8" | "BOOL" => 1,
+        "FP16" | "INT16" | "UINT16" => 2,
+        other => return Err(ApiError::Unprocessable(format!("{what}: datatype {other} is not supported"))),
+    };
+    if bytes.len() % size != 0 {
+        return Err(ApiError::Unprocessable(format!("{what}: {} bytes is not a multiple of the {size}-byte {dtype}", bytes.len())));
+    }
+    Ok(bytes
+        .chunks_exact(size)
+        .map(|c| match dtype {
+            "FP32" => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            "INT32" => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32,
+            "UINT32" => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32,
+            "FP64" => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            "INT64" => i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            "UINT64" => u64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            "UINT8" | "BOOL" => c[0] as f32,
+            "INT8" => c[0] as i8 as f32,
+            "INT16" => i16::from_le_bytes([c[0], c[1]]) as f32,
+            "UINT16" => u16::from_le_bytes([c[0], c[1]]) as f32,
+            _ => half_to_f32(u16::from_le_bytes([c[0], c[1]])),
+        })
+        .collect())
+}
+
+fn half_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f32;
+    sign * match exp {
+        0 => frac * 2f32.powi(-24),
+        31 => f32::INFINITY,
+        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
+fn json_numbers(v: &Value, out: &mut Vec<f32>, what: &str) -> Result<(), ApiError> {
+    match v {
+        Value::Number(n) => {
+            out.push(n.as_f64().ok_or_else(|| ApiError::Unprocessable(format!("{what}: bad number")))? as f32);
+            Ok(())
+        }
+        Value::Bool(b) => {
+            out.push(if *b { 1.0 } else { 0.0 });
+            Ok(())
+        }
+        Value::Array(a) => a.iter().try_for_each(|x| json_numbers(x, out, what)),
+        _ => Err(ApiError::Unprocessable(format!("{what}: data must be numbers"))),
+    }
+}
+
+/// Inference: one input tensor `[N, ...]` of raw values (pixels 0-255 or table columns).
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "v2", params(("name" = String, Path)),
+    request_body(content = Object, description = "Open Inference Protocol v2 request (JSON, or JSON header + binary tensors)"),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &headers, Scope::Predict)?;
+    state.rate_limit(&caller.token_id)?;
+    let served = state.model(&name)?;
+    let limits = &state.inner.config.limits;
+    let json_len = match headers.get(HEADER_LEN) {
+        Some(v) => {
+            let n: usize = v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| ApiError::BadRequest(format!("{HEADER_LEN}: not a number")))?;
+            if n > body.len() {
+                return Err(ApiError::BadRequest(format!("{HEADER_LEN} is {n} but the body has {} bytes", body.len())));
+            }
+            n
+        }
+        None => body.len(),
+    };
+    let req = parse_json(&body[..json_len], limits)?;
+    let mut binary = &body[json_len..];
+    let inputs = req.get("inputs").and_then(Value::as_array).ok_or_else(|| ApiError::BadRequest("'inputs': expected an array of tensors".into()))?;
+    if inputs.len() != 1 {
+        return Err(ApiError::Unprocessable(format!("'inputs': this model takes exactly one input tensor, got {}", inputs.len())));
+    }
+    let t = &inputs[0];
+    let tname = t.get("name").and_then(Value::as_str).unwrap_or("input").to_string();
+    let what = format!("input '{tname}'");
+    let dtype = t.get("datatype").and_then(Value::as_str).ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'datatype'")))?;
+    let shape: Vec<usize> = t
+        .get("shape")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'shape'")))?
+        .iter()
+        .map(|d| d.as_u64().map(|d| d as usize))
+        .collect::<Option<_>>()
+        .ok_or_else(|| ApiError::BadRequest(format!("{what}: 'shape' must be non-negative integers")))?;
+    let values = match t.get("parameters").and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64) {
+        Some(size) => {
+            let size = size as usize;
+            if size > binary.len() {
+                return Err(ApiError::BadRequest(format!("{what}: binary_data_size {size} exceeds the {} bytes sent", binary.len())));
+            }
+            let (data, rest) = binary.split_at(size);
+            binary = rest;
+            decode_binary(dtype, data, &what)?
+        }
+        None => {
+            if !matches!(dtype, "FP32" | "FP64" | "FP16" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8" | "UINT16" | "UINT32" | "UINT64" | "BOOL") {
+                return Err(ApiError::Unprocessable(format!("{what}: datatype {dtype} is not supported")));
+            }
+            let mut v = Vec::new();
+            json_numbers(t.get("data").ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'data'")))?, &mut v, &what)?;
+            v
+        }
+    };
+    let _ = binary;
+    let info = served.backend.info();
+    let per = raw_shape(info);
+    let per_len: usize = per.iter().product();
+    let total: usize = shape.iter().product();
+    if shape.is_empty() || values.len() != total {
+        return Err(ApiError::Unprocessable(format!("{what}: shape {shape:?} holds {total} values but {} were sent", values.len())));
+    }
+    let n = shape[0];
+    if n == 0 || total / n != per_len {
+        return Err(ApiError::Unprocessable(format!("{what}: shape {shape:?} does not fit the model input [N, {}]", per.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))));
+    }
+    if n > limits.max_batch_inputs {
+        return Err(ApiError::PayloadTooLarge(format!("{what}: {n} samples, the limit is {}", limits.max_batch_inputs)));
+    }
+    let mut features = Vec::with_capacity(values.len());
+    for (i, raw) in values.chunks(per_len).enumerate() {
+        features.extend(served.backend.raw_features(raw).map_err(|e| ApiError::Unprocessable(format!("{what}[{i}]: {e}")))?);
+    }
+    let outputs = served.batcher.submit(features, n).await?;
+    let width = info.class_names.len().max(1);
+    let mut data = Vec::with_capacity(n * width);
+    for o in outputs {
+        match o {
+            Output::Probabilities(p) => data.extend(p),
+            Output::Value(v) => data.push(v),
+        }
+    }
+    let out_name = req.get("outputs").and_then(Value::as_array).and_then(|o| o.first()).and_then(|o| o.get("name")).and_then(Value::as_str).unwrap_or("output").to_string();
+    let want_binary = req
+        .get("outputs")
+        .and_then(Value::as_array)
+        .and_then(|o| o.first())
+        .and_then(|o| o.get("parameters"))
+        .and_then(|p| p.get("binary_data"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        || req.get("parameters").and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    let mut resp = json!({"model_name": name, "model_version": "1", "outputs": [{"name": out_name, "datatype": "FP32", "shape": [n, width]}]});
+    if !id.is_null() {
+        resp["id"] = id;
+    }
+    if want_binary {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        resp["outputs"][0]["parameters"] = json!({"binary_data_size": bytes.len()});
+        let header = serde_json::to_vec(&resp).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let hlen = header.len();
+        let mut body = header;
+        body.extend(bytes);
+        let mut r = (StatusCode::OK, body).into_response();
+        r.headers_mut().insert(HEADER_LEN, HeaderValue::from(hlen));
+        r.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        return Ok(r);
+    }
+    resp["outputs"][0]["data"] = json!(data);
+    Ok(Json(resp).into_response())
+}
