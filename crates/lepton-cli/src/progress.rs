@@ -43,6 +43,7 @@ impl Observer for Progress {
         }
         if self.mode == Mode::Json {
             let line = match &event {
+                Event::Fold { fold, folds } => json!({"event": "fold", "fold": fold, "folds": folds}),
                 Event::Start { epochs, steps_per_epoch, start_epoch, start_step } => json!({"event": "start", "epochs": epochs, "steps_per_epoch": steps_per_epoch, "start_epoch": start_epoch, "start_step": start_step}),
                 Event::EpochStart { epoch, first_batch } => json!({"event": "epoch_start", "epoch": epoch, "first_batch": first_batch}),
                 Event::Step { epoch, step, batch, loss, accuracy, lr, samples_per_sec } => json!({"event": "step", "epoch": epoch, "step": step, "batch": batch, "loss": loss, "accuracy": accuracy, "lr": lr, "samples_per_sec": samples_per_sec}),
@@ -55,6 +56,7 @@ impl Observer for Progress {
             return;
         }
         match event {
+            Event::Fold { fold, folds } => eprintln!("fold {}/{folds}", fold + 1),
             Event::Start { epochs, steps_per_epoch, start_epoch, start_step } => {
                 self.epochs = epochs;
                 self.steps_per_epoch = steps_per_epoch;

@@ -19,7 +19,7 @@ pub mod error;
 pub mod inputs;
 pub mod mask;
 pub mod metrics;
-// pub mod photon;
+pub mod photon;
 pub mod routes;
 pub mod server;
 pub mod state;

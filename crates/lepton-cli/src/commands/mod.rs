@@ -1,5 +1,6 @@
 //! One module per command; `run` dispatches.
 
+mod cv;
 mod data;
 
 use crate::cli::{Cli, Command};
@@ -13,6 +14,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mode = Mode::from_args(&cli.global);
     match cli.command {
         Command::Data(cmd) => data::run(cmd, mode),
+        Command::Cv(args) => cv::run(args, mode),
         other => anyhow::bail!("{other:?}: not available yet"),
     }
 }

@@ -2,8 +2,10 @@
 //! as `W · im2col(x)` gets its gradients from candle's matmul backward. This replaces candle's
 //! conv2d backward, which is slow and fails when the strided windows do not cover the input.
 //!
-//! `im2col`: `[N, C, H, W]` -> `[N, C·K·K, OH·OW]`, row `(c·K + ky)·K + kx`, column `oy·OW + ox`,
-//! holding `x[n, c, oy·s - p + ky·d, ox·s - p + kx·d]` (zero outside the input).
+//! `im2col`: `[N, C, H, W]` -> `[N, OH·OW, C·K·K]`: row `oy·OW + ox`, column `(c·K + ky)·K + kx`,
+//! holding `x[n, c, oy·s - p + ky·d, ox·s - p + kx·d]` (zero outside the input). With this
+//! layout the whole batch is one `[N·OH·OW, C·K·K]` matrix, so the convolution is a single large
+//! GEMM instead of N small ones.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -34,25 +36,26 @@ impl Window {
         Ok(())
     }
 
-    /// Visit every (column-matrix index, input index) pair of one sample.
+    /// Visit every (column-matrix index, input index) pair of one sample, in column-matrix order.
     #[inline]
     fn for_each(&self, mut f: impl FnMut(usize, usize)) {
         let (oh, ow) = self.out_hw();
-        let l = oh * ow;
-        for c in 0..self.c {
-            for ky in 0..self.k {
-                for kx in 0..self.k {
-                    let row = ((c * self.k + ky) * self.k + kx) * l;
-                    for oy in 0..oh {
+        let ckk = self.c * self.k * self.k;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = (oy * ow + ox) * ckk;
+                for c in 0..self.c {
+                    for ky in 0..self.k {
                         let iy = (oy * self.stride + ky * self.dilation) as isize - self.padding as isize;
                         if iy < 0 || iy >= self.h as isize {
                             continue;
                         }
                         let base = (c * self.h + iy as usize) * self.w;
-                        for ox in 0..ow {
+                        let col = row + (c * self.k + ky) * self.k;
+                        for kx in 0..self.k {
                             let ix = (ox * self.stride + kx * self.dilation) as isize - self.padding as isize;
                             if ix >= 0 && ix < self.w as isize {
-                                f(row + oy * ow + ox, base + ix as usize);
+                                f(col + kx, base + ix as usize);
                             }
                         }
                     }
@@ -106,7 +109,7 @@ impl CustomOp1 for Im2Col {
         let w = self.0;
         let n = l.dims()[0];
         let (oh, ow) = w.out_hw();
-        let shape = Shape::from((n, w.c * w.k * w.k, oh * ow));
+        let shape = Shape::from((n, oh * ow, w.c * w.k * w.k));
         match s {
             CpuStorage::F32(v) => Ok((CpuStorage::F32(im2col(&w, contiguous(v, l)?, n)), shape)),
             CpuStorage::F64(v) => Ok((CpuStorage::F64(im2col(&w, contiguous(v, l)?, n)), shape)),
@@ -140,7 +143,7 @@ impl CustomOp1 for Col2Im {
     }
 }
 
-/// `[N, C, H, W]` -> `[N, C·K·K, OH·OW]` patches.
+/// `[N, C, H, W]` -> `[N, OH·OW, C·K·K]` patches.
 pub fn unfold(x: &Tensor, win: Window) -> Result<Tensor> {
     win.check()?;
     let &[_, c, h, w] = x.dims() else { candle_core::bail!("im2col expects [N, C, H, W], got {:?}", x.dims()) };

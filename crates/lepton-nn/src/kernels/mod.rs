@@ -38,16 +38,16 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Re
     let win = Window { c: c_in_g, h, w: wd, k: kh, stride: p.stride, padding: p.padding, dilation: p.dilation };
     let (oh, ow) = win.out_hw();
     let per_group = c_out / p.groups;
+    let ckk = c_in_g * kh * kw;
     let mut outs = Vec::with_capacity(p.groups);
     for g in 0..p.groups {
         let xg = if p.groups == 1 { x.clone() } else { x.narrow(1, g * c_in_g, c_in_g)? };
         let wg = if p.groups == 1 { w.clone() } else { w.narrow(0, g * per_group, per_group)? };
-        let cols = unfold(&xg, win)?; // [N, C·K·K, L]
-        let wm = wg.reshape((per_group, c_in_g * kh * kw))?;
-        outs.push(wm.broadcast_left(n)?.matmul(&cols)?); // [N, C_out/g, L]
+        let cols = unfold(&xg, win)?.reshape((n * oh * ow, ckk))?; // [N·L, C·K·K]
+        outs.push(cols.matmul(&wg.reshape((per_group, ckk))?.t()?)?); // [N·L, C_out/g]
     }
     let y = if outs.len() == 1 { outs.pop().expect("one group") } else { Tensor::cat(&outs, 1)? };
-    let y = y.reshape((n, c_out, oh, ow))?;
+    let y = y.reshape((n, oh * ow, c_out))?.transpose(1, 2)?.reshape((n, c_out, oh, ow))?;
     match b {
         Some(b) => y.broadcast_add(&b.reshape((1, c_out, 1, 1))?),
         None => Ok(y),

@@ -1,0 +1,31 @@
+//! The crate's error type; every variant names the file.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: I/O error")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{path}: the {section} checksum does not match: the file is damaged or was altered")]
+    Checksum { path: PathBuf, section: &'static str },
+    #[error("{path}: bad header: {message}")]
+    Header { path: PathBuf, message: String },
+    #[error("{path}: bad weights: {message}")]
+    Weights { path: PathBuf, message: String },
+    #[error("predicting: {0}")]
+    Predict(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
