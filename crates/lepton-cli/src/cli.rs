@@ -54,18 +54,6 @@ pub enum Command {
     /// Serve one or more .photon models over HTTP.
     #[command(after_help = "Example:\n  lepton serve mnist.photon --listen 127.0.0.1:8080\n  LEPTON_TOKENS=secret:predict lepton serve a.photon b.photon --config serve.toml")]
     Serve(ServeArgs),
-    /// Sentence embeddings with a pretrained encoder (Hugging Face folder).
-    #[command(after_help = "Example:\n  lepton embed ~/.cache/lepton-assets/models/all-MiniLM-L6-v2 \"A man is eating food.\"")]
-    Embed(EmbedArgs),
-    /// Generate text with a pretrained decoder (GGUF file or Hugging Face folder).
-    #[command(after_help = "Example:\n  lepton generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\" --max-tokens 32")]
-    Generate(GenerateArgs),
-    /// Chat interactively with a pretrained decoder, streaming the answer.
-    #[command(after_help = "Example:\n  lepton chat SmolLM2-135M-Instruct.Q4_1.gguf")]
-    Chat(ChatArgs),
-    /// Serve pretrained models with an OpenAI-compatible API.
-    #[command(after_help = "Example:\n  lepton run SmolLM2-135M-Instruct.Q4_1.gguf --listen 127.0.0.1:8080")]
-    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -166,79 +154,6 @@ pub struct InspectArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// .photon files to serve (the model name is the file stem).
-    pub models: Vec<PathBuf>,
-    /// Server configuration (TOML).
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, env = "LEPTON_LISTEN")]
-    pub listen: Option<String>,
-    /// Allow serving on a non-loopback address without any API token.
-    #[arg(long)]
-    pub insecure: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct EmbedArgs {
-    /// Model folder (config.json + model.safetensors + tokenizer.json).
-    pub model: PathBuf,
-    /// Texts to embed.
-    #[arg(required = true)]
-    pub texts: Vec<String>,
-}
-
-/// Sampling options shared by `generate` and `chat`.
-#[derive(Debug, Clone, Args)]
-pub struct SamplingArgs {
-    /// Sampling temperature; 0 means greedy.
-    #[arg(long, default_value_t = 0.7)]
-    pub temperature: f64,
-    /// Nucleus sampling threshold.
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    /// Keep only the k most likely tokens.
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Penalty for repeating tokens (1.0 = none).
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
-    /// Maximum number of new tokens.
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: usize,
-    /// Random seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Stop when this text is generated (repeatable).
-    #[arg(long)]
-    pub stop: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct GenerateArgs {
-    /// GGUF file or Hugging Face folder.
-    pub model: PathBuf,
-    /// The prompt (raw completion, no chat template).
-    #[arg(long, short)]
-    pub prompt: String,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct ChatArgs {
-    /// GGUF file or Hugging Face folder.
-    pub model: PathBuf,
-    /// Optional system prompt.
-    #[arg(long)]
-    pub system: Option<String>,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Models to serve: GGUF files or Hugging Face folders (decoders and encoders).
-    #[arg(required = true)]
     pub models: Vec<PathBuf>,
     /// Server configuration (TOML).
     #[arg(long, short)]

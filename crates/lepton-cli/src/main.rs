@@ -11,7 +11,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    output::init_logging(&cli.global);
+    let server = matches!(cli.command, cli::Command::Serve(_));
+    output::init_logging(&cli.global, server);
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

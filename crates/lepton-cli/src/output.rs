@@ -30,15 +30,16 @@ impl Mode {
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the level (default `info`, `warn` with `--quiet`).
-pub fn init_logging(args: &GlobalArgs) {
-    let default = if args.quiet || args.json { "warn" } else { "info" };
+/// Servers (`json_logs`) always log JSON lines, as access logs are meant for machines.
+pub fn init_logging(args: &GlobalArgs, json_logs: bool) {
+    let default = if json_logs { "info" } else if args.quiet || args.json { "warn" } else { "info" };
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if args.json {
-        builder.json().init();
+    if args.json || json_logs {
+        builder.json().with_current_span(false).init();
     } else {
         builder.with_target(false).init();
     }

@@ -2,6 +2,12 @@
 
 mod cv;
 mod data;
+mod eval;
+mod export;
+mod inspect;
+mod predict;
+mod serve;
+mod train;
 
 use crate::cli::{Cli, Command};
 use crate::output::Mode;
@@ -15,7 +21,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd, mode),
         Command::Cv(args) => cv::run(args, mode),
-        other => anyhow::bail!("{other:?}: not available yet"),
+        Command::Train(args) => train::run(args, mode),
+        Command::Eval(args) => eval::run(args, mode),
+        Command::Predict(args) => predict::run(args, mode),
+        Command::Export(args) => export::run(args, mode),
+        Command::Inspect(args) => inspect::run(args, mode),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
