@@ -31,13 +31,19 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a model from a spec file and write a run directory.
-    #[command(after_help = "Example:\n  lepton train examples/mnist-cnn.toml --out runs/mnist-cnn\n  lepton train --resume runs/mnist-cnn")]
+    #[command(
+        after_help = "Example:\n  lepton train examples/mnist-cnn.toml --out runs/mnist-cnn\n  lepton train --resume runs/mnist-cnn"
+    )]
     Train(TrainArgs),
     /// Evaluate a trained model (run directory or .photon file) on a data set.
-    #[command(after_help = "Example:\n  lepton eval runs/mnist-cnn/model.photon --data data/mnist --split test")]
+    #[command(
+        after_help = "Example:\n  lepton eval runs/mnist-cnn/model.photon --data data/mnist --split test"
+    )]
     Eval(EvalArgs),
     /// Predict with a trained model: image files, CSV rows, or a remote server.
-    #[command(after_help = "Example:\n  lepton predict runs/mnist-cnn/model.photon digit.png\n  lepton predict iris.photon --csv rows.csv\n  lepton predict --url http://127.0.0.1:8080 --model mnist-cnn digit.png")]
+    #[command(
+        after_help = "Example:\n  lepton predict runs/mnist-cnn/model.photon digit.png\n  lepton predict iris.photon --csv rows.csv\n  lepton predict --url http://127.0.0.1:8080 --model mnist-cnn digit.png"
+    )]
     Predict(PredictArgs),
     /// k-fold cross-validation of a spec.
     #[command(after_help = "Example:\n  lepton cv examples/iris-mlp.toml --folds 5")]
@@ -52,7 +58,9 @@ pub enum Command {
     #[command(after_help = "Example:\n  lepton inspect mnist.photon")]
     Inspect(InspectArgs),
     /// Serve one or more .photon models over HTTP.
-    #[command(after_help = "Example:\n  lepton serve mnist.photon --listen 127.0.0.1:8080\n  LEPTON_TOKENS=secret:predict lepton serve a.photon b.photon --config serve.toml")]
+    #[command(
+        after_help = "Example:\n  lepton serve mnist.photon --listen 127.0.0.1:8080\n  LEPTON_TOKENS=secret:predict lepton serve a.photon b.photon --config serve.toml"
+    )]
     Serve(ServeArgs),
 }
 
@@ -129,7 +137,9 @@ pub struct CvArgs {
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
     /// Summarise a data set: format, counts, class balance, duplicates, missing values, pins.
-    #[command(after_help = "Example:\n  lepton data inspect data/mnist\n  lepton data inspect data/tabular/iris.csv")]
+    #[command(
+        after_help = "Example:\n  lepton data inspect data/mnist\n  lepton data inspect data/tabular/iris.csv"
+    )]
     Inspect {
         /// A folder of IDX files, a CSV file, an image folder or a CIFAR-10 batch.
         path: PathBuf,

@@ -32,7 +32,13 @@ impl Mode {
 /// Logs go to stderr; `RUST_LOG` overrides the level (default `info`, `warn` with `--quiet`).
 /// Servers (`json_logs`) always log JSON lines, as access logs are meant for machines.
 pub fn init_logging(args: &GlobalArgs, json_logs: bool) {
-    let default = if json_logs { "info" } else if args.quiet || args.json { "warn" } else { "info" };
+    let default = if json_logs {
+        "info"
+    } else if args.quiet || args.json {
+        "warn"
+    } else {
+        "info"
+    };
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -16,7 +16,12 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(mode: Mode) -> Self {
-        Self { mode, bar: None, steps_per_epoch: 0, epochs: 0 }
+        Self {
+            mode,
+            bar: None,
+            steps_per_epoch: 0,
+            epochs: 0,
+        }
     }
 
     fn bar(&self, epoch: u64, first: u64) -> ProgressBar {
@@ -43,12 +48,35 @@ impl Observer for Progress {
         }
         if self.mode == Mode::Json {
             let line = match &event {
-                Event::Fold { fold, folds } => json!({"event": "fold", "fold": fold, "folds": folds}),
-                Event::Start { epochs, steps_per_epoch, start_epoch, start_step } => json!({"event": "start", "epochs": epochs, "steps_per_epoch": steps_per_epoch, "start_epoch": start_epoch, "start_step": start_step}),
-                Event::EpochStart { epoch, first_batch } => json!({"event": "epoch_start", "epoch": epoch, "first_batch": first_batch}),
-                Event::Step { epoch, step, batch, loss, accuracy, lr, samples_per_sec } => json!({"event": "step", "epoch": epoch, "step": step, "batch": batch, "loss": loss, "accuracy": accuracy, "lr": lr, "samples_per_sec": samples_per_sec}),
+                Event::Fold { fold, folds } => {
+                    json!({"event": "fold", "fold": fold, "folds": folds})
+                }
+                Event::Start {
+                    epochs,
+                    steps_per_epoch,
+                    start_epoch,
+                    start_step,
+                } => {
+                    json!({"event": "start", "epochs": epochs, "steps_per_epoch": steps_per_epoch, "start_epoch": start_epoch, "start_step": start_step})
+                }
+                Event::EpochStart { epoch, first_batch } => {
+                    json!({"event": "epoch_start", "epoch": epoch, "first_batch": first_batch})
+                }
+                Event::Step {
+                    epoch,
+                    step,
+                    batch,
+                    loss,
+                    accuracy,
+                    lr,
+                    samples_per_sec,
+                } => {
+                    json!({"event": "step", "epoch": epoch, "step": step, "batch": batch, "loss": loss, "accuracy": accuracy, "lr": lr, "samples_per_sec": samples_per_sec})
+                }
                 Event::EpochEnd(m) => json!({"event": "epoch_end", "metrics": m}),
-                Event::Checkpoint { path, step } => json!({"event": "checkpoint", "path": path, "step": step}),
+                Event::Checkpoint { path, step } => {
+                    json!({"event": "checkpoint", "path": path, "step": step})
+                }
                 Event::Evaluating => json!({"event": "evaluating"}),
                 Event::Done(s) => json!({"event": "done", "summary": s}),
             };
@@ -57,19 +85,35 @@ impl Observer for Progress {
         }
         match event {
             Event::Fold { fold, folds } => eprintln!("fold {}/{folds}", fold + 1),
-            Event::Start { epochs, steps_per_epoch, start_epoch, start_step } => {
+            Event::Start {
+                epochs,
+                steps_per_epoch,
+                start_epoch,
+                start_step,
+            } => {
                 self.epochs = epochs;
                 self.steps_per_epoch = steps_per_epoch;
                 if start_step > 0 {
                     eprintln!("resuming at epoch {}, step {start_step}", start_epoch + 1);
                 }
             }
-            Event::EpochStart { epoch, first_batch } => self.bar = Some(self.bar(epoch, first_batch)),
-            Event::Step { batch, loss, accuracy, lr, samples_per_sec, .. } => {
+            Event::EpochStart { epoch, first_batch } => {
+                self.bar = Some(self.bar(epoch, first_batch))
+            }
+            Event::Step {
+                batch,
+                loss,
+                accuracy,
+                lr,
+                samples_per_sec,
+                ..
+            } => {
                 if let Some(bar) = &self.bar {
                     bar.set_position(batch + 1);
                     let acc = accuracy.map_or(String::new(), |a| format!(" acc {a:.4}"));
-                    bar.set_message(format!("loss {loss:.4}{acc} lr {lr:.2e} {samples_per_sec:.0}/s"));
+                    bar.set_message(format!(
+                        "loss {loss:.4}{acc} lr {lr:.2e} {samples_per_sec:.0}/s"
+                    ));
                 }
             }
             Event::EpochEnd(m) => {

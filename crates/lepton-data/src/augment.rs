@@ -12,30 +12,55 @@ use crate::split::rng;
 impl AugmentSpec {
     /// True when the spec changes nothing.
     pub fn is_identity(&self) -> bool {
-        self.random_crop_padding == 0 && self.rotate_degrees == 0.0 && self.shift == 0.0 && self.scale == 0.0 && !self.horizontal_flip
+        self.random_crop_padding == 0
+            && self.rotate_degrees == 0.0
+            && self.shift == 0.0
+            && self.scale == 0.0
+            && !self.horizontal_flip
     }
 }
 
 /// Augment one image in place. `img` is `[C, H, W]`; `fill` has one value per channel.
-pub fn augment(spec: &AugmentSpec, img: &mut [f32], shape: [usize; 3], fill: &[f32], seed: u64, epoch: u64, index: u64) {
+pub fn augment(
+    spec: &AugmentSpec,
+    img: &mut [f32],
+    shape: [usize; 3],
+    fill: &[f32],
+    seed: u64,
+    epoch: u64,
+    index: u64,
+) {
     if spec.is_identity() {
         return;
     }
     let [c, h, w] = shape;
     let mut r = rng(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15), index);
     let pad = spec.random_crop_padding as f32;
-    let mut tx = if pad > 0.0 { r.random_range(-(pad as i64)..=pad as i64) as f32 } else { 0.0 };
-    let mut ty = if pad > 0.0 { r.random_range(-(pad as i64)..=pad as i64) as f32 } else { 0.0 };
+    let mut tx = if pad > 0.0 {
+        r.random_range(-(pad as i64)..=pad as i64) as f32
+    } else {
+        0.0
+    };
+    let mut ty = if pad > 0.0 {
+        r.random_range(-(pad as i64)..=pad as i64) as f32
+    } else {
+        0.0
+    };
     if spec.shift > 0.0 {
         tx += r.random_range(-spec.shift..=spec.shift) * w as f32;
         ty += r.random_range(-spec.shift..=spec.shift) * h as f32;
     }
     let theta = if spec.rotate_degrees > 0.0 {
-        r.random_range(-spec.rotate_degrees..=spec.rotate_degrees).to_radians()
+        r.random_range(-spec.rotate_degrees..=spec.rotate_degrees)
+            .to_radians()
     } else {
         0.0
     };
-    let s = if spec.scale > 0.0 { r.random_range(1.0 - spec.scale..=1.0 + spec.scale) } else { 1.0 };
+    let s = if spec.scale > 0.0 {
+        r.random_range(1.0 - spec.scale..=1.0 + spec.scale)
+    } else {
+        1.0
+    };
     let flip = spec.horizontal_flip && r.random_bool(0.5);
     let (cos, sin) = (theta.cos(), theta.sin());
     let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
@@ -78,9 +103,21 @@ mod tests {
     fn identity_spec_changes_nothing_and_augmentation_is_seeded() {
         let img: Vec<f32> = (0..2 * 5 * 5).map(|i| i as f32).collect();
         let mut a = img.clone();
-        augment(&AugmentSpec::default(), &mut a, [2, 5, 5], &[0.0, 0.0], 1, 0, 0);
+        augment(
+            &AugmentSpec::default(),
+            &mut a,
+            [2, 5, 5],
+            &[0.0, 0.0],
+            1,
+            0,
+            0,
+        );
         assert_eq!(a, img);
-        let spec = AugmentSpec { random_crop_padding: 1, rotate_degrees: 10.0, ..Default::default() };
+        let spec = AugmentSpec {
+            random_crop_padding: 1,
+            rotate_degrees: 10.0,
+            ..Default::default()
+        };
         let (mut b, mut c, mut d) = (img.clone(), img.clone(), img.clone());
         augment(&spec, &mut b, [2, 5, 5], &[0.0, 0.0], 1, 0, 3);
         augment(&spec, &mut c, [2, 5, 5], &[0.0, 0.0], 1, 0, 3);
@@ -92,7 +129,10 @@ mod tests {
     #[test]
     fn pure_shift_moves_pixels_by_whole_steps() {
         // A shift of exactly one pixel: the flip of a 1x3 ramp is its reverse.
-        let spec = AugmentSpec { horizontal_flip: true, ..Default::default() };
+        let spec = AugmentSpec {
+            horizontal_flip: true,
+            ..Default::default()
+        };
         let img = vec![1.0, 2.0, 3.0];
         let mut flipped = false;
         for i in 0..16 {

@@ -46,7 +46,16 @@ pub struct BatcherConfig {
 
 impl BatcherConfig {
     pub fn new(batch_size: usize) -> Self {
-        Self { batch_size, shuffle: true, seed: 0, epoch: 0, start_batch: 0, augment: None, drop_last: false, prefetch: 3 }
+        Self {
+            batch_size,
+            shuffle: true,
+            seed: 0,
+            epoch: 0,
+            start_batch: 0,
+            augment: None,
+            drop_last: false,
+            prefetch: 3,
+        }
     }
 }
 
@@ -83,14 +92,18 @@ impl Batcher {
                 let order = epoch_order(data.len(), cfg.shuffle, cfg.seed, cfg.epoch);
                 let total = batches_per_epoch(data.len(), cfg.batch_size, cfg.drop_last);
                 for b in cfg.start_batch..total {
-                    let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
+                    let idx =
+                        &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
                     if tx.send(make_batch(&data, idx, &cfg)).is_err() {
                         return; // the consumer hung up
                     }
                 }
             })
             .expect("spawning the batcher thread");
-        Self { rx, handle: Some(handle) }
+        Self {
+            rx,
+            handle: Some(handle),
+        }
     }
 }
 
@@ -104,7 +117,15 @@ fn make_batch(data: &Dataset, idx: &[usize], cfg: &BatcherConfig) -> Result<Batc
         if data.sample_shape.len() == 3 {
             let s = &data.sample_shape;
             for (k, &i) in idx.iter().enumerate() {
-                augment(spec, &mut x[k * n..(k + 1) * n], [s[0], s[1], s[2]], fill, cfg.seed, cfg.epoch, i as u64);
+                augment(
+                    spec,
+                    &mut x[k * n..(k + 1) * n],
+                    [s[0], s[1], s[2]],
+                    fill,
+                    cfg.seed,
+                    cfg.epoch,
+                    i as u64,
+                );
             }
         }
     }
@@ -112,14 +133,31 @@ fn make_batch(data: &Dataset, idx: &[usize], cfg: &BatcherConfig) -> Result<Batc
     shape.extend_from_slice(&data.sample_shape);
     let x = Tensor::from_vec(x, shape, &Device::Cpu)?;
     let y = match &data.targets {
-        Targets::Classes { labels, .. } => Tensor::from_vec(idx.iter().map(|&i| labels[i]).collect::<Vec<_>>(), idx.len(), &Device::Cpu)?,
-        Targets::Regression { values } => Tensor::from_vec(idx.iter().map(|&i| values[i]).collect::<Vec<_>>(), idx.len(), &Device::Cpu)?,
+        Targets::Classes { labels, .. } => Tensor::from_vec(
+            idx.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+            idx.len(),
+            &Device::Cpu,
+        )?,
+        Targets::Regression { values } => Tensor::from_vec(
+            idx.iter().map(|&i| values[i]).collect::<Vec<_>>(),
+            idx.len(),
+            &Device::Cpu,
+        )?,
     };
     let weights = match &data.weights {
-        Some(w) => Some(Tensor::from_vec(idx.iter().map(|&i| w[i]).collect::<Vec<_>>(), idx.len(), &Device::Cpu)?),
+        Some(w) => Some(Tensor::from_vec(
+            idx.iter().map(|&i| w[i]).collect::<Vec<_>>(),
+            idx.len(),
+            &Device::Cpu,
+        )?),
         None => None,
     };
-    Ok(Batch { x, y, weights, indices: idx.to_vec() })
+    Ok(Batch {
+        x,
+        y,
+        weights,
+        indices: idx.to_vec(),
+    })
 }
 
 impl Iterator for Batcher {

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Targets {
     /// Class indices into `class_names`.
-    Classes { labels: Vec<u32>, class_names: Vec<String> },
+    Classes {
+        labels: Vec<u32>,
+        class_names: Vec<String>,
+    },
     /// One real value per sample (standardised when the preprocessor says so).
     Regression { values: Vec<f32> },
 }
@@ -30,11 +33,16 @@ impl Targets {
     }
     fn select(&self, idx: &[usize]) -> Targets {
         match self {
-            Targets::Classes { labels, class_names } => Targets::Classes {
+            Targets::Classes {
+                labels,
+                class_names,
+            } => Targets::Classes {
                 labels: idx.iter().map(|&i| labels[i]).collect(),
                 class_names: class_names.clone(),
             },
-            Targets::Regression { values } => Targets::Regression { values: idx.iter().map(|&i| values[i]).collect() },
+            Targets::Regression { values } => Targets::Regression {
+                values: idx.iter().map(|&i| values[i]).collect(),
+            },
         }
     }
 }
@@ -76,7 +84,10 @@ impl Dataset {
             features,
             sample_shape: self.sample_shape.clone(),
             targets: self.targets.select(idx),
-            weights: self.weights.as_ref().map(|w| idx.iter().map(|&i| w[i]).collect()),
+            weights: self
+                .weights
+                .as_ref()
+                .map(|w| idx.iter().map(|&i| w[i]).collect()),
         }
     }
     /// Class names for classification, empty for regression.

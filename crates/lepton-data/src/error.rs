@@ -20,7 +20,10 @@ pub enum Error {
         source: image::ImageError,
     },
     #[error("data spec: {field}: {message}")]
-    Spec { field: &'static str, message: String },
+    Spec {
+        field: &'static str,
+        message: String,
+    },
     #[error("input: {0}")]
     Input(String),
     #[error("building a batch tensor")]
@@ -29,10 +32,16 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Format { path: path.into(), message: message.into() }
+        Error::Format {
+            path: path.into(),
+            message: message.into(),
+        }
     }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -19,16 +19,31 @@ pub struct Idx {
 
 /// The SHA-256 pins of the uncompressed MNIST files (see `data/mnist/NOTICE`).
 pub const MNIST_PINS: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    (
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
 ];
 
 /// Parse IDX bytes. The error message says what is wrong; callers add the path.
 pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
     if bytes.len() < 4 {
-        return Err(format!("file is {} bytes, too short for an IDX header", bytes.len()));
+        return Err(format!(
+            "file is {} bytes, too short for an IDX header",
+            bytes.len()
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(format!(
@@ -37,7 +52,10 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
         ));
     }
     if bytes[2] != 0x08 {
-        return Err(format!("element type 0x{:02x} is not supported (only 0x08, unsigned byte)", bytes[2]));
+        return Err(format!(
+            "element type 0x{:02x} is not supported (only 0x08, unsigned byte)",
+            bytes[2]
+        ));
     }
     let ndim = bytes[3] as usize;
     if ndim == 0 {
@@ -45,7 +63,11 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
     }
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
-        return Err(format!("truncated header: {} dimensions need {header} bytes, file has {}", ndim, bytes.len()));
+        return Err(format!(
+            "truncated header: {} dimensions need {header} bytes, file has {}",
+            ndim,
+            bytes.len()
+        ));
     }
     let dims: Vec<usize> = bytes[4..header]
         .chunks_exact(4)
@@ -57,9 +79,14 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
         .ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
     let have = bytes.len() - header;
     if have != count {
-        return Err(format!("dimensions {dims:?} need {count} data bytes, file has {have}"));
+        return Err(format!(
+            "dimensions {dims:?} need {count} data bytes, file has {have}"
+        ));
     }
-    Ok(Idx { dims, data: bytes[header..].to_vec() })
+    Ok(Idx {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 /// Read a file, gunzipping it when its name ends in `.gz`.
@@ -87,13 +114,23 @@ pub struct PinCheck {
 
 fn check_pin(path: &Path, bytes: &[u8]) -> PinCheck {
     let sha256 = hex::encode(Sha256::digest(bytes));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".gz").unwrap_or(name);
-    let matches_pin = MNIST_PINS.iter().find(|(n, _)| *n == stem).map(|(_, pin)| *pin == sha256);
+    let matches_pin = MNIST_PINS
+        .iter()
+        .find(|(n, _)| *n == stem)
+        .map(|(_, pin)| *pin == sha256);
     if matches_pin == Some(false) {
         tracing::warn!(file = %path.display(), %sha256, "differs from the MNIST pin: not the original MNIST file");
     }
-    PinCheck { file: path.to_path_buf(), sha256, matches_pin }
+    PinCheck {
+        file: path.to_path_buf(),
+        sha256,
+        matches_pin,
+    }
 }
 
 /// Find `stem` or `stem.gz` in `dir`.
@@ -127,15 +164,29 @@ pub fn load_idx_pair(dir: &Path, prefix: &str) -> Result<IdxImages> {
     let images = parse_idx(&ibytes).map_err(|m| Error::format(&ipath, m))?;
     let labels = parse_idx(&lbytes).map_err(|m| Error::format(&lpath, m))?;
     if images.dims.len() != 3 {
-        return Err(Error::format(&ipath, format!("expected 3 dimensions [N, rows, cols], got {:?}", images.dims)));
+        return Err(Error::format(
+            &ipath,
+            format!(
+                "expected 3 dimensions [N, rows, cols], got {:?}",
+                images.dims
+            ),
+        ));
     }
     if labels.dims.len() != 1 {
-        return Err(Error::format(&lpath, format!("expected 1 dimension [N], got {:?}", labels.dims)));
+        return Err(Error::format(
+            &lpath,
+            format!("expected 1 dimension [N], got {:?}", labels.dims),
+        ));
     }
     if images.dims[0] != labels.dims[0] {
         return Err(Error::format(
             &lpath,
-            format!("{} labels but {} has {} images", labels.dims[0], ipath.display(), images.dims[0]),
+            format!(
+                "{} labels but {} has {} images",
+                labels.dims[0],
+                ipath.display(),
+                images.dims[0]
+            ),
         ));
     }
     Ok(IdxImages {
@@ -170,10 +221,18 @@ mod tests {
     #[test]
     fn rejects_bad_files_with_a_reason() {
         assert!(parse_idx(&[0, 0]).unwrap_err().contains("too short"));
-        assert!(parse_idx(&[1, 2, 8, 1, 0, 0, 0, 0]).unwrap_err().contains("bad magic"));
-        assert!(parse_idx(&[0, 0, 0x0d, 1, 0, 0, 0, 0]).unwrap_err().contains("not supported"));
-        assert!(parse_idx(&idx(&[2, 3], &[1, 2])).unwrap_err().contains("need 6 data bytes"));
-        assert!(parse_idx(&[0, 0, 8, 3, 0, 0]).unwrap_err().contains("truncated header"));
+        assert!(parse_idx(&[1, 2, 8, 1, 0, 0, 0, 0])
+            .unwrap_err()
+            .contains("bad magic"));
+        assert!(parse_idx(&[0, 0, 0x0d, 1, 0, 0, 0, 0])
+            .unwrap_err()
+            .contains("not supported"));
+        assert!(parse_idx(&idx(&[2, 3], &[1, 2]))
+            .unwrap_err()
+            .contains("need 6 data bytes"));
+        assert!(parse_idx(&[0, 0, 8, 3, 0, 0])
+            .unwrap_err()
+            .contains("truncated header"));
         let huge = idx(&[u32::MAX, u32::MAX, u32::MAX], &[]);
         assert!(parse_idx(&huge).is_err());
     }

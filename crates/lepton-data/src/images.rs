@@ -38,11 +38,18 @@ fn digit_names() -> Vec<String> {
 /// MNIST-style folder: `train-*` and `t10k-*` IDX files. Returns (train, test).
 pub fn load_mnist(dir: &Path) -> Result<(ImageSet, Option<ImageSet>)> {
     if !dir.is_dir() {
-        return Err(Error::format(dir, "not a folder (expected the MNIST IDX files inside)"));
+        return Err(Error::format(
+            dir,
+            "not a folder (expected the MNIST IDX files inside)",
+        ));
     }
     let to_set = |raw: crate::idx::IdxImages| {
         let max = raw.labels.iter().copied().max().unwrap_or(0) as usize;
-        let names = if max < 10 { digit_names() } else { (0..=max).map(|d| d.to_string()).collect() };
+        let names = if max < 10 {
+            digit_names()
+        } else {
+            (0..=max).map(|d| d.to_string()).collect()
+        };
         ImageSet {
             channels: 1,
             height: raw.rows,
@@ -54,20 +61,41 @@ pub fn load_mnist(dir: &Path) -> Result<(ImageSet, Option<ImageSet>)> {
         }
     };
     let train = to_set(load_idx_pair(dir, "train")?);
-    let has_test = ["t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"].iter().any(|n| dir.join(n).is_file());
-    let test = if has_test { Some(to_set(load_idx_pair(dir, "t10k")?)) } else { None };
+    let has_test = ["t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"]
+        .iter()
+        .any(|n| dir.join(n).is_file());
+    let test = if has_test {
+        Some(to_set(load_idx_pair(dir, "t10k")?))
+    } else {
+        None
+    };
     if let Some(t) = &test {
         if (t.height, t.width) != (train.height, train.width) {
-            return Err(Error::format(dir, format!("test images are {}x{}, training images {}x{}", t.height, t.width, train.height, train.width)));
+            return Err(Error::format(
+                dir,
+                format!(
+                    "test images are {}x{}, training images {}x{}",
+                    t.height, t.width, train.height, train.width
+                ),
+            ));
         }
     }
     Ok((train, test))
 }
 
 /// Decode one image file into `[C, H, W]` bytes at the given size and channel count.
-pub fn decode_image(img: &image::DynamicImage, channels: usize, height: usize, width: usize) -> Vec<u8> {
+pub fn decode_image(
+    img: &image::DynamicImage,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Vec<u8> {
     let img = if img.height() as usize != height || img.width() as usize != width {
-        img.resize_exact(width as u32, height as u32, image::imageops::FilterType::Triangle)
+        img.resize_exact(
+            width as u32,
+            height as u32,
+            image::imageops::FilterType::Triangle,
+        )
     } else {
         img.clone()
     };
@@ -90,24 +118,36 @@ pub fn decode_image(img: &image::DynamicImage, channels: usize, height: usize, w
 /// Read an image file with limits on its declared size (decompression bombs).
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
+    let mut reader = reader
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(16_384);
     limits.max_image_height = Some(16_384);
     limits.max_alloc = Some(512 * 1024 * 1024);
     reader.limits(limits);
-    reader.decode().map_err(|e| Error::Image { path: path.to_path_buf(), source: e })
+    reader.decode().map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        source: e,
+    })
 }
 
 fn is_image(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("png" | "jpg" | "jpeg")
     )
 }
 
 /// A folder with one sub-folder per class (sorted by name), PNG/JPEG files inside.
-pub fn load_image_folder(dir: &Path, size: Option<[usize; 2]>, channels: Option<usize>) -> Result<ImageSet> {
+pub fn load_image_folder(
+    dir: &Path,
+    size: Option<[usize; 2]>,
+    channels: Option<usize>,
+) -> Result<ImageSet> {
     let read_dir = |d: &Path| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .map_err(|e| Error::io(d, e))?
@@ -118,12 +158,24 @@ pub fn load_image_folder(dir: &Path, size: Option<[usize; 2]>, channels: Option<
     };
     let classes: Vec<PathBuf> = read_dir(dir)?.into_iter().filter(|p| p.is_dir()).collect();
     if classes.is_empty() {
-        return Err(Error::format(dir, "no class sub-folders (expected one folder of images per class)"));
+        return Err(Error::format(
+            dir,
+            "no class sub-folders (expected one folder of images per class)",
+        ));
     }
     let channels = channels.unwrap_or(3);
-    let mut set = ImageSet { channels, ..Default::default() };
+    let mut set = ImageSet {
+        channels,
+        ..Default::default()
+    };
     for (label, class_dir) in classes.iter().enumerate() {
-        set.class_names.push(class_dir.file_name().unwrap_or_default().to_string_lossy().into_owned());
+        set.class_names.push(
+            class_dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        );
         for file in read_dir(class_dir)?.into_iter().filter(|p| is_image(p)) {
             let img = open_image(&file)?;
             if set.height == 0 {
@@ -131,25 +183,42 @@ pub fn load_image_folder(dir: &Path, size: Option<[usize; 2]>, channels: Option<
                 set.height = h;
                 set.width = w;
             }
-            set.pixels.extend(decode_image(&img, channels, set.height, set.width));
+            set.pixels
+                .extend(decode_image(&img, channels, set.height, set.width));
             set.labels.push(label as u32);
         }
     }
     if set.is_empty() {
-        return Err(Error::format(dir, "no PNG or JPEG images in the class folders"));
+        return Err(Error::format(
+            dir,
+            "no PNG or JPEG images in the class folders",
+        ));
     }
     Ok(set)
 }
 
 /// CIFAR-10 class names, in label order.
-pub const CIFAR10_CLASSES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 /// Parse CIFAR-10 binary records: 1 label byte then 3,072 bytes (R, G, B planes of 32x32).
 pub fn parse_cifar10(bytes: &[u8]) -> std::result::Result<(Vec<u32>, Vec<u8>), String> {
     const REC: usize = 1 + 3 * 32 * 32;
     if bytes.is_empty() || bytes.len() % REC != 0 {
-        return Err(format!("size {} is not a positive multiple of the 3,073-byte record", bytes.len()));
+        return Err(format!(
+            "size {} is not a positive multiple of the 3,073-byte record",
+            bytes.len()
+        ));
     }
     let mut labels = Vec::with_capacity(bytes.len() / REC);
     let mut pixels = Vec::with_capacity(bytes.len() / REC * (REC - 1));
@@ -187,14 +256,22 @@ pub fn load_cifar10(path: &Path) -> Result<(ImageSet, Option<ImageSet>)> {
     let mut train: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| Error::io(path, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("data_batch") && n.ends_with(".bin")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("data_batch") && n.ends_with(".bin"))
+        })
         .collect();
     train.sort();
     if train.is_empty() {
         return Err(Error::format(path, "no data_batch_*.bin files"));
     }
     let test = path.join("test_batch.bin");
-    let test = if test.is_file() { Some(read(&[test])?) } else { None };
+    let test = if test.is_file() {
+        Some(read(&[test])?)
+    } else {
+        None
+    };
     Ok((read(&train)?, test))
 }
 

@@ -30,6 +30,9 @@ pub use batcher::{batches_per_epoch, epoch_order, Batch, Batcher, BatcherConfig}
 pub use dataset::{Dataset, Targets};
 pub use error::{Error, Result};
 pub use images::open_image;
-pub use prepare::{fold_indices, inspect, load_for_eval, prepare, prepare_folds, spec_for_path, DataReport, Prepared};
+pub use prepare::{
+    fold_indices, inspect, load_for_eval, prepare, prepare_folds, spec_for_path, DataReport,
+    Prepared,
+};
 pub use preprocess::{ColumnSchema, InputSchema, Preprocessor};
 pub use spec::{AugmentSpec, Balance, DataSpec, Format, MissingPolicy, PreprocessSpec, Task};

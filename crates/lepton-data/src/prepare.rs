@@ -48,7 +48,13 @@ pub struct DataReport {
 impl DataReport {
     /// A short human-readable summary.
     pub fn to_text(&self) -> String {
-        let mut s = format!("source: {}\nformat: {}  task: {}  sample shape: {:?}\n", self.source.display(), self.format, self.task, self.sample_shape);
+        let mut s = format!(
+            "source: {}\nformat: {}  task: {}  sample shape: {:?}\n",
+            self.source.display(),
+            self.format,
+            self.task,
+            self.sample_shape
+        );
         for (k, v) in &self.counts {
             s += &format!("  {k:<11} {v:>8}\n");
         }
@@ -56,13 +62,20 @@ impl DataReport {
             let total: usize = self.class_counts.values().sum();
             s += "class balance:\n";
             for (k, v) in &self.class_counts {
-                s += &format!("  {k:<20} {v:>8}  {:5.1}%\n", 100.0 * *v as f64 / total.max(1) as f64);
+                s += &format!(
+                    "  {k:<20} {v:>8}  {:5.1}%\n",
+                    100.0 * *v as f64 / total.max(1) as f64
+                );
             }
         }
         s += &format!("duplicates: {}\n", self.duplicates);
         let missing: usize = self.missing.values().sum();
         if missing > 0 {
-            s += &format!("missing cells: {missing} ({}; {} rows dropped)\n", self.missing_policy.as_deref().unwrap_or("-"), self.rows_dropped);
+            s += &format!(
+                "missing cells: {missing} ({}; {} rows dropped)\n",
+                self.missing_policy.as_deref().unwrap_or("-"),
+                self.rows_dropped
+            );
             for (k, v) in self.missing.iter().filter(|(_, v)| **v > 0) {
                 s += &format!("  {k}: {v}\n");
             }
@@ -73,7 +86,11 @@ impl DataReport {
                 Some(false) => "DIFFERS from the pin",
                 None => "no pin",
             };
-            s += &format!("sha256 {} {}: {status}\n", &p.sha256[..16], p.file.display());
+            s += &format!(
+                "sha256 {} {}: {status}\n",
+                &p.sha256[..16],
+                p.file.display()
+            );
         }
         for w in &self.warnings {
             s += &format!("warning: {w}\n");
@@ -83,8 +100,16 @@ impl DataReport {
 }
 
 enum Raw {
-    Images { train: ImageSet, test: Option<ImageSet> },
-    Table { table: Table, test: Option<Table>, task: Task, class_names: Vec<String> },
+    Images {
+        train: ImageSet,
+        test: Option<ImageSet>,
+    },
+    Table {
+        table: Table,
+        test: Option<Table>,
+        task: Task,
+        class_names: Vec<String>,
+    },
 }
 
 fn load_raw(spec: &DataSpec, base_dir: &Path, report: &mut DataReport) -> Result<Raw> {
@@ -113,12 +138,19 @@ fn load_raw(spec: &DataSpec, base_dir: &Path, report: &mut DataReport) -> Result
         Format::ImageFolder => {
             let train = load_image_folder(&path, spec.size, spec.channels)?;
             let test = match test_path {
-                Some(p) => Some(load_image_folder(&p, Some([train.height, train.width]), Some(train.channels))?),
+                Some(p) => Some(load_image_folder(
+                    &p,
+                    Some([train.height, train.width]),
+                    Some(train.channels),
+                )?),
                 None => None,
             };
             if let Some(t) = &test {
                 if t.class_names != train.class_names {
-                    return Err(Error::format(&path, "the test folder's classes differ from the training folder's"));
+                    return Err(Error::format(
+                        &path,
+                        "the test folder's classes differ from the training folder's",
+                    ));
                 }
             }
             Raw::Images { train, test }
@@ -128,11 +160,17 @@ fn load_raw(spec: &DataSpec, base_dir: &Path, report: &mut DataReport) -> Result
             let mut test = test_path.map(|p| load_table(&p, spec)).transpose()?;
             if let Some(t) = &test {
                 if t.columns != table.columns {
-                    return Err(Error::format(&t.path, "columns differ from the training file's"));
+                    return Err(Error::format(
+                        &t.path,
+                        "columns differ from the training file's",
+                    ));
                 }
             }
             for (c, name) in table.columns.iter().enumerate() {
-                report.missing.insert(name.clone(), table.rows.iter().filter(|r| r[c].is_none()).count());
+                report.missing.insert(
+                    name.clone(),
+                    table.rows.iter().filter(|r| r[c].is_none()).count(),
+                );
             }
             report.missing_policy = Some(format!("{:?}", spec.missing).to_lowercase());
             if spec.missing == MissingPolicy::DropRows {
@@ -143,20 +181,39 @@ fn load_raw(spec: &DataSpec, base_dir: &Path, report: &mut DataReport) -> Result
                 }
                 report.rows_dropped = before - table.rows.len();
                 if table.rows.is_empty() {
-                    return Err(Error::format(&path, "every row has an empty cell (data.missing = \"drop-rows\")"));
+                    return Err(Error::format(
+                        &path,
+                        "every row has an empty cell (data.missing = \"drop-rows\")",
+                    ));
                 }
             }
-            let all_labels: Vec<String> = table.labels.iter().chain(test.iter().flat_map(|t| t.labels.iter())).cloned().collect();
+            let all_labels: Vec<String> = table
+                .labels
+                .iter()
+                .chain(test.iter().flat_map(|t| t.labels.iter()))
+                .cloned()
+                .collect();
             let task = spec.task.unwrap_or_else(|| infer_task(&all_labels));
-            let names = if task == Task::Classification { class_names(&all_labels) } else { Vec::new() };
-            Raw::Table { table, test, task, class_names: names }
+            let names = if task == Task::Classification {
+                class_names(&all_labels)
+            } else {
+                Vec::new()
+            };
+            Raw::Table {
+                table,
+                test,
+                task,
+                class_names: names,
+            }
         }
     };
     Ok(raw)
 }
 
 fn drop_incomplete(t: &mut Table) {
-    let keep: Vec<usize> = (0..t.rows.len()).filter(|&i| t.rows[i].iter().all(Option::is_some)).collect();
+    let keep: Vec<usize> = (0..t.rows.len())
+        .filter(|&i| t.rows[i].iter().all(Option::is_some))
+        .collect();
     t.rows = keep.iter().map(|&i| t.rows[i].clone()).collect();
     t.labels = keep.iter().map(|&i| t.labels[i].clone()).collect();
     t.lines = keep.iter().map(|&i| t.lines[i]).collect();
@@ -180,7 +237,12 @@ impl Raw {
     fn strata(&self) -> Vec<u32> {
         match self {
             Raw::Images { train, .. } => train.labels.clone(),
-            Raw::Table { table, task: Task::Classification, class_names, .. } => table_labels(table, class_names).unwrap_or_default(),
+            Raw::Table {
+                table,
+                task: Task::Classification,
+                class_names,
+                ..
+            } => table_labels(table, class_names).unwrap_or_default(),
             Raw::Table { table, .. } => vec![0; table.labels.len()],
         }
     }
@@ -197,21 +259,48 @@ impl Raw {
                     all.extend(&t.labels);
                 }
                 for l in all {
-                    *report.class_counts.entry(train.class_names.get(l as usize).cloned().unwrap_or_else(|| l.to_string())).or_default() += 1;
+                    *report
+                        .class_counts
+                        .entry(
+                            train
+                                .class_names
+                                .get(l as usize)
+                                .cloned()
+                                .unwrap_or_else(|| l.to_string()),
+                        )
+                        .or_default() += 1;
                 }
                 let n = train.sample_len().max(1);
                 report.duplicates = count_duplicates(train.pixels.chunks(n).map(|c| c.to_vec()));
-                report.counts.insert("all".into(), train.len() + test.as_ref().map_or(0, |t| t.len()));
+                report.counts.insert(
+                    "all".into(),
+                    train.len() + test.as_ref().map_or(0, |t| t.len()),
+                );
             }
-            Raw::Table { table, test, task, .. } => {
+            Raw::Table {
+                table, test, task, ..
+            } => {
                 report.task = format!("{task:?}").to_lowercase();
                 if *task == Task::Classification {
-                    for l in table.labels.iter().chain(test.iter().flat_map(|t| t.labels.iter())) {
+                    for l in table
+                        .labels
+                        .iter()
+                        .chain(test.iter().flat_map(|t| t.labels.iter()))
+                    {
                         *report.class_counts.entry(l.clone()).or_default() += 1;
                     }
                 }
-                report.duplicates = count_duplicates(table.rows.iter().zip(&table.labels).map(|(r, l)| format!("{r:?}{l}").into_bytes()));
-                report.counts.insert("all".into(), table.rows.len() + test.as_ref().map_or(0, |t| t.rows.len()));
+                report.duplicates = count_duplicates(
+                    table
+                        .rows
+                        .iter()
+                        .zip(&table.labels)
+                        .map(|(r, l)| format!("{r:?}{l}").into_bytes()),
+                );
+                report.counts.insert(
+                    "all".into(),
+                    table.rows.len() + test.as_ref().map_or(0, |t| t.rows.len()),
+                );
             }
         }
     }
@@ -222,7 +311,11 @@ fn table_labels(t: &Table, names: &[String]) -> Result<Vec<u32>> {
         .iter()
         .zip(&t.lines)
         .map(|(l, line)| {
-            names.iter().position(|n| n == l).map(|p| p as u32).ok_or_else(|| Error::format(&t.path, format!("line {line}: unknown class '{l}'")))
+            names
+                .iter()
+                .position(|n| n == l)
+                .map(|p| p as u32)
+                .ok_or_else(|| Error::format(&t.path, format!("line {line}: unknown class '{l}'")))
         })
         .collect()
 }
@@ -231,12 +324,26 @@ fn table_values(t: &Table) -> Result<Vec<f32>> {
     t.labels
         .iter()
         .zip(&t.lines)
-        .map(|(l, line)| l.parse::<f32>().map_err(|_| Error::format(&t.path, format!("line {line}: regression target '{l}' is not a number"))))
+        .map(|(l, line)| {
+            l.parse::<f32>().map_err(|_| {
+                Error::format(
+                    &t.path,
+                    format!("line {line}: regression target '{l}' is not a number"),
+                )
+            })
+        })
         .collect()
 }
 
 /// Build datasets from `train_idx` / `held_idx` (+ optional test) of the raw data.
-fn build(raw: &Raw, spec: &DataSpec, pre: &PreprocessSpec, train_idx: &[usize], held_idx: &[usize], test_idx: Option<&[usize]>) -> Result<(Dataset, Dataset, Option<Dataset>, Preprocessor)> {
+fn build(
+    raw: &Raw,
+    spec: &DataSpec,
+    pre: &PreprocessSpec,
+    train_idx: &[usize],
+    held_idx: &[usize],
+    test_idx: Option<&[usize]>,
+) -> Result<(Dataset, Dataset, Option<Dataset>, Preprocessor)> {
     match raw {
         Raw::Images { train, test } => {
             let fit_set = select_images(train, train_idx);
@@ -246,7 +353,15 @@ fn build(raw: &Raw, spec: &DataSpec, pre: &PreprocessSpec, train_idx: &[usize], 
                 for img in set.pixels.chunks_exact(set.sample_len().max(1)) {
                     p.pixels_to_features(img, &mut f);
                 }
-                Dataset { features: f, sample_shape: p.sample_shape(), targets: Targets::Classes { labels: set.labels.clone(), class_names: set.class_names.clone() }, weights: None }
+                Dataset {
+                    features: f,
+                    sample_shape: p.sample_shape(),
+                    targets: Targets::Classes {
+                        labels: set.labels.clone(),
+                        class_names: set.class_names.clone(),
+                    },
+                    weights: None,
+                }
             };
             let tr = to_ds(&fit_set);
             let va = to_ds(&select_images(train, held_idx));
@@ -257,23 +372,50 @@ fn build(raw: &Raw, spec: &DataSpec, pre: &PreprocessSpec, train_idx: &[usize], 
             };
             Ok((tr, va, te, p))
         }
-        Raw::Table { table, test, task, class_names } => {
-            let values = if *task == Task::Regression { Some(table_values(table)?) } else { None };
-            let p = Preprocessor::fit_table(table, train_idx, *task, class_names.clone(), &spec.categorical, pre.normalize, values.as_deref().filter(|_| pre.normalize_target))?;
+        Raw::Table {
+            table,
+            test,
+            task,
+            class_names,
+        } => {
+            let values = if *task == Task::Regression {
+                Some(table_values(table)?)
+            } else {
+                None
+            };
+            let p = Preprocessor::fit_table(
+                table,
+                train_idx,
+                *task,
+                class_names.clone(),
+                &spec.categorical,
+                pre.normalize,
+                values.as_deref().filter(|_| pre.normalize_target),
+            )?;
             let targets = |t: &Table, idx: &[usize]| -> Result<Targets> {
                 Ok(match task {
                     Task::Classification => {
                         let l = table_labels(t, class_names)?;
-                        Targets::Classes { labels: idx.iter().map(|&i| l[i]).collect(), class_names: class_names.clone() }
+                        Targets::Classes {
+                            labels: idx.iter().map(|&i| l[i]).collect(),
+                            class_names: class_names.clone(),
+                        }
                     }
                     Task::Regression => {
                         let v = table_values(t)?;
-                        Targets::Regression { values: idx.iter().map(|&i| p.encode_target(v[i])).collect() }
+                        Targets::Regression {
+                            values: idx.iter().map(|&i| p.encode_target(v[i])).collect(),
+                        }
                     }
                 })
             };
             let to_ds = |t: &Table, idx: &[usize]| -> Result<Dataset> {
-                Ok(Dataset { features: p.table_features(t, idx, spec.missing)?, sample_shape: p.sample_shape(), targets: targets(t, idx)?, weights: None })
+                Ok(Dataset {
+                    features: p.table_features(t, idx, spec.missing)?,
+                    sample_shape: p.sample_shape(),
+                    targets: targets(t, idx)?,
+                    weights: None,
+                })
             };
             let tr = to_ds(table, train_idx)?;
             let va = to_ds(table, held_idx)?;
@@ -293,24 +435,44 @@ fn select_images(set: &ImageSet, idx: &[usize]) -> ImageSet {
     for &i in idx {
         pixels.extend_from_slice(&set.pixels[i * n..(i + 1) * n]);
     }
-    ImageSet { pixels, labels: idx.iter().map(|&i| set.labels[i]).collect(), pins: Vec::new(), ..set.clone_meta() }
+    ImageSet {
+        pixels,
+        labels: idx.iter().map(|&i| set.labels[i]).collect(),
+        pins: Vec::new(),
+        ..set.clone_meta()
+    }
 }
 
 impl ImageSet {
     fn clone_meta(&self) -> ImageSet {
-        ImageSet { channels: self.channels, height: self.height, width: self.width, class_names: self.class_names.clone(), ..Default::default() }
+        ImageSet {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            class_names: self.class_names.clone(),
+            ..Default::default()
+        }
     }
 }
 
 fn reweight(ds: &mut Dataset) {
-    if let Targets::Classes { labels, class_names } = &ds.targets {
+    if let Targets::Classes {
+        labels,
+        class_names,
+    } = &ds.targets
+    {
         let k = class_names.len().max(1);
         let mut counts = vec![0usize; k];
         for &l in labels {
             counts[l as usize] += 1;
         }
         let n = labels.len() as f32;
-        ds.weights = Some(labels.iter().map(|&l| n / (k as f32 * counts[l as usize].max(1) as f32)).collect());
+        ds.weights = Some(
+            labels
+                .iter()
+                .map(|&l| n / (k as f32 * counts[l as usize].max(1) as f32))
+                .collect(),
+        );
     }
 }
 
@@ -338,7 +500,12 @@ fn base_indices(raw: &Raw, spec: &DataSpec, seed: u64) -> (Vec<usize>, Option<Ve
 }
 
 /// Load, split (stratified, seeded), fit the preprocessor on the training split and transform.
-pub fn prepare(spec: &DataSpec, pre: &PreprocessSpec, base_dir: &Path, seed: u64) -> Result<Prepared> {
+pub fn prepare(
+    spec: &DataSpec,
+    pre: &PreprocessSpec,
+    base_dir: &Path,
+    seed: u64,
+) -> Result<Prepared> {
     let mut report = DataReport::default();
     let raw = load_raw(spec, base_dir, &mut report)?;
     raw.describe(&mut report);
@@ -349,34 +516,58 @@ pub fn prepare(spec: &DataSpec, pre: &PreprocessSpec, base_dir: &Path, seed: u64
     let train_idx: Vec<usize> = keep.iter().map(|&i| pool[i]).collect();
     let held_idx: Vec<usize> = held.iter().map(|&i| pool[i]).collect();
     if train_idx.is_empty() {
-        return Err(Error::format(&report.source, "no training samples left after the splits"));
+        return Err(Error::format(
+            &report.source,
+            "no training samples left after the splits",
+        ));
     }
-    let (mut train, validation, test, preprocessor) = build(&raw, spec, pre, &train_idx, &held_idx, test_idx.as_deref())?;
+    let (mut train, validation, test, preprocessor) =
+        build(&raw, spec, pre, &train_idx, &held_idx, test_idx.as_deref())?;
     if spec.balance == Balance::Reweight {
         reweight(&mut train);
     }
     report.counts.insert("train".into(), train.len());
     report.counts.insert("validation".into(), validation.len());
-    report.counts.insert("test".into(), test.as_ref().map_or(0, Dataset::len));
+    report
+        .counts
+        .insert("test".into(), test.as_ref().map_or(0, Dataset::len));
     report.sample_shape = preprocessor.sample_shape();
     if validation.is_empty() {
         report.warnings.push("the validation split is empty: early stopping and best-model selection use the training loss".into());
     }
-    Ok(Prepared { train, validation, test, preprocessor, report })
+    Ok(Prepared {
+        train,
+        validation,
+        test,
+        preprocessor,
+        report,
+    })
 }
 
 /// Stratified k-fold: one `Prepared` per fold, with the preprocessor fitted on that fold's
 /// training part and the held-out fold as `validation`.
-pub fn prepare_folds(spec: &DataSpec, pre: &PreprocessSpec, base_dir: &Path, k: usize, seed: u64) -> Result<Vec<Prepared>> {
+pub fn prepare_folds(
+    spec: &DataSpec,
+    pre: &PreprocessSpec,
+    base_dir: &Path,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<Prepared>> {
     if k < 2 {
-        return Err(Error::Spec { field: "folds", message: format!("k-fold needs at least 2 folds, got {k}") });
+        return Err(Error::Spec {
+            field: "folds",
+            message: format!("k-fold needs at least 2 folds, got {k}"),
+        });
     }
     let mut report = DataReport::default();
     let raw = load_raw(spec, base_dir, &mut report)?;
     raw.describe(&mut report);
     let (pool, _) = base_indices(&raw, spec, seed);
     if pool.len() < k {
-        return Err(Error::format(&report.source, format!("{} samples cannot make {k} folds", pool.len())));
+        return Err(Error::format(
+            &report.source,
+            format!("{} samples cannot make {k} folds", pool.len()),
+        ));
     }
     let strata = raw.strata();
     let sub: Vec<u32> = pool.iter().map(|&i| strata[i]).collect();
@@ -385,7 +576,8 @@ pub fn prepare_folds(spec: &DataSpec, pre: &PreprocessSpec, base_dir: &Path, k: 
         .map(|(tr, held)| {
             let tr: Vec<usize> = tr.iter().map(|&i| pool[i]).collect();
             let held: Vec<usize> = held.iter().map(|&i| pool[i]).collect();
-            let (mut train, validation, _, preprocessor) = build(&raw, spec, pre, &tr, &held, None)?;
+            let (mut train, validation, _, preprocessor) =
+                build(&raw, spec, pre, &tr, &held, None)?;
             if spec.balance == Balance::Reweight {
                 reweight(&mut train);
             }
@@ -393,20 +585,34 @@ pub fn prepare_folds(spec: &DataSpec, pre: &PreprocessSpec, base_dir: &Path, k: 
             report.counts.insert("train".into(), train.len());
             report.counts.insert("validation".into(), validation.len());
             report.sample_shape = preprocessor.sample_shape();
-            Ok(Prepared { train, validation, test: None, preprocessor, report })
+            Ok(Prepared {
+                train,
+                validation,
+                test: None,
+                preprocessor,
+                report,
+            })
         })
         .collect()
 }
 
 /// The fold assignment `prepare_folds` uses, as indices into the loaded rows (for side-by-side
 /// comparisons with other tools on the same folds).
-pub fn fold_indices(spec: &DataSpec, base_dir: &Path, k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+pub fn fold_indices(
+    spec: &DataSpec,
+    base_dir: &Path,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<Vec<usize>>> {
     let mut report = DataReport::default();
     let raw = load_raw(spec, base_dir, &mut report)?;
     let (pool, _) = base_indices(&raw, spec, seed);
     let strata = raw.strata();
     let sub: Vec<u32> = pool.iter().map(|&i| strata[i]).collect();
-    Ok(kfold(&sub, k, seed).into_iter().map(|(_, held)| held.iter().map(|&i| pool[i]).collect()).collect())
+    Ok(kfold(&sub, k, seed)
+        .into_iter()
+        .map(|(_, held)| held.iter().map(|&i| pool[i]).collect())
+        .collect())
 }
 
 /// The evaluation data of `spec` transformed with an already fitted preprocessor (no fitting,
@@ -422,32 +628,65 @@ pub fn load_for_eval(spec: &DataSpec, base_dir: &Path, pre: &Preprocessor) -> Re
             let set = test.unwrap_or(train);
             let want = pre.sample_shape();
             if want != [set.channels, set.height, set.width] {
-                return Err(mismatch(format!("images are {}x{}x{}, the model takes {want:?}", set.channels, set.height, set.width)));
+                return Err(mismatch(format!(
+                    "images are {}x{}x{}, the model takes {want:?}",
+                    set.channels, set.height, set.width
+                )));
             }
             if set.class_names != pre.class_names() {
-                return Err(mismatch(format!("classes {:?} differ from the model's {:?}", set.class_names, pre.class_names())));
+                return Err(mismatch(format!(
+                    "classes {:?} differ from the model's {:?}",
+                    set.class_names,
+                    pre.class_names()
+                )));
             }
             let mut f = Vec::with_capacity(set.len() * set.sample_len());
             for img in set.pixels.chunks_exact(set.sample_len().max(1)) {
                 pre.pixels_to_features(img, &mut f);
             }
-            Ok(Dataset { features: f, sample_shape: want, targets: Targets::Classes { labels: set.labels, class_names: set.class_names }, weights: None })
+            Ok(Dataset {
+                features: f,
+                sample_shape: want,
+                targets: Targets::Classes {
+                    labels: set.labels,
+                    class_names: set.class_names,
+                },
+                weights: None,
+            })
         }
         Raw::Table { table, test, .. } => {
             let t = test.unwrap_or(table);
             let idx: Vec<usize> = (0..t.rows.len()).collect();
             let names: Vec<&str> = match pre {
                 Preprocessor::Tabular { columns, .. } => columns.iter().map(|c| c.name()).collect(),
-                Preprocessor::Image { .. } => return Err(mismatch("the model takes images, this is a table".into())),
+                Preprocessor::Image { .. } => {
+                    return Err(mismatch("the model takes images, this is a table".into()))
+                }
             };
             if t.columns.iter().map(String::as_str).collect::<Vec<_>>() != names {
-                return Err(mismatch(format!("columns {:?} differ from the model's {names:?}", t.columns)));
+                return Err(mismatch(format!(
+                    "columns {:?} differ from the model's {names:?}",
+                    t.columns
+                )));
             }
             let targets = match pre.task() {
-                Task::Classification => Targets::Classes { labels: table_labels(&t, pre.class_names())?, class_names: pre.class_names().to_vec() },
-                Task::Regression => Targets::Regression { values: table_values(&t)?.into_iter().map(|v| pre.encode_target(v)).collect() },
+                Task::Classification => Targets::Classes {
+                    labels: table_labels(&t, pre.class_names())?,
+                    class_names: pre.class_names().to_vec(),
+                },
+                Task::Regression => Targets::Regression {
+                    values: table_values(&t)?
+                        .into_iter()
+                        .map(|v| pre.encode_target(v))
+                        .collect(),
+                },
             };
-            Ok(Dataset { features: pre.table_features(&t, &idx, spec.missing)?, sample_shape: pre.sample_shape(), targets, weights: None })
+            Ok(Dataset {
+                features: pre.table_features(&t, &idx, spec.missing)?,
+                sample_shape: pre.sample_shape(),
+                targets,
+                weights: None,
+            })
         }
     }
 }
@@ -490,17 +729,27 @@ pub fn spec_for_path(path: &Path) -> Result<DataSpec> {
 
 fn detect_format(path: &Path) -> Result<Format> {
     if path.is_file() {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         return if name.ends_with(".csv") || name.ends_with(".tsv") || name.ends_with(".txt") {
             Ok(Format::Csv)
         } else if name.ends_with(".bin") {
             Ok(Format::Cifar10)
         } else {
-            Err(Error::format(path, "unknown data format (expected .csv, a CIFAR-10 .bin, or a folder)"))
+            Err(Error::format(
+                path,
+                "unknown data format (expected .csv, a CIFAR-10 .bin, or a folder)",
+            ))
         };
     }
     if !path.is_dir() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        ));
     }
     let names: Vec<String> = std::fs::read_dir(path)
         .map_err(|e| Error::io(path, e))?
@@ -508,7 +757,10 @@ fn detect_format(path: &Path) -> Result<Format> {
         .collect();
     if names.iter().any(|n| n.contains("idx3-ubyte")) {
         Ok(Format::Mnist)
-    } else if names.iter().any(|n| n.starts_with("data_batch") && n.ends_with(".bin")) {
+    } else if names
+        .iter()
+        .any(|n| n.starts_with("data_batch") && n.ends_with(".bin"))
+    {
         Ok(Format::Cifar10)
     } else {
         Ok(Format::ImageFolder)

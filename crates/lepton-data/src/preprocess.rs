@@ -16,10 +16,19 @@ use crate::table::Table;
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Column {
     /// One feature: `(x - mean) / std`; empty cells become `fill` (the training mean).
-    Numeric { name: String, mean: f32, std: f32, fill: f32 },
+    Numeric {
+        name: String,
+        mean: f32,
+        std: f32,
+        fill: f32,
+    },
     /// One-hot over the training split's values; unknown values give all zeros; empty cells become
     /// the most frequent value.
-    Categorical { name: String, values: Vec<String>, fill: String },
+    Categorical {
+        name: String,
+        values: Vec<String>,
+        fill: String,
+    },
 }
 
 impl Column {
@@ -40,8 +49,14 @@ impl Column {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum InputSchema {
-    Image { channels: usize, height: usize, width: usize },
-    Tabular { columns: Vec<ColumnSchema> },
+    Image {
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
+    Tabular {
+        columns: Vec<ColumnSchema>,
+    },
 }
 
 /// One input column.
@@ -91,10 +106,11 @@ impl Preprocessor {
         let (mut mean, mut std) = (vec![0.0; c], vec![1.0; c]);
         if normalize && !train.is_empty() {
             for ch in 0..c {
-                let vals = train
-                    .pixels
-                    .chunks_exact(c * plane)
-                    .flat_map(|img| img[ch * plane..(ch + 1) * plane].iter().map(|&p| p as f64 / 255.0));
+                let vals = train.pixels.chunks_exact(c * plane).flat_map(|img| {
+                    img[ch * plane..(ch + 1) * plane]
+                        .iter()
+                        .map(|&p| p as f64 / 255.0)
+                });
                 (mean[ch], std[ch]) = mean_std(vals);
             }
         }
@@ -121,40 +137,67 @@ impl Preprocessor {
         let mut columns = Vec::with_capacity(table.columns.len());
         for (c, name) in table.columns.iter().enumerate() {
             let cells = rows.iter().filter_map(|&r| table.rows[r][c].as_deref());
-            let numeric = !categorical.contains(name) && cells.clone().all(|v| v.parse::<f64>().is_ok());
+            let numeric =
+                !categorical.contains(name) && cells.clone().all(|v| v.parse::<f64>().is_ok());
             if numeric {
                 let vals = cells.map(|v| v.parse::<f64>().unwrap_or(0.0));
                 let (mean, std) = mean_std(vals.clone());
                 let fill = if vals.clone().count() == 0 { 0.0 } else { mean };
                 let (mean, std) = if normalize { (mean, std) } else { (0.0, 1.0) };
-                columns.push(Column::Numeric { name: name.clone(), mean, std, fill });
+                columns.push(Column::Numeric {
+                    name: name.clone(),
+                    mean,
+                    std,
+                    fill,
+                });
             } else {
                 let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
                 for v in cells {
                     *counts.entry(v).or_default() += 1;
                 }
-                let fill = counts.iter().max_by_key(|(_, &n)| n).map(|(v, _)| v.to_string()).unwrap_or_default();
-                columns.push(Column::Categorical { name: name.clone(), values: counts.keys().map(|s| s.to_string()).collect(), fill });
+                let fill = counts
+                    .iter()
+                    .max_by_key(|(_, &n)| n)
+                    .map(|(v, _)| v.to_string())
+                    .unwrap_or_default();
+                columns.push(Column::Categorical {
+                    name: name.clone(),
+                    values: counts.keys().map(|s| s.to_string()).collect(),
+                    fill,
+                });
             }
         }
         let (target_mean, target_std) = match (task, targets) {
             (Task::Regression, Some(t)) if normalize => mean_std(rows.iter().map(|&r| t[r] as f64)),
             _ => (0.0, 1.0),
         };
-        Ok(Preprocessor::Tabular { columns, task, class_names, target_mean, target_std })
+        Ok(Preprocessor::Tabular {
+            columns,
+            task,
+            class_names,
+            target_mean,
+            target_std,
+        })
     }
 
     /// Per-sample feature shape.
     pub fn sample_shape(&self) -> Vec<usize> {
         match self {
-            Preprocessor::Image { channels, height, width, .. } => vec![*channels, *height, *width],
+            Preprocessor::Image {
+                channels,
+                height,
+                width,
+                ..
+            } => vec![*channels, *height, *width],
             Preprocessor::Tabular { columns, .. } => vec![columns.iter().map(Column::width).sum()],
         }
     }
 
     pub fn class_names(&self) -> &[String] {
         match self {
-            Preprocessor::Image { class_names, .. } | Preprocessor::Tabular { class_names, .. } => class_names,
+            Preprocessor::Image { class_names, .. } | Preprocessor::Tabular { class_names, .. } => {
+                class_names
+            }
         }
     }
 
@@ -167,9 +210,16 @@ impl Preprocessor {
 
     pub fn input_schema(&self) -> InputSchema {
         match self {
-            Preprocessor::Image { channels, height, width, .. } => {
-                InputSchema::Image { channels: *channels, height: *height, width: *width }
-            }
+            Preprocessor::Image {
+                channels,
+                height,
+                width,
+                ..
+            } => InputSchema::Image {
+                channels: *channels,
+                height: *height,
+                width: *width,
+            },
             Preprocessor::Tabular { columns, .. } => InputSchema::Tabular {
                 columns: columns
                     .iter()
@@ -188,7 +238,11 @@ impl Preprocessor {
     /// Map a model output for regression back to target units.
     pub fn decode_target(&self, v: f32) -> f32 {
         match self {
-            Preprocessor::Tabular { target_mean, target_std, .. } => v * target_std + target_mean,
+            Preprocessor::Tabular {
+                target_mean,
+                target_std,
+                ..
+            } => v * target_std + target_mean,
             Preprocessor::Image { .. } => v,
         }
     }
@@ -196,18 +250,34 @@ impl Preprocessor {
     /// Map a regression target to model units.
     pub fn encode_target(&self, v: f32) -> f32 {
         match self {
-            Preprocessor::Tabular { target_mean, target_std, .. } => (v - target_mean) / target_std,
+            Preprocessor::Tabular {
+                target_mean,
+                target_std,
+                ..
+            } => (v - target_mean) / target_std,
             Preprocessor::Image { .. } => v,
         }
     }
 
     /// Normalise `[C, H, W]` pixels (0-255) into features.
     pub fn pixels_to_features(&self, pixels: &[u8], out: &mut Vec<f32>) {
-        if let Preprocessor::Image { channels, height, width, mean, std, .. } = self {
+        if let Preprocessor::Image {
+            channels,
+            height,
+            width,
+            mean,
+            std,
+            ..
+        } = self
+        {
             let plane = height * width;
             for c in 0..*channels {
                 let (m, s) = (mean[c], std[c]);
-                out.extend(pixels[c * plane..(c + 1) * plane].iter().map(|&p| (p as f32 / 255.0 - m) / s));
+                out.extend(
+                    pixels[c * plane..(c + 1) * plane]
+                        .iter()
+                        .map(|&p| (p as f32 / 255.0 - m) / s),
+                );
             }
         }
     }
@@ -215,39 +285,72 @@ impl Preprocessor {
     /// Features for a decoded image of any size (converted and resized to the trained shape).
     pub fn image_features(&self, img: &image::DynamicImage) -> Result<Vec<f32>> {
         match self {
-            Preprocessor::Image { channels, height, width, .. } => {
+            Preprocessor::Image {
+                channels,
+                height,
+                width,
+                ..
+            } => {
                 let px = decode_image(img, *channels, *height, *width);
                 let mut out = Vec::with_capacity(px.len());
                 self.pixels_to_features(&px, &mut out);
                 Ok(out)
             }
-            Preprocessor::Tabular { .. } => Err(Error::Input("this model takes table rows, not images".into())),
+            Preprocessor::Tabular { .. } => Err(Error::Input(
+                "this model takes table rows, not images".into(),
+            )),
         }
     }
 
     /// Features for raw numbers: pixels 0-255 in `[C, H, W]` order, or numeric table columns in order.
     pub fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>> {
         match self {
-            Preprocessor::Image { channels, height, width, mean, std, .. } => {
+            Preprocessor::Image {
+                channels,
+                height,
+                width,
+                mean,
+                std,
+                ..
+            } => {
                 let want = channels * height * width;
                 if raw.len() != want {
-                    return Err(Error::Input(format!("expected {want} pixel values ({channels}x{height}x{width}), got {}", raw.len())));
+                    return Err(Error::Input(format!(
+                        "expected {want} pixel values ({channels}x{height}x{width}), got {}",
+                        raw.len()
+                    )));
                 }
                 let plane = height * width;
-                Ok(raw.iter().enumerate().map(|(i, &p)| (p / 255.0 - mean[i / plane]) / std[i / plane]).collect())
+                Ok(raw
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &p)| (p / 255.0 - mean[i / plane]) / std[i / plane])
+                    .collect())
             }
             Preprocessor::Tabular { columns, .. } => {
-                if columns.iter().any(|c| matches!(c, Column::Categorical { .. })) {
-                    return Err(Error::Input("this model has categorical columns: send named values".into()));
+                if columns
+                    .iter()
+                    .any(|c| matches!(c, Column::Categorical { .. }))
+                {
+                    return Err(Error::Input(
+                        "this model has categorical columns: send named values".into(),
+                    ));
                 }
                 if raw.len() != columns.len() {
-                    return Err(Error::Input(format!("expected {} values ({}), got {}", columns.len(), self.column_names().join(", "), raw.len())));
+                    return Err(Error::Input(format!(
+                        "expected {} values ({}), got {}",
+                        columns.len(),
+                        self.column_names().join(", "),
+                        raw.len()
+                    )));
                 }
                 Ok(columns
                     .iter()
                     .zip(raw)
                     .map(|(c, &v)| match c {
-                        Column::Numeric { mean, std, fill, .. } => ((if v.is_nan() { *fill } else { v }) - mean) / std,
+                        Column::Numeric {
+                            mean, std, fill, ..
+                        } => ((if v.is_nan() { *fill } else { v }) - mean) / std,
                         Column::Categorical { .. } => 0.0,
                     })
                     .collect())
@@ -266,45 +369,80 @@ impl Preprocessor {
     /// imputed; unknown columns are an error.
     pub fn row_features(&self, row: &[(&str, &str)]) -> Result<Vec<f32>> {
         let Preprocessor::Tabular { columns, .. } = self else {
-            return Err(Error::Input("this model takes images, not table rows".into()));
+            return Err(Error::Input(
+                "this model takes images, not table rows".into(),
+            ));
         };
         for (name, _) in row {
             if !columns.iter().any(|c| c.name() == *name) {
-                return Err(Error::Input(format!("unknown column '{name}' (expected: {})", self.column_names().join(", "))));
+                return Err(Error::Input(format!(
+                    "unknown column '{name}' (expected: {})",
+                    self.column_names().join(", ")
+                )));
             }
         }
         let mut out = Vec::with_capacity(self.sample_shape()[0]);
         for col in columns {
-            let cell = row.iter().find(|(n, _)| *n == col.name()).map(|(_, v)| v.trim()).filter(|v| !v.is_empty());
+            let cell = row
+                .iter()
+                .find(|(n, _)| *n == col.name())
+                .map(|(_, v)| v.trim())
+                .filter(|v| !v.is_empty());
             encode_cell(col, cell, &mut out).map_err(Error::Input)?;
         }
         Ok(out)
     }
 
     /// Features for every row of a table (rows selected by `idx`), applying the missing policy.
-    pub(crate) fn table_features(&self, table: &Table, idx: &[usize], policy: MissingPolicy) -> Result<Vec<f32>> {
-        let Preprocessor::Tabular { columns, .. } = self else { unreachable!("table_features on an image preprocessor") };
+    pub(crate) fn table_features(
+        &self,
+        table: &Table,
+        idx: &[usize],
+        policy: MissingPolicy,
+    ) -> Result<Vec<f32>> {
+        let Preprocessor::Tabular { columns, .. } = self else {
+            unreachable!("table_features on an image preprocessor")
+        };
         let mut out = Vec::with_capacity(idx.len() * self.sample_shape()[0]);
         for &r in idx {
             for (c, col) in columns.iter().enumerate() {
                 let cell = table.rows[r][c].as_deref();
                 if cell.is_none() && policy == MissingPolicy::Error {
-                    return Err(Error::format(&table.path, format!("line {}: column '{}' is empty (data.missing = \"error\")", table.lines[r], col.name())));
+                    return Err(Error::format(
+                        &table.path,
+                        format!(
+                            "line {}: column '{}' is empty (data.missing = \"error\")",
+                            table.lines[r],
+                            col.name()
+                        ),
+                    ));
                 }
-                encode_cell(col, cell, &mut out)
-                    .map_err(|m| Error::format(&table.path, format!("line {}: {m}", table.lines[r])))?;
+                encode_cell(col, cell, &mut out).map_err(|m| {
+                    Error::format(&table.path, format!("line {}: {m}", table.lines[r]))
+                })?;
             }
         }
         Ok(out)
     }
 }
 
-fn encode_cell(col: &Column, cell: Option<&str>, out: &mut Vec<f32>) -> std::result::Result<(), String> {
+fn encode_cell(
+    col: &Column,
+    cell: Option<&str>,
+    out: &mut Vec<f32>,
+) -> std::result::Result<(), String> {
     match col {
-        Column::Numeric { name, mean, std, fill } => {
+        Column::Numeric {
+            name,
+            mean,
+            std,
+            fill,
+        } => {
             let v = match cell {
                 None => *fill,
-                Some(s) => s.parse::<f32>().map_err(|_| format!("column '{name}': cannot parse '{s}' as a number"))?,
+                Some(s) => s
+                    .parse::<f32>()
+                    .map_err(|_| format!("column '{name}': cannot parse '{s}' as a number"))?,
             };
             if !v.is_finite() {
                 return Err(format!("column '{name}': value {v} is not finite"));
@@ -327,25 +465,71 @@ mod tests {
 
     #[test]
     fn table_fit_standardises_and_one_hot_encodes_from_train_rows_only() {
-        let t = read_table("x,c,y\n1,a,0\n3,b,1\n,a,0\n100,z,1\n".as_bytes(), Path::new("t.csv"), true, None, None, &[]).unwrap();
-        let p = Preprocessor::fit_table(&t, &[0, 1, 2], Task::Classification, vec!["0".into(), "1".into()], &[], true, None).unwrap();
+        let t = read_table(
+            "x,c,y\n1,a,0\n3,b,1\n,a,0\n100,z,1\n".as_bytes(),
+            Path::new("t.csv"),
+            true,
+            None,
+            None,
+            &[],
+        )
+        .unwrap();
+        let p = Preprocessor::fit_table(
+            &t,
+            &[0, 1, 2],
+            Task::Classification,
+            vec!["0".into(), "1".into()],
+            &[],
+            true,
+            None,
+        )
+        .unwrap();
         assert_eq!(p.sample_shape(), vec![3]);
-        let f = p.table_features(&t, &[0, 1, 2], MissingPolicy::ImputeMean).unwrap();
+        let f = p
+            .table_features(&t, &[0, 1, 2], MissingPolicy::ImputeMean)
+            .unwrap();
         // mean 2, std 1 over the two non-empty train values; the empty cell is imputed with the mean.
         assert_eq!(f, vec![-1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
-        assert_eq!(p.row_features(&[("x", "4"), ("c", "b")]).unwrap(), vec![2.0, 0.0, 1.0]);
-        assert_eq!(p.row_features(&[("x", "2"), ("c", "unseen")]).unwrap(), vec![0.0, 0.0, 0.0]);
-        assert!(p.row_features(&[("nope", "1")]).unwrap_err().to_string().contains("unknown column 'nope'"));
-        assert!(p.row_features(&[("x", "abc")]).unwrap_err().to_string().contains("cannot parse 'abc'"));
-        let err = p.table_features(&t, &[2], MissingPolicy::Error).unwrap_err().to_string();
+        assert_eq!(
+            p.row_features(&[("x", "4"), ("c", "b")]).unwrap(),
+            vec![2.0, 0.0, 1.0]
+        );
+        assert_eq!(
+            p.row_features(&[("x", "2"), ("c", "unseen")]).unwrap(),
+            vec![0.0, 0.0, 0.0]
+        );
+        assert!(p
+            .row_features(&[("nope", "1")])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown column 'nope'"));
+        assert!(p
+            .row_features(&[("x", "abc")])
+            .unwrap_err()
+            .to_string()
+            .contains("cannot parse 'abc'"));
+        let err = p
+            .table_features(&t, &[2], MissingPolicy::Error)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 4") && err.contains("'x'"), "{err}");
     }
 
     #[test]
     fn image_normalisation_uses_channel_statistics() {
-        let set = ImageSet { channels: 1, height: 1, width: 2, pixels: vec![0, 255, 0, 255], labels: vec![0, 1], class_names: vec!["a".into(), "b".into()], pins: vec![] };
+        let set = ImageSet {
+            channels: 1,
+            height: 1,
+            width: 2,
+            pixels: vec![0, 255, 0, 255],
+            labels: vec![0, 1],
+            class_names: vec!["a".into(), "b".into()],
+            pins: vec![],
+        };
         let p = Preprocessor::fit_images(&set, true);
-        let Preprocessor::Image { mean, std, .. } = &p else { panic!() };
+        let Preprocessor::Image { mean, std, .. } = &p else {
+            panic!()
+        };
         assert!((mean[0] - 0.5).abs() < 1e-6 && (std[0] - 0.5).abs() < 1e-6);
         assert_eq!(p.raw_features(&[0.0, 255.0]).unwrap(), vec![-1.0, 1.0]);
         assert!(p.raw_features(&[0.0]).is_err());

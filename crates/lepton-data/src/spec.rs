@@ -129,7 +129,11 @@ pub struct PreprocessSpec {
 
 impl Default for PreprocessSpec {
     fn default() -> Self {
-        Self { normalize: true, normalize_target: true, augment: None }
+        Self {
+            normalize: true,
+            normalize_target: true,
+            augment: None,
+        }
     }
 }
 
@@ -161,7 +165,10 @@ impl DataSpec {
             if (0.0..1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(crate::Error::Spec { field, message: format!("must be in [0, 1), got {v}") })
+                Err(crate::Error::Spec {
+                    field,
+                    message: format!("must be in [0, 1), got {v}"),
+                })
             }
         };
         frac("data.validation-split", self.validation_split)?;
@@ -180,11 +187,17 @@ impl DataSpec {
         }
         if let Some(c) = self.channels {
             if c != 1 && c != 3 {
-                return Err(crate::Error::Spec { field: "data.channels", message: format!("must be 1 or 3, got {c}") });
+                return Err(crate::Error::Spec {
+                    field: "data.channels",
+                    message: format!("must be 1 or 3, got {c}"),
+                });
             }
         }
         if self.limit == Some(0) {
-            return Err(crate::Error::Spec { field: "data.limit", message: "must be at least 1".into() });
+            return Err(crate::Error::Spec {
+                field: "data.limit",
+                message: "must be at least 1".into(),
+            });
         }
         Ok(())
     }

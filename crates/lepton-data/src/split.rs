@@ -57,7 +57,10 @@ pub fn kfold(strata: &[u32], k: usize, seed: u64) -> Vec<(Vec<usize>, Vec<usize>
         .map(|f| {
             let mut held = folds[f].clone();
             held.sort_unstable();
-            let mut train: Vec<usize> = (0..k).filter(|&o| o != f).flat_map(|o| folds[o].iter().copied()).collect();
+            let mut train: Vec<usize> = (0..k)
+                .filter(|&o| o != f)
+                .flat_map(|o| folds[o].iter().copied())
+                .collect();
             train.sort_unstable();
             (train, held)
         })

@@ -26,7 +26,11 @@ pub fn read_table<R: std::io::Read>(
     label_index: Option<i64>,
     drop: &[String],
 ) -> Result<Table> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(false).trim(csv::Trim::All).from_reader(reader);
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
     let mut records = rdr.records();
     let first = match records.next() {
         Some(r) => r.map_err(|e| Error::format(path, format!("line 1: {e}")))?,
@@ -36,19 +40,34 @@ pub fn read_table<R: std::io::Read>(
     let (names, mut pending): (Vec<String>, Option<csv::StringRecord>) = if header {
         (first.iter().map(str::to_string).collect(), None)
     } else {
-        ((0..width).map(|i| format!("column_{i}")).collect(), Some(first))
+        (
+            (0..width).map(|i| format!("column_{i}")).collect(),
+            Some(first),
+        )
     };
     if width < 2 {
-        return Err(Error::format(path, format!("needs at least two columns (features and a label), found {width}")));
+        return Err(Error::format(
+            path,
+            format!("needs at least two columns (features and a label), found {width}"),
+        ));
     }
     let label_col = match (label, label_index) {
         (Some(name), _) => names.iter().position(|n| n == name).ok_or_else(|| {
-            Error::format(path, format!("no label column named '{name}' (columns: {})", names.join(", ")))
+            Error::format(
+                path,
+                format!(
+                    "no label column named '{name}' (columns: {})",
+                    names.join(", ")
+                ),
+            )
         })?,
         (None, Some(i)) => {
             let idx = if i < 0 { width as i64 + i } else { i };
             if idx < 0 || idx >= width as i64 {
-                return Err(Error::format(path, format!("label-index {i} is out of range for {width} columns")));
+                return Err(Error::format(
+                    path,
+                    format!("label-index {i} is out of range for {width} columns"),
+                ));
             }
             idx as usize
         }
@@ -56,10 +75,15 @@ pub fn read_table<R: std::io::Read>(
     };
     for d in drop {
         if !names.contains(d) {
-            return Err(Error::format(path, format!("data.drop names '{d}', which is not a column")));
+            return Err(Error::format(
+                path,
+                format!("data.drop names '{d}', which is not a column"),
+            ));
         }
     }
-    let keep: Vec<usize> = (0..width).filter(|&i| i != label_col && !drop.contains(&names[i])).collect();
+    let keep: Vec<usize> = (0..width)
+        .filter(|&i| i != label_col && !drop.contains(&names[i]))
+        .collect();
     let mut table = Table {
         path: path.to_path_buf(),
         columns: keep.iter().map(|&i| names[i].clone()).collect(),
@@ -82,14 +106,27 @@ pub fn read_table<R: std::io::Read>(
             continue;
         }
         if rec.len() != width {
-            return Err(Error::format(path, format!("line {line}: {} fields, the header has {width}", rec.len())));
+            return Err(Error::format(
+                path,
+                format!("line {line}: {} fields, the header has {width}", rec.len()),
+            ));
         }
         let label = rec.get(label_col).unwrap_or_default();
         if label.is_empty() {
-            return Err(Error::format(path, format!("line {line}: the label column '{}' is empty", table.label_name)));
+            return Err(Error::format(
+                path,
+                format!(
+                    "line {line}: the label column '{}' is empty",
+                    table.label_name
+                ),
+            ));
         }
         table.labels.push(label.to_string());
-        table.rows.push(keep.iter().map(|&i| rec.get(i).filter(|s| !s.is_empty()).map(str::to_string)).collect());
+        table.rows.push(
+            keep.iter()
+                .map(|&i| rec.get(i).filter(|s| !s.is_empty()).map(str::to_string))
+                .collect(),
+        );
         table.lines.push(line);
     }
     if table.rows.is_empty() {
@@ -101,7 +138,14 @@ pub fn read_table<R: std::io::Read>(
 /// Read a CSV file as the spec says.
 pub fn load_table(path: &Path, spec: &DataSpec) -> Result<Table> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    read_table(std::io::BufReader::new(file), path, spec.header, spec.label.as_deref(), spec.label_index, &spec.drop)
+    read_table(
+        std::io::BufReader::new(file),
+        path,
+        spec.header,
+        spec.label.as_deref(),
+        spec.label_index,
+        &spec.drop,
+    )
 }
 
 /// Classification when labels are not numbers or are at most 20 distinct integers.
@@ -125,9 +169,18 @@ pub fn infer_task(labels: &[String]) -> Task {
 
 /// Sorted class names; numeric labels sort numerically.
 pub fn class_names(labels: &[String]) -> Vec<String> {
-    let mut names: Vec<String> = labels.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let mut names: Vec<String> = labels
+        .iter()
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if names.iter().all(|n| n.parse::<f64>().is_ok()) {
-        names.sort_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)));
+        names.sort_by(|a, b| {
+            a.parse::<f64>()
+                .unwrap_or(0.0)
+                .total_cmp(&b.parse::<f64>().unwrap_or(0.0))
+        });
     }
     names
 }
@@ -137,7 +190,14 @@ mod tests {
     use super::*;
 
     fn parse(text: &str, header: bool, label: Option<&str>) -> Result<Table> {
-        read_table(text.as_bytes(), Path::new("t.csv"), header, label, None, &[])
+        read_table(
+            text.as_bytes(),
+            Path::new("t.csv"),
+            header,
+            label,
+            None,
+            &[],
+        )
     }
 
     #[test]
@@ -160,9 +220,14 @@ mod tests {
     fn errors_name_file_and_line() {
         let e = parse("a,b,y\n1,2\n", true, None).unwrap_err().to_string();
         assert!(e.contains("t.csv") && e.contains("line 2"), "{e}");
-        let e = parse("a,b,y\n1,2,3\n", true, Some("z")).unwrap_err().to_string();
+        let e = parse("a,b,y\n1,2,3\n", true, Some("z"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no label column named 'z'"), "{e}");
-        assert!(parse("", true, None).unwrap_err().to_string().contains("empty"));
+        assert!(parse("", true, None)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
     }
 
     #[test]

@@ -51,17 +51,33 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 /// Metrics from true labels and `probs` (`[n, classes]` row-major).
-pub fn classification(y_true: &[u32], probs: &[f32], class_names: &[String]) -> Result<ClassificationReport> {
+pub fn classification(
+    y_true: &[u32],
+    probs: &[f32],
+    class_names: &[String],
+) -> Result<ClassificationReport> {
     let k = class_names.len();
     let n = y_true.len();
     if k == 0 || probs.len() != n * k {
-        return Err(Error::Input(format!("{} probabilities for {n} samples of {k} classes", probs.len())));
+        return Err(Error::Input(format!(
+            "{} probabilities for {n} samples of {k} classes",
+            probs.len()
+        )));
     }
     if let Some(bad) = y_true.iter().find(|&&y| y as usize >= k) {
-        return Err(Error::Input(format!("label {bad} is out of range for {k} classes")));
+        return Err(Error::Input(format!(
+            "label {bad} is out of range for {k} classes"
+        )));
     }
     let rows: Vec<&[f32]> = probs.chunks(k).collect();
-    let pred: Vec<usize> = rows.iter().map(|r| r.iter().enumerate().fold(0, |b, (i, &v)| if v > r[b] { i } else { b })).collect();
+    let pred: Vec<usize> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(0, |b, (i, &v)| if v > r[b] { i } else { b })
+        })
+        .collect();
     let mut confusion = vec![vec![0usize; k]; k];
     for (&t, &p) in y_true.iter().zip(&pred) {
         confusion[t as usize][p] += 1;
@@ -74,13 +90,33 @@ pub fn classification(y_true: &[u32], probs: &[f32], class_names: &[String]) -> 
         let support: usize = confusion[c].iter().sum();
         let precision = ratio(tp, predicted);
         let recall = ratio(tp, support);
-        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-        per_class.push(ClassMetrics { name: class_names[c].clone(), precision, recall, f1, support });
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        per_class.push(ClassMetrics {
+            name: class_names[c].clone(),
+            precision,
+            recall,
+            f1,
+            support,
+        });
     }
     let avg = |w: &dyn Fn(&ClassMetrics) -> f64| {
         let total: f64 = per_class.iter().map(w).sum();
-        let f = |m: &dyn Fn(&ClassMetrics) -> f64| if total > 0.0 { per_class.iter().map(|c| w(c) * m(c)).sum::<f64>() / total } else { 0.0 };
-        Averages { precision: f(&|c| c.precision), recall: f(&|c| c.recall), f1: f(&|c| c.f1) }
+        let f = |m: &dyn Fn(&ClassMetrics) -> f64| {
+            if total > 0.0 {
+                per_class.iter().map(|c| w(c) * m(c)).sum::<f64>() / total
+            } else {
+                0.0
+            }
+        };
+        Averages {
+            precision: f(&|c| c.precision),
+            recall: f(&|c| c.recall),
+            f1: f(&|c| c.f1),
+        }
     };
     let macro_avg = avg(&|_| 1.0);
     let weighted_avg = avg(&|c| c.support as f64);
@@ -93,7 +129,15 @@ pub fn classification(y_true: &[u32], probs: &[f32], class_names: &[String]) -> 
             .count();
         (kk, ratio(hits, n))
     });
-    let log_loss = if n == 0 { 0.0 } else { rows.iter().zip(y_true).map(|(r, &t)| -(r[t as usize] as f64).clamp(1e-15, 1.0).ln()).sum::<f64>() / n as f64 };
+    let log_loss = if n == 0 {
+        0.0
+    } else {
+        rows.iter()
+            .zip(y_true)
+            .map(|(r, &t)| -(r[t as usize] as f64).clamp(1e-15, 1.0).ln())
+            .sum::<f64>()
+            / n as f64
+    };
     let roc_auc = if k == 2 {
         let scores: Vec<f64> = rows.iter().map(|r| r[1] as f64).collect();
         let positive: Vec<bool> = y_true.iter().map(|&t| t == 1).collect();
@@ -101,7 +145,17 @@ pub fn classification(y_true: &[u32], probs: &[f32], class_names: &[String]) -> 
     } else {
         None
     };
-    Ok(ClassificationReport { samples: n, accuracy: ratio(correct, n), top_k, log_loss, per_class, macro_avg, weighted_avg, confusion, roc_auc })
+    Ok(ClassificationReport {
+        samples: n,
+        accuracy: ratio(correct, n),
+        top_k,
+        log_loss,
+        per_class,
+        macro_avg,
+        weighted_avg,
+        confusion,
+        roc_auc,
+    })
 }
 
 /// Area under the ROC curve: the probability that a random positive scores above a random
@@ -140,12 +194,22 @@ mod tests {
     #[test]
     fn hand_computed_three_class_case() {
         // true: 0 0 1 1 2 ; predicted: 0 1 1 1 0
-        let probs = [0.8, 0.1, 0.1, 0.3, 0.6, 0.1, 0.1, 0.8, 0.1, 0.2, 0.7, 0.1, 0.5, 0.2, 0.3];
+        let probs = [
+            0.8, 0.1, 0.1, 0.3, 0.6, 0.1, 0.1, 0.8, 0.1, 0.2, 0.7, 0.1, 0.5, 0.2, 0.3,
+        ];
         let r = classification(&[0, 0, 1, 1, 2], &probs, &names(3)).unwrap();
-        assert_eq!(r.confusion, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]);
+        assert_eq!(
+            r.confusion,
+            vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]
+        );
         assert!((r.accuracy - 0.6).abs() < 1e-12);
-        assert!((r.per_class[0].precision - 0.5).abs() < 1e-12 && (r.per_class[0].recall - 0.5).abs() < 1e-12);
-        assert!((r.per_class[1].precision - 2.0 / 3.0).abs() < 1e-12 && r.per_class[1].recall == 1.0);
+        assert!(
+            (r.per_class[0].precision - 0.5).abs() < 1e-12
+                && (r.per_class[0].recall - 0.5).abs() < 1e-12
+        );
+        assert!(
+            (r.per_class[1].precision - 2.0 / 3.0).abs() < 1e-12 && r.per_class[1].recall == 1.0
+        );
         assert_eq!(r.per_class[2].f1, 0.0);
         let f1_1 = 2.0 * (2.0 / 3.0) / (2.0 / 3.0 + 1.0);
         assert!((r.macro_avg.f1 - (0.5 + f1_1) / 3.0).abs() < 1e-12);
@@ -162,7 +226,13 @@ mod tests {
             for j in 0..6 {
                 if positive[i] && !positive[j] {
                     pairs += 1.0;
-                    wins += if scores[i] > scores[j] { 1.0 } else if scores[i] == scores[j] { 0.5 } else { 0.0 };
+                    wins += if scores[i] > scores[j] {
+                        1.0
+                    } else if scores[i] == scores[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }

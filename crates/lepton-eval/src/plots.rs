@@ -29,16 +29,26 @@ pub struct Series {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Plot { path: path.to_path_buf(), message: e.to_string() }
+    Error::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// Line chart of several series against the epoch, e.g. train/validation loss.
 pub fn learning_curves(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()> {
     fonts();
     let pts = series.iter().flat_map(|s| s.points.iter());
-    let (x_max, mut y_min, mut y_max) = pts.fold((1.0f64, f64::INFINITY, f64::NEG_INFINITY), |(x, lo, hi), &(px, py)| {
-        (x.max(px), if py.is_finite() { lo.min(py) } else { lo }, if py.is_finite() { hi.max(py) } else { hi })
-    });
+    let (x_max, mut y_min, mut y_max) = pts.fold(
+        (1.0f64, f64::INFINITY, f64::NEG_INFINITY),
+        |(x, lo, hi), &(px, py)| {
+            (
+                x.max(px),
+                if py.is_finite() { lo.min(py) } else { lo },
+                if py.is_finite() { hi.max(py) } else { hi },
+            )
+        },
+    );
     if !y_min.is_finite() {
         (y_min, y_max) = (0.0, 1.0);
     }
@@ -52,16 +62,31 @@ pub fn learning_curves(path: &Path, title: &str, y_label: &str, series: &[Series
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
         .map_err(|e| err(path, e))?;
-    chart.configure_mesh().x_desc("epoch").y_desc(y_label).draw().map_err(|e| err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_label)
+        .draw()
+        .map_err(|e| err(path, e))?;
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(|e| err(path, e))?
             .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(path, e))?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(path, e))?;
     root.present().map_err(|e| err(path, e))
 }
 
@@ -75,7 +100,11 @@ pub fn confusion_matrix(path: &Path, report: &ClassificationReport) -> Result<()
     let size = (120 + 50 * k as u32).clamp(400, 1400);
     let root = BitMapBackend::new(path, (size, size)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let names: Vec<String> = report.per_class.iter().map(|c| c.name.chars().take(10).collect()).collect();
+    let names: Vec<String> = report
+        .per_class
+        .iter()
+        .map(|c| c.name.chars().take(10).collect())
+        .collect();
     let mut chart = ChartBuilder::on(&root)
         .caption("confusion matrix", ("sans-serif", 22))
         .margin(15)
@@ -102,7 +131,14 @@ pub fn confusion_matrix(path: &Path, report: &ClassificationReport) -> Result<()
         .y_label_formatter(&yl)
         .draw()
         .map_err(|e| err(path, e))?;
-    let max = report.confusion.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let max = report
+        .confusion
+        .iter()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     chart
         .draw_series(report.confusion.iter().enumerate().flat_map(|(t, row)| {
             row.iter().enumerate().map(move |(p, &v)| {
@@ -119,8 +155,15 @@ pub fn confusion_matrix(path: &Path, report: &ClassificationReport) -> Result<()
         .draw_series(report.confusion.iter().enumerate().flat_map(|(t, row)| {
             row.iter().enumerate().map(move |(p, &v)| {
                 let color = if (v as f64 / max) > 0.5 { WHITE } else { BLACK };
-                let style = ("sans-serif", font_size).into_font().color(&color).pos(Pos::new(HPos::Center, VPos::Center));
-                Text::new(v.to_string(), (SegmentValue::CenterOf(p), SegmentValue::CenterOf(k - 1 - t)), style)
+                let style = ("sans-serif", font_size)
+                    .into_font()
+                    .color(&color)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                Text::new(
+                    v.to_string(),
+                    (SegmentValue::CenterOf(p), SegmentValue::CenterOf(k - 1 - t)),
+                    style,
+                )
             })
         }))
         .map_err(|e| err(path, e))?;

@@ -16,19 +16,36 @@ pub struct RegressionReport {
 
 pub fn regression(y_true: &[f32], y_pred: &[f32]) -> Result<RegressionReport> {
     if y_true.len() != y_pred.len() || y_true.is_empty() {
-        return Err(Error::Input(format!("{} targets and {} predictions", y_true.len(), y_pred.len())));
+        return Err(Error::Input(format!(
+            "{} targets and {} predictions",
+            y_true.len(),
+            y_pred.len()
+        )));
     }
     let n = y_true.len() as f64;
     let mean = y_true.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let ss_res: f64 = y_true.iter().zip(y_pred).map(|(&t, &p)| (t as f64 - p as f64).powi(2)).sum();
+    let ss_res: f64 = y_true
+        .iter()
+        .zip(y_pred)
+        .map(|(&t, &p)| (t as f64 - p as f64).powi(2))
+        .sum();
     let ss_tot: f64 = y_true.iter().map(|&t| (t as f64 - mean).powi(2)).sum();
     let mse = ss_res / n;
     Ok(RegressionReport {
         samples: y_true.len(),
         mse,
         rmse: mse.sqrt(),
-        mae: y_true.iter().zip(y_pred).map(|(&t, &p)| (t as f64 - p as f64).abs()).sum::<f64>() / n,
-        r2: if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { 0.0 },
+        mae: y_true
+            .iter()
+            .zip(y_pred)
+            .map(|(&t, &p)| (t as f64 - p as f64).abs())
+            .sum::<f64>()
+            / n,
+        r2: if ss_tot > 0.0 {
+            1.0 - ss_res / ss_tot
+        } else {
+            0.0
+        },
     })
 }
 

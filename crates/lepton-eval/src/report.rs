@@ -55,10 +55,19 @@ impl Report {
         if let Report::Classification(c) = self {
             s += &format!("\n{} samples.\n\n| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n", c.samples);
             for m in &c.per_class {
-                s += &format!("| {} | {:.4} | {:.4} | {:.4} | {} |\n", m.name, m.precision, m.recall, m.f1, m.support);
+                s += &format!(
+                    "| {} | {:.4} | {:.4} | {:.4} | {} |\n",
+                    m.name, m.precision, m.recall, m.f1, m.support
+                );
             }
-            s += &format!("| macro avg | {:.4} | {:.4} | {:.4} | {} |\n", c.macro_avg.precision, c.macro_avg.recall, c.macro_avg.f1, c.samples);
-            s += &format!("| weighted avg | {:.4} | {:.4} | {:.4} | {} |\n", c.weighted_avg.precision, c.weighted_avg.recall, c.weighted_avg.f1, c.samples);
+            s += &format!(
+                "| macro avg | {:.4} | {:.4} | {:.4} | {} |\n",
+                c.macro_avg.precision, c.macro_avg.recall, c.macro_avg.f1, c.samples
+            );
+            s += &format!(
+                "| weighted avg | {:.4} | {:.4} | {:.4} | {} |\n",
+                c.weighted_avg.precision, c.weighted_avg.recall, c.weighted_avg.f1, c.samples
+            );
             s += "\nConfusion matrix (rows: true class, columns: predicted class):\n\n| |";
             for m in &c.per_class {
                 s += &format!(" {} |", m.name);
@@ -84,12 +93,32 @@ impl Report {
             s += &format!("{k:<18} {v:>10.4}\n");
         }
         if let Report::Classification(c) = self {
-            s += &format!("\n{:<18} {:>10} {:>10} {:>10} {:>8}\n", "class", "precision", "recall", "f1", "support");
+            s += &format!(
+                "\n{:<18} {:>10} {:>10} {:>10} {:>8}\n",
+                "class", "precision", "recall", "f1", "support"
+            );
             for m in &c.per_class {
-                s += &format!("{:<18} {:>10.4} {:>10.4} {:>10.4} {:>8}\n", truncate(&m.name, 18), m.precision, m.recall, m.f1, m.support);
+                s += &format!(
+                    "{:<18} {:>10.4} {:>10.4} {:>10.4} {:>8}\n",
+                    truncate(&m.name, 18),
+                    m.precision,
+                    m.recall,
+                    m.f1,
+                    m.support
+                );
             }
-            s += &format!("{:<18} {:>10.4} {:>10.4} {:>10.4} {:>8}\n", "macro avg", c.macro_avg.precision, c.macro_avg.recall, c.macro_avg.f1, c.samples);
-            s += &format!("{:<18} {:>10.4} {:>10.4} {:>10.4} {:>8}\n", "weighted avg", c.weighted_avg.precision, c.weighted_avg.recall, c.weighted_avg.f1, c.samples);
+            s += &format!(
+                "{:<18} {:>10.4} {:>10.4} {:>10.4} {:>8}\n",
+                "macro avg", c.macro_avg.precision, c.macro_avg.recall, c.macro_avg.f1, c.samples
+            );
+            s += &format!(
+                "{:<18} {:>10.4} {:>10.4} {:>10.4} {:>8}\n",
+                "weighted avg",
+                c.weighted_avg.precision,
+                c.weighted_avg.recall,
+                c.weighted_avg.f1,
+                c.samples
+            );
             if c.per_class.len() <= 20 {
                 s += "\nconfusion matrix (rows: true, columns: predicted)\n";
                 for row in &c.confusion {
@@ -116,10 +145,21 @@ fn truncate(s: &str, n: usize) -> String {
 /// Write a file through a temporary file in the same folder, fsync and rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let io = |e| Error::Io { path: path.to_path_buf(), source: e };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("report")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("report")
+    ));
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
@@ -144,7 +184,11 @@ impl CrossValidationReport {
                 let vals: Vec<f64> = folds.iter().filter_map(|f| f.get(key).copied()).collect();
                 let n = vals.len() as f64;
                 let m = vals.iter().sum::<f64>() / n;
-                let var = if vals.len() > 1 { vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+                let var = if vals.len() > 1 {
+                    vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)
+                } else {
+                    0.0
+                };
                 mean.insert(key.clone(), m);
                 std.insert(key.clone(), var.sqrt());
             }
@@ -153,7 +197,13 @@ impl CrossValidationReport {
     }
 
     pub fn to_table(&self) -> String {
-        let mut s = format!("{:<18} {:>10} {:>10}   ({} folds; std is the sample std)\n", "metric", "mean", "std", self.folds.len());
+        let mut s = format!(
+            "{:<18} {:>10} {:>10}   ({} folds; std is the sample std)\n",
+            "metric",
+            "mean",
+            "std",
+            self.folds.len()
+        );
         for (k, m) in &self.mean {
             s += &format!("{k:<18} {m:>10.4} {:>10.4}\n", self.std[k]);
         }
@@ -161,7 +211,10 @@ impl CrossValidationReport {
     }
 
     pub fn to_markdown(&self, title: &str) -> String {
-        let mut s = format!("# {title}\n\n{}-fold cross-validation (mean ± sample std).\n\n| metric | mean | std |", self.folds.len());
+        let mut s = format!(
+            "# {title}\n\n{}-fold cross-validation (mean ± sample std).\n\n| metric | mean | std |",
+            self.folds.len()
+        );
         for i in 0..self.folds.len() {
             s += &format!(" fold {} |", i + 1);
         }
@@ -196,8 +249,12 @@ mod tests {
         let r = Report::Regression(crate::regression(&[1.0, 2.0], &[1.0, 2.5]).unwrap());
         let dir = tempfile::tempdir().unwrap();
         r.write(dir.path(), "test").unwrap();
-        let back: Report = serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+        let back: Report =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
         assert_eq!(back, r);
-        assert!(std::fs::read_to_string(dir.path().join("report.md")).unwrap().contains("| r2 |"));
+        assert!(std::fs::read_to_string(dir.path().join("report.md"))
+            .unwrap()
+            .contains("| r2 |"));
     }
 }

@@ -5,7 +5,11 @@
 pub enum Error {
     /// A layer cannot take the shape it is given, or its settings are impossible.
     #[error("model.layers[{index}] ({kind}): {message}")]
-    Layer { index: String, kind: &'static str, message: String },
+    Layer {
+        index: String,
+        kind: &'static str,
+        message: String,
+    },
     /// A spec-level problem (missing input shape, empty model, ...).
     #[error("model: {0}")]
     Spec(String),

@@ -13,7 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::Result;
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Re-initialise every variable of `varmap` deterministically from `seed`.
@@ -22,14 +24,18 @@ pub fn init_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
     for (name, var) in data.iter() {
         let dims = var.dims().to_vec();
         let n = var.elem_count();
-        let constant = |v: f64| Tensor::full(v, dims.as_slice(), var.device())?.to_dtype(var.dtype());
+        let constant =
+            |v: f64| Tensor::full(v, dims.as_slice(), var.device())?.to_dtype(var.dtype());
         let t = if name.ends_with("running_mean") {
             constant(0.0)?
         } else if name.ends_with("running_var") {
             constant(1.0)?
         } else {
             let stem = name.rsplit_once('.').map_or("", |(s, _)| s);
-            let weight_dims = data.get(&format!("{stem}.weight")).map(|w| w.dims().to_vec()).unwrap_or_default();
+            let weight_dims = data
+                .get(&format!("{stem}.weight"))
+                .map(|w| w.dims().to_vec())
+                .unwrap_or_default();
             if weight_dims.len() < 2 {
                 // Norm layers (1-D weight): weight 1, bias 0.
                 constant(if name.ends_with("weight") { 1.0 } else { 0.0 })?

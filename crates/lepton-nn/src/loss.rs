@@ -31,7 +31,9 @@ pub enum LossSpec {
 
 impl Default for LossSpec {
     fn default() -> Self {
-        LossSpec::CrossEntropy { label_smoothing: 0.0 }
+        LossSpec::CrossEntropy {
+            label_smoothing: 0.0,
+        }
     }
 }
 
@@ -63,11 +65,18 @@ impl LossSpec {
 
     /// Check the loss against the model's output shape and the number of classes (0 = regression).
     pub fn validate(&self, output: &[usize], classes: usize) -> Result<()> {
-        let err = |message: String| Err(Error::Loss { kind: self.kind(), message });
+        let err = |message: String| {
+            Err(Error::Loss {
+                kind: self.kind(),
+                message,
+            })
+        };
         match self {
             LossSpec::CrossEntropy { label_smoothing } => {
                 if !(0.0..1.0).contains(label_smoothing) {
-                    return err(format!("label-smoothing = {label_smoothing} must be in [0, 1)"));
+                    return err(format!(
+                        "label-smoothing = {label_smoothing} must be in [0, 1)"
+                    ));
                 }
                 if output != [classes] {
                     return err(format!("the model outputs {output:?} per sample but the data has {classes} classes (the last linear layer needs out-features = {classes})"));
@@ -80,7 +89,9 @@ impl LossSpec {
             }
             LossSpec::Mse => {
                 if output != [1] {
-                    return err(format!("needs one output per sample, the model outputs {output:?}"));
+                    return err(format!(
+                        "needs one output per sample, the model outputs {output:?}"
+                    ));
                 }
             }
         }
@@ -108,10 +119,18 @@ fn weighted_mean(per_sample: &Tensor, weights: Option<&Tensor>) -> Result<Tensor
 }
 
 /// The scalar loss for a batch.
-pub fn loss(spec: &LossSpec, logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+pub fn loss(
+    spec: &LossSpec,
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<Tensor> {
     let b = logits.dim(0)?;
     if targets.dims() != [b] {
-        return Err(Error::Loss { kind: spec.kind(), message: format!("targets have shape {:?}, expected [{b}]", targets.dims()) });
+        return Err(Error::Loss {
+            kind: spec.kind(),
+            message: format!("targets have shape {:?}, expected [{b}]", targets.dims()),
+        });
     }
     let per_sample = match spec {
         LossSpec::CrossEntropy { label_smoothing } => {
@@ -154,7 +173,17 @@ mod tests {
         let z = t(&[1.0, 2.0, 0.5, -1.0, 0.0, 3.0], &[2, 3]);
         let y = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
         let eps = 0.1;
-        let got = loss(&LossSpec::CrossEntropy { label_smoothing: eps }, &z, &y, None).unwrap().to_scalar::<f64>().unwrap();
+        let got = loss(
+            &LossSpec::CrossEntropy {
+                label_smoothing: eps,
+            },
+            &z,
+            &y,
+            None,
+        )
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
         let row = |r: [f64; 3], k: usize| {
             let lse = r.iter().map(|v| v.exp()).sum::<f64>().ln();
             let logp: Vec<f64> = r.iter().map(|v| v - lse).collect();
@@ -164,7 +193,17 @@ mod tests {
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         // Weighted: only the second sample counts.
         let w = t(&[0.0, 2.0], &[2]);
-        let got = loss(&LossSpec::CrossEntropy { label_smoothing: eps }, &z, &y, Some(&w)).unwrap().to_scalar::<f64>().unwrap();
+        let got = loss(
+            &LossSpec::CrossEntropy {
+                label_smoothing: eps,
+            },
+            &z,
+            &y,
+            Some(&w),
+        )
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
         assert!((got - row([-1.0, 0.0, 3.0], 2)).abs() < 1e-12);
     }
 
@@ -172,17 +211,26 @@ mod tests {
     fn bce_and_mse_match_the_formulas() {
         let z = t(&[0.3, -2.0], &[2, 1]);
         let y = t(&[1.0, 0.0], &[2]);
-        let got = loss(&LossSpec::BinaryCrossEntropy, &z, &y, None).unwrap().to_scalar::<f64>().unwrap();
+        let got = loss(&LossSpec::BinaryCrossEntropy, &z, &y, None)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         let s = |x: f64| 1.0 / (1.0 + (-x).exp());
         let want = (-(s(0.3)).ln() - (1.0 - s(-2.0)).ln()) / 2.0;
         assert!((got - want).abs() < 1e-12);
-        let got = loss(&LossSpec::Mse, &z, &y, None).unwrap().to_scalar::<f64>().unwrap();
+        let got = loss(&LossSpec::Mse, &z, &y, None)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!((got - ((0.3f64 - 1.0).powi(2) + 4.0) / 2.0).abs() < 1e-12);
     }
 
     #[test]
     fn validate_names_the_mismatch() {
-        let e = LossSpec::default().validate(&[5], 10).unwrap_err().to_string();
+        let e = LossSpec::default()
+            .validate(&[5], 10)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("out-features = 10"), "{e}");
         assert!(LossSpec::Mse.validate(&[1], 0).is_ok());
     }

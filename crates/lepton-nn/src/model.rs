@@ -27,7 +27,14 @@ impl Model {
         let shapes = spec.shapes(input)?;
         let mut ids = 0;
         let layers = build(&spec.layers, input, &vb, "layers.", &mut ids)?;
-        Ok(Model { layers, specs: spec.layers.clone(), shapes, input: input.to_vec(), seed: AtomicU64::new(0), step: AtomicU64::new(0) })
+        Ok(Model {
+            layers,
+            specs: spec.layers.clone(),
+            shapes,
+            input: input.to_vec(),
+            seed: AtomicU64::new(0),
+            step: AtomicU64::new(0),
+        })
     }
 
     /// The seed dropout masks derive from.
@@ -52,10 +59,15 @@ impl Model {
     /// Number of trainable values in a `VarMap`-backed model's parameters (buffers excluded).
     pub fn parameter_count(spec: &ModelSpec, input: &[usize]) -> Result<usize> {
         let varmap = candle_nn::VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
+        let vb =
+            VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
         Model::new(spec, input, vb)?;
         let data = varmap.data().lock().expect("fresh VarMap");
-        Ok(data.iter().filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var")).map(|(_, v)| v.elem_count()).sum())
+        Ok(data
+            .iter()
+            .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var"))
+            .map(|(_, v)| v.elem_count())
+            .sum())
     }
 
     /// One line per layer: index, type, output shape.
@@ -70,13 +82,21 @@ impl Model {
     /// Predictions in eval mode, then `softmax` over classes when asked.
     pub fn predict(&self, x: &Tensor, softmax: bool) -> Result<Tensor> {
         let y = self.forward_t(x, false)?;
-        Ok(if softmax { candle_nn::ops::softmax(&y, D::Minus1)? } else { y })
+        Ok(if softmax {
+            candle_nn::ops::softmax(&y, D::Minus1)?
+        } else {
+            y
+        })
     }
 }
 
 impl ModuleT for Model {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let ctx = Ctx { train, seed: self.seed.load(Ordering::Relaxed), step: self.step.load(Ordering::Relaxed) };
+        let ctx = Ctx {
+            train,
+            seed: self.seed.load(Ordering::Relaxed),
+            step: self.step.load(Ordering::Relaxed),
+        };
         let mut y = x.clone();
         for l in &self.layers {
             y = l.forward(&y, &ctx)?;

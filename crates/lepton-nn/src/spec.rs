@@ -94,11 +94,15 @@ pub enum LayerSpec {
         eps: f64,
     },
     /// Inverted dropout with probability `p` (training only).
-    Dropout { p: f64 },
+    Dropout {
+        p: f64,
+    },
     /// `[d1, d2, ...]` -> `[d1 * d2 * ...]`.
     Flatten,
     /// `y = x + f(x)` where `f` is the inner layers; `f` must keep the shape.
-    Residual { layers: Vec<LayerSpec> },
+    Residual {
+        layers: Vec<LayerSpec>,
+    },
     Relu,
     #[serde(rename_all = "kebab-case")]
     LeakyRelu {
@@ -144,18 +148,32 @@ impl LayerSpec {
             if x.len() == 3 {
                 Ok((x[0], x[1], x[2]))
             } else {
-                Err(format!("expects an image [C, H, W], got {x:?} (add or remove a flatten?)"))
+                Err(format!(
+                    "expects an image [C, H, W], got {x:?} (add or remove a flatten?)"
+                ))
             }
         };
-        let pooled = |len: usize, k: usize, s: usize, p: usize, d: usize| -> std::result::Result<usize, String> {
+        let pooled = |len: usize,
+                      k: usize,
+                      s: usize,
+                      p: usize,
+                      d: usize|
+         -> std::result::Result<usize, String> {
             let span = d * (k - 1) + 1;
             if len + 2 * p < span {
-                return Err(format!("kernel {k} (dilation {d}) is larger than the padded input size {}", len + 2 * p));
+                return Err(format!(
+                    "kernel {k} (dilation {d}) is larger than the padded input size {}",
+                    len + 2 * p
+                ));
             }
             Ok((len + 2 * p - span) / s + 1)
         };
         match self {
-            LayerSpec::Linear { out_features, in_features, .. } => {
+            LayerSpec::Linear {
+                out_features,
+                in_features,
+                ..
+            } => {
                 let last = *x.last().ok_or("expects at least one dimension")?;
                 if let Some(i) = in_features {
                     if *i != last {
@@ -169,31 +187,68 @@ impl LayerSpec {
                 *y.last_mut().expect("checked non-empty") = *out_features;
                 Ok(y)
             }
-            LayerSpec::Conv2d { out_channels, kernel, stride, padding, dilation, groups, .. } => {
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => {
                 let (c, h, w) = need_image(x)?;
-                if *kernel == 0 || *stride == 0 || *dilation == 0 || *groups == 0 || *out_channels == 0 {
-                    return Err("kernel, stride, dilation, groups and out-channels must be at least 1".into());
+                if *kernel == 0
+                    || *stride == 0
+                    || *dilation == 0
+                    || *groups == 0
+                    || *out_channels == 0
+                {
+                    return Err(
+                        "kernel, stride, dilation, groups and out-channels must be at least 1"
+                            .into(),
+                    );
                 }
                 if c % groups != 0 || out_channels % groups != 0 {
                     return Err(format!("groups = {groups} must divide the input channels ({c}) and out-channels ({out_channels})"));
                 }
-                Ok(vec![*out_channels, pooled(h, *kernel, *stride, *padding, *dilation)?, pooled(w, *kernel, *stride, *padding, *dilation)?])
+                Ok(vec![
+                    *out_channels,
+                    pooled(h, *kernel, *stride, *padding, *dilation)?,
+                    pooled(w, *kernel, *stride, *padding, *dilation)?,
+                ])
             }
-            LayerSpec::MaxPool2d { kernel, stride, padding } | LayerSpec::AvgPool2d { kernel, stride, padding } => {
+            LayerSpec::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+            }
+            | LayerSpec::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+            } => {
                 let (c, h, w) = need_image(x)?;
                 let s = stride.unwrap_or(*kernel);
                 if *kernel == 0 || s == 0 {
                     return Err("kernel and stride must be at least 1".into());
                 }
                 if 2 * padding > *kernel {
-                    return Err(format!("padding {padding} must be at most half the kernel ({kernel})"));
+                    return Err(format!(
+                        "padding {padding} must be at most half the kernel ({kernel})"
+                    ));
                 }
-                Ok(vec![c, pooled(h, *kernel, s, *padding, 1)?, pooled(w, *kernel, s, *padding, 1)?])
+                Ok(vec![
+                    c,
+                    pooled(h, *kernel, s, *padding, 1)?,
+                    pooled(w, *kernel, s, *padding, 1)?,
+                ])
             }
             LayerSpec::GlobalAvgPool => Ok(vec![need_image(x)?.0]),
             LayerSpec::BatchNorm1d { momentum, .. } => {
                 if x.len() != 1 {
-                    return Err(format!("expects features [F], got {x:?} (use batch-norm2d for images)"));
+                    return Err(format!(
+                        "expects features [F], got {x:?} (use batch-norm2d for images)"
+                    ));
                 }
                 check_momentum(*momentum)?;
                 Ok(x.to_vec())
@@ -216,8 +271,12 @@ impl LayerSpec {
                 Ok(x.to_vec())
             }
             LayerSpec::Flatten => Ok(vec![x.iter().product()]),
-            LayerSpec::Residual { .. } => unreachable!("residual shapes are checked by ModelSpec::shapes"),
-            LayerSpec::LeakyRelu { slope } if !(0.0..1.0).contains(slope) => Err(format!("slope = {slope} must be in [0, 1)")),
+            LayerSpec::Residual { .. } => {
+                unreachable!("residual shapes are checked by ModelSpec::shapes")
+            }
+            LayerSpec::LeakyRelu { slope } if !(0.0..1.0).contains(slope) => {
+                Err(format!("slope = {slope} must be in [0, 1)"))
+            }
             _ => Ok(x.to_vec()),
         }
     }
@@ -250,11 +309,15 @@ impl ModelSpec {
         }
         if let Some(declared) = &self.input {
             if declared.as_slice() != input {
-                return Err(Error::Spec(format!("model.input is {declared:?} but the data gives samples of shape {input:?}")));
+                return Err(Error::Spec(format!(
+                    "model.input is {declared:?} but the data gives samples of shape {input:?}"
+                )));
             }
         }
         if input.is_empty() || input.contains(&0) {
-            return Err(Error::Spec(format!("input shape {input:?} must be non-empty with no zero dimension")));
+            return Err(Error::Spec(format!(
+                "input shape {input:?} must be non-empty with no zero dimension"
+            )));
         }
         shapes_of(&self.layers, input, "")
     }
@@ -265,7 +328,11 @@ impl ModelSpec {
     }
 }
 
-pub(crate) fn shapes_of(layers: &[LayerSpec], input: &[usize], prefix: &str) -> Result<Vec<Vec<usize>>> {
+pub(crate) fn shapes_of(
+    layers: &[LayerSpec],
+    input: &[usize],
+    prefix: &str,
+) -> Result<Vec<Vec<usize>>> {
     let mut out = Vec::with_capacity(layers.len());
     let mut x = input.to_vec();
     for (i, layer) in layers.iter().enumerate() {
@@ -273,7 +340,11 @@ pub(crate) fn shapes_of(layers: &[LayerSpec], input: &[usize], prefix: &str) -> 
         let y = match layer {
             LayerSpec::Residual { layers: inner } => {
                 if inner.is_empty() {
-                    return Err(Error::Layer { index, kind: "residual", message: "needs at least one inner layer".into() });
+                    return Err(Error::Layer {
+                        index,
+                        kind: "residual",
+                        message: "needs at least one inner layer".into(),
+                    });
                 }
                 let inner_shapes = shapes_of(inner, &x, &format!("{index}].layers["))?;
                 let last = inner_shapes.last().expect("non-empty");
@@ -286,7 +357,11 @@ pub(crate) fn shapes_of(layers: &[LayerSpec], input: &[usize], prefix: &str) -> 
                 }
                 x.clone()
             }
-            _ => layer.output_shape(&x).map_err(|message| Error::Layer { index, kind: layer.kind(), message })?,
+            _ => layer.output_shape(&x).map_err(|message| Error::Layer {
+                index,
+                kind: layer.kind(),
+                message,
+            })?,
         };
         out.push(y.clone());
         x = y;
@@ -318,24 +393,47 @@ mod tests {
 
     #[test]
     fn impossible_shapes_name_the_layer_and_the_shapes() {
-        let m = spec(r#"layers = [{ type = "flatten" }, { type = "linear", out-features = 10, in-features = 700 }]"#);
+        let m = spec(
+            r#"layers = [{ type = "flatten" }, { type = "linear", out-features = 10, in-features = 700 }]"#,
+        );
         let e = m.shapes(&[1, 28, 28]).unwrap_err().to_string();
-        assert!(e.contains("model.layers[1] (linear)") && e.contains("700") && e.contains("784"), "{e}");
+        assert!(
+            e.contains("model.layers[1] (linear)") && e.contains("700") && e.contains("784"),
+            "{e}"
+        );
         let m = spec(r#"layers = [{ type = "conv2d", out-channels = 4, kernel = 9 }]"#);
         let e = m.shapes(&[1, 5, 5]).unwrap_err().to_string();
-        assert!(e.contains("layers[0] (conv2d)") && e.contains("larger"), "{e}");
+        assert!(
+            e.contains("layers[0] (conv2d)") && e.contains("larger"),
+            "{e}"
+        );
         let m = spec(r#"layers = [{ type = "conv2d", out-channels = 4, kernel = 1, groups = 3 }]"#);
-        assert!(m.shapes(&[4, 5, 5]).unwrap_err().to_string().contains("groups"));
-        let m = spec(r#"layers = [{ type = "residual", layers = [{ type = "linear", out-features = 3 }] }]"#);
+        assert!(m
+            .shapes(&[4, 5, 5])
+            .unwrap_err()
+            .to_string()
+            .contains("groups"));
+        let m = spec(
+            r#"layers = [{ type = "residual", layers = [{ type = "linear", out-features = 3 }] }]"#,
+        );
         let e = m.shapes(&[4]).unwrap_err().to_string();
-        assert!(e.contains("layers[0] (residual)") && e.contains("[3]"), "{e}");
+        assert!(
+            e.contains("layers[0] (residual)") && e.contains("[3]"),
+            "{e}"
+        );
         let m = spec(r#"layers = [{ type = "dropout", p = 1.5 }]"#);
         assert!(m.shapes(&[4]).unwrap_err().to_string().contains("p = 1.5"));
     }
 
     #[test]
     fn unknown_keys_and_types_are_rejected() {
-        assert!(toml::from_str::<ModelSpec>(r#"layers = [{ type = "linear", out-featurs = 3 }]"#).is_err());
-        assert!(toml::from_str::<ModelSpec>(r#"layers = [{ type = "lineer", out-features = 3 }]"#).is_err());
+        assert!(
+            toml::from_str::<ModelSpec>(r#"layers = [{ type = "linear", out-featurs = 3 }]"#)
+                .is_err()
+        );
+        assert!(
+            toml::from_str::<ModelSpec>(r#"layers = [{ type = "lineer", out-features = 3 }]"#)
+                .is_err()
+        );
     }
 }

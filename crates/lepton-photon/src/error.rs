@@ -13,7 +13,10 @@ pub enum Error {
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     #[error("{path}: the {section} checksum does not match: the file is damaged or was altered")]
-    Checksum { path: PathBuf, section: &'static str },
+    Checksum {
+        path: PathBuf,
+        section: &'static str,
+    },
     #[error("{path}: bad header: {message}")]
     Header { path: PathBuf, message: String },
     #[error("{path}: bad weights: {message}")]
@@ -24,7 +27,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Error::Io { path: path.to_path_buf(), source }
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 

@@ -84,15 +84,25 @@ fn pad(n: usize) -> usize {
 
 impl std::fmt::Debug for Photon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Photon").field("path", &self.path).field("name", &self.manifest.name).finish()
+        f.debug_struct("Photon")
+            .field("path", &self.path)
+            .field("name", &self.manifest.name)
+            .finish()
     }
 }
 
 impl Photon {
     /// Write a photon with the given tensors.
-    pub fn write(path: &Path, contents: &PhotonContents, weights: &HashMap<String, Tensor>) -> Result<()> {
+    pub fn write(
+        path: &Path,
+        contents: &PhotonContents,
+        weights: &HashMap<String, Tensor>,
+    ) -> Result<()> {
         let tmp = tempfile_path(path, "weights");
-        candle_core::safetensors::save(weights, &tmp).map_err(|e| Error::Weights { path: path.to_path_buf(), message: e.to_string() })?;
+        candle_core::safetensors::save(weights, &tmp).map_err(|e| Error::Weights {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let blob = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e));
         let _ = std::fs::remove_file(&tmp);
         let blob = blob?;
@@ -100,9 +110,16 @@ impl Photon {
     }
 
     /// Write a photon whose weights are an existing safetensors file (e.g. a run's `best.safetensors`).
-    pub fn write_from_safetensors(path: &Path, contents: &PhotonContents, weights_file: &Path) -> Result<()> {
+    pub fn write_from_safetensors(
+        path: &Path,
+        contents: &PhotonContents,
+        weights_file: &Path,
+    ) -> Result<()> {
         let blob = std::fs::read(weights_file).map_err(|e| Error::io(weights_file, e))?;
-        safetensors::SafeTensors::deserialize(&blob).map_err(|e| Error::Weights { path: weights_file.to_path_buf(), message: e.to_string() })?;
+        safetensors::SafeTensors::deserialize(&blob).map_err(|e| Error::Weights {
+            path: weights_file.to_path_buf(),
+            message: e.to_string(),
+        })?;
         Self::write_blob(path, contents, &blob)
     }
 
@@ -112,7 +129,9 @@ impl Photon {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             lepton_version: env!("CARGO_PKG_VERSION").to_string(),
-            created_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            created_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             name: c.name.clone(),
             model: c.model.clone(),
             input_shape: c.input_shape.clone(),
@@ -122,7 +141,10 @@ impl Photon {
             weights_len: blob.len() as u64,
             weights_sha256: hex::encode(Sha256::digest(blob)),
         };
-        let header = serde_json::to_vec(&manifest).map_err(|e| Error::Header { path: path.to_path_buf(), message: e.to_string() })?;
+        let header = serde_json::to_vec(&manifest).map_err(|e| Error::Header {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let mut out = Vec::with_capacity(PREAMBLE + header.len() + 64 + blob.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -140,38 +162,77 @@ impl Photon {
         // SAFETY: the mapping is read-only; a concurrent writer would have to replace the file,
         // and writers in this crate rename a new file into place instead of writing in place.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let bad = |message: String| Error::Format { path: path.to_path_buf(), message };
+        let bad = |message: String| Error::Format {
+            path: path.to_path_buf(),
+            message,
+        };
         if map.len() < 8 || &map[..8] != MAGIC {
             return Err(bad("not a photon file (bad magic bytes)".into()));
         }
         if map.len() < PREAMBLE {
-            return Err(bad(format!("truncated: {} bytes, the preamble alone is {PREAMBLE}", map.len())));
+            return Err(bad(format!(
+                "truncated: {} bytes, the preamble alone is {PREAMBLE}",
+                map.len()
+            )));
         }
         let version = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
         if version != FORMAT_VERSION {
-            return Err(bad(format!("format version {version}; this build of lepton reads version {FORMAT_VERSION}")));
+            return Err(bad(format!(
+                "format version {version}; this build of lepton reads version {FORMAT_VERSION}"
+            )));
         }
         let hlen = u64::from_le_bytes(map[12..20].try_into().expect("8 bytes"));
-        let header_end = (PREAMBLE as u64).checked_add(hlen).filter(|&e| e <= map.len() as u64).ok_or_else(|| {
-            bad(format!("truncated: the header needs {} bytes, the file has {}", PREAMBLE as u64 + hlen, map.len()))
-        })? as usize;
+        let header_end = (PREAMBLE as u64)
+            .checked_add(hlen)
+            .filter(|&e| e <= map.len() as u64)
+            .ok_or_else(|| {
+                bad(format!(
+                    "truncated: the header needs {} bytes, the file has {}",
+                    PREAMBLE as u64 + hlen,
+                    map.len()
+                ))
+            })? as usize;
         let header = &map[PREAMBLE..header_end];
         if Sha256::digest(header).as_slice() != &map[20..52] {
-            return Err(Error::Checksum { path: path.to_path_buf(), section: "header" });
+            return Err(Error::Checksum {
+                path: path.to_path_buf(),
+                section: "header",
+            });
         }
-        let manifest: Manifest = serde_json::from_slice(header).map_err(|e| Error::Header { path: path.to_path_buf(), message: e.to_string() })?;
-        let weights_at = header_end + pad(header_end);
-        let end = (weights_at as u64).checked_add(manifest.weights_len).filter(|&e| e <= map.len() as u64).ok_or_else(|| {
-            bad(format!("truncated: the weights end at byte {}, the file has {}", weights_at as u64 + manifest.weights_len, map.len()))
+        let manifest: Manifest = serde_json::from_slice(header).map_err(|e| Error::Header {
+            path: path.to_path_buf(),
+            message: e.to_string(),
         })?;
+        let weights_at = header_end + pad(header_end);
+        let end = (weights_at as u64)
+            .checked_add(manifest.weights_len)
+            .filter(|&e| e <= map.len() as u64)
+            .ok_or_else(|| {
+                bad(format!(
+                    "truncated: the weights end at byte {}, the file has {}",
+                    weights_at as u64 + manifest.weights_len,
+                    map.len()
+                ))
+            })?;
         if end != map.len() as u64 {
-            return Err(bad(format!("{} unexpected bytes after the weights", map.len() as u64 - end)));
+            return Err(bad(format!(
+                "{} unexpected bytes after the weights",
+                map.len() as u64 - end
+            )));
         }
         let weights = &map[weights_at..end as usize];
         if hex::encode(Sha256::digest(weights)) != manifest.weights_sha256 {
-            return Err(Error::Checksum { path: path.to_path_buf(), section: "weights" });
+            return Err(Error::Checksum {
+                path: path.to_path_buf(),
+                section: "weights",
+            });
         }
-        Ok(Photon { path: path.to_path_buf(), manifest, map, weights_at })
+        Ok(Photon {
+            path: path.to_path_buf(),
+            manifest,
+            map,
+            weights_at,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -189,22 +250,59 @@ impl Photon {
 
     /// Build the model for inference (CPU, f32, eval mode).
     pub fn model(&self) -> Result<LoadedModel> {
-        let model = model::build(&self.manifest.model, &self.manifest.input_shape, self.weights(), &self.path)?;
-        Ok(LoadedModel::new(model, self.manifest.loss.output_activation(), self.manifest.preprocessor.clone()))
+        let model = model::build(
+            &self.manifest.model,
+            &self.manifest.input_shape,
+            self.weights(),
+            &self.path,
+        )?;
+        Ok(LoadedModel::new(
+            model,
+            self.manifest.loss.output_activation(),
+            self.manifest.preprocessor.clone(),
+        ))
     }
 
     /// The tensors, as candle tensors.
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
-        candle_core::safetensors::load_buffer(self.weights(), &Device::Cpu).map_err(|e| Error::Weights { path: self.path.clone(), message: e.to_string() })
+        candle_core::safetensors::load_buffer(self.weights(), &Device::Cpu).map_err(|e| {
+            Error::Weights {
+                path: self.path.clone(),
+                message: e.to_string(),
+            }
+        })
     }
 
     /// A summary for `lepton inspect`.
     pub fn inspect(&self) -> Result<Inspect> {
-        let st = safetensors::SafeTensors::deserialize(self.weights()).map_err(|e| Error::Weights { path: self.path.clone(), message: e.to_string() })?;
-        let mut tensors: Vec<TensorInfo> = st.tensors().into_iter().map(|(name, v)| TensorInfo { name, shape: v.shape().to_vec(), dtype: format!("{:?}", v.dtype()) }).collect();
+        let st =
+            safetensors::SafeTensors::deserialize(self.weights()).map_err(|e| Error::Weights {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        let mut tensors: Vec<TensorInfo> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, v)| TensorInfo {
+                name,
+                shape: v.shape().to_vec(),
+                dtype: format!("{:?}", v.dtype()),
+            })
+            .collect();
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
-        let parameters = tensors.iter().filter(|t| !t.name.contains("running_")).map(|t| t.shape.iter().product::<usize>()).sum();
-        Ok(Inspect { file: self.path.clone(), file_bytes: self.map.len() as u64, manifest: self.manifest.clone(), parameters, tensors, checksums_ok: true })
+        let parameters = tensors
+            .iter()
+            .filter(|t| !t.name.contains("running_"))
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum();
+        Ok(Inspect {
+            file: self.path.clone(),
+            file_bytes: self.map.len() as u64,
+            manifest: self.manifest.clone(),
+            parameters,
+            tensors,
+            checksums_ok: true,
+        })
     }
 }
 
@@ -248,7 +346,10 @@ impl Inspect {
         if !classes.is_empty() {
             s += &format!("classes     {}\n", classes.join(", "));
         }
-        s += &format!("schema      {}\n", serde_json::to_string(&m.preprocessor.input_schema()).unwrap_or_default());
+        s += &format!(
+            "schema      {}\n",
+            serde_json::to_string(&m.preprocessor.input_schema()).unwrap_or_default()
+        );
         if let Some(obj) = m.metrics.as_object() {
             for (k, v) in obj {
                 if let Some(x) = v.as_f64() {
@@ -265,8 +366,17 @@ impl Inspect {
 }
 
 fn tempfile_path(path: &Path, what: &str) -> PathBuf {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    dir.join(format!(".{}.{what}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("photon"), std::process::id()))
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    dir.join(format!(
+        ".{}.{what}.{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("photon"),
+        std::process::id()
+    ))
 }
 
 /// Temporary file in the same folder, fsync, rename, fsync the folder.

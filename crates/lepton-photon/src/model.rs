@@ -11,9 +11,16 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 pub(crate) fn build(spec: &ModelSpec, input: &[usize], blob: &[u8], path: &Path) -> Result<Model> {
-    let tensors = candle_core::safetensors::load_buffer(blob, &Device::Cpu).map_err(|e| Error::Weights { path: path.to_path_buf(), message: e.to_string() })?;
+    let tensors =
+        candle_core::safetensors::load_buffer(blob, &Device::Cpu).map_err(|e| Error::Weights {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-    Model::new(spec, input, vb).map_err(|e| Error::Weights { path: path.to_path_buf(), message: format!("the weights do not fit the model spec: {e}") })
+    Model::new(spec, input, vb).map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        message: format!("the weights do not fit the model spec: {e}"),
+    })
 }
 
 /// The prediction for one input.
@@ -21,7 +28,10 @@ pub(crate) fn build(spec: &ModelSpec, input: &[usize], blob: &[u8], path: &Path)
 #[serde(untagged)]
 pub enum Prediction {
     /// Class probabilities in class order, and the most probable labels.
-    Classes { probabilities: Vec<f32>, top: Vec<(String, f32)> },
+    Classes {
+        probabilities: Vec<f32>,
+        top: Vec<(String, f32)>,
+    },
     /// A regression value in target units.
     Value { value: f32 },
 }
@@ -57,7 +67,14 @@ impl LoadedModel {
             OutputActivation::Identity => {
                 let v: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(p)?;
                 let n = v.len();
-                Tensor::from_vec(v.into_iter().map(|x| self.pre.decode_target(x)).collect::<Vec<_>>(), (n, 1), &Device::Cpu).map_err(p)
+                Tensor::from_vec(
+                    v.into_iter()
+                        .map(|x| self.pre.decode_target(x))
+                        .collect::<Vec<_>>(),
+                    (n, 1),
+                    &Device::Cpu,
+                )
+                .map_err(p)
             }
         }
     }
@@ -67,28 +84,59 @@ impl LoadedModel {
         let mut shape = vec![rows.len()];
         shape.extend(self.pre.sample_shape());
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-        let x = Tensor::from_vec(flat, shape, &Device::Cpu).map_err(|e| Error::Predict(format!("inputs do not fit the model: {e}")))?;
-        let y = self.predict(&x)?.to_vec2::<f32>().map_err(|e| Error::Predict(e.to_string()))?;
+        let x = Tensor::from_vec(flat, shape, &Device::Cpu)
+            .map_err(|e| Error::Predict(format!("inputs do not fit the model: {e}")))?;
+        let y = self
+            .predict(&x)?
+            .to_vec2::<f32>()
+            .map_err(|e| Error::Predict(e.to_string()))?;
         let classes = self.pre.class_names();
         Ok(y.into_iter()
-            .map(|r| if classes.is_empty() { Prediction::Value { value: r[0] } } else { Prediction::Classes { top: top_k(&r, classes, k), probabilities: r } })
+            .map(|r| {
+                if classes.is_empty() {
+                    Prediction::Value { value: r[0] }
+                } else {
+                    Prediction::Classes {
+                        top: top_k(&r, classes, k),
+                        probabilities: r,
+                    }
+                }
+            })
             .collect())
     }
 
     /// Predictions for decoded images.
-    pub fn predict_images(&self, images: &[image::DynamicImage], k: usize) -> Result<Vec<Prediction>> {
-        let rows = images.iter().map(|i| self.pre.image_features(i).map_err(|e| Error::Predict(e.to_string()))).collect::<Result<Vec<_>>>()?;
+    pub fn predict_images(
+        &self,
+        images: &[image::DynamicImage],
+        k: usize,
+    ) -> Result<Vec<Prediction>> {
+        let rows = images
+            .iter()
+            .map(|i| {
+                self.pre
+                    .image_features(i)
+                    .map_err(|e| Error::Predict(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
         self.predict_features(&rows, k)
     }
 
     /// Predictions for table rows of (column, value) pairs.
-    pub fn predict_rows(&self, rows: &[Vec<(String, String)>], k: usize) -> Result<Vec<Prediction>> {
+    pub fn predict_rows(
+        &self,
+        rows: &[Vec<(String, String)>],
+        k: usize,
+    ) -> Result<Vec<Prediction>> {
         let feats = rows
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let pairs: Vec<(&str, &str)> = r.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-                self.pre.row_features(&pairs).map_err(|e| Error::Predict(format!("row {}: {e}", i + 1)))
+                let pairs: Vec<(&str, &str)> =
+                    r.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                self.pre
+                    .row_features(&pairs)
+                    .map_err(|e| Error::Predict(format!("row {}: {e}", i + 1)))
             })
             .collect::<Result<Vec<_>>>()?;
         self.predict_features(&feats, k)
@@ -99,5 +147,13 @@ impl LoadedModel {
 pub fn top_k(probs: &[f32], classes: &[String], k: usize) -> Vec<(String, f32)> {
     let mut idx: Vec<usize> = (0..probs.len()).collect();
     idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-    idx.into_iter().take(k.max(1)).map(|i| (classes.get(i).cloned().unwrap_or_else(|| i.to_string()), probs[i])).collect()
+    idx.into_iter()
+        .take(k.max(1))
+        .map(|i| {
+            (
+                classes.get(i).cloned().unwrap_or_else(|| i.to_string()),
+                probs[i],
+            )
+        })
+        .collect()
 }

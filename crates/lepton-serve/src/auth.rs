@@ -56,8 +56,11 @@ fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A parsed token line: (id, SHA-256, predict scope, admin scope).
+pub type TokenLine = (String, [u8; 32], bool, bool);
+
 /// Parse `TOKEN scopes` / `sha256:HEX scopes` lines (scopes comma-separated; default `predict`).
-pub fn parse_tokens(text: &str, origin: &str) -> Result<Vec<(String, [u8; 32], bool, bool)>, String> {
+pub fn parse_tokens(text: &str, origin: &str) -> Result<Vec<TokenLine>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -69,8 +72,10 @@ pub fn parse_tokens(text: &str, origin: &str) -> Result<Vec<(String, [u8; 32], b
         let scopes = parts.next().unwrap_or("predict");
         let h = match tok.strip_prefix("sha256:") {
             Some(hex_digest) => {
-                let v = hex::decode(hex_digest).map_err(|_| format!("{origin} line {}: bad sha256 hex", i + 1))?;
-                <[u8; 32]>::try_from(v.as_slice()).map_err(|_| format!("{origin} line {}: sha256 must be 64 hex digits", i + 1))?
+                let v = hex::decode(hex_digest)
+                    .map_err(|_| format!("{origin} line {}: bad sha256 hex", i + 1))?;
+                <[u8; 32]>::try_from(v.as_slice())
+                    .map_err(|_| format!("{origin} line {}: sha256 must be 64 hex digits", i + 1))?
             }
             None => hash(tok),
         };
@@ -79,7 +84,12 @@ pub fn parse_tokens(text: &str, origin: &str) -> Result<Vec<(String, [u8; 32], b
             match s.trim() {
                 "predict" => p = true,
                 "admin" => a = true,
-                other => return Err(format!("{origin} line {}: unknown scope '{other}' (predict, admin)", i + 1)),
+                other => {
+                    return Err(format!(
+                        "{origin} line {}: unknown scope '{other}' (predict, admin)",
+                        i + 1
+                    ))
+                }
             }
         }
         out.push((hex::encode(&h[..4]), h, p, a));
@@ -90,15 +100,31 @@ pub fn parse_tokens(text: &str, origin: &str) -> Result<Vec<(String, [u8; 32], b
 impl Tokens {
     /// Tokens from `LEPTON_TOKENS` (`token:scope,scope;token2:scope`) and an optional file.
     pub fn load(file: Option<&Path>, env: Option<&str>) -> Result<Self, String> {
-        let to_entries = |v: Vec<(String, [u8; 32], bool, bool)>| -> Vec<Entry> { v.into_iter().map(|(id, hash, predict, admin)| Entry { hash, predict, admin, id }).collect() };
+        let to_entries = |v: Vec<TokenLine>| -> Vec<Entry> {
+            v.into_iter()
+                .map(|(id, hash, predict, admin)| Entry {
+                    hash,
+                    predict,
+                    admin,
+                    id,
+                })
+                .collect()
+        };
         let env_entries = match env {
             Some(env) => {
-                let text: String = env.split(';').map(|p| p.replacen(':', " ", 1) + "\n").collect();
+                let text: String = env
+                    .split(';')
+                    .map(|p| p.replacen(':', " ", 1) + "\n")
+                    .collect();
                 to_entries(parse_tokens(&text, "LEPTON_TOKENS")?)
             }
             None => Vec::new(),
         };
-        let t = Tokens { file: file.map(Path::to_path_buf), env_entries: env_entries.clone(), ..Default::default() };
+        let t = Tokens {
+            file: file.map(Path::to_path_buf),
+            env_entries: env_entries.clone(),
+            ..Default::default()
+        };
         let mut entries = to_entries(Vec::new());
         entries.extend(env_entries);
         if let Some(f) = file {
@@ -113,7 +139,12 @@ impl Tokens {
     /// Add a token (tests, programmatic use).
     pub fn add(&self, token: &str, scopes: &[Scope]) {
         let h = hash(token);
-        self.entries.write().expect("lock").push(Entry { hash: h, predict: scopes.contains(&Scope::Predict), admin: scopes.contains(&Scope::Admin), id: hex::encode(&h[..4]) });
+        self.entries.write().expect("lock").push(Entry {
+            hash: h,
+            predict: scopes.contains(&Scope::Predict),
+            admin: scopes.contains(&Scope::Admin),
+            id: hex::encode(&h[..4]),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,15 +158,28 @@ impl Tokens {
         if mtime == *self.mtime.read().expect("lock") {
             return;
         }
-        match std::fs::read_to_string(f).map_err(|e| e.to_string()).and_then(|t| parse_tokens(&t, &f.display().to_string())) {
+        match std::fs::read_to_string(f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse_tokens(&t, &f.display().to_string()))
+        {
             Ok(list) => {
-                let mut new: Vec<Entry> = list.into_iter().map(|(id, hash, predict, admin)| Entry { hash, predict, admin, id }).collect();
+                let mut new: Vec<Entry> = list
+                    .into_iter()
+                    .map(|(id, hash, predict, admin)| Entry {
+                        hash,
+                        predict,
+                        admin,
+                        id,
+                    })
+                    .collect();
                 new.extend(self.env_entries.iter().cloned());
                 *self.entries.write().expect("lock") = new;
                 *self.mtime.write().expect("lock") = mtime;
                 tracing::info!(file = %f.display(), "reloaded API tokens");
             }
-            Err(e) => tracing::error!(error = %e, "keeping the old tokens: cannot reload the tokens file"),
+            Err(e) => {
+                tracing::error!(error = %e, "keeping the old tokens: cannot reload the tokens file")
+            }
         }
     }
 
@@ -143,9 +187,17 @@ impl Tokens {
     pub fn authorize(&self, header: Option<&str>, scope: Scope) -> Result<Caller, ApiError> {
         let entries = self.entries.read().expect("lock");
         if entries.is_empty() {
-            return Ok(Caller { token_id: "anonymous".into() });
+            return Ok(Caller {
+                token_id: "anonymous".into(),
+            });
         }
-        let token = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))).map(str::trim).ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized)?;
         let h = hash(token);
         // Compare against every entry so timing does not reveal which one matched.
         let mut found: Option<&Entry> = None;
@@ -160,7 +212,9 @@ impl Tokens {
             Scope::Admin => e.admin,
         };
         if allowed {
-            Ok(Caller { token_id: e.id.clone() })
+            Ok(Caller {
+                token_id: e.id.clone(),
+            })
         } else {
             Err(ApiError::Forbidden(scope.name()))
         }
@@ -175,11 +229,23 @@ mod tests {
     fn scopes_and_status_codes() {
         let t = Tokens::load(None, Some("p-token:predict;a-token:admin")).unwrap();
         assert!(t.authorize(Some("Bearer p-token"), Scope::Predict).is_ok());
-        assert!(matches!(t.authorize(Some("Bearer p-token"), Scope::Admin), Err(ApiError::Forbidden("admin"))));
+        assert!(matches!(
+            t.authorize(Some("Bearer p-token"), Scope::Admin),
+            Err(ApiError::Forbidden("admin"))
+        ));
         assert!(t.authorize(Some("Bearer a-token"), Scope::Predict).is_ok());
-        assert!(matches!(t.authorize(Some("Bearer nope"), Scope::Predict), Err(ApiError::Unauthorized)));
-        assert!(matches!(t.authorize(None, Scope::Predict), Err(ApiError::Unauthorized)));
-        assert!(matches!(t.authorize(Some("Basic abc"), Scope::Predict), Err(ApiError::Unauthorized)));
+        assert!(matches!(
+            t.authorize(Some("Bearer nope"), Scope::Predict),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            t.authorize(None, Scope::Predict),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            t.authorize(Some("Basic abc"), Scope::Predict),
+            Err(ApiError::Unauthorized)
+        ));
     }
 
     #[test]
@@ -189,6 +255,8 @@ mod tests {
         assert!(t.authorize(None, Scope::Admin).is_ok(), "no tokens: open");
         let parsed = parse_tokens(&format!("sha256:{h} admin # comment\n"), "f").unwrap();
         assert_eq!(parsed[0].1.to_vec(), hex::decode(&h).unwrap());
-        assert!(parse_tokens("tok root\n", "f").unwrap_err().contains("unknown scope 'root'"));
+        assert!(parse_tokens("tok root\n", "f")
+            .unwrap_err()
+            .contains("unknown scope 'root'"));
     }
 }

@@ -55,7 +55,12 @@ mod tokio_util_shutdown {
 
 impl Batcher {
     /// Start the pool (needs a Tokio runtime).
-    pub fn start(name: &str, backend: Arc<dyn Backend>, cfg: BatchConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn start(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        cfg: BatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let b = Arc::new(Batcher {
             tx,
@@ -81,7 +86,10 @@ impl Batcher {
                 }
                 let queued = b.queued.load(Ordering::Relaxed);
                 let workers = b.workers.load(Ordering::Relaxed);
-                if queued > 0 && workers < b.cfg.max_workers && queued >= workers * b.cfg.max_batch_size.min(4).max(1) {
+                if queued > 0
+                    && workers < b.cfg.max_workers
+                    && queued >= workers * b.cfg.max_batch_size.clamp(1, 4)
+                {
                     b.spawn_worker();
                 }
                 b.metrics.set_queue(&b.name, queued as i64);
@@ -125,7 +133,12 @@ impl Batcher {
                     Err(_) => {
                         // Idle: retire if above the minimum.
                         let cur = self.workers.load(Ordering::SeqCst);
-                        if cur > self.cfg.min_workers && self.workers.compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                        if cur > self.cfg.min_workers
+                            && self
+                                .workers
+                                .compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst)
+                                .is_ok()
+                        {
                             self.metrics.set_workers(&self.name, (cur - 1) as i64);
                             return;
                         }
@@ -168,8 +181,11 @@ impl Batcher {
         }
         let backend = Arc::clone(&self.backend);
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || backend.predict(&features, samples)).await.unwrap_or_else(|e| Err(format!("inference task failed: {e}")));
-        self.metrics.observe_batch(&self.name, samples, started.elapsed().as_secs_f64());
+        let result = tokio::task::spawn_blocking(move || backend.predict(&features, samples))
+            .await
+            .unwrap_or_else(|e| Err(format!("inference task failed: {e}")));
+        self.metrics
+            .observe_batch(&self.name, samples, started.elapsed().as_secs_f64());
         match result {
             Ok(mut outputs) => {
                 for j in jobs.into_iter().rev() {
@@ -196,17 +212,25 @@ impl Batcher {
         if before + n > self.cfg.queue_capacity {
             self.queued.fetch_sub(n, Ordering::SeqCst);
             self.metrics.rejected(&self.name);
-            return Err(ApiError::Overloaded(format!("the queue of model '{}' is full", self.name)));
+            return Err(ApiError::Overloaded(format!(
+                "the queue of model '{}' is full",
+                self.name
+            )));
         }
         if self.tx.try_send(Job { features, n, reply }).is_err() {
             self.queued.fetch_sub(n, Ordering::SeqCst);
             self.metrics.rejected(&self.name);
-            return Err(ApiError::Overloaded(format!("the queue of model '{}' is full", self.name)));
+            return Err(ApiError::Overloaded(format!(
+                "the queue of model '{}' is full",
+                self.name
+            )));
         }
         match rx.await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(ApiError::Internal(e)),
-            Err(_) => Err(ApiError::Internal("the inference worker dropped the request".into())),
+            Err(_) => Err(ApiError::Internal(
+                "the inference worker dropped the request".into(),
+            )),
         }
     }
 }

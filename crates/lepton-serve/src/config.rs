@@ -126,7 +126,11 @@ impl Default for BatchConfig {
 
 impl BatchConfig {
     pub fn validate(&self, name: &str) -> Result<(), String> {
-        if self.max_batch_size == 0 || self.queue_capacity == 0 || self.min_workers == 0 || self.max_workers < self.min_workers {
+        if self.max_batch_size == 0
+            || self.queue_capacity == 0
+            || self.min_workers == 0
+            || self.max_workers < self.min_workers
+        {
             return Err(format!("{name}: need max-batch-size >= 1, queue-capacity >= 1 and 1 <= min-workers <= max-workers"));
         }
         Ok(())
@@ -166,7 +170,13 @@ pub struct AlertConfig {
 
 impl Default for AlertConfig {
     fn default() -> Self {
-        Self { webhook: None, interval_s: 30, latency_p99_ms: 250.0, error_rate: 0.01, queue_saturation: 0.8 }
+        Self {
+            webhook: None,
+            interval_s: 30,
+            latency_p99_ms: 250.0,
+            error_rate: 0.01,
+            queue_saturation: 0.8,
+        }
     }
 }
 
@@ -174,7 +184,8 @@ impl ServeConfig {
     /// Read a config file; errors name the file and the key.
     pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let cfg: ServeConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cfg: ServeConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -188,6 +199,9 @@ impl ServeConfig {
     }
 
     pub fn batch_for(&self, model: &str) -> BatchConfig {
-        self.models.get(model).cloned().unwrap_or_else(|| self.batching.clone())
+        self.models
+            .get(model)
+            .cloned()
+            .unwrap_or_else(|| self.batching.clone())
     }
 }

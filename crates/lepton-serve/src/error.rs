@@ -75,10 +75,18 @@ impl IntoResponse for ApiError {
         let mut resp = (status, body).into_response();
         match &self {
             ApiError::Unauthorized => {
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"lepton\""));
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"lepton\""),
+                );
             }
             ApiError::Forbidden(_) => {
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"lepton\", error=\"insufficient_scope\""));
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer realm=\"lepton\", error=\"insufficient_scope\"",
+                    ),
+                );
             }
             ApiError::RateLimited(secs) => {
                 if let Ok(v) = HeaderValue::from_str(&(*secs).max(1).to_string()) {
@@ -86,7 +94,8 @@ impl IntoResponse for ApiError {
                 }
             }
             ApiError::Overloaded(_) => {
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

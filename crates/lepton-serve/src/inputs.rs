@@ -39,24 +39,42 @@ pub fn json_depth(bytes: &[u8]) -> usize {
 pub fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, ApiError> {
     let d = json_depth(bytes);
     if d > limits.max_json_depth {
-        return Err(ApiError::BadRequest(format!("JSON nesting depth {d} exceeds the limit of {}", limits.max_json_depth)));
+        return Err(ApiError::BadRequest(format!(
+            "JSON nesting depth {d} exceeds the limit of {}",
+            limits.max_json_depth
+        )));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))
 }
 
 /// Decode an image, refusing oversized declared dimensions before decoding (decompression bombs).
-pub fn decode_image(bytes: &[u8], limits: &Limits, what: &str) -> Result<image::DynamicImage, ApiError> {
-    let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?;
+pub fn decode_image(
+    bytes: &[u8],
+    limits: &Limits,
+    what: &str,
+) -> Result<image::DynamicImage, ApiError> {
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?;
     if reader.format().is_none() {
-        return Err(ApiError::UnsupportedMedia(format!("{what}: not a PNG or JPEG image")));
+        return Err(ApiError::UnsupportedMedia(format!(
+            "{what}: not a PNG or JPEG image"
+        )));
     }
     let (w, h) = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?
         .into_dimensions()
         .map_err(|e| ApiError::BadRequest(format!("{what}: cannot read the image header: {e}")))?;
-    if w > limits.max_image_side || h > limits.max_image_side || (w as u64) * (h as u64) > limits.max_image_pixels {
-        return Err(ApiError::PayloadTooLarge(format!("{what}: image is {w}x{h}, the limit is {0}x{0} and {1} pixels", limits.max_image_side, limits.max_image_pixels)));
+    if w > limits.max_image_side
+        || h > limits.max_image_side
+        || (w as u64) * (h as u64) > limits.max_image_pixels
+    {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{what}: image is {w}x{h}, the limit is {0}x{0} and {1} pixels",
+            limits.max_image_side, limits.max_image_pixels
+        )));
     }
     let mut reader = reader;
     let mut l = image::Limits::default();
@@ -64,21 +82,33 @@ pub fn decode_image(bytes: &[u8], limits: &Limits, what: &str) -> Result<image::
     l.max_image_height = Some(limits.max_image_side);
     l.max_alloc = Some(limits.max_image_pixels * 16);
     reader.limits(l);
-    reader.decode().map_err(|e| ApiError::BadRequest(format!("{what}: cannot decode the image: {e}")))
+    reader
+        .decode()
+        .map_err(|e| ApiError::BadRequest(format!("{what}: cannot decode the image: {e}")))
 }
 
 fn flatten_numbers(v: &Value, out: &mut Vec<f32>, path: &str) -> Result<(), ApiError> {
     match v {
         Value::Number(n) => {
-            let x = n.as_f64().ok_or_else(|| ApiError::Unprocessable(format!("{path}: not a number")))?;
+            let x = n
+                .as_f64()
+                .ok_or_else(|| ApiError::Unprocessable(format!("{path}: not a number")))?;
             if !x.is_finite() {
-                return Err(ApiError::Unprocessable(format!("{path}: not a finite number")));
+                return Err(ApiError::Unprocessable(format!(
+                    "{path}: not a finite number"
+                )));
             }
             out.push(x as f32);
             Ok(())
         }
-        Value::Array(a) => a.iter().enumerate().try_for_each(|(i, x)| flatten_numbers(x, out, &format!("{path}[{i}]"))),
-        other => Err(ApiError::Unprocessable(format!("{path}: expected a number or an array of numbers, got {}", kind(other)))),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| flatten_numbers(x, out, &format!("{path}[{i}]"))),
+        other => Err(ApiError::Unprocessable(format!(
+            "{path}: expected a number or an array of numbers, got {}",
+            kind(other)
+        ))),
     }
 }
 
@@ -95,20 +125,39 @@ fn kind(v: &Value) -> &'static str {
 
 /// `{"inputs": [[...], ...]}` (raw numbers per sample) or `{"instances": [{"column": value}, ...]}`.
 /// Returns the concatenated features and the sample count.
-pub fn json_features(body: &Value, backend: &dyn Backend, limits: &Limits) -> Result<(Vec<f32>, usize), ApiError> {
-    let obj = body.as_object().ok_or_else(|| ApiError::Unprocessable("body: expected a JSON object with 'inputs' or 'instances'".into()))?;
+pub fn json_features(
+    body: &Value,
+    backend: &dyn Backend,
+    limits: &Limits,
+) -> Result<(Vec<f32>, usize), ApiError> {
+    let obj = body.as_object().ok_or_else(|| {
+        ApiError::Unprocessable("body: expected a JSON object with 'inputs' or 'instances'".into())
+    })?;
     let (items, field) = match (obj.get("inputs"), obj.get("instances")) {
         (Some(v), None) => (v, "inputs"),
         (None, Some(v)) => (v, "instances"),
-        (Some(_), Some(_)) => return Err(ApiError::Unprocessable("body: give either 'inputs' or 'instances', not both".into())),
-        (None, None) => return Err(ApiError::Unprocessable("body: missing 'inputs' (arrays of numbers) or 'instances' (objects of named values)".into())),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Unprocessable(
+                "body: give either 'inputs' or 'instances', not both".into(),
+            ))
+        }
+        (None, None) => return Err(ApiError::Unprocessable(
+            "body: missing 'inputs' (arrays of numbers) or 'instances' (objects of named values)"
+                .into(),
+        )),
     };
-    let items = items.as_array().ok_or_else(|| ApiError::Unprocessable(format!("{field}: expected an array of samples")))?;
+    let items = items
+        .as_array()
+        .ok_or_else(|| ApiError::Unprocessable(format!("{field}: expected an array of samples")))?;
     if items.is_empty() {
         return Err(ApiError::Unprocessable(format!("{field}: no samples")));
     }
     if items.len() > limits.max_batch_inputs {
-        return Err(ApiError::PayloadTooLarge(format!("{field}: {} samples, the limit is {}", items.len(), limits.max_batch_inputs)));
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{field}: {} samples, the limit is {}",
+            items.len(),
+            limits.max_batch_inputs
+        )));
     }
     let mut features = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -118,7 +167,9 @@ pub fn json_features(body: &Value, backend: &dyn Backend, limits: &Limits) -> Re
             flatten_numbers(item, &mut raw, &path)?;
             backend.raw_features(&raw)
         } else {
-            let o = item.as_object().ok_or_else(|| ApiError::Unprocessable(format!("{path}: expected an object of column values")))?;
+            let o = item.as_object().ok_or_else(|| {
+                ApiError::Unprocessable(format!("{path}: expected an object of column values"))
+            })?;
             let mut row = Vec::with_capacity(o.len());
             for (k, v) in o {
                 let s = match v {
@@ -126,7 +177,12 @@ pub fn json_features(body: &Value, backend: &dyn Backend, limits: &Limits) -> Re
                     Value::Number(n) => n.to_string(),
                     Value::Null => String::new(),
                     Value::Bool(b) => b.to_string(),
-                    other => return Err(ApiError::Unprocessable(format!("{path}.{k}: expected a number or a string, got {}", kind(other)))),
+                    other => {
+                        return Err(ApiError::Unprocessable(format!(
+                            "{path}.{k}: expected a number or a string, got {}",
+                            kind(other)
+                        )))
+                    }
                 };
                 row.push((k.clone(), s));
             }

@@ -7,7 +7,10 @@ use serde_json::Value;
 pub fn mask_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for word in s.split_inclusive(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '"') {
-        let (body, tail) = word.split_at(word.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '"').len());
+        let (body, tail) = word.split_at(
+            word.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '"')
+                .len(),
+        );
         if body.contains('@') && body.rsplit('@').next().is_some_and(|d| d.contains('.')) {
             out.push_str("***@***");
         } else {
@@ -18,7 +21,11 @@ pub fn mask_text(s: &str) -> String {
                     run += 1;
                     buf.push(ch);
                 } else {
-                    out.push_str(&if run >= 4 { "*".repeat(run) } else { std::mem::take(&mut buf) });
+                    out.push_str(&if run >= 4 {
+                        "*".repeat(run)
+                    } else {
+                        std::mem::take(&mut buf)
+                    });
                     buf.clear();
                     run = 0;
                     out.push(ch);
@@ -34,10 +41,25 @@ pub fn mask_text(s: &str) -> String {
 /// Mask a JSON value: configured keys entirely, strings by [`mask_text`], long numbers.
 pub fn mask_json(v: &Value, keys: &[String]) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), if keys.iter().any(|x| x == k) { Value::String("***".into()) } else { mask_json(v, keys) })).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if keys.iter().any(|x| x == k) {
+                            Value::String("***".into())
+                        } else {
+                            mask_json(v, keys)
+                        },
+                    )
+                })
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().map(|v| mask_json(v, keys)).collect()),
         Value::String(s) => Value::String(mask_text(s)),
-        Value::Number(n) if n.to_string().chars().filter(char::is_ascii_digit).count() >= 4 => Value::String("****".into()),
+        Value::Number(n) if n.to_string().chars().filter(char::is_ascii_digit).count() >= 4 => {
+            Value::String("****".into())
+        }
         other => other.clone(),
     }
 }
@@ -49,9 +71,15 @@ mod tests {
     #[test]
     fn masks_emails_digits_and_keys() {
         assert_eq!(mask_text("mail bob@example.com now"), "mail ***@*** now");
-        assert_eq!(mask_text("card 4111111111111111, pin 12"), "card ****************, pin 12");
+        assert_eq!(
+            mask_text("card 4111111111111111, pin 12"),
+            "card ****************, pin 12"
+        );
         let v = serde_json::json!({"name": "Ann", "ssn": "x", "note": "call 5551234", "n": 123456});
         let m = mask_json(&v, &["ssn".to_string()]);
-        assert_eq!(m, serde_json::json!({"name": "Ann", "ssn": "***", "note": "call *******", "n": "****"}));
+        assert_eq!(
+            m,
+            serde_json::json!({"name": "Ann", "ssn": "***", "note": "call *******", "n": "****"})
+        );
     }
 }

@@ -55,29 +55,86 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("lepton");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18)));
-        let batch_size = Family::<ModelLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 10)));
-        let inference = Family::<ModelLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.00005, 2.0, 18)));
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        let batch_size = Family::<ModelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 10))
+        });
+        let inference = Family::<ModelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 18))
+        });
         let queue = Family::<ModelLabels, Gauge>::default();
         let workers = Family::<ModelLabels, Gauge>::default();
         let load_seconds = Family::<ModelLabels, Gauge<f64, AtomicU64>>::default();
         let rejected = Family::<ModelLabels, Counter>::default();
         let memory = Gauge::default();
-        registry.register("requests", "HTTP requests by model, route and status", requests.clone());
-        registry.register("request_duration_seconds", "Request latency", latency.clone());
+        registry.register(
+            "requests",
+            "HTTP requests by model, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request latency",
+            latency.clone(),
+        );
         registry.register("batch_size", "Samples per forward pass", batch_size.clone());
-        registry.register("inference_duration_seconds", "Time of one batched forward pass", inference.clone());
+        registry.register(
+            "inference_duration_seconds",
+            "Time of one batched forward pass",
+            inference.clone(),
+        );
         registry.register("queue_depth", "Samples waiting for a worker", queue.clone());
-        registry.register("workers", "Inference workers in the elastic pool", workers.clone());
-        registry.register("model_load_seconds", "Time to load and verify a model package", load_seconds.clone());
-        registry.register("rejected", "Requests shed because the queue was full", rejected.clone());
-        registry.register("process_resident_memory_bytes", "Resident memory of the server process", memory.clone());
-        Self { registry, requests, latency, batch_size, inference, queue, workers, load_seconds, rejected, memory, recent: Mutex::new(VecDeque::new()) }
+        registry.register(
+            "workers",
+            "Inference workers in the elastic pool",
+            workers.clone(),
+        );
+        registry.register(
+            "model_load_seconds",
+            "Time to load and verify a model package",
+            load_seconds.clone(),
+        );
+        registry.register(
+            "rejected",
+            "Requests shed because the queue was full",
+            rejected.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the server process",
+            memory.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            batch_size,
+            inference,
+            queue,
+            workers,
+            load_seconds,
+            rejected,
+            memory,
+            recent: Mutex::new(VecDeque::new()),
+        }
     }
 
     pub fn request(&self, model: &str, route: &str, status: u16, seconds: f64) {
-        self.requests.get_or_create(&RequestLabels { model: model.into(), route: route.into(), status }).inc();
-        self.latency.get_or_create(&RouteLabels { model: model.into(), route: route.into() }).observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.into(),
+                route: route.into(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                model: model.into(),
+                route: route.into(),
+            })
+            .observe(seconds);
         let mut r = self.recent.lock().expect("metrics lock");
         r.push_back((seconds, status >= 500));
         if r.len() > 10_000 {
@@ -86,25 +143,43 @@ impl Metrics {
     }
 
     pub fn observe_batch(&self, model: &str, samples: usize, seconds: f64) {
-        let l = ModelLabels { model: model.into() };
+        let l = ModelLabels {
+            model: model.into(),
+        };
         self.batch_size.get_or_create(&l).observe(samples as f64);
         self.inference.get_or_create(&l).observe(seconds);
     }
 
     pub fn set_queue(&self, model: &str, depth: i64) {
-        self.queue.get_or_create(&ModelLabels { model: model.into() }).set(depth);
+        self.queue
+            .get_or_create(&ModelLabels {
+                model: model.into(),
+            })
+            .set(depth);
     }
 
     pub fn set_workers(&self, model: &str, n: i64) {
-        self.workers.get_or_create(&ModelLabels { model: model.into() }).set(n);
+        self.workers
+            .get_or_create(&ModelLabels {
+                model: model.into(),
+            })
+            .set(n);
     }
 
     pub fn model_loaded(&self, model: &str, seconds: f64) {
-        self.load_seconds.get_or_create(&ModelLabels { model: model.into() }).set(seconds);
+        self.load_seconds
+            .get_or_create(&ModelLabels {
+                model: model.into(),
+            })
+            .set(seconds);
     }
 
     pub fn rejected(&self, model: &str) {
-        self.rejected.get_or_create(&ModelLabels { model: model.into() }).inc();
+        self.rejected
+            .get_or_create(&ModelLabels {
+                model: model.into(),
+            })
+            .inc();
     }
 
     /// Take the recent request window: (p99 latency in seconds, 5xx fraction, count).
@@ -126,7 +201,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.memory.set(resident_bytes());
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -135,6 +211,10 @@ impl Metrics {
 pub fn resident_bytes() -> i64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<i64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }

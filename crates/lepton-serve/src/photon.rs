@@ -37,7 +37,9 @@ impl PhotonBackend {
 
     /// A [`crate::Loader`] that opens photon files.
     pub fn loader() -> crate::Loader {
-        Arc::new(|path: &Path, name: &str| Ok(Arc::new(PhotonBackend::open(path, name)?) as Arc<dyn Backend>))
+        Arc::new(|path: &Path, name: &str| {
+            Ok(Arc::new(PhotonBackend::open(path, name)?) as Arc<dyn Backend>)
+        })
     }
 }
 
@@ -64,7 +66,10 @@ impl Backend for PhotonBackend {
         shape.extend_from_slice(&self.info.sample_shape);
         let x = Tensor::from_slice(features, shape, &Device::Cpu).map_err(|e| e.to_string())?;
         let y = self.model.predict(&x).map_err(|e| e.to_string())?;
-        let rows = y.flatten_from(1).and_then(|t| t.to_vec2::<f32>()).map_err(|e| e.to_string())?;
+        let rows = y
+            .flatten_from(1)
+            .and_then(|t| t.to_vec2::<f32>())
+            .map_err(|e| e.to_string())?;
         Ok(if self.info.class_names.is_empty() {
             rows.into_iter().map(|r| Output::Value(r[0])).collect()
         } else {

@@ -56,19 +56,41 @@ impl AppState {
 
     /// Serve `backend` as `name`, replacing (and draining) a model of the same name.
     pub fn insert(&self, name: &str, backend: Arc<dyn Backend>, source: Option<PathBuf>) {
-        let batcher = Batcher::start(name, Arc::clone(&backend), self.inner.config.batch_for(name), Arc::clone(&self.inner.metrics));
-        let served = Arc::new(Served { backend, batcher, source, loaded_at: std::time::SystemTime::now() });
-        if let Some(old) = self.inner.models.write().expect("models lock").insert(name.to_string(), served) {
+        let batcher = Batcher::start(
+            name,
+            Arc::clone(&backend),
+            self.inner.config.batch_for(name),
+            Arc::clone(&self.inner.metrics),
+        );
+        let served = Arc::new(Served {
+            backend,
+            batcher,
+            source,
+            loaded_at: std::time::SystemTime::now(),
+        });
+        if let Some(old) = self
+            .inner
+            .models
+            .write()
+            .expect("models lock")
+            .insert(name.to_string(), served)
+        {
             old.batcher.stop();
         }
     }
 
     /// Load a model file with the configured loader and serve it.
     pub fn load(&self, name: &str, path: &Path) -> Result<(), String> {
-        let loader = self.inner.loader.as_ref().ok_or("this server cannot load models")?;
+        let loader = self
+            .inner
+            .loader
+            .as_ref()
+            .ok_or("this server cannot load models")?;
         let started = Instant::now();
         let backend = loader(path, name)?;
-        self.inner.metrics.model_loaded(name, started.elapsed().as_secs_f64());
+        self.inner
+            .metrics
+            .model_loaded(name, started.elapsed().as_secs_f64());
         self.insert(name, backend, Some(path.to_path_buf()));
         Ok(())
     }
@@ -84,7 +106,13 @@ impl AppState {
     }
 
     pub fn model(&self, name: &str) -> Result<Arc<Served>, ApiError> {
-        self.inner.models.read().expect("models lock").get(name).cloned().ok_or_else(|| ApiError::NotFound(format!("no model named '{name}'")))
+        self.inner
+            .models
+            .read()
+            .expect("models lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("no model named '{name}'")))
     }
 
     /// Token-bucket rate limit per caller; `Err(seconds to wait)` when exhausted.
@@ -95,14 +123,19 @@ impl AppState {
         }
         let mut b = self.inner.buckets.lock().expect("bucket lock");
         let now = Instant::now();
-        let (tokens, last) = b.entry(caller.to_string()).or_insert((l.rate_limit_burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * l.rate_limit_per_sec).min(l.rate_limit_burst);
+        let (tokens, last) = b
+            .entry(caller.to_string())
+            .or_insert((l.rate_limit_burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * l.rate_limit_per_sec)
+            .min(l.rate_limit_burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
-            Err(ApiError::RateLimited(((1.0 - *tokens) / l.rate_limit_per_sec).ceil() as u64))
+            Err(ApiError::RateLimited(
+                ((1.0 - *tokens) / l.rate_limit_per_sec).ceil() as u64,
+            ))
         }
     }
 }

@@ -1,1 +1,37 @@
-//! lepton-train
+//! The Lepton trainer: a declarative [`Spec`] in, a run directory out.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`spec`] | the top-level TOML spec: parsing with key/line errors, validation, shape checks |
+//! | [`optim`] | SGD (momentum, Nesterov), Adam, AdamW with savable state |
+//! | [`schedule`] | constant / step / cosine / one-cycle learning rates + linear warm-up |
+//! | [`early_stopping`] | patience on a validation metric |
+//! | [`checkpoint`] | atomic, checksummed checkpoints |
+//! | [`observer`] | progress events for the CLI |
+//! | [`trainer`] | [`train`], [`resume`], the run directory |
+//! | [`evaluate`] | evaluation of a trained model on a dataset, [`cross_validate`] |
+//! | [`summary`] | per-epoch metrics and the run summary |
+
+pub mod checkpoint;
+pub mod early_stopping;
+pub mod error;
+pub mod evaluate;
+pub mod observer;
+pub mod optim;
+pub mod run_dir;
+pub mod schedule;
+pub mod spec;
+pub mod summary;
+pub mod trainer;
+
+pub use checkpoint::{CheckpointPaths, CheckpointState};
+pub use early_stopping::{EarlyStopping, EarlyStoppingSpec, Mode};
+pub use error::{Error, Result};
+pub use evaluate::{cross_validate, evaluate_run, predict, report, Predictions};
+pub use observer::{Event, NoopObserver, Observer};
+pub use optim::{Adam, AdamConfig, Optimizer, OptimizerSpec, Sgd, SgdConfig};
+pub use run_dir::RunDir;
+pub use schedule::{Schedule, ScheduleKind, ScheduleSpec};
+pub use spec::{EvalSpec, Monitor, Spec, TrainSpec};
+pub use summary::{EpochMetrics, RunSummary};
+pub use trainer::{resume, train, Session};

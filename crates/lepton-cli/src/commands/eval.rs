@@ -33,16 +33,35 @@ pub fn run(args: EvalArgs, mode: Mode) -> anyhow::Result<()> {
     let (data_spec, base) = match &args.data {
         Some(d) => (lepton_data::spec_for_path(d)?, PathBuf::new()),
         None => {
-            let run_dir = if args.model.is_dir() { args.model.clone() } else { args.model.parent().map(Path::to_path_buf).unwrap_or_default() };
-            let spec = lepton_train::Spec::from_file(&run_dir.join("spec.toml"))
-                .with_context(|| format!("no --data given and no run directory next to {} to take the data from", path.display()))?;
+            let run_dir = if args.model.is_dir() {
+                args.model.clone()
+            } else {
+                args.model
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default()
+            };
+            let spec =
+                lepton_train::Spec::from_file(&run_dir.join("spec.toml")).with_context(|| {
+                    format!(
+                        "no --data given and no run directory next to {} to take the data from",
+                        path.display()
+                    )
+                })?;
             (spec.data, spec.base_dir)
         }
     };
     let data = lepton_data::load_for_eval(&data_spec, &base, pre)?;
     let report = evaluate(&photon, &data)?;
     if let Some(out) = &args.out {
-        report.write(out, &format!("{}: evaluation of {}", photon.manifest().name, data_spec.path.display()))?;
+        report.write(
+            out,
+            &format!(
+                "{}: evaluation of {}",
+                photon.manifest().name,
+                data_spec.path.display()
+            ),
+        )?;
         if let Report::Classification(c) = &report {
             confusion_matrix(&out.join("confusion_matrix.png"), c)?;
         }
@@ -51,7 +70,12 @@ pub fn run(args: EvalArgs, mode: Mode) -> anyhow::Result<()> {
     match mode {
         Mode::Json => print_json(&report),
         Mode::Human => {
-            println!("{} on {} ({} samples)\n", photon.manifest().name, data_spec.path.display(), data.len());
+            println!(
+                "{} on {} ({} samples)\n",
+                photon.manifest().name,
+                data_spec.path.display(),
+                data.len()
+            );
             print!("{}", report.to_table());
             Ok(())
         }
@@ -74,9 +98,15 @@ pub fn evaluate(photon: &Photon, data: &Dataset) -> anyhow::Result<Report> {
         outputs.extend(model.predict(&x)?.flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(match &data.targets {
-        Targets::Classes { labels, class_names } => Report::Classification(lepton_eval::classification(labels, &outputs, class_names)?),
+        Targets::Classes {
+            labels,
+            class_names,
+        } => Report::Classification(lepton_eval::classification(labels, &outputs, class_names)?),
         Targets::Regression { values } => {
-            let truth: Vec<f32> = values.iter().map(|&v| photon.manifest().preprocessor.decode_target(v)).collect();
+            let truth: Vec<f32> = values
+                .iter()
+                .map(|&v| photon.manifest().preprocessor.decode_target(v))
+                .collect();
             Report::Regression(lepton_eval::regression(&truth, &outputs)?)
         }
     })
@@ -84,11 +114,19 @@ pub fn evaluate(photon: &Photon, data: &Dataset) -> anyhow::Result<Report> {
 
 /// Learning curves from the run's `metrics.jsonl`, when the photon sits in a run directory.
 fn curves_from_run(photon: &Path, out: &Path) -> anyhow::Result<()> {
-    let Some(metrics) = photon.parent().map(|d| d.join("metrics.jsonl")).filter(|p| p.exists()) else { return Ok(()) };
+    let Some(metrics) = photon
+        .parent()
+        .map(|d| d.join("metrics.jsonl"))
+        .filter(|p| p.exists())
+    else {
+        return Ok(());
+    };
     let text = std::fs::read_to_string(&metrics)?;
     let (mut tl, mut vl) = (Vec::new(), Vec::new());
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if v.get("kind").and_then(|k| k.as_str()) != Some("epoch") {
             continue;
         }
@@ -101,7 +139,21 @@ fn curves_from_run(photon: &Path, out: &Path) -> anyhow::Result<()> {
         }
     }
     if !tl.is_empty() {
-        learning_curves(&out.join("loss.png"), "loss", "loss", &[Series { name: "train".into(), points: tl }, Series { name: "validation".into(), points: vl }])?;
+        learning_curves(
+            &out.join("loss.png"),
+            "loss",
+            "loss",
+            &[
+                Series {
+                    name: "train".into(),
+                    points: tl,
+                },
+                Series {
+                    name: "validation".into(),
+                    points: vl,
+                },
+            ],
+        )?;
     }
     Ok(())
 }

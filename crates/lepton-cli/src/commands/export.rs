@@ -26,21 +26,41 @@ pub fn run(args: ExportArgs, mode: Mode) -> anyhow::Result<()> {
 /// Write `out` from the run directory's spec, preprocessor, best weights and report.
 pub fn export_run(run_dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let dir = RunDir::new(run_dir);
-    let spec = Spec::from_file(&dir.spec()).with_context(|| format!("{} is not a run directory", run_dir.display()))?;
-    let pre: Preprocessor = serde_json::from_str(&std::fs::read_to_string(dir.preprocessor()).with_context(|| format!("reading {}", dir.preprocessor().display()))?)
-        .with_context(|| format!("parsing {}", dir.preprocessor().display()))?;
+    let spec = Spec::from_file(&dir.spec())
+        .with_context(|| format!("{} is not a run directory", run_dir.display()))?;
+    let pre: Preprocessor = serde_json::from_str(
+        &std::fs::read_to_string(dir.preprocessor())
+            .with_context(|| format!("reading {}", dir.preprocessor().display()))?,
+    )
+    .with_context(|| format!("parsing {}", dir.preprocessor().display()))?;
     let loss = spec.loss.clone().unwrap_or(match pre.task() {
-        Task::Classification => LossSpec::CrossEntropy { label_smoothing: 0.0 },
+        Task::Classification => LossSpec::CrossEntropy {
+            label_smoothing: 0.0,
+        },
         Task::Regression => LossSpec::Mse,
     });
     let report = run_dir.join("report.json");
     let metrics = match std::fs::read_to_string(&report) {
-        Ok(text) => serde_json::from_str::<serde_json::Value>(&text).with_context(|| format!("parsing {}", report.display()))?,
+        Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
+            .with_context(|| format!("parsing {}", report.display()))?,
         Err(_) => serde_json::Value::Null,
     };
-    let contents = PhotonContents { name: spec.name.clone(), model: spec.model.clone(), input_shape: pre.sample_shape(), loss, preprocessor: pre, metrics };
+    let contents = PhotonContents {
+        name: spec.name.clone(),
+        model: spec.model.clone(),
+        input_shape: pre.sample_shape(),
+        loss,
+        preprocessor: pre,
+        metrics,
+    };
     let weights = dir.best_weights();
-    anyhow::ensure!(weights.exists(), "{} has no best model yet ({} is missing)", run_dir.display(), weights.display());
-    Photon::write_from_safetensors(out, &contents, &weights).with_context(|| format!("writing {}", out.display()))?;
+    anyhow::ensure!(
+        weights.exists(),
+        "{} has no best model yet ({} is missing)",
+        run_dir.display(),
+        weights.display()
+    );
+    Photon::write_from_safetensors(out, &contents, &weights)
+        .with_context(|| format!("writing {}", out.display()))?;
     Ok(out.to_path_buf())
 }

@@ -8,7 +8,9 @@ use crate::output::{print_json, Mode};
 
 pub fn run(args: InspectArgs, mode: Mode) -> anyhow::Result<()> {
     let p = Photon::open(&args.file)?;
-    let info = p.inspect().with_context(|| format!("reading {}", args.file.display()))?;
+    let info = p
+        .inspect()
+        .with_context(|| format!("reading {}", args.file.display()))?;
     match mode {
         Mode::Json => print_json(&info),
         Mode::Human => {

@@ -35,6 +35,9 @@ fn set_threads(n: usize) -> anyhow::Result<()> {
     anyhow::ensure!(n > 0, "--threads must be at least 1");
     // candle's gemm reads RAYON_NUM_THREADS; set it before any kernel runs.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().ok();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .ok();
     Ok(())
 }

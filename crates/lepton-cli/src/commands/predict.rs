@@ -12,26 +12,57 @@ pub fn run(args: PredictArgs, mode: Mode) -> anyhow::Result<()> {
     if let Some(url) = &args.url {
         return remote(url, &args, mode);
     }
-    let model_path = args.model.as_ref().expect("clap requires MODEL without --url");
+    let model_path = args
+        .model
+        .as_ref()
+        .expect("clap requires MODEL without --url");
     let photon = Photon::open(&super::eval::photon_path(model_path)?)?;
     let model = photon.model()?;
     let (names, preds): (Vec<String>, Vec<Prediction>) = if let Some(csv_path) = &args.csv {
-        let mut rdr = csv::Reader::from_path(csv_path).with_context(|| format!("reading {}", csv_path.display()))?;
-        let header: Vec<String> = rdr.headers().with_context(|| format!("{}: header", csv_path.display()))?.iter().map(str::to_string).collect();
+        let mut rdr = csv::Reader::from_path(csv_path)
+            .with_context(|| format!("reading {}", csv_path.display()))?;
+        let header: Vec<String> = rdr
+            .headers()
+            .with_context(|| format!("{}: header", csv_path.display()))?
+            .iter()
+            .map(str::to_string)
+            .collect();
         let mut rows = Vec::new();
         for (i, rec) in rdr.records().enumerate() {
             let rec = rec.with_context(|| format!("{}: line {}", csv_path.display(), i + 2))?;
             // Columns the model does not take (a label column, ids) are skipped.
-            let row: Vec<(String, String)> = header.iter().zip(rec.iter()).filter(|(h, _)| schema_has(&photon, h)).map(|(h, v)| (h.clone(), v.to_string())).collect();
+            let row: Vec<(String, String)> = header
+                .iter()
+                .zip(rec.iter())
+                .filter(|(h, _)| schema_has(&photon, h))
+                .map(|(h, v)| (h.clone(), v.to_string()))
+                .collect();
             rows.push(row);
         }
-        let preds = model.predict_rows(&rows, args.top_k).with_context(|| format!("predicting {}", csv_path.display()))?;
-        ((1..=rows.len()).map(|i| format!("{}:{}", csv_path.display(), i + 1)).collect(), preds)
+        let preds = model
+            .predict_rows(&rows, args.top_k)
+            .with_context(|| format!("predicting {}", csv_path.display()))?;
+        (
+            (1..=rows.len())
+                .map(|i| format!("{}:{}", csv_path.display(), i + 1))
+                .collect(),
+            preds,
+        )
     } else {
         anyhow::ensure!(!args.inputs.is_empty(), "give image files or --csv FILE");
-        let images = args.inputs.iter().map(|p| lepton_data::open_image(p).map_err(anyhow::Error::from)).collect::<anyhow::Result<Vec<_>>>()?;
+        let images = args
+            .inputs
+            .iter()
+            .map(|p| lepton_data::open_image(p).map_err(anyhow::Error::from))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let preds = model.predict_images(&images, args.top_k)?;
-        (args.inputs.iter().map(|p| p.display().to_string()).collect(), preds)
+        (
+            args.inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            preds,
+        )
     };
     for (name, p) in names.iter().zip(&preds) {
         match mode {
@@ -39,7 +70,8 @@ pub fn run(args: PredictArgs, mode: Mode) -> anyhow::Result<()> {
             Mode::Quiet => {}
             Mode::Human => match p {
                 Prediction::Classes { top, .. } => {
-                    let rest: Vec<String> = top.iter().map(|(l, p)| format!("{l} {p:.4}")).collect();
+                    let rest: Vec<String> =
+                        top.iter().map(|(l, p)| format!("{l} {p:.4}")).collect();
                     println!("{name}: {}  ({})", top[0].0, rest.join(", "));
                 }
                 Prediction::Value { value } => println!("{name}: {value:.4}"),
@@ -57,29 +89,71 @@ fn schema_has(photon: &Photon, column: &str) -> bool {
 }
 
 fn remote(url: &str, args: &PredictArgs, mode: Mode) -> anyhow::Result<()> {
-    let model = args.model_name.as_deref().expect("clap requires --model with --url");
+    let model = args
+        .model_name
+        .as_deref()
+        .expect("clap requires --model with --url");
     // With --url there is no model file: a first positional argument is an input too.
     let inputs: Vec<&std::path::PathBuf> = args.model.iter().chain(&args.inputs).collect();
     anyhow::ensure!(!inputs.is_empty(), "give image files to send");
-    let endpoint = format!("{}/v1/models/{model}/predict?top_k={}", url.trim_end_matches('/'), args.top_k);
+    let endpoint = format!(
+        "{}/v1/models/{model}/predict?top_k={}",
+        url.trim_end_matches('/'),
+        args.top_k
+    );
     for path in inputs {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let ctype = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) { "image/png" } else { "image/jpeg" };
+        let ctype = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        {
+            "image/png"
+        } else {
+            "image/jpeg"
+        };
         let mut req = ureq::post(&endpoint).header("content-type", ctype);
         if let Some(t) = &args.token {
             req = req.header("authorization", &format!("Bearer {t}"));
         }
-        let mut resp = req.config().http_status_as_error(false).build().send(&bytes[..]).with_context(|| format!("POST {endpoint}"))?;
+        let mut resp = req
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(&bytes[..])
+            .with_context(|| format!("POST {endpoint}"))?;
         let status = resp.status();
-        let body: serde_json::Value = resp.body_mut().read_json().with_context(|| format!("reading the answer of {endpoint}"))?;
-        anyhow::ensure!(status.is_success(), "{endpoint}: {status}: {}", body["error"].as_str().unwrap_or("error"));
+        let body: serde_json::Value = resp
+            .body_mut()
+            .read_json()
+            .with_context(|| format!("reading the answer of {endpoint}"))?;
+        anyhow::ensure!(
+            status.is_success(),
+            "{endpoint}: {status}: {}",
+            body["error"].as_str().unwrap_or("error")
+        );
         match mode {
             Mode::Json => print_json(&json!({"input": path, "response": body}))?,
             Mode::Quiet => {}
             Mode::Human => {
                 let p = &body["predictions"][0];
-                let rest: Vec<String> = p["top_k"].as_array().into_iter().flatten().map(|s| format!("{} {:.4}", s["label"].as_str().unwrap_or(""), s["probability"].as_f64().unwrap_or(0.0))).collect();
-                println!("{}: {}  ({})", path.display(), p["label"].as_str().unwrap_or("?"), rest.join(", "));
+                let rest: Vec<String> = p["top_k"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| {
+                        format!(
+                            "{} {:.4}",
+                            s["label"].as_str().unwrap_or(""),
+                            s["probability"].as_f64().unwrap_or(0.0)
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{}: {}  ({})",
+                    path.display(),
+                    p["label"].as_str().unwrap_or("?"),
+                    rest.join(", ")
+                );
             }
         }
     }

@@ -12,9 +12,13 @@ use crate::progress::Progress;
 pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
     let mut progress = Progress::new(mode);
     let summary = if let Some(dir) = &args.resume {
-        lepton_train::resume(dir, &mut progress).with_context(|| format!("resuming {}", dir.display()))?
+        lepton_train::resume(dir, &mut progress)
+            .with_context(|| format!("resuming {}", dir.display()))?
     } else {
-        let path = args.spec.as_ref().expect("clap requires SPEC without --resume");
+        let path = args
+            .spec
+            .as_ref()
+            .expect("clap requires SPEC without --resume");
         let mut spec = Spec::from_file(path)?;
         if let Some(e) = args.epochs {
             anyhow::ensure!(e > 0, "--epochs must be at least 1");
@@ -23,18 +27,32 @@ pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
         if let Some(s) = args.seed {
             spec.seed = s;
         }
-        let out = args.out.clone().unwrap_or_else(|| default_run_dir(&spec.name));
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| default_run_dir(&spec.name));
         if mode == Mode::Human {
             eprintln!("training {} -> {}", spec.name, out.display());
         }
-        lepton_train::train(&spec, &out, &mut progress).with_context(|| format!("training {}", path.display()))?
+        lepton_train::train(&spec, &out, &mut progress)
+            .with_context(|| format!("training {}", path.display()))?
     };
-    let photon = if args.no_export { None } else { Some(super::export::export_run(&summary.run_dir, &summary.run_dir.join("model.photon"))?) };
+    let photon = if args.no_export {
+        None
+    } else {
+        Some(super::export::export_run(
+            &summary.run_dir,
+            &summary.run_dir.join("model.photon"),
+        )?)
+    };
     report(&summary, photon.as_deref(), mode)
 }
 
 fn default_run_dir(name: &str) -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     PathBuf::from("runs").join(format!("{name}-{secs}"))
 }
 
@@ -44,7 +62,16 @@ fn report(s: &RunSummary, photon: Option<&Path>, mode: Mode) -> anyhow::Result<(
         Mode::Quiet => Ok(()),
         Mode::Human => {
             println!("run        {}", s.run_dir.display());
-            println!("epochs     {} ({} steps){}", s.epochs, s.steps, if s.stopped_early { ", stopped early" } else { "" });
+            println!(
+                "epochs     {} ({} steps){}",
+                s.epochs,
+                s.steps,
+                if s.stopped_early {
+                    ", stopped early"
+                } else {
+                    ""
+                }
+            );
             if let (Some(m), Some(e)) = (s.best_metric, s.best_epoch) {
                 println!("best       {} {m:.4} at epoch {}", s.metric, e + 1);
             }

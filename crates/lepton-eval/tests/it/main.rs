@@ -17,23 +17,52 @@ fn f(v: &Value) -> f64 {
 fn classification_matches_scikit_learn() {
     for case in golden()["classification"].as_array().unwrap() {
         let k = case["k"].as_u64().unwrap() as usize;
-        let y: Vec<u32> = case["y"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let p: Vec<f32> = case["probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let y: Vec<u32> = case["y"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let p: Vec<f32> = case["probs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
         let names: Vec<String> = (0..k).map(|i| i.to_string()).collect();
         let r = classification(&y, &p, &names).unwrap();
-        let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() < 1e-6, "k={k} {what}: {a} vs sklearn {b}");
+        let close = |a: f64, b: f64, what: &str| {
+            assert!((a - b).abs() < 1e-6, "k={k} {what}: {a} vs sklearn {b}")
+        };
         close(r.accuracy, f(&case["accuracy"]), "accuracy");
         close(r.macro_avg.f1, f(&case["macro_f1"]), "macro f1");
         close(r.weighted_avg.f1, f(&case["weighted_f1"]), "weighted f1");
         for c in 0..k {
-            close(r.per_class[c].precision, f(&case["precision"][c]), "precision");
+            close(
+                r.per_class[c].precision,
+                f(&case["precision"][c]),
+                "precision",
+            );
             close(r.per_class[c].recall, f(&case["recall"][c]), "recall");
             close(r.per_class[c].f1, f(&case["f1"][c]), "f1");
-            assert_eq!(r.per_class[c].support as u64, case["support"][c].as_u64().unwrap());
-            let row: Vec<usize> = case["confusion"][c].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            assert_eq!(
+                r.per_class[c].support as u64,
+                case["support"][c].as_u64().unwrap()
+            );
+            let row: Vec<usize> = case["confusion"][c]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
             assert_eq!(r.confusion[c], row);
         }
-        assert!((r.log_loss - f(&case["log_loss"])).abs() < 1e-5, "log loss {} vs {}", r.log_loss, case["log_loss"]);
+        assert!(
+            (r.log_loss - f(&case["log_loss"])).abs() < 1e-5,
+            "log loss {} vs {}",
+            r.log_loss,
+            case["log_loss"]
+        );
         if let Some(auc) = case.get("roc_auc") {
             close(r.roc_auc.unwrap(), f(auc), "roc auc");
         }
@@ -46,8 +75,18 @@ fn classification_matches_scikit_learn() {
 #[test]
 fn regression_matches_scikit_learn() {
     let g = &golden()["regression"];
-    let y: Vec<f32> = g["y"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    let p: Vec<f32> = g["pred"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let y: Vec<f32> = g["y"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let p: Vec<f32> = g["pred"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
     let r = regression(&y, &p).unwrap();
     assert!((r.r2 - f(&g["r2"])).abs() < 1e-6);
     assert!((r.mae - f(&g["mae"])).abs() < 1e-5);
@@ -59,14 +98,25 @@ fn plots_are_png_files_of_the_expected_size() {
     let dir = tempfile::tempdir().unwrap();
     let curves = dir.path().join("loss.png");
     let series = vec![
-        Series { name: "train".into(), points: (1..=10).map(|e| (e as f64, 1.0 / e as f64)).collect() },
-        Series { name: "validation".into(), points: (1..=10).map(|e| (e as f64, 1.2 / e as f64)).collect() },
+        Series {
+            name: "train".into(),
+            points: (1..=10).map(|e| (e as f64, 1.0 / e as f64)).collect(),
+        },
+        Series {
+            name: "validation".into(),
+            points: (1..=10).map(|e| (e as f64, 1.2 / e as f64)).collect(),
+        },
     ];
     learning_curves(&curves, "loss", "loss", &series).unwrap();
     let img = image::open(&curves).unwrap();
     assert_eq!((img.width(), img.height()), (800, 500));
     let names: Vec<String> = (0..3).map(|i| format!("class {i}")).collect();
-    let r = classification(&[0, 1, 2, 2], &[0.9, 0.05, 0.05, 0.1, 0.8, 0.1, 0.2, 0.2, 0.6, 0.7, 0.2, 0.1], &names).unwrap();
+    let r = classification(
+        &[0, 1, 2, 2],
+        &[0.9, 0.05, 0.05, 0.1, 0.8, 0.1, 0.2, 0.2, 0.6, 0.7, 0.2, 0.1],
+        &names,
+    )
+    .unwrap();
     let cm = dir.path().join("cm.png");
     confusion_matrix(&cm, &r).unwrap();
     assert!(image::open(&cm).is_ok());

@@ -25,12 +25,20 @@ pub struct Window {
 impl Window {
     pub fn out_hw(&self) -> (usize, usize) {
         let span = self.dilation * (self.k - 1) + 1;
-        ((self.h + 2 * self.padding - span) / self.stride + 1, (self.w + 2 * self.padding - span) / self.stride + 1)
+        (
+            (self.h + 2 * self.padding - span) / self.stride + 1,
+            (self.w + 2 * self.padding - span) / self.stride + 1,
+        )
     }
 
     fn check(&self) -> Result<()> {
         let span = self.dilation * (self.k - 1) + 1;
-        if self.k == 0 || self.stride == 0 || self.dilation == 0 || self.h + 2 * self.padding < span || self.w + 2 * self.padding < span {
+        if self.k == 0
+            || self.stride == 0
+            || self.dilation == 0
+            || self.h + 2 * self.padding < span
+            || self.w + 2 * self.padding < span
+        {
             candle_core::bail!("conv window {self:?} does not fit the input");
         }
         Ok(())
@@ -46,14 +54,16 @@ impl Window {
                 let row = (oy * ow + ox) * ckk;
                 for c in 0..self.c {
                     for ky in 0..self.k {
-                        let iy = (oy * self.stride + ky * self.dilation) as isize - self.padding as isize;
+                        let iy = (oy * self.stride + ky * self.dilation) as isize
+                            - self.padding as isize;
                         if iy < 0 || iy >= self.h as isize {
                             continue;
                         }
                         let base = (c * self.h + iy as usize) * self.w;
                         let col = row + (c * self.k + ky) * self.k;
                         for kx in 0..self.k {
-                            let ix = (ox * self.stride + kx * self.dilation) as isize - self.padding as isize;
+                            let ix = (ox * self.stride + kx * self.dilation) as isize
+                                - self.padding as isize;
                             if ix >= 0 && ix < self.w as isize {
                                 f(col + kx, base + ix as usize);
                             }
@@ -86,17 +96,25 @@ struct Col2Im(Window);
 
 fn im2col<T: Copy + Default + Send + Sync>(win: &Window, x: &[T], n: usize) -> Vec<T> {
     let mut cols = vec![T::default(); n * win.sample_cols()];
-    cols.par_chunks_mut(win.sample_cols()).zip(x.par_chunks(win.sample_in())).for_each(|(col, xs)| {
-        win.for_each(|ci, xi| col[ci] = xs[xi]);
-    });
+    cols.par_chunks_mut(win.sample_cols())
+        .zip(x.par_chunks(win.sample_in()))
+        .for_each(|(col, xs)| {
+            win.for_each(|ci, xi| col[ci] = xs[xi]);
+        });
     cols
 }
 
-fn col2im<T: Copy + Default + Send + Sync + std::ops::AddAssign>(win: &Window, cols: &[T], n: usize) -> Vec<T> {
+fn col2im<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
+    win: &Window,
+    cols: &[T],
+    n: usize,
+) -> Vec<T> {
     let mut x = vec![T::default(); n * win.sample_in()];
-    x.par_chunks_mut(win.sample_in()).zip(cols.par_chunks(win.sample_cols())).for_each(|(xs, col)| {
-        win.for_each(|ci, xi| xs[xi] += col[ci]);
-    });
+    x.par_chunks_mut(win.sample_in())
+        .zip(cols.par_chunks(win.sample_cols()))
+        .for_each(|(xs, col)| {
+            win.for_each(|ci, xi| xs[xi] += col[ci]);
+        });
     x
 }
 
@@ -146,9 +164,14 @@ impl CustomOp1 for Col2Im {
 /// `[N, C, H, W]` -> `[N, OH·OW, C·K·K]` patches.
 pub fn unfold(x: &Tensor, win: Window) -> Result<Tensor> {
     win.check()?;
-    let &[_, c, h, w] = x.dims() else { candle_core::bail!("im2col expects [N, C, H, W], got {:?}", x.dims()) };
+    let &[_, c, h, w] = x.dims() else {
+        candle_core::bail!("im2col expects [N, C, H, W], got {:?}", x.dims())
+    };
     if (c, h, w) != (win.c, win.h, win.w) {
-        candle_core::bail!("im2col: input {:?} does not match the window {win:?}", x.dims());
+        candle_core::bail!(
+            "im2col: input {:?} does not match the window {win:?}",
+            x.dims()
+        );
     }
     x.contiguous()?.apply_op1(Im2Col(win))
 }

@@ -21,11 +21,25 @@ struct Geometry {
 
 impl Geometry {
     fn new(dims: &[usize], k: usize, s: usize, p: usize) -> Result<Self> {
-        let &[n, c, h, w] = dims else { candle_core::bail!("max-pool2d expects [N, C, H, W], got {dims:?}") };
+        let &[n, c, h, w] = dims else {
+            candle_core::bail!("max-pool2d expects [N, C, H, W], got {dims:?}")
+        };
         if k == 0 || s == 0 || h + 2 * p < k || w + 2 * p < k {
-            candle_core::bail!("max-pool2d: kernel {k}, stride {s}, padding {p} do not fit input {dims:?}");
+            candle_core::bail!(
+                "max-pool2d: kernel {k}, stride {s}, padding {p} do not fit input {dims:?}"
+            );
         }
-        Ok(Self { n, c, h, w, k, s, p, oh: (h + 2 * p - k) / s + 1, ow: (w + 2 * p - k) / s + 1 })
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            k,
+            s,
+            p,
+            oh: (h + 2 * p - k) / s + 1,
+            ow: (w + 2 * p - k) / s + 1,
+        })
     }
 
     /// Index (within the plane) of the first maximum of output cell (oy, ox).
@@ -69,13 +83,15 @@ impl MaxPool {
     fn fwd<T: PartialOrd + Copy + Send + Sync + Default>(&self, x: &[T]) -> Vec<T> {
         let g = self.0;
         let mut out = vec![T::default(); g.n * g.c * g.oh * g.ow];
-        out.par_chunks_mut(g.oh * g.ow).zip(x.par_chunks(g.h * g.w)).for_each(|(o, plane)| {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    o[oy * g.ow + ox] = plane[g.argmax(plane, oy, ox)];
+        out.par_chunks_mut(g.oh * g.ow)
+            .zip(x.par_chunks(g.h * g.w))
+            .for_each(|(o, plane)| {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        o[oy * g.ow + ox] = plane[g.argmax(plane, oy, ox)];
+                    }
                 }
-            }
-        });
+            });
         out
     }
 }
@@ -96,23 +112,33 @@ impl CustomOp1 for MaxPool {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPoolBackward(self.0))?))
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &MaxPoolBackward(self.0),
+        )?))
     }
 }
 
 struct MaxPoolBackward(Geometry);
 
 impl MaxPoolBackward {
-    fn bwd<T: PartialOrd + Copy + Send + Sync + Default + std::ops::AddAssign>(&self, x: &[T], gy: &[T]) -> Vec<T> {
+    fn bwd<T: PartialOrd + Copy + Send + Sync + Default + std::ops::AddAssign>(
+        &self,
+        x: &[T],
+        gy: &[T],
+    ) -> Vec<T> {
         let g = self.0;
         let mut gx = vec![T::default(); x.len()];
-        gx.par_chunks_mut(g.h * g.w).zip(x.par_chunks(g.h * g.w)).zip(gy.par_chunks(g.oh * g.ow)).for_each(|((gxp, plane), gyp)| {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    gxp[g.argmax(plane, oy, ox)] += gyp[oy * g.ow + ox];
+        gx.par_chunks_mut(g.h * g.w)
+            .zip(x.par_chunks(g.h * g.w))
+            .zip(gy.par_chunks(g.oh * g.ow))
+            .for_each(|((gxp, plane), gyp)| {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        gxp[g.argmax(plane, oy, ox)] += gyp[oy * g.ow + ox];
+                    }
                 }
-            }
-        });
+            });
         gx
     }
 }
@@ -122,12 +148,24 @@ impl CustomOp2 for MaxPoolBackward {
         "lepton-max-pool2d-backward"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let shape = Shape::from((g.n, g.c, g.h, g.w));
         match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(gy)) => Ok((CpuStorage::F32(self.bwd(contiguous(x, l1)?, contiguous(gy, l2)?)), shape)),
-            (CpuStorage::F64(x), CpuStorage::F64(gy)) => Ok((CpuStorage::F64(self.bwd(contiguous(x, l1)?, contiguous(gy, l2)?)), shape)),
+            (CpuStorage::F32(x), CpuStorage::F32(gy)) => Ok((
+                CpuStorage::F32(self.bwd(contiguous(x, l1)?, contiguous(gy, l2)?)),
+                shape,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(gy)) => Ok((
+                CpuStorage::F64(self.bwd(contiguous(x, l1)?, contiguous(gy, l2)?)),
+                shape,
+            )),
             _ => candle_core::bail!("max-pool2d backward: unsupported or mismatched dtypes"),
         }
     }
@@ -147,8 +185,19 @@ mod tests {
     #[test]
     fn matches_candle_forward_when_kernel_equals_stride() {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 6), &Device::Cpu).unwrap();
-        let ours = max_pool2d(&x, 2, 2, 0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let theirs = x.max_pool2d(2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ours = max_pool2d(&x, 2, 2, 0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let theirs = x
+            .max_pool2d(2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(ours, theirs);
     }
 
@@ -157,9 +206,18 @@ mod tests {
         // All-negative input: zero padding would win, -inf padding must not.
         let x = candle_core::Var::new(&[[[[-1.0f64, -2.0], [-3.0, -4.0]]]], &Device::Cpu).unwrap();
         let y = max_pool2d(x.as_tensor(), 2, 1, 1).unwrap();
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f64>().unwrap(), vec![-1.0, -1.0, -2.0, -1.0, -1.0, -2.0, -3.0, -3.0, -4.0]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            vec![-1.0, -1.0, -2.0, -1.0, -1.0, -2.0, -3.0, -3.0, -4.0]
+        );
         let g = y.sum_all().unwrap().backward().unwrap();
-        let gx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let gx = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         assert_eq!(gx, vec![4.0, 2.0, 2.0, 1.0]);
     }
 }

@@ -24,14 +24,32 @@ pub struct Ctx {
 /// One built layer.
 #[derive(Debug, Clone)]
 pub enum Layer {
-    Linear { weight: Tensor, bias: Option<Tensor> },
-    Conv2d { weight: Tensor, bias: Option<Tensor>, params: Conv2dParams },
-    MaxPool2d { kernel: usize, stride: usize, padding: usize },
-    AvgPool2d { kernel: usize, stride: usize, padding: usize },
+    Linear {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    Conv2d {
+        weight: Tensor,
+        bias: Option<Tensor>,
+        params: Conv2dParams,
+    },
+    MaxPool2d {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    AvgPool2d {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
     GlobalAvgPool,
     BatchNorm(BatchNorm),
     LayerNorm(LayerNorm),
-    Dropout { p: f64, id: u64 },
+    Dropout {
+        p: f64,
+        id: u64,
+    },
     Flatten,
     Residual(Vec<Layer>),
     Relu,
@@ -51,36 +69,102 @@ fn kaiming(fan_in: usize) -> Init {
 
 /// Build the layers of `specs` for input shape `input` (per sample). `next_id` numbers dropout
 /// layers for their seeds.
-pub(crate) fn build(specs: &[LayerSpec], input: &[usize], vb: &VarBuilder, prefix: &str, next_id: &mut u64) -> Result<Vec<Layer>> {
-    let shapes = crate::spec::shapes_of(specs, input, "").map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+pub(crate) fn build(
+    specs: &[LayerSpec],
+    input: &[usize],
+    vb: &VarBuilder,
+    prefix: &str,
+    next_id: &mut u64,
+) -> Result<Vec<Layer>> {
+    let shapes = crate::spec::shapes_of(specs, input, "")
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mut x = input.to_vec();
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let vb = vb.pp(format!("{prefix}{i}"));
         let layer = match spec {
-            LayerSpec::Linear { out_features, bias, .. } => {
+            LayerSpec::Linear {
+                out_features, bias, ..
+            } => {
                 let fan_in = *x.last().expect("shapes checked");
-                let weight = vb.get_with_hints((*out_features, fan_in), "weight", kaiming(fan_in))?;
-                let bias = if *bias { Some(vb.get_with_hints(*out_features, "bias", kaiming(fan_in))?) } else { None };
+                let weight =
+                    vb.get_with_hints((*out_features, fan_in), "weight", kaiming(fan_in))?;
+                let bias = if *bias {
+                    Some(vb.get_with_hints(*out_features, "bias", kaiming(fan_in))?)
+                } else {
+                    None
+                };
                 Layer::Linear { weight, bias }
             }
-            LayerSpec::Conv2d { out_channels, kernel, stride, padding, dilation, groups, bias } => {
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            } => {
                 let fan_in = x[0] / groups * kernel * kernel;
-                let weight = vb.get_with_hints((*out_channels, x[0] / groups, *kernel, *kernel), "weight", kaiming(fan_in))?;
-                let bias = if *bias { Some(vb.get_with_hints(*out_channels, "bias", kaiming(fan_in))?) } else { None };
-                Layer::Conv2d { weight, bias, params: Conv2dParams { stride: *stride, padding: *padding, dilation: *dilation, groups: *groups } }
+                let weight = vb.get_with_hints(
+                    (*out_channels, x[0] / groups, *kernel, *kernel),
+                    "weight",
+                    kaiming(fan_in),
+                )?;
+                let bias = if *bias {
+                    Some(vb.get_with_hints(*out_channels, "bias", kaiming(fan_in))?)
+                } else {
+                    None
+                };
+                Layer::Conv2d {
+                    weight,
+                    bias,
+                    params: Conv2dParams {
+                        stride: *stride,
+                        padding: *padding,
+                        dilation: *dilation,
+                        groups: *groups,
+                    },
+                }
             }
-            LayerSpec::MaxPool2d { kernel, stride, padding } => Layer::MaxPool2d { kernel: *kernel, stride: stride.unwrap_or(*kernel), padding: *padding },
-            LayerSpec::AvgPool2d { kernel, stride, padding } => Layer::AvgPool2d { kernel: *kernel, stride: stride.unwrap_or(*kernel), padding: *padding },
+            LayerSpec::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+            } => Layer::MaxPool2d {
+                kernel: *kernel,
+                stride: stride.unwrap_or(*kernel),
+                padding: *padding,
+            },
+            LayerSpec::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+            } => Layer::AvgPool2d {
+                kernel: *kernel,
+                stride: stride.unwrap_or(*kernel),
+                padding: *padding,
+            },
             LayerSpec::GlobalAvgPool => Layer::GlobalAvgPool,
-            LayerSpec::BatchNorm1d { momentum, eps } | LayerSpec::BatchNorm2d { momentum, eps } => Layer::BatchNorm(BatchNorm::new(x[0], *momentum, *eps, vb)?),
-            LayerSpec::LayerNorm { eps } => Layer::LayerNorm(LayerNorm::new(*x.last().expect("shapes checked"), *eps, vb)?),
+            LayerSpec::BatchNorm1d { momentum, eps } | LayerSpec::BatchNorm2d { momentum, eps } => {
+                Layer::BatchNorm(BatchNorm::new(x[0], *momentum, *eps, vb)?)
+            }
+            LayerSpec::LayerNorm { eps } => Layer::LayerNorm(LayerNorm::new(
+                *x.last().expect("shapes checked"),
+                *eps,
+                vb,
+            )?),
             LayerSpec::Dropout { p } => {
                 *next_id += 1;
-                Layer::Dropout { p: *p, id: *next_id }
+                Layer::Dropout {
+                    p: *p,
+                    id: *next_id,
+                }
             }
             LayerSpec::Flatten => Layer::Flatten,
-            LayerSpec::Residual { layers } => Layer::Residual(build(layers, &x, &vb, "layers.", next_id)?),
+            LayerSpec::Residual { layers } => {
+                Layer::Residual(build(layers, &x, &vb, "layers.", next_id)?)
+            }
             LayerSpec::Relu => Layer::Relu,
             LayerSpec::LeakyRelu { slope } => Layer::LeakyRelu(*slope),
             LayerSpec::Gelu => Layer::Gelu,
@@ -99,15 +183,31 @@ impl Layer {
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         match self {
             Layer::Linear { weight, bias } => {
-                let y = if x.rank() == 2 { x.matmul(&weight.t()?)? } else { x.broadcast_matmul(&weight.t()?)? };
+                let y = if x.rank() == 2 {
+                    x.matmul(&weight.t()?)?
+                } else {
+                    x.broadcast_matmul(&weight.t()?)?
+                };
                 match bias {
                     Some(b) => y.broadcast_add(b),
                     None => Ok(y),
                 }
             }
-            Layer::Conv2d { weight, bias, params } => kernels::conv2d(x, weight, bias.as_ref(), *params),
-            Layer::MaxPool2d { kernel, stride, padding } => kernels::max_pool2d(x, *kernel, *stride, *padding),
-            Layer::AvgPool2d { kernel, stride, padding } => kernels::avg_pool2d(x, *kernel, *stride, *padding),
+            Layer::Conv2d {
+                weight,
+                bias,
+                params,
+            } => kernels::conv2d(x, weight, bias.as_ref(), *params),
+            Layer::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+            } => kernels::max_pool2d(x, *kernel, *stride, *padding),
+            Layer::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+            } => kernels::avg_pool2d(x, *kernel, *stride, *padding),
             Layer::GlobalAvgPool => x.mean(D::Minus1)?.mean(D::Minus1),
             Layer::BatchNorm(bn) => bn.forward_t(x, ctx.train),
             Layer::LayerNorm(ln) => ln.forward(x),
@@ -139,6 +239,14 @@ impl Layer {
 /// Lets a single layer be used as a plain candle module (eval mode).
 impl Module for Layer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Layer::forward(self, x, &Ctx { train: false, seed: 0, step: 0 })
+        Layer::forward(
+            self,
+            x,
+            &Ctx {
+                train: false,
+                seed: 0,
+                step: 0,
+            },
+        )
     }
 }

@@ -22,20 +22,37 @@ impl BatchNorm {
     pub fn new(features: usize, momentum: f64, eps: f64, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get_with_hints(features, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(features, "bias", Init::Const(0.0))?;
-        let running_mean = Var::from_tensor(&vb.get_with_hints(features, "running_mean", Init::Const(0.0))?)?;
-        let running_var = Var::from_tensor(&vb.get_with_hints(features, "running_var", Init::Const(1.0))?)?;
-        Ok(Self { weight, bias, running_mean, running_var, momentum, eps })
+        let running_mean =
+            Var::from_tensor(&vb.get_with_hints(features, "running_mean", Init::Const(0.0))?)?;
+        let running_var =
+            Var::from_tensor(&vb.get_with_hints(features, "running_var", Init::Const(1.0))?)?;
+        Ok(Self {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+        })
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let rank = x.rank();
         // Bring the feature axis last as [N, F] rows for the statistics, keep the broadcast shape.
-        let shape: Vec<usize> = (0..rank).map(|d| if d == 1 { x.dim(1).unwrap_or(1) } else { 1 }).collect();
+        let shape: Vec<usize> = (0..rank)
+            .map(|d| if d == 1 { x.dim(1).unwrap_or(1) } else { 1 })
+            .collect();
         let (mean, var) = if train {
             let reduce: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
-            let n = reduce.iter().map(|&d| x.dim(d).unwrap_or(1)).product::<usize>();
+            let n = reduce
+                .iter()
+                .map(|&d| x.dim(d).unwrap_or(1))
+                .product::<usize>();
             if n < 2 {
-                candle_core::bail!("batch norm in training needs more than one value per channel, got input {:?}", x.dims());
+                candle_core::bail!(
+                    "batch norm in training needs more than one value per channel, got input {:?}",
+                    x.dims()
+                );
             }
             let mean = x.mean_keepdim(reduce.as_slice())?;
             let centered = x.broadcast_sub(&mean)?;
@@ -45,15 +62,21 @@ impl BatchNorm {
             let unbiased = (var.flatten_all()?.detach() * (n as f64 / (n as f64 - 1.0)))?;
             let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (flat_mean * m)?)?;
             let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean.set(&new_mean.to_dtype(self.running_mean.dtype())?)?;
-            self.running_var.set(&new_var.to_dtype(self.running_var.dtype())?)?;
+            self.running_mean
+                .set(&new_mean.to_dtype(self.running_mean.dtype())?)?;
+            self.running_var
+                .set(&new_var.to_dtype(self.running_var.dtype())?)?;
             (mean, var)
         } else {
-            (self.running_mean.as_tensor().reshape(shape.as_slice())?, self.running_var.as_tensor().reshape(shape.as_slice())?)
+            (
+                self.running_mean.as_tensor().reshape(shape.as_slice())?,
+                self.running_var.as_tensor().reshape(shape.as_slice())?,
+            )
         };
         let inv = (var + self.eps)?.sqrt()?.recip()?;
         let y = x.broadcast_sub(&mean)?.broadcast_mul(&inv)?;
-        y.broadcast_mul(&self.weight.reshape(shape.as_slice())?)?.broadcast_add(&self.bias.reshape(shape.as_slice())?)
+        y.broadcast_mul(&self.weight.reshape(shape.as_slice())?)?
+            .broadcast_add(&self.bias.reshape(shape.as_slice())?)
     }
 }
 
@@ -81,4 +104,3 @@ impl LayerNorm {
         y.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
     }
 }
-

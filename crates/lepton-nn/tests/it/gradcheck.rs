@@ -9,7 +9,14 @@ use rand::{Rng, SeedableRng};
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
-    Tensor::from_vec((0..n).map(|_| r.random_range(-1.0..1.0)).collect::<Vec<f64>>(), shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(
+        (0..n)
+            .map(|_| r.random_range(-1.0..1.0))
+            .collect::<Vec<f64>>(),
+        shape,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// f(x, θ) = Σ model(x) ⊙ R, a scalar with a generic gradient.
@@ -27,16 +34,43 @@ fn check_tol(layers: &str, input: &[usize], batch: usize, train: bool, tol: f64)
     let mut shape = vec![batch];
     shape.extend_from_slice(input);
     let x = Var::from_tensor(&random(&shape, 1)).unwrap();
-    let out_shape = model.forward_t(x.as_tensor(), train).unwrap().dims().to_vec();
+    let out_shape = model
+        .forward_t(x.as_tensor(), train)
+        .unwrap()
+        .dims()
+        .to_vec();
     let r = random(&out_shape, 2);
-    let f = || -> f64 { (model.forward_t(x.as_tensor(), train).unwrap() * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() };
-    let y = (model.forward_t(x.as_tensor(), train).unwrap() * &r).unwrap().sum_all().unwrap();
+    let f = || -> f64 {
+        (model.forward_t(x.as_tensor(), train).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let y = (model.forward_t(x.as_tensor(), train).unwrap() * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let grads = y.backward().unwrap();
 
-    let mut vars: Vec<(String, Var)> = varmap.data().lock().unwrap().iter().filter(|(n, _)| !n.contains("running")).map(|(n, v)| (n.clone(), v.clone())).collect();
+    let mut vars: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, _)| !n.contains("running"))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
     vars.push(("input".into(), x.clone()));
     for (name, var) in vars {
-        let analytic: Vec<f64> = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{layers}: no gradient for {name}")).flatten_all().unwrap().to_vec1().unwrap();
+        let analytic: Vec<f64> = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{layers}: no gradient for {name}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         let h = 1e-6;
         // Check up to 40 evenly spread entries per tensor to keep the test fast.
@@ -44,15 +78,23 @@ fn check_tol(layers: &str, input: &[usize], batch: usize, train: bool, tol: f64)
         for i in (0..base.len()).step_by(stride) {
             let mut v = base.clone();
             v[i] = base[i] + h;
-            var.set(&Tensor::from_vec(v.clone(), var.dims(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(v.clone(), var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
             let up = f();
             v[i] = base[i] - h;
-            var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
             let down = f();
-            var.set(&Tensor::from_vec(base.clone(), var.dims(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(base.clone(), var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
             let numeric = (up - down) / (2.0 * h);
-            let err = (numeric - analytic[i]).abs() / (1e-3f64).max(numeric.abs().max(analytic[i].abs()));
-            assert!(err < tol, "{layers}: d/d{name}[{i}]: autograd {} vs finite differences {numeric}", analytic[i]);
+            let err =
+                (numeric - analytic[i]).abs() / (1e-3f64).max(numeric.abs().max(analytic[i].abs()));
+            assert!(
+                err < tol,
+                "{layers}: d/d{name}[{i}]: autograd {} vs finite differences {numeric}",
+                analytic[i]
+            );
         }
     }
 }
@@ -60,24 +102,69 @@ fn check_tol(layers: &str, input: &[usize], batch: usize, train: bool, tol: f64)
 #[test]
 fn linear() {
     check(r#"{ type = "linear", out-features = 5 }"#, &[7], 3, true);
-    check(r#"{ type = "linear", out-features = 2, bias = false }"#, &[4, 3], 2, true);
+    check(
+        r#"{ type = "linear", out-features = 2, bias = false }"#,
+        &[4, 3],
+        2,
+        true,
+    );
 }
 
 #[test]
 fn conv2d_with_stride_padding_dilation_groups() {
-    check(r#"{ type = "conv2d", out-channels = 3, kernel = 3 }"#, &[2, 6, 5], 2, true);
-    check(r#"{ type = "conv2d", out-channels = 4, kernel = 3, stride = 2, padding = 1 }"#, &[2, 7, 7], 2, true);
-    check(r#"{ type = "conv2d", out-channels = 4, kernel = 2, groups = 2, dilation = 2 }"#, &[4, 6, 6], 1, true);
+    check(
+        r#"{ type = "conv2d", out-channels = 3, kernel = 3 }"#,
+        &[2, 6, 5],
+        2,
+        true,
+    );
+    check(
+        r#"{ type = "conv2d", out-channels = 4, kernel = 3, stride = 2, padding = 1 }"#,
+        &[2, 7, 7],
+        2,
+        true,
+    );
+    check(
+        r#"{ type = "conv2d", out-channels = 4, kernel = 2, groups = 2, dilation = 2 }"#,
+        &[4, 6, 6],
+        1,
+        true,
+    );
     // Strided windows that leave the last row and column uncovered (candle's own backward fails here).
-    check(r#"{ type = "conv2d", out-channels = 2, kernel = 3, stride = 2 }"#, &[2, 8, 7], 2, true);
+    check(
+        r#"{ type = "conv2d", out-channels = 2, kernel = 3, stride = 2 }"#,
+        &[2, 8, 7],
+        2,
+        true,
+    );
 }
 
 #[test]
 fn pooling() {
-    check(r#"{ type = "max-pool2d", kernel = 2 }"#, &[2, 6, 6], 2, true);
-    check(r#"{ type = "max-pool2d", kernel = 3, stride = 2, padding = 1 }"#, &[1, 7, 7], 2, true);
-    check(r#"{ type = "avg-pool2d", kernel = 2 }"#, &[2, 6, 5], 2, true);
-    check(r#"{ type = "avg-pool2d", kernel = 3, stride = 2, padding = 1 }"#, &[1, 7, 7], 1, true);
+    check(
+        r#"{ type = "max-pool2d", kernel = 2 }"#,
+        &[2, 6, 6],
+        2,
+        true,
+    );
+    check(
+        r#"{ type = "max-pool2d", kernel = 3, stride = 2, padding = 1 }"#,
+        &[1, 7, 7],
+        2,
+        true,
+    );
+    check(
+        r#"{ type = "avg-pool2d", kernel = 2 }"#,
+        &[2, 6, 5],
+        2,
+        true,
+    );
+    check(
+        r#"{ type = "avg-pool2d", kernel = 3, stride = 2, padding = 1 }"#,
+        &[1, 7, 7],
+        1,
+        true,
+    );
     check(r#"{ type = "global-avg-pool" }"#, &[3, 4, 5], 2, true);
 }
 
@@ -100,7 +187,12 @@ fn activations_dropout_flatten_residual() {
     }
     check(r#"{ type = "leaky-relu", slope = 0.1 }"#, &[9], 2, true);
     check(r#"{ type = "dropout", p = 0.3 }"#, &[20], 2, true);
-    check(r#"{ type = "residual", layers = [{ type = "linear", out-features = 6 }, { type = "tanh" }] }"#, &[6], 3, true);
+    check(
+        r#"{ type = "residual", layers = [{ type = "linear", out-features = 6 }, { type = "tanh" }] }"#,
+        &[6],
+        3,
+        true,
+    );
     check(
         r#"{ type = "conv2d", out-channels = 3, kernel = 3, padding = 1 }, { type = "batch-norm2d" }, { type = "relu" },
            { type = "max-pool2d", kernel = 2 }, { type = "flatten" }, { type = "linear", out-features = 4 }"#,
@@ -115,10 +207,31 @@ fn losses() {
     let logits = Var::from_tensor(&random(&[4, 3], 9)).unwrap();
     let targets = Tensor::new(&[0u32, 2, 1, 2], &Device::Cpu).unwrap();
     let w = random(&[4], 11).abs().unwrap();
-    for spec in [LossSpec::CrossEntropy { label_smoothing: 0.0 }, LossSpec::CrossEntropy { label_smoothing: 0.2 }] {
-        let f = |t: &Tensor| loss(&spec, t, &targets, Some(&w)).unwrap().to_scalar::<f64>().unwrap();
-        let g = loss(&spec, logits.as_tensor(), &targets, Some(&w)).unwrap().backward().unwrap();
-        let analytic: Vec<f64> = g.get(logits.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    for spec in [
+        LossSpec::CrossEntropy {
+            label_smoothing: 0.0,
+        },
+        LossSpec::CrossEntropy {
+            label_smoothing: 0.2,
+        },
+    ] {
+        let f = |t: &Tensor| {
+            loss(&spec, t, &targets, Some(&w))
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let g = loss(&spec, logits.as_tensor(), &targets, Some(&w))
+            .unwrap()
+            .backward()
+            .unwrap();
+        let analytic: Vec<f64> = g
+            .get(logits.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let base: Vec<f64> = logits.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         for i in 0..base.len() {
             let mut v = base.clone();
@@ -126,7 +239,10 @@ fn losses() {
             let up = f(&Tensor::from_vec(v.clone(), (4, 3), &Device::Cpu).unwrap());
             v[i] -= 2e-6;
             let down = f(&Tensor::from_vec(v, (4, 3), &Device::Cpu).unwrap());
-            assert!(((up - down) / 2e-6 - analytic[i]).abs() < 1e-7, "{spec:?} [{i}]");
+            assert!(
+                ((up - down) / 2e-6 - analytic[i]).abs() < 1e-7,
+                "{spec:?} [{i}]"
+            );
         }
     }
 }

@@ -12,13 +12,29 @@ fn spec() -> ModelSpec {
 
 fn build(seed: u64) -> (VarMap, Model) {
     let varmap = VarMap::new();
-    let model = Model::new(&spec(), &[1, 5, 5], VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    let model = Model::new(
+        &spec(),
+        &[1, 5, 5],
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
     init_seeded(&varmap, seed).unwrap();
     (varmap, model)
 }
 
 fn values(varmap: &VarMap) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<_> = varmap.data().lock().unwrap().iter().map(|(n, t)| (n.clone(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect();
+    let mut v: Vec<_> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        })
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -29,7 +45,19 @@ fn pytorch_parameter_names_and_seeded_init() {
     let (b, _) = build(1);
     let (c, _) = build(2);
     let names: Vec<String> = values(&a).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["layers.0.bias", "layers.0.weight", "layers.1.bias", "layers.1.running_mean", "layers.1.running_var", "layers.1.weight", "layers.5.bias", "layers.5.weight"]);
+    assert_eq!(
+        names,
+        [
+            "layers.0.bias",
+            "layers.0.weight",
+            "layers.1.bias",
+            "layers.1.running_mean",
+            "layers.1.running_var",
+            "layers.1.weight",
+            "layers.5.bias",
+            "layers.5.weight"
+        ]
+    );
     assert_eq!(values(&a), values(&b));
     assert_ne!(values(&a), values(&c));
     let w = &values(&a)[1].1; // conv weight, fan_in 9: |w| < 1/3
@@ -40,13 +68,24 @@ fn pytorch_parameter_names_and_seeded_init() {
 #[test]
 fn batch_norm_updates_running_stats_only_in_training_and_dropout_is_seeded() {
     let (varmap, model) = build(1);
-    let x = Tensor::arange(0f32, 50.0, &Device::Cpu).unwrap().reshape((2, 1, 5, 5)).unwrap();
+    let x = Tensor::arange(0f32, 50.0, &Device::Cpu)
+        .unwrap()
+        .reshape((2, 1, 5, 5))
+        .unwrap();
     let before = values(&varmap);
     model.forward_t(&x, false).unwrap();
-    assert_eq!(values(&varmap), before, "eval mode must not change running stats");
+    assert_eq!(
+        values(&varmap),
+        before,
+        "eval mode must not change running stats"
+    );
     model.set_step(7);
     let y1 = model.forward_t(&x, true).unwrap().to_vec2::<f32>().unwrap();
-    assert_ne!(values(&varmap), before, "training must update running stats");
+    assert_ne!(
+        values(&varmap),
+        before,
+        "training must update running stats"
+    );
     let y2 = model.forward_t(&x, true).unwrap().to_vec2::<f32>().unwrap();
     assert_eq!(y1, y2, "same step, same dropout mask");
     model.set_step(8);
@@ -57,14 +96,34 @@ fn batch_norm_updates_running_stats_only_in_training_and_dropout_is_seeded() {
 #[test]
 fn saved_weights_load_into_an_immutable_model_with_the_same_output() {
     let (varmap, model) = build(3);
-    let x = Tensor::arange(0f32, 75.0, &Device::Cpu).unwrap().reshape((3, 1, 5, 5)).unwrap().affine(0.1, -2.0).unwrap();
+    let x = Tensor::arange(0f32, 75.0, &Device::Cpu)
+        .unwrap()
+        .reshape((3, 1, 5, 5))
+        .unwrap()
+        .affine(0.1, -2.0)
+        .unwrap();
     model.forward_t(&x, true).unwrap(); // move the running stats away from their init
-    let want = model.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+    let want = model
+        .forward_t(&x, false)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
     varmap.save(&path).unwrap();
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu).unwrap() };
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu).unwrap() };
     let loaded = Model::new(&spec(), &[1, 5, 5], vb).unwrap();
-    assert_eq!(loaded.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap(), want);
-    assert!(Model::new(&spec(), &[2, 5, 5], unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu).unwrap() }).is_err());
+    assert_eq!(
+        loaded
+            .forward_t(&x, false)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap(),
+        want
+    );
+    assert!(Model::new(&spec(), &[2, 5, 5], unsafe {
+        VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu).unwrap()
+    })
+    .is_err());
 }

@@ -11,16 +11,42 @@ use lepton_photon::{Error, Photon, PhotonContents, Prediction};
 use rand::{Rng, SeedableRng};
 
 fn spec() -> ModelSpec {
-    toml::from_str(r#"layers = [{ type = "flatten" }, { type = "linear", out-features = 3 }]"#).unwrap()
+    toml::from_str(r#"layers = [{ type = "flatten" }, { type = "linear", out-features = 3 }]"#)
+        .unwrap()
 }
 
 fn write(path: &Path) -> (Model, HashMap<String, Tensor>) {
     let varmap = VarMap::new();
-    let model = Model::new(&spec(), &[1, 2, 2], VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    let model = Model::new(
+        &spec(),
+        &[1, 2, 2],
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
     lepton_nn::init_seeded(&varmap, 4).unwrap();
-    let weights: HashMap<String, Tensor> = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-    let pre = Preprocessor::Image { channels: 1, height: 2, width: 2, mean: vec![0.5], std: vec![0.25], class_names: vec!["a".into(), "b".into(), "c".into()] };
-    let contents = PhotonContents { name: "tiny".into(), model: spec(), input_shape: vec![1, 2, 2], loss: LossSpec::default(), preprocessor: pre, metrics: serde_json::json!({"accuracy": 0.5}) };
+    let weights: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let pre = Preprocessor::Image {
+        channels: 1,
+        height: 2,
+        width: 2,
+        mean: vec![0.5],
+        std: vec![0.25],
+        class_names: vec!["a".into(), "b".into(), "c".into()],
+    };
+    let contents = PhotonContents {
+        name: "tiny".into(),
+        model: spec(),
+        input_shape: vec![1, 2, 2],
+        loss: LossSpec::default(),
+        preprocessor: pre,
+        metrics: serde_json::json!({"accuracy": 0.5}),
+    };
     Photon::write(path, &contents, &weights).unwrap();
     (model, weights)
 }
@@ -33,11 +59,17 @@ fn round_trip_predicts_like_the_original_model() {
     let p = Photon::open(&path).unwrap();
     assert_eq!(p.manifest().name, "tiny");
     let x = Tensor::new(&[[[[0.1f32, -0.4], [1.0, 0.3]]]], &Device::Cpu).unwrap();
-    let want = candle_nn::ops::softmax(&model.forward_t(&x, false).unwrap(), 1).unwrap().to_vec2::<f32>().unwrap();
+    let want = candle_nn::ops::softmax(&model.forward_t(&x, false).unwrap(), 1)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let loaded = p.model().unwrap();
     assert_eq!(loaded.predict(&x).unwrap().to_vec2::<f32>().unwrap(), want);
     // Raw pixels go through the stored preprocessor: (p/255 - 0.5) / 0.25.
-    let raw: Vec<f32> = [0.1f32, -0.4, 1.0, 0.3].iter().map(|v| (v * 0.25 + 0.5) * 255.0).collect();
+    let raw: Vec<f32> = [0.1f32, -0.4, 1.0, 0.3]
+        .iter()
+        .map(|v| (v * 0.25 + 0.5) * 255.0)
+        .collect();
     let feats = loaded.preprocessor().raw_features(&raw).unwrap();
     match &loaded.predict_features(&[feats], 2).unwrap()[0] {
         Prediction::Classes { probabilities, top } => {
@@ -49,7 +81,10 @@ fn round_trip_predicts_like_the_original_model() {
         other => panic!("{other:?}"),
     }
     let text = p.inspect().unwrap().to_text();
-    assert!(text.contains("parameters  15") && text.contains("layers.1.weight"), "{text}");
+    assert!(
+        text.contains("parameters  15") && text.contains("layers.1.weight"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -61,9 +96,14 @@ fn damaged_and_foreign_files_are_refused_with_the_reason() {
     let bad = dir.path().join("bad.photon");
     let check = |bytes: &[u8], needle: &str| {
         std::fs::write(&bad, bytes).unwrap();
-        let e = Photon::open(&bad).err().unwrap_or_else(|| panic!("accepted a file that should fail with {needle}"));
+        let e = Photon::open(&bad)
+            .err()
+            .unwrap_or_else(|| panic!("accepted a file that should fail with {needle}"));
         let msg = e.to_string();
-        assert!(msg.contains("bad.photon") && msg.contains(needle), "{msg} should mention {needle}");
+        assert!(
+            msg.contains("bad.photon") && msg.contains(needle),
+            "{msg} should mention {needle}"
+        );
         e
     };
     check(&good[..good.len() - 10], "truncated");
@@ -71,16 +111,34 @@ fn damaged_and_foreign_files_are_refused_with_the_reason() {
     let mut w = good.clone();
     let last = w.len() - 5;
     w[last] ^= 1;
-    assert!(matches!(check(&w, "weights checksum"), Error::Checksum { section: "weights", .. }));
+    assert!(matches!(
+        check(&w, "weights checksum"),
+        Error::Checksum {
+            section: "weights",
+            ..
+        }
+    ));
     let mut h = good.clone();
     h[60] ^= 1;
-    assert!(matches!(check(&h, "header checksum"), Error::Checksum { section: "header", .. }));
+    assert!(matches!(
+        check(&h, "header checksum"),
+        Error::Checksum {
+            section: "header",
+            ..
+        }
+    ));
     let mut v = good.clone();
     v[8..12].copy_from_slice(&2u32.to_le_bytes());
     check(&v, "format version 2");
-    check(b"\x89PNG\r\n\x1a\n0000000000000000000000000000000000000000000000000000", "not a photon file");
+    check(
+        b"\x89PNG\r\n\x1a\n0000000000000000000000000000000000000000000000000000",
+        "not a photon file",
+    );
     check(&[good.clone(), vec![0; 3]].concat(), "unexpected bytes");
-    assert!(Photon::open(&dir.path().join("missing.photon")).unwrap_err().to_string().contains("missing.photon"));
+    assert!(Photon::open(&dir.path().join("missing.photon"))
+        .unwrap_err()
+        .to_string()
+        .contains("missing.photon"));
 }
 
 #[test]

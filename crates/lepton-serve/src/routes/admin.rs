@@ -26,32 +26,57 @@ pub struct LoadRequest {
 }
 
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !n.starts_with('.')
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !n.starts_with('.')
 }
 
 /// Resolve `rel` inside `dir`, refusing absolute paths, `..`, and symlinks that leave the folder.
 pub fn resolve_in(dir: &FsPath, rel: &str) -> Result<PathBuf, ApiError> {
     let p = FsPath::new(rel);
     if p.is_absolute() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(ApiError::BadRequest(format!("path '{rel}': must be a plain relative path inside the models folder")));
+        return Err(ApiError::BadRequest(format!(
+            "path '{rel}': must be a plain relative path inside the models folder"
+        )));
     }
-    let base = dir.canonicalize().map_err(|e| ApiError::Internal(format!("models folder {}: {e}", dir.display())))?;
-    let full = base.join(p).canonicalize().map_err(|_| ApiError::NotFound(format!("path '{rel}': no such file in the models folder")))?;
+    let base = dir
+        .canonicalize()
+        .map_err(|e| ApiError::Internal(format!("models folder {}: {e}", dir.display())))?;
+    let full = base.join(p).canonicalize().map_err(|_| {
+        ApiError::NotFound(format!("path '{rel}': no such file in the models folder"))
+    })?;
     if !full.starts_with(&base) {
-        return Err(ApiError::BadRequest(format!("path '{rel}': leaves the models folder")));
+        return Err(ApiError::BadRequest(format!(
+            "path '{rel}': leaves the models folder"
+        )));
     }
     Ok(full)
 }
 
 #[utoipa::path(post, path = "/v1/admin/models", tag = "admin", request_body = LoadRequest,
     responses((status = 201), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = [])))]
-pub async fn load(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn load(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&state, &headers, Scope::Admin)?;
-    let req: LoadRequest = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let req: LoadRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
     if !valid_name(&req.name) {
-        return Err(ApiError::BadRequest(format!("name '{}': use 1-64 letters, digits, '-', '_' or '.'", req.name)));
+        return Err(ApiError::BadRequest(format!(
+            "name '{}': use 1-64 letters, digits, '-', '_' or '.'",
+            req.name
+        )));
     }
-    let dir = state.inner.config.models_dir.clone().ok_or_else(|| ApiError::Forbidden("admin"))?;
+    let dir = state
+        .inner
+        .config
+        .models_dir
+        .clone()
+        .ok_or(ApiError::Forbidden("admin"))?;
     let path = resolve_in(&dir, &req.path)?;
     let replaced = state.model(&req.name).is_ok();
     let st = state.clone();
@@ -62,12 +87,19 @@ pub async fn load(State(state): State<AppState>, headers: HeaderMap, body: axum:
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Unprocessable(format!("path '{}': {e}", req.path)))?;
     tracing::info!(model = %req.name, path = %path.display(), replaced, "model loaded");
-    Ok((StatusCode::CREATED, Json(json!({"loaded": req.name, "replaced": replaced}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"loaded": req.name, "replaced": replaced})),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/admin/models/{name}", tag = "admin", params(("name" = String, Path)),
     responses((status = 200), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
-pub async fn unload(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn unload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Scope::Admin)?;
     if state.remove(&name) {
         tracing::info!(model = %name, "model unloaded");

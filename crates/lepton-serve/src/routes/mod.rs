@@ -23,7 +23,9 @@ use crate::state::AppState;
 
 /// Check the bearer token of a request for `scope`.
 pub fn authorize(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
-    let h = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     state.inner.tokens.authorize(h, scope)
 }
 
@@ -39,8 +41,16 @@ static REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 fn request_id(headers: &HeaderMap) -> String {
     match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()) => id.to_string(),
-        _ => format!("{:x}-{}", std::process::id(), REQUESTS.fetch_add(1, Ordering::Relaxed)),
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            id.to_string()
+        }
+        _ => format!(
+            "{:x}-{}",
+            std::process::id(),
+            REQUESTS.fetch_add(1, Ordering::Relaxed)
+        ),
     }
 }
 
@@ -48,12 +58,19 @@ fn request_id(headers: &HeaderMap) -> String {
 async fn access(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(req.headers());
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched".to_string(), |m| m.as_str().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_string(), |m| m.as_str().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.split('/').collect();
     let model = match segments.as_slice() {
-        ["", "v1" | "v2", "models", name, ..] if state.inner.models.read().expect("lock").contains_key(*name) => name.to_string(),
+        ["", "v1" | "v2", "models", name, ..]
+            if state.inner.models.read().expect("lock").contains_key(*name) =>
+        {
+            name.to_string()
+        }
         _ => String::new(),
     };
     let timeout = std::time::Duration::from_millis(state.inner.config.limits.request_timeout_ms);

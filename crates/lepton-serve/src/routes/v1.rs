@@ -64,13 +64,30 @@ pub struct PredictResponse {
 
 fn to_prediction(out: Output, classes: &[String], k: usize) -> Prediction {
     match out {
-        Output::Value(v) => Prediction { label: None, probability: None, top_k: Vec::new(), value: Some(v) },
+        Output::Value(v) => Prediction {
+            label: None,
+            probability: None,
+            top_k: Vec::new(),
+            value: Some(v),
+        },
         Output::Probabilities(p) => {
             let mut idx: Vec<usize> = (0..p.len()).collect();
             idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
             let name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
-            let top_k: Vec<Scored> = idx.iter().take(k.max(1)).map(|&i| Scored { label: name(i), probability: p[i] }).collect();
-            Prediction { label: Some(top_k[0].label.clone()), probability: Some(top_k[0].probability), top_k, value: None }
+            let top_k: Vec<Scored> = idx
+                .iter()
+                .take(k.max(1))
+                .map(|&i| Scored {
+                    label: name(i),
+                    probability: p[i],
+                })
+                .collect();
+            Prediction {
+                label: Some(top_k[0].label.clone()),
+                probability: Some(top_k[0].probability),
+                top_k,
+                value: None,
+            }
         }
     }
 }
@@ -83,36 +100,71 @@ fn to_prediction(out: Output, classes: &[String], k: usize) -> Prediction {
         (status = 404, description = "unknown model"), (status = 413), (status = 415), (status = 422, description = "inputs do not fit the model"),
         (status = 429), (status = 503)),
     security(("bearer" = [])))]
-pub async fn predict(State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<PredictQuery>, req: Request) -> Result<Json<PredictResponse>, ApiError> {
+pub async fn predict(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<PredictQuery>,
+    req: Request,
+) -> Result<Json<PredictResponse>, ApiError> {
     let caller = authorize(&state, req.headers(), Scope::Predict)?;
     state.rate_limit(&caller.token_id)?;
     let served = state.model(&name)?;
     let limits = &state.inner.config.limits;
-    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let backend = served.backend.clone();
     let (features, n) = if ctype.starts_with("multipart/form-data") {
-        let mut mp = Multipart::from_request(req, &state).await.map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))?;
+        let mut mp = Multipart::from_request(req, &state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))?;
         let mut features = Vec::new();
         let mut n = 0;
-        while let Some(field) = mp.next_field().await.map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))? {
+        while let Some(field) = mp
+            .next_field()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))?
+        {
             let what = format!("multipart part '{}'", field.name().unwrap_or("?"));
-            let bytes = field.bytes().await.map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?;
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?;
             let img = decode_image(&bytes, limits, &what)?;
-            features.extend(backend.image_features(&img).map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))?);
+            features.extend(
+                backend
+                    .image_features(&img)
+                    .map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))?,
+            );
             n += 1;
             if n > limits.max_batch_inputs {
-                return Err(ApiError::PayloadTooLarge(format!("more than {} images", limits.max_batch_inputs)));
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "more than {} images",
+                    limits.max_batch_inputs
+                )));
             }
         }
         if n == 0 {
-            return Err(ApiError::BadRequest("multipart body has no image parts".into()));
+            return Err(ApiError::BadRequest(
+                "multipart body has no image parts".into(),
+            ));
         }
         (features, n)
     } else {
-        let bytes = Bytes::from_request(req, &state).await.map_err(|e| ApiError::PayloadTooLarge(e.to_string()))?;
+        let bytes = Bytes::from_request(req, &state)
+            .await
+            .map_err(|e| ApiError::PayloadTooLarge(e.to_string()))?;
         if ctype.starts_with("image/") || ctype == "application/octet-stream" {
             let img = decode_image(&bytes, limits, "request body")?;
-            (backend.image_features(&img).map_err(|e| ApiError::Unprocessable(format!("request body: {e}")))?, 1)
+            (
+                backend
+                    .image_features(&img)
+                    .map_err(|e| ApiError::Unprocessable(format!("request body: {e}")))?,
+                1,
+            )
         } else if ctype.is_empty() || ctype.starts_with("application/json") {
             let body = parse_json(&bytes, limits)?;
             log_payload(&state, &name, &body);
@@ -124,12 +176,21 @@ pub async fn predict(State(state): State<AppState>, Path(name): Path<String>, Qu
     let outputs = served.batcher.submit(features, n).await?;
     let k = q.top_k.unwrap_or(3);
     let classes = &backend.info().class_names;
-    Ok(Json(PredictResponse { model: name, predictions: outputs.into_iter().map(|o| to_prediction(o, classes, k)).collect() }))
+    Ok(Json(PredictResponse {
+        model: name,
+        predictions: outputs
+            .into_iter()
+            .map(|o| to_prediction(o, classes, k))
+            .collect(),
+    }))
 }
 
 /// The served models.
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, description = "model list")), security(("bearer" = [])))]
-pub async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list_models(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Scope::Predict)?;
     let models = state.inner.models.read().expect("models lock");
     let data: Vec<Value> = models

@@ -24,7 +24,9 @@ pub async fn live() -> StatusCode {
 
 #[utoipa::path(get, path = "/v2/health/ready", tag = "v2", responses((status = 200), (status = 503)))]
 pub async fn ready(State(state): State<AppState>) -> StatusCode {
-    if state.inner.ready.load(std::sync::atomic::Ordering::Relaxed) && !state.inner.models.read().expect("lock").is_empty() {
+    if state.inner.ready.load(std::sync::atomic::Ordering::Relaxed)
+        && !state.inner.models.read().expect("lock").is_empty()
+    {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -33,7 +35,9 @@ pub async fn ready(State(state): State<AppState>) -> StatusCode {
 
 #[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, description = "server metadata")))]
 pub async fn server_metadata() -> Json<Value> {
-    Json(json!({"name": "lepton", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}))
+    Json(
+        json!({"name": "lepton", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
+    )
 }
 
 fn output_width(state: &AppState, name: &str) -> Result<usize, ApiError> {
@@ -42,7 +46,11 @@ fn output_width(state: &AppState, name: &str) -> Result<usize, ApiError> {
 }
 
 #[utoipa::path(get, path = "/v2/models/{name}", tag = "v2", params(("name" = String, Path)), responses((status = 200), (status = 404)), security(("bearer" = [])))]
-pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn model_metadata(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Scope::Predict)?;
     let s = state.model(&name)?;
     let info = s.backend.info();
@@ -59,14 +67,21 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
 /// The per-sample shape of raw inputs: `[C, H, W]` pixels for images, `[columns]` for tables.
 fn raw_shape(info: &crate::backend::ModelInfo) -> Vec<usize> {
     match info.input_schema.get("kind").and_then(Value::as_str) {
-        Some("image") => ["channels", "height", "width"].iter().map(|k| info.input_schema[*k].as_u64().unwrap_or(1) as usize).collect(),
+        Some("image") => ["channels", "height", "width"]
+            .iter()
+            .map(|k| info.input_schema[*k].as_u64().unwrap_or(1) as usize)
+            .collect(),
         Some("tabular") => vec![info.input_schema["columns"].as_array().map_or(0, Vec::len)],
         _ => info.sample_shape.clone(),
     }
 }
 
 #[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "v2", params(("name" = String, Path)), responses((status = 200), (status = 404)), security(("bearer" = [])))]
-pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+pub async fn model_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers, Scope::Predict)?;
     state.model(&name)?;
     Ok(StatusCode::OK)
@@ -78,10 +93,17 @@ fn decode_binary(dtype: &str, bytes: &[u8], what: &str) -> Result<Vec<f32>, ApiE
         "FP64" | "INT64" | "UINT64" => 8,
         "UINT8" | "INT8" | "BOOL" => 1,
         "FP16" | "INT16" | "UINT16" => 2,
-        other => return Err(ApiError::Unprocessable(format!("{what}: datatype {other} is not supported"))),
+        other => {
+            return Err(ApiError::Unprocessable(format!(
+                "{what}: datatype {other} is not supported"
+            )))
+        }
     };
     if bytes.len() % size != 0 {
-        return Err(ApiError::Unprocessable(format!("{what}: {} bytes is not a multiple of the {size}-byte {dtype}", bytes.len())));
+        return Err(ApiError::Unprocessable(format!(
+            "{what}: {} bytes is not a multiple of the {size}-byte {dtype}",
+            bytes.len()
+        )));
     }
     Ok(bytes
         .chunks_exact(size)
@@ -115,7 +137,11 @@ fn half_to_f32(h: u16) -> f32 {
 fn json_numbers(v: &Value, out: &mut Vec<f32>, what: &str) -> Result<(), ApiError> {
     match v {
         Value::Number(n) => {
-            out.push(n.as_f64().ok_or_else(|| ApiError::Unprocessable(format!("{what}: bad number")))? as f32);
+            out.push(
+                n.as_f64()
+                    .ok_or_else(|| ApiError::Unprocessable(format!("{what}: bad number")))?
+                    as f32,
+            );
             Ok(())
         }
         Value::Bool(b) => {
@@ -123,7 +149,9 @@ fn json_numbers(v: &Value, out: &mut Vec<f32>, what: &str) -> Result<(), ApiErro
             Ok(())
         }
         Value::Array(a) => a.iter().try_for_each(|x| json_numbers(x, out, what)),
-        _ => Err(ApiError::Unprocessable(format!("{what}: data must be numbers"))),
+        _ => Err(ApiError::Unprocessable(format!(
+            "{what}: data must be numbers"
+        ))),
     }
 }
 
@@ -132,16 +160,28 @@ fn json_numbers(v: &Value, out: &mut Vec<f32>, what: &str) -> Result<(), ApiErro
     request_body(content = Object, description = "Open Inference Protocol v2 request (JSON, or JSON header + binary tensors)"),
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422), (status = 429), (status = 503)),
     security(("bearer" = [])))]
-pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let caller = authorize(&state, &headers, Scope::Predict)?;
     state.rate_limit(&caller.token_id)?;
     let served = state.model(&name)?;
     let limits = &state.inner.config.limits;
     let json_len = match headers.get(HEADER_LEN) {
         Some(v) => {
-            let n: usize = v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| ApiError::BadRequest(format!("{HEADER_LEN}: not a number")))?;
+            let n: usize = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ApiError::BadRequest(format!("{HEADER_LEN}: not a number")))?;
             if n > body.len() {
-                return Err(ApiError::BadRequest(format!("{HEADER_LEN} is {n} but the body has {} bytes", body.len())));
+                return Err(ApiError::BadRequest(format!(
+                    "{HEADER_LEN} is {n} but the body has {} bytes",
+                    body.len()
+                )));
             }
             n
         }
@@ -149,14 +189,27 @@ pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, head
     };
     let req = parse_json(&body[..json_len], limits)?;
     let mut binary = &body[json_len..];
-    let inputs = req.get("inputs").and_then(Value::as_array).ok_or_else(|| ApiError::BadRequest("'inputs': expected an array of tensors".into()))?;
+    let inputs = req
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::BadRequest("'inputs': expected an array of tensors".into()))?;
     if inputs.len() != 1 {
-        return Err(ApiError::Unprocessable(format!("'inputs': this model takes exactly one input tensor, got {}", inputs.len())));
+        return Err(ApiError::Unprocessable(format!(
+            "'inputs': this model takes exactly one input tensor, got {}",
+            inputs.len()
+        )));
     }
     let t = &inputs[0];
-    let tname = t.get("name").and_then(Value::as_str).unwrap_or("input").to_string();
+    let tname = t
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("input")
+        .to_string();
     let what = format!("input '{tname}'");
-    let dtype = t.get("datatype").and_then(Value::as_str).ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'datatype'")))?;
+    let dtype = t
+        .get("datatype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'datatype'")))?;
     let shape: Vec<usize> = t
         .get("shape")
         .and_then(Value::as_array)
@@ -164,23 +217,53 @@ pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, head
         .iter()
         .map(|d| d.as_u64().map(|d| d as usize))
         .collect::<Option<_>>()
-        .ok_or_else(|| ApiError::BadRequest(format!("{what}: 'shape' must be non-negative integers")))?;
-    let values = match t.get("parameters").and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64) {
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("{what}: 'shape' must be non-negative integers"))
+        })?;
+    let values = match t
+        .get("parameters")
+        .and_then(|p| p.get("binary_data_size"))
+        .and_then(Value::as_u64)
+    {
         Some(size) => {
             let size = size as usize;
             if size > binary.len() {
-                return Err(ApiError::BadRequest(format!("{what}: binary_data_size {size} exceeds the {} bytes sent", binary.len())));
+                return Err(ApiError::BadRequest(format!(
+                    "{what}: binary_data_size {size} exceeds the {} bytes sent",
+                    binary.len()
+                )));
             }
             let (data, rest) = binary.split_at(size);
             binary = rest;
             decode_binary(dtype, data, &what)?
         }
         None => {
-            if !matches!(dtype, "FP32" | "FP64" | "FP16" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8" | "UINT16" | "UINT32" | "UINT64" | "BOOL") {
-                return Err(ApiError::Unprocessable(format!("{what}: datatype {dtype} is not supported")));
+            if !matches!(
+                dtype,
+                "FP32"
+                    | "FP64"
+                    | "FP16"
+                    | "INT8"
+                    | "INT16"
+                    | "INT32"
+                    | "INT64"
+                    | "UINT8"
+                    | "UINT16"
+                    | "UINT32"
+                    | "UINT64"
+                    | "BOOL"
+            ) {
+                return Err(ApiError::Unprocessable(format!(
+                    "{what}: datatype {dtype} is not supported"
+                )));
             }
             let mut v = Vec::new();
-            json_numbers(t.get("data").ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'data'")))?, &mut v, &what)?;
+            json_numbers(
+                t.get("data")
+                    .ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'data'")))?,
+                &mut v,
+                &what,
+            )?;
             v
         }
     };
@@ -190,18 +273,35 @@ pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, head
     let per_len: usize = per.iter().product();
     let total: usize = shape.iter().product();
     if shape.is_empty() || values.len() != total {
-        return Err(ApiError::Unprocessable(format!("{what}: shape {shape:?} holds {total} values but {} were sent", values.len())));
+        return Err(ApiError::Unprocessable(format!(
+            "{what}: shape {shape:?} holds {total} values but {} were sent",
+            values.len()
+        )));
     }
     let n = shape[0];
     if n == 0 || total / n != per_len {
-        return Err(ApiError::Unprocessable(format!("{what}: shape {shape:?} does not fit the model input [N, {}]", per.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))));
+        return Err(ApiError::Unprocessable(format!(
+            "{what}: shape {shape:?} does not fit the model input [N, {}]",
+            per.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
     }
     if n > limits.max_batch_inputs {
-        return Err(ApiError::PayloadTooLarge(format!("{what}: {n} samples, the limit is {}", limits.max_batch_inputs)));
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{what}: {n} samples, the limit is {}",
+            limits.max_batch_inputs
+        )));
     }
     let mut features = Vec::with_capacity(values.len());
     for (i, raw) in values.chunks(per_len).enumerate() {
-        features.extend(served.backend.raw_features(raw).map_err(|e| ApiError::Unprocessable(format!("{what}[{i}]: {e}")))?);
+        features.extend(
+            served
+                .backend
+                .raw_features(raw)
+                .map_err(|e| ApiError::Unprocessable(format!("{what}[{i}]: {e}")))?,
+        );
     }
     let outputs = served.batcher.submit(features, n).await?;
     let width = info.class_names.len().max(1);
@@ -212,7 +312,14 @@ pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, head
             Output::Value(v) => data.push(v),
         }
     }
-    let out_name = req.get("outputs").and_then(Value::as_array).and_then(|o| o.first()).and_then(|o| o.get("name")).and_then(Value::as_str).unwrap_or("output").to_string();
+    let out_name = req
+        .get("outputs")
+        .and_then(Value::as_array)
+        .and_then(|o| o.first())
+        .and_then(|o| o.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("output")
+        .to_string();
     let want_binary = req
         .get("outputs")
         .and_then(Value::as_array)
@@ -221,7 +328,11 @@ pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, head
         .and_then(|p| p.get("binary_data"))
         .and_then(Value::as_bool)
         .unwrap_or(false)
-        || req.get("parameters").and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
+        || req
+            .get("parameters")
+            .and_then(|p| p.get("binary_data_output"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
     let id = req.get("id").cloned().unwrap_or(Value::Null);
     let mut resp = json!({"model_name": name, "model_version": "1", "outputs": [{"name": out_name, "datatype": "FP32", "shape": [n, width]}]});
     if !id.is_null() {
@@ -236,7 +347,10 @@ pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, head
         body.extend(bytes);
         let mut r = (StatusCode::OK, body).into_response();
         r.headers_mut().insert(HEADER_LEN, HeaderValue::from(hlen));
-        r.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        r.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
         return Ok(r);
     }
     resp["outputs"][0]["data"] = json!(data);

@@ -44,7 +44,9 @@ impl Backend for Fake {
         &self.info
     }
     fn image_features(&self, img: &image::DynamicImage) -> Result<Vec<f32>, String> {
-        let g = img.resize_exact(2, 2, image::imageops::FilterType::Nearest).to_luma8();
+        let g = img
+            .resize_exact(2, 2, image::imageops::FilterType::Nearest)
+            .to_luma8();
         Ok(g.as_raw().iter().map(|&p| p as f32 / 255.0).collect())
     }
     fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, String> {
@@ -87,7 +89,10 @@ pub async fn send(state: &AppState, req: Request<Body>) -> (u16, Response<Body>,
 }
 
 pub fn json_req(method: &str, uri: &str, body: &str, token: Option<&str>) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }

@@ -1,0 +1,193 @@
+//! The files of a run directory.
+//!
+//! ```text
+//! RUN_DIR/spec.toml                 the resolved spec
+//! RUN_DIR/preprocessor.json         the fitted lepton_data::Preprocessor
+//! RUN_DIR/data-report.json          what was loaded (counts, class balance, pins)
+//! RUN_DIR/metrics.jsonl             {"kind":"step",...} every log-every steps, {"kind":"epoch",...} per epoch
+//! RUN_DIR/checkpoints/last.*        see [`crate::checkpoint`]
+//! RUN_DIR/best.safetensors          model variables of the best epoch (plain names, `layers.0.weight`)
+//! RUN_DIR/best.json                 {epoch, metric, value, sha256}
+//! RUN_DIR/report.json, report.md    the final evaluation (lepton-eval)
+//! RUN_DIR/learning-curves.png, confusion-matrix.png
+//! ```
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{atomic_write, load_verified, save_tensors, CheckpointPaths};
+use crate::error::{Error, Result};
+
+/// Paths inside a run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+    pub checkpoints: CheckpointPaths,
+}
+
+/// `best.json`: which epoch `best.safetensors` comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestInfo {
+    pub epoch: u64,
+    pub step: u64,
+    pub metric: String,
+    pub value: f64,
+    pub sha256: String,
+}
+
+impl RunDir {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            checkpoints: CheckpointPaths::new(root),
+        }
+    }
+    pub fn spec(&self) -> PathBuf {
+        self.root.join("spec.toml")
+    }
+    pub fn preprocessor(&self) -> PathBuf {
+        self.root.join("preprocessor.json")
+    }
+    pub fn data_report(&self) -> PathBuf {
+        self.root.join("data-report.json")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn best_weights(&self) -> PathBuf {
+        self.root.join("best.safetensors")
+    }
+    pub fn best_info(&self) -> PathBuf {
+        self.root.join("best.json")
+    }
+
+    pub fn create(&self) -> Result<()> {
+        fs_err::create_dir_all(&self.root)
+            .map_err(|e| Error::io("creating run directory", &self.root, e))
+    }
+
+    /// Write a JSON file atomically.
+    pub fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+            op: "encoding",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        atomic_write(path, &bytes)
+    }
+
+    /// Read a JSON file.
+    pub fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<T> {
+        let bytes = fs_err::read(path).map_err(|e| Error::io("reading", path, e))?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            op: "decoding",
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Save the best model's variables and `best.json`.
+    pub fn save_best(&self, tensors: &HashMap<String, Tensor>, info: BestInfo) -> Result<()> {
+        let sha256 = save_tensors(&self.best_weights(), tensors)?;
+        self.write_json(&self.best_info(), &BestInfo { sha256, ..info })
+    }
+
+    /// Load the best model's variables, verified against `best.json`.
+    pub fn load_best(&self) -> Result<(BestInfo, HashMap<String, Tensor>)> {
+        let info: BestInfo = self.read_json(&self.best_info())?;
+        let tensors = load_verified(&self.best_weights(), &info.sha256)?;
+        Ok((info, tensors))
+    }
+}
+
+/// Appends JSON lines to `metrics.jsonl`.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: fs_err::File,
+}
+
+impl MetricsLog {
+    /// Open for appending; with `keep_until = Some((step, epoch))`, first drop the step lines after
+    /// `step` and the epoch lines of epochs `>= epoch` (a killed run may have logged past its last
+    /// checkpoint; the resumed run logs them again).
+    pub fn open(path: &Path, keep_until: Option<(u64, u64)>) -> Result<Self> {
+        if let Some((limit, epochs)) = keep_until {
+            if path.exists() {
+                let text =
+                    fs_err::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+                let kept: String = text
+                    .lines()
+                    .filter(|l| {
+                        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                            return false;
+                        };
+                        if v["kind"] == "epoch" {
+                            v["epoch"].as_u64().is_some_and(|e| e < epochs)
+                        } else {
+                            v["step"].as_u64().is_some_and(|s| s <= limit)
+                        }
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                atomic_write(path, kept.as_bytes())?;
+            }
+        }
+        let file = fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io("opening", path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn append(&mut self, line: &serde_json::Value) -> Result<()> {
+        let mut s = line.to_string();
+        s.push('\n');
+        self.file
+            .write_all(s.as_bytes())
+            .map_err(|e| Error::io("writing", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reopening_drops_lines_past_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut log = MetricsLog::open(&path, None).unwrap();
+        for step in 1..=6 {
+            log.append(&json!({"kind": "step", "step": step})).unwrap();
+            if step % 3 == 0 {
+                log.append(&json!({"kind": "epoch", "epoch": step / 3 - 1, "step": step}))
+                    .unwrap();
+            }
+        }
+        drop(log);
+        // Checkpoint at the last step of epoch 1, before its epoch line was committed.
+        let mut log = MetricsLog::open(&path, Some((6, 1))).unwrap();
+        log.append(&json!({"kind": "epoch", "epoch": 1, "step": 6}))
+            .unwrap();
+        let lines: Vec<serde_json::Value> = fs_err::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.iter().filter(|v| v["kind"] == "epoch").count(), 2);
+        assert_eq!(lines.iter().filter(|v| v["kind"] == "step").count(), 6);
+        let mut log = MetricsLog::open(&path, Some((4, 1))).unwrap();
+        log.append(&json!({"kind": "step", "step": 5})).unwrap();
+        let text = fs_err::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 6, "{text}"); // steps 1-5 + epoch 0
+    }
+}

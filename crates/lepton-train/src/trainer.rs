@@ -1,0 +1,608 @@
+//! The training loop: [`train`], [`resume`] and the in-memory [`Session`] they share with
+//! cross-validation.
+//!
+//! Determinism: with a fixed seed and thread count a run is reproducible. Initial weights come
+//! from `lepton_nn::init_seeded(seed)`, the batch order and augmentation from `(seed, epoch)`
+//! (lepton-data's batcher), dropout masks from the model's step counter. A checkpoint holds the
+//! model variables (including batch-norm statistics), the optimizer state and the position
+//! (epoch, batch, step), so [`resume`] reproduces the uninterrupted run bit for bit.
+//!
+//! Per step the loop does forward, backward, optional clipping (one read of each gradient), and the
+//! fused optimizer update. Loss and accuracy are accumulated as tensors and read back only every
+//! `log-every` steps, at checkpoints and at epoch ends.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
+use lepton_data::{Batcher, BatcherConfig, Dataset, Prepared, Preprocessor};
+use lepton_nn::{LossSpec, Model};
+use serde_json::json;
+
+use crate::checkpoint::{CheckpointState, EpochTotals, CHECKPOINT_VERSION};
+use crate::early_stopping::EarlyStopping;
+use crate::error::{Error, Result, TensorContext};
+use crate::evaluate::{self, Predictions};
+use crate::observer::{Event, Observer};
+use crate::optim::{kernel::sum_squares, trainable_params, Optimizer};
+use crate::run_dir::{BestInfo, MetricsLog, RunDir};
+use crate::schedule::Schedule;
+use crate::spec::{Monitor, Spec};
+use crate::summary::{EpochMetrics, RunSummary};
+
+/// A model with its variables, optimizer and schedule, positioned somewhere in a run.
+pub struct Session {
+    pub spec: Spec,
+    pub loss: LossSpec,
+    pub monitor: Monitor,
+    pub varmap: VarMap,
+    pub model: Model,
+    pub input_shape: Vec<usize>,
+    optimizer: Box<dyn Optimizer>,
+    schedule: Schedule,
+    steps_per_epoch: u64,
+    pub state: CheckpointState,
+}
+
+/// The task-dependent defaults of a spec, resolved against the prepared data.
+pub fn resolve_loss(spec: &Spec, data: &Dataset) -> LossSpec {
+    match &spec.loss {
+        Some(l) => l.clone(),
+        None => evaluate::default_loss(data),
+    }
+}
+
+impl Session {
+    /// Build the model (seeded init) and optimizer for `spec` on prepared data; checks the shapes
+    /// against the data first.
+    pub fn new(spec: &Spec, data: &Prepared) -> Result<Session> {
+        let input_shape = data.train.sample_shape.clone();
+        let shapes = spec
+            .check_shapes(&input_shape)
+            .map_err(|e| spec.with_line(e))?;
+        let loss = resolve_loss(spec, &data.train);
+        evaluate::check_output(
+            spec,
+            &loss,
+            &data.train,
+            shapes.last().map(Vec::as_slice).unwrap_or(&input_shape),
+        )
+        .map_err(|e| spec.with_line(e))?;
+        let monitor = spec
+            .train
+            .monitor
+            .unwrap_or(if data.train.class_names().is_empty() {
+                Monitor::ValLoss
+            } else {
+                Monitor::ValAccuracy
+            });
+        if monitor == Monitor::ValAccuracy && data.train.class_names().is_empty() {
+            return Err(spec.with_line(Error::spec(
+                "train.monitor",
+                "val-accuracy needs a classification task",
+            )));
+        }
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = Model::new(&spec.model, &input_shape, vb)?;
+        lepton_nn::init_seeded(&varmap, spec.seed)?;
+        model.set_seed(spec.seed);
+        let optimizer = spec.optimizer.build(trainable_params(&varmap));
+        let steps_per_epoch = lepton_data::batches_per_epoch(
+            data.train.len(),
+            spec.train.batch_size,
+            spec.train.drop_last,
+        )
+        .max(1) as u64;
+        let schedule = Schedule::new(
+            &spec.schedule,
+            spec.optimizer.lr(),
+            steps_per_epoch * spec.train.epochs,
+            steps_per_epoch,
+        );
+        let state = CheckpointState {
+            version: CHECKPOINT_VERSION,
+            epoch: 0,
+            batch_in_epoch: 0,
+            step: 0,
+            lr: spec.optimizer.lr(),
+            metric: monitor.name().into(),
+            early_stopping: EarlyStopping::default(),
+            history: Vec::new(),
+            totals: EpochTotals::default(),
+            finished: false,
+            sha256: String::new(),
+        };
+        Ok(Session {
+            spec: spec.clone(),
+            loss,
+            monitor,
+            varmap,
+            model,
+            input_shape,
+            optimizer,
+            schedule,
+            steps_per_epoch,
+            state,
+        })
+    }
+
+    /// All model variables (parameters and buffers) by name. The tensors share storage with the
+    /// variables (no copy): write them out before the next optimizer step.
+    pub fn model_tensors(&self) -> HashMap<String, Tensor> {
+        let data = self.varmap.data().lock().expect("VarMap lock");
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// Overwrite model variables from `tensors` (names without prefix); every variable must be present.
+    pub fn load_model_tensors(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        origin: &Path,
+    ) -> Result<()> {
+        let data = self.varmap.data().lock().expect("VarMap lock");
+        for (name, var) in data.iter() {
+            let t = tensors.get(name).ok_or_else(|| {
+                Error::checkpoint(origin, format!("missing model variable `{name}`"))
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::checkpoint(
+                    origin,
+                    format!(
+                        "`{name}` has shape {:?}, the model expects {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+            var.set(t).op(format!("restoring `{name}`"))?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoint tensors: `model.*` and `optim.*`.
+    fn checkpoint_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out: HashMap<String, Tensor> = self
+            .model_tensors()
+            .into_iter()
+            .map(|(k, v)| (format!("model.{k}"), v))
+            .collect();
+        for (k, v) in self.optimizer.state()? {
+            out.insert(format!("optim.{k}"), v);
+        }
+        Ok(out)
+    }
+
+    /// Restore from checkpoint tensors and state.
+    pub fn restore(
+        &mut self,
+        state: CheckpointState,
+        tensors: HashMap<String, Tensor>,
+        origin: &Path,
+    ) -> Result<()> {
+        let mut model = HashMap::new();
+        let mut optim = HashMap::new();
+        for (k, v) in tensors {
+            if let Some(n) = k.strip_prefix("model.") {
+                model.insert(n.to_string(), v);
+            } else if let Some(n) = k.strip_prefix("optim.") {
+                optim.insert(n.to_string(), v);
+            }
+        }
+        self.load_model_tensors(&model, origin)?;
+        self.optimizer
+            .load_state(&optim)
+            .map_err(|e| Error::checkpoint(origin, e.to_string()))?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Train until the last epoch or early stopping. `run` persists progress when given.
+    pub fn fit(
+        &mut self,
+        data: &Prepared,
+        mut run: Option<&mut RunFiles>,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let train = Arc::new(data.train.clone());
+        let classify = !data.train.class_names().is_empty();
+        let augment = match (&self.spec.preprocess.augment, &data.preprocessor) {
+            (Some(a), Preprocessor::Image { mean, std, .. }) => Some((
+                a.clone(),
+                mean.iter().zip(std).map(|(m, s)| -m / s).collect(),
+            )),
+            _ => None,
+        };
+        let epochs = self.spec.train.epochs;
+        let tspec = self.spec.train.clone();
+        observer.event(Event::Start {
+            epochs,
+            steps_per_epoch: self.steps_per_epoch,
+            start_epoch: self.state.epoch,
+            start_step: self.state.step,
+        });
+        while self.state.epoch < epochs && !self.state.finished {
+            let epoch = self.state.epoch;
+            let epoch_start = Instant::now();
+            observer.event(Event::EpochStart {
+                epoch,
+                first_batch: self.state.batch_in_epoch,
+            });
+            let batcher = Batcher::new(
+                train.clone(),
+                BatcherConfig {
+                    batch_size: tspec.batch_size,
+                    shuffle: true,
+                    seed: self.spec.seed,
+                    epoch,
+                    start_batch: self.state.batch_in_epoch as usize,
+                    augment: augment.clone(),
+                    drop_last: tspec.drop_last,
+                    prefetch: 3,
+                },
+            );
+            // Sums since the last read-back, kept as tensors (no host sync per step).
+            let mut pending = Pending::default();
+            let mut window = (Instant::now(), 0u64);
+            for batch in batcher {
+                let batch = batch?;
+                let bs = batch.x.dim(0).op("batch size")?;
+                self.model.set_step(self.state.step);
+                let logits = self.model.forward_t(&batch.x, true).op("forward pass")?;
+                let loss = lepton_nn::loss(&self.loss, &logits, &batch.y, batch.weights.as_ref())?;
+                let grads = loss.backward().op("backward pass")?;
+                let scale = match tspec.clip_grad_norm {
+                    Some(max) => {
+                        let mut sq = 0.0;
+                        for (_, v) in trainable_params(&self.varmap) {
+                            if let Some(g) = grads.get(v.as_tensor()) {
+                                sq += sum_squares(g)?;
+                            }
+                        }
+                        // As torch.nn.utils.clip_grad_norm_.
+                        (max / (sq.sqrt() + 1e-6)).min(1.0) as f32
+                    }
+                    None => 1.0,
+                };
+                let lr = self.schedule.lr(self.state.step);
+                self.optimizer.step(&grads, lr, scale)?;
+                pending.add(
+                    &loss,
+                    bs,
+                    if classify {
+                        Some((&logits, &batch.y, &self.loss))
+                    } else {
+                        None
+                    },
+                )?;
+                window.1 += bs as u64;
+                self.state.step += 1;
+                self.state.batch_in_epoch += 1;
+                self.state.lr = lr;
+                let log_now = self.state.step % tspec.log_every == 0;
+                let ckpt_now = self.state.step % tspec.checkpoint_every == 0;
+                if log_now || ckpt_now {
+                    let (loss_avg, acc_avg) = pending.flush(&mut self.state.totals)?;
+                    if !loss_avg.is_finite() {
+                        return Err(Error::Diverged {
+                            step: self.state.step,
+                            loss: loss_avg as f32,
+                        });
+                    }
+                    let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+                    let sps = window.1 as f64 / secs;
+                    window = (Instant::now(), 0);
+                    observer.event(Event::Step {
+                        epoch,
+                        step: self.state.step,
+                        batch: self.state.batch_in_epoch,
+                        loss: loss_avg as f32,
+                        accuracy: acc_avg.map(|a| a as f32),
+                        lr,
+                        samples_per_sec: sps,
+                    });
+                    if let Some(run) = run.as_deref_mut() {
+                        run.metrics.append(&json!({
+                            "kind": "step", "epoch": epoch, "step": self.state.step, "loss": loss_avg,
+                            "accuracy": acc_avg, "lr": lr, "samples_per_sec": sps,
+                        }))?;
+                        if ckpt_now {
+                            self.save_checkpoint(run, observer)?;
+                        }
+                    }
+                }
+            }
+            pending.flush(&mut self.state.totals)?;
+            self.end_epoch(data, classify, epoch_start, run.as_deref_mut(), observer)?;
+        }
+        self.state.finished = true;
+        if let Some(run) = run {
+            self.save_checkpoint(run, observer)?;
+        }
+        Ok(())
+    }
+
+    fn end_epoch(
+        &mut self,
+        data: &Prepared,
+        classify: bool,
+        started: Instant,
+        run: Option<&mut RunFiles>,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let epoch = self.state.epoch;
+        let t = self.state.totals;
+        let n = t.samples.max(1) as f64;
+        let train_loss = t.loss_sum / n;
+        if !train_loss.is_finite() {
+            return Err(Error::Diverged {
+                step: self.state.step,
+                loss: train_loss as f32,
+            });
+        }
+        let val = if data.validation.is_empty() {
+            None
+        } else {
+            Some(evaluate::predict(
+                &self.model,
+                &self.loss,
+                &data.validation,
+                self.spec.train.eval_batch_size,
+            )?)
+        };
+        let val_accuracy = val.as_ref().and_then(|p: &Predictions| {
+            if classify {
+                Some(p.accuracy(&data.validation))
+            } else {
+                None
+            }
+        });
+        let monitored = match (self.monitor, &val) {
+            (Monitor::ValAccuracy, Some(_)) => val_accuracy.unwrap_or(0.0),
+            (_, Some(p)) => p.loss,
+            // No validation data: fall back to the training loss.
+            (_, None) => train_loss,
+        };
+        let mode = if val.is_none() {
+            crate::early_stopping::Mode::Min
+        } else {
+            self.monitor.mode()
+        };
+        let min_delta = self
+            .spec
+            .train
+            .early_stopping
+            .as_ref()
+            .map_or(0.0, |e| e.min_delta);
+        let best = self
+            .state
+            .early_stopping
+            .update(monitored, epoch, mode, min_delta);
+        let metrics = EpochMetrics {
+            epoch,
+            step: self.state.step,
+            lr: self.state.lr,
+            train_loss,
+            train_accuracy: if classify { Some(t.correct / n) } else { None },
+            val_loss: val.as_ref().map(|p| p.loss),
+            val_accuracy,
+            monitored,
+            best,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        observer.event(Event::EpochEnd(&metrics));
+        self.state.history.push(metrics.clone());
+        self.state.epoch += 1;
+        self.state.batch_in_epoch = 0;
+        self.state.totals = EpochTotals::default();
+        if self
+            .state
+            .early_stopping
+            .should_stop(self.spec.train.early_stopping.as_ref())
+        {
+            self.state.finished = true;
+        }
+        if let Some(run) = run {
+            let mut line = serde_json::to_value(&metrics).map_err(|source| Error::Json {
+                op: "encoding",
+                path: run.dir.metrics(),
+                source,
+            })?;
+            line["kind"] = json!("epoch");
+            run.metrics.append(&line)?;
+            if best {
+                let info = BestInfo {
+                    epoch,
+                    step: self.state.step,
+                    metric: self.monitor.name().into(),
+                    value: monitored,
+                    sha256: String::new(),
+                };
+                run.dir.save_best(&self.model_tensors(), info)?;
+            }
+            self.save_checkpoint(run, observer)?;
+        }
+        Ok(())
+    }
+
+    fn save_checkpoint(&self, run: &mut RunFiles, observer: &mut dyn Observer) -> Result<()> {
+        run.dir
+            .checkpoints
+            .save(&self.checkpoint_tensors()?, &self.state)?;
+        observer.event(Event::Checkpoint {
+            path: &run.dir.checkpoints.weights,
+            step: self.state.step,
+        });
+        Ok(())
+    }
+}
+
+/// Loss and correct-count sums since the last read-back.
+#[derive(Default)]
+struct Pending {
+    loss: Option<Tensor>,
+    correct: Option<Tensor>,
+    samples: u64,
+}
+
+impl Pending {
+    fn add(
+        &mut self,
+        loss: &Tensor,
+        bs: usize,
+        classify: Option<(&Tensor, &Tensor, &LossSpec)>,
+    ) -> Result<()> {
+        let l = (loss.detach() * bs as f64).op("accumulating the loss")?;
+        self.loss = Some(match self.loss.take() {
+            Some(acc) => (acc + l).op("accumulating the loss")?,
+            None => l,
+        });
+        if let Some((logits, y, spec)) = classify {
+            let c = evaluate::correct_count(logits, y, spec)?;
+            self.correct = Some(match self.correct.take() {
+                Some(acc) => (acc + c).op("accumulating the accuracy")?,
+                None => c,
+            });
+        }
+        self.samples += bs as u64;
+        Ok(())
+    }
+
+    /// Read the sums back, add them to `totals`, return the window's averages.
+    fn flush(&mut self, totals: &mut EpochTotals) -> Result<(f64, Option<f64>)> {
+        let n = self.samples.max(1) as f64;
+        let loss = match self.loss.take() {
+            Some(t) => t
+                .to_dtype(DType::F64)
+                .and_then(|t| t.to_scalar::<f64>())
+                .op("reading the loss")?,
+            None => 0.0,
+        };
+        let correct = match self.correct.take() {
+            Some(t) => Some(
+                t.to_dtype(DType::F64)
+                    .and_then(|t| t.to_scalar::<f64>())
+                    .op("reading the accuracy")?,
+            ),
+            None => None,
+        };
+        totals.loss_sum += loss;
+        totals.correct += correct.unwrap_or(0.0);
+        totals.samples += self.samples;
+        let out = (loss / n, correct.map(|c| c / n));
+        self.samples = 0;
+        Ok(out)
+    }
+}
+
+/// A run directory opened for writing.
+pub struct RunFiles {
+    pub dir: RunDir,
+    pub metrics: MetricsLog,
+}
+
+/// Train `spec` from scratch, writing the run directory `run_dir` (created; it must not hold a
+/// checkpoint already: use [`resume`]). Ends with the evaluation of the best model.
+pub fn train(spec: &Spec, run_dir: &Path, observer: &mut dyn Observer) -> Result<RunSummary> {
+    let dir = RunDir::new(run_dir);
+    if dir.checkpoints.state.exists() {
+        return Err(Error::checkpoint(
+            &dir.checkpoints.state,
+            "the run directory already holds a run; resume it or choose another directory",
+        ));
+    }
+    dir.create()?;
+    let started = Instant::now();
+    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)?;
+    let mut session = Session::new(spec, &data)?;
+    crate::checkpoint::atomic_write(&dir.spec(), session.spec.to_toml()?.as_bytes())?;
+    dir.write_json(&dir.preprocessor(), &data.preprocessor)?;
+    dir.write_json(&dir.data_report(), &data.report)?;
+    let metrics = MetricsLog::open(&dir.metrics(), Some((0, 0)))?;
+    let mut run = RunFiles { dir, metrics };
+    session.fit(&data, Some(&mut run), observer)?;
+    finish(&mut session, &data, &run.dir, started, observer)
+}
+
+/// Continue the run in `run_dir` from its last checkpoint; the final weights equal those of an
+/// uninterrupted run. A finished run is only re-evaluated.
+pub fn resume(run_dir: &Path, observer: &mut dyn Observer) -> Result<RunSummary> {
+    let dir = RunDir::new(run_dir);
+    let spec = Spec::from_file(&dir.spec())?;
+    let started = Instant::now();
+    let (state, tensors) = dir.checkpoints.load()?;
+    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)?;
+    let mut session = Session::new(&spec, &data)?;
+    session.restore(state, tensors, &dir.checkpoints.weights)?;
+    let metrics = MetricsLog::open(
+        &dir.metrics(),
+        Some((session.state.step, session.state.epoch)),
+    )?;
+    let mut run = RunFiles { dir, metrics };
+    session.fit(&data, Some(&mut run), observer)?;
+    finish(&mut session, &data, &run.dir, started, observer)
+}
+
+/// Load the best weights, evaluate on test (or validation) data and write the report.
+fn finish(
+    session: &mut Session,
+    data: &Prepared,
+    dir: &RunDir,
+    started: Instant,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary> {
+    let train_seconds = started.elapsed().as_secs_f64();
+    observer.event(Event::Evaluating);
+    let (best_epoch, best_metric) = if dir.best_info().exists() {
+        let (info, tensors) = dir.load_best()?;
+        session.load_model_tensors(&tensors, &dir.best_weights())?;
+        (Some(info.epoch), Some(info.value))
+    } else {
+        (None, None)
+    };
+    let (split, eval_data) = match &data.test {
+        Some(t) if !t.is_empty() => ("test", t),
+        _ => ("validation", &data.validation),
+    };
+    let final_metrics = if eval_data.is_empty() {
+        Vec::new()
+    } else {
+        let preds = evaluate::predict(
+            &session.model,
+            &session.loss,
+            eval_data,
+            session.spec.train.eval_batch_size,
+        )?;
+        evaluate::write_report(
+            &session.spec,
+            &preds,
+            eval_data,
+            &data.preprocessor,
+            split,
+            &session.state.history,
+            &dir.root,
+        )?
+    };
+    let summary = RunSummary {
+        name: session.spec.name.clone(),
+        run_dir: dir.root.clone(),
+        epochs: session.state.history.len() as u64,
+        steps: session.state.step,
+        metric: session.monitor.name().into(),
+        best_metric,
+        best_epoch,
+        stopped_early: session.state.history.len() < session.spec.train.epochs as usize,
+        eval_split: split.into(),
+        final_metrics,
+        train_seconds,
+        report: dir.root.join("report.json"),
+        best_weights: dir.best_weights(),
+    };
+    observer.event(Event::Done(&summary));
+    Ok(summary)
+}

@@ -1,0 +1,7 @@
+//! Integration tests of lepton-train: one binary, one module per topic.
+
+mod common;
+mod parity;
+mod reliability;
+mod reports;
+mod spec_errors;

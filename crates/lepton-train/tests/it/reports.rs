@@ -1,0 +1,76 @@
+//! The end of a run: report files, plots, evaluation of a run directory, cross-validation.
+
+use lepton_train::{cross_validate, evaluate_run, train, NoopObserver, Spec};
+
+use crate::common::{tabular_spec, write_csv};
+
+fn spec(dir: &std::path::Path, epochs: u64) -> Spec {
+    write_csv(&dir.join("t.csv"), 400);
+    let text = tabular_spec("t.csv", epochs, 50).replace("plots = false", "plots = true");
+    std::fs::write(dir.join("t.toml"), text).unwrap();
+    Spec::from_file(&dir.join("t.toml")).unwrap()
+}
+
+#[test]
+fn a_run_writes_its_report_plots_and_best_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), 6);
+    let run = dir.path().join("run");
+    let s = train(&spec, &run, &mut NoopObserver).unwrap();
+    for f in [
+        "spec.toml",
+        "preprocessor.json",
+        "metrics.jsonl",
+        "best.safetensors",
+        "best.json",
+        "report.json",
+        "report.md",
+        "learning-curves.png",
+        "accuracy-curves.png",
+        "confusion-matrix.png",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(s.eval_split, "validation");
+    let acc = s
+        .final_metrics
+        .iter()
+        .find(|(k, _)| k == "accuracy")
+        .unwrap()
+        .1;
+    assert!(acc > 0.7, "validation accuracy {acc}");
+    assert_eq!(s.metric, "val-accuracy");
+    // metrics.jsonl: a step line per step and an epoch line per epoch.
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("\"kind\":\"epoch\""))
+            .count(),
+        6
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("\"kind\":\"step\""))
+            .count() as u64,
+        s.steps
+    );
+
+    // The run directory can be evaluated again on prepared data; same numbers as the report.
+    let data =
+        lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed).unwrap();
+    let report = evaluate_run(&run, &data.validation).unwrap();
+    assert_eq!(report.metrics()["accuracy"], acc);
+}
+
+#[test]
+fn cross_validation_reports_mean_and_std_over_folds() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), 4);
+    let cv = cross_validate(&spec, 3, &mut NoopObserver).unwrap();
+    assert_eq!(cv.folds.len(), 3);
+    let mean = cv.mean["accuracy"];
+    let by_hand = cv.folds.iter().map(|f| f["accuracy"]).sum::<f64>() / 3.0;
+    assert!((mean - by_hand).abs() < 1e-12);
+    assert!(mean > 0.7, "mean accuracy {mean}");
+    assert!(cv.std["accuracy"] > 0.0);
+}

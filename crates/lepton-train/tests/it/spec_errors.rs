@@ -1,0 +1,143 @@
+//! Bad specs fail before training, with errors that name the key, the line and the shapes.
+
+use lepton_train::{train, NoopObserver, Spec};
+
+use crate::common::{tabular_spec, write_csv};
+
+const MNIST_SPEC: &str = r#"name = "m"
+[data]
+format = "mnist"
+path = "../data/mnist"
+
+[model]
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "linear"
+in-features = 700
+out-features = 10
+
+[optimizer]
+kind = "sgd"
+lr = 0.1
+"#;
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn typo_key_names_the_key_the_file_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MNIST_SPEC.replace("lr = 0.1", "lr = 0.1\nmomentun = 0.9");
+    let p = write(dir.path(), "typo.toml", &text);
+    let err = Spec::from_file(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("typo.toml") && err.contains("momentun") && err.contains("line 17"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MNIST_SPEC.replace("lr = 0.1", "lr = \"fast\"");
+    let p = write(dir.path(), "wrong.toml", &text);
+    let err = Spec::from_file(&p).unwrap_err().to_string();
+    assert!(err.contains("line 16") && err.contains("fast"), "{err}");
+    let text = MNIST_SPEC.replace("name = \"m\"", "name = \"m\"\nseed = -3");
+    let err = Spec::from_file(&write(dir.path(), "seed.toml", &text))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn out_of_range_value_names_the_key_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MNIST_SPEC.replace("lr = 0.1", "lr = 0.1\nmomentum = 1.5");
+    let err = Spec::from_file(&write(dir.path(), "m.toml", &text))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("optimizer.momentum (line 17)") && err.contains("1.5"),
+        "{err}"
+    );
+    let text = format!("{MNIST_SPEC}\n[train]\nbatch-size = 0\n");
+    let err = Spec::from_file(&write(dir.path(), "b.toml", &text))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.batch-size (line 19)"), "{err}");
+}
+
+#[test]
+fn impossible_shape_fails_at_load_naming_the_layer_and_the_shapes() {
+    // MNIST's input shape is known without reading the data: the check runs in from_file.
+    let dir = tempfile::tempdir().unwrap();
+    let err = Spec::from_file(&write(dir.path(), "shape.toml", MNIST_SPEC))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.layers[1] (line 9)") && err.contains("700") && err.contains("784"),
+        "{err}"
+    );
+}
+
+#[test]
+fn impossible_shape_on_tabular_data_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("t.csv"), 60);
+    let text = tabular_spec("t.csv", 1, 5).replace("out-features = 3\n", "out-features = 4\n");
+    let spec = Spec::from_file(&write(dir.path(), "t.toml", &text)).unwrap();
+    let run = dir.path().join("run");
+    let err = train(&spec, &run, &mut NoopObserver)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.layers[4]") && err.contains("[4]") && err.contains("3 classes"),
+        "{err}"
+    );
+    assert!(!run.join("checkpoints").exists(), "nothing is trained");
+}
+
+#[test]
+fn resolved_spec_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("t.csv"), 60);
+    let spec = Spec::from_file(&write(dir.path(), "t.toml", &tabular_spec("t.csv", 1, 5))).unwrap();
+    let toml = spec.to_toml().unwrap();
+    assert!(
+        toml.contains("batch-size = 16") && toml.contains("eval-batch-size = 1000"),
+        "{toml}"
+    );
+    // Written elsewhere, the resolved spec still finds the data (absolute paths).
+    let other = tempfile::tempdir().unwrap();
+    let again = Spec::from_file(&write(other.path(), "t.toml", &toml)).unwrap();
+    assert_eq!(
+        again.resolve(&again.data.path),
+        spec.resolve(&spec.data.path)
+    );
+    assert_eq!(again.train, spec.train);
+    assert_eq!(again.optimizer, spec.optimizer);
+}
+
+#[test]
+fn every_example_spec_parses_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            let spec = Spec::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert!(
+                spec.resolve(&spec.data.path).exists(),
+                "{}: data path",
+                p.display()
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 6, "found {n} example specs");
+}
