@@ -320,7 +320,10 @@ async fn v2_infer_json_and_binary() {
 #[tokio::test]
 async fn admin_refuses_path_traversal() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ServeConfig { models_dir: Some(dir.path().to_path_buf()), ..Default::default() };
+    let cfg = ServeConfig {
+        models_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
     let state = state_with(cfg, Some("at:admin"), Arc::new(Fake::new(Duration::ZERO)));
     for path in ["../etc/passwd", "/etc/passwd", "a/../../x"] {
         let (s, _, body) = send(

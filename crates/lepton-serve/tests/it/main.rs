@@ -2,6 +2,7 @@
 //! whose output is a softmax over [sum, -sum] of its features.
 
 mod api;
+mod deploy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

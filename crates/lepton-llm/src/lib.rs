@@ -1,1 +1,0 @@
-//! lepton-llm
