@@ -1,7 +1,3 @@
-// NOTE FOR THE DATA HELPER (temporary, the lead removes it): the lead already wrote this crate, the
-// fetch script and data/ while you were starting up (all committed). Do NOT rewrite or restructure
-// it: review it, fix real bugs, add the fuzz/ targets (expose what they need), more tests and docs.
-// Keep the public API (lib.rs re-exports) stable: other crates use it now.
 //! Datasets, preprocessing, splits and batching for Lepton.
 //!
 //! | module | what |

@@ -1,5 +1,3 @@
-// NOTE FOR THE EVAL/PHOTON HELPER (temporary, the lead removes it): the lead wrote lepton-eval while
-// you were starting up; it is committed. Do NOT rewrite it; focus on lepton-photon.
 //! Metrics, cross-validation reports and plots for Lepton.
 //!
 //! | module | what |

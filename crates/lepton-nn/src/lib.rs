@@ -1,6 +1,3 @@
-// NOTE FOR THE NN AND KERNELS HELPERS (temporary, the lead removes it): the lead wrote this crate
-// (layers, spec, init, loss, kernels: im2col conv2d, max-pool with argmax backward) while you were
-// starting up; it is committed. Do NOT rewrite it: review, fix real bugs, speed up kernels/, add tests.
 //! Layers, models, losses and fast CPU kernels for Lepton, on candle.
 //!
 //! | module | what |

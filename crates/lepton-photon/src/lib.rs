@@ -1,5 +1,3 @@
-// NOTE FOR THE PHOTON HELPER (temporary, the lead removes it): the lead wrote this crate while you
-// were starting up; it is committed. Do NOT rewrite it: review it, fix real bugs, add tests.
 //! The photon: one self-describing, checksummed file holding a trained model: weights, model
 //! spec, loss (hence the output activation), fitted preprocessor, class names, input schema and
 //! evaluation metrics.
