@@ -3,7 +3,9 @@
 SAME folds (Lepton writes its fold assignment to folds.json).
 
 usage: bench/tabular_cv.py [--lepton target/release/lepton] [--folds 5]
-Needs scikit-learn and numpy (bench/run.sh installs them into ~/.cache/lepton-bench/venv).
+Needs scikit-learn and numpy, e.g. in a venv outside the repo:
+    python3 -m venv ~/.cache/lepton-bench/venv && ~/.cache/lepton-bench/venv/bin/pip install scikit-learn numpy
+    cargo build --release -p lepton-cli && ~/.cache/lepton-bench/venv/bin/python bench/tabular_cv.py
 """
 import argparse
 import csv
