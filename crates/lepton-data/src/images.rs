@@ -90,14 +90,16 @@ pub fn decode_image(
     height: usize,
     width: usize,
 ) -> Vec<u8> {
+    let resized;
     let img = if img.height() as usize != height || img.width() as usize != width {
-        img.resize_exact(
+        resized = img.resize_exact(
             width as u32,
             height as u32,
             image::imageops::FilterType::Triangle,
-        )
+        );
+        &resized
     } else {
-        img.clone()
+        img
     };
     let (h, w) = (height, width);
     let mut out = vec![0u8; channels * h * w];

@@ -1,6 +1,6 @@
 //! From a `[data]` spec to preprocessed train / validation / test datasets, plus a data report.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -219,18 +219,11 @@ fn drop_incomplete(t: &mut Table) {
     t.lines = keep.iter().map(|&i| t.lines[i]).collect();
 }
 
-fn count_duplicates<'a>(items: impl Iterator<Item = Vec<u8>> + 'a) -> usize {
-    let mut seen: HashMap<u64, ()> = HashMap::new();
-    let mut dup = 0;
-    for it in items {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        it.hash(&mut h);
-        if seen.insert(h.finish(), ()).is_some() {
-            dup += 1;
-        }
-    }
-    dup
+fn count_duplicates<T: std::hash::Hash>(items: impl Iterator<Item = T>) -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    let hasher = RandomState::new();
+    let mut seen = std::collections::HashSet::new();
+    items.filter(|it| !seen.insert(hasher.hash_one(it))).count()
 }
 
 impl Raw {
@@ -271,7 +264,7 @@ impl Raw {
                         .or_default() += 1;
                 }
                 let n = train.sample_len().max(1);
-                report.duplicates = count_duplicates(train.pixels.chunks(n).map(|c| c.to_vec()));
+                report.duplicates = count_duplicates(train.pixels.chunks(n));
                 report.counts.insert(
                     "all".into(),
                     train.len() + test.as_ref().map_or(0, |t| t.len()),
@@ -290,13 +283,7 @@ impl Raw {
                         *report.class_counts.entry(l.clone()).or_default() += 1;
                     }
                 }
-                report.duplicates = count_duplicates(
-                    table
-                        .rows
-                        .iter()
-                        .zip(&table.labels)
-                        .map(|(r, l)| format!("{r:?}{l}").into_bytes()),
-                );
+                report.duplicates = count_duplicates(table.rows.iter().zip(&table.labels));
                 report.counts.insert(
                     "all".into(),
                     table.rows.len() + test.as_ref().map_or(0, |t| t.rows.len()),

@@ -125,8 +125,7 @@ impl Tokens {
             env_entries: env_entries.clone(),
             ..Default::default()
         };
-        let mut entries = to_entries(Vec::new());
-        entries.extend(env_entries);
+        let mut entries = env_entries;
         if let Some(f) = file {
             let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
             entries.extend(to_entries(parse_tokens(&text, &f.display().to_string())?));

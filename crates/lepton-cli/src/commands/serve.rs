@@ -1,7 +1,5 @@
 //! `lepton serve FILE... [--config serve.toml] [--listen ADDR] [--insecure]`.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use lepton_serve::photon::PhotonBackend;
 use lepton_serve::{AppState, ServeConfig, Tokens};
@@ -48,7 +46,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("loading {}", path.display()))?;
             tracing::info!(model = %name, path = %path.display(), "model loaded");
         }
-        let _ = Arc::clone(&state.inner);
         lepton_serve::serve(state).await.map_err(anyhow::Error::msg)
     })
 }
