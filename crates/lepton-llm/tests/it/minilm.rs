@@ -1,0 +1,70 @@
+//! all-MiniLM-L6-v2 against sentence-transformers' published numbers (issue 5, acceptance 1).
+//! Needs `scripts/fetch-assets.sh models` (run by `scripts/test.sh`); fails loudly without it.
+
+use lepton_llm::{cosine, Embedder, Tokenizer};
+
+use crate::model_dir;
+
+#[test]
+fn minilm_token_ids_match_the_reference() {
+    let dir = model_dir("all-MiniLM-L6-v2");
+    let tk = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    assert_eq!(
+        tk.encode("A man is eating food.", true).unwrap(),
+        [101, 1037, 2158, 2003, 5983, 2833, 1012, 102]
+    );
+}
+
+#[test]
+fn minilm_cosines_match_sentence_transformers_docs() {
+    let e = Embedder::load(&model_dir("all-MiniLM-L6-v2")).unwrap();
+    assert_eq!(e.dim(), 384);
+    assert_eq!(e.max_tokens, 256);
+    let texts = [
+        "The new movie is awesome",
+        "The cat sits outside",
+        "The new movie is so great",
+        "The cat plays in the garden",
+    ];
+    let out = e.embed(&texts).unwrap();
+    for v in &out.vectors {
+        let n: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-5, "not L2-normalised: {n}");
+    }
+    let c1 = cosine(&out.vectors[0], &out.vectors[2]);
+    let c2 = cosine(&out.vectors[1], &out.vectors[3]);
+    assert!((c1 - 0.8939).abs() < 1e-3, "movie cosine {c1}");
+    assert!((c2 - 0.6788).abs() < 1e-3, "cat cosine {c2}");
+    assert_eq!(out.tokens, [7, 6, 8, 8]);
+
+    // Batched (padded) and one-by-one embeddings agree: padding must not leak into the mean.
+    let alone = e.embed(&texts[1..2]).unwrap();
+    assert!(cosine(&alone.vectors[0], &out.vectors[1]) > 0.99999);
+}
+
+#[test]
+fn minilm_over_long_inputs_truncate_or_fail_by_name() {
+    let mut e = Embedder::load(&model_dir("all-MiniLM-L6-v2")).unwrap();
+    let long = "word ".repeat(600);
+    let out = e.embed(&["short", &long]).unwrap();
+    assert_eq!(out.tokens[1], 256);
+    e.truncate = false;
+    let err = e.embed(&["short", &long]).unwrap_err().to_string();
+    assert!(
+        err.contains("input 1 has 602 tokens") && err.contains("at most 256"),
+        "{err}"
+    );
+}
+
+#[test]
+fn minilm_truncation_keeps_the_trailing_separator() {
+    let dir = model_dir("all-MiniLM-L6-v2");
+    let tk = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let e = tk
+        .encode_batch(&["A man is eating food."], Some(5))
+        .unwrap()
+        .remove(0);
+    assert_eq!(e.ids, [101, 1037, 2158, 2003, 102]);
+    assert_eq!(e.full_len, 8);
+    assert!(e.truncated());
+}
