@@ -4,6 +4,7 @@
 
 mod errors;
 mod minilm;
+mod smollm2;
 
 use std::path::PathBuf;
 

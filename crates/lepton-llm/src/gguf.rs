@@ -1,0 +1,379 @@
+//! Reading a GGUF file: hyper-parameters, the embedded tokenizer and chat template, and the weights.
+//!
+//! candle's `gguf_file` parses the header (metadata and tensor directory); this module turns the
+//! `llama.*` metadata into a [`LlamaConfig`] with every field resolved, builds a `tokenizers`
+//! BPE tokenizer from `tokenizer.ggml.*` (GPT-2 byte-level BPE, the `smollm`/`gpt2` pre-tokenizers),
+//! and reads tensors as [`QMatrix`] after checking their names, types and shapes.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
+
+use crate::quant::{QMatrix, QType};
+use crate::{Error, Result};
+
+/// Hyper-parameters of a Llama-family decoder, all resolved (no defaults left to apply).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// `general.name`, or the file stem when absent.
+    pub name: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Longest sequence (prompt + generated) the model was trained for.
+    pub context_length: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f32,
+}
+
+/// Token ids and text the tokenizer section of a GGUF file declares.
+#[derive(Debug, Clone)]
+pub struct SpecialTokens {
+    pub bos_id: u32,
+    pub eos_id: u32,
+    pub bos: String,
+    pub eos: String,
+    /// Prepend `bos` to prompts (`tokenizer.ggml.add_bos_token`, default false).
+    pub add_bos: bool,
+}
+
+/// An opened GGUF file.
+pub struct GgufFile {
+    path: PathBuf,
+    file: fs_err::File,
+    content: Content,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut file = fs_err::File::open(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        let content = Content::read(&mut file).map_err(Error::candle(format!(
+            "reading the GGUF header of {}",
+            path.display()
+        )))?;
+        Ok(Self {
+            path: path.into(),
+            file,
+            content,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error::Config {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<&Value> {
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| self.err(format!("missing metadata key {key}")))
+    }
+
+    fn get_usize(&self, key: &str) -> Result<usize> {
+        let v = self.get(key)?;
+        v.to_u64()
+            .map(|v| v as usize)
+            .or_else(|_| v.to_u32().map(|v| v as usize))
+            .or_else(|_| v.to_i32().map(|v| v.max(0) as usize))
+            .map_err(|_| self.err(format!("metadata key {key} is not an integer ({v:?})")))
+    }
+
+    fn get_f32(&self, key: &str) -> Result<f32> {
+        let v = self.get(key)?;
+        v.to_f32()
+            .or_else(|_| v.to_f64().map(|v| v as f32))
+            .map_err(|_| self.err(format!("metadata key {key} is not a float")))
+    }
+
+    fn get_str(&self, key: &str) -> Result<&str> {
+        self.get(key)?
+            .to_string()
+            .map(String::as_str)
+            .map_err(|_| self.err(format!("metadata key {key} is not a string")))
+    }
+
+    /// The architecture's hyper-parameters; errors name the missing or inconsistent key.
+    pub fn llama_config(&self) -> Result<LlamaConfig> {
+        let arch = self.get_str("general.architecture")?;
+        if arch != "llama" {
+            return Err(Error::UnknownArchitecture {
+                path: self.path.clone(),
+                found: arch.into(),
+                supported: "llama",
+            });
+        }
+        let hidden_size = self.get_usize("llama.embedding_length")?;
+        let num_heads = self.get_usize("llama.attention.head_count")?;
+        let num_kv_heads = match self.content.metadata.get("llama.attention.head_count_kv") {
+            Some(_) => self.get_usize("llama.attention.head_count_kv")?,
+            None => num_heads,
+        };
+        if num_heads == 0 || hidden_size % num_heads != 0 {
+            return Err(self.err(format!(
+                "llama.embedding_length {hidden_size} is not a multiple of llama.attention.head_count {num_heads}"
+            )));
+        }
+        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(self.err(format!(
+                "llama.attention.head_count {num_heads} is not a multiple of llama.attention.head_count_kv {num_kv_heads}"
+            )));
+        }
+        let head_dim = hidden_size / num_heads;
+        if let Some(_) = self.content.metadata.get("llama.rope.dimension_count") {
+            let rope_dim = self.get_usize("llama.rope.dimension_count")?;
+            if rope_dim != head_dim {
+                return Err(self.err(format!(
+                    "llama.rope.dimension_count {rope_dim} != head dimension {head_dim} (partial RoPE is not supported)"
+                )));
+            }
+        }
+        let vocab_size = match self.content.metadata.get("llama.vocab_size") {
+            Some(_) => self.get_usize("llama.vocab_size")?,
+            None => self
+                .get("tokenizer.ggml.tokens")?
+                .to_vec()
+                .map(Vec::len)
+                .unwrap_or(0),
+        };
+        let name = match self.get_str("general.name") {
+            Ok(n) => n.to_string(),
+            Err(_) => self
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let rope_theta = match self.content.metadata.get("llama.rope.freq_base") {
+            Some(_) => self.get_f32("llama.rope.freq_base")?,
+            None => 10_000.0,
+        };
+        Ok(LlamaConfig {
+            name,
+            vocab_size,
+            hidden_size,
+            intermediate_size: self.get_usize("llama.feed_forward_length")?,
+            num_layers: self.get_usize("llama.block_count")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            context_length: self.get_usize("llama.context_length")?,
+            rope_theta,
+            rms_norm_eps: self.get_f32("llama.attention.layer_norm_rms_epsilon")?,
+        })
+    }
+
+    /// The chat template, if the file has one.
+    pub fn chat_template(&self) -> Option<String> {
+        self.get_str("tokenizer.chat_template")
+            .ok()
+            .map(str::to_owned)
+    }
+
+    /// Build the embedded GPT-2-style byte-level BPE tokenizer.
+    pub fn tokenizer(&self) -> Result<(tokenizers::Tokenizer, SpecialTokens)> {
+        use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::pre_tokenizers::digits::Digits;
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        use tokenizers::{AddedToken, PreTokenizerWrapper};
+
+        let model = self.get_str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(self.err(format!(
+                "tokenizer.ggml.model {model:?} is not supported (supported: gpt2)"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<String>> {
+            let list = self
+                .get(key)?
+                .to_vec()
+                .map_err(|_| self.err(format!("metadata key {key} is not a list")))?;
+            list.iter()
+                .map(|v| {
+                    v.to_string()
+                        .cloned()
+                        .map_err(|_| self.err(format!("metadata key {key} holds a non-string")))
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?;
+        let types: Vec<i32> = match self.content.metadata.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|_| self.err("tokenizer.ggml.token_type is not a list"))?
+                .iter()
+                .map(|v| v.to_i32().unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        if types.len() != tokens.len() {
+            return Err(self.err(format!(
+                "tokenizer.ggml.token_type has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            )));
+        }
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    .ok_or_else(|| {
+                        self.err(format!("tokenizer.ggml.merges[{i}] {m:?} is not \"a b\""))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| self.err(format!("building the BPE tokenizer: {e}")))?;
+        let mut tok = tokenizers::Tokenizer::new(bpe);
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre = self.get_str("tokenizer.ggml.pre").unwrap_or("default");
+        let pre: PreTokenizerWrapper = match pre {
+            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+            "default" | "gpt2" | "gpt-2" => byte_level.into(),
+            other => return Err(self.err(format!(
+                "tokenizer.ggml.pre {other:?} is not supported (supported: smollm, gpt2, default)"
+            ))),
+        };
+        tok.with_pre_tokenizer(Some(pre));
+        tok.with_decoder(Some(ByteLevelDecoder::default()));
+        // Control (3) and user-defined (4) tokens are matched whole in the input text.
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == 3 || t == 4)
+            .map(|(s, &t)| AddedToken::from(s.clone(), t == 3))
+            .collect();
+        let _added = tok.add_special_tokens(special);
+        let id = |key: &str| -> Result<u32> {
+            let id = self.get_usize(key)?;
+            if id >= tokens.len() {
+                return Err(self.err(format!(
+                    "{key} {id} is not below the vocabulary size {}",
+                    tokens.len()
+                )));
+            }
+            Ok(id as u32)
+        };
+        let bos_id = id("tokenizer.ggml.bos_token_id")?;
+        let eos_id = id("tokenizer.ggml.eos_token_id")?;
+        let add_bos = self
+            .get("tokenizer.ggml.add_bos_token")
+            .ok()
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        let special = SpecialTokens {
+            bos_id,
+            eos_id,
+            bos: tokens[bos_id as usize].clone(),
+            eos: tokens[eos_id as usize].clone(),
+            add_bos,
+        };
+        Ok((tok, special))
+    }
+
+    /// Whether the file has a tensor called `name`.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Read tensor `name`, checking its shape (`[rows, cols]` in PyTorch order, GGUF stores them
+    /// reversed). Types without a kernel in [`crate::quant`] are dequantized to f32 with candle.
+    pub fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+        let expected = if rows == 1 {
+            vec![cols]
+        } else {
+            vec![rows, cols]
+        };
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.path.clone(),
+                name: name.into(),
+                expected: expected.clone(),
+            })?;
+        let found = info.shape.dims().to_vec();
+        if found != expected {
+            return Err(Error::TensorShape {
+                path: self.path.clone(),
+                name: name.into(),
+                expected,
+                found,
+            });
+        }
+        let dtype = info.ggml_dtype;
+        let qtype = match dtype {
+            GgmlDType::F32 => Some(QType::F32),
+            GgmlDType::Q4_1 => Some(QType::Q4_1),
+            GgmlDType::Q8_0 => Some(QType::Q8_0),
+            _ => None,
+        };
+        let read_err = |path: &Path, source| Error::Io {
+            path: path.into(),
+            source,
+        };
+        match qtype {
+            Some(qtype) => {
+                let n = rows * cols / dtype.block_size() * dtype.type_size();
+                let start = self.content.tensor_data_offset + info.offset;
+                let mut data = vec![0u8; n];
+                self.file
+                    .seek(SeekFrom::Start(start))
+                    .and_then(|_| self.file.read_exact(&mut data))
+                    .map_err(|e| read_err(&self.path, e))?;
+                QMatrix::new(qtype, rows, cols, data)
+                    .map_err(|m| self.err(format!("tensor {name}: {m}")))
+            }
+            None => {
+                let q = self
+                    .content
+                    .tensor(&mut self.file, name, &candle_core::Device::Cpu)
+                    .map_err(Error::candle(format!("reading tensor {name}")))?;
+                let values: Vec<f32> = q
+                    .dequantize(&candle_core::Device::Cpu)
+                    .and_then(|t| t.flatten_all()?.to_vec1())
+                    .map_err(Error::candle(format!(
+                        "dequantizing tensor {name} ({dtype:?})"
+                    )))?;
+                QMatrix::from_f32(rows, cols, &values)
+                    .map_err(|m| self.err(format!("tensor {name}: {m}")))
+            }
+        }
+    }
+
+    /// Read a 1-D f32 tensor (a norm's weight) of length `len`.
+    pub fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let m = self.matrix(name, 1, len)?;
+        let mut out = vec![0f32; len];
+        m.dequantize_row(0, &mut out);
+        Ok(out)
+    }
+}

@@ -1,0 +1,297 @@
+//! A Llama-family decoder on GGUF weights, with per-sequence KV caches and batched steps.
+//!
+//! # Maths (per layer, for every token row `x` of width `hidden`)
+//! ```text
+//! h = RMSNorm(x) · w_attn_norm
+//! q, k, v = h Wqᵀ, h Wkᵀ, h Wvᵀ            (fused into one matmul: [q | k | v])
+//! q, k = RoPE(q, pos), RoPE(k, pos)         (interleaved pairs, theta = rope_theta)
+//! a_h = softmax(q_h · K_gᵀ / sqrt(d)) V_g   (head h reads KV head g = h / (heads / kv_heads),
+//!                                            causal: positions 0..=pos of its own sequence)
+//! x = x + [a_1 .. a_H] Woᵀ
+//! h = RMSNorm(x) · w_ffn_norm
+//! x = x + (SiLU(h Wgateᵀ) ⊙ h Wupᵀ) Wdownᵀ   (gate and up fused)
+//! ```
+//! then `logits = RMSNorm(x_last) · w_norm · Woutᵀ` (the embedding matrix when the file ties them).
+//!
+//! # Batching
+//! [`Llama::forward`] takes several [`Step`]s — a prompt to prefill (many tokens) or one token to
+//! decode — for different sequences, stacks all their rows through the matmuls (each weight block
+//! is read once for the whole batch) and runs attention per sequence against its own [`KvCache`].
+//! Every row goes through the same operations whatever else is in the batch, so a sequence's
+//! logits are bit-identical batched or alone.
+
+mod kv_cache;
+pub mod ops;
+
+pub use kv_cache::KvCache;
+
+use rayon::prelude::*;
+
+use crate::gguf::{GgufFile, LlamaConfig};
+use crate::quant::QMatrix;
+use crate::{Error, Result};
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    /// Wq, Wk, Wv stacked (or separately when their types differ).
+    qkv: Vec<QMatrix>,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    /// Wgate, Wup stacked (or separately when their types differ).
+    gate_up: Vec<QMatrix>,
+    down: QMatrix,
+}
+
+/// The weights of a Llama-family decoder.
+pub struct Llama {
+    config: LlamaConfig,
+    embed: QMatrix,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    /// `None` when the output projection is tied to the embedding.
+    output: Option<QMatrix>,
+}
+
+/// One sequence's part of a forward pass: new tokens, appended after what its cache holds.
+pub struct Step<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+}
+
+/// Reusable buffers for [`Llama::forward`] (grown to the largest batch, then reused).
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    att: Vec<f32>,
+    gu: Vec<f32>,
+    act: Vec<f32>,
+    last: Vec<f32>,
+    q8: Vec<u8>,
+}
+
+fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
+}
+
+/// Stack matrices when they share a type, else keep them apart.
+fn fuse(parts: Vec<QMatrix>) -> Vec<QMatrix> {
+    match QMatrix::concat_rows(&parts) {
+        Some(m) => vec![m],
+        None => parts,
+    }
+}
+
+/// `out (m × Σ rows) = x Wᵀ` for matrices stacked along the output columns.
+fn matmul_parts(parts: &[QMatrix], x: &[f32], out: &mut [f32], q8: &mut Vec<u8>) {
+    let stride: usize = parts.iter().map(QMatrix::rows).sum();
+    let mut offset = 0;
+    for p in parts {
+        p.matmul_strided(x, out, stride, offset, q8);
+        offset += p.rows();
+    }
+}
+
+impl Llama {
+    /// Load the weights of the file's `llama` architecture, checking every tensor's shape.
+    pub fn load(file: &mut GgufFile, config: LlamaConfig) -> Result<Self> {
+        let c = &config;
+        let (hd, kvd, ff) = (
+            c.hidden_size,
+            c.num_kv_heads * c.head_dim,
+            c.intermediate_size,
+        );
+        let embed = file.matrix("token_embd.weight", c.vocab_size, hd)?;
+        let output = if file.has_tensor("output.weight") {
+            Some(file.matrix("output.weight", c.vocab_size, hd)?)
+        } else {
+            None
+        };
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: file.vector(&n("attn_norm"), hd)?,
+                qkv: fuse(vec![
+                    file.matrix(&n("attn_q"), hd, hd)?,
+                    file.matrix(&n("attn_k"), kvd, hd)?,
+                    file.matrix(&n("attn_v"), kvd, hd)?,
+                ]),
+                wo: file.matrix(&n("attn_output"), hd, hd)?,
+                ffn_norm: file.vector(&n("ffn_norm"), hd)?,
+                gate_up: fuse(vec![
+                    file.matrix(&n("ffn_gate"), ff, hd)?,
+                    file.matrix(&n("ffn_up"), ff, hd)?,
+                ]),
+                down: file.matrix(&n("ffn_down"), hd, ff)?,
+            });
+        }
+        let norm = file.vector("output_norm.weight", hd)?;
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            norm,
+            output,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// An empty cache for a sequence of at most `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        let c = &self.config;
+        KvCache::new(c.num_layers, c.num_kv_heads, c.head_dim, capacity)
+    }
+
+    /// Bytes a cache of `positions` positions takes.
+    pub fn cache_bytes(&self, positions: usize) -> usize {
+        let c = &self.config;
+        2 * 4 * c.num_layers * c.num_kv_heads * c.head_dim * positions
+    }
+
+    /// Run `steps` through the model; `logits` gets `steps.len() × vocab` values, the next-token
+    /// logits after each step's last token. Each step's cache advances by its token count.
+    pub fn forward(
+        &self,
+        steps: &mut [Step<'_>],
+        scratch: &mut Scratch,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let c = &self.config;
+        let (hd, d) = (c.hidden_size, c.head_dim);
+        let kvd = c.num_kv_heads * d;
+        let qkv_w = hd + 2 * kvd;
+        let ff = c.intermediate_size;
+        for s in steps.iter() {
+            if s.tokens.is_empty() {
+                return Err(Error::InvalidRequest {
+                    field: "prompt",
+                    message: "no tokens to run".into(),
+                });
+            }
+            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+                return Err(Error::InvalidRequest {
+                    field: "prompt",
+                    message: format!(
+                        "token id {t} is not below the vocabulary size {}",
+                        c.vocab_size
+                    ),
+                });
+            }
+            s.cache.check_room(s.tokens.len())?;
+        }
+        // (first row, row count, first position) of each step.
+        let mut spans = Vec::with_capacity(steps.len());
+        let mut rows = 0;
+        for s in steps.iter() {
+            spans.push((rows, s.tokens.len(), s.cache.len()));
+            rows += s.tokens.len();
+        }
+        let Scratch {
+            x,
+            h,
+            qkv,
+            att,
+            gu,
+            act,
+            last,
+            q8,
+        } = scratch;
+        let x = resize(x, rows * hd);
+        for (row, &t) in steps.iter().flat_map(|s| s.tokens).enumerate() {
+            self.embed
+                .dequantize_row(t as usize, &mut x[row * hd..(row + 1) * hd]);
+        }
+        let h = resize(h, rows * hd);
+        let qkv = resize(qkv, rows * qkv_w);
+        let att = resize(att, rows * hd);
+        let gu = resize(gu, rows * 2 * ff);
+        let act = resize(act, rows * ff);
+        let scale = 1.0 / (d as f32).sqrt();
+        let group = c.num_heads / c.num_kv_heads;
+        for (li, layer) in self.layers.iter().enumerate() {
+            for (xr, hr) in x.chunks_exact(hd).zip(h.chunks_exact_mut(hd)) {
+                ops::rms_norm(xr, &layer.attn_norm, c.rms_norm_eps, hr);
+            }
+            matmul_parts(&layer.qkv, h, qkv, q8);
+            for (si, s) in steps.iter_mut().enumerate() {
+                let (r0, n, p0) = spans[si];
+                for j in 0..n {
+                    let row = &mut qkv[(r0 + j) * qkv_w..(r0 + j + 1) * qkv_w];
+                    let (q, kv) = row.split_at_mut(hd);
+                    ops::rope_interleaved(q, d, p0 + j, c.rope_theta);
+                    let (k, v) = kv.split_at_mut(kvd);
+                    ops::rope_interleaved(k, d, p0 + j, c.rope_theta);
+                    s.cache.store(li, p0 + j, k, v);
+                }
+            }
+            // Attention: one task per (sequence, query head).
+            let qkv_ref: &[f32] = qkv;
+            let att_ptr = SendPtr(att.as_mut_ptr());
+            let tasks: Vec<(usize, usize)> = (0..steps.len())
+                .flat_map(|si| (0..c.num_heads).map(move |head| (si, head)))
+                .collect();
+            let caches: Vec<&KvCache> = steps.iter().map(|s| &*s.cache).collect();
+            tasks
+                .par_iter()
+                .for_each_init(Vec::new, |scores, &(si, head)| {
+                    let (r0, n, p0) = spans[si];
+                    let (k, v) = caches[si].head(li, head / group);
+                    let att_ptr = &att_ptr;
+                    for j in 0..n {
+                        let row = r0 + j;
+                        let q = &qkv_ref[row * qkv_w + head * d..row * qkv_w + (head + 1) * d];
+                        // SAFETY: each (row, head) slice of `att` is written by exactly one task.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(att_ptr.0.add(row * hd + head * d), d)
+                        };
+                        ops::attend(q, k, v, p0 + j + 1, scale, scores, out);
+                    }
+                });
+            layer.wo.matmul(att, h, q8);
+            for (xv, hv) in x.iter_mut().zip(h.iter()) {
+                *xv += hv;
+            }
+            for (xr, hr) in x.chunks_exact(hd).zip(h.chunks_exact_mut(hd)) {
+                ops::rms_norm(xr, &layer.ffn_norm, c.rms_norm_eps, hr);
+            }
+            matmul_parts(&layer.gate_up, h, gu, q8);
+            for (g, a) in gu.chunks_exact(2 * ff).zip(act.chunks_exact_mut(ff)) {
+                ops::silu_mul(&g[..ff], &g[ff..], a);
+            }
+            layer.down.matmul(act, h, q8);
+            for (xv, hv) in x.iter_mut().zip(h.iter()) {
+                *xv += hv;
+            }
+        }
+        let last = resize(last, steps.len() * hd);
+        for (si, &(r0, n, _)) in spans.iter().enumerate() {
+            let row = r0 + n - 1;
+            ops::rms_norm(
+                &x[row * hd..(row + 1) * hd],
+                &self.norm,
+                c.rms_norm_eps,
+                &mut last[si * hd..(si + 1) * hd],
+            );
+        }
+        let logits = resize(logits, steps.len() * c.vocab_size);
+        self.output
+            .as_ref()
+            .unwrap_or(&self.embed)
+            .matmul(last, logits, q8);
+        for (s, &(_, n, _)) in steps.iter_mut().zip(&spans) {
+            s.cache.advance(n);
+        }
+        Ok(())
+    }
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: used only for disjoint writes inside one `forward` call.
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}

@@ -1,0 +1,140 @@
+//! Row-wise building blocks of the decoder, on f32 slices, each written to follow ggml's order of
+//! operations where that matters for matching llama.cpp (sums of squares and softmax normalisers
+//! in f64, RoPE angles by repeated multiplication).
+//!
+//! Every function works on one row (or one sequence's head) at a time, so results never depend on
+//! which other sequences share a batch.
+
+/// RMSNorm: `y = x / sqrt(mean(x²) + eps) · w` (ggml `rms_norm` then `mul`).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+        *y = (x * scale) * w;
+    }
+}
+
+/// Rotary position embedding, "normal" (interleaved) mode as llama.cpp uses for Llama GGUF files:
+/// pairs `(x[2i], x[2i+1])` of every head rotate by `pos · theta_base^(-2i/head_dim)`.
+pub fn rope_interleaved(x: &mut [f32], head_dim: usize, pos: usize, theta_base: f32) {
+    let theta_scale = theta_base.powf(-2.0 / head_dim as f32);
+    let mut theta = pos as f32;
+    for i in 0..head_dim / 2 {
+        let (sin, cos) = theta.sin_cos();
+        for head in x.chunks_exact_mut(head_dim) {
+            let (a, b) = (head[2 * i], head[2 * i + 1]);
+            head[2 * i] = a * cos - b * sin;
+            head[2 * i + 1] = a * sin + b * cos;
+        }
+        theta *= theta_scale;
+    }
+}
+
+/// `x·y` with eight partial sums (vectorises without fast-math).
+#[inline]
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut xc = x.chunks_exact(8);
+    let mut yc = y.chunks_exact(8);
+    for (a, b) in (&mut xc).zip(&mut yc) {
+        for l in 0..8 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]);
+    for (a, b) in xc.remainder().iter().zip(yc.remainder()) {
+        s += a * b;
+    }
+    s
+}
+
+/// Causal attention of one query head over `len` cached positions:
+/// `out = softmax(q·Kᵀ · scale) V` with `K`, `V` rows of `head_dim` values.
+pub fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    scores.clear();
+    scores.extend(k[..len * d].chunks_exact(d).map(|kt| dot(q, kt) * scale));
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0f64;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    out.fill(0.0);
+    for (p, vt) in scores.iter().zip(v[..len * d].chunks_exact(d)) {
+        let p = p * inv;
+        for (o, &vv) in out.iter_mut().zip(vt) {
+            *o += p * vv;
+        }
+    }
+}
+
+/// SwiGLU: `gate · sigmoid(gate) · up`.
+pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_by_hand() {
+        // mean(x²) = (9 + 16) / 2 = 12.5
+        let mut y = [0f32; 2];
+        rms_norm(&[3.0, -4.0], &[1.0, 2.0], 0.0, &mut y);
+        let r = 12.5f32.sqrt();
+        assert!((y[0] - 3.0 / r).abs() < 1e-6 && (y[1] + 8.0 / r).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_and_keeps_norms() {
+        let mut x = [1.0f32, 0.0, 1.0, 0.0];
+        rope_interleaved(&mut x, 4, 1, 10_000.0);
+        // pair 0 rotates by 1 rad, pair 1 by 1/100 rad.
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
+        assert!((x[2] - 0.01f32.cos()).abs() < 1e-6 && (x[3] - 0.01f32.sin()).abs() < 1e-6);
+        let mut y = [0.3f32, -0.7, 2.0, 0.5];
+        rope_interleaved(&mut y, 4, 17, 10_000.0);
+        assert!(((y[0] * y[0] + y[1] * y[1]) - 0.58).abs() < 1e-5);
+    }
+
+    #[test]
+    fn attention_by_hand() {
+        // Two keys; q·k = [0, ln 3] → weights [1/4, 3/4].
+        let q = [1.0f32, 0.0];
+        let k = [0.0f32, 0.0, 3f32.ln(), 0.0];
+        let v = [4.0f32, 0.0, 0.0, 8.0];
+        let mut out = [0f32; 2];
+        attend(&q, &k, &v, 2, 1.0, &mut Vec::new(), &mut out);
+        assert!(
+            (out[0] - 1.0).abs() < 1e-6 && (out[1] - 6.0).abs() < 1e-6,
+            "{out:?}"
+        );
+        // Only the first position visible: its value comes back unchanged.
+        attend(&q, &k, &v, 1, 1.0, &mut Vec::new(), &mut out);
+        assert_eq!(out, [4.0, 0.0]);
+    }
+
+    #[test]
+    fn dot_and_silu() {
+        let x: Vec<f32> = (0..19).map(|i| i as f32).collect();
+        assert_eq!(dot(&x, &x), (0..19).map(|i| (i * i) as f32).sum::<f32>());
+        let mut o = [0f32; 2];
+        silu_mul(&[0.0, 2.0], &[5.0, 3.0], &mut o);
+        assert_eq!(o[0], 0.0);
+        assert!((o[1] - 2.0 / (1.0 + (-2f32).exp()) * 3.0).abs() < 1e-6);
+    }
+}

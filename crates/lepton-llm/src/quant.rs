@@ -1,0 +1,524 @@
+//! Quantized weight matrices and their matmul, our CPU kernel for GGUF models.
+//!
+//! candle 0.11.1's CPU `QMatMul` has SIMD dot products for Q4_0 and Q8_0 but falls back to scalar code
+//! for Q4_1 (the type of SmolLM2's weights), which makes decoding several times slower than llama.cpp.
+//! This module holds a weight matrix `W` (`n` output rows × `k` inputs, GGML block layout, row-major)
+//! and computes `Y = X Wᵀ` for `m` activation rows `X` (`m × k`, f32):
+//!
+//! 1. each activation row is quantized once per call to the weight type's dot-product type, exactly as
+//!    ggml does (Q4_1 → Q8_1, Q8_0 → Q8_0: per 32-value block `d = max|x| / 127`, `q = round(x · 127 /
+//!    max|x|)` ties-to-even, `d` stored as f16, Q8_1 also keeps `s = d · Σq`);
+//! 2. output columns are split over a rayon pool; each weight row is unpacked once per block and dotted
+//!    against up to [`ROW_GROUP`] activation rows, so batched decoding reads each weight once per group.
+//!
+//! Every output element is computed by the same sequence of floating-point operations whatever `m` is
+//! and whichever other rows share the call, so a sequence decoded in a batch gets bit-identical logits
+//! to the same sequence decoded alone. Types without a kernel here (K-quants, F16, ...) are
+//! dequantized to f32 at load time.
+
+use half::f16;
+use rayon::prelude::*;
+
+/// Values per quantization block (Q4_1, Q8_0, Q8_1).
+pub const QK: usize = 32;
+/// Activation rows dotted against one unpacked weight block.
+pub const ROW_GROUP: usize = 4;
+
+/// The storage type of a [`QMatrix`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QType {
+    /// Plain f32 (norms, and any GGML type we dequantize at load).
+    F32,
+    /// GGML Q4_1: per 32 values an f16 scale `d`, an f16 minimum `m` and 16 bytes of 4-bit codes.
+    Q4_1,
+    /// GGML Q8_0: per 32 values an f16 scale `d` and 32 signed bytes.
+    Q8_0,
+}
+
+impl QType {
+    /// Bytes per block of [`QK`] values (4 per value for F32).
+    pub fn block_bytes(self) -> usize {
+        match self {
+            QType::F32 => 4 * QK,
+            QType::Q4_1 => 20,
+            QType::Q8_0 => 34,
+        }
+    }
+}
+
+/// A weight matrix of `rows` outputs × `cols` inputs in GGML layout (row-major, blocks along `cols`).
+#[derive(Clone)]
+pub struct QMatrix {
+    qtype: QType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QMatrix({:?}, {}x{})", self.qtype, self.rows, self.cols)
+    }
+}
+
+impl QMatrix {
+    /// Wrap raw GGML bytes. `cols` must be a multiple of 32 and `data` exactly `rows × cols` values.
+    pub fn new(qtype: QType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, String> {
+        if cols % QK != 0 {
+            return Err(format!(
+                "{cols} columns is not a multiple of the block size {QK}"
+            ));
+        }
+        let want = rows * cols / QK * qtype.block_bytes();
+        if data.len() != want {
+            return Err(format!(
+                "{:?} {rows}x{cols} needs {want} bytes, got {}",
+                qtype,
+                data.len()
+            ));
+        }
+        Ok(Self {
+            qtype,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// An f32 matrix from values in row-major order.
+    pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Result<Self, String> {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self::new(QType::F32, rows, cols, data)
+    }
+
+    /// Stack matrices with the same type and column count on top of each other (fused projections).
+    pub fn concat_rows(parts: &[QMatrix]) -> Option<QMatrix> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| p.qtype != first.qtype || p.cols != first.cols)
+        {
+            return None;
+        }
+        let data = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        Some(QMatrix {
+            qtype: first.qtype,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            data,
+        })
+    }
+
+    pub fn qtype(&self) -> QType {
+        self.qtype
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / QK * self.qtype.block_bytes()
+    }
+
+    /// Dequantize one row into `out` (`cols` values): an embedding lookup.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let bytes = &self.data[row * self.row_bytes()..(row + 1) * self.row_bytes()];
+        let bb = self.qtype.block_bytes();
+        for (b, blk) in bytes.chunks_exact(bb).enumerate() {
+            let o = &mut out[b * QK..(b + 1) * QK];
+            match self.qtype {
+                QType::F32 => {
+                    for (o, c) in o.iter_mut().zip(blk.chunks_exact(4)) {
+                        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    }
+                }
+                QType::Q4_1 => {
+                    let d = f16_at(blk, 0);
+                    let m = f16_at(blk, 2);
+                    for j in 0..QK / 2 {
+                        o[j] = (blk[4 + j] & 0x0f) as f32 * d + m;
+                        o[j + QK / 2] = (blk[4 + j] >> 4) as f32 * d + m;
+                    }
+                }
+                QType::Q8_0 => {
+                    let d = f16_at(blk, 0);
+                    for j in 0..QK {
+                        o[j] = blk[2 + j] as i8 as f32 * d;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `out[r][j] = Σ_i x[r][i] · W[j][i]` for `m = x.len() / cols` rows; `out` is `m × rows`.
+    pub fn matmul(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>) {
+        self.matmul_strided(x, out, self.rows, 0, scratch)
+    }
+
+    /// As [`QMatrix::matmul`], writing row `r` of the result to `out[r · stride + offset ..][..rows]`
+    /// (to fill column blocks of a wider output).
+    pub fn matmul_strided(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        stride: usize,
+        offset: usize,
+        scratch: &mut Vec<u8>,
+    ) {
+        let m = x.len() / self.cols;
+        assert_eq!(x.len(), m * self.cols, "matmul input length");
+        assert!(offset + self.rows <= stride, "matmul output columns");
+        assert!(out.len() >= m * stride, "matmul output length");
+        let act = match self.qtype {
+            QType::F32 => Activations::F32(x),
+            QType::Q4_1 | QType::Q8_0 => {
+                let with_sum = self.qtype == QType::Q4_1;
+                let nb = self.cols / QK;
+                let bb = Q8_BYTES;
+                scratch.clear();
+                scratch.resize(m * nb * bb, 0);
+                for (xr, sr) in x
+                    .chunks_exact(self.cols)
+                    .zip(scratch.chunks_exact_mut(nb * bb))
+                {
+                    quantize_row_q8(xr, sr, with_sum);
+                }
+                Activations::Q8(scratch)
+            }
+        };
+        let n = self.rows;
+        // Columns per task: enough work to amortise the scheduling, a multiple of 4.
+        let chunk = (n / (rayon::current_num_threads() * 8)).clamp(16, 256) & !3;
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let cols = c * chunk..((c + 1) * chunk).min(n);
+            let out_ptr = &out_ptr;
+            let mut res = [0f32; ROW_GROUP];
+            for j in cols {
+                let w = &self.data[j * self.row_bytes()..(j + 1) * self.row_bytes()];
+                let mut r0 = 0;
+                while r0 < m {
+                    let g = (m - r0).min(ROW_GROUP);
+                    self.dot_group(w, &act, r0, g, &mut res);
+                    for (i, v) in res[..g].iter().enumerate() {
+                        // SAFETY: each (row, column) element is written by exactly one task.
+                        unsafe { *out_ptr.0.add((r0 + i) * stride + offset + j) = *v };
+                    }
+                    r0 += g;
+                }
+            }
+        });
+    }
+
+    fn dot_group(&self, w: &[u8], act: &Activations<'_>, r0: usize, g: usize, res: &mut [f32]) {
+        let nb = self.cols / QK;
+        match (self.qtype, act) {
+            (QType::F32, Activations::F32(x)) => {
+                for (i, r) in res[..g].iter_mut().enumerate() {
+                    let xr = &x[(r0 + i) * self.cols..(r0 + i + 1) * self.cols];
+                    *r = dot_f32_bytes(w, xr);
+                }
+            }
+            (QType::Q4_1, Activations::Q8(a)) => {
+                let rows: [&[u8]; ROW_GROUP] = std::array::from_fn(|i| {
+                    let r = (r0 + i).min(r0 + g - 1);
+                    &a[r * nb * Q8_BYTES..(r + 1) * nb * Q8_BYTES]
+                });
+                kernels::dot_q4_1(w, &rows[..g], res);
+            }
+            (QType::Q8_0, Activations::Q8(a)) => {
+                let rows: [&[u8]; ROW_GROUP] = std::array::from_fn(|i| {
+                    let r = (r0 + i).min(r0 + g - 1);
+                    &a[r * nb * Q8_BYTES..(r + 1) * nb * Q8_BYTES]
+                });
+                kernels::dot_q8_0(w, &rows[..g], res);
+            }
+            _ => unreachable!("activation type follows the weight type"),
+        }
+    }
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: the pointer is only used for disjoint writes inside one `matmul` call.
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+enum Activations<'a> {
+    F32(&'a [f32]),
+    Q8(&'a [u8]),
+}
+
+/// Bytes per quantized activation block: f32 `d`, f32 `s` (`d · Σq`, Q8_1 only), 32 × i8.
+pub const Q8_BYTES: usize = 8 + QK;
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
+}
+
+fn f32_at(b: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Quantize one activation row to blocks of [`Q8_BYTES`], as ggml's `quantize_row_q8_0/q8_1` (AVX2).
+pub fn quantize_row_q8(x: &[f32], out: &mut [u8], with_sum: bool) {
+    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_BYTES)) {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (o, v) in ob[8..].iter_mut().zip(xb) {
+            let q = (v * id).round_ties_even() as i32;
+            sum += q;
+            *o = q as i8 as u8;
+        }
+        let d16 = f16::from_f32(d).to_f32();
+        let s16 = if with_sum {
+            f16::from_f32(d * sum as f32).to_f32()
+        } else {
+            0.0
+        };
+        ob[0..4].copy_from_slice(&d16.to_le_bytes());
+        ob[4..8].copy_from_slice(&s16.to_le_bytes());
+    }
+}
+
+fn dot_f32_bytes(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (wc, xc) in w.chunks_exact(32).zip(x.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += f32_at(wc, 4 * l) * xc[l];
+        }
+    }
+    acc.iter().sum()
+}
+
+mod kernels {
+    //! Dot products of one weight row with a group of quantized activation rows.
+    use super::{f16_at, f32_at, Q8_BYTES, QK};
+
+    pub fn dot_q4_1(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU features were just checked.
+            return unsafe { avx2::dot_q4_1(w, rows, res) };
+        }
+        for (r, a) in res.iter_mut().zip(rows) {
+            let mut sumf = 0f32;
+            for (wb, ab) in w.chunks_exact(20).zip(a.chunks_exact(Q8_BYTES)) {
+                let mut sumi = 0i32;
+                for j in 0..QK / 2 {
+                    sumi += (wb[4 + j] & 0x0f) as i32 * ab[8 + j] as i8 as i32;
+                    sumi += (wb[4 + j] >> 4) as i32 * ab[8 + j + QK / 2] as i8 as i32;
+                }
+                sumf += f16_at(wb, 0) * f32_at(ab, 0) * sumi as f32 + f16_at(wb, 2) * f32_at(ab, 4);
+            }
+            *r = sumf;
+        }
+    }
+
+    pub fn dot_q8_0(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU features were just checked.
+            return unsafe { avx2::dot_q8_0(w, rows, res) };
+        }
+        for (r, a) in res.iter_mut().zip(rows) {
+            let mut sumf = 0f32;
+            for (wb, ab) in w.chunks_exact(34).zip(a.chunks_exact(Q8_BYTES)) {
+                let mut sumi = 0i32;
+                for j in 0..QK {
+                    sumi += wb[2 + j] as i8 as i32 * ab[8 + j] as i8 as i32;
+                }
+                sumf += f16_at(wb, 0) * f32_at(ab, 0) * sumi as f32;
+            }
+            *r = sumf;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use super::super::{f16_at, f32_at, Q8_BYTES};
+        use std::arch::x86_64::*;
+
+        /// ggml's `hsum_float_8`, same order of additions.
+        #[inline(always)]
+        unsafe fn hsum(x: __m256) -> f32 {
+            let mut res = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+            res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+            res = _mm_add_ss(res, _mm_movehdup_ps(res));
+            _mm_cvtss_f32(res)
+        }
+
+        /// Σ over 8 lanes of pairs of u8 · i8 products, as f32 (ggml's `mul_sum_us8_pairs_float`).
+        #[inline(always)]
+        unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256 {
+            let dot = _mm256_maddubs_epi16(ax, sy);
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn dot_q4_1(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
+            let g = rows.len();
+            let mut acc = [_mm256_setzero_ps(); super::super::ROW_GROUP];
+            let mut summs = [0f32; super::super::ROW_GROUP];
+            let low = _mm256_set1_epi8(0x0f);
+            for (b, wb) in w.chunks_exact(20).enumerate() {
+                let d0 = f16_at(wb, 0);
+                let m0 = f16_at(wb, 2);
+                let q = _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i);
+                let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+                for r in 0..g {
+                    let ab = rows[r].as_ptr().add(b * Q8_BYTES);
+                    let d1 = f32_at(rows[r], b * Q8_BYTES);
+                    let s1 = f32_at(rows[r], b * Q8_BYTES + 4);
+                    summs[r] += m0 * s1;
+                    let qy = _mm256_loadu_si256(ab.add(8) as *const __m256i);
+                    let xy = mul_sum_us8(qx, qy);
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * d1), xy, acc[r]);
+                }
+            }
+            for r in 0..g {
+                res[r] = hsum(acc[r]) + summs[r];
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn dot_q8_0(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
+            let g = rows.len();
+            let mut acc = [_mm256_setzero_ps(); super::super::ROW_GROUP];
+            for (b, wb) in w.chunks_exact(34).enumerate() {
+                let d0 = f16_at(wb, 0);
+                let qx = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
+                let ax = _mm256_sign_epi8(qx, qx);
+                for r in 0..g {
+                    let ab = rows[r].as_ptr().add(b * Q8_BYTES);
+                    let d1 = f32_at(rows[r], b * Q8_BYTES);
+                    let qy = _mm256_loadu_si256(ab.add(8) as *const __m256i);
+                    let sy = _mm256_sign_epi8(qy, qx);
+                    let q = mul_sum_us8(ax, sy);
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * d1), q, acc[r]);
+                }
+            }
+            for r in 0..g {
+                res[r] = hsum(acc[r]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn quantize_with_candle(
+        dtype: candle_core::quantized::GgmlDType,
+        rows: usize,
+        cols: usize,
+        w: &[f32],
+    ) -> (QMatrix, candle_core::quantized::QTensor) {
+        let dev = candle_core::Device::Cpu;
+        let t = candle_core::Tensor::from_slice(w, (rows, cols), &dev).unwrap();
+        let q = candle_core::quantized::QTensor::quantize(&t, dtype).unwrap();
+        let qtype = match dtype {
+            candle_core::quantized::GgmlDType::Q4_1 => QType::Q4_1,
+            candle_core::quantized::GgmlDType::Q8_0 => QType::Q8_0,
+            _ => unreachable!(),
+        };
+        (
+            QMatrix::new(qtype, rows, cols, q.data().unwrap().into_owned()).unwrap(),
+            q,
+        )
+    }
+
+    /// Our kernels against candle's own quantized matmul (which also quantizes the activations to
+    /// Q8_1/Q8_0), and the row-group results against single rows (batch invariance).
+    #[test]
+    fn matmul_matches_candle_qmatmul_and_is_batch_invariant() {
+        use candle_core::quantized::{GgmlDType, QMatMul};
+        use candle_core::Module;
+        let (n, k, m) = (72, 256, 7);
+        let w = lcg(n * k, 1);
+        let x = lcg(m * k, 2);
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (ours, q) = quantize_with_candle(dtype, n, k, &w);
+            let mut out = vec![0f32; m * n];
+            let mut scratch = Vec::new();
+            ours.matmul(&x, &mut out, &mut scratch);
+            let xt =
+                candle_core::Tensor::from_slice(&x, (m, k), &candle_core::Device::Cpu).unwrap();
+            let reference = QMatMul::from_qtensor(q).unwrap().forward(&xt).unwrap();
+            let reference: Vec<f32> = reference.flatten_all().unwrap().to_vec1().unwrap();
+            for (a, b) in out.iter().zip(&reference) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{dtype:?}: {a} vs {b}"
+                );
+            }
+            for r in 0..m {
+                let mut single = vec![0f32; n];
+                ours.matmul(&x[r * k..(r + 1) * k], &mut single, &mut scratch);
+                assert_eq!(single, out[r * n..(r + 1) * n], "{dtype:?} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn dequantize_row_matches_candle() {
+        let (n, k) = (4, 64);
+        let w = lcg(n * k, 3);
+        for dtype in [
+            candle_core::quantized::GgmlDType::Q4_1,
+            candle_core::quantized::GgmlDType::Q8_0,
+        ] {
+            let (ours, q) = quantize_with_candle(dtype, n, k, &w);
+            let deq: Vec<f32> = q
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut row = vec![0f32; k];
+            ours.dequantize_row(2, &mut row);
+            assert_eq!(row, deq[2 * k..3 * k]);
+        }
+    }
+
+    #[test]
+    fn f32_matmul_is_exact_on_small_integers() {
+        let w =
+            QMatrix::from_f32(2, 32, &(0..64).map(|i| (i % 5) as f32).collect::<Vec<_>>()).unwrap();
+        let x: Vec<f32> = (0..32).map(|i| (i % 3) as f32).collect();
+        let mut out = vec![0f32; 2];
+        w.matmul(&x, &mut out, &mut Vec::new());
+        let expect: Vec<f32> = (0..2)
+            .map(|r| {
+                (0..32)
+                    .map(|i| ((r * 32 + i) % 5) as f32 * (i % 3) as f32)
+                    .sum()
+            })
+            .collect();
+        assert_eq!(out, expect);
+    }
+
+    #[test]
+    fn rejects_wrong_sizes() {
+        assert!(QMatrix::new(QType::Q4_1, 2, 33, vec![]).is_err());
+        assert!(QMatrix::new(QType::Q4_1, 2, 32, vec![0; 39]).is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! Choosing the next token from logits: repetition penalty, temperature, top-k, top-p, seeded RNG.
+//!
+//! Order (as Hugging Face `generate`): repetition penalty on the logits of tokens already in the
+//! sequence (prompt included; positive logits divided by the penalty, negative ones multiplied),
+//! then greedy argmax when `temperature == 0`, else softmax(logits / temperature), keep the `top_k`
+//! most likely tokens, keep the smallest prefix whose probability reaches `top_p`, renormalise and
+//! draw with a ChaCha8 generator seeded per request.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{Error, Result};
+
+/// Per-request generation settings (OpenAI names; defaults as OpenAI's API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature; 0 = greedy (argmax). Default 1.0. Must be in [0, 100].
+    pub temperature: f32,
+    /// Nucleus sampling mass in (0, 1]; 1 = off. Default 1.0.
+    pub top_p: f32,
+    /// Keep only the k most likely tokens; 0 = off. Default 0.
+    pub top_k: usize,
+    /// Most tokens to generate. Default 256. Prompt + max_tokens must fit the context length.
+    pub max_tokens: usize,
+    /// RNG seed; `None` draws one from the OS. Same seed + same prompt = same output, batched or not.
+    pub seed: Option<u64>,
+    /// Generation stops before the first occurrence of any of these strings (not emitted). Default none.
+    pub stop: Vec<String>,
+    /// Penalty > 1 discourages tokens already in the sequence; 1 = off. Default 1.0. Must be in (0, 10].
+    pub repetition_penalty: f32,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 256,
+            seed: None,
+            stop: Vec::new(),
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding of at most `max_tokens` tokens.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            temperature: 0.0,
+            max_tokens,
+            ..Self::default()
+        }
+    }
+
+    /// Check the ranges; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |field: &'static str, message: String| Err(Error::InvalidRequest { field, message });
+        if !(0.0..=100.0).contains(&self.temperature) {
+            return bad(
+                "temperature",
+                format!("{} is not in [0, 100]", self.temperature),
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", format!("{} is not in (0, 1]", self.top_p));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty <= 10.0) {
+            return bad(
+                "repetition_penalty",
+                format!("{} is not in (0, 10]", self.repetition_penalty),
+            );
+        }
+        if self.max_tokens == 0 {
+            return bad("max_tokens", "must be at least 1".into());
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return bad("stop", "stop strings must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// The per-sequence sampler: parameters plus the seeded generator.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+    /// Scratch: (token, probability) candidates.
+    candidates: Vec<(u32, f32)>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Self {
+        let seed = params.seed.unwrap_or_else(|| rand::rng().random());
+        Self {
+            params,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            candidates: Vec::new(),
+        }
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Pick the next token. `logits` is modified in place; `previous` are the sequence's tokens so far.
+    pub fn sample(&mut self, logits: &mut [f32], previous: &[u32]) -> u32 {
+        let p = &self.params;
+        if p.repetition_penalty != 1.0 {
+            apply_repetition_penalty(logits, previous, p.repetition_penalty);
+        }
+        if p.temperature == 0.0 {
+            return argmax(logits);
+        }
+        let c = &mut self.candidates;
+        c.clear();
+        c.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+        // Sort descending by logit; ties by token id so the order is fully determined.
+        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if p.top_k > 0 && p.top_k < c.len() {
+            c.select_nth_unstable_by(p.top_k - 1, by_logit);
+            c.truncate(p.top_k);
+        }
+        c.sort_unstable_by(by_logit);
+        let max = c[0].1;
+        let mut total = 0f64;
+        for (_, l) in c.iter_mut() {
+            *l = ((*l - max) / p.temperature).exp();
+            total += *l as f64;
+        }
+        let mut cum = 0f64;
+        let n = c.len();
+        let mut keep = n;
+        for (i, (_, pr)) in c.iter_mut().enumerate() {
+            *pr = (*pr as f64 / total) as f32;
+            cum += *pr as f64;
+            if cum >= p.top_p as f64 && keep == n {
+                keep = i + 1;
+            }
+        }
+        c.truncate(keep);
+        let mass: f64 = c.iter().map(|&(_, pr)| pr as f64).sum();
+        let mut u = self.rng.random::<f64>() * mass;
+        for &(id, pr) in c.iter() {
+            u -= pr as f64;
+            if u < 0.0 {
+                return id;
+            }
+        }
+        c[c.len() - 1].0
+    }
+}
+
+/// Index of the largest logit (the first one on ties).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn apply_repetition_penalty(logits: &mut [f32], previous: &[u32], penalty: f32) {
+    let mut seen = std::collections::HashSet::with_capacity(previous.len());
+    for &t in previous {
+        if let Some(l) = logits.get_mut(t as usize) {
+            if seen.insert(t) {
+                *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        let mut s = Sampler::new(SamplingParams::greedy(1));
+        assert_eq!(s.sample(&mut [0.1, 2.0, 2.0, -1.0], &[]), 1);
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative() {
+        let mut l = [2.0, -1.0, 3.0];
+        apply_repetition_penalty(&mut l, &[0, 1, 1], 2.0);
+        assert_eq!(l, [1.0, -2.0, 3.0]);
+        // Greedy with a penalty switches to the unpenalised token.
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 2.0,
+            ..SamplingParams::greedy(1)
+        });
+        assert_eq!(s.sample(&mut [3.0, 2.0], &[0]), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_same_seed_same_draws() {
+        let logits = [0.5f32, 1.5, 1.0, -0.3];
+        let mut s = Sampler::new(SamplingParams {
+            top_k: 1,
+            seed: Some(3),
+            ..Default::default()
+        });
+        for _ in 0..20 {
+            assert_eq!(s.sample(&mut logits.clone(), &[]), 1);
+        }
+        let draw = |seed| {
+            let mut s = Sampler::new(SamplingParams {
+                seed: Some(seed),
+                ..Default::default()
+            });
+            (0..50)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_prefix_reaching_the_mass() {
+        // Probabilities ~ [0.64, 0.24, 0.09, 0.03]: top_p 0.5 keeps only the first token.
+        let logits = [3.0f32, 2.0, 1.0, 0.0];
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.5,
+            seed: Some(1),
+            ..Default::default()
+        });
+        for _ in 0..50 {
+            assert_eq!(s.sample(&mut logits.clone(), &[]), 0);
+        }
+        // top_p 0.8 keeps two: both appear, the third never does.
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.8,
+            seed: Some(1),
+            ..Default::default()
+        });
+        let draws: Vec<u32> = (0..400)
+            .map(|_| s.sample(&mut logits.clone(), &[]))
+            .collect();
+        assert!(draws.contains(&0) && draws.contains(&1));
+        assert!(draws.iter().all(|&t| t < 2));
+    }
+
+    #[test]
+    fn sampling_frequencies_follow_the_softmax() {
+        let logits = [0.0f32, (3.0f32).ln()]; // probabilities 1/4, 3/4
+        let mut s = Sampler::new(SamplingParams {
+            seed: Some(11),
+            ..Default::default()
+        });
+        let n = 20_000;
+        let ones = (0..n)
+            .filter(|_| s.sample(&mut logits.clone(), &[]) == 1)
+            .count();
+        let f = ones as f64 / n as f64;
+        assert!((f - 0.75).abs() < 0.015, "{f}");
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let e = SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("top_p"), "{e}");
+        assert!(SamplingParams::greedy(0).validate().is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! A text-generation model: decoder weights, tokenizer and chat template from one GGUF file.
+
+use std::path::Path;
+
+use crate::chat_template::{ChatMessage, ChatTemplate};
+use crate::gguf::{GgufFile, SpecialTokens};
+use crate::llama::Llama;
+use crate::{Error, Result};
+
+/// A loaded generative model (GGUF, Llama family).
+pub struct TextModel {
+    name: String,
+    llama: Llama,
+    tokenizer: tokenizers::Tokenizer,
+    special: SpecialTokens,
+    template: Option<ChatTemplate>,
+}
+
+impl std::fmt::Debug for TextModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextModel")
+            .field("name", &self.name)
+            .field("config", self.llama.config())
+            .finish()
+    }
+}
+
+impl TextModel {
+    /// Load a GGUF file. Errors name the file and the missing/inconsistent key or tensor.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut file = GgufFile::open(path)?;
+        let config = file.llama_config()?;
+        let (tokenizer, special) = file.tokenizer()?;
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > config.vocab_size {
+            return Err(Error::Config {
+                path: path.into(),
+                message: format!(
+                    "the tokenizer has {vocab} tokens but the model's vocabulary is {}",
+                    config.vocab_size
+                ),
+            });
+        }
+        let template = match file.chat_template() {
+            Some(src) => Some(ChatTemplate::new(&src, &special.bos, &special.eos)?),
+            None => None,
+        };
+        let name = config.name.clone();
+        let llama = Llama::load(&mut file, config)?;
+        Ok(Self {
+            name,
+            llama,
+            tokenizer,
+            special,
+            template,
+        })
+    }
+
+    /// The model's name (`general.name`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Longest prompt + completion, in tokens.
+    pub fn context_length(&self) -> usize {
+        self.llama.config().context_length
+    }
+
+    pub fn llama(&self) -> &Llama {
+        &self.llama
+    }
+
+    /// Tokens that end generation.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        vec![self.special.eos_id]
+    }
+
+    /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised, and
+    /// the BOS token is prepended when the file asks for it.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode_fast(text, false)
+            .map_err(Error::tokenizer("tokenizing the prompt"))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if self.special.add_bos {
+            ids.push(self.special.bos_id);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Text of `ids`, special tokens skipped.
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(Error::tokenizer("decoding tokens"))
+    }
+
+    /// Render `messages` with the model's chat template, ending where the assistant's reply begins.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
+        match &self.template {
+            Some(t) => t.render(messages, true),
+            None => Err(Error::InvalidRequest {
+                field: "messages",
+                message: format!("model {} has no chat template", self.name),
+            }),
+        }
+    }
+}
+
+/// Turns generated token ids into text pieces that are valid UTF-8 on their own: a token that ends
+/// inside a multi-byte character is held back until the character is complete.
+#[derive(Debug, Default)]
+pub(crate) struct Detokenizer {
+    ids: Vec<u32>,
+    /// Start of the window decoded for context (byte-level BPE merges across token boundaries).
+    prefix: usize,
+    /// Tokens up to here have been emitted as text.
+    read: usize,
+}
+
+impl Detokenizer {
+    /// Add one token; returns the new text (possibly empty).
+    pub(crate) fn push(&mut self, model: &TextModel, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = model.detokenize(&self.ids[self.prefix..self.read])?;
+        let now = model.detokenize(&self.ids[self.prefix..])?;
+        if now.len() > before.len()
+            && !now.ends_with('\u{FFFD}')
+            && now.is_char_boundary(before.len())
+        {
+            let new = now[before.len()..].to_owned();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            Ok(new)
+        } else {
+            Ok(String::new())
+        }
+    }
+}
