@@ -24,9 +24,9 @@ impl Geometry {
         let &[n, c, h, w] = dims else {
             candle_core::bail!("max-pool2d expects [N, C, H, W], got {dims:?}")
         };
-        if k == 0 || s == 0 || h + 2 * p < k || w + 2 * p < k {
+        if k == 0 || s == 0 || 2 * p > k || h + 2 * p < k || w + 2 * p < k {
             candle_core::bail!(
-                "max-pool2d: kernel {k}, stride {s}, padding {p} do not fit input {dims:?}"
+                "max-pool2d: kernel {k}, stride {s}, padding {p} do not fit input {dims:?} (padding is at most half the kernel)"
             );
         }
         Ok(Self {
@@ -42,31 +42,34 @@ impl Geometry {
         })
     }
 
-    /// Index (within the plane) of the first maximum of output cell (oy, ox).
+    /// Index (within the plane) of the first maximum of output cell (oy, ox). Every window holds
+    /// at least one input cell (padding is at most half the kernel).
     #[inline]
     fn argmax<T: PartialOrd + Copy>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
-        let y0 = (oy * self.s) as isize - self.p as isize;
-        let x0 = (ox * self.s) as isize - self.p as isize;
-        let (mut best, mut at) = (None::<T>, 0);
-        for dy in 0..self.k as isize {
-            let y = y0 + dy;
-            if y < 0 || y >= self.h as isize {
-                continue;
-            }
-            for dx in 0..self.k as isize {
-                let x = x0 + dx;
-                if x < 0 || x >= self.w as isize {
-                    continue;
-                }
-                let i = y as usize * self.w + x as usize;
-                let v = plane[i];
-                if best.is_none_or(|b| v > b) {
-                    best = Some(v);
-                    at = i;
+        let (ylo, yhi) = self.span(oy, self.h);
+        let (xlo, xhi) = self.span(ox, self.w);
+        let mut at = ylo * self.w + xlo;
+        let mut best = plane[at];
+        for y in ylo..yhi {
+            let row = &plane[y * self.w..y * self.w + xhi];
+            for (x, &v) in row.iter().enumerate().skip(xlo) {
+                if v > best {
+                    best = v;
+                    at = y * self.w + x;
                 }
             }
         }
         at
+    }
+
+    /// The input range covered by output index `o` along an axis of length `len`.
+    #[inline]
+    fn span(&self, o: usize, len: usize) -> (usize, usize) {
+        let start = (o * self.s) as isize - self.p as isize;
+        (
+            start.max(0) as usize,
+            ((start + self.k as isize) as usize).min(len),
+        )
     }
 }
 

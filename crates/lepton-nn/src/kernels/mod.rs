@@ -3,10 +3,15 @@
 
 use candle_core::{Result, Tensor};
 
-mod im2col;
+mod activation;
+mod batchnorm;
+mod blas;
+mod conv;
 mod maxpool;
 
-pub use im2col::{unfold, Window};
+pub use activation::relu;
+pub use batchnorm::{batch_norm, channel_stats};
+pub use conv::{col2im, im2col, Geom as ConvGeom};
 pub use maxpool::max_pool2d;
 
 /// Parameters of a 2-D convolution (PyTorch semantics).
@@ -29,69 +34,21 @@ impl Default for Conv2dParams {
     }
 }
 
-/// 2-D convolution. `x`: `[N, C_in, H, W]`, `w`: `[C_out, C_in / groups, KH, KW]` (square
+/// 2-D convolution. `x`: `[N, C_in, H, W]`, `w`: `[C_out, C_in / groups, K, K]` (square
 /// kernels), `b`: `[C_out]`. Returns `[N, C_out, H_out, W_out]`.
 ///
-/// Computed as `W · im2col(x)` per group, so the backward pass is two matmuls and a `col2im`;
-/// the input gradient is only computed when `x` needs one (not for the first layer).
+/// One custom op (see `conv.rs`): per-image im2col + GEMM in parallel across the batch, bias fused;
+/// the backward pass computes the input gradient only when `x` needs one (not for the first layer).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
-    let &[n, c, h, wd] = x.dims() else {
-        candle_core::bail!("conv2d expects [N, C, H, W], got {:?}", x.dims())
-    };
-    let &[c_out, c_in_g, kh, kw] = w.dims() else {
-        candle_core::bail!(
-            "conv2d weight must be [C_out, C_in/groups, K, K], got {:?}",
-            w.dims()
-        )
-    };
-    if kh != kw || c_in_g * p.groups != c || c_out % p.groups != 0 {
-        candle_core::bail!(
-            "conv2d: weight {:?} does not fit input {:?} with {} groups",
-            w.dims(),
-            x.dims(),
-            p.groups
-        );
-    }
-    let win = Window {
-        c: c_in_g,
-        h,
-        w: wd,
-        k: kh,
-        stride: p.stride,
-        padding: p.padding,
-        dilation: p.dilation,
-    };
-    let (oh, ow) = win.out_hw();
-    let per_group = c_out / p.groups;
-    let ckk = c_in_g * kh * kw;
-    let mut outs = Vec::with_capacity(p.groups);
-    for g in 0..p.groups {
-        let xg = if p.groups == 1 {
-            x.clone()
-        } else {
-            x.narrow(1, g * c_in_g, c_in_g)?
-        };
-        let wg = if p.groups == 1 {
-            w.clone()
-        } else {
-            w.narrow(0, g * per_group, per_group)?
-        };
-        let cols = unfold(&xg, win)?.reshape((n * oh * ow, ckk))?; // [N·L, C·K·K]
-        outs.push(cols.matmul(&wg.reshape((per_group, ckk))?.t()?)?); // [N·L, C_out/g]
-    }
-    let y = if outs.len() == 1 {
-        outs.pop().expect("one group")
-    } else {
-        Tensor::cat(&outs, 1)?
-    };
-    let y = y
-        .reshape((n, oh * ow, c_out))?
-        .transpose(1, 2)?
-        .reshape((n, c_out, oh, ow))?;
-    match b {
-        Some(b) => y.broadcast_add(&b.reshape((1, c_out, 1, 1))?),
-        None => Ok(y),
-    }
+    let geom = ConvGeom::new(
+        x.dims(),
+        w.dims(),
+        p.stride,
+        p.padding,
+        p.dilation,
+        p.groups,
+    )?;
+    conv::conv2d(x, w, b, geom)
 }
 
 /// Average pooling over `[N, C, H, W]` with zero padding counted (PyTorch's default), as a
@@ -144,6 +101,10 @@ mod tests {
             (3, 4, 11, 10, 6, 3, 2, 1, 1, 2),
             (1, 2, 8, 8, 2, 2, 1, 1, 2, 1),
             (2, 1, 28, 28, 32, 3, 1, 0, 1, 1),
+            (5, 6, 7, 9, 9, 1, 1, 0, 1, 3),
+            (3, 5, 6, 6, 4, 1, 2, 1, 1, 1),
+            (2, 4, 13, 11, 8, 5, 3, 2, 2, 4),
+            (9, 3, 5, 5, 7, 3, 1, 2, 1, 1),
         ] {
             let x =
                 Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap()).unwrap();
@@ -155,8 +116,14 @@ mod tests {
                 dilation: d,
                 groups: g,
             };
-            let ours = conv2d(x.as_tensor(), wt.as_tensor(), None, params).unwrap();
-            let theirs = x.as_tensor().conv2d(wt.as_tensor(), p, s, d, g).unwrap();
+            let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, co, &dev).unwrap()).unwrap();
+            let ours = conv2d(x.as_tensor(), wt.as_tensor(), Some(b.as_tensor()), params).unwrap();
+            let theirs = x
+                .as_tensor()
+                .conv2d(wt.as_tensor(), p, s, d, g)
+                .unwrap()
+                .broadcast_add(&b.as_tensor().reshape((1, co, 1, 1)).unwrap())
+                .unwrap();
             assert!(close(&ours, &theirs) < 1e-4);
             let r = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
             let go = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -165,7 +132,7 @@ mod tests {
             let Ok(gt) = (theirs * &r).unwrap().sum_all().unwrap().backward() else {
                 continue;
             };
-            for v in [&x, &wt] {
+            for v in [&x, &wt, &b] {
                 assert!(
                     close(
                         go.get(v.as_tensor()).unwrap(),
@@ -174,6 +141,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn gradients_do_not_depend_on_the_thread_count() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (13, 3, 10, 9), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (5, 3, 3, 3), &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 5, &dev).unwrap()).unwrap();
+        let run = |threads: usize| -> Vec<Vec<f32>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let p = Conv2dParams {
+                    padding: 1,
+                    ..Default::default()
+                };
+                let y = conv2d(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), p).unwrap();
+                let r = y.sin().unwrap().sum_all().unwrap();
+                let g = r.backward().unwrap();
+                [
+                    &y,
+                    g.get(&x).unwrap(),
+                    g.get(&w).unwrap(),
+                    g.get(&b).unwrap(),
+                ]
+                .iter()
+                .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .collect()
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
     }
 
     #[test]

@@ -226,7 +226,7 @@ impl Layer {
                 }
                 x + y
             }
-            Layer::Relu => x.relu(),
+            Layer::Relu => kernels::relu(x),
             Layer::LeakyRelu(s) => x.maximum(&(x * *s)?),
             Layer::Gelu => x.gelu_erf(),
             Layer::Sigmoid => candle_nn::ops::sigmoid(x),

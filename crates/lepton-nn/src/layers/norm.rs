@@ -5,8 +5,10 @@
 //! `y = (x - μ) / sqrt(σ² + ε) · γ + β`; in training μ, σ² are the batch's (biased σ²) and the
 //! running statistics move by `momentum` towards μ and the unbiased σ² (PyTorch's convention).
 
-use candle_core::{Result, Tensor, Var, D};
+use candle_core::{DType, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
+
+use crate::kernels;
 
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
@@ -37,46 +39,31 @@ impl BatchNorm {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let rank = x.rank();
-        // Bring the feature axis last as [N, F] rows for the statistics, keep the broadcast shape.
-        let shape: Vec<usize> = (0..rank)
-            .map(|d| if d == 1 { x.dim(1).unwrap_or(1) } else { 1 })
-            .collect();
         let (mean, var) = if train {
-            let reduce: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
-            let n = reduce
-                .iter()
-                .map(|&d| x.dim(d).unwrap_or(1))
-                .product::<usize>();
+            let n = x.elem_count() / x.dim(1).unwrap_or(1).max(1);
             if n < 2 {
                 candle_core::bail!(
                     "batch norm in training needs more than one value per channel, got input {:?}",
                     x.dims()
                 );
             }
-            let mean = x.mean_keepdim(reduce.as_slice())?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim(reduce.as_slice())?;
+            let (mean, var) = kernels::channel_stats(x)?;
             let m = self.momentum;
-            let flat_mean = mean.flatten_all()?.detach();
-            let unbiased = (var.flatten_all()?.detach() * (n as f64 / (n as f64 - 1.0)))?;
-            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (flat_mean * m)?)?;
-            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean
-                .set(&new_mean.to_dtype(self.running_mean.dtype())?)?;
-            self.running_var
-                .set(&new_var.to_dtype(self.running_var.dtype())?)?;
+            let unbiased: Vec<f64> = var
+                .iter()
+                .map(|v| v * n as f64 / (n as f64 - 1.0))
+                .collect();
+            for (running, batch) in [(&self.running_mean, &mean), (&self.running_var, &unbiased)] {
+                let batch = Tensor::from_slice(batch, batch.len(), x.device())?
+                    .to_dtype(running.dtype())?;
+                running.set(&((running.as_tensor() * (1.0 - m))? + (batch * m)?)?)?;
+            }
             (mean, var)
         } else {
-            (
-                self.running_mean.as_tensor().reshape(shape.as_slice())?,
-                self.running_var.as_tensor().reshape(shape.as_slice())?,
-            )
+            let host = |v: &Var| v.as_tensor().to_dtype(DType::F64)?.to_vec1::<f64>();
+            (host(&self.running_mean)?, host(&self.running_var)?)
         };
-        let inv = (var + self.eps)?.sqrt()?.recip()?;
-        let y = x.broadcast_sub(&mean)?.broadcast_mul(&inv)?;
-        y.broadcast_mul(&self.weight.reshape(shape.as_slice())?)?
-            .broadcast_add(&self.bias.reshape(shape.as_slice())?)
+        kernels::batch_norm(x, &self.weight, &self.bias, &mean, &var, self.eps, train)
     }
 }
 

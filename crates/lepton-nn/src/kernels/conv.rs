@@ -1,0 +1,574 @@
+//! 2-D convolution (optionally with bias) as one candle custom op, with its backward pass.
+//!
+//! Per image, `im2col` writes the patches as a `[C·K·K, OH·OW]` matrix (row `(c·K + ky)·K + kx`,
+//! column `oy·OW + ox`) into a per-thread buffer that stays in cache, and one GEMM per group gives
+//! the output plane block `y[n] = W · cols` directly in NCHW order. Images run in parallel (rayon);
+//! with fewer images than threads the GEMM itself is parallel instead.
+//!
+//! Backward:
+//! - weight: `dW = Σ_n dy[n] · cols[n]ᵀ`, accumulated over a fixed partition of the batch into at
+//!   most [`WEIGHT_CHUNKS`] chunks (one partial sum each, run in parallel) and the partials added
+//!   in chunk order, so the result does not depend on thread scheduling;
+//! - input (only when the input needs a gradient): `dcols = Wᵀ · dy[n]`, then `col2im`;
+//! - bias: per-channel sums, in a fixed order.
+//!
+//! 1x1 convolutions with stride 1 and no padding skip `im2col` (the image is its own column matrix).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::blas::{inner_parallelism, matmul, Elem, Mat};
+
+/// The batch is split into at most this many chunks for the weight gradient.
+pub const WEIGHT_CHUNKS: usize = 8;
+
+/// Shapes of one convolution (PyTorch semantics, square kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Geom {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        x: &[usize],
+        w: &[usize],
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Result<Geom> {
+        let &[n, c, h, wd] = x else {
+            candle_core::bail!("conv2d expects input [N, C, H, W], got {x:?}")
+        };
+        let &[co, cg, kh, kw] = w else {
+            candle_core::bail!("conv2d weight must be [C_out, C_in/groups, K, K], got {w:?}")
+        };
+        if groups == 0 || kh != kw || cg * groups != c || co % groups != 0 {
+            candle_core::bail!(
+                "conv2d: weight {w:?} does not fit input {x:?} with {groups} groups (square kernels only)"
+            );
+        }
+        let span = dilation * (kh.max(1) - 1) + 1;
+        if kh == 0
+            || stride == 0
+            || dilation == 0
+            || h + 2 * padding < span
+            || wd + 2 * padding < span
+        {
+            candle_core::bail!(
+                "conv2d: kernel {kh}, stride {stride}, padding {padding}, dilation {dilation} do not fit input {x:?}"
+            );
+        }
+        Ok(Geom {
+            n,
+            c,
+            h,
+            w: wd,
+            co,
+            k: kh,
+            stride,
+            padding,
+            dilation,
+            groups,
+            oh: (h + 2 * padding - span) / stride + 1,
+            ow: (wd + 2 * padding - span) / stride + 1,
+        })
+    }
+
+    fn l(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn kk(&self) -> usize {
+        self.k * self.k
+    }
+    fn cg(&self) -> usize {
+        self.c / self.groups
+    }
+    fn cog(&self) -> usize {
+        self.co / self.groups
+    }
+    /// Rows of one group's column matrix = columns of its weight matrix.
+    fn gk(&self) -> usize {
+        self.cg() * self.kk()
+    }
+    fn in_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    fn out_len(&self) -> usize {
+        self.co * self.l()
+    }
+    fn cols_len(&self) -> usize {
+        self.c * self.kk() * self.l()
+    }
+    fn identity(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// The `ox` range whose input column `ox·s + off` lies inside the row.
+    fn valid_ox(&self, off: isize) -> (usize, usize) {
+        let s = self.stride as isize;
+        let lo = if off < 0 { (-off + s - 1) / s } else { 0 };
+        let last = self.w as isize - 1 - off;
+        let hi = if last < 0 { 0 } else { last / s + 1 };
+        let lo = (lo as usize).min(self.ow);
+        (lo, (hi as usize).clamp(lo, self.ow))
+    }
+
+    /// Visit, for every kernel row (c, ky, kx) and output row oy, the destination segment of the
+    /// column matrix and the input row (None: padding row): `f(col_offset, in_row, ox_lo, ox_hi, off)`.
+    #[inline]
+    fn for_rows(&self, mut f: impl FnMut(usize, Option<usize>, usize, usize, isize)) {
+        let (l, ow) = (self.l(), self.ow);
+        for c in 0..self.c {
+            for ky in 0..self.k {
+                for kx in 0..self.k {
+                    let row = ((c * self.k + ky) * self.k + kx) * l;
+                    let off = (kx * self.dilation) as isize - self.padding as isize;
+                    let (lo, hi) = self.valid_ox(off);
+                    for oy in 0..self.oh {
+                        let iy = (oy * self.stride + ky * self.dilation) as isize
+                            - self.padding as isize;
+                        let src = (iy >= 0 && iy < self.h as isize)
+                            .then(|| (c * self.h + iy as usize) * self.w);
+                        f(row + oy * ow, src, lo, hi, off);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Patches of one image `x: [C, H, W]` into `cols: [C·K·K, OH·OW]`.
+pub fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
+    let (ow, s) = (g.ow, g.stride);
+    g.for_rows(|dst, src, lo, hi, off| {
+        let d = &mut cols[dst..dst + ow];
+        let Some(src) = src else {
+            d.fill(T::ZERO);
+            return;
+        };
+        d[..lo].fill(T::ZERO);
+        d[hi..].fill(T::ZERO);
+        let start = (src as isize + (lo * s) as isize + off) as usize;
+        if s == 1 {
+            d[lo..hi].copy_from_slice(&x[start..start + (hi - lo)]);
+        } else {
+            for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                *v = x[start + j * s];
+            }
+        }
+    });
+}
+
+/// Adds the column matrix of one image back onto `x: [C, H, W]` (the adjoint of [`im2col`]).
+pub fn col2im<T: Elem>(g: &Geom, cols: &[T], x: &mut [T]) {
+    let s = g.stride;
+    g.for_rows(|dst, src, lo, hi, off| {
+        let Some(src) = src else { return };
+        let start = (src as isize + (lo * s) as isize + off) as usize;
+        for (j, v) in cols[dst + lo..dst + hi].iter().enumerate() {
+            x[start + j * s] += *v;
+        }
+    });
+}
+
+fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("conv2d kernel: {what} must be contiguous"),
+    }
+}
+
+/// Forward: `y = conv(x, w) + b`.
+fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+    let (l, gk, cog) = (g.l(), g.gk(), g.cog());
+    let mut y = vec![T::ZERO; g.n * g.out_len()];
+    let par = inner_parallelism(g.n);
+    let cols_len = if g.identity() { 0 } else { g.cols_len() };
+    y.par_chunks_mut(g.out_len())
+        .zip(x.par_chunks(g.in_len()))
+        .for_each_init(
+            || vec![T::ZERO; cols_len],
+            |cols, (yn, xn)| {
+                let src: &[T] = if g.identity() {
+                    xn
+                } else {
+                    im2col(g, xn, cols);
+                    cols
+                };
+                if let Some(b) = b {
+                    for (plane, &bo) in yn.chunks_mut(l).zip(b) {
+                        plane.fill(bo);
+                    }
+                }
+                for grp in 0..g.groups {
+                    matmul(
+                        cog,
+                        l,
+                        gk,
+                        &mut yn[grp * cog * l..],
+                        Mat::rows(&w[grp * cog * gk..], gk),
+                        Mat::rows(&src[grp * gk * l..], l),
+                        b.is_some(),
+                        par,
+                    );
+                }
+            },
+        );
+    y
+}
+
+/// Weight gradient `Σ_n dy[n] · cols[n]ᵀ`, summed in a fixed order.
+fn weight_grad<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let (l, gk, cog) = (g.l(), g.gk(), g.cog());
+    let wlen = g.co * gk;
+    let chunks = g.n.clamp(1, WEIGHT_CHUNKS);
+    let per = g.n.div_ceil(chunks);
+    let par = inner_parallelism(chunks);
+    let cols_len = if g.identity() { 0 } else { g.cols_len() };
+    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per))
+        .into_par_iter()
+        .map(|ci| {
+            let mut dw = vec![T::ZERO; wlen];
+            let mut cols = vec![T::ZERO; cols_len];
+            for n in ci * per..((ci + 1) * per).min(g.n) {
+                let xn = &x[n * g.in_len()..(n + 1) * g.in_len()];
+                let dyn_ = &dy[n * g.out_len()..(n + 1) * g.out_len()];
+                let src: &[T] = if g.identity() {
+                    xn
+                } else {
+                    im2col(g, xn, &mut cols);
+                    &cols
+                };
+                for grp in 0..g.groups {
+                    matmul(
+                        cog,
+                        gk,
+                        l,
+                        &mut dw[grp * cog * gk..],
+                        Mat::rows(&dyn_[grp * cog * l..], l),
+                        Mat::rows_t(&src[grp * gk * l..], l),
+                        true,
+                        par,
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; wlen]);
+    for p in parts {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    dw
+}
+
+/// Input gradient: `col2im(Wᵀ · dy[n])` per image.
+fn input_grad<T: Elem>(g: &Geom, w: &[T], dy: &[T]) -> Vec<T> {
+    let (l, gk, cog) = (g.l(), g.gk(), g.cog());
+    let mut dx = vec![T::ZERO; g.n * g.in_len()];
+    let par = inner_parallelism(g.n);
+    let cols_len = if g.identity() { 0 } else { g.cols_len() };
+    dx.par_chunks_mut(g.in_len())
+        .zip(dy.par_chunks(g.out_len()))
+        .for_each_init(
+            || vec![T::ZERO; cols_len],
+            |cols, (dxn, dyn_)| {
+                let dst: &mut [T] = if g.identity() { dxn } else { cols };
+                for grp in 0..g.groups {
+                    matmul(
+                        gk,
+                        l,
+                        cog,
+                        &mut dst[grp * gk * l..],
+                        Mat::rows_t(&w[grp * cog * gk..], gk),
+                        Mat::rows(&dyn_[grp * cog * l..], l),
+                        false,
+                        par,
+                    );
+                }
+                if !g.identity() {
+                    col2im(g, cols, dxn);
+                }
+            },
+        );
+    dx
+}
+
+/// Bias gradient: per output channel, the sum of `dy` over images and positions.
+fn bias_grad<T: Elem>(g: &Geom, dy: &[T]) -> Vec<T> {
+    let l = g.l();
+    (0..g.co)
+        .into_par_iter()
+        .map(|o| {
+            let mut s = T::ZERO;
+            for n in 0..g.n {
+                let plane = &dy[(n * g.co + o) * l..][..l];
+                // Four lanes, then combined: fixed order, and vectorisable.
+                let mut acc = [T::ZERO; 4];
+                let mut it = plane.chunks_exact(4);
+                for c in &mut it {
+                    for j in 0..4 {
+                        acc[j] += c[j];
+                    }
+                }
+                for &v in it.remainder() {
+                    acc[0] += v;
+                }
+                s += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            }
+            s
+        })
+        .collect()
+}
+
+struct ConvFwd(Geom);
+struct WeightGrad(Geom);
+struct InputGrad(Geom);
+struct BiasGrad(Geom);
+
+impl ConvFwd {
+    fn shape(&self) -> Shape {
+        Shape::from((self.0.n, self.0.co, self.0.oh, self.0.ow))
+    }
+
+    fn grads(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
+        let dy = grad.contiguous()?;
+        let dw = x.apply_op2_no_bwd(&dy, &WeightGrad(self.0))?;
+        // The first layer's input (the data) needs no gradient: skip col2im and its GEMMs.
+        let dx = if x.track_op() {
+            Some(w.apply_op2_no_bwd(&dy, &InputGrad(self.0))?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp2 for ConvFwd {
+    fn name(&self) -> &'static str {
+        "lepton-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(forward(
+                g,
+                contiguous(x, l1, "input")?,
+                contiguous(w, l2, "weight")?,
+                None,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(forward(
+                g,
+                contiguous(x, l1, "input")?,
+                contiguous(w, l2, "weight")?,
+                None,
+            )),
+            _ => candle_core::bail!("conv2d: input and weight must both be f32 or f64"),
+        };
+        Ok((out, self.shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.grads(x, w, grad)?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl CustomOp3 for ConvFwd {
+    fn name(&self) -> &'static str {
+        "lepton-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                CpuStorage::F32(forward(
+                    g,
+                    contiguous(x, l1, "input")?,
+                    contiguous(w, l2, "weight")?,
+                    Some(contiguous(b, l3, "bias")?),
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                CpuStorage::F64(forward(
+                    g,
+                    contiguous(x, l1, "input")?,
+                    contiguous(w, l2, "weight")?,
+                    Some(contiguous(b, l3, "bias")?),
+                ))
+            }
+            _ => candle_core::bail!("conv2d: input, weight and bias must all be f32 or f64"),
+        };
+        Ok((out, self.shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.grads(x, w, grad)?;
+        let db = grad.contiguous()?.apply_op1_no_bwd(&BiasGrad(self.0))?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "lepton-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(dy)) => CpuStorage::F32(weight_grad(
+                g,
+                contiguous(x, l1, "input")?,
+                contiguous(dy, l2, "output gradient")?,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(dy)) => CpuStorage::F64(weight_grad(
+                g,
+                contiguous(x, l1, "input")?,
+                contiguous(dy, l2, "output gradient")?,
+            )),
+            _ => candle_core::bail!("conv2d weight gradient: mismatched dtypes"),
+        };
+        Ok((out, Shape::from((g.co, g.cg(), g.k, g.k))))
+    }
+}
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "lepton-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(w), CpuStorage::F32(dy)) => CpuStorage::F32(input_grad(
+                g,
+                contiguous(w, l1, "weight")?,
+                contiguous(dy, l2, "output gradient")?,
+            )),
+            (CpuStorage::F64(w), CpuStorage::F64(dy)) => CpuStorage::F64(input_grad(
+                g,
+                contiguous(w, l1, "weight")?,
+                contiguous(dy, l2, "output gradient")?,
+            )),
+            _ => candle_core::bail!("conv2d input gradient: mismatched dtypes"),
+        };
+        Ok((out, Shape::from((g.n, g.c, g.h, g.w))))
+    }
+}
+
+impl CustomOp1 for BiasGrad {
+    fn name(&self) -> &'static str {
+        "lepton-conv2d-bias-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = match s {
+            CpuStorage::F32(dy) => CpuStorage::F32(bias_grad(g, contiguous(dy, l, "gradient")?)),
+            CpuStorage::F64(dy) => CpuStorage::F64(bias_grad(g, contiguous(dy, l, "gradient")?)),
+            _ => candle_core::bail!("conv2d bias gradient: only f32 and f64 are supported"),
+        };
+        Ok((out, Shape::from(g.co)))
+    }
+}
+
+/// `conv2d(x, w) + b` with the geometry checked; see the module docs.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, geom: Geom) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    match b {
+        None => x.apply_op2(&w, ConvFwd(geom)),
+        Some(b) => {
+            if b.dims() != [geom.co] {
+                candle_core::bail!(
+                    "conv2d: bias has shape {:?}, expected [{}]",
+                    b.dims(),
+                    geom.co
+                );
+            }
+            x.apply_op3(&w, &b.contiguous()?, ConvFwd(geom))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), c> == <x, col2im(c)> for random x, c, on a strided, padded, dilated window.
+        let g = Geom::new(&[1, 2, 7, 6], &[3, 2, 3, 3], 2, 1, 2, 1).unwrap();
+        let x: Vec<f64> = (0..g.in_len())
+            .map(|i| ((i * 37) % 11) as f64 - 5.0)
+            .collect();
+        let c: Vec<f64> = (0..g.cols_len())
+            .map(|i| ((i * 53) % 13) as f64 - 6.0)
+            .collect();
+        let mut cols = vec![0.0; g.cols_len()];
+        im2col(&g, &x, &mut cols);
+        let mut back = vec![0.0; g.in_len()];
+        col2im(&g, &c, &mut back);
+        let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| a * b).sum();
+        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
+        assert_eq!(lhs, rhs);
+    }
+}
