@@ -38,6 +38,16 @@ pub struct ServeConfig {
     pub models_dir: Option<PathBuf>,
     #[serde(default)]
     pub alerts: AlertConfig,
+    /// Threads one forward pass may use (candle's CPU thread pool; the `CANDLE_NUM_THREADS`
+    /// environment variable wins when set). Default 1: requests run in parallel across the
+    /// workers instead, which on a small CPU is about twice as fast as several workers sharing
+    /// candle's spinning pool (bench/RESULTS.md, issue 4).
+    #[serde(default = "one")]
+    pub compute_threads: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for ServeConfig {
@@ -151,13 +161,18 @@ pub struct LogConfig {
 }
 
 /// In-process alerting: the same rules as `deploy/prometheus-rules.yml`, evaluated every
-/// `interval-s`, POSTed as JSON to `webhook` when one fires.
+/// `interval-s`; each change of a rule's state is logged and POSTed as JSON to `webhook` (see
+/// `alerts.rs` for the body).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct AlertConfig {
-    /// URL to POST firing alerts to. Default: none (alerts only logged).
+    /// `http://` URL to POST alert state changes to. Default: none (alerts only logged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// Extra attempts after a failed webhook delivery (doubling back-off from 250 ms). Default 3.
+    pub webhook_retries: u32,
+    /// Timeout of one webhook attempt in milliseconds. Default 2000.
+    pub webhook_timeout_ms: u64,
     /// Evaluation period in seconds. Default 30.
     pub interval_s: u64,
     /// p99 latency objective in ms. Default 250.
@@ -172,6 +187,8 @@ impl Default for AlertConfig {
     fn default() -> Self {
         Self {
             webhook: None,
+            webhook_retries: 3,
+            webhook_timeout_ms: 2000,
             interval_s: 30,
             latency_p99_ms: 250.0,
             error_rate: 0.01,
@@ -191,9 +208,17 @@ impl ServeConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if self.compute_threads == 0 {
+            return Err("compute-threads: must be at least 1".into());
+        }
         self.batching.validate("batching")?;
         for (name, b) in &self.models {
             b.validate(&format!("models.{name}"))?;
+        }
+        if let Some(url) = &self.alerts.webhook {
+            if !url.starts_with("http://") {
+                return Err(format!("alerts.webhook '{url}': only http:// URLs are supported (put a TLS proxy in front for https)"));
+            }
         }
         Ok(())
     }

@@ -93,9 +93,9 @@ fn flatten_numbers(v: &Value, out: &mut Vec<f32>, path: &str) -> Result<(), ApiE
             let x = n
                 .as_f64()
                 .ok_or_else(|| ApiError::Unprocessable(format!("{path}: not a number")))?;
-            if !x.is_finite() {
+            if !(x as f32).is_finite() {
                 return Err(ApiError::Unprocessable(format!(
-                    "{path}: not a finite number"
+                    "{path}: not a finite 32-bit float"
                 )));
             }
             out.push(x as f32);

@@ -9,8 +9,10 @@
 //! | [`auth`] | bearer tokens with scopes, hashed, constant-time, reloadable |
 //! | [`routes`] | `/v1` predict, `/v2` Open Inference Protocol, admin, health, metrics, OpenAPI |
 //! | [`metrics`] | Prometheus metrics |
-//! | [`server`] | [`serve`]: socket, graceful shutdown, token reload, alert rules |
+//! | [`server`] | [`serve`]: socket, graceful shutdown, token reload |
+//! | [`alerts`] | in-process alert rules and their webhook |
 
+pub mod alerts;
 pub mod auth;
 pub mod backend;
 pub mod batcher;

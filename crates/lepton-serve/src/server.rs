@@ -25,7 +25,7 @@ pub async fn serve(state: AppState) -> Result<(), String> {
         }
     });
     let s = state.clone();
-    tokio::spawn(async move { alerts(s).await });
+    tokio::spawn(crate::alerts::run(s));
 
     let shutdown_state = state.clone();
     axum::serve(
@@ -60,40 +60,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-/// The alert rules of `deploy/prometheus-rules.yml`, evaluated in process over each interval.
-async fn alerts(state: AppState) {
-    let cfg = state.inner.config.alerts.clone();
-    loop {
-        tokio::time::sleep(Duration::from_secs(cfg.interval_s.max(1))).await;
-        let (p99, errors, n) = state.inner.metrics.drain_window();
-        let mut firing = Vec::new();
-        if n > 0 && p99 * 1e3 > cfg.latency_p99_ms {
-            firing.push(format!(
-                "LatencySLO: p99 {:.1} ms > {} ms",
-                p99 * 1e3,
-                cfg.latency_p99_ms
-            ));
-        }
-        if n > 0 && errors > cfg.error_rate {
-            firing.push(format!(
-                "ErrorRate: {:.2}% 5xx > {:.2}%",
-                errors * 100.0,
-                cfg.error_rate * 100.0
-            ));
-        }
-        for (name, m) in state.inner.models.read().expect("lock").iter() {
-            let fill = m.batcher.queued() as f64 / m.batcher.capacity().max(1) as f64;
-            if fill > cfg.queue_saturation {
-                firing.push(format!(
-                    "QueueSaturation: model {name} queue {:.0}% full",
-                    fill * 100.0
-                ));
-            }
-        }
-        for alert in firing {
-            tracing::warn!(target: "alert", %alert, webhook = cfg.webhook.as_deref().unwrap_or(""), "alert firing");
-        }
-    }
 }

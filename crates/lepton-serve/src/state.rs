@@ -41,6 +41,10 @@ pub struct Inner {
 
 impl AppState {
     pub fn new(config: ServeConfig, tokens: Tokens, loader: Option<Loader>) -> Self {
+        // candle sizes its CPU pool from this on the first kernel call, i.e. after this point.
+        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            std::env::set_var("CANDLE_NUM_THREADS", config.compute_threads.to_string());
+        }
         AppState {
             inner: Arc::new(Inner {
                 config,

@@ -58,6 +58,84 @@ impl utoipa::Modify for Security {
     }
 }
 
+/// The JSON body of every error response.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// What went wrong, naming the request part.
+    error: String,
+    /// A stable kind: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `payload_too_large`, `unsupported_media_type`, `invalid_input`, `rate_limited`,
+    /// `overloaded`, `timeout`, `internal`.
+    #[schema(rename = "type")]
+    kind: String,
+}
+
+/// Completes every operation's responses from what the shared layers add: 401/403 on secured
+/// routes, 413 on routes with a body, 504 (the per-request timeout) on routes that run a model,
+/// and the [`ErrorBody`] JSON schema on every error response.
+struct Errors;
+
+impl utoipa::Modify for Errors {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let describe = |code: &str| match code {
+            "400" => "malformed request (the message names the part)",
+            "401" => "missing or unknown bearer token",
+            "403" => "the token lacks the needed scope",
+            "404" => "no such model or file",
+            "413" => "body, image or batch larger than the limits",
+            "415" => "unsupported content type",
+            "422" => "well-formed request that does not fit the model",
+            "429" => "rate limit exceeded (see Retry-After)",
+            "503" => "queue full or shutting down (see Retry-After)",
+            "504" => "the request took longer than the per-request timeout",
+            _ => "error",
+        };
+        for (path, item) in api.paths.paths.iter_mut() {
+            let runs_model = path.ends_with("/predict") || path.ends_with("/infer");
+            for op in [&mut item.get, &mut item.post, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
+                let mut extra = Vec::new();
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    extra.extend(["401", "403"]);
+                }
+                if op.request_body.is_some() {
+                    extra.extend(["400", "413"]);
+                }
+                if runs_model {
+                    extra.push("504");
+                }
+                let responses = &mut op.responses.responses;
+                for code in extra {
+                    responses.entry(code.to_string()).or_insert_with(|| {
+                        ResponseBuilder::new().description(describe(code)).into()
+                    });
+                }
+                for (code, resp) in responses.iter_mut() {
+                    if let RefOr::T(r) = resp {
+                        if code.starts_with(['4', '5']) {
+                            if r.description.is_empty() {
+                                r.description = describe(code).to_string();
+                            }
+                            if r.content.is_empty() {
+                                r.content.insert(
+                                    "application/json".into(),
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Lepton", description = "Model serving: predictions, Open Inference Protocol v2, admin, health and metrics."),
@@ -66,17 +144,19 @@ impl utoipa::Modify for Security {
         crate::routes::v2::live, crate::routes::v2::ready, crate::routes::v2::server_metadata, crate::routes::v2::model_metadata,
         crate::routes::v2::model_ready, crate::routes::v2::infer,
         crate::routes::admin::load, crate::routes::admin::unload,
-        healthz, readyz, metrics
+        healthz, readyz, metrics, openapi, docs
     ),
-    components(schemas(crate::routes::v1::PredictRequest, crate::routes::v1::PredictResponse, crate::routes::v1::Prediction, crate::routes::v1::Scored, crate::routes::admin::LoadRequest)),
-    modifiers(&Security)
+    components(schemas(ErrorBody, crate::routes::v1::PredictRequest, crate::routes::v1::PredictResponse, crate::routes::v1::Prediction, crate::routes::v1::Scored, crate::routes::admin::LoadRequest)),
+    modifiers(&Security, &Errors)
 )]
 pub struct ApiDoc;
 
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "this OpenAPI document", content_type = "application/json")))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
+#[utoipa::path(get, path = "/docs", tag = "ops", responses((status = 200, description = "a page that renders this document", content_type = "text/html")))]
 pub async fn docs() -> Html<&'static str> {
     Html(include_str!("docs.html"))
 }

@@ -268,10 +268,18 @@ pub async fn infer(
         }
     };
     let _ = binary;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ApiError::Unprocessable(format!(
+            "{what}: value {i} is not a finite 32-bit float"
+        )));
+    }
     let info = served.backend.info();
     let per = raw_shape(info);
     let per_len: usize = per.iter().product();
-    let total: usize = shape.iter().product();
+    let total = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| ApiError::Unprocessable(format!("{what}: shape {shape:?} is too large")))?;
     if shape.is_empty() || values.len() != total {
         return Err(ApiError::Unprocessable(format!(
             "{what}: shape {shape:?} holds {total} values but {} were sent",

@@ -1,8 +1,11 @@
 //! Router tests without a socket (`app(state).oneshot`), on a fake backend: a 2x2 image model
 //! whose output is a softmax over [sum, -sum] of its features.
 
+mod alerts;
 mod api;
+mod bad_input;
 mod deploy;
+mod openai;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
