@@ -227,6 +227,9 @@ impl Llama {
                     ops::rope_interleaved(q, d, p0 + j, c.rope_theta);
                     let (k, v) = kv.split_at_mut(kvd);
                     ops::rope_interleaved(k, d, p0 + j, c.rope_theta);
+                    ops::round_f16(q);
+                    ops::round_f16(k);
+                    ops::round_f16(v);
                     s.cache.store(li, p0 + j, k, v);
                 }
             }

@@ -72,10 +72,18 @@ pub fn attend(
     let inv = (1.0 / sum) as f32;
     out.fill(0.0);
     for (p, vt) in scores.iter().zip(v[..len * d].chunks_exact(d)) {
-        let p = p * inv;
+        let p = half::f16::from_f32(p * inv).to_f32();
         for (o, &vv) in out.iter_mut().zip(vt) {
             *o += p * vv;
         }
+    }
+}
+
+/// Round to the nearest f16 value, keeping f32 storage (llama.cpp's default f16 KV cache: keys,
+/// values, and the queries and attention weights multiplied with them are rounded to f16).
+pub fn round_f16(x: &mut [f32]) {
+    for v in x {
+        *v = half::f16::from_f32(*v).to_f32();
     }
 }
 

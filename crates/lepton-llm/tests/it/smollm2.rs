@@ -21,9 +21,11 @@ struct Golden {
     prompt: String,
     prompt_ids: Vec<u32>,
     generated_ids: Vec<u32>,
-    generated_ids_f32_kv_cache: Vec<u32>,
+    /// Per step, llama.cpp's five best (token, logit).
+    top5: Vec<Vec<(u32, f32)>>,
 }
 
+/// bench/llm/smollm2_q4_1_greedy.json, written by bench/llm/llamacpp_golden.py.
 fn golden() -> Golden {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -38,20 +40,33 @@ fn golden() -> Golden {
             .map(|x| x.as_u64().unwrap() as u32)
             .collect()
     };
+    let top5 = v["top5_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| {
+            step.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_f64().unwrap() as f32))
+                .collect()
+        })
+        .collect();
     Golden {
         prompt: v["prompt"].as_str().unwrap().to_owned(),
         prompt_ids: ids("prompt_ids"),
         generated_ids: ids("generated_ids"),
-        generated_ids_f32_kv_cache: ids("generated_ids_f32_kv_cache"),
+        top5,
     }
 }
 
 /// Greedy decoding with the decoder directly: prefill in one pass, then one token per step.
-fn greedy(model: &TextModel, prompt: &[u32], n: usize) -> Vec<u32> {
+/// Returns the tokens and each step's logits.
+fn greedy(model: &TextModel, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
     let llama = model.llama();
     let mut cache = llama.new_cache(prompt.len() + n);
     let (mut scratch, mut logits) = (Scratch::default(), Vec::new());
-    let mut out = Vec::new();
+    let (mut out, mut all) = (Vec::new(), Vec::new());
     let mut input = prompt.to_vec();
     for _ in 0..n {
         llama
@@ -66,9 +81,10 @@ fn greedy(model: &TextModel, prompt: &[u32], n: usize) -> Vec<u32> {
             .unwrap();
         let t = argmax(&logits);
         out.push(t);
+        all.push(logits.clone());
         input = vec![t];
     }
-    out
+    (out, all)
 }
 
 #[test]
@@ -113,19 +129,33 @@ fn metadata_tokenizer_and_template() {
 fn greedy_matches_llama_cpp_first_64_tokens() {
     let m = model();
     let g = golden();
-    let ours = greedy(&m, &g.prompt_ids, 64);
+    let (ours, logits) = greedy(&m, &g.prompt_ids, 64);
     let text = m.detokenize(&ours).unwrap();
-    let first_diff = |reference: &[u32]| ours.iter().zip(reference).position(|(a, b)| a != b);
     assert_eq!(
-        first_diff(&g.generated_ids_f32_kv_cache),
-        None,
-        "ours: {ours:?}\n{text}\nllama.cpp (f32 KV cache): {:?}\nllama.cpp (default): {:?}",
-        g.generated_ids_f32_kv_cache,
-        g.generated_ids
+        ours,
+        g.generated_ids,
+        "ours: {text:?}\nfirst difference at step {:?}",
+        ours.iter().zip(&g.generated_ids).position(|(a, b)| a != b)
     );
-    assert_eq!(
-        first_diff(&g.generated_ids),
-        None,
-        "vs llama.cpp defaults (f16 KV cache)"
-    );
+    // The logits themselves, llama.cpp's five best at every step. This model is very sensitive to
+    // rounding (activations are quantized to 8 bits per 32-value block, and outlier channels make the
+    // blocks coarse): llama.cpp's own logits move by up to ~0.5 between its f16 and f32 KV cache
+    // (see bench/RESULTS.md), so the bound is loose and the mean is checked too.
+    let (mut worst, mut sum, mut n) = (0f32, 0f32, 0);
+    for (step, (top5, ours)) in g.top5.iter().zip(&logits).enumerate() {
+        for &(id, want) in top5 {
+            let d = (ours[id as usize] - want).abs();
+            assert!(
+                d < 1.0,
+                "step {step} token {id}: {} vs llama.cpp {want}",
+                ours[id as usize]
+            );
+            worst = worst.max(d);
+            sum += d;
+            n += 1;
+        }
+    }
+    let mean = sum / n as f32;
+    assert!(mean < 0.3, "mean |logit - llama.cpp| {mean}");
+    eprintln!("|logit - llama.cpp| over the top-5 of 64 steps: mean {mean}, max {worst}");
 }
