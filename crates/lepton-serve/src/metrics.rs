@@ -41,6 +41,8 @@ pub struct Metrics {
     load_seconds: Family<ModelLabels, Gauge<f64, AtomicU64>>,
     rejected: Family<ModelLabels, Counter>,
     memory: Gauge,
+    /// Language-model metrics (`lepton_llm_*`).
+    pub llm: crate::llm_metrics::LlmMetrics,
     /// Recent (latency seconds, is 5xx) pairs for the alert rules.
     recent: Mutex<VecDeque<(f64, bool)>>,
 }
@@ -106,7 +108,9 @@ impl Metrics {
             "Resident memory of the server process",
             memory.clone(),
         );
+        let llm = crate::llm_metrics::LlmMetrics::register(&mut registry);
         Self {
+            llm,
             registry,
             requests,
             latency,

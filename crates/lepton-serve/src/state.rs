@@ -37,6 +37,8 @@ pub struct Inner {
     pub loader: Option<Loader>,
     pub buckets: Mutex<HashMap<String, (f64, Instant)>>,
     pub ready: std::sync::atomic::AtomicBool,
+    /// Language models (OpenAI-compatible routes).
+    pub llms: crate::llm::LlmRegistry,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
                 loader,
                 buckets: Mutex::new(HashMap::new()),
                 ready: std::sync::atomic::AtomicBool::new(true),
+                llms: Default::default(),
             }),
         }
     }

@@ -2,6 +2,7 @@
 //! middleware shared by all of them.
 
 pub mod admin;
+pub mod openai;
 pub mod ops;
 pub mod v1;
 pub mod v2;
@@ -94,6 +95,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/models", get(v1::list_models))
         .route("/v1/models/{name}/predict", post(v1::predict))
+        .route("/v1/embeddings", post(openai::embeddings::embeddings))
+        .route("/v1/completions", post(openai::completions::completions))
+        .route("/v1/chat/completions", post(openai::chat::chat_completions))
         .route("/v1/admin/models", post(admin::load))
         .route("/v1/admin/models/{name}", delete(admin::unload))
         .route("/v2", get(v2::server_metadata))

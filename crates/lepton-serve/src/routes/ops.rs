@@ -36,6 +36,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .metrics
             .set_queue(name, s.batcher.queued() as i64);
     }
+    for (name, s) in state.inner.llms.all() {
+        if let Some(stats) = s.model.stats() {
+            state.inner.metrics.llm.engine(&name, &stats);
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -144,9 +149,14 @@ impl utoipa::Modify for Errors {
         crate::routes::v2::live, crate::routes::v2::ready, crate::routes::v2::server_metadata, crate::routes::v2::model_metadata,
         crate::routes::v2::model_ready, crate::routes::v2::infer,
         crate::routes::admin::load, crate::routes::admin::unload,
+        crate::routes::openai::embeddings::embeddings, crate::routes::openai::completions::completions,
+        crate::routes::openai::chat::chat_completions,
         healthz, readyz, metrics, openapi, docs
     ),
-    components(schemas(ErrorBody, crate::routes::v1::PredictRequest, crate::routes::v1::PredictResponse, crate::routes::v1::Prediction, crate::routes::v1::Scored, crate::routes::admin::LoadRequest)),
+    components(schemas(ErrorBody, crate::routes::v1::PredictRequest, crate::routes::v1::PredictResponse, crate::routes::v1::Prediction, crate::routes::v1::Scored, crate::routes::admin::LoadRequest,
+        crate::routes::openai::embeddings::EmbeddingRequest, crate::routes::openai::embeddings::EmbeddingInput,
+        crate::routes::openai::params::GenerationBody, crate::routes::openai::params::Message, crate::routes::openai::params::Content,
+        crate::routes::openai::params::ContentPart, crate::routes::openai::params::Stop, crate::routes::openai::params::StreamOptions)),
     modifiers(&Security, &Errors)
 )]
 pub struct ApiDoc;

@@ -201,5 +201,13 @@ pub async fn list_models(
                    "workers": s.batcher.worker_count(), "metrics": i.metrics, "version": i.version})
         })
         .collect();
+    drop(models);
+    let mut data = data;
+    for (name, s) in state.inner.llms.all() {
+        let i = s.model.info();
+        data.push(json!({"id": name, "object": "model", "created": i.created, "owned_by": "lepton",
+                         "task": i.task.as_str(), "context_length": i.context_length,
+                         "dimensions": (i.dimensions > 0).then_some(i.dimensions)}));
+    }
     Ok(Json(json!({"object": "list", "data": data})))
 }

@@ -1,0 +1,29 @@
+//! `POST /v1/chat/completions`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::routes::openai::params::{Endpoint, GenerationBody};
+use crate::routes::openai::{parse_request, stream};
+use crate::state::AppState;
+
+/// Answer a conversation, rendered with the model's own chat template (JSON, or SSE with
+/// `stream: true`).
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body = GenerationBody,
+    responses((status = 200, description = "OpenAI chat.completion (or chat.completion.chunk events ending with data: [DONE])"),
+        (status = 400), (status = 404, description = "unknown model"), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: GenerationBody = parse_request(&state, &headers, &body, "/v1/chat/completions")?;
+    let served = state.inner.llms.get(&req.model)?;
+    let valid = req.validate(Endpoint::Chat, &served)?;
+    stream::respond(state, served, valid, Endpoint::Chat).await
+}

@@ -1,0 +1,28 @@
+//! `POST /v1/completions`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::routes::openai::params::{Endpoint, GenerationBody};
+use crate::routes::openai::{parse_request, stream};
+use crate::state::AppState;
+
+/// Continue a prompt with a served text-generation model (JSON, or SSE with `stream: true`).
+#[utoipa::path(post, path = "/v1/completions", tag = "openai",
+    request_body = GenerationBody,
+    responses((status = 200, description = "OpenAI text_completion (or text/event-stream chunks ending with data: [DONE])"),
+        (status = 400), (status = 404, description = "unknown model"), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+pub async fn completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: GenerationBody = parse_request(&state, &headers, &body, "/v1/completions")?;
+    let served = state.inner.llms.get(&req.model)?;
+    let valid = req.validate(Endpoint::Completions, &served)?;
+    stream::respond(state, served, valid, Endpoint::Completions).await
+}

@@ -1,0 +1,139 @@
+//! `POST /v1/embeddings`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::llm::{api_error, LlmTask};
+use crate::routes::openai::{base64, parse_request};
+use crate::state::AppState;
+
+/// Text or texts to embed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+    /// Token ids (refused: send text).
+    #[schema(value_type = Vec<Object>)]
+    Tokens(Vec<Value>),
+}
+
+/// An OpenAI embeddings request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingRequest {
+    /// A served embeddings model (see `GET /v1/models`).
+    pub model: String,
+    pub input: EmbeddingInput,
+    /// `float` (default) or `base64` (little-endian f32).
+    pub encoding_format: Option<String>,
+    /// Must equal the model's vector length when given.
+    pub dimensions: Option<usize>,
+    /// Ignored.
+    pub user: Option<String>,
+}
+
+/// Embed texts with a served sentence-embedding model.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "openai",
+    request_body = EmbeddingRequest,
+    responses((status = 200, description = "OpenAI embeddings list: data[i].embedding, usage.prompt_tokens"),
+        (status = 400), (status = 404, description = "unknown model"), (status = 429), (status = 503)),
+    security(("bearer" = [])))]
+pub async fn embeddings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: EmbeddingRequest = parse_request(&state, &headers, &body, "/v1/embeddings")?;
+    let served = state.inner.llms.get(&req.model)?;
+    let info = served.model.info().clone();
+    if info.task != LlmTask::Embeddings {
+        return Err(ApiError::BadRequest(format!(
+            "model: '{}' is a {} model; use /v1/completions or /v1/chat/completions",
+            req.model,
+            info.task.as_str()
+        )));
+    }
+    let texts =
+        match req.input {
+            EmbeddingInput::One(s) => vec![s],
+            EmbeddingInput::Many(v) => v,
+            EmbeddingInput::Tokens(_) => return Err(ApiError::BadRequest(
+                "input: token-id arrays are not supported; send a string or an array of strings"
+                    .into(),
+            )),
+        };
+    if texts.is_empty() {
+        return Err(ApiError::BadRequest("input: the array is empty".into()));
+    }
+    let max = state.inner.config.limits.max_batch_inputs;
+    if texts.len() > max {
+        return Err(ApiError::BadRequest(format!(
+            "input: {} texts, the limit is {max}",
+            texts.len()
+        )));
+    }
+    if let Some(i) = texts.iter().position(|t| t.is_empty()) {
+        return Err(ApiError::BadRequest(format!("input[{i}]: empty string")));
+    }
+    let base64_out = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "encoding_format: '{other}' (use float or base64)"
+            )))
+        }
+    };
+    if let Some(d) = req.dimensions {
+        if d != info.dimensions {
+            return Err(ApiError::BadRequest(format!(
+                "dimensions: this model's vectors have {} dimensions, not {d}",
+                info.dimensions
+            )));
+        }
+    }
+    let _slot = served.slot(&req.model)?;
+    let _permit = served
+        .gate
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Overloaded("the model is shutting down".into()))?;
+    let model = served.model.clone();
+    let n = texts.len();
+    let out = tokio::task::spawn_blocking(move || model.embed(&texts))
+        .await
+        .map_err(|e| ApiError::Internal(format!("embedding task: {e}")))?
+        .map_err(api_error)?;
+    state
+        .inner
+        .metrics
+        .llm
+        .embedded(&req.model, n, out.prompt_tokens);
+    let data: Vec<Value> = out
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64_out {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64(&bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": req.model,
+        "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
+    })))
+}

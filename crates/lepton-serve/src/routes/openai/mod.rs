@@ -1,0 +1,108 @@
+//! The OpenAI-compatible API: `POST /v1/embeddings`, `/v1/completions`, `/v1/chat/completions`
+//! (server-sent events with `stream: true`), on the server's auth, rate limits, body limits,
+//! metrics and access logs. Language models are listed by `GET /v1/models` with the others.
+//!
+//! Bodies are checked in order: UTF-8, JSON nesting depth, JSON syntax, then the typed request
+//! (unknown fields refused, errors name the field path), then [`params`] validates the values
+//! into a [`params::ValidGeneration`]; every failure is a 4xx naming the request part.
+
+pub mod chat;
+pub mod completions;
+pub mod embeddings;
+pub mod params;
+pub mod stream;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Scope;
+use crate::error::ApiError;
+use crate::inputs::parse_json;
+use crate::routes::{authorize, log_payload};
+use crate::state::AppState;
+
+/// Authorize (`predict` scope) and rate-limit a request, then parse its body as `T`.
+pub fn parse_request<T: DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    route: &str,
+) -> Result<T, ApiError> {
+    let caller = authorize(state, headers, Scope::Predict)?;
+    state.rate_limit(&caller.token_id)?;
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(ApiError::BadRequest(format!(
+            "request body is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        )));
+    }
+    let value = parse_json(body, &state.inner.config.limits)?;
+    log_payload(state, route, &value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::BadRequest(format!("request body: {inner}"))
+        } else {
+            ApiError::BadRequest(format!("{path}: {inner}"))
+        }
+    })
+}
+
+static IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A response id such as `chatcmpl-5f2a-17`.
+pub fn response_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{:x}-{}",
+        std::process::id(),
+        IDS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Standard base64 (RFC 4648, padded), for `encoding_format: "base64"` embeddings.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(i.as_bytes()), o);
+        }
+    }
+}
