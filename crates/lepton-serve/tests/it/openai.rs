@@ -604,3 +604,87 @@ async fn real_minilm_embeddings_through_the_router() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn real_smollm2_chat_stream_and_cancel_through_the_router() {
+    let st = AppState::new(
+        ServeConfig::default(),
+        Tokens::load(None, None).unwrap(),
+        None,
+    );
+    let engine = lepton_llm::EngineConfig::default().with_kv_cache_tokens(4096);
+    let model = lepton_serve::llm_models::load_language_model(
+        &model_path("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        engine,
+    )
+    .unwrap();
+    st.inner.llms.insert("smol", model.clone(), 8);
+    let msgs = json!([{"role": "user", "content": "What is the capital of France?"}]);
+    let (s, v) = post(
+        &st,
+        "/v1/chat/completions",
+        json!({"model": "smol", "messages": msgs, "max_tokens": 12, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("Paris"), "{text}");
+    let usage = &v["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 10, "{usage}");
+    assert!(usage["completion_tokens"].as_u64().unwrap() <= 12);
+
+    // Streaming gives the same text as the plain answer (greedy).
+    let body = json!({"model": "smol", "messages": msgs, "max_tokens": 12, "temperature": 0, "stream": true});
+    let (_, _, bytes) = send(
+        &st,
+        json_req("POST", "/v1/chat/completions", &body.to_string(), None),
+    )
+    .await;
+    let data = sse_data(&bytes);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let streamed: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(streamed, text);
+
+    // Over-long prompt: a clear 400, no sequence admitted.
+    let long = "hello ".repeat(9000);
+    let (s, v) = post(
+        &st,
+        "/v1/completions",
+        json!({"model": "smol", "prompt": long, "max_tokens": 4}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("max_tokens"), "{v}");
+
+    // A client that disconnects mid-stream frees its sequence in the engine.
+    let body =
+        json!({"model": "smol", "prompt": "Once upon a time", "max_tokens": 500, "stream": true})
+            .to_string();
+    let resp = lepton_serve::app(st.clone())
+        .oneshot(json_req("POST", "/v1/completions", &body, None))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    let mut stats = model.stats().unwrap();
+    for _ in 0..300 {
+        stats = model.stats().unwrap();
+        if stats.active_sequences == 0 && stats.requests_cancelled == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stats.active_sequences, 0, "{stats:?}");
+    assert_eq!(stats.kv_cache_tokens_used, 0, "{stats:?}");
+    assert_eq!(stats.requests_cancelled, 1, "{stats:?}");
+    assert!(stats.generated_tokens_total < 500, "{stats:?}");
+}
