@@ -62,6 +62,16 @@ pub enum Command {
         after_help = "Example:\n  lepton serve mnist.photon --listen 127.0.0.1:8080\n  LEPTON_TOKENS=secret:predict lepton serve a.photon b.photon --config serve.toml"
     )]
     Serve(ServeArgs),
+    /// Sentence embeddings from a Hugging Face encoder folder (e.g. all-MiniLM-L6-v2).
+    #[command(
+        after_help = "Example:\n  lepton embed ~/.cache/lepton-assets/models/all-MiniLM-L6-v2 \"The cat sits outside\" \"The cat plays in the garden\"\n  lepton embed MODEL --file sentences.txt --json"
+    )]
+    Embed(EmbedArgs),
+    /// Serve one language model (encoder folder or GGUF decoder) with the OpenAI-compatible API.
+    #[command(
+        after_help = "Example:\n  lepton run ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --name smollm2\n  curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\": \"smollm2\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'"
+    )]
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -162,8 +172,53 @@ pub struct InspectArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// A Hugging Face encoder folder (config.json, model.safetensors, tokenizer.json).
+    pub model: PathBuf,
+    /// Texts to embed.
+    pub texts: Vec<String>,
+    /// Also embed each line of this file.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Embed the texts this many times and report the fastest (benchmarks).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A Hugging Face encoder folder or a GGUF file.
+    pub model: PathBuf,
+    /// Model name in the API (default: the file or folder name without extension).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Server configuration (TOML).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "LEPTON_LISTEN")]
+    pub listen: Option<String>,
+    /// Allow serving on a non-loopback address without any API token.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Most sequences decoded together (GGUF models).
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// KV-cache budget in positions over all running sequences (GGUF models).
+    #[arg(long, default_value_t = 32768)]
+    pub kv_cache_tokens: usize,
+    /// Most requests waiting for the engine before new ones get 503.
+    #[arg(long, default_value_t = 64)]
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// .photon files to serve (the model name is the file stem).
+    /// .photon files, Hugging Face encoder folders or GGUF files to serve (the model name is the
+    /// file stem; language models get the OpenAI-compatible /v1 routes).
     pub models: Vec<PathBuf>,
     /// Server configuration (TOML).
     #[arg(long, short)]

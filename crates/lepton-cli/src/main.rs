@@ -11,7 +11,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let server = matches!(cli.command, cli::Command::Serve(_));
+    let server = matches!(cli.command, cli::Command::Serve(_) | cli::Command::Run(_));
     output::init_logging(&cli.global, server);
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,10 +2,12 @@
 
 mod cv;
 mod data;
+mod embed;
 mod eval;
 mod export;
 mod inspect;
 mod predict;
+mod run;
 mod serve;
 mod train;
 
@@ -27,6 +29,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::run(args, mode),
         Command::Inspect(args) => inspect::run(args, mode),
         Command::Serve(args) => serve::run(args),
+        Command::Embed(args) => embed::run(args, mode),
+        Command::Run(args) => run::run(args),
     }
 }
 

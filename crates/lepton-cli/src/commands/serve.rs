@@ -1,4 +1,7 @@
-//! `lepton serve FILE... [--config serve.toml] [--listen ADDR] [--insecure]`.
+//! `lepton serve FILE... [--config serve.toml] [--listen ADDR] [--insecure]`: `.photon` packages,
+//! and language models (Hugging Face encoder folders, GGUF decoders) on the OpenAI-compatible routes.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use lepton_serve::photon::PhotonBackend;
@@ -6,7 +9,35 @@ use lepton_serve::{AppState, ServeConfig, Tokens};
 
 use crate::cli::ServeArgs;
 
+/// A model's API name: its file or folder name without the extension.
+pub fn model_name(path: &Path) -> anyhow::Result<String> {
+    Ok(path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .with_context(|| format!("{}: no file name", path.display()))?
+        .to_string())
+}
+
+fn is_photon(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "photon")
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let llms = args
+        .models
+        .iter()
+        .filter(|p| !is_photon(p))
+        .map(|p| Ok((model_name(p)?, p.clone())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    run_with(args, llms, lepton_llm::EngineConfig::default())
+}
+
+/// Serve `args.models` (photons) and the language models `llms` (name, path).
+pub fn run_with(
+    args: ServeArgs,
+    llms: Vec<(String, PathBuf)>,
+    engine: lepton_llm::EngineConfig,
+) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(p) => ServeConfig::from_file(p).map_err(anyhow::Error::msg)?,
         None => ServeConfig::default(),
@@ -18,8 +49,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.insecure |= args.insecure;
     anyhow::ensure!(
-        !args.models.is_empty() || config.models_dir.is_some(),
-        "give at least one .photon file (or models-dir in the config for admin loads)"
+        !args.models.is_empty() || !llms.is_empty() || config.models_dir.is_some(),
+        "give at least one .photon file or language model (or models-dir in the config for admin loads)"
     );
     let tokens = Tokens::load(
         config.auth.tokens_file.as_deref(),
@@ -31,7 +62,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let state = AppState::new(config, tokens, Some(PhotonBackend::loader()));
-        for path in &args.models {
+        for (name, path) in llms {
+            let (st, p, e) = (state.clone(), path.clone(), engine.clone());
+            let queue = e.queue_capacity + e.max_batch;
+            let model = tokio::task::spawn_blocking(move || {
+                lepton_serve::llm_models::load_language_model(&p, e)
+            })
+            .await?
+            .with_context(|| format!("loading {}", path.display()))?;
+            let task = model.info().task.as_str();
+            st.inner.llms.insert(&name, model, queue);
+            tracing::info!(model = %name, path = %path.display(), task, "language model loaded");
+        }
+        for path in args.models.iter().filter(|p| is_photon(p)) {
             let name = path
                 .file_stem()
                 .and_then(|s| s.to_str())

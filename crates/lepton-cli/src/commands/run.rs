@@ -1,0 +1,39 @@
+//! `lepton run MODEL`: serve one language model (a Hugging Face encoder folder or a GGUF decoder)
+//! with the OpenAI-compatible API, on the same server as `lepton serve`.
+
+use anyhow::Context;
+
+use crate::cli::{RunArgs, ServeArgs};
+use crate::commands::serve;
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Language models use every core for one forward pass unless told otherwise.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        let n = rayon::current_num_threads();
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    }
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => serve::model_name(&args.model)?,
+    };
+    anyhow::ensure!(
+        args.model.extension().is_none_or(|e| e != "photon"),
+        "{}: `lepton run` serves language models; use `lepton serve` for .photon files",
+        args.model.display()
+    );
+    let engine = lepton_llm::EngineConfig::default()
+        .with_max_batch(args.max_batch)
+        .with_kv_cache_tokens(args.kv_cache_tokens)
+        .with_queue_capacity(args.queue_capacity);
+    serve::run_with(
+        ServeArgs {
+            models: Vec::new(),
+            config: args.config,
+            listen: args.listen,
+            insecure: args.insecure,
+        },
+        vec![(name, args.model)],
+        engine,
+    )
+    .context("lepton run")
+}
