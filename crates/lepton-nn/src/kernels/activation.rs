@@ -59,7 +59,7 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &ReluBackward)?))
+        Ok(Some(relu_backward(y, dy)?))
     }
 }
 
@@ -86,6 +86,12 @@ impl CustomOp2 for ReluBackward {
         };
         Ok((out, l1.shape().clone()))
     }
+}
+
+/// `dy·[y > 0]`: the gradient through a ReLU whose output is `y`.
+pub(crate) fn relu_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    y.contiguous()?
+        .apply_op2_no_bwd(&dy.contiguous()?, &ReluBackward)
 }
 
 /// `max(x, 0)` for f32/f64 tensors (other dtypes use candle's relu).

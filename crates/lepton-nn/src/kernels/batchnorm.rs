@@ -147,6 +147,8 @@ struct Norm {
     mean: Vec<f64>,
     invstd: Vec<f64>,
     batch_stats: bool,
+    /// A ReLU fused after the normalisation.
+    relu: bool,
 }
 
 impl Norm {
@@ -166,6 +168,11 @@ impl Norm {
                 );
                 for (y, &x) in ys.iter_mut().zip(xs) {
                     *y = x * a + b;
+                }
+                if self.relu {
+                    for y in ys.iter_mut() {
+                        *y = if *y > T::ZERO { *y } else { T::ZERO };
+                    }
                 }
             });
         y
@@ -203,10 +210,14 @@ impl CustomOp3 for Norm {
         x: &Tensor,
         g: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
+        let dy = if self.relu {
+            super::activation::relu_backward(res, dy)?
+        } else {
+            dy.contiguous()?
+        };
         // [2, C]: Σ dy and Σ dy·x̂ per channel.
         let sums = x.apply_op2_no_bwd(&dy, &GradSums(self.clone()))?;
         let dbeta = sums.get(0)?.to_dtype(g.dtype())?;
@@ -326,9 +337,11 @@ impl CustomOp2 for InputGrad {
     }
 }
 
-/// `y = (x − mean)/√(var + eps)·weight + bias` per channel of `x: [N, C, ...]`. With
+/// `y = (x − mean)/√(var + eps)·weight + bias` per channel of `x: [N, C, ...]` (then `max(y, 0)`
+/// with `relu`). With
 /// `batch_stats`, `mean` and `var` must be `x`'s own [`channel_stats`] and the gradient flows
 /// through them; otherwise they are constants (running statistics).
+#[allow(clippy::too_many_arguments)]
 pub fn batch_norm(
     x: &Tensor,
     weight: &Tensor,
@@ -337,6 +350,7 @@ pub fn batch_norm(
     var: &[f64],
     eps: f64,
     batch_stats: bool,
+    relu: bool,
 ) -> Result<Tensor> {
     let d = Dims::of(x.dims())?;
     if mean.len() != d.c || var.len() != d.c || weight.dims() != [d.c] || bias.dims() != [d.c] {
@@ -351,6 +365,7 @@ pub fn batch_norm(
         mean: mean.to_vec(),
         invstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
         batch_stats,
+        relu,
     };
     x.contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, norm)
@@ -409,7 +424,7 @@ mod tests {
             let b = Var::from_tensor(&Tensor::randn(0f64, 0.5, c, &dev).unwrap()).unwrap();
             let r = Tensor::randn(0f64, 1.0, shape.as_slice(), &dev).unwrap();
             let (mean, var) = channel_stats(&x).unwrap();
-            let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, true).unwrap();
+            let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, true, false).unwrap();
             let theirs = reference(&x, &g, &b, 1e-5);
             assert!(max_diff(&ours, &theirs) < 1e-10);
             let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -424,7 +439,7 @@ mod tests {
                 assert!(d < 1e-9, "{shape:?}: gradient differs by {d}");
             }
             // Fixed statistics: an affine map per channel.
-            let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, false).unwrap();
+            let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, false, false).unwrap();
             let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let shape_c: Vec<usize> = (0..x.rank()).map(|d| if d == 1 { c } else { 1 }).collect();
             let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();

@@ -191,8 +191,8 @@ fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
     }
 }
 
-/// Forward: `y = conv(x, w) + b`.
-fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+/// Forward: `y = conv(x, w) + b`, then `max(y, 0)` with `relu`.
+fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>, relu: bool) -> Vec<T> {
     let (l, gk, cog) = (g.l(), g.gk(), g.cog());
     let mut y = vec![T::ZERO; g.n * g.out_len()];
     let par = inner_parallelism(g.n);
@@ -224,6 +224,11 @@ fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
                         b.is_some(),
                         par,
                     );
+                }
+                if relu {
+                    for v in yn.iter_mut() {
+                        *v = if *v > T::ZERO { *v } else { T::ZERO };
+                    }
                 }
             },
         );
@@ -337,22 +342,35 @@ fn bias_grad<T: Elem>(g: &Geom, dy: &[T]) -> Vec<T> {
         .collect()
 }
 
-struct ConvFwd(Geom);
+/// The forward op; with `relu` the activation is fused (the ReLU layer after it is skipped).
+struct ConvFwd {
+    g: Geom,
+    relu: bool,
+}
 struct WeightGrad(Geom);
 struct InputGrad(Geom);
 struct BiasGrad(Geom);
 
 impl ConvFwd {
     fn shape(&self) -> Shape {
-        Shape::from((self.0.n, self.0.co, self.0.oh, self.0.ow))
+        Shape::from((self.g.n, self.g.co, self.g.oh, self.g.ow))
     }
 
-    fn grads(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
-        let dy = grad.contiguous()?;
-        let dw = x.apply_op2_no_bwd(&dy, &WeightGrad(self.0))?;
+    /// The gradient at the convolution's output (through the fused ReLU, if any).
+    fn dy(&self, res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        if self.relu {
+            super::activation::relu_backward(res, grad)
+        } else {
+            grad.contiguous()
+        }
+    }
+
+    fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
+        let dy = dy.clone();
+        let dw = x.apply_op2_no_bwd(&dy, &WeightGrad(self.g))?;
         // The first layer's input (the data) needs no gradient: skip col2im and its GEMMs.
         let dx = if x.track_op() {
-            Some(w.apply_op2_no_bwd(&dy, &InputGrad(self.0))?)
+            Some(w.apply_op2_no_bwd(&dy, &InputGrad(self.g))?)
         } else {
             None
         };
@@ -372,19 +390,21 @@ impl CustomOp2 for ConvFwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
+        let g = &self.g;
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(forward(
                 g,
                 contiguous(x, l1, "input")?,
                 contiguous(w, l2, "weight")?,
                 None,
+                self.relu,
             )),
             (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(forward(
                 g,
                 contiguous(x, l1, "input")?,
                 contiguous(w, l2, "weight")?,
                 None,
+                self.relu,
             )),
             _ => candle_core::bail!("conv2d: input and weight must both be f32 or f64"),
         };
@@ -395,10 +415,10 @@ impl CustomOp2 for ConvFwd {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, w, grad)?;
+        let (dx, dw) = self.grads(x, w, &self.dy(res, grad)?)?;
         Ok((dx, Some(dw)))
     }
 }
@@ -417,7 +437,7 @@ impl CustomOp3 for ConvFwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
+        let g = &self.g;
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
                 CpuStorage::F32(forward(
@@ -425,6 +445,7 @@ impl CustomOp3 for ConvFwd {
                     contiguous(x, l1, "input")?,
                     contiguous(w, l2, "weight")?,
                     Some(contiguous(b, l3, "bias")?),
+                    self.relu,
                 ))
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
@@ -433,6 +454,7 @@ impl CustomOp3 for ConvFwd {
                     contiguous(x, l1, "input")?,
                     contiguous(w, l2, "weight")?,
                     Some(contiguous(b, l3, "bias")?),
+                    self.relu,
                 ))
             }
             _ => candle_core::bail!("conv2d: input, weight and bias must all be f32 or f64"),
@@ -445,11 +467,12 @@ impl CustomOp3 for ConvFwd {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, w, grad)?;
-        let db = grad.contiguous()?.apply_op1_no_bwd(&BiasGrad(self.0))?;
+        let dy = self.dy(res, grad)?;
+        let (dx, dw) = self.grads(x, w, &dy)?;
+        let db = dy.apply_op1_no_bwd(&BiasGrad(self.g))?;
         Ok((dx, Some(dw), Some(db)))
     }
 }
@@ -530,12 +553,19 @@ impl CustomOp1 for BiasGrad {
     }
 }
 
-/// `conv2d(x, w) + b` with the geometry checked; see the module docs.
-pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, geom: Geom) -> Result<Tensor> {
+/// `conv2d(x, w) + b`, followed by `max(·, 0)` with `relu`; see the module docs.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    geom: Geom,
+    relu: bool,
+) -> Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
+    let op = ConvFwd { g: geom, relu };
     match b {
-        None => x.apply_op2(&w, ConvFwd(geom)),
+        None => x.apply_op2(&w, op),
         Some(b) => {
             if b.dims() != [geom.co] {
                 candle_core::bail!(
@@ -544,7 +574,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, geom: Geom) -> Result<
                     geom.co
                 );
             }
-            x.apply_op3(&w, &b.contiguous()?, ConvFwd(geom))
+            x.apply_op3(&w, &b.contiguous()?, op)
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Max pooling as a candle custom op, with a backward pass for any kernel, stride and padding
 //! (candle's own max-pool backward only handles kernel == stride and spreads the gradient over
-//! the window). The backward recomputes each window's argmax (first maximum, as PyTorch) and
-//! routes the whole gradient there. Padding is -inf, as in PyTorch.
+//! the window). The forward pass records each window's argmax (first maximum, as PyTorch) when the
+//! input needs a gradient, and the backward routes the whole gradient there. Padding is -inf, as
+//! in PyTorch.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy)]
@@ -80,21 +83,43 @@ fn contiguous<'a, T>(data: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-struct MaxPool(Geometry);
+/// The forward op. With `keep` it records each output's argmax (index within its plane) for the
+/// backward pass, which is then a plain scatter.
+struct MaxPool {
+    g: Geometry,
+    keep: bool,
+    argmax: Mutex<Option<Arc<Vec<u32>>>>,
+}
 
 impl MaxPool {
     fn fwd<T: PartialOrd + Copy + Send + Sync + Default>(&self, x: &[T]) -> Vec<T> {
-        let g = self.0;
-        let mut out = vec![T::default(); g.n * g.c * g.oh * g.ow];
-        out.par_chunks_mut(g.oh * g.ow)
-            .zip(x.par_chunks(g.h * g.w))
-            .for_each(|(o, plane)| {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        o[oy * g.ow + ox] = plane[g.argmax(plane, oy, ox)];
+        let g = self.g;
+        let per = g.oh * g.ow;
+        let mut out = vec![T::default(); g.n * g.c * per];
+        let mut idx = vec![0u32; if self.keep { out.len() } else { 0 }];
+        let run = |o: &mut [T], at: Option<&mut [u32]>, plane: &[T]| {
+            let mut at = at;
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let i = g.argmax(plane, oy, ox);
+                    o[oy * g.ow + ox] = plane[i];
+                    if let Some(at) = at.as_deref_mut() {
+                        at[oy * g.ow + ox] = i as u32;
                     }
                 }
-            });
+            }
+        };
+        if self.keep {
+            out.par_chunks_mut(per)
+                .zip(idx.par_chunks_mut(per))
+                .zip(x.par_chunks(g.h * g.w))
+                .for_each(|((o, at), plane)| run(o, Some(at), plane));
+            *self.argmax.lock().expect("max-pool argmax lock") = Some(Arc::new(idx));
+        } else {
+            out.par_chunks_mut(per)
+                .zip(x.par_chunks(g.h * g.w))
+                .for_each(|(o, plane)| run(o, None, plane));
+        }
         out
     }
 }
@@ -105,7 +130,7 @@ impl CustomOp1 for MaxPool {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
+        let g = self.g;
         let shape = Shape::from((g.n, g.c, g.oh, g.ow));
         match s {
             CpuStorage::F32(v) => Ok((CpuStorage::F32(self.fwd(contiguous(v, l)?)), shape)),
@@ -114,62 +139,50 @@ impl CustomOp1 for MaxPool {
         }
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(
-            &grad_res.contiguous()?,
-            &MaxPoolBackward(self.0),
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let Some(argmax) = self.argmax.lock().expect("max-pool argmax lock").clone() else {
+            candle_core::bail!("max-pool2d backward: the forward pass kept no argmax")
+        };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(
+            &MaxPoolBackward { g: self.g, argmax },
         )?))
     }
 }
 
-struct MaxPoolBackward(Geometry);
+/// Routes each output gradient to its window's argmax.
+struct MaxPoolBackward {
+    g: Geometry,
+    argmax: Arc<Vec<u32>>,
+}
 
 impl MaxPoolBackward {
-    fn bwd<T: PartialOrd + Copy + Send + Sync + Default + std::ops::AddAssign>(
-        &self,
-        x: &[T],
-        gy: &[T],
-    ) -> Vec<T> {
-        let g = self.0;
-        let mut gx = vec![T::default(); x.len()];
+    fn bwd<T: Copy + Send + Sync + Default + std::ops::AddAssign>(&self, gy: &[T]) -> Vec<T> {
+        let g = self.g;
+        let per = g.oh * g.ow;
+        let mut gx = vec![T::default(); g.n * g.c * g.h * g.w];
         gx.par_chunks_mut(g.h * g.w)
-            .zip(x.par_chunks(g.h * g.w))
-            .zip(gy.par_chunks(g.oh * g.ow))
-            .for_each(|((gxp, plane), gyp)| {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        gxp[g.argmax(plane, oy, ox)] += gyp[oy * g.ow + ox];
-                    }
+            .zip(gy.par_chunks(per).zip(self.argmax.par_chunks(per)))
+            .for_each(|(gxp, (gyp, at))| {
+                for (&v, &i) in gyp.iter().zip(at) {
+                    gxp[i as usize] += v;
                 }
             });
         gx
     }
 }
 
-impl CustomOp2 for MaxPoolBackward {
+impl CustomOp1 for MaxPoolBackward {
     fn name(&self) -> &'static str {
         "lepton-max-pool2d-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
         let shape = Shape::from((g.n, g.c, g.h, g.w));
-        match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(gy)) => Ok((
-                CpuStorage::F32(self.bwd(contiguous(x, l1)?, contiguous(gy, l2)?)),
-                shape,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(gy)) => Ok((
-                CpuStorage::F64(self.bwd(contiguous(x, l1)?, contiguous(gy, l2)?)),
-                shape,
-            )),
-            _ => candle_core::bail!("max-pool2d backward: unsupported or mismatched dtypes"),
+        match s {
+            CpuStorage::F32(gy) => Ok((CpuStorage::F32(self.bwd(contiguous(gy, l)?)), shape)),
+            CpuStorage::F64(gy) => Ok((CpuStorage::F64(self.bwd(contiguous(gy, l)?)), shape)),
+            _ => candle_core::bail!("max-pool2d backward: only f32 and f64 are supported"),
         }
     }
 }
@@ -177,7 +190,17 @@ impl CustomOp2 for MaxPoolBackward {
 /// Max pooling over `[N, C, H, W]`: square window `kernel`, `stride`, -inf `padding`.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let g = Geometry::new(x.dims(), kernel, stride, padding)?;
-    x.contiguous()?.apply_op1(MaxPool(g))
+    let x = x.contiguous()?;
+    let op = MaxPool {
+        g,
+        keep: x.track_op(),
+        argmax: Mutex::new(None),
+    };
+    if op.keep {
+        x.apply_op1(op)
+    } else {
+        x.apply_op1_no_bwd(&op)
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +225,31 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn backward_matches_candle_when_kernel_equals_stride() {
+        let x = candle_core::Var::from_tensor(
+            &Tensor::randn(0f32, 1.0, (3, 4, 9, 6), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let r = Tensor::randn(0f32, 1.0, (3, 4, 3, 2), &Device::Cpu).unwrap();
+        let grad = |y: Tensor| {
+            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            g.get(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let ours = grad(max_pool2d(&x, 3, 3, 0).unwrap());
+        // candle routes the gradient to the argmax too, but divided by the window size.
+        let theirs = grad(x.max_pool2d(3).unwrap());
+        assert_eq!(ours.iter().filter(|v| **v != 0.0).count(), 3 * 4 * 3 * 2);
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - 9.0 * b).abs() < 1e-5, "{a} vs 9 x {b}");
+        }
     }
 
     #[test]

@@ -40,6 +40,17 @@ impl Default for Conv2dParams {
 /// One custom op (see `conv.rs`): per-image im2col + GEMM in parallel across the batch, bias fused;
 /// the backward pass computes the input gradient only when `x` needs one (not for the first layer).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    conv2d_act(x, w, b, p, false)
+}
+
+/// [`conv2d`] followed by a fused ReLU when `relu` is set.
+pub fn conv2d_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    p: Conv2dParams,
+    relu: bool,
+) -> Result<Tensor> {
     let geom = ConvGeom::new(
         x.dims(),
         w.dims(),
@@ -48,7 +59,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Re
         p.dilation,
         p.groups,
     )?;
-    conv::conv2d(x, w, b, geom)
+    conv::conv2d(x, w, b, geom, relu)
 }
 
 /// Average pooling over `[N, C, H, W]` with zero padding counted (PyTorch's default), as a
@@ -176,6 +187,37 @@ mod tests {
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(3));
+    }
+
+    #[test]
+    fn fused_relu_equals_conv_then_relu() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 2, 7, 8), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 2, 3, 3), &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 4, &dev).unwrap()).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (3, 4, 7, 8), &dev).unwrap();
+        let p = Conv2dParams {
+            padding: 1,
+            ..Default::default()
+        };
+        let fused = conv2d_act(&x, &w, Some(&b), p, true).unwrap();
+        let plain = conv2d(&x, &w, Some(&b), p).unwrap().relu().unwrap();
+        assert_eq!(close(&fused, &plain), 0.0);
+        let gf = (&fused * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gp = (&plain * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &w, &b] {
+            assert!(close(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-5);
+        }
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub enum Layer {
         weight: Tensor,
         bias: Option<Tensor>,
         params: Conv2dParams,
+        /// The ReLU after this layer is computed here (see [`fuse_relus`]).
+        relu: bool,
     },
     MaxPool2d {
         kernel: usize,
@@ -58,6 +60,8 @@ pub enum Layer {
     Sigmoid,
     Tanh,
     Softmax,
+    /// A ReLU computed by the layer before it (an identity here).
+    FusedRelu,
 }
 
 /// Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for linear and conv layers; the
@@ -125,6 +129,7 @@ pub(crate) fn build(
                         dilation: *dilation,
                         groups: *groups,
                     },
+                    relu: false,
                 }
             }
             LayerSpec::MaxPool2d {
@@ -175,7 +180,33 @@ pub(crate) fn build(
         out.push(layer);
         x = shapes[i].clone();
     }
+    fuse_relus(&mut out);
     Ok(out)
+}
+
+/// A ReLU right after a convolution or a batch norm is computed inside that layer's kernel (one
+/// pass and one tensor less, forward and backward); the ReLU layer becomes [`Layer::FusedRelu`].
+/// Layer indices, and so parameter names, do not change.
+fn fuse_relus(layers: &mut [Layer]) {
+    for i in 1..layers.len() {
+        if !matches!(layers[i], Layer::Relu) {
+            continue;
+        }
+        let fused = match &mut layers[i - 1] {
+            Layer::Conv2d { relu, .. } => {
+                *relu = true;
+                true
+            }
+            Layer::BatchNorm(bn) => {
+                bn.fuse_relu();
+                true
+            }
+            _ => false,
+        };
+        if fused {
+            layers[i] = Layer::FusedRelu;
+        }
+    }
 }
 
 impl Layer {
@@ -197,7 +228,8 @@ impl Layer {
                 weight,
                 bias,
                 params,
-            } => kernels::conv2d(x, weight, bias.as_ref(), *params),
+                relu,
+            } => kernels::conv2d_act(x, weight, bias.as_ref(), *params, *relu),
             Layer::MaxPool2d {
                 kernel,
                 stride,
@@ -227,6 +259,7 @@ impl Layer {
                 x + y
             }
             Layer::Relu => kernels::relu(x),
+            Layer::FusedRelu => Ok(x.clone()),
             Layer::LeakyRelu(s) => x.maximum(&(x * *s)?),
             Layer::Gelu => x.gelu_erf(),
             Layer::Sigmoid => candle_nn::ops::sigmoid(x),

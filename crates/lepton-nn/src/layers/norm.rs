@@ -18,6 +18,7 @@ pub struct BatchNorm {
     running_var: Var,
     momentum: f64,
     eps: f64,
+    relu: bool,
 }
 
 impl BatchNorm {
@@ -35,7 +36,13 @@ impl BatchNorm {
             running_var,
             momentum,
             eps,
+            relu: false,
         })
+    }
+
+    /// Apply a ReLU after the normalisation, in the same kernel.
+    pub fn fuse_relu(&mut self) {
+        self.relu = true;
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -63,7 +70,16 @@ impl BatchNorm {
             let host = |v: &Var| v.as_tensor().to_dtype(DType::F64)?.to_vec1::<f64>();
             (host(&self.running_mean)?, host(&self.running_var)?)
         };
-        kernels::batch_norm(x, &self.weight, &self.bias, &mean, &var, self.eps, train)
+        kernels::batch_norm(
+            x,
+            &self.weight,
+            &self.bias,
+            &mean,
+            &var,
+            self.eps,
+            train,
+            self.relu,
+        )
     }
 }
 

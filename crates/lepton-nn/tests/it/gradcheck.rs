@@ -203,6 +203,21 @@ fn activations_dropout_flatten_residual() {
 }
 
 #[test]
+fn fused_relus_in_a_lenet_shaped_model() {
+    // conv + relu and batch-norm + relu are fused into one kernel each (eval and train).
+    for train in [true, false] {
+        check(
+            r#"{ type = "conv2d", out-channels = 3, kernel = 3 }, { type = "relu" }, { type = "max-pool2d", kernel = 2 },
+               { type = "conv2d", out-channels = 4, kernel = 2, bias = false }, { type = "batch-norm2d" }, { type = "relu" },
+               { type = "flatten" }, { type = "linear", out-features = 5 }, { type = "relu" }, { type = "linear", out-features = 2 }"#,
+            &[2, 9, 9],
+            3,
+            train,
+        );
+    }
+}
+
+#[test]
 fn losses() {
     let logits = Var::from_tensor(&random(&[4, 3], 9)).unwrap();
     let targets = Tensor::new(&[0u32, 2, 1, 2], &Device::Cpu).unwrap();
