@@ -1,0 +1,238 @@
+//! Lepton's side of `bench/speed/run.sh` (issue 3): the LeNet workload of `bench/speed/lenet.toml`
+//! (training with the trainer's Adam, inference at batch 64 and 1), an f32 matmul 1024³ and a
+//! 12-layer GPT-2-small-shaped forward (d = 768, 12 heads, 128 tokens, candle ops). Prints one JSON
+//! object per line: `{"workload": ..., "unit": ..., "samples": [...]}`, one sample per round;
+//! `bench/speed/torch_bench.py` prints the same for PyTorch and `bench/speed/report.py` compares.
+//!
+//! `cargo run --release -p lepton-train --example speed_bench -- [ROUNDS] [WORKLOADS,...]`
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
+use lepton_train::{optim::trainable_params, Spec};
+
+fn emit(workload: &str, unit: &str, samples: &[f64]) {
+    let s: Vec<String> = samples.iter().map(|v| format!("{v:.4}")).collect();
+    println!(
+        "{{\"workload\": \"{workload}\", \"unit\": \"{unit}\", \"samples\": [{}]}}",
+        s.join(", ")
+    );
+}
+
+/// Seconds per call of `f`, averaged over as many calls as fit in about `budget` seconds.
+fn per_call(budget: f64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut n = 0u32;
+    while n < 3 || t.elapsed().as_secs_f64() < budget {
+        f()?;
+        n += 1;
+    }
+    Ok(t.elapsed().as_secs_f64() / n as f64)
+}
+
+fn lenet(rounds: usize, which: &[String]) -> anyhow::Result<()> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/speed/lenet.toml");
+    let spec = Spec::from_file(&path)?;
+    let input = spec
+        .known_input_shape()
+        .expect("lenet.toml declares its input");
+    let varmap = VarMap::new();
+    let model = lepton_nn::Model::new(
+        &spec.model,
+        &input,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )?;
+    lepton_nn::init_seeded(&varmap, 0)?;
+    let loss_spec = spec.loss.clone().unwrap_or_default();
+    let batch = spec.train.batch_size;
+    let data = |b: usize| -> anyhow::Result<(Tensor, Tensor)> {
+        let x = Tensor::randn(0f32, 1., (b, 1, 28, 28), &Device::Cpu)?;
+        let y = Tensor::from_vec(
+            (0..b as u32).map(|i| i % 10).collect::<Vec<_>>(),
+            b,
+            &Device::Cpu,
+        )?;
+        Ok((x, y))
+    };
+    let (x, y) = data(batch)?;
+    if which.iter().any(|w| w == "train") {
+        let mut opt = spec.optimizer.build(trainable_params(&varmap));
+        let mut step = || -> anyhow::Result<()> {
+            let logits = model.forward_t(&x, true)?;
+            let loss = lepton_nn::loss(&loss_spec, &logits, &y, None)?;
+            let grads = loss.backward()?;
+            opt.step(&grads, 1e-3, 1.0)?;
+            Ok(())
+        };
+        for _ in 0..5 {
+            step()?;
+        }
+        let mut s = Vec::new();
+        for _ in 0..rounds {
+            s.push(batch as f64 / per_call(1.5, &mut step)?);
+        }
+        emit("lenet-train-b64", "images/s", &s);
+    }
+    if which.iter().any(|w| w == "infer") {
+        for b in [64usize, 1] {
+            let (x, _) = data(b)?;
+            let mut f = || -> anyhow::Result<()> {
+                model.forward_t(&x, false)?;
+                Ok(())
+            };
+            for _ in 0..5 {
+                f()?;
+            }
+            let mut s = Vec::new();
+            for _ in 0..rounds {
+                s.push(per_call(1.0, &mut f)?);
+            }
+            if b == 1 {
+                emit(
+                    "lenet-infer-b1-latency",
+                    "ms",
+                    &s.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
+                );
+            } else {
+                emit(
+                    "lenet-infer-b64",
+                    "images/s",
+                    &s.iter().map(|t| b as f64 / t).collect::<Vec<_>>(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn matmul(rounds: usize) -> anyhow::Result<()> {
+    let n = 1024;
+    let a = Tensor::randn(0f32, 1., (n, n), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1., (n, n), &Device::Cpu)?;
+    let mut s = Vec::new();
+    a.matmul(&b)?;
+    for _ in 0..rounds {
+        let t = per_call(1.0, || {
+            a.matmul(&b)?;
+            Ok(())
+        })?;
+        s.push(2.0 * (n * n * n) as f64 / t / 1e9);
+    }
+    emit("matmul-1024", "GFLOP/s", &s);
+    Ok(())
+}
+
+/// One GPT-2 block's weights (random, std 0.02), stored as `[in, out]` so `x · W` needs no transpose.
+struct Block {
+    ln1: (Tensor, Tensor),
+    qkv: (Tensor, Tensor),
+    proj: (Tensor, Tensor),
+    ln2: (Tensor, Tensor),
+    fc: (Tensor, Tensor),
+    fc_proj: (Tensor, Tensor),
+}
+
+fn linear(i: usize, o: usize) -> anyhow::Result<(Tensor, Tensor)> {
+    Ok((
+        Tensor::randn(0f32, 0.02, (i, o), &Device::Cpu)?,
+        Tensor::zeros(o, DType::F32, &Device::Cpu)?,
+    ))
+}
+
+fn norm(d: usize) -> anyhow::Result<(Tensor, Tensor)> {
+    Ok((
+        Tensor::ones(d, DType::F32, &Device::Cpu)?,
+        Tensor::zeros(d, DType::F32, &Device::Cpu)?,
+    ))
+}
+
+fn apply(x: &Tensor, (w, b): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
+    x.matmul(w)?.broadcast_add(b)
+}
+
+impl Block {
+    fn new(d: usize) -> anyhow::Result<Block> {
+        Ok(Block {
+            ln1: norm(d)?,
+            qkv: linear(d, 3 * d)?,
+            proj: linear(d, d)?,
+            ln2: norm(d)?,
+            fc: linear(d, 4 * d)?,
+            fc_proj: linear(4 * d, d)?,
+        })
+    }
+
+    /// Pre-norm block with causal self-attention, as GPT-2: `x: [T, d]`.
+    fn forward(&self, x: &Tensor, heads: usize, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (t, d) = x.dims2()?;
+        let hd = d / heads;
+        let h = candle_nn::ops::layer_norm(x, &self.ln1.0, &self.ln1.1, 1e-5)?;
+        let qkv = apply(&h, &self.qkv)?
+            .reshape((t, 3, heads, hd))?
+            .permute((1, 2, 0, 3))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(mask)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v)?.transpose(0, 1)?.reshape((t, d))?;
+        let x = (x + apply(&y, &self.proj)?)?;
+        let h = candle_nn::ops::layer_norm(&x, &self.ln2.0, &self.ln2.1, 1e-5)?;
+        let h = apply(&apply(&h, &self.fc)?.gelu()?, &self.fc_proj)?;
+        x + h
+    }
+}
+
+fn gpt2(rounds: usize) -> anyhow::Result<()> {
+    let (layers, d, heads, t) = (12, 768, 12, 128);
+    let blocks: Vec<Block> = (0..layers)
+        .map(|_| Block::new(d))
+        .collect::<anyhow::Result<_>>()?;
+    let mask: Vec<f32> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu)?;
+    let x = Tensor::randn(0f32, 1., (t, d), &Device::Cpu)?;
+    let mut f = || -> anyhow::Result<()> {
+        let mut h = x.clone();
+        for b in &blocks {
+            h = b.forward(&h, heads, &mask)?;
+        }
+        h.sum(D::Minus1)?;
+        Ok(())
+    };
+    f()?;
+    let mut s = Vec::new();
+    for _ in 0..rounds {
+        s.push(per_call(1.5, &mut f)? * 1e3);
+    }
+    emit("gpt2-12x768-t128-forward", "ms", &s);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds: usize = args.get(1).map_or(Ok(5), |s| s.parse())?;
+    let which: Vec<String> = args
+        .get(2)
+        .map_or("train,infer,matmul,gpt2", String::as_str)
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    lenet(rounds, &which)?;
+    if which.iter().any(|w| w == "matmul") {
+        matmul(rounds)?;
+    }
+    if which.iter().any(|w| w == "gpt2") {
+        gpt2(rounds)?;
+    }
+    Ok(())
+}
