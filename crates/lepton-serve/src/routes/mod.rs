@@ -79,6 +79,11 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
         Ok(r) => r,
         Err(_) => ApiError::Timeout(timeout.as_millis() as u64).into_response(),
     };
+    // The OpenAI routes name their (served) model in the body; the handler reports it back.
+    let model = match resp.extensions().get::<openai::ModelLabel>() {
+        Some(openai::ModelLabel(m)) if model.is_empty() => m.clone(),
+        _ => model,
+    };
     let secs = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     state.inner.metrics.request(&model, &route, status, secs);

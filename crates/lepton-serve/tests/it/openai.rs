@@ -530,6 +530,7 @@ async fn models_list_and_llm_metrics() {
         "lepton_llm_kv_cache_capacity_tokens{model=\"gen\"} 4096",
         "lepton_llm_queue_depth{model=\"gen\"} 0",
         "lepton_llm_decode_tokens_per_second_count{model=\"gen\"} 1",
+        "lepton_requests_total{model=\"gen\",route=\"/v1/completions\",status=\"200\"} 1",
     ] {
         assert!(m.contains(needle), "missing {needle} in\n{m}");
     }

@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use crate::error::ApiError;
 use crate::routes::openai::params::{Endpoint, GenerationBody};
-use crate::routes::openai::{parse_request, stream};
+use crate::routes::openai::{labelled, parse_request, stream};
 use crate::state::AppState;
 
 /// Answer a conversation, rendered with the model's own chat template (JSON, or SSE with
@@ -24,6 +24,10 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let req: GenerationBody = parse_request(&state, &headers, &body, "/v1/chat/completions")?;
     let served = state.inner.llms.get(&req.model)?;
-    let valid = req.validate(Endpoint::Chat, &served)?;
-    stream::respond(state, served, valid, Endpoint::Chat).await
+    let model = req.model.clone();
+    let r = match req.validate(Endpoint::Chat, &served) {
+        Ok(valid) => stream::respond(state, served, valid, Endpoint::Chat).await,
+        Err(e) => Err(e),
+    };
+    Ok(labelled(&model, r))
 }

@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use crate::error::ApiError;
 use crate::routes::openai::params::{Endpoint, GenerationBody};
-use crate::routes::openai::{parse_request, stream};
+use crate::routes::openai::{labelled, parse_request, stream};
 use crate::state::AppState;
 
 /// Continue a prompt with a served text-generation model (JSON, or SSE with `stream: true`).
@@ -23,6 +23,10 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let req: GenerationBody = parse_request(&state, &headers, &body, "/v1/completions")?;
     let served = state.inner.llms.get(&req.model)?;
-    let valid = req.validate(Endpoint::Completions, &served)?;
-    stream::respond(state, served, valid, Endpoint::Completions).await
+    let model = req.model.clone();
+    let r = match req.validate(Endpoint::Completions, &served) {
+        Ok(valid) => stream::respond(state, served, valid, Endpoint::Completions).await,
+        Err(e) => Err(e),
+    };
+    Ok(labelled(&model, r))
 }

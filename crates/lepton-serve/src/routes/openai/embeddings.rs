@@ -3,6 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -10,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::llm::{api_error, LlmTask};
-use crate::routes::openai::{base64, parse_request};
+use crate::routes::openai::{base64, labelled, parse_request};
 use crate::state::AppState;
 
 /// Text or texts to embed.
@@ -49,9 +50,21 @@ pub async fn embeddings(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let req: EmbeddingRequest = parse_request(&state, &headers, &body, "/v1/embeddings")?;
     let served = state.inner.llms.get(&req.model)?;
+    let model = req.model.clone();
+    Ok(labelled(
+        &model,
+        embed(&state, served, req).await.map(|j| j.into_response()),
+    ))
+}
+
+async fn embed(
+    state: &AppState,
+    served: std::sync::Arc<crate::llm::ServedLlm>,
+    req: EmbeddingRequest,
+) -> Result<Json<Value>, ApiError> {
     let info = served.model.info().clone();
     if info.task != LlmTask::Embeddings {
         return Err(ApiError::BadRequest(format!(

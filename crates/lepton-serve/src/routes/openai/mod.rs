@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::auth::Scope;
@@ -50,6 +51,18 @@ pub fn parse_request<T: DeserializeOwned>(
             ApiError::BadRequest(format!("{path}: {inner}"))
         }
     })
+}
+
+/// Response extension naming the served model a request used, for the access log and the
+/// per-model request metrics.
+#[derive(Debug, Clone)]
+pub struct ModelLabel(pub String);
+
+/// Tag a response (success or error) with the model it was for.
+pub fn labelled(model: &str, r: Result<Response, ApiError>) -> Response {
+    let mut resp = r.into_response();
+    resp.extensions_mut().insert(ModelLabel(model.to_string()));
+    resp
 }
 
 static IDS: AtomicU64 = AtomicU64::new(0);
