@@ -178,8 +178,15 @@ pub fn col2im<T: Elem>(g: &Geom, cols: &[T], x: &mut [T]) {
     g.for_rows(|dst, src, lo, hi, off| {
         let Some(src) = src else { return };
         let start = (src as isize + (lo * s) as isize + off) as usize;
-        for (j, v) in cols[dst + lo..dst + hi].iter().enumerate() {
-            x[start + j * s] += *v;
+        let seg = &cols[dst + lo..dst + hi];
+        if s == 1 {
+            for (d, v) in x[start..start + seg.len()].iter_mut().zip(seg) {
+                *d += *v;
+            }
+        } else {
+            for (j, v) in seg.iter().enumerate() {
+                x[start + j * s] += *v;
+            }
         }
     });
 }

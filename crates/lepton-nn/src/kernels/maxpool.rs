@@ -99,6 +99,28 @@ impl MaxPool {
         let mut idx = vec![0u32; if self.keep { out.len() } else { 0 }];
         let run = |o: &mut [T], at: Option<&mut [u32]>, plane: &[T]| {
             let mut at = at;
+            if g.k == 2 && g.s == 2 && g.p == 0 {
+                // The common 2x2 window: four compares as selects, no bounds bookkeeping.
+                let w = g.w;
+                for oy in 0..g.oh {
+                    let top = 2 * oy * w;
+                    let (r0, r1) = (&plane[top..top + w], &plane[top + w..top + 2 * w]);
+                    for ox in 0..g.ow {
+                        let x = 2 * ox;
+                        let (mut best, mut off) = (r0[x], x);
+                        for (v, o) in [(r0[x + 1], x + 1), (r1[x], w + x), (r1[x + 1], w + x + 1)] {
+                            let gt = v > best;
+                            best = if gt { v } else { best };
+                            off = if gt { o } else { off };
+                        }
+                        o[oy * g.ow + ox] = best;
+                        if let Some(at) = at.as_deref_mut() {
+                            at[oy * g.ow + ox] = (top + off) as u32;
+                        }
+                    }
+                }
+                return;
+            }
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
                     let i = g.argmax(plane, oy, ox);
@@ -210,21 +232,24 @@ mod tests {
 
     #[test]
     fn matches_candle_forward_when_kernel_equals_stride() {
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 6), &Device::Cpu).unwrap();
-        let ours = max_pool2d(&x, 2, 2, 0)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let theirs = x
-            .max_pool2d(2)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(ours, theirs);
+        // Even and odd sizes (the fast 2x2 path drops the last row and column, as candle does).
+        for (shape, k) in [((2, 3, 8, 6), 2), ((2, 3, 7, 9), 2), ((1, 2, 9, 7), 3)] {
+            let x = Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap();
+            let ours = max_pool2d(&x, k, k, 0)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let theirs = x
+                .max_pool2d(k)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(ours, theirs);
+        }
     }
 
     #[test]
