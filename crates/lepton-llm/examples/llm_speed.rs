@@ -1,0 +1,117 @@
+//! Prefill and decode speed of a GGUF model, single sequence and batched through the engine.
+//! Prints one JSON object; `bench/llm/speed.sh` runs it beside llama.cpp.
+//!
+//!     cargo run --release -p lepton-llm --example llm_speed -- MODEL.gguf [PROMPT_TOKENS] [DECODE_TOKENS] [CLIENTS]
+
+use std::time::Instant;
+
+use lepton_llm::llama::{Scratch, Step};
+use lepton_llm::sampling::argmax;
+use lepton_llm::{
+    Engine, EngineConfig, GenerationEvent, GenerationRequest, SamplingParams, TextModel,
+};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args.get(1).ok_or_else(|| {
+        anyhow::anyhow!("usage: llm_speed MODEL.gguf [PROMPT_TOKENS] [DECODE_TOKENS] [CLIENTS]")
+    })?;
+    let n_prompt: usize = args.get(2).map_or(Ok(200), |s| s.parse())?;
+    let n_decode: usize = args.get(3).map_or(Ok(128), |s| s.parse())?;
+    let clients: usize = args.get(4).map_or(Ok(8), |s| s.parse())?;
+    let model = TextModel::load(path)?;
+    // A prompt of exactly n_prompt tokens: repeated prose.
+    let text = "The quick brown fox jumps over the lazy dog while the sun sets behind the hills. "
+        .repeat(n_prompt);
+    let prompt: Vec<u32> = model.tokenize(&text)?[..n_prompt].to_vec();
+    let llama = model.llama();
+    let (mut scratch, mut logits) = (Scratch::default(), Vec::new());
+    let mut best_prefill = f64::MAX;
+    let mut best_decode = f64::MAX;
+    for _ in 0..3 {
+        let mut cache = llama.new_cache(n_prompt + n_decode);
+        let t = Instant::now();
+        llama.forward(
+            &mut [Step {
+                tokens: &prompt,
+                cache: &mut cache,
+            }],
+            &mut scratch,
+            &mut logits,
+        )?;
+        best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for _ in 0..n_decode {
+            let tok = argmax(&logits);
+            llama.forward(
+                &mut [Step {
+                    tokens: &[tok],
+                    cache: &mut cache,
+                }],
+                &mut scratch,
+                &mut logits,
+            )?;
+        }
+        best_decode = best_decode.min(t.elapsed().as_secs_f64());
+    }
+    // Engine: one client alone, then `clients` at once (same seeds), decode tokens/s and equality.
+    let engine = Engine::new(
+        model,
+        EngineConfig::default().with_max_batch(clients.max(1)),
+    )?;
+    let chat = |i: usize| {
+        let messages = [lepton_llm::ChatMessage::new(
+            "user",
+            format!("Tell me a story about the number {i}."),
+        )];
+        engine.model().apply_chat_template(&messages).unwrap()
+    };
+    let params = |i: usize| SamplingParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed: Some(i as u64),
+        max_tokens: n_decode,
+        ..Default::default()
+    };
+    let run = |ids: Vec<usize>| -> anyhow::Result<(f64, Vec<Vec<u32>>, usize)> {
+        let t = Instant::now();
+        let rxs = ids
+            .iter()
+            .map(|&i| engine.submit(GenerationRequest::new(chat(i), params(i))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut outs = Vec::new();
+        let mut total = 0;
+        for rx in rxs {
+            let mut toks = Vec::new();
+            for ev in rx.iter() {
+                match ev {
+                    GenerationEvent::Token { id, .. } => toks.push(id),
+                    GenerationEvent::Done { usage, .. } => total += usage.completion_tokens,
+                    GenerationEvent::Error(e) => anyhow::bail!(e),
+                }
+            }
+            outs.push(toks);
+        }
+        Ok((t.elapsed().as_secs_f64(), outs, total))
+    };
+    let mut alone = Vec::new();
+    let mut single_tps = 0.0;
+    for i in 0..clients {
+        let (secs, out, total) = run(vec![i])?;
+        if i == 0 {
+            single_tps = total as f64 / secs;
+        }
+        alone.push(out.into_iter().next().unwrap());
+    }
+    let (secs, together, total) = run((0..clients).collect())?;
+    let same = alone == together;
+    println!(
+        "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"engine_single_tokens_per_s\": {:.1}, \"engine_clients\": {clients}, \"engine_aggregate_tokens_per_s\": {:.1}, \"batched_equals_alone\": {same}}}",
+        rayon::current_num_threads(),
+        n_prompt as f64 / best_prefill,
+        n_decode as f64 / best_decode,
+        single_tps,
+        total as f64 / secs,
+    );
+    Ok(())
+}
