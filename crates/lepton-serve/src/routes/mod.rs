@@ -55,6 +55,48 @@ fn request_id(headers: &HeaderMap) -> String {
     }
 }
 
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Give the plain-text rejections of axum's extractors and router (bad path or query, 405,
+/// body limit) the same JSON error body as [`ApiError`], keeping their status and headers.
+async fn json_error(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let kind = match parts.status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "invalid_input",
+        _ => "error",
+    };
+    let error = if text.is_empty() {
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_string()
+    } else {
+        text
+    };
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = serde_json::json!({ "error": error, "type": kind }).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// Request id, timeout, metrics and a JSON access log line per request.
 async fn access(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -79,6 +121,9 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
         Ok(r) => r,
         Err(_) => ApiError::Timeout(timeout.as_millis() as u64).into_response(),
     };
+    if resp.status().as_u16() >= 400 && !is_json(&resp) {
+        resp = json_error(resp).await;
+    }
     // The OpenAI routes name their (served) model in the body; the handler reports it back.
     let model = match resp.extensions().get::<openai::ModelLabel>() {
         Some(openai::ModelLabel(m)) if model.is_empty() => m.clone(),

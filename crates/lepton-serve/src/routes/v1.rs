@@ -1,6 +1,7 @@
 //! `/v1`: predict with a model, list models.
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
@@ -103,12 +104,14 @@ fn to_prediction(out: Output, classes: &[String], k: usize) -> Prediction {
 pub async fn predict(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<PredictQuery>,
+    q: Result<Query<PredictQuery>, QueryRejection>,
     req: Request,
 ) -> Result<Json<PredictResponse>, ApiError> {
     let caller = authorize(&state, req.headers(), Scope::Predict)?;
     state.rate_limit(&caller.token_id)?;
     let served = state.model(&name)?;
+    let Query(q) =
+        q.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
     let limits = &state.inner.config.limits;
     let ctype = req
         .headers()
@@ -205,9 +208,11 @@ pub async fn list_models(
     let mut data = data;
     for (name, s) in state.inner.llms.all() {
         let i = s.model.info();
-        data.push(json!({"id": name, "object": "model", "created": i.created, "owned_by": "lepton",
+        data.push(
+            json!({"id": name, "object": "model", "created": i.created, "owned_by": "lepton",
                          "task": i.task.as_str(), "context_length": i.context_length,
-                         "dimensions": (i.dimensions > 0).then_some(i.dimensions)}));
+                         "dimensions": (i.dimensions > 0).then_some(i.dimensions)}),
+        );
     }
     Ok(Json(json!({"object": "list", "data": data})))
 }

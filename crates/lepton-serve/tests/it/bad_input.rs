@@ -136,3 +136,31 @@ async fn unknown_models_on_every_route() {
         expect(&state, json_req(method, uri, body, Some("t")), 404, "nope").await;
     }
 }
+
+/// Found by schemathesis: axum's own rejections (bad query, wrong method, bad path) answered
+/// text/plain instead of the documented JSON error body.
+#[tokio::test]
+async fn framework_rejections_are_json_errors() {
+    let state = fake_state();
+    let body = r#"{"inputs": [[0, 0, 0, 0]]}"#;
+    expect(
+        &state,
+        json_req("POST", "/v1/models/fake/predict?top_k=-1", body, None),
+        400,
+        "top_k",
+    )
+    .await;
+    let (s, resp, bytes) = send(&state, json_req("GET", "/v1/models/fake/predict", "", None)).await;
+    assert_eq!(s, 405);
+    assert!(resp.headers().get("allow").is_some());
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["type"], "method_not_allowed");
+    let req = Request::post("/v1/models/%FF%FE/predict")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let (s, resp, bytes) = send(&state, req).await;
+    assert_eq!(s, 400, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(serde_json::from_slice::<Value>(&bytes).unwrap()["error"].is_string());
+}
