@@ -72,6 +72,64 @@ pub enum Command {
         after_help = "Example:\n  lepton run ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --name smollm2\n  curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\": \"smollm2\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'"
     )]
     Run(RunArgs),
+    /// Generate text from a prompt with a GGUF language model (streamed to stdout).
+    #[command(
+        after_help = "Example:\n  lepton generate ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\" --temperature 0 --max-tokens 32"
+    )]
+    Generate(GenerateArgs),
+    /// Chat interactively with a GGUF language model (its chat template, streamed replies).
+    #[command(
+        after_help = "Example:\n  lepton chat ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --system \"Be brief.\""
+    )]
+    Chat(ChatArgs),
+}
+
+/// Sampling flags shared by `generate` and `chat` (defaults as OpenAI's API).
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// Softmax temperature; 0 = greedy.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Nucleus sampling mass in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// RNG seed (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Penalty > 1 discourages repeating tokens.
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A GGUF file (Llama family).
+    pub model: PathBuf,
+    /// The prompt, used as is (no chat template).
+    #[arg(long, short)]
+    pub prompt: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// A GGUF file with a chat template.
+    pub model: PathBuf,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,10 +1,12 @@
 //! One module per command; `run` dispatches.
 
+mod chat;
 mod cv;
 mod data;
 mod embed;
 mod eval;
 mod export;
+mod generate;
 mod inspect;
 mod predict;
 mod run;
@@ -31,6 +33,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Embed(args) => embed::run(args, mode),
         Command::Run(args) => run::run(args),
+        Command::Generate(args) => generate::run(args, mode),
+        Command::Chat(args) => chat::run(args),
     }
 }
 
