@@ -2,6 +2,7 @@
 //! `$LEPTON_MODELS` (default `$LEPTON_ASSETS/models`, i.e. `~/.cache/lepton-assets/models`, filled by
 //! `scripts/fetch-assets.sh models`) and fail, never skip, when it is missing.
 
+mod engine;
 mod errors;
 mod minilm;
 mod smollm2;
