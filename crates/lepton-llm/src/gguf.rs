@@ -135,7 +135,7 @@ impl GgufFile {
             )));
         }
         let head_dim = hidden_size / num_heads;
-        if let Some(_) = self.content.metadata.get("llama.rope.dimension_count") {
+        if self.content.metadata.contains_key("llama.rope.dimension_count") {
             let rope_dim = self.get_usize("llama.rope.dimension_count")?;
             if rope_dim != head_dim {
                 return Err(self.err(format!(
