@@ -135,7 +135,11 @@ impl GgufFile {
             )));
         }
         let head_dim = hidden_size / num_heads;
-        if self.content.metadata.contains_key("llama.rope.dimension_count") {
+        if self
+            .content
+            .metadata
+            .contains_key("llama.rope.dimension_count")
+        {
             let rope_dim = self.get_usize("llama.rope.dimension_count")?;
             if rope_dim != head_dim {
                 return Err(self.err(format!(
@@ -257,9 +261,11 @@ impl GgufFile {
         let pre: PreTokenizerWrapper = match pre {
             "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
             "default" | "gpt2" | "gpt-2" => byte_level.into(),
-            other => return Err(self.err(format!(
+            other => {
+                return Err(self.err(format!(
                 "tokenizer.ggml.pre {other:?} is not supported (supported: smollm, gpt2, default)"
-            ))),
+            )))
+            }
         };
         tok.with_pre_tokenizer(Some(pre));
         tok.with_decoder(Some(ByteLevelDecoder::default()));
