@@ -1,5 +1,6 @@
 //! `lepton run MODEL`: serve one language model (a Hugging Face encoder folder or a GGUF decoder)
-//! with the OpenAI-compatible API, on the same server as `lepton serve`.
+//! with the OpenAI-compatible API, on the same server as `lepton serve`. Without `--config`, the
+//! per-request timeout is 300 s instead of 10 s (whole answers take a while on a small CPU).
 
 use anyhow::Context;
 
@@ -34,6 +35,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         vec![(name, args.model)],
         engine,
+        // A whole non-streamed answer can take minutes on a small CPU.
+        Some(300_000),
     )
     .context("lepton run")
 }

@@ -29,19 +29,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|p| !is_photon(p))
         .map(|p| Ok((model_name(p)?, p.clone())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    run_with(args, llms, lepton_llm::EngineConfig::default())
+    run_with(args, llms, lepton_llm::EngineConfig::default(), None)
 }
 
-/// Serve `args.models` (photons) and the language models `llms` (name, path).
+/// Serve `args.models` (photons) and the language models `llms` (name, path); without a config
+/// file, `timeout_ms` replaces the default per-request timeout.
 pub fn run_with(
     args: ServeArgs,
     llms: Vec<(String, PathBuf)>,
     engine: lepton_llm::EngineConfig,
+    timeout_ms: Option<u64>,
 ) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(p) => ServeConfig::from_file(p).map_err(anyhow::Error::msg)?,
         None => ServeConfig::default(),
     };
+    if let (None, Some(t)) = (&args.config, timeout_ms) {
+        config.limits.request_timeout_ms = t;
+    }
     if let Some(l) = &args.listen {
         config.listen = l
             .parse()
