@@ -77,9 +77,11 @@ impl BertConfig {
             "gelu" => bert::HiddenAct::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => bert::HiddenAct::GeluApproximate,
             "relu" => bert::HiddenAct::Relu,
-            other => return Err(bad(format!(
+            other => {
+                return Err(bad(format!(
                 "hidden_act \"{other}\" is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)"
-            ))),
+            )))
+            }
         };
         Ok(bert::Config {
             vocab_size: self.vocab_size,

@@ -17,7 +17,8 @@ pub mod tokenizer;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use embed::{cosine, Embedder, Embeddings, Pooling};
 pub use engine::{
-    Engine, EngineConfig, EngineStats, FinishReason, GenerationEvent, GenerationRequest, Timings, Usage,
+    Engine, EngineConfig, EngineStats, FinishReason, GenerationEvent, GenerationRequest, Timings,
+    Usage,
 };
 pub use error::{Error, Result};
 pub use hf::{Architecture, HfFolder, ModelPath};

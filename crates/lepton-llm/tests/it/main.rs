@@ -11,7 +11,10 @@ use std::path::PathBuf;
 
 /// The folder or file of a fetched model; panics with the command to fetch it.
 pub fn model_dir(name: &str) -> PathBuf {
-    let root = match (std::env::var_os("LEPTON_MODELS"), std::env::var_os("LEPTON_ASSETS")) {
+    let root = match (
+        std::env::var_os("LEPTON_MODELS"),
+        std::env::var_os("LEPTON_ASSETS"),
+    ) {
         (Some(m), _) => PathBuf::from(m),
         (None, Some(a)) => PathBuf::from(a).join("models"),
         (None, None) => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))

@@ -16,8 +16,7 @@ pub async fn healthz() -> Json<Value> {
 
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "models loaded, accepting traffic"), (status = 503)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let models =
-        state.inner.models.read().expect("lock").len() + state.inner.llms.all().len();
+    let models = state.inner.models.read().expect("lock").len() + state.inner.llms.all().len();
     let ready = state.inner.ready.load(std::sync::atomic::Ordering::Relaxed) && models > 0;
     (
         if ready {
