@@ -87,6 +87,7 @@ def main():
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--json", help="append one JSON line per epoch to this file")
+    ap.add_argument("--limit", type=int, help="train on the first N training images only (smoke test)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -95,6 +96,8 @@ def main():
     xtr, ytr = idx("train-images-idx3-ubyte.gz"), idx("train-labels-idx1-ubyte.gz")
     xte, yte = idx("t10k-images-idx3-ubyte.gz"), idx("t10k-labels-idx1-ubyte.gz")
     tr, va = stratified_split(ytr, 0.1, rng)
+    if a.limit:
+        tr = tr[: a.limit]
     x = torch.tensor(xtr, dtype=torch.float32).unsqueeze(1) / 255
     mean, std = x[tr].mean().item(), x[tr].std().item()
     norm = lambda t: (t - mean) / std  # noqa: E731
