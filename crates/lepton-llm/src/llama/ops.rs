@@ -32,7 +32,7 @@ pub fn rope_interleaved(x: &mut [f32], head_dim: usize, pos: usize, theta_base: 
 }
 
 /// `x·y` with eight partial sums (vectorises without fast-math).
-#[inline]
+#[inline(always)]
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let mut xc = x.chunks_exact(8);
@@ -60,6 +60,39 @@ pub fn attend(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU features were just checked.
+        return unsafe { attend_avx2(q, k, v, len, scale, scores, out) };
+    }
+    attend_generic(q, k, v, len, scale, scores, out)
+}
+
+/// The same code compiled for AVX2/FMA (wider vectors; `mul_add` becomes one instruction).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attend_avx2(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_generic(q, k, v, len, scale, scores, out)
+}
+
+#[inline(always)]
+fn attend_generic(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let d = q.len();
     scores.clear();
     scores.extend(k[..len * d].chunks_exact(d).map(|kt| dot(q, kt) * scale));
@@ -67,6 +100,8 @@ pub fn attend(
     let mut sum = 0f64;
     for s in scores.iter_mut() {
         *s = (*s - max).exp();
+    }
+    for s in scores.iter() {
         sum += *s as f64;
     }
     let inv = (1.0 / sum) as f32;
@@ -89,6 +124,22 @@ pub fn round_f16(x: &mut [f32]) {
 
 /// SwiGLU: `gate · sigmoid(gate) · up`.
 pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU features were just checked.
+        return unsafe { silu_mul_avx2(gate, up, out) };
+    }
+    silu_mul_generic(gate, up, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_mul_avx2(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    silu_mul_generic(gate, up, out)
+}
+
+#[inline(always)]
+fn silu_mul_generic(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
         *o = g / (1.0 + (-g).exp()) * u;
     }

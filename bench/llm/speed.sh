@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# SmolLM2-135M-Instruct Q4_1: lepton vs llama.cpp (llama-cpp-python) prefill and decode tokens/s on
+# the same file, same thread count, in one run; then lepton's engine with CLIENTS concurrent requests
+# (aggregate decode tokens/s vs one client, and whether every output equals its output alone).
+#
+#   bench/llm/speed.sh [THREADS=2] [PROMPT_TOKENS=200] [DECODE_TOKENS=128] [CLIENTS=8]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+threads=${1:-2} prompt=${2:-200} decode=${3:-128} clients=${4:-8}
+model=$(scripts/fetch-assets.sh models)/SmolLM2-135M-Instruct.Q4_1.gguf
+py=$(bench/pyenv.sh llama-cpp-python numpy)/bin/python
+cargo build --release -q -p lepton-llm --example llm_speed
+ours=$(RAYON_NUM_THREADS=$threads target/release/examples/llm_speed "$model" "$prompt" "$decode" "$clients")
+ref=$("$py" bench/llm/llamacpp_speed.py "$model" "$prompt" "$decode" "$threads")
+echo "lepton:    $ours"
+echo "llama.cpp: $ref"
+"$py" - "$ours" "$ref" <<'PY'
+import json, sys
+o, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"prefill {o['prompt_tokens']} tokens: lepton {o['prefill_tokens_per_s']:.1f} tok/s, llama.cpp {r['prefill_tokens_per_s']:.1f} tok/s, ratio {o['prefill_tokens_per_s'] / r['prefill_tokens_per_s']:.2f}x")
+print(f"decode {o['decode_tokens']} tokens:  lepton {o['decode_tokens_per_s']:.1f} tok/s, llama.cpp {r['decode_tokens_per_s']:.1f} tok/s, ratio {o['decode_tokens_per_s'] / r['decode_tokens_per_s']:.2f}x")
+print(f"engine, {o['engine_clients']} clients: aggregate {o['engine_aggregate_tokens_per_s']:.1f} tok/s vs one client {o['engine_single_tokens_per_s']:.1f} tok/s = {o['engine_aggregate_tokens_per_s'] / o['engine_single_tokens_per_s']:.2f}x; every output equals its output alone: {o['batched_equals_alone']}")
+PY
