@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 3 side by side: Lepton (crates/lepton-train/examples/speed_bench.rs) and PyTorch CPU
 # (bench/speed/torch_bench.py) on the same workloads, same thread count, alternating A B A B in one
-# run; prints medians, ratios against the issue's targets and the fraction of the physical limit.
+# run; prints medians, ratios against the issue's targets and the fraction of the physical limit, once from
+# wall-clock time and once from each process's CPU time (with THREADS=1 the CPU-time table is robust to a
+# shared, loaded machine; with more threads it also counts time spent spin-waiting).
 #
 #   bench/speed/run.sh                 # THREADS=2 ROUNDS=3 REPEATS=2 WORKLOADS=train,infer,matmul,gpt2
 #

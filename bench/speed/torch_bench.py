@@ -14,18 +14,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def emit(workload, unit, samples):
-    print(json.dumps({"workload": workload, "unit": unit, "samples": [round(s, 4) for s in samples]}), flush=True)
+def emit(workload, unit, samples, g):
+    """samples: (wall, cpu) seconds per call; g converts seconds to the unit."""
+    print(json.dumps({"workload": workload, "unit": unit,
+                      "samples": [round(g(w), 4) for w, _ in samples],
+                      "cpu_samples": [round(g(c), 4) for _, c in samples]}), flush=True)
 
 
 def per_call(budget, f):
-    """Seconds per call of f, averaged over as many calls as fit in about `budget` seconds."""
-    t = time.perf_counter()
+    """(wall, process CPU) seconds per call of f, averaged over as many calls as fit in about `budget` seconds."""
+    t, c = time.perf_counter(), time.process_time()
     n = 0
     while n < 3 or time.perf_counter() - t < budget:
         f()
         n += 1
-    return (time.perf_counter() - t) / n
+    return (time.perf_counter() - t) / n, (time.process_time() - c) / n
 
 
 def lenet_model():
@@ -58,7 +61,7 @@ def lenet(rounds, which):
 
         for _ in range(5):
             step()
-        emit("lenet-train-b64", "images/s", [batch / per_call(1.5, step) for _ in range(rounds)])
+        emit("lenet-train-b64", "images/s", [per_call(1.5, step) for _ in range(rounds)], lambda t: batch / t)
     if "infer" in which:
         model.eval()
         for b in (64, 1):
@@ -72,16 +75,16 @@ def lenet(rounds, which):
                 f()
             s = [per_call(1.0, f) for _ in range(rounds)]
             if b == 1:
-                emit("lenet-infer-b1-latency", "ms", [t * 1e3 for t in s])
+                emit("lenet-infer-b1-latency", "ms", s, lambda t: t * 1e3)
             else:
-                emit("lenet-infer-b64", "images/s", [b / t for t in s])
+                emit("lenet-infer-b64", "images/s", s, lambda t, b=b: b / t)
 
 
 def matmul(rounds):
     n = 1024
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    emit("matmul-1024", "GFLOP/s", [2 * n**3 / per_call(1.0, lambda: a @ b) / 1e9 for _ in range(rounds)])
+    emit("matmul-1024", "GFLOP/s", [per_call(1.0, lambda: a @ b) for _ in range(rounds)], lambda t: 2 * n**3 / t / 1e9)
 
 
 class Block(nn.Module):
@@ -115,7 +118,7 @@ def gpt2(rounds):
             blocks(x).sum(-1)
 
     f()
-    emit("gpt2-12x768-t128-forward", "ms", [per_call(1.5, f) * 1e3 for _ in range(rounds)])
+    emit("gpt2-12x768-t128-forward", "ms", [per_call(1.5, f) for _ in range(rounds)], lambda t: t * 1e3)
 
 
 def main():

@@ -1,7 +1,8 @@
 //! Lepton's side of `bench/speed/run.sh` (issue 3): the LeNet workload of `bench/speed/lenet.toml`
 //! (training with the trainer's Adam, inference at batch 64 and 1), an f32 matmul 1024³ and a
 //! 12-layer GPT-2-small-shaped forward (d = 768, 12 heads, 128 tokens, candle ops). Prints one JSON
-//! object per line: `{"workload": ..., "unit": ..., "samples": [...]}`, one sample per round;
+//! object per line: `{"workload": ..., "unit": ..., "samples": [...], "cpu_samples": [...]}`, one
+//! sample per round, from wall time and from the process's CPU time;
 //! `bench/speed/torch_bench.py` prints the same for PyTorch and `bench/speed/report.py` compares.
 //!
 //! `cargo run --release -p lepton-train --example speed_bench -- [ROUNDS] [WORKLOADS,...]`
@@ -12,23 +13,51 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 use lepton_train::{optim::trainable_params, Spec};
 
-fn emit(workload: &str, unit: &str, samples: &[f64]) {
-    let s: Vec<String> = samples.iter().map(|v| format!("{v:.4}")).collect();
+fn emit(workload: &str, unit: &str, samples: &[(f64, f64)]) {
+    let f = |v: Vec<f64>| {
+        v.iter()
+            .map(|v| format!("{v:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "{{\"workload\": \"{workload}\", \"unit\": \"{unit}\", \"samples\": [{}]}}",
-        s.join(", ")
+        "{{\"workload\": \"{workload}\", \"unit\": \"{unit}\", \"samples\": [{}], \"cpu_samples\": [{}]}}",
+        f(samples.iter().map(|s| s.0).collect()),
+        f(samples.iter().map(|s| s.1).collect())
     );
 }
 
-/// Seconds per call of `f`, averaged over as many calls as fit in about `budget` seconds.
-fn per_call(budget: f64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    let t = Instant::now();
+/// CPU time of this process (user + system) in seconds, from `/proc/self/stat` (USER_HZ = 100).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// (wall, CPU) seconds per call of `f`, averaged over as many calls as fit in about `budget`
+/// wall seconds. With one thread the CPU time is what the work costs without the waits for a
+/// shared machine's other processes.
+fn per_call(budget: f64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
+    let (t, c) = (Instant::now(), cpu_seconds());
     let mut n = 0u32;
     while n < 3 || t.elapsed().as_secs_f64() < budget {
         f()?;
         n += 1;
     }
-    Ok(t.elapsed().as_secs_f64() / n as f64)
+    Ok((
+        t.elapsed().as_secs_f64() / n as f64,
+        (cpu_seconds() - c) / n as f64,
+    ))
+}
+
+/// Applies `g` to both the wall and the CPU time.
+fn both(s: &[(f64, f64)], g: impl Fn(f64) -> f64) -> Vec<(f64, f64)> {
+    s.iter().map(|&(w, c)| (g(w), g(c))).collect()
 }
 
 fn lenet(rounds: usize, which: &[String]) -> anyhow::Result<()> {
@@ -71,9 +100,13 @@ fn lenet(rounds: usize, which: &[String]) -> anyhow::Result<()> {
         }
         let mut s = Vec::new();
         for _ in 0..rounds {
-            s.push(batch as f64 / per_call(1.5, &mut step)?);
+            s.push(per_call(1.5, &mut step)?);
         }
-        emit("lenet-train-b64", "images/s", &s);
+        emit(
+            "lenet-train-b64",
+            "images/s",
+            &both(&s, |t| batch as f64 / t),
+        );
     }
     if which.iter().any(|w| w == "infer") {
         for b in [64usize, 1] {
@@ -90,17 +123,9 @@ fn lenet(rounds: usize, which: &[String]) -> anyhow::Result<()> {
                 s.push(per_call(1.0, &mut f)?);
             }
             if b == 1 {
-                emit(
-                    "lenet-infer-b1-latency",
-                    "ms",
-                    &s.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
-                );
+                emit("lenet-infer-b1-latency", "ms", &both(&s, |t| t * 1e3));
             } else {
-                emit(
-                    "lenet-infer-b64",
-                    "images/s",
-                    &s.iter().map(|t| b as f64 / t).collect::<Vec<_>>(),
-                );
+                emit("lenet-infer-b64", "images/s", &both(&s, |t| b as f64 / t));
             }
         }
     }
@@ -114,13 +139,16 @@ fn matmul(rounds: usize) -> anyhow::Result<()> {
     let mut s = Vec::new();
     a.matmul(&b)?;
     for _ in 0..rounds {
-        let t = per_call(1.0, || {
+        s.push(per_call(1.0, || {
             a.matmul(&b)?;
             Ok(())
-        })?;
-        s.push(2.0 * (n * n * n) as f64 / t / 1e9);
+        })?);
     }
-    emit("matmul-1024", "GFLOP/s", &s);
+    emit(
+        "matmul-1024",
+        "GFLOP/s",
+        &both(&s, |t| 2.0 * (n * n * n) as f64 / t / 1e9),
+    );
     Ok(())
 }
 
@@ -212,9 +240,9 @@ fn gpt2(rounds: usize) -> anyhow::Result<()> {
     f()?;
     let mut s = Vec::new();
     for _ in 0..rounds {
-        s.push(per_call(1.5, &mut f)? * 1e3);
+        s.push(per_call(1.5, &mut f)?);
     }
-    emit("gpt2-12x768-t128-forward", "ms", &s);
+    emit("gpt2-12x768-t128-forward", "ms", &both(&s, |t| t * 1e3));
     Ok(())
 }
 
