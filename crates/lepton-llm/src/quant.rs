@@ -270,7 +270,8 @@ pub fn quantize_row_q8(x: &[f32], out: &mut [u8], with_sum: bool) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
         for (o, v) in ob[8..].iter_mut().zip(xb) {
-            let q = (v * id).round_ties_even() as i32;
+            // Round half to even, as `round_ties_even` (|v · id| ≤ 127 ≪ 2^22), without a libm call.
+            let q = ((v * id + 12_582_912.0) - 12_582_912.0) as i32;
             sum += q;
             *o = q as i8 as u8;
         }
@@ -350,7 +351,7 @@ mod kernels {
 
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
-        use super::super::{f16_at, f32_at, Q8_BYTES};
+        use super::super::Q8_BYTES;
         use std::arch::x86_64::*;
 
         /// ggml's `hsum_float_8`, same order of additions.
@@ -369,6 +370,19 @@ mod kernels {
             _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
         }
 
+        /// f16 at byte `at` as f32 (one F16C instruction).
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn h(b: &[u8], at: usize) -> f32 {
+            let bits = std::ptr::read_unaligned(b.as_ptr().add(at) as *const u16);
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+        }
+
+        #[inline(always)]
+        unsafe fn f(b: &[u8], at: usize) -> f32 {
+            std::ptr::read_unaligned(b.as_ptr().add(at) as *const f32)
+        }
+
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn dot_q4_1(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
             let g = rows.len();
@@ -376,14 +390,14 @@ mod kernels {
             let mut summs = [0f32; super::super::ROW_GROUP];
             let low = _mm256_set1_epi8(0x0f);
             for (b, wb) in w.chunks_exact(20).enumerate() {
-                let d0 = f16_at(wb, 0);
-                let m0 = f16_at(wb, 2);
+                let d0 = h(wb, 0);
+                let m0 = h(wb, 2);
                 let q = _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i);
                 let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
                 for r in 0..g {
                     let ab = rows[r].as_ptr().add(b * Q8_BYTES);
-                    let d1 = f32_at(rows[r], b * Q8_BYTES);
-                    let s1 = f32_at(rows[r], b * Q8_BYTES + 4);
+                    let d1 = f(rows[r], b * Q8_BYTES);
+                    let s1 = f(rows[r], b * Q8_BYTES + 4);
                     summs[r] += m0 * s1;
                     let qy = _mm256_loadu_si256(ab.add(8) as *const __m256i);
                     let xy = mul_sum_us8(qx, qy);
@@ -400,12 +414,12 @@ mod kernels {
             let g = rows.len();
             let mut acc = [_mm256_setzero_ps(); super::super::ROW_GROUP];
             for (b, wb) in w.chunks_exact(34).enumerate() {
-                let d0 = f16_at(wb, 0);
+                let d0 = h(wb, 0);
                 let qx = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
                 let ax = _mm256_sign_epi8(qx, qx);
                 for r in 0..g {
                     let ab = rows[r].as_ptr().add(b * Q8_BYTES);
-                    let d1 = f32_at(rows[r], b * Q8_BYTES);
+                    let d1 = f(rows[r], b * Q8_BYTES);
                     let qy = _mm256_loadu_si256(ab.add(8) as *const __m256i);
                     let sy = _mm256_sign_epi8(qy, qx);
                     let q = mul_sum_us8(ax, sy);
