@@ -17,7 +17,12 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use std::sync::{Arc, Mutex};
+
+use gemm::Parallelism;
+
 use super::blas::{inner_parallelism, matmul, Elem, Mat};
+use super::maxpool::{pool_plane, unpool_plane, Geometry as PoolGeom};
 
 /// The batch is split into at most this many chunks for the weight gradient.
 pub const WEIGHT_CHUNKS: usize = 8;
@@ -198,9 +203,51 @@ fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
     }
 }
 
+/// One image: `yn = conv(xn, w) + b`, then `max(yn, 0)` with `relu`.
+#[allow(clippy::too_many_arguments)]
+fn conv_image<T: Elem>(
+    g: &Geom,
+    xn: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    relu: bool,
+    cols: &mut [T],
+    yn: &mut [T],
+    par: Parallelism,
+) {
+    let (l, gk, cog) = (g.l(), g.gk(), g.cog());
+    let src: &[T] = if g.identity() {
+        xn
+    } else {
+        im2col(g, xn, cols);
+        cols
+    };
+    if let Some(b) = b {
+        for (plane, &bo) in yn.chunks_mut(l).zip(b) {
+            plane.fill(bo);
+        }
+    }
+    for grp in 0..g.groups {
+        matmul(
+            cog,
+            l,
+            gk,
+            &mut yn[grp * cog * l..],
+            Mat::rows(&w[grp * cog * gk..], gk),
+            Mat::rows(&src[grp * gk * l..], l),
+            b.is_some(),
+            par,
+        );
+    }
+    if relu {
+        for v in yn.iter_mut() {
+            *v = if *v > T::ZERO { *v } else { T::ZERO };
+        }
+    }
+}
+
 /// Forward: `y = conv(x, w) + b`, then `max(y, 0)` with `relu`.
 fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>, relu: bool) -> Vec<T> {
-    let (l, gk, cog) = (g.l(), g.gk(), g.cog());
     let mut y = vec![T::ZERO; g.n * g.out_len()];
     let par = inner_parallelism(g.n);
     let cols_len = if g.identity() { 0 } else { g.cols_len() };
@@ -208,38 +255,43 @@ fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>, relu: bool) -> 
         .zip(x.par_chunks(g.in_len()))
         .for_each_init(
             || vec![T::ZERO; cols_len],
-            |cols, (yn, xn)| {
-                let src: &[T] = if g.identity() {
-                    xn
-                } else {
-                    im2col(g, xn, cols);
-                    cols
-                };
-                if let Some(b) = b {
-                    for (plane, &bo) in yn.chunks_mut(l).zip(b) {
-                        plane.fill(bo);
-                    }
-                }
-                for grp in 0..g.groups {
-                    matmul(
-                        cog,
-                        l,
-                        gk,
-                        &mut yn[grp * cog * l..],
-                        Mat::rows(&w[grp * cog * gk..], gk),
-                        Mat::rows(&src[grp * gk * l..], l),
-                        b.is_some(),
-                        par,
-                    );
-                }
-                if relu {
-                    for v in yn.iter_mut() {
-                        *v = if *v > T::ZERO { *v } else { T::ZERO };
-                    }
+            |cols, (yn, xn)| conv_image(g, xn, w, b, relu, cols, yn, par),
+        );
+    y
+}
+
+/// Forward with a fused max-pool: each image's convolution output stays in a per-thread buffer and
+/// only the pooled planes (and their argmax indices) are written out.
+fn forward_pooled<T: Elem>(
+    g: &Geom,
+    pg: &PoolGeom,
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    relu: bool,
+) -> (Vec<T>, Vec<u32>) {
+    let per = pg.oh * pg.ow;
+    let mut y = vec![T::ZERO; g.n * g.co * per];
+    let mut at = vec![0u32; y.len()];
+    let par = inner_parallelism(g.n);
+    let cols_len = if g.identity() { 0 } else { g.cols_len() };
+    y.par_chunks_mut(g.co * per)
+        .zip(at.par_chunks_mut(g.co * per))
+        .zip(x.par_chunks(g.in_len()))
+        .for_each_init(
+            || (vec![T::ZERO; cols_len], vec![T::ZERO; g.out_len()]),
+            |(cols, full), ((yn, atn), xn)| {
+                conv_image(g, xn, w, b, relu, cols, full, par);
+                for ((plane, o), a) in full
+                    .chunks(g.l())
+                    .zip(yn.chunks_mut(per))
+                    .zip(atn.chunks_mut(per))
+                {
+                    pool_plane(pg, plane, o, Some(a));
                 }
             },
         );
-    y
+    (y, at)
 }
 
 /// Weight gradient `Σ_n dy[n] · cols[n]ᵀ`, summed in a fixed order.
@@ -353,6 +405,9 @@ fn bias_grad<T: Elem>(g: &Geom, dy: &[T]) -> Vec<T> {
 struct ConvFwd {
     g: Geom,
     relu: bool,
+    /// A max-pool fused after the (ReLU of the) convolution; the forward records its argmax.
+    pool: Option<PoolGeom>,
+    argmax: Mutex<Option<Arc<Vec<u32>>>>,
 }
 struct WeightGrad(Geom);
 struct InputGrad(Geom);
@@ -360,11 +415,37 @@ struct BiasGrad(Geom);
 
 impl ConvFwd {
     fn shape(&self) -> Shape {
-        Shape::from((self.g.n, self.g.co, self.g.oh, self.g.ow))
+        match &self.pool {
+            Some(pg) => Shape::from((self.g.n, self.g.co, pg.oh, pg.ow)),
+            None => Shape::from((self.g.n, self.g.co, self.g.oh, self.g.ow)),
+        }
     }
 
-    /// The gradient at the convolution's output (through the fused ReLU, if any).
+    fn run<T: Elem>(&self, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+        match &self.pool {
+            None => forward(&self.g, x, w, b, self.relu),
+            Some(pg) => {
+                let (y, at) = forward_pooled(&self.g, pg, x, w, b, self.relu);
+                *self.argmax.lock().expect("conv2d argmax lock") = Some(Arc::new(at));
+                y
+            }
+        }
+    }
+
+    /// The gradient at the convolution's output (through the fused ReLU and max-pool, if any).
     fn dy(&self, res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        if let Some(pg) = self.pool {
+            let Some(argmax) = self.argmax.lock().expect("conv2d argmax lock").clone() else {
+                candle_core::bail!("conv2d backward: the forward pass kept no argmax")
+            };
+            let op = Unpool {
+                g: self.g,
+                pg,
+                argmax,
+                relu: self.relu,
+            };
+            return res.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &op);
+        }
         if self.relu {
             super::activation::relu_backward(res, grad)
         } else {
@@ -397,21 +478,16 @@ impl CustomOp2 for ConvFwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.g;
         let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(forward(
-                g,
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(self.run(
                 contiguous(x, l1, "input")?,
                 contiguous(w, l2, "weight")?,
                 None,
-                self.relu,
             )),
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(forward(
-                g,
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(self.run(
                 contiguous(x, l1, "input")?,
                 contiguous(w, l2, "weight")?,
                 None,
-                self.relu,
             )),
             _ => candle_core::bail!("conv2d: input and weight must both be f32 or f64"),
         };
@@ -444,24 +520,19 @@ impl CustomOp3 for ConvFwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.g;
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(forward(
-                    g,
+                CpuStorage::F32(self.run(
                     contiguous(x, l1, "input")?,
                     contiguous(w, l2, "weight")?,
                     Some(contiguous(b, l3, "bias")?),
-                    self.relu,
                 ))
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(forward(
-                    g,
+                CpuStorage::F64(self.run(
                     contiguous(x, l1, "input")?,
                     contiguous(w, l2, "weight")?,
                     Some(contiguous(b, l3, "bias")?),
-                    self.relu,
                 ))
             }
             _ => candle_core::bail!("conv2d: input, weight and bias must all be f32 or f64"),
@@ -481,6 +552,68 @@ impl CustomOp3 for ConvFwd {
         let (dx, dw) = self.grads(x, w, &dy)?;
         let db = dy.apply_op1_no_bwd(&BiasGrad(self.g))?;
         Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// The gradient at the convolution's output from the gradient at the fused max-pool's output:
+/// each pooled gradient goes to its window's argmax (only where the pooled value is positive when
+/// a ReLU is fused). Inputs: the pooled output and its gradient.
+struct Unpool {
+    g: Geom,
+    pg: PoolGeom,
+    argmax: Arc<Vec<u32>>,
+    relu: bool,
+}
+
+impl Unpool {
+    fn run<T: Elem>(&self, y: &[T], gy: &[T]) -> Vec<T> {
+        let (l, per) = (self.g.l(), self.pg.oh * self.pg.ow);
+        let mut dy = vec![T::ZERO; self.g.n * self.g.out_len()];
+        dy.par_chunks_mut(l)
+            .zip(y.par_chunks(per).zip(gy.par_chunks(per)))
+            .zip(self.argmax.par_chunks(per))
+            .for_each(|((d, (ys, gs)), at)| {
+                if self.relu {
+                    for ((&yv, &gv), &i) in ys.iter().zip(gs).zip(at) {
+                        if yv > T::ZERO {
+                            d[i as usize] += gv;
+                        }
+                    }
+                } else {
+                    unpool_plane(gs, at, d);
+                }
+            });
+        dy
+    }
+}
+
+impl CustomOp2 for Unpool {
+    fn name(&self) -> &'static str {
+        "lepton-conv2d-unpool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2) {
+            (CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(self.run(
+                contiguous(y, l1, "pooled output")?,
+                contiguous(g, l2, "gradient")?,
+            )),
+            (CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(self.run(
+                contiguous(y, l1, "pooled output")?,
+                contiguous(g, l2, "gradient")?,
+            )),
+            _ => candle_core::bail!("conv2d max-pool backward: mismatched dtypes"),
+        };
+        Ok((
+            out,
+            Shape::from((self.g.n, self.g.co, self.g.oh, self.g.ow)),
+        ))
     }
 }
 
@@ -560,17 +693,33 @@ impl CustomOp1 for BiasGrad {
     }
 }
 
-/// `conv2d(x, w) + b`, followed by `max(·, 0)` with `relu`; see the module docs.
+/// `conv2d(x, w) + b`, followed by `max(·, 0)` with `relu` and by a max-pool `(kernel, stride,
+/// padding)` with `pool`; see the module docs.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
     geom: Geom,
     relu: bool,
+    pool: Option<(usize, usize, usize)>,
 ) -> Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    let op = ConvFwd { g: geom, relu };
+    let pool = match pool {
+        Some((k, s, p)) => Some(PoolGeom::new(
+            &[geom.n, geom.co, geom.oh, geom.ow],
+            k,
+            s,
+            p,
+        )?),
+        None => None,
+    };
+    let op = ConvFwd {
+        g: geom,
+        relu,
+        pool,
+        argmax: Mutex::new(None),
+    };
     match b {
         None => x.apply_op2(&w, op),
         Some(b) => {

@@ -9,21 +9,22 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-#[derive(Debug, Clone, Copy)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    oh: usize,
-    ow: usize,
+/// Pooling window geometry over `[N, C, H, W]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub s: usize,
+    pub p: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 impl Geometry {
-    fn new(dims: &[usize], k: usize, s: usize, p: usize) -> Result<Self> {
+    pub fn new(dims: &[usize], k: usize, s: usize, p: usize) -> Result<Self> {
         let &[n, c, h, w] = dims else {
             candle_core::bail!("max-pool2d expects [N, C, H, W], got {dims:?}")
         };
@@ -76,6 +77,55 @@ impl Geometry {
     }
 }
 
+/// Max-pools one plane into `o`, recording each window's first argmax (index within the plane)
+/// in `at` when given.
+pub fn pool_plane<T: PartialOrd + Copy>(
+    g: &Geometry,
+    plane: &[T],
+    o: &mut [T],
+    at: Option<&mut [u32]>,
+) {
+    let mut at = at;
+    if g.k == 2 && g.s == 2 && g.p == 0 {
+        // The common 2x2 window: four compares as selects, no bounds bookkeeping.
+        let w = g.w;
+        for oy in 0..g.oh {
+            let top = 2 * oy * w;
+            let (r0, r1) = (&plane[top..top + w], &plane[top + w..top + 2 * w]);
+            for ox in 0..g.ow {
+                let x = 2 * ox;
+                let (mut best, mut off) = (r0[x], x);
+                for (v, cand) in [(r0[x + 1], x + 1), (r1[x], w + x), (r1[x + 1], w + x + 1)] {
+                    let gt = v > best;
+                    best = if gt { v } else { best };
+                    off = if gt { cand } else { off };
+                }
+                o[oy * g.ow + ox] = best;
+                if let Some(at) = at.as_deref_mut() {
+                    at[oy * g.ow + ox] = (top + off) as u32;
+                }
+            }
+        }
+        return;
+    }
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let i = g.argmax(plane, oy, ox);
+            o[oy * g.ow + ox] = plane[i];
+            if let Some(at) = at.as_deref_mut() {
+                at[oy * g.ow + ox] = i as u32;
+            }
+        }
+    }
+}
+
+/// Adds each output gradient of one plane to its window's argmax.
+pub fn unpool_plane<T: Copy + std::ops::AddAssign>(gy: &[T], at: &[u32], gx: &mut [T]) {
+    for (&v, &i) in gy.iter().zip(at) {
+        gx[i as usize] += v;
+    }
+}
+
 fn contiguous<'a, T>(data: &'a [T], l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -97,40 +147,7 @@ impl MaxPool {
         let per = g.oh * g.ow;
         let mut out = vec![T::default(); g.n * g.c * per];
         let mut idx = vec![0u32; if self.keep { out.len() } else { 0 }];
-        let run = |o: &mut [T], at: Option<&mut [u32]>, plane: &[T]| {
-            let mut at = at;
-            if g.k == 2 && g.s == 2 && g.p == 0 {
-                // The common 2x2 window: four compares as selects, no bounds bookkeeping.
-                let w = g.w;
-                for oy in 0..g.oh {
-                    let top = 2 * oy * w;
-                    let (r0, r1) = (&plane[top..top + w], &plane[top + w..top + 2 * w]);
-                    for ox in 0..g.ow {
-                        let x = 2 * ox;
-                        let (mut best, mut off) = (r0[x], x);
-                        for (v, o) in [(r0[x + 1], x + 1), (r1[x], w + x), (r1[x + 1], w + x + 1)] {
-                            let gt = v > best;
-                            best = if gt { v } else { best };
-                            off = if gt { o } else { off };
-                        }
-                        o[oy * g.ow + ox] = best;
-                        if let Some(at) = at.as_deref_mut() {
-                            at[oy * g.ow + ox] = (top + off) as u32;
-                        }
-                    }
-                }
-                return;
-            }
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let i = g.argmax(plane, oy, ox);
-                    o[oy * g.ow + ox] = plane[i];
-                    if let Some(at) = at.as_deref_mut() {
-                        at[oy * g.ow + ox] = i as u32;
-                    }
-                }
-            }
-        };
+        let run = |o: &mut [T], at: Option<&mut [u32]>, plane: &[T]| pool_plane(&g, plane, o, at);
         if self.keep {
             out.par_chunks_mut(per)
                 .zip(idx.par_chunks_mut(per))
@@ -184,11 +201,7 @@ impl MaxPoolBackward {
         let mut gx = vec![T::default(); g.n * g.c * g.h * g.w];
         gx.par_chunks_mut(g.h * g.w)
             .zip(gy.par_chunks(per).zip(self.argmax.par_chunks(per)))
-            .for_each(|(gxp, (gyp, at))| {
-                for (&v, &i) in gyp.iter().zip(at) {
-                    gxp[i as usize] += v;
-                }
-            });
+            .for_each(|(gxp, (gyp, at))| unpool_plane(gyp, at, gxp));
         gx
     }
 }

@@ -59,7 +59,28 @@ pub fn conv2d_act(
         p.dilation,
         p.groups,
     )?;
-    conv::conv2d(x, w, b, geom, relu)
+    conv::conv2d(x, w, b, geom, relu, None)
+}
+
+/// [`conv2d_act`] followed by a fused max-pool `(kernel, stride, padding)`: the convolution's
+/// output never leaves the per-thread buffer, only the pooled planes are written.
+pub fn conv2d_pool(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    p: Conv2dParams,
+    relu: bool,
+    pool: (usize, usize, usize),
+) -> Result<Tensor> {
+    let geom = ConvGeom::new(
+        x.dims(),
+        w.dims(),
+        p.stride,
+        p.padding,
+        p.dilation,
+        p.groups,
+    )?;
+    conv::conv2d(x, w, b, geom, relu, Some(pool))
 }
 
 /// Average pooling over `[N, C, H, W]` with zero padding counted (PyTorch's default), as a
@@ -217,6 +238,54 @@ mod tests {
             .unwrap();
         for v in [&x, &w, &b] {
             assert!(close(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn fused_max_pool_equals_conv_then_pool() {
+        let dev = Device::Cpu;
+        for (relu, bias, pool, hw) in [
+            (true, true, (2, 2, 0), (9, 8)),
+            (false, false, (3, 2, 1), (7, 7)),
+            (true, false, (2, 1, 0), (6, 5)),
+        ] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 2, hw.0, hw.1), &dev).unwrap())
+                .unwrap();
+            let w =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 2, 3, 3), &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 4, &dev).unwrap()).unwrap();
+            let b = bias.then_some(b.as_tensor());
+            let p = Conv2dParams {
+                padding: 1,
+                ..Default::default()
+            };
+            let fused = conv2d_pool(&x, &w, b, p, relu, pool).unwrap();
+            let plain = max_pool2d(
+                &conv2d_act(&x, &w, b, p, relu).unwrap(),
+                pool.0,
+                pool.1,
+                pool.2,
+            )
+            .unwrap();
+            assert_eq!(close(&fused, &plain), 0.0);
+            let r = Tensor::randn(0f32, 1.0, fused.dims(), &dev).unwrap();
+            let gf = (&fused * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gp = (&plain * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let mut vars = vec![x.as_tensor(), w.as_tensor()];
+            vars.extend(b);
+            for v in vars {
+                assert!(close(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-5);
+            }
         }
     }
 

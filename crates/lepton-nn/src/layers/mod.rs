@@ -32,8 +32,10 @@ pub enum Layer {
         weight: Tensor,
         bias: Option<Tensor>,
         params: Conv2dParams,
-        /// The ReLU after this layer is computed here (see [`fuse_relus`]).
+        /// The ReLU after this layer is computed here (see [`fuse`]).
         relu: bool,
+        /// The max-pool `(kernel, stride, padding)` after this layer (and its ReLU) is computed here.
+        pool: Option<(usize, usize, usize)>,
     },
     MaxPool2d {
         kernel: usize,
@@ -62,6 +64,8 @@ pub enum Layer {
     Softmax,
     /// A ReLU computed by the layer before it (an identity here).
     FusedRelu,
+    /// A max-pool computed by the convolution before it (an identity here).
+    FusedPool,
 }
 
 /// Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for linear and conv layers; the
@@ -130,6 +134,7 @@ pub(crate) fn build(
                         groups: *groups,
                     },
                     relu: false,
+                    pool: None,
                 }
             }
             LayerSpec::MaxPool2d {
@@ -180,14 +185,15 @@ pub(crate) fn build(
         out.push(layer);
         x = shapes[i].clone();
     }
-    fuse_relus(&mut out);
+    fuse(&mut out);
     Ok(out)
 }
 
-/// A ReLU right after a convolution or a batch norm is computed inside that layer's kernel (one
-/// pass and one tensor less, forward and backward); the ReLU layer becomes [`Layer::FusedRelu`].
-/// Layer indices, and so parameter names, do not change.
-fn fuse_relus(layers: &mut [Layer]) {
+/// A ReLU right after a convolution or a batch norm is computed inside that layer's kernel, and so
+/// is a max-pool right after a convolution (or after its fused ReLU): one pass and one tensor less
+/// each, forward and backward. The absorbed layers become [`Layer::FusedRelu`] / [`Layer::FusedPool`];
+/// layer indices, and so parameter names, do not change.
+fn fuse(layers: &mut [Layer]) {
     for i in 1..layers.len() {
         if !matches!(layers[i], Layer::Relu) {
             continue;
@@ -205,6 +211,28 @@ fn fuse_relus(layers: &mut [Layer]) {
         };
         if fused {
             layers[i] = Layer::FusedRelu;
+        }
+    }
+    for i in 1..layers.len() {
+        let Layer::MaxPool2d {
+            kernel,
+            stride,
+            padding,
+        } = layers[i]
+        else {
+            continue;
+        };
+        let conv = if matches!(layers[i - 1], Layer::FusedRelu) && i >= 2 {
+            i - 2
+        } else {
+            i - 1
+        };
+        if let Layer::Conv2d { relu, pool, .. } = &mut layers[conv] {
+            // A FusedRelu between them must be this convolution's own ReLU.
+            if pool.is_none() && (conv == i - 1 || *relu) {
+                *pool = Some((kernel, stride, padding));
+                layers[i] = Layer::FusedPool;
+            }
         }
     }
 }
@@ -229,7 +257,11 @@ impl Layer {
                 bias,
                 params,
                 relu,
-            } => kernels::conv2d_act(x, weight, bias.as_ref(), *params, *relu),
+                pool,
+            } => match pool {
+                Some(pool) => kernels::conv2d_pool(x, weight, bias.as_ref(), *params, *relu, *pool),
+                None => kernels::conv2d_act(x, weight, bias.as_ref(), *params, *relu),
+            },
             Layer::MaxPool2d {
                 kernel,
                 stride,
@@ -259,7 +291,7 @@ impl Layer {
                 x + y
             }
             Layer::Relu => kernels::relu(x),
-            Layer::FusedRelu => Ok(x.clone()),
+            Layer::FusedRelu | Layer::FusedPool => Ok(x.clone()),
             Layer::LeakyRelu(s) => x.maximum(&(x * *s)?),
             Layer::Gelu => x.gelu_erf(),
             Layer::Sigmoid => candle_nn::ops::sigmoid(x),
