@@ -2,10 +2,10 @@
 # Prints the path of an MNIST CNN photon for the serving benchmarks, training it first if missing:
 # examples/mnist-cnn.toml (same layers) for 1 epoch on LIMIT (default 6000) training images. The
 # accuracy does not matter for throughput; scripts/serve-e2e.sh checks the labels.
-# Also builds target/release/lepton. Override with PHOTON=path.
+# Also builds target/release/lepton (SKIP_BUILD=1: use the binary as it is). Override with PHOTON=path.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p lepton-cli >&2
+[[ -n ${SKIP_BUILD:-} ]] || cargo build --release -q -p lepton-cli >&2
 if [[ -n ${PHOTON:-} ]]; then
     echo "$PHOTON"
     exit 0
