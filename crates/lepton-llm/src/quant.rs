@@ -303,6 +303,12 @@ mod kernels {
     pub fn dot_q4_1(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl")
+            {
+                // SAFETY: the CPU features were just checked.
+                return unsafe { avx2::dot_q4_1_vnni(w, rows, res) };
+            }
             // SAFETY: the CPU features were just checked.
             return unsafe { avx2::dot_q4_1(w, rows, res) };
         }
@@ -383,8 +389,25 @@ mod kernels {
             std::ptr::read_unaligned(b.as_ptr().add(at) as *const f32)
         }
 
+        /// The same sum with one AVX512-VNNI instruction. Bit-identical to [`mul_sum_us8`] for
+        /// Q4 codes: a pair of products (≤ 2 · 15 · 128) never saturates `maddubs`'s i16.
+        #[inline(always)]
+        unsafe fn mul_sum_us8_vnni(ax: __m256i, sy: __m256i) -> __m256 {
+            _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy))
+        }
+
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn dot_q4_1(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
+            dot_q4_1_impl::<false>(w, rows, res)
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+        pub unsafe fn dot_q4_1_vnni(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
+            dot_q4_1_impl::<true>(w, rows, res)
+        }
+
+        #[inline(always)]
+        unsafe fn dot_q4_1_impl<const VNNI: bool>(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
             let g = rows.len();
             let mut acc = [_mm256_setzero_ps(); super::super::ROW_GROUP];
             let mut summs = [0f32; super::super::ROW_GROUP];
@@ -400,7 +423,11 @@ mod kernels {
                     let s1 = f(rows[r], b * Q8_BYTES + 4);
                     summs[r] += m0 * s1;
                     let qy = _mm256_loadu_si256(ab.add(8) as *const __m256i);
-                    let xy = mul_sum_us8(qx, qy);
+                    let xy = if VNNI {
+                        mul_sum_us8_vnni(qx, qy)
+                    } else {
+                        mul_sum_us8(qx, qy)
+                    };
                     acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * d1), xy, acc[r]);
                 }
             }
