@@ -391,9 +391,20 @@ mod kernels {
 
         /// The same sum with one AVX512-VNNI instruction. Bit-identical to [`mul_sum_us8`] for
         /// Q4 codes: a pair of products (≤ 2 · 15 · 128) never saturates `maddubs`'s i16.
-        #[inline(always)]
+        #[inline]
+        #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
         unsafe fn mul_sum_us8_vnni(ax: __m256i, sy: __m256i) -> __m256 {
-            _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy))
+            // `_mm256_dpbusd_epi32` needs Rust 1.89 (the workspace supports 1.85): the same
+            // instruction through `asm!`; callers enable avx512vnni + avx512vl.
+            let mut acc = _mm256_setzero_si256();
+            std::arch::asm!(
+                "vpdpbusd {acc}, {a}, {b}",
+                acc = inout(ymm_reg) acc,
+                a = in(ymm_reg) ax,
+                b = in(ymm_reg) sy,
+                options(pure, nomem, nostack)
+            );
+            _mm256_cvtepi32_ps(acc)
         }
 
         #[target_feature(enable = "avx2,fma,f16c")]
