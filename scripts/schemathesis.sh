@@ -15,7 +15,7 @@ port=${PORT:-18483}
 token=fuzz-$RANDOM$RANDOM
 
 photon=$(bench/serve/photon.sh)
-venv=$(bench/serve/venv.sh -m schemathesis schemathesis)
+venv=$(bench/pyenv.sh schemathesis)
 work=$(mktemp -d /tmp/lepton-fuzz.XXXXXX)
 server=
 cleanup() {

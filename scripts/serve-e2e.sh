@@ -20,7 +20,7 @@ tol=${TOL:-1e-4}
 
 cargo build --release -q -p lepton-cli
 lepton=$PWD/target/release/lepton
-py=$(bench/serve/venv.sh -m "tritonclient.http numpy PIL" 'tritonclient[http]' numpy pillow)/bin/python
+py=$(bench/pyenv.sh 'tritonclient[http]' numpy pillow)/bin/python
 
 work=$(mktemp -d /tmp/lepton-e2e.XXXXXX)
 server=
