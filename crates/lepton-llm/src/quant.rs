@@ -16,8 +16,8 @@
 //! to the same sequence decoded alone. Types without a kernel here (K-quants, F16, ...) are
 //! dequantized to f32 at load time.
 
+use crate::llama::pool::{split, Pool};
 use half::f16;
-use rayon::prelude::*;
 
 /// Values per quantization block (Q4_1, Q8_0, Q8_1).
 pub const QK: usize = 32;
@@ -190,21 +190,20 @@ impl QMatrix {
             }
         };
         let n = self.rows;
-        // Columns per task: enough work to amortise the scheduling, a multiple of 4.
-        let chunk = (n / (rayon::current_num_threads() * 8)).clamp(16, 256) & !3;
         let out_ptr = SendPtr(out.as_mut_ptr());
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-            let cols = c * chunk..((c + 1) * chunk).min(n);
+        let pool = Pool::global();
+        let parts = pool.threads();
+        pool.run(&|part| {
             let out_ptr = &out_ptr;
             let mut res = [0f32; ROW_GROUP];
-            for j in cols {
+            for j in split(n, parts, part, 4) {
                 let w = &self.data[j * self.row_bytes()..(j + 1) * self.row_bytes()];
                 let mut r0 = 0;
                 while r0 < m {
                     let g = (m - r0).min(ROW_GROUP);
                     self.dot_group(w, &act, r0, g, &mut res);
                     for (i, v) in res[..g].iter().enumerate() {
-                        // SAFETY: each (row, column) element is written by exactly one task.
+                        // SAFETY: each (row, column) element is written by exactly one part.
                         unsafe { *out_ptr.0.add((r0 + i) * stride + offset + j) = *v };
                     }
                     r0 += g;

@@ -88,8 +88,11 @@ impl SamplingParams {
 pub struct Sampler {
     params: SamplingParams,
     rng: ChaCha8Rng,
-    /// Scratch: (token, probability) candidates.
+    /// Scratch: (token, logit then weight) candidates, the ones kept for the nucleus, and the
+    /// distinct previous tokens.
     candidates: Vec<(u32, f32)>,
+    kept: Vec<(u32, f32)>,
+    seen: Vec<u32>,
 }
 
 impl Sampler {
@@ -99,6 +102,8 @@ impl Sampler {
             params,
             rng: ChaCha8Rng::seed_from_u64(seed),
             candidates: Vec::new(),
+            kept: Vec::new(),
+            seen: Vec::new(),
         }
     }
 
@@ -110,7 +115,7 @@ impl Sampler {
     pub fn sample(&mut self, logits: &mut [f32], previous: &[u32]) -> u32 {
         let p = &self.params;
         if p.repetition_penalty != 1.0 {
-            apply_repetition_penalty(logits, previous, p.repetition_penalty);
+            apply_repetition_penalty(logits, previous, p.repetition_penalty, &mut self.seen);
         }
         if p.temperature == 0.0 {
             return argmax(logits);
@@ -118,40 +123,62 @@ impl Sampler {
         let c = &mut self.candidates;
         c.clear();
         c.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
-        // Sort descending by logit; ties by token id so the order is fully determined.
-        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < c.len() {
             c.select_nth_unstable_by(p.top_k - 1, by_logit);
             c.truncate(p.top_k);
         }
-        c.sort_unstable_by(by_logit);
-        let max = c[0].1;
+        let max = c.iter().fold(f32::NEG_INFINITY, |m, &(_, l)| m.max(l));
         let mut total = 0f64;
         for (_, l) in c.iter_mut() {
             *l = ((*l - max) / p.temperature).exp();
             total += *l as f64;
         }
+        // The nucleus is the shortest prefix, in order of decreasing probability, whose mass reaches
+        // top_p. Rather than sorting the whole vocabulary, sort only the tokens above a threshold,
+        // lowered until they hold the mass: they are a prefix of the full order, so the prefix
+        // found is the same.
+        let kept = &mut self.kept;
+        let mut threshold = 1e-2f32;
+        loop {
+            kept.clear();
+            kept.extend(c.iter().filter(|&&(_, w)| w >= threshold));
+            let mass: f64 = kept.iter().map(|&(_, w)| w as f64).sum();
+            if mass >= p.top_p as f64 * total || threshold == 0.0 {
+                break;
+            }
+            threshold = if threshold < 1e-30 {
+                0.0
+            } else {
+                threshold / 64.0
+            };
+        }
+        kept.sort_unstable_by(by_logit);
         let mut cum = 0f64;
-        let n = c.len();
+        let n = kept.len();
         let mut keep = n;
-        for (i, (_, pr)) in c.iter_mut().enumerate() {
+        for (i, (_, pr)) in kept.iter_mut().enumerate() {
             *pr = (*pr as f64 / total) as f32;
             cum += *pr as f64;
             if cum >= p.top_p as f64 && keep == n {
                 keep = i + 1;
             }
         }
-        c.truncate(keep);
-        let mass: f64 = c.iter().map(|&(_, pr)| pr as f64).sum();
+        kept.truncate(keep);
+        let mass: f64 = kept.iter().map(|&(_, pr)| pr as f64).sum();
         let mut u = self.rng.random::<f64>() * mass;
-        for &(id, pr) in c.iter() {
+        for &(id, pr) in kept.iter() {
             u -= pr as f64;
             if u < 0.0 {
                 return id;
             }
         }
-        c[c.len() - 1].0
+        kept[kept.len() - 1].0
     }
+}
+
+/// Sort descending by value; ties by token id so the order is fully determined.
+fn by_logit(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
 /// Index of the largest logit (the first one on ties).
@@ -165,13 +192,19 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-fn apply_repetition_penalty(logits: &mut [f32], previous: &[u32], penalty: f32) {
-    let mut seen = std::collections::HashSet::with_capacity(previous.len());
-    for &t in previous {
+fn apply_repetition_penalty(
+    logits: &mut [f32],
+    previous: &[u32],
+    penalty: f32,
+    seen: &mut Vec<u32>,
+) {
+    seen.clear();
+    seen.extend_from_slice(previous);
+    seen.sort_unstable();
+    seen.dedup();
+    for &t in seen.iter() {
         if let Some(l) = logits.get_mut(t as usize) {
-            if seen.insert(t) {
-                *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
-            }
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
         }
     }
 }
@@ -189,7 +222,7 @@ mod tests {
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative() {
         let mut l = [2.0, -1.0, 3.0];
-        apply_repetition_penalty(&mut l, &[0, 1, 1], 2.0);
+        apply_repetition_penalty(&mut l, &[0, 1, 1], 2.0, &mut Vec::new());
         assert_eq!(l, [1.0, -2.0, 3.0]);
         // Greedy with a penalty switches to the unpenalised token.
         let mut s = Sampler::new(SamplingParams {
@@ -246,6 +279,61 @@ mod tests {
             .collect();
         assert!(draws.contains(&0) && draws.contains(&1));
         assert!(draws.iter().all(|&t| t < 2));
+    }
+
+    /// The thresholded nucleus against sorting the whole vocabulary, draw by draw.
+    #[test]
+    fn nucleus_equals_the_full_sort() {
+        let mut x = 7u64;
+        let logits: Vec<f32> = (0..5000)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 12.0 - 6.0
+            })
+            .collect();
+        for (top_p, temperature) in [(0.95f32, 0.8f32), (0.5, 1.0), (0.999, 2.0), (0.1, 0.3)] {
+            let params = SamplingParams {
+                top_p,
+                temperature,
+                seed: Some(5),
+                ..Default::default()
+            };
+            let mut s = Sampler::new(params);
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+            let mut all: Vec<(u32, f32)> = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as u32, ((l - max) / temperature).exp()))
+                .collect();
+            let total: f64 = all.iter().map(|&(_, w)| w as f64).sum();
+            all.sort_by(by_logit);
+            let mut cum = 0f64;
+            let probs: Vec<(u32, f32)> = all
+                .iter()
+                .map(|&(id, w)| (id, (w as f64 / total) as f32))
+                .collect();
+            let keep = probs
+                .iter()
+                .position(|&(_, pr)| {
+                    cum += pr as f64;
+                    cum >= top_p as f64
+                })
+                .map_or(probs.len(), |i| i + 1);
+            let nucleus = &probs[..keep];
+            let mass: f64 = nucleus.iter().map(|&(_, pr)| pr as f64).sum();
+            for _ in 0..200 {
+                let mut u = rng.random::<f64>() * mass;
+                let want = nucleus
+                    .iter()
+                    .find(|&&(_, pr)| {
+                        u -= pr as f64;
+                        u < 0.0
+                    })
+                    .map_or(nucleus[keep - 1].0, |&(id, _)| id);
+                assert_eq!(s.sample(&mut logits.clone(), &[]), want, "top_p {top_p}");
+            }
+        }
     }
 
     #[test]

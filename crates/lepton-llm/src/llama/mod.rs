@@ -22,10 +22,13 @@
 
 mod kv_cache;
 pub mod ops;
+pub(crate) mod pool;
 
 pub use kv_cache::KvCache;
 
-use rayon::prelude::*;
+use std::cell::RefCell;
+
+use pool::{split, Pool};
 
 use crate::gguf::{GgufFile, LlamaConfig};
 use crate::quant::QMatrix;
@@ -233,29 +236,41 @@ impl Llama {
                     s.cache.store(li, p0 + j, k, v);
                 }
             }
-            // Attention: one task per (sequence, query head).
+            // Attention: (sequence, query head, row) units dealt round-robin to the team.
             let qkv_ref: &[f32] = qkv;
+            let steps_ref: &[Step<'_>] = steps;
             let att_ptr = SendPtr(att.as_mut_ptr());
-            let tasks: Vec<(usize, usize)> = (0..steps.len())
-                .flat_map(|si| (0..c.num_heads).map(move |head| (si, head)))
-                .collect();
-            let caches: Vec<&KvCache> = steps.iter().map(|s| &*s.cache).collect();
-            tasks
-                .par_iter()
-                .for_each_init(Vec::new, |scores, &(si, head)| {
-                    let (r0, n, p0) = spans[si];
-                    let (k, v) = caches[si].head(li, head / group);
-                    let att_ptr = &att_ptr;
-                    for j in 0..n {
-                        let row = r0 + j;
-                        let q = &qkv_ref[row * qkv_w + head * d..row * qkv_w + (head + 1) * d];
-                        // SAFETY: each (row, head) slice of `att` is written by exactly one task.
-                        let out = unsafe {
-                            std::slice::from_raw_parts_mut(att_ptr.0.add(row * hd + head * d), d)
-                        };
-                        ops::attend(q, k, v, p0 + j + 1, scale, scores, out);
+            let pool = Pool::global();
+            let parts = pool.threads();
+            pool.run(&|part| {
+                let att_ptr = &att_ptr;
+                SCORES.with_borrow_mut(|scores| {
+                    let mut unit = 0;
+                    for (si, s) in steps_ref.iter().enumerate() {
+                        let (r0, n, p0) = spans[si];
+                        for head in 0..c.num_heads {
+                            let (k, v) = s.cache.head(li, head / group);
+                            for j in 0..n {
+                                unit += 1;
+                                if unit % parts != part {
+                                    continue;
+                                }
+                                let row = r0 + j;
+                                let q =
+                                    &qkv_ref[row * qkv_w + head * d..row * qkv_w + (head + 1) * d];
+                                // SAFETY: each (row, head) slice of `att` is written by one unit.
+                                let out = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        att_ptr.0.add(row * hd + head * d),
+                                        d,
+                                    )
+                                };
+                                ops::attend(q, k, v, p0 + j + 1, scale, scores, out);
+                            }
+                        }
                     }
                 });
+            });
             layer.wo.matmul(att, h, q8);
             for (xv, hv) in x.iter_mut().zip(h.iter()) {
                 *xv += hv;
@@ -264,9 +279,24 @@ impl Llama {
                 ops::rms_norm(xr, &layer.ffn_norm, c.rms_norm_eps, hr);
             }
             matmul_parts(&layer.gate_up, h, gu, q8);
-            for (g, a) in gu.chunks_exact(2 * ff).zip(act.chunks_exact_mut(ff)) {
-                ops::silu_mul(&g[..ff], &g[ff..], a);
-            }
+            let gu_ref: &[f32] = gu;
+            let act_ptr = SendPtr(act.as_mut_ptr());
+            pool.run(&|part| {
+                let act_ptr = &act_ptr;
+                // A contiguous share of all rows × ff outputs, cut at row ends.
+                let all = split(rows * ff, parts, part, 16);
+                let mut e = all.start;
+                while e < all.end {
+                    let (r, col) = (e / ff, e % ff);
+                    let len = (ff - col).min(all.end - e);
+                    let g = &gu_ref[r * 2 * ff + col..r * 2 * ff + col + len];
+                    let u = &gu_ref[r * 2 * ff + ff + col..r * 2 * ff + ff + col + len];
+                    // SAFETY: the parts' ranges of `act` are disjoint.
+                    let a = unsafe { std::slice::from_raw_parts_mut(act_ptr.0.add(e), len) };
+                    ops::silu_mul(g, u, a);
+                    e += len;
+                }
+            });
             layer.down.matmul(act, h, q8);
             for (xv, hv) in x.iter_mut().zip(h.iter()) {
                 *xv += hv;
@@ -292,6 +322,11 @@ impl Llama {
         }
         Ok(())
     }
+}
+
+thread_local! {
+    /// Attention scores of one query row, per thread.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 struct SendPtr(*mut f32);
