@@ -8,16 +8,26 @@
 //! 1. each activation row is quantized once per call to the weight type's dot-product type, exactly as
 //!    ggml does (Q4_1 → Q8_1, Q8_0 → Q8_0: per 32-value block `d = max|x| / 127`, `q = round(x · 127 /
 //!    max|x|)` ties-to-even, `d` stored as f16, Q8_1 also keeps `s = d · Σq`);
-//! 2. output columns are split over a rayon pool; each weight row is unpacked once per block and dotted
-//!    against up to [`ROW_GROUP`] activation rows, so batched decoding reads each weight once per group.
+//! 2. output columns are split in one contiguous range per thread of the decoder's team
+//!    ([`crate::llama::pool`]); each weight row is unpacked once per block and dotted against up to
+//!    [`ROW_GROUP`] activation rows, so batched decoding reads each weight once per group.
+//!
+//! Q4_1 weights are repacked at load for the SIMD kernel (see [`QMatrix::new`]): per row, the 4-bit
+//! codes of blocks `2p` and `2p + 1` share 32 bytes (low and high nibble of byte `i` hold value `i`
+//! of each), followed by the row's f16 scales and then its f16 minimums. A dot product keeps eight
+//! f32 lanes for even blocks and eight for odd blocks (lane `l` sums the products of values
+//! `4l..4l+4`, scaled by `d_w · d_x` of the block), and the minimum terms `m_w · s_x` in eight lanes
+//! per group of eight blocks; [`kernels::scalar_q4_1`] spells out the order and the AVX2 and
+//! AVX512-VNNI kernels follow it bit for bit.
 //!
 //! Every output element is computed by the same sequence of floating-point operations whatever `m` is
 //! and whichever other rows share the call, so a sequence decoded in a batch gets bit-identical logits
 //! to the same sequence decoded alone. Types without a kernel here (K-quants, F16, ...) are
 //! dequantized to f32 at load time.
 
-use crate::llama::pool::{split, Pool};
 use half::f16;
+
+use crate::llama::pool::{split, Pool};
 
 /// Values per quantization block (Q4_1, Q8_0, Q8_1).
 pub const QK: usize = 32;
@@ -77,6 +87,10 @@ impl QMatrix {
                 data.len()
             ));
         }
+        let data = match qtype {
+            QType::Q4_1 => repack_q4_1(rows, cols, &data),
+            _ => data,
+        };
         Ok(Self {
             qtype,
             rows,
@@ -120,12 +134,28 @@ impl QMatrix {
     }
 
     fn row_bytes(&self) -> usize {
-        self.cols / QK * self.qtype.block_bytes()
+        match self.qtype {
+            QType::Q4_1 => padded_blocks(self.cols) * 20,
+            _ => self.cols / QK * self.qtype.block_bytes(),
+        }
     }
 
     /// Dequantize one row into `out` (`cols` values): an embedding lookup.
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let bytes = &self.data[row * self.row_bytes()..(row + 1) * self.row_bytes()];
+        if self.qtype == QType::Q4_1 {
+            let nbp = padded_blocks(self.cols);
+            for (b, o) in out[..self.cols].chunks_exact_mut(QK).enumerate() {
+                let codes = &bytes[(b / 2) * 32..(b / 2) * 32 + 32];
+                let d = f16_at(bytes, nbp * 16 + 2 * b);
+                let m = f16_at(bytes, nbp * 18 + 2 * b);
+                let shift = 4 * (b % 2);
+                for (o, &c) in o.iter_mut().zip(codes) {
+                    *o = ((c >> shift) & 0x0f) as f32 * d + m;
+                }
+            }
+            return;
+        }
         let bb = self.qtype.block_bytes();
         for (b, blk) in bytes.chunks_exact(bb).enumerate() {
             let o = &mut out[b * QK..(b + 1) * QK];
@@ -135,20 +165,13 @@ impl QMatrix {
                         *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     }
                 }
-                QType::Q4_1 => {
-                    let d = f16_at(blk, 0);
-                    let m = f16_at(blk, 2);
-                    for j in 0..QK / 2 {
-                        o[j] = (blk[4 + j] & 0x0f) as f32 * d + m;
-                        o[j + QK / 2] = (blk[4 + j] >> 4) as f32 * d + m;
-                    }
-                }
                 QType::Q8_0 => {
                     let d = f16_at(blk, 0);
                     for j in 0..QK {
                         o[j] = blk[2 + j] as i8 as f32 * d;
                     }
                 }
+                QType::Q4_1 => unreachable!("handled above"),
             }
         }
     }
@@ -172,36 +195,49 @@ impl QMatrix {
         assert_eq!(x.len(), m * self.cols, "matmul input length");
         assert!(offset + self.rows <= stride, "matmul output columns");
         assert!(out.len() >= m * stride, "matmul output length");
+        let nb = self.cols / QK;
         let act = match self.qtype {
             QType::F32 => Activations::F32(x),
-            QType::Q4_1 | QType::Q8_0 => {
-                let with_sum = self.qtype == QType::Q4_1;
-                let nb = self.cols / QK;
-                let bb = Q8_BYTES;
+            QType::Q8_0 => {
                 scratch.clear();
-                scratch.resize(m * nb * bb, 0);
+                scratch.resize(m * nb * Q8_BYTES, 0);
                 for (xr, sr) in x
                     .chunks_exact(self.cols)
-                    .zip(scratch.chunks_exact_mut(nb * bb))
+                    .zip(scratch.chunks_exact_mut(nb * Q8_BYTES))
                 {
-                    quantize_row_q8(xr, sr, with_sum);
+                    quantize_row_q8(xr, sr, false);
+                }
+                Activations::Q8(scratch)
+            }
+            QType::Q4_1 => {
+                let len = padded_blocks(self.cols) * Q8_BYTES;
+                scratch.clear();
+                scratch.resize(m * len, 0);
+                for (xr, sr) in x.chunks_exact(self.cols).zip(scratch.chunks_exact_mut(len)) {
+                    quantize_row_q8_1_split(xr, sr);
                 }
                 Activations::Q8(scratch)
             }
         };
+        let level = kernels::Level::detect();
         let n = self.rows;
         let out_ptr = SendPtr(out.as_mut_ptr());
         let pool = Pool::global();
         let parts = pool.threads();
         pool.run(&|part| {
             let out_ptr = &out_ptr;
+            let cols = split(n, parts, part, 4);
+            if let (QType::Q4_1, Activations::Q8(a)) = (self.qtype, &act) {
+                // SAFETY: the parts' column ranges are disjoint.
+                return unsafe { self.q4_1_cols(level, a, m, cols, out_ptr, stride, offset) };
+            }
             let mut res = [0f32; ROW_GROUP];
-            for j in split(n, parts, part, 4) {
+            for j in cols {
                 let w = &self.data[j * self.row_bytes()..(j + 1) * self.row_bytes()];
                 let mut r0 = 0;
                 while r0 < m {
                     let g = (m - r0).min(ROW_GROUP);
-                    self.dot_group(w, &act, r0, g, &mut res);
+                    self.dot_group(level, w, &act, r0, g, &mut res);
                     for (i, v) in res[..g].iter().enumerate() {
                         // SAFETY: each (row, column) element is written by exactly one part.
                         unsafe { *out_ptr.0.add((r0 + i) * stride + offset + j) = *v };
@@ -212,7 +248,62 @@ impl QMatrix {
         });
     }
 
-    fn dot_group(&self, w: &[u8], act: &Activations<'_>, r0: usize, g: usize, res: &mut [f32]) {
+    /// Columns `cols` of a Q4_1 matmul, in tiles of weight rows × activation rows.
+    ///
+    /// # Safety
+    /// `out` must be valid for the elements `(r, offset + j)`, `j` in `cols`, and no other thread
+    /// may write them.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q4_1_cols(
+        &self,
+        level: kernels::Level,
+        a: &[u8],
+        m: usize,
+        cols: std::ops::Range<usize>,
+        out: &SendPtr,
+        stride: usize,
+        offset: usize,
+    ) {
+        let len = padded_blocks(self.cols) * Q8_BYTES;
+        let rb = self.row_bytes();
+        // One activation row (decoding): four weight rows at a time; else 2 × 4.
+        let (jt_max, g_max) = if m == 1 { (4, 1) } else { (2, ROW_GROUP) };
+        let mut res = [0f32; 16];
+        let mut j = cols.start;
+        while j < cols.end {
+            let jt = if cols.end - j >= jt_max { jt_max } else { 1 };
+            let ws: [&[u8]; 4] = std::array::from_fn(|t| {
+                let row = j + t.min(jt - 1);
+                &self.data[row * rb..(row + 1) * rb]
+            });
+            let mut r0 = 0;
+            while r0 < m {
+                let g = (m - r0).min(g_max);
+                let rows: [&[u8]; ROW_GROUP] = std::array::from_fn(|i| {
+                    let r = r0 + i.min(g - 1);
+                    &a[r * len..(r + 1) * len]
+                });
+                kernels::dot_q4_1(level, &ws[..jt], &rows[..g], &mut res);
+                for t in 0..jt {
+                    for i in 0..g {
+                        *out.0.add((r0 + i) * stride + offset + j + t) = res[t * g + i];
+                    }
+                }
+                r0 += g;
+            }
+            j += jt;
+        }
+    }
+
+    fn dot_group(
+        &self,
+        level: kernels::Level,
+        w: &[u8],
+        act: &Activations<'_>,
+        r0: usize,
+        g: usize,
+        res: &mut [f32],
+    ) {
         let nb = self.cols / QK;
         match (self.qtype, act) {
             (QType::F32, Activations::F32(x)) => {
@@ -221,19 +312,12 @@ impl QMatrix {
                     *r = dot_f32_bytes(w, xr);
                 }
             }
-            (QType::Q4_1, Activations::Q8(a)) => {
-                let rows: [&[u8]; ROW_GROUP] = std::array::from_fn(|i| {
-                    let r = (r0 + i).min(r0 + g - 1);
-                    &a[r * nb * Q8_BYTES..(r + 1) * nb * Q8_BYTES]
-                });
-                kernels::dot_q4_1(w, &rows[..g], res);
-            }
             (QType::Q8_0, Activations::Q8(a)) => {
                 let rows: [&[u8]; ROW_GROUP] = std::array::from_fn(|i| {
                     let r = (r0 + i).min(r0 + g - 1);
                     &a[r * nb * Q8_BYTES..(r + 1) * nb * Q8_BYTES]
                 });
-                kernels::dot_q8_0(w, &rows[..g], res);
+                kernels::dot_q8_0(level, w, &rows[..g], res);
             }
             _ => unreachable!("activation type follows the weight type"),
         }
@@ -285,6 +369,49 @@ pub fn quantize_row_q8(x: &[f32], out: &mut [u8], with_sum: bool) {
     }
 }
 
+/// Blocks per row rounded up to an even number (Q4_1 kernels work on pairs of blocks).
+fn padded_blocks(cols: usize) -> usize {
+    (cols / QK).div_ceil(2) * 2
+}
+
+/// GGML Q4_1 rows (20-byte blocks: f16 `d`, f16 `m`, 16 bytes of codes with values `i` and `i + 16`
+/// in the low and high nibble of byte `i`) to the kernel layout described in the module docs; an
+/// odd block count gets a zero block (`d = m = 0`), which adds exact zeros.
+fn repack_q4_1(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
+    let nb = cols / QK;
+    let nbp = padded_blocks(cols);
+    let mut out = vec![0u8; rows * nbp * 20];
+    for (src, dst) in data
+        .chunks_exact(nb * 20)
+        .zip(out.chunks_exact_mut(nbp * 20))
+    {
+        for (b, blk) in src.chunks_exact(20).enumerate() {
+            let pair = &mut dst[(b / 2) * 32..(b / 2) * 32 + 32];
+            let shift = 4 * (b % 2);
+            for i in 0..QK / 2 {
+                pair[i] |= (blk[4 + i] & 0x0f) << shift;
+                pair[i + QK / 2] |= (blk[4 + i] >> 4) << shift;
+            }
+            dst[nbp * 16 + 2 * b..nbp * 16 + 2 * b + 2].copy_from_slice(&blk[0..2]);
+            dst[nbp * 18 + 2 * b..nbp * 18 + 2 * b + 2].copy_from_slice(&blk[2..4]);
+        }
+    }
+    out
+}
+
+/// Quantize one activation row to Q8_1 (as [`quantize_row_q8`]) in the Q4_1 kernel's layout:
+/// `nbp` blocks of 32 codes, then `nbp` f32 scales `d`, then `nbp` f32 sums `s` (padding blocks 0).
+pub fn quantize_row_q8_1_split(x: &[f32], out: &mut [u8]) {
+    let nbp = out.len() / Q8_BYTES;
+    let mut blk = [0u8; Q8_BYTES];
+    for (b, xb) in x.chunks_exact(QK).enumerate() {
+        quantize_row_q8(xb, &mut blk, true);
+        out[b * QK..(b + 1) * QK].copy_from_slice(&blk[8..]);
+        out[nbp * 32 + 4 * b..nbp * 32 + 4 * b + 4].copy_from_slice(&blk[0..4]);
+        out[nbp * 36 + 4 * b..nbp * 36 + 4 * b + 4].copy_from_slice(&blk[4..8]);
+    }
+}
+
 fn dot_f32_bytes(w: &[u8], x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     for (wc, xc) in w.chunks_exact(32).zip(x.chunks_exact(8)) {
@@ -299,41 +426,94 @@ mod kernels {
     //! Dot products of one weight row with a group of quantized activation rows.
     use super::{f16_at, f32_at, Q8_BYTES, QK};
 
-    pub fn dot_q4_1(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            if std::is_x86_feature_detected!("avx512vnni")
-                && std::is_x86_feature_detected!("avx512vl")
+    /// The instruction set the kernels use, detected once per matmul.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub enum Level {
+        Scalar,
+        Avx2,
+        Vnni,
+    }
+
+    impl Level {
+        pub fn detect() -> Level {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
             {
-                // SAFETY: the CPU features were just checked.
-                return unsafe { avx2::dot_q4_1_vnni(w, rows, res) };
-            }
-            // SAFETY: the CPU features were just checked.
-            return unsafe { avx2::dot_q4_1(w, rows, res) };
-        }
-        scalar_dot_q4_1(w, rows, res)
-    }
-
-    /// ggml's reference `vec_dot_q4_1_q8_1` (plain Rust).
-    pub fn scalar_dot_q4_1(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
-        for (r, a) in res.iter_mut().zip(rows) {
-            let mut sumf = 0f32;
-            for (wb, ab) in w.chunks_exact(20).zip(a.chunks_exact(Q8_BYTES)) {
-                let mut sumi = 0i32;
-                for j in 0..QK / 2 {
-                    sumi += (wb[4 + j] & 0x0f) as i32 * ab[8 + j] as i8 as i32;
-                    sumi += (wb[4 + j] >> 4) as i32 * ab[8 + j + QK / 2] as i8 as i32;
+                if std::is_x86_feature_detected!("avx512vnni")
+                    && std::is_x86_feature_detected!("avx512vl")
+                {
+                    return Level::Vnni;
                 }
-                sumf += f16_at(wb, 0) * f32_at(ab, 0) * sumi as f32 + f16_at(wb, 2) * f32_at(ab, 4);
+                return Level::Avx2;
             }
-            *r = sumf;
+            Level::Scalar
         }
     }
 
-    pub fn dot_q8_0(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
+    /// Q4_1 weight rows (repacked, `ws.len()` of 1, 2 or 4) · Q8_1 activation rows (split layout,
+    /// `rows.len()` ≤ 4): `res[j · rows.len() + r]`.
+    pub fn dot_q4_1(level: Level, ws: &[&[u8]], rows: &[&[u8]], res: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU features were just checked.
+        if level != Level::Scalar {
+            macro_rules! go {
+                ($($jt:literal, $g:literal);*) => {
+                    match (ws.len(), rows.len(), level == Level::Vnni) {
+                        $(
+                            ($jt, $g, false) => avx2::q4_1::<$jt, $g>(ws, rows, res),
+                            ($jt, $g, true) => avx2::q4_1_vnni::<$jt, $g>(ws, rows, res),
+                        )*
+                        _ => unreachable!("weight tile {} x {} rows", ws.len(), rows.len()),
+                    }
+                };
+            }
+            // SAFETY: `Level::detect` checked the CPU features.
+            unsafe { go!(1, 1; 1, 2; 1, 3; 1, 4; 2, 1; 2, 2; 2, 3; 2, 4; 4, 1; 4, 2; 4, 3; 4, 4) };
+            return;
+        }
+        for (j, w) in ws.iter().enumerate() {
+            for (r, a) in rows.iter().enumerate() {
+                res[j * rows.len() + r] = scalar_q4_1(w, a);
+            }
+        }
+    }
+
+    /// ggml's `hsum_float_8` order of additions.
+    fn hsum8(v: [f32; 8]) -> f32 {
+        let q = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+        let h = [q[0] + q[2], q[1] + q[3]];
+        h[0] + h[1]
+    }
+
+    /// The Q4_1 dot product in plain Rust, in the order of operations of ggml's AVX2
+    /// `vec_dot_q4_1_q8_1`, which the SIMD kernels reproduce bit for bit: per block, eight lanes
+    /// (lane `l`: values `4l..4l+4`) accumulate `d_w · d_x · Σ q_w q_x` by fused multiply-add, and
+    /// a scalar accumulates the `m_w · s_x` products in block order.
+    pub fn scalar_q4_1(w: &[u8], a: &[u8]) -> f32 {
+        let nbp = w.len() / 20;
+        let mut acc = [0f32; 8];
+        let mut summs = 0f32;
+        for b in 0..nbp {
+            let dd = f16_at(w, nbp * 16 + 2 * b) * f32_at(a, nbp * 32 + 4 * b);
+            summs += f16_at(w, nbp * 18 + 2 * b) * f32_at(a, nbp * 36 + 4 * b);
+            let (parity, pair) = (b % 2, b / 2);
+            for (lane, acc) in acc.iter_mut().enumerate() {
+                let mut dp = 0i32;
+                for t in 4 * lane..4 * lane + 4 {
+                    let q = (w[pair * 32 + t] >> (4 * parity)) & 0x0f;
+                    dp += q as i32 * a[b * QK + t] as i8 as i32;
+                }
+                *acc = dd.mul_add(dp as f32, *acc);
+            }
+        }
+        hsum8(acc) + summs
+    }
+
+    pub fn dot_q8_0(level: Level, w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if level != Level::Scalar {
+            // SAFETY: `Level::detect` checked the CPU features.
             return unsafe { avx2::dot_q8_0(w, rows, res) };
         }
         scalar_dot_q8_0(w, rows, res)
@@ -388,13 +568,23 @@ mod kernels {
             std::ptr::read_unaligned(b.as_ptr().add(at) as *const f32)
         }
 
-        /// The same sum with one AVX512-VNNI instruction. Bit-identical to [`mul_sum_us8`] for
-        /// Q4 codes: a pair of products (≤ 2 · 15 · 128) never saturates `maddubs`'s i16.
+        /// Σ of 4 u8 · i8 products per i32 lane: `vpdpbusd` (AVX512-VNNI, 256-bit), or
+        /// `maddubs` + `madd` (AVX2), the same integers for Q4 codes (a pair of products,
+        /// ≤ 2 · 15 · 128, never saturates `maddubs`'s i16).
+        #[inline(always)]
+        unsafe fn dot4<const VNNI: bool>(ax: __m256i, sy: __m256i) -> __m256i {
+            if VNNI {
+                dpbusd(ax, sy)
+            } else {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+            }
+        }
+
+        /// `vpdpbusd` from zero. `_mm256_dpbusd_epi32` needs Rust 1.89 (the workspace supports
+        /// 1.85): the same instruction through `asm!`.
         #[inline]
         #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-        unsafe fn mul_sum_us8_vnni(ax: __m256i, sy: __m256i) -> __m256 {
-            // `_mm256_dpbusd_epi32` needs Rust 1.89 (the workspace supports 1.85): the same
-            // instruction through `asm!`; callers enable avx512vnni + avx512vl.
+        unsafe fn dpbusd(ax: __m256i, sy: __m256i) -> __m256i {
             let mut acc = _mm256_setzero_si256();
             std::arch::asm!(
                 "vpdpbusd {acc}, {a}, {b}",
@@ -403,46 +593,111 @@ mod kernels {
                 b = in(ymm_reg) sy,
                 options(pure, nomem, nostack)
             );
-            _mm256_cvtepi32_ps(acc)
+            acc
+        }
+
+        /// Eight f16 at `p` (`n` ≤ 8 of them, `n` even, the rest 0) as f32.
+        #[inline(always)]
+        unsafe fn load_f16x8(p: *const u8, n: usize) -> __m256 {
+            if n == 8 {
+                _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+            } else {
+                let mask =
+                    _mm_cmpgt_epi32(_mm_set1_epi32(n as i32 / 2), _mm_setr_epi32(0, 1, 2, 3));
+                _mm256_cvtph_ps(_mm_maskload_epi32(p as *const i32, mask))
+            }
+        }
+
+        /// Eight f32 at `p` (`n` ≤ 8 of them, the rest 0).
+        #[inline(always)]
+        unsafe fn load_f32x8(p: *const u8, n: usize) -> __m256 {
+            if n == 8 {
+                _mm256_loadu_ps(p as *const f32)
+            } else {
+                let mask = _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(n as i32),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                );
+                _mm256_maskload_ps(p as *const f32, mask)
+            }
         }
 
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn dot_q4_1(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
-            dot_q4_1_impl::<false>(w, rows, res)
+        pub unsafe fn q4_1<const JT: usize, const G: usize>(
+            ws: &[&[u8]],
+            rows: &[&[u8]],
+            res: &mut [f32],
+        ) {
+            q4_1_impl::<JT, G, false>(ws, rows, res)
         }
 
         #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-        pub unsafe fn dot_q4_1_vnni(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
-            dot_q4_1_impl::<true>(w, rows, res)
+        pub unsafe fn q4_1_vnni<const JT: usize, const G: usize>(
+            ws: &[&[u8]],
+            rows: &[&[u8]],
+            res: &mut [f32],
+        ) {
+            q4_1_impl::<JT, G, true>(ws, rows, res)
         }
 
+        /// [`super::scalar_q4_1`] for `JT` weight rows × `G` activation rows at once: each weight
+        /// pair is unpacked once per tile, each activation block loaded once per weight row, and
+        /// the `JT · G` accumulation chains are independent (instruction-level parallelism).
         #[inline(always)]
-        unsafe fn dot_q4_1_impl<const VNNI: bool>(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
-            let g = rows.len();
-            let mut acc = [_mm256_setzero_ps(); super::super::ROW_GROUP];
-            let mut summs = [0f32; super::super::ROW_GROUP];
+        unsafe fn q4_1_impl<const JT: usize, const G: usize, const VNNI: bool>(
+            ws: &[&[u8]],
+            rows: &[&[u8]],
+            res: &mut [f32],
+        ) {
+            let nbp = ws[0].len() / 20;
+            let w: [*const u8; JT] = std::array::from_fn(|j| ws[j].as_ptr());
+            let a: [*const u8; G] = std::array::from_fn(|r| rows[r].as_ptr());
+            let mut acc = [[_mm256_setzero_ps(); G]; JT];
+            let mut summs = [[0f32; G]; JT];
+            // d_w · d_x of the current eight blocks, per (weight row, activation row).
+            let mut dd = [[[0f32; 8]; G]; JT];
+            let mut prod = [0f32; 8];
             let low = _mm256_set1_epi8(0x0f);
-            for (b, wb) in w.chunks_exact(20).enumerate() {
-                let d0 = h(wb, 0);
-                let m0 = h(wb, 2);
-                let q = _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i);
-                let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
-                for r in 0..g {
-                    let ab = rows[r].as_ptr().add(b * Q8_BYTES);
-                    let d1 = f(rows[r], b * Q8_BYTES);
-                    let s1 = f(rows[r], b * Q8_BYTES + 4);
-                    summs[r] += m0 * s1;
-                    let qy = _mm256_loadu_si256(ab.add(8) as *const __m256i);
-                    let xy = if VNNI {
-                        mul_sum_us8_vnni(qx, qy)
-                    } else {
-                        mul_sum_us8(qx, qy)
-                    };
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * d1), xy, acc[r]);
+            let mut b0 = 0;
+            while b0 < nbp {
+                let gb = (nbp - b0).min(8);
+                for j in 0..JT {
+                    let d0 = load_f16x8(w[j].add(nbp * 16 + 2 * b0), gb);
+                    let m0 = load_f16x8(w[j].add(nbp * 18 + 2 * b0), gb);
+                    for r in 0..G {
+                        let d1 = load_f32x8(a[r].add(nbp * 32 + 4 * b0), gb);
+                        let s1 = load_f32x8(a[r].add(nbp * 36 + 4 * b0), gb);
+                        _mm256_storeu_ps(dd[j][r].as_mut_ptr(), _mm256_mul_ps(d0, d1));
+                        _mm256_storeu_ps(prod.as_mut_ptr(), _mm256_mul_ps(m0, s1));
+                        for &p in &prod[..gb] {
+                            summs[j][r] += p;
+                        }
+                    }
                 }
+                for p in 0..gb / 2 {
+                    let b = b0 + 2 * p;
+                    for j in 0..JT {
+                        let packed = _mm256_loadu_si256(w[j].add(b * 16) as *const __m256i);
+                        let q0 = _mm256_and_si256(packed, low);
+                        let q1 = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
+                        for r in 0..G {
+                            let y0 = _mm256_loadu_si256(a[r].add(b * 32) as *const __m256i);
+                            let y1 = _mm256_loadu_si256(a[r].add(b * 32 + 32) as *const __m256i);
+                            let x0 = _mm256_cvtepi32_ps(dot4::<VNNI>(q0, y0));
+                            let s0 = _mm256_broadcast_ss(&dd[j][r][2 * p]);
+                            acc[j][r] = _mm256_fmadd_ps(s0, x0, acc[j][r]);
+                            let x1 = _mm256_cvtepi32_ps(dot4::<VNNI>(q1, y1));
+                            let s1 = _mm256_broadcast_ss(&dd[j][r][2 * p + 1]);
+                            acc[j][r] = _mm256_fmadd_ps(s1, x1, acc[j][r]);
+                        }
+                    }
+                }
+                b0 += gb;
             }
-            for r in 0..g {
-                res[r] = hsum(acc[r]) + summs[r];
+            for j in 0..JT {
+                for r in 0..G {
+                    res[j * G + r] = hsum(acc[j][r]) + summs[j][r];
+                }
             }
         }
 
@@ -534,31 +789,96 @@ mod tests {
                     "{dtype:?}: {a} vs {b} (terms {scale})"
                 );
             }
-            // The SIMD kernel against the plain-Rust transcription of ggml's reference dot product.
-            let mut q8 = vec![0u8; k / QK * Q8_BYTES];
+            // The SIMD kernels against their plain-Rust definition (Q4_1 bit for bit).
             let nb = k / QK;
             for r in 0..m {
-                quantize_row_q8(&x[r * k..(r + 1) * k], &mut q8, dtype == GgmlDType::Q4_1);
+                let xr = &x[r * k..(r + 1) * k];
                 for j in 0..n {
-                    let wr = &ours.data[j * nb * ours.qtype.block_bytes()
-                        ..(j + 1) * nb * ours.qtype.block_bytes()];
-                    let mut want = [0f32];
-                    match dtype {
-                        GgmlDType::Q4_1 => kernels::scalar_dot_q4_1(wr, &[&q8], &mut want),
-                        _ => kernels::scalar_dot_q8_0(wr, &[&q8], &mut want),
-                    }
                     let got = out[r * n + j];
-                    assert!(
-                        (got - want[0]).abs() <= 1e-5 * (1.0 + want[0].abs()),
-                        "{dtype:?}: {got} vs {}",
-                        want[0]
-                    );
+                    let (want, exact) = match dtype {
+                        GgmlDType::Q4_1 => {
+                            let mut a = vec![0u8; padded_blocks(k) * Q8_BYTES];
+                            quantize_row_q8_1_split(xr, &mut a);
+                            let wr = &ours.data[j * ours.row_bytes()..(j + 1) * ours.row_bytes()];
+                            (kernels::scalar_q4_1(wr, &a), true)
+                        }
+                        _ => {
+                            let mut a = vec![0u8; nb * Q8_BYTES];
+                            quantize_row_q8(xr, &mut a, false);
+                            let wr = &ours.data[j * ours.row_bytes()..(j + 1) * ours.row_bytes()];
+                            let mut want = [0f32];
+                            kernels::scalar_dot_q8_0(wr, &[&a], &mut want);
+                            // The Q8_0 kernel sums in eight lanes, the reference in one.
+                            (want[0], false)
+                        }
+                    };
+                    if exact {
+                        assert_eq!(got.to_bits(), want.to_bits(), "{dtype:?}: {got} vs {want}");
+                    } else {
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "{got} vs {want}"
+                        );
+                    }
                 }
             }
             for r in 0..m {
                 let mut single = vec![0f32; n];
                 ours.matmul(&x[r * k..(r + 1) * k], &mut single, &mut scratch);
                 assert_eq!(single, out[r * n..(r + 1) * n], "{dtype:?} row {r}");
+            }
+        }
+    }
+
+    /// An odd number of blocks (a zero block pads the last pair), every row-group size, and the
+    /// AVX2 and VNNI kernels against the scalar definition.
+    #[test]
+    fn q4_1_odd_blocks_and_every_kernel_level() {
+        use candle_core::quantized::GgmlDType;
+        let (n, k) = (5, 32 * 11);
+        let w = lcg(n * k, 4);
+        let (ours, q) = quantize_with_candle(GgmlDType::Q4_1, n, k, &w);
+        let deq: Vec<f32> = q
+            .dequantize(&candle_core::Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mut row = vec![0f32; k];
+        ours.dequantize_row(3, &mut row);
+        assert_eq!(row, deq[3 * k..4 * k]);
+        let len = padded_blocks(k) * Q8_BYTES;
+        let acts: Vec<Vec<u8>> = (0..4)
+            .map(|r| {
+                let mut a = vec![0u8; len];
+                quantize_row_q8_1_split(&lcg(k, 10 + r), &mut a);
+                a
+            })
+            .collect();
+        let rows: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+        let wr = &ours.data[2 * ours.row_bytes()..3 * ours.row_bytes()];
+        let wr2 = &ours.data[4 * ours.row_bytes()..5 * ours.row_bytes()];
+        let mut want = vec![];
+        for w in [wr, wr2, wr, wr2] {
+            want.extend(rows.iter().map(|a| kernels::scalar_q4_1(w, a)));
+        }
+        let mut levels = vec![kernels::Level::Scalar];
+        if kernels::Level::detect() != kernels::Level::Scalar {
+            levels.push(kernels::Level::Avx2);
+        }
+        if kernels::Level::detect() == kernels::Level::Vnni {
+            levels.push(kernels::Level::Vnni);
+        }
+        for level in levels {
+            for jt in [1, 2, 4] {
+                for g in 1..=4 {
+                    let mut res = [0f32; 16];
+                    kernels::dot_q4_1(level, &[wr, wr2, wr, wr2][..jt], &rows[..g], &mut res);
+                    for t in 0..jt {
+                        assert_eq!(res[t * g..(t + 1) * g], want[t * 4..t * 4 + g], "{jt}x{g}");
+                    }
+                }
             }
         }
     }
