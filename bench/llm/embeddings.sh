@@ -17,7 +17,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$py" bench/llm/embeddings_reference.py sentences "$n" >"$work/sentences.txt"
 head -n1 "$work/sentences.txt" >"$work/one.txt"
-export RAYON_NUM_THREADS=$threads CANDLE_NUM_THREADS=$threads
+# CANDLE_NUM_THREADS is left to `lepton` (1: its spinning pool only competes with rayon).
+export RAYON_NUM_THREADS=$threads
 target/release/lepton --threads "$threads" --json embed "$model" --file "$work/sentences.txt" \
     --batch-size 32 --repeat 3 >"$work/ours.jsonl" 2>"$work/ours.log"
 target/release/lepton --threads "$threads" --quiet embed "$model" --file "$work/one.txt" --repeat 1 >/dev/null

@@ -1,4 +1,5 @@
-//! Process settings for training on a CPU, applied before the first tensor operation.
+//! Process settings for CPU compute (training, cross-validation, embedding), applied before the
+//! first tensor operation.
 //!
 //! Both were measured on a 2-core machine (bench/RESULTS.md, issue 3):
 //! - candle 0.11 runs elementwise ops on its own spinning, core-pinned thread pool, which fights
@@ -8,9 +9,9 @@
 //!   activations back in (22 % of a LeNet step): keeping freed blocks up to 4 GiB in the heap took
 //!   the same spec from 429 to 651 samples/s.
 
-/// Applies the training settings. Call at the start of a training command, before any thread or
-/// tensor exists.
-pub fn for_training() {
+/// Applies the settings. Call at the start of a compute command, before any thread or tensor
+/// exists.
+pub fn for_compute() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }

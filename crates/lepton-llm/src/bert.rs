@@ -1,4 +1,4 @@
-//! BERT-family encoders from a Hugging Face folder, run by `candle-transformers`' BERT.
+//! BERT-family encoders from a Hugging Face folder, run by Lepton's fused CPU kernels.
 //!
 //! `config.json` is read into [`BertConfig`] (the fields BERT needs; others ignored), checked,
 //! and the weights file is checked tensor by tensor against the shapes the config implies
@@ -11,8 +11,10 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::ops::layer_norm;
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert;
+use lepton_nn::kernels::{attention, linear, Activation, AttentionMask};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -54,7 +56,17 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
-    /// Check the config and turn it into candle's.
+    /// The MLP activation named by `hidden_act`, checked.
+    fn activation(&self, path: &std::path::Path) -> Result<Activation> {
+        self.to_candle(path)?;
+        Ok(match self.hidden_act.as_str() {
+            "gelu" => Activation::GeluErf,
+            "relu" => Activation::Relu,
+            _ => Activation::GeluTanh,
+        })
+    }
+
+    /// Check the config and turn it into candle's (the reference implementation's).
     pub fn to_candle(&self, path: &std::path::Path) -> Result<bert::Config> {
         let bad = |message: String| Error::Config {
             path: path.to_path_buf(),
@@ -149,9 +161,28 @@ pub fn expected_tensors(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
     t
 }
 
-/// A loaded BERT encoder (f32, CPU).
+/// One encoder layer, with Q/K/V fused into one `[3h, h]` projection. Every weight is an
+/// `[out, in]` view of `[in, out]` storage, transposed once at load time: the layout the GEMM
+/// reads fastest (see `lepton_nn::kernels::linear`).
+struct Layer {
+    qkv: (Tensor, Tensor),
+    attn_out: (Tensor, Tensor),
+    ln1: (Tensor, Tensor),
+    up: (Tensor, Tensor),
+    down: (Tensor, Tensor),
+    ln2: (Tensor, Tensor),
+}
+
+/// A loaded BERT encoder (f32, CPU), run by Lepton's fused kernels: linear + bias + GELU in one
+/// op, attention read straight from the fused QKV output with the padding mask applied in the
+/// softmax. `candle-transformers`' BERT is the reference it is tested against.
 pub struct Bert {
-    model: bert::BertModel,
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    ln: (Tensor, Tensor),
+    layers: Vec<Layer>,
+    act: Activation,
     pub config: BertConfig,
     pub weights: PathBuf,
     device: Device,
@@ -168,7 +199,7 @@ impl Bert {
             });
         }
         let config: BertConfig = folder.typed_config()?;
-        let candle_cfg = config.to_candle(&cfg_path)?;
+        let act = config.activation(&cfg_path)?;
         let weights = folder.weights()?;
         let prefix = check_tensors(&weights, &expected_tensors(&config), &["", "bert."])?;
         let device = Device::Cpu;
@@ -179,12 +210,63 @@ impl Bert {
             weights.display()
         )))?;
         let vb = if prefix.is_empty() { vb } else { vb.pp("bert") };
-        let model = bert::BertModel::load(vb, &candle_cfg).map_err(Error::candle(format!(
-            "loading BERT weights from {}",
-            weights.display()
-        )))?;
+        let c = &config;
+        let h = c.hidden_size;
+        let err = |name: &str| Error::candle(format!("loading {name} from {}", weights.display()));
+        let get = |name: &str, shape: &[usize]| vb.get(shape, name).map_err(err(name));
+        // `[out, in]` view of a contiguous `[in, out]` copy.
+        let transposed = |w: Tensor, name: &str| -> Result<Tensor> {
+            w.t()
+                .and_then(|t| t.contiguous())
+                .and_then(|t| t.t())
+                .map_err(err(name))
+        };
+        let linear = |p: &str, o: usize, i: usize| -> Result<(Tensor, Tensor)> {
+            let w = get(&format!("{p}.weight"), &[o, i])?;
+            Ok((transposed(w, p)?, get(&format!("{p}.bias"), &[o])?))
+        };
+        let norm = |p: &str| -> Result<(Tensor, Tensor)> {
+            Ok((
+                get(&format!("{p}.weight"), &[h])?,
+                get(&format!("{p}.bias"), &[h])?,
+            ))
+        };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            let part = |n: &str| -> Result<(Tensor, Tensor)> {
+                let q = format!("{p}.attention.self.{n}");
+                Ok((
+                    get(&format!("{q}.weight"), &[h, h])?,
+                    get(&format!("{q}.bias"), &[h])?,
+                ))
+            };
+            let (q, k, v) = (part("query")?, part("key")?, part("value")?);
+            let fused = format!("{p}.attention.self");
+            let w = Tensor::cat(&[&q.0, &k.0, &v.0], 0).map_err(err(&fused))?;
+            let b = Tensor::cat(&[&q.1, &k.1, &v.1], 0).map_err(err(&fused))?;
+            layers.push(Layer {
+                qkv: (transposed(w, &fused)?, b),
+                attn_out: linear(&format!("{p}.attention.output.dense"), h, h)?,
+                ln1: norm(&format!("{p}.attention.output.LayerNorm"))?,
+                up: linear(&format!("{p}.intermediate.dense"), c.intermediate_size, h)?,
+                down: linear(&format!("{p}.output.dense"), h, c.intermediate_size)?,
+                ln2: norm(&format!("{p}.output.LayerNorm"))?,
+            });
+        }
         Ok(Bert {
-            model,
+            word: get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            position: get(
+                "embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, h],
+            )?,
+            token_type: get(
+                "embeddings.token_type_embeddings.weight",
+                &[c.type_vocab_size, h],
+            )?,
+            ln: norm("embeddings.LayerNorm")?,
+            layers,
+            act,
             config,
             weights,
             device,
@@ -197,9 +279,67 @@ impl Bert {
 
     /// Hidden states of the last layer, `[B, T, hidden]`; `mask` is 1 for tokens, 0 for padding.
     pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        self.model
-            .forward(ids, type_ids, Some(mask))
+        self.forward_inner(ids, type_ids, mask)
             .map_err(Error::candle("BERT forward pass"))
+    }
+
+    fn forward_inner(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let c = &self.config;
+        if t > c.max_position_embeddings {
+            candle_core::bail!(
+                "{t} tokens exceed max_position_embeddings {}",
+                c.max_position_embeddings
+            );
+        }
+        let (h, heads) = (c.hidden_size, c.num_attention_heads);
+        let eps = c.layer_norm_eps as f32;
+        let emb = |table: &Tensor, ids: &Tensor| -> candle_core::Result<Tensor> {
+            table
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, h))
+        };
+        let x = (emb(&self.word, ids)? + emb(&self.token_type, type_ids)?)?
+            .broadcast_add(&self.position.narrow(0, 0, t)?)?;
+        let mut x = layer_norm(&x, &self.ln.0, &self.ln.1, eps)?;
+        let keys: Vec<Vec<bool>> = mask
+            .to_vec2::<u32>()?
+            .into_iter()
+            .map(|r| r.into_iter().map(|m| m != 0).collect())
+            .collect();
+        let mask = AttentionMask {
+            causal: false,
+            keys: Some(keys),
+        };
+        let scale = 1.0 / ((h / heads) as f32).sqrt();
+        for l in &self.layers {
+            let qkv = linear(&x, &l.qkv.0, Some(&l.qkv.1), Activation::Identity)?.reshape((
+                b,
+                t,
+                3,
+                heads,
+                h / heads,
+            ))?;
+            let part = |i| qkv.narrow(2, i, 1)?.squeeze(2);
+            let ctx =
+                attention(&part(0)?, &part(1)?, &part(2)?, scale, &mask)?.reshape((b, t, h))?;
+            let a = linear(
+                &ctx,
+                &l.attn_out.0,
+                Some(&l.attn_out.1),
+                Activation::Identity,
+            )?;
+            x = layer_norm(&(x + a)?, &l.ln1.0, &l.ln1.1, eps)?;
+            let up = linear(&x, &l.up.0, Some(&l.up.1), self.act)?;
+            let down = linear(&up, &l.down.0, Some(&l.down.1), Activation::Identity)?;
+            x = layer_norm(&(x + down)?, &l.ln2.0, &l.ln2.1, eps)?;
+        }
+        Ok(x)
     }
 
     /// Multiply-adds of one forward pass over a `[b, t]` batch, times two (FLOPs): the linear

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
+use lepton_nn::kernels::{self, Activation, AttentionMask};
 use lepton_train::{optim::trainable_params, Spec};
 
 fn emit(workload: &str, unit: &str, samples: &[(f64, f64)]) {
@@ -152,7 +153,8 @@ fn matmul(rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One GPT-2 block's weights (random, std 0.02), stored as `[in, out]` so `x · W` needs no transpose.
+/// One GPT-2 block's weights (random, std 0.02): `[out, in]` views of `[in, out]` storage, the
+/// layout the GEMM reads without packing (a loader transposes once at load time).
 struct Block {
     ln1: (Tensor, Tensor),
     qkv: (Tensor, Tensor),
@@ -164,7 +166,7 @@ struct Block {
 
 fn linear(i: usize, o: usize) -> anyhow::Result<(Tensor, Tensor)> {
     Ok((
-        Tensor::randn(0f32, 0.02, (i, o), &Device::Cpu)?,
+        Tensor::randn(0f32, 0.02, (i, o), &Device::Cpu)?.t()?,
         Tensor::zeros(o, DType::F32, &Device::Cpu)?,
     ))
 }
@@ -176,8 +178,8 @@ fn norm(d: usize) -> anyhow::Result<(Tensor, Tensor)> {
     ))
 }
 
-fn apply(x: &Tensor, (w, b): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
-    x.matmul(w)?.broadcast_add(b)
+fn apply(x: &Tensor, (w, b): &(Tensor, Tensor), act: Activation) -> candle_core::Result<Tensor> {
+    kernels::linear(x, w, Some(b), act)
 }
 
 impl Block {
@@ -192,23 +194,34 @@ impl Block {
         })
     }
 
-    /// Pre-norm block with causal self-attention, as GPT-2: `x: [T, d]`.
-    fn forward(&self, x: &Tensor, heads: usize, mask: &Tensor) -> candle_core::Result<Tensor> {
+    /// Pre-norm block with causal self-attention, as GPT-2: `x: [T, d]`. Lepton's fused
+    /// kernels: linear + bias (+ GELU) in one op, attention read straight from the QKV output.
+    fn forward(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        mask: &AttentionMask,
+    ) -> candle_core::Result<Tensor> {
         let (t, d) = x.dims2()?;
         let hd = d / heads;
         let h = candle_nn::ops::layer_norm(x, &self.ln1.0, &self.ln1.1, 1e-5)?;
-        let qkv = apply(&h, &self.qkv)?
-            .reshape((t, 3, heads, hd))?
-            .permute((1, 2, 0, 3))?;
-        let q = qkv.get(0)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(mask)?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v)?.transpose(0, 1)?.reshape((t, d))?;
-        let x = (x + apply(&y, &self.proj)?)?;
+        let qkv = apply(&h, &self.qkv, Activation::Identity)?.reshape((1, t, 3, heads, hd))?;
+        let part = |i| qkv.narrow(2, i, 1)?.squeeze(2);
+        let y = kernels::attention(
+            &part(0)?,
+            &part(1)?,
+            &part(2)?,
+            1.0 / (hd as f32).sqrt(),
+            mask,
+        )?
+        .reshape((t, d))?;
+        let x = (x + apply(&y, &self.proj, Activation::Identity)?)?;
         let h = candle_nn::ops::layer_norm(&x, &self.ln2.0, &self.ln2.1, 1e-5)?;
-        let h = apply(&apply(&h, &self.fc)?.gelu()?, &self.fc_proj)?;
+        let h = apply(
+            &apply(&h, &self.fc, Activation::GeluTanh)?,
+            &self.fc_proj,
+            Activation::Identity,
+        )?;
         x + h
     }
 }
@@ -218,16 +231,10 @@ fn gpt2(rounds: usize) -> anyhow::Result<()> {
     let blocks: Vec<Block> = (0..layers)
         .map(|_| Block::new(d))
         .collect::<anyhow::Result<_>>()?;
-    let mask: Vec<f32> = (0..t * t)
-        .map(|i| {
-            if i % t > i / t {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu)?;
+    let mask = AttentionMask {
+        causal: true,
+        keys: None,
+    };
     let x = Tensor::randn(0f32, 1., (t, d), &Device::Cpu)?;
     let mut f = || -> anyhow::Result<()> {
         let mut h = x.clone();

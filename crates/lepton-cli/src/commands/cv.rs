@@ -9,7 +9,7 @@ use crate::output::{print_json, Mode};
 use crate::progress::Progress;
 
 pub fn run(args: CvArgs, mode: Mode) -> anyhow::Result<()> {
-    crate::tuning::for_training();
+    crate::tuning::for_compute();
     let spec = Spec::from_file(&args.spec)?;
     let mut progress = Progress::new(mode);
     let cv = lepton_train::cross_validate(&spec, args.folds, &mut progress)

@@ -9,6 +9,7 @@ use crate::cli::EmbedArgs;
 use crate::output::{print_json, Mode};
 
 pub fn run(args: EmbedArgs, mode: Mode) -> anyhow::Result<()> {
+    crate::tuning::for_compute();
     let mut texts = args.texts.clone();
     if let Some(f) = &args.file {
         let body = fs_err::read_to_string(f)?;

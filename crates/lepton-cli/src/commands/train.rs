@@ -10,7 +10,7 @@ use crate::output::{print_json, Mode};
 use crate::progress::Progress;
 
 pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
-    crate::tuning::for_training();
+    crate::tuning::for_compute();
     let mut progress = Progress::new(mode);
     let summary = if let Some(dir) = &args.resume {
         lepton_train::resume(dir, &mut progress)

@@ -68,3 +68,53 @@ fn minilm_truncation_keeps_the_trailing_separator() {
     assert_eq!(e.full_len, 8);
     assert!(e.truncated());
 }
+
+/// Lepton's fused BERT forward against candle-transformers' BERT (an independent implementation)
+/// on a padded batch: hidden states of every real token agree.
+#[test]
+fn fused_bert_matches_candle_transformers_bert() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_transformers::models::bert::BertModel;
+    use lepton_llm::bert::{Bert, BertConfig};
+    use lepton_llm::HfFolder;
+
+    let folder = HfFolder::open(&model_dir("all-MiniLM-L6-v2")).unwrap();
+    let ours = Bert::load(&folder).unwrap();
+    let cfg: BertConfig = folder.typed_config().unwrap();
+    let weights = folder.weights().unwrap();
+    // SAFETY: the model file is only read.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu)
+    }
+    .unwrap();
+    let theirs = BertModel::load(vb, &cfg.to_candle(&weights).unwrap()).unwrap();
+
+    let tk = Tokenizer::from_file(&folder.dir.join("tokenizer.json")).unwrap();
+    let texts = [
+        "A man is eating food.",
+        "Two dogs run across a snowy field, chasing a red ball thrown by a child.",
+        "ok",
+    ];
+    let encs: Vec<Vec<u32>> = texts.iter().map(|t| tk.encode(t, true).unwrap()).collect();
+    let t = encs.iter().map(Vec::len).max().unwrap();
+    let (mut ids, mut mask) = (vec![0u32; 3 * t], vec![0u32; 3 * t]);
+    for (r, e) in encs.iter().enumerate() {
+        ids[r * t..r * t + e.len()].copy_from_slice(e);
+        mask[r * t..r * t + e.len()].fill(1);
+    }
+    let ids = Tensor::from_vec(ids, (3, t), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(mask, (3, t), &Device::Cpu).unwrap();
+    let types = ids.zeros_like().unwrap();
+    let a = ours.forward(&ids, &types, &mask).unwrap();
+    let b = theirs.forward(&ids, &types, Some(&mask)).unwrap();
+    let (a, b) = (a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
+    let mut worst = 0f32;
+    for (r, e) in encs.iter().enumerate() {
+        for p in 0..e.len() {
+            for (x, y) in a[r][p].iter().zip(&b[r][p]) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+    }
+    assert!(worst < 1e-4, "hidden states differ by {worst}");
+}

@@ -4,14 +4,19 @@
 use candle_core::{Result, Tensor};
 
 mod activation;
+mod attention;
 mod batchnorm;
 mod blas;
 mod conv;
+mod linear;
+pub mod math;
 mod maxpool;
 
 pub use activation::relu;
+pub use attention::{attention, attention_reference, AttentionMask};
 pub use batchnorm::{batch_norm, channel_stats};
 pub use conv::{col2im, im2col, Geom as ConvGeom};
+pub use linear::{linear, linear_reference, Activation};
 pub use maxpool::max_pool2d;
 
 /// Parameters of a 2-D convolution (PyTorch semantics).
