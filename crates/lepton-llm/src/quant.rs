@@ -493,10 +493,11 @@ mod kernels {
     pub fn scalar_q4_1(w: &[u8], a: &[u8]) -> f32 {
         let nbp = w.len() / 20;
         let mut acc = [0f32; 8];
-        let mut summs = 0f32;
+        let mut summs = [0f32; 8];
         for b in 0..nbp {
             let dd = f16_at(w, nbp * 16 + 2 * b) * f32_at(a, nbp * 32 + 4 * b);
-            summs += f16_at(w, nbp * 18 + 2 * b) * f32_at(a, nbp * 36 + 4 * b);
+            let ms = f16_at(w, nbp * 18 + 2 * b) * f32_at(a, nbp * 36 + 4 * b);
+            summs[b % 8] += ms;
             let (parity, pair) = (b % 2, b / 2);
             for (lane, acc) in acc.iter_mut().enumerate() {
                 let mut dp = 0i32;
@@ -507,7 +508,7 @@ mod kernels {
                 *acc = dd.mul_add(dp as f32, *acc);
             }
         }
-        hsum8(acc) + summs
+        hsum8(acc) + hsum8(summs)
     }
 
     pub fn dot_q8_0(level: Level, w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
@@ -653,10 +654,9 @@ mod kernels {
             let w: [*const u8; JT] = std::array::from_fn(|j| ws[j].as_ptr());
             let a: [*const u8; G] = std::array::from_fn(|r| rows[r].as_ptr());
             let mut acc = [[_mm256_setzero_ps(); G]; JT];
-            let mut summs = [[0f32; G]; JT];
+            let mut summs = [[_mm256_setzero_ps(); G]; JT];
             // d_w · d_x of the current eight blocks, per (weight row, activation row).
             let mut dd = [[[0f32; 8]; G]; JT];
-            let mut prod = [0f32; 8];
             let low = _mm256_set1_epi8(0x0f);
             let mut b0 = 0;
             while b0 < nbp {
@@ -668,10 +668,7 @@ mod kernels {
                         let d1 = load_f32x8(a[r].add(nbp * 32 + 4 * b0), gb);
                         let s1 = load_f32x8(a[r].add(nbp * 36 + 4 * b0), gb);
                         _mm256_storeu_ps(dd[j][r].as_mut_ptr(), _mm256_mul_ps(d0, d1));
-                        _mm256_storeu_ps(prod.as_mut_ptr(), _mm256_mul_ps(m0, s1));
-                        for &p in &prod[..gb] {
-                            summs[j][r] += p;
-                        }
+                        summs[j][r] = _mm256_add_ps(summs[j][r], _mm256_mul_ps(m0, s1));
                     }
                 }
                 for p in 0..gb / 2 {
@@ -696,7 +693,7 @@ mod kernels {
             }
             for j in 0..JT {
                 for r in 0..G {
-                    res[j * G + r] = hsum(acc[j][r]) + summs[j][r];
+                    res[j * G + r] = hsum(acc[j][r]) + hsum(summs[j][r]);
                 }
             }
         }
