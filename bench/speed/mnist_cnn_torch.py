@@ -11,7 +11,7 @@ Test accuracy is measured after every epoch; the clock includes training and the
 validation pass, not the test pass.
 
     py=$(bench/pyenv.sh torch numpy)/bin/python
-    OMP_NUM_THREADS=2 $py bench/speed/mnist_cnn_torch.py [--epochs 15] [--threads 2] [--json out.jsonl]
+    OMP_NUM_THREADS=2 $py bench/speed/mnist_cnn_torch.py [--epochs 15] [--threads 2] [--json out.jsonl] [--stop-at 0.99]
 """
 
 import argparse
@@ -88,6 +88,7 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--json", help="append one JSON line per epoch to this file")
     ap.add_argument("--limit", type=int, help="train on the first N training images only (smoke test)")
+    ap.add_argument("--stop-at", type=float, help="stop once the test accuracy reaches this (time-to-accuracy runs)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -140,6 +141,8 @@ def main():
         if a.json:
             with open(a.json, "a") as f:
                 f.write(json.dumps(line) + "\n")
+        if a.stop_at is not None and test >= a.stop_at:
+            break
     print(json.dumps({"time_to_99_test_seconds": reached, "final_test_accuracy": test}), flush=True)
 
 
