@@ -1,5 +1,6 @@
 //! Prefill and decode speed of a GGUF model, single sequence and batched through the engine.
-//! Prints one JSON object; `bench/llm/speed.sh` runs it beside llama.cpp.
+//! Prefill and decode: best of 3; the engine: one client alone (best of 3), then `CLIENTS` at
+//! once (best of 3). Prints one JSON object; `bench/llm/speed.sh` runs it beside llama.cpp.
 //!
 //!     cargo run --release -p lepton-llm --example llm_speed -- MODEL.gguf [PROMPT_TOKENS] [DECODE_TOKENS] [CLIENTS]
 
@@ -94,8 +95,10 @@ fn main() -> anyhow::Result<()> {
         }
         Ok((t.elapsed().as_secs_f64(), outs, total))
     };
+    // Rates are the best of 3 runs (the shared machine's CPUs are noisy); every run's outputs
+    // must equal the outputs alone.
     let mut alone = Vec::new();
-    let mut single_tps = 0.0;
+    let mut single_tps = 0f64;
     for i in 0..clients {
         let (secs, out, total) = run(vec![i])?;
         if i == 0 {
@@ -103,15 +106,25 @@ fn main() -> anyhow::Result<()> {
         }
         alone.push(out.into_iter().next().unwrap());
     }
-    let (secs, together, total) = run((0..clients).collect())?;
-    let same = alone == together;
+    for _ in 0..2.min(clients) {
+        let (secs, out, total) = run(vec![0])?;
+        single_tps = single_tps.max(total as f64 / secs);
+        anyhow::ensure!(out[0] == alone[0], "client 0 gave a different output alone");
+    }
+    let mut aggregate_tps = 0f64;
+    let mut same = true;
+    for _ in 0..3 {
+        let (secs, together, total) = run((0..clients).collect())?;
+        same &= alone == together;
+        aggregate_tps = aggregate_tps.max(total as f64 / secs);
+    }
     println!(
         "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"engine_single_tokens_per_s\": {:.1}, \"engine_clients\": {clients}, \"engine_aggregate_tokens_per_s\": {:.1}, \"batched_equals_alone\": {same}}}",
         rayon::current_num_threads(),
         n_prompt as f64 / best_prefill,
         n_decode as f64 / best_decode,
         single_tps,
-        total as f64 / secs,
+        aggregate_tps,
     );
     Ok(())
 }

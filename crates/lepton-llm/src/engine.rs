@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::llama::pool::Pool;
 use crate::llama::{KvCache, Scratch, Step};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::text_model::{Detokenizer, TextModel};
@@ -343,6 +344,7 @@ impl Scheduler {
         let mut waiting: Option<Job> = None;
         let mut scratch = Scratch::default();
         let mut logits = Vec::new();
+        let mut sampled = Vec::new();
         let mut kv_used = 0usize;
         loop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
@@ -438,11 +440,11 @@ impl Scheduler {
                 continue;
             }
             let vocab = self.model.llama().config().vocab_size;
+            sample_all(&mut active, &mut logits, vocab, &mut sampled);
             let mut i = 0;
             let mut row = 0;
             while i < active.len() {
-                let outcome =
-                    self.advance(&mut active[i], &mut logits[row * vocab..(row + 1) * vocab]);
+                let outcome = self.advance(&mut active[i], sampled[row]);
                 row += 1;
                 match outcome {
                     Outcome::Continue => i += 1,
@@ -461,9 +463,8 @@ impl Scheduler {
         }
     }
 
-    /// Sample the sequence's next token, stream it and decide whether it goes on.
-    fn advance(&self, s: &mut Sequence, logits: &mut [f32]) -> Outcome {
-        let token = s.sampler.sample(logits, &s.tokens);
+    /// Stream the sequence's next token and decide whether it goes on.
+    fn advance(&self, s: &mut Sequence, token: u32) -> Outcome {
         let now = Instant::now();
         let first = s.first_token.is_none();
         s.first_token.get_or_insert(now);
@@ -554,6 +555,37 @@ impl Scheduler {
             None => Outcome::Continue,
         }
     }
+}
+
+/// Sample every sequence's next token from its row of `logits` (the rows in `active`'s order),
+/// sequences dealt over the decoder's thread team; each uses only its own sampler and logits.
+fn sample_all(active: &mut [Sequence], logits: &mut [f32], vocab: usize, out: &mut Vec<u32>) {
+    out.clear();
+    out.resize(active.len(), 0);
+    if active.len() == 1 {
+        out[0] = active[0]
+            .sampler
+            .sample(&mut logits[..vocab], &active[0].tokens);
+        return;
+    }
+    struct Shared(*mut Sequence, *mut f32, *mut u32);
+    // SAFETY: each index below is used by exactly one part.
+    unsafe impl Sync for Shared {}
+    let shared = Shared(active.as_mut_ptr(), logits.as_mut_ptr(), out.as_mut_ptr());
+    let n = active.len();
+    let pool = Pool::global();
+    let parts = pool.threads();
+    pool.run(&|part| {
+        let shared = &shared;
+        for i in (part..n).step_by(parts) {
+            // SAFETY: sequence i, logits row i and out[i] belong to this part only.
+            unsafe {
+                let s = &mut *shared.0.add(i);
+                let row = std::slice::from_raw_parts_mut(shared.1.add(i * vocab), vocab);
+                *shared.2.add(i) = s.sampler.sample(row, &s.tokens);
+            }
+        }
+    });
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of `stop` (on a char boundary).

@@ -213,8 +213,25 @@ impl QMatrix {
                 let len = padded_blocks(self.cols) * Q8_BYTES;
                 scratch.clear();
                 scratch.resize(m * len, 0);
-                for (xr, sr) in x.chunks_exact(self.cols).zip(scratch.chunks_exact_mut(len)) {
-                    quantize_row_q8_1_split(xr, sr);
+                if m >= 4 {
+                    // Rows split over the team (each row's bytes depend on that row only).
+                    let pool = Pool::global();
+                    let parts = pool.threads();
+                    let dst = SendPtr(scratch.as_mut_ptr() as *mut f32);
+                    pool.run(&|part| {
+                        let dst = &dst;
+                        for r in split(m, parts, part, 1) {
+                            // SAFETY: each part writes its own rows of `scratch`.
+                            let sr = unsafe {
+                                std::slice::from_raw_parts_mut((dst.0 as *mut u8).add(r * len), len)
+                            };
+                            quantize_row_q8_1_split(&x[r * self.cols..(r + 1) * self.cols], sr);
+                        }
+                    });
+                } else {
+                    for (xr, sr) in x.chunks_exact(self.cols).zip(scratch.chunks_exact_mut(len)) {
+                        quantize_row_q8_1_split(xr, sr);
+                    }
                 }
                 Activations::Q8(scratch)
             }

@@ -5,12 +5,14 @@ use crate::{Error, Result};
 /// Keys and values of every layer for positions `0..len`, room for `capacity` positions.
 ///
 /// Layout: `[layer][kv_head][position][head_dim]`, so one head's keys are contiguous for attention.
+/// Entries are f16 (as llama.cpp's default cache): the decoder rounds keys and values to f16 before
+/// storing them, so the cache holds them exactly in half the memory.
 /// The buffers are allocated when the sequence is admitted (prompt + max_tokens positions) and never
 /// grow; appending past the capacity is an error, not a reallocation.
 #[derive(Debug)]
 pub struct KvCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Vec<u16>,
+    v: Vec<u16>,
     num_kv_heads: usize,
     head_dim: usize,
     capacity: usize,
@@ -21,8 +23,8 @@ impl KvCache {
     pub fn new(num_layers: usize, num_kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
         let n = num_layers * num_kv_heads * capacity * head_dim;
         Self {
-            k: vec![0.0; n],
-            v: vec![0.0; n],
+            k: vec![0; n],
+            v: vec![0; n],
             num_kv_heads,
             head_dim,
             capacity,
@@ -43,7 +45,7 @@ impl KvCache {
     }
     /// Bytes held by the buffers.
     pub fn bytes(&self) -> usize {
-        (self.k.len() + self.v.len()) * 4
+        (self.k.len() + self.v.len()) * 2
     }
 
     pub(crate) fn check_room(&self, new: usize) -> Result<()> {
@@ -64,18 +66,24 @@ impl KvCache {
         ((layer * self.num_kv_heads + head) * self.capacity + pos) * self.head_dim
     }
 
-    /// Store the keys and values (`num_kv_heads × head_dim` each) of position `pos` in `layer`.
+    /// Store the keys and values (`num_kv_heads × head_dim` each, f16 values) of position `pos`
+    /// in `layer`.
     pub(crate) fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let d = self.head_dim;
+        let bits = |x: &f32| half::f16::from_f32(*x).to_bits();
         for h in 0..self.num_kv_heads {
             let o = self.offset(layer, h, pos);
-            self.k[o..o + d].copy_from_slice(&k[h * d..(h + 1) * d]);
-            self.v[o..o + d].copy_from_slice(&v[h * d..(h + 1) * d]);
+            for (dst, src) in self.k[o..o + d].iter_mut().zip(&k[h * d..(h + 1) * d]) {
+                *dst = bits(src);
+            }
+            for (dst, src) in self.v[o..o + d].iter_mut().zip(&v[h * d..(h + 1) * d]) {
+                *dst = bits(src);
+            }
         }
     }
 
     /// Keys and values of `head` in `layer`, positions `0..capacity` (callers slice to what they use).
-    pub(crate) fn head(&self, layer: usize, head: usize) -> (&[f32], &[f32]) {
+    pub(crate) fn head(&self, layer: usize, head: usize) -> (&[u16], &[u16]) {
         let o = self.offset(layer, head, 0);
         let n = self.capacity * self.head_dim;
         (&self.k[o..o + n], &self.v[o..o + n])

@@ -154,7 +154,7 @@ impl Llama {
     /// Bytes a cache of `positions` positions takes.
     pub fn cache_bytes(&self, positions: usize) -> usize {
         let c = &self.config;
-        2 * 4 * c.num_layers * c.num_kv_heads * c.head_dim * positions
+        2 * 2 * c.num_layers * c.num_kv_heads * c.head_dim * positions
     }
 
     /// Run `steps` through the model; `logits` gets `steps.len() × vocab` values, the next-token

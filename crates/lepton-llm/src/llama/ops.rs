@@ -49,45 +49,119 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
     s
 }
 
+/// `x·y` for f16 `y`, in the order of [`dot`].
+#[inline(always)]
+fn dot_f16(x: &[f32], y: &[u16]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut xc = x.chunks_exact(8);
+    let mut yc = y.chunks_exact(8);
+    for (a, b) in (&mut xc).zip(&mut yc) {
+        for l in 0..8 {
+            acc[l] += a[l] * f16_bits(b[l]);
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]);
+    for (a, &b) in xc.remainder().iter().zip(yc.remainder()) {
+        s += a * f16_bits(b);
+    }
+    s
+}
+
+#[inline(always)]
+fn f16_bits(b: u16) -> f32 {
+    half::f16::from_bits(b).to_f32()
+}
+
 /// Causal attention of one query head over `len` cached positions:
-/// `out = softmax(q·Kᵀ · scale) V` with `K`, `V` rows of `head_dim` values.
+/// `out = softmax(q·Kᵀ · scale) V` with `K`, `V` rows of `head_dim` f16 values (bit patterns);
+/// the attention weights are rounded to f16 before they multiply `V`, as llama.cpp's f16 cache.
 pub fn attend(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[u16],
+    v: &[u16],
     len: usize,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if q.len() % 8 == 0
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("f16c")
+    {
         // SAFETY: the CPU features were just checked.
         return unsafe { attend_avx2(q, k, v, len, scale, scores, out) };
     }
     attend_generic(q, k, v, len, scale, scores, out)
 }
 
-/// The same code compiled for AVX2/FMA (wider vectors; `mul_add` becomes one instruction).
+/// [`attend_generic`] with explicit AVX2/F16C vectors, bit-identical: the same lanes, the same
+/// separate multiply and add (no FMA), the same final additions.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn attend_avx2(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[u16],
+    v: &[u16],
     len: usize,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_generic(q, k, v, len, scale, scores, out)
+    use std::arch::x86_64::*;
+    let d = q.len();
+    assert!(k.len() >= len * d && v.len() >= len * d && out.len() == d);
+    scores.clear();
+    scores.reserve(len);
+    let qp = q.as_ptr();
+    for t in 0..len {
+        let kp = k.as_ptr().add(t * d);
+        let mut acc = _mm256_setzero_ps();
+        for c in (0..d).step_by(8) {
+            let kv = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c) as *const __m128i));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(qp.add(c)), kv));
+        }
+        let mut a = [0f32; 8];
+        _mm256_storeu_ps(a.as_mut_ptr(), acc);
+        let s = (a[0] + a[4]) + (a[1] + a[5]) + (a[2] + a[6]) + (a[3] + a[7]);
+        scores.push(s * scale);
+    }
+    let inv = softmax_weights(scores);
+    out.fill(0.0);
+    let op = out.as_mut_ptr();
+    for (t, &p) in scores.iter().enumerate() {
+        let p = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+            _mm_set_ss(p * inv),
+        )));
+        let pv = _mm256_set1_ps(p);
+        let vp = v.as_ptr().add(t * d);
+        for c in (0..d).step_by(8) {
+            let vv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c) as *const __m128i));
+            let o = _mm256_loadu_ps(op.add(c));
+            _mm256_storeu_ps(op.add(c), _mm256_add_ps(o, _mm256_mul_ps(pv, vv)));
+        }
+    }
+}
+
+/// `scores ← exp(scores − max)`; returns `1 / Σ scores` (summed in f64).
+#[inline(always)]
+fn softmax_weights(scores: &mut [f32]) -> f32 {
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+    }
+    let mut sum = 0f64;
+    for s in scores.iter() {
+        sum += *s as f64;
+    }
+    (1.0 / sum) as f32
 }
 
 #[inline(always)]
 fn attend_generic(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[u16],
+    v: &[u16],
     len: usize,
     scale: f32,
     scores: &mut Vec<f32>,
@@ -95,21 +169,17 @@ fn attend_generic(
 ) {
     let d = q.len();
     scores.clear();
-    scores.extend(k[..len * d].chunks_exact(d).map(|kt| dot(q, kt) * scale));
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let mut sum = 0f64;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-    }
-    for s in scores.iter() {
-        sum += *s as f64;
-    }
-    let inv = (1.0 / sum) as f32;
+    scores.extend(
+        k[..len * d]
+            .chunks_exact(d)
+            .map(|kt| dot_f16(q, kt) * scale),
+    );
+    let inv = softmax_weights(scores);
     out.fill(0.0);
     for (p, vt) in scores.iter().zip(v[..len * d].chunks_exact(d)) {
         let p = half::f16::from_f32(p * inv).to_f32();
         for (o, &vv) in out.iter_mut().zip(vt) {
-            *o += p * vv;
+            *o += p * f16_bits(vv);
         }
     }
 }
@@ -170,21 +240,48 @@ mod tests {
         assert!(((y[0] * y[0] + y[1] * y[1]) - 0.58).abs() < 1e-5);
     }
 
+    fn f16s(x: &[f32]) -> Vec<u16> {
+        x.iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect()
+    }
+
     #[test]
     fn attention_by_hand() {
-        // Two keys; q·k = [0, ln 3] → weights [1/4, 3/4].
+        // Two keys; q·k = [0, 1] → weights [1/(1+e), e/(1+e)].
         let q = [1.0f32, 0.0];
-        let k = [0.0f32, 0.0, 3f32.ln(), 0.0];
-        let v = [4.0f32, 0.0, 0.0, 8.0];
+        let k = f16s(&[0.0, 0.0, 1.0, 0.0]);
+        let v = f16s(&[4.0, 0.0, 0.0, 8.0]);
         let mut out = [0f32; 2];
         attend(&q, &k, &v, 2, 1.0, &mut Vec::new(), &mut out);
+        let e = 1f32.exp();
+        let w0 = half::f16::from_f32(1.0 / (1.0 + e)).to_f32();
+        let w1 = half::f16::from_f32(e / (1.0 + e)).to_f32();
         assert!(
-            (out[0] - 1.0).abs() < 1e-6 && (out[1] - 6.0).abs() < 1e-6,
+            (out[0] - 4.0 * w0).abs() < 1e-6 && (out[1] - 8.0 * w1).abs() < 1e-6,
             "{out:?}"
         );
         // Only the first position visible: its value comes back unchanged.
         attend(&q, &k, &v, 1, 1.0, &mut Vec::new(), &mut out);
         assert_eq!(out, [4.0, 0.0]);
+    }
+
+    /// The AVX2 path against the plain one, bit for bit, on a 64-wide head.
+    #[test]
+    fn attention_simd_equals_generic() {
+        let d = 64;
+        let len = 37;
+        let val = |i: usize| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.8;
+        let q: Vec<f32> = (0..d)
+            .map(|i| half::f16::from_f32(val(i + 3)).to_f32())
+            .collect();
+        let k = f16s(&(0..len * d).map(|i| val(i * 3 + 1)).collect::<Vec<_>>());
+        let v = f16s(&(0..len * d).map(|i| val(i * 5 + 2)).collect::<Vec<_>>());
+        let mut a = vec![0f32; d];
+        let mut b = vec![0f32; d];
+        attend(&q, &k, &v, len, 0.125, &mut Vec::new(), &mut a);
+        attend_generic(&q, &k, &v, len, 0.125, &mut Vec::new(), &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]
