@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::bert::Bert;
@@ -143,10 +144,20 @@ impl Embedder {
         }
         let mut order: Vec<usize> = (0..encs.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encs[i].ids.len()));
+        // Batches run concurrently, one per thread, each with the kernels' own parallelism left
+        // to rayon's work stealing: per-op thread hand-offs on small matrices cost more than they
+        // gain (measured in bench/RESULTS.md, issue 5).
+        let chunks: Vec<&[usize]> = order.chunks(self.batch_size.max(1)).collect();
+        let pooled: Vec<Vec<Vec<f32>>> = chunks
+            .par_iter()
+            .map(|chunk| {
+                let batch: Vec<&crate::tokenizer::Encoded> =
+                    chunk.iter().map(|&i| &encs[i]).collect();
+                self.forward_batch(&batch)
+            })
+            .collect::<Result<_>>()?;
         let mut vectors = vec![Vec::new(); encs.len()];
-        for chunk in order.chunks(self.batch_size.max(1)) {
-            let batch: Vec<&crate::tokenizer::Encoded> = chunk.iter().map(|&i| &encs[i]).collect();
-            let pooled = self.forward_batch(&batch)?;
+        for (chunk, pooled) in chunks.iter().zip(pooled) {
             for (&i, v) in chunk.iter().zip(pooled) {
                 vectors[i] = v;
             }
