@@ -89,7 +89,8 @@ impl QMatrix {
         }
         let data = match qtype {
             QType::Q4_1 => repack_q4_1(rows, cols, &data),
-            _ => data,
+            QType::Q8_0 => repack_q8_0(rows, cols, &data),
+            QType::F32 => data,
         };
         Ok(Self {
             qtype,
@@ -136,7 +137,8 @@ impl QMatrix {
     fn row_bytes(&self) -> usize {
         match self.qtype {
             QType::Q4_1 => padded_blocks(self.cols) * 20,
-            _ => self.cols / QK * self.qtype.block_bytes(),
+            QType::Q8_0 => padded_blocks(self.cols) * 34,
+            QType::F32 => self.cols * 4,
         }
     }
 
@@ -156,6 +158,16 @@ impl QMatrix {
             }
             return;
         }
+        if self.qtype == QType::Q8_0 {
+            let nbp = padded_blocks(self.cols);
+            for (b, o) in out[..self.cols].chunks_exact_mut(QK).enumerate() {
+                let d = f16_at(bytes, nbp * 32 + 2 * b);
+                for (o, &c) in o.iter_mut().zip(&bytes[b * QK..(b + 1) * QK]) {
+                    *o = (c ^ 0x80) as i8 as f32 * d;
+                }
+            }
+            return;
+        }
         let bb = self.qtype.block_bytes();
         for (b, blk) in bytes.chunks_exact(bb).enumerate() {
             let o = &mut out[b * QK..(b + 1) * QK];
@@ -165,13 +177,7 @@ impl QMatrix {
                         *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     }
                 }
-                QType::Q8_0 => {
-                    let d = f16_at(blk, 0);
-                    for j in 0..QK {
-                        o[j] = blk[2 + j] as i8 as f32 * d;
-                    }
-                }
-                QType::Q4_1 => unreachable!("handled above"),
+                QType::Q4_1 | QType::Q8_0 => unreachable!("handled above"),
             }
         }
     }
@@ -195,21 +201,9 @@ impl QMatrix {
         assert_eq!(x.len(), m * self.cols, "matmul input length");
         assert!(offset + self.rows <= stride, "matmul output columns");
         assert!(out.len() >= m * stride, "matmul output length");
-        let nb = self.cols / QK;
         let act = match self.qtype {
             QType::F32 => Activations::F32(x),
-            QType::Q8_0 => {
-                scratch.clear();
-                scratch.resize(m * nb * Q8_BYTES, 0);
-                for (xr, sr) in x
-                    .chunks_exact(self.cols)
-                    .zip(scratch.chunks_exact_mut(nb * Q8_BYTES))
-                {
-                    quantize_row_q8(xr, sr, false);
-                }
-                Activations::Q8(scratch)
-            }
-            QType::Q4_1 => {
+            QType::Q4_1 | QType::Q8_0 => {
                 let len = padded_blocks(self.cols) * Q8_BYTES;
                 scratch.clear();
                 scratch.resize(m * len, 0);
@@ -244,9 +238,9 @@ impl QMatrix {
         pool.run(&|part| {
             let out_ptr = &out_ptr;
             let cols = split(n, parts, part, 4);
-            if let (QType::Q4_1, Activations::Q8(a)) = (self.qtype, &act) {
+            if let Activations::Q8(a) = &act {
                 // SAFETY: the parts' column ranges are disjoint.
-                return unsafe { self.q4_1_cols(level, a, m, cols, out_ptr, stride, offset) };
+                return unsafe { self.tiled_cols(level, a, m, cols, out_ptr, stride, offset) };
             }
             let mut res = [0f32; ROW_GROUP];
             for j in cols {
@@ -254,7 +248,7 @@ impl QMatrix {
                 let mut r0 = 0;
                 while r0 < m {
                     let g = (m - r0).min(ROW_GROUP);
-                    self.dot_group(level, w, &act, r0, g, &mut res);
+                    self.dot_group(w, &act, r0, g, &mut res);
                     for (i, v) in res[..g].iter().enumerate() {
                         // SAFETY: each (row, column) element is written by exactly one part.
                         unsafe { *out_ptr.0.add((r0 + i) * stride + offset + j) = *v };
@@ -265,13 +259,13 @@ impl QMatrix {
         });
     }
 
-    /// Columns `cols` of a Q4_1 matmul, in tiles of weight rows × activation rows.
+    /// Columns `cols` of a quantized matmul, in tiles of weight rows × activation rows.
     ///
     /// # Safety
     /// `out` must be valid for the elements `(r, offset + j)`, `j` in `cols`, and no other thread
     /// may write them.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn q4_1_cols(
+    unsafe fn tiled_cols(
         &self,
         level: kernels::Level,
         a: &[u8],
@@ -300,7 +294,11 @@ impl QMatrix {
                     let r = r0 + i.min(g - 1);
                     &a[r * len..(r + 1) * len]
                 });
-                kernels::dot_q4_1(level, &ws[..jt], &rows[..g], &mut res);
+                if self.qtype == QType::Q4_1 {
+                    kernels::dot_q4_1(level, &ws[..jt], &rows[..g], &mut res);
+                } else {
+                    kernels::dot_q8_0(level, &ws[..jt], &rows[..g], &mut res);
+                }
                 for t in 0..jt {
                     for i in 0..g {
                         *out.0.add((r0 + i) * stride + offset + j + t) = res[t * g + i];
@@ -312,29 +310,13 @@ impl QMatrix {
         }
     }
 
-    fn dot_group(
-        &self,
-        level: kernels::Level,
-        w: &[u8],
-        act: &Activations<'_>,
-        r0: usize,
-        g: usize,
-        res: &mut [f32],
-    ) {
-        let nb = self.cols / QK;
+    fn dot_group(&self, w: &[u8], act: &Activations<'_>, r0: usize, g: usize, res: &mut [f32]) {
         match (self.qtype, act) {
             (QType::F32, Activations::F32(x)) => {
                 for (i, r) in res[..g].iter_mut().enumerate() {
                     let xr = &x[(r0 + i) * self.cols..(r0 + i + 1) * self.cols];
                     *r = dot_f32_bytes(w, xr);
                 }
-            }
-            (QType::Q8_0, Activations::Q8(a)) => {
-                let rows: [&[u8]; ROW_GROUP] = std::array::from_fn(|i| {
-                    let r = (r0 + i).min(r0 + g - 1);
-                    &a[r * nb * Q8_BYTES..(r + 1) * nb * Q8_BYTES]
-                });
-                kernels::dot_q8_0(level, w, &rows[..g], res);
             }
             _ => unreachable!("activation type follows the weight type"),
         }
@@ -416,6 +398,28 @@ fn repack_q4_1(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// GGML Q8_0 rows (34-byte blocks: f16 `d`, 32 signed codes) to the kernel layout: per row the
+/// codes of every block offset by 128 (as unsigned bytes, for `vpdpbusd`), then the f16 scales;
+/// an odd block count gets a zero block.
+fn repack_q8_0(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
+    let nb = cols / QK;
+    let nbp = padded_blocks(cols);
+    let mut out = vec![0u8; rows * nbp * 34];
+    for (src, dst) in data
+        .chunks_exact(nb * 34)
+        .zip(out.chunks_exact_mut(nbp * 34))
+    {
+        dst[..nbp * QK].fill(0x80);
+        for (b, blk) in src.chunks_exact(34).enumerate() {
+            for (d, &c) in dst[b * QK..(b + 1) * QK].iter_mut().zip(&blk[2..]) {
+                *d = c ^ 0x80;
+            }
+            dst[nbp * 32 + 2 * b..nbp * 32 + 2 * b + 2].copy_from_slice(&blk[0..2]);
+        }
+    }
+    out
+}
+
 /// Quantize one activation row to Q8_1 (as [`quantize_row_q8`]) in the Q4_1 kernel's layout:
 /// `nbp` blocks of 32 codes, then `nbp` f32 scales `d`, then `nbp` f32 sums `s` (padding blocks 0).
 pub fn quantize_row_q8_1_split(x: &[f32], out: &mut [u8]) {
@@ -441,7 +445,7 @@ fn dot_f32_bytes(w: &[u8], x: &[f32]) -> f32 {
 
 mod kernels {
     //! Dot products of one weight row with a group of quantized activation rows.
-    use super::{f16_at, f32_at, Q8_BYTES, QK};
+    use super::{f16_at, f32_at, QK};
 
     /// The instruction set the kernels use, detected once per matmul.
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -528,33 +532,53 @@ mod kernels {
         hsum8(acc) + hsum8(summs)
     }
 
-    pub fn dot_q8_0(level: Level, w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
+    /// Q8_0 weight rows (repacked) · Q8_0 activation rows (split layout), as [`dot_q4_1`].
+    pub fn dot_q8_0(level: Level, ws: &[&[u8]], rows: &[&[u8]], res: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if level != Level::Scalar {
+            macro_rules! go {
+                ($($jt:literal, $g:literal);*) => {
+                    match (ws.len(), rows.len(), level == Level::Vnni) {
+                        $(
+                            ($jt, $g, false) => avx2::q8_0::<$jt, $g>(ws, rows, res),
+                            ($jt, $g, true) => avx2::q8_0_vnni::<$jt, $g>(ws, rows, res),
+                        )*
+                        _ => unreachable!("weight tile {} x {} rows", ws.len(), rows.len()),
+                    }
+                };
+            }
             // SAFETY: `Level::detect` checked the CPU features.
-            return unsafe { avx2::dot_q8_0(w, rows, res) };
+            unsafe { go!(1, 1; 1, 2; 1, 3; 1, 4; 2, 1; 2, 2; 2, 3; 2, 4; 4, 1; 4, 2; 4, 3; 4, 4) };
+            return;
         }
-        scalar_dot_q8_0(w, rows, res)
+        for (j, w) in ws.iter().enumerate() {
+            for (r, a) in rows.iter().enumerate() {
+                res[j * rows.len() + r] = scalar_q8_0(w, a);
+            }
+        }
     }
 
-    /// ggml's reference `vec_dot_q8_0_q8_0` (plain Rust).
-    pub fn scalar_dot_q8_0(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
-        for (r, a) in res.iter_mut().zip(rows) {
-            let mut sumf = 0f32;
-            for (wb, ab) in w.chunks_exact(34).zip(a.chunks_exact(Q8_BYTES)) {
-                let mut sumi = 0i32;
-                for j in 0..QK {
-                    sumi += wb[2 + j] as i8 as i32 * ab[8 + j] as i8 as i32;
+    /// The Q8_0 dot product in plain Rust, in the order of ggml's AVX2 `vec_dot_q8_0_q8_0`: per
+    /// block, eight lanes (values `4l..4l+4`) accumulate `d_w · d_x · Σ q_w q_x` by fused
+    /// multiply-add.
+    pub fn scalar_q8_0(w: &[u8], a: &[u8]) -> f32 {
+        let nbp = w.len() / 34;
+        let mut acc = [0f32; 8];
+        for b in 0..nbp {
+            let dd = f16_at(w, nbp * 32 + 2 * b) * f32_at(a, nbp * 32 + 4 * b);
+            for (lane, acc) in acc.iter_mut().enumerate() {
+                let mut dp = 0i32;
+                for t in b * QK + 4 * lane..b * QK + 4 * lane + 4 {
+                    dp += (w[t] ^ 0x80) as i8 as i32 * a[t] as i8 as i32;
                 }
-                sumf += f16_at(wb, 0) * f32_at(ab, 0) * sumi as f32;
+                *acc = dd.mul_add(dp as f32, *acc);
             }
-            *r = sumf;
         }
+        hsum8(acc)
     }
 
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
-        use super::super::Q8_BYTES;
         use std::arch::x86_64::*;
 
         /// ggml's `hsum_float_8`, same order of additions.
@@ -564,26 +588,6 @@ mod kernels {
             res = _mm_add_ps(res, _mm_movehl_ps(res, res));
             res = _mm_add_ss(res, _mm_movehdup_ps(res));
             _mm_cvtss_f32(res)
-        }
-
-        /// Σ over 8 lanes of pairs of u8 · i8 products, as f32 (ggml's `mul_sum_us8_pairs_float`).
-        #[inline(always)]
-        unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256 {
-            let dot = _mm256_maddubs_epi16(ax, sy);
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
-        }
-
-        /// f16 at byte `at` as f32 (one F16C instruction).
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn h(b: &[u8], at: usize) -> f32 {
-            let bits = std::ptr::read_unaligned(b.as_ptr().add(at) as *const u16);
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-        }
-
-        #[inline(always)]
-        unsafe fn f(b: &[u8], at: usize) -> f32 {
-            std::ptr::read_unaligned(b.as_ptr().add(at) as *const f32)
         }
 
         /// Σ of 4 u8 · i8 products per i32 lane: `vpdpbusd` (AVX512-VNNI, 256-bit), or
@@ -596,6 +600,21 @@ mod kernels {
             } else {
                 _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
             }
+        }
+
+        /// `acc + vpdpbusd(ax, sy)`.
+        #[inline]
+        #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+        unsafe fn dpbusd_acc(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
+            let mut acc = acc;
+            std::arch::asm!(
+                "vpdpbusd {acc}, {a}, {b}",
+                acc = inout(ymm_reg) acc,
+                a = in(ymm_reg) ax,
+                b = in(ymm_reg) sy,
+                options(pure, nomem, nostack)
+            );
+            acc
         }
 
         /// `vpdpbusd` from zero. `_mm256_dpbusd_epi32` needs Rust 1.89 (the workspace supports
@@ -716,24 +735,87 @@ mod kernels {
         }
 
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn dot_q8_0(w: &[u8], rows: &[&[u8]], res: &mut [f32]) {
-            let g = rows.len();
-            let mut acc = [_mm256_setzero_ps(); super::super::ROW_GROUP];
-            for (b, wb) in w.chunks_exact(34).enumerate() {
-                let d0 = h(wb, 0);
-                let qx = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
-                let ax = _mm256_sign_epi8(qx, qx);
-                for r in 0..g {
-                    let ab = rows[r].as_ptr().add(b * Q8_BYTES);
-                    let d1 = f(rows[r], b * Q8_BYTES);
-                    let qy = _mm256_loadu_si256(ab.add(8) as *const __m256i);
-                    let sy = _mm256_sign_epi8(qy, qx);
-                    let q = mul_sum_us8(ax, sy);
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * d1), q, acc[r]);
+        pub unsafe fn q8_0<const JT: usize, const G: usize>(
+            ws: &[&[u8]],
+            rows: &[&[u8]],
+            res: &mut [f32],
+        ) {
+            q8_0_impl::<JT, G, false>(ws, rows, res)
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+        pub unsafe fn q8_0_vnni<const JT: usize, const G: usize>(
+            ws: &[&[u8]],
+            rows: &[&[u8]],
+            res: &mut [f32],
+        ) {
+            q8_0_impl::<JT, G, true>(ws, rows, res)
+        }
+
+        /// [`super::scalar_q8_0`] for `JT` weight rows × `G` activation rows. With VNNI the
+        /// unsigned codes `q + 128` go straight into `vpdpbusd`, which starts from
+        /// `-128 · Σ q_x` (computed once per activation block); without, ggml's sign trick.
+        /// Both give the exact integer `Σ q_w q_x`.
+        #[inline(always)]
+        unsafe fn q8_0_impl<const JT: usize, const G: usize, const VNNI: bool>(
+            ws: &[&[u8]],
+            rows: &[&[u8]],
+            res: &mut [f32],
+        ) {
+            let nbp = ws[0].len() / 34;
+            let w: [*const u8; JT] = std::array::from_fn(|j| ws[j].as_ptr());
+            let a: [*const u8; G] = std::array::from_fn(|r| rows[r].as_ptr());
+            let mut acc = [[_mm256_setzero_ps(); G]; JT];
+            let mut dd = [[[0f32; 8]; G]; JT];
+            let flip = _mm256_set1_epi8(-128);
+            let mut b0 = 0;
+            while b0 < nbp {
+                let gb = (nbp - b0).min(8);
+                for j in 0..JT {
+                    let d0 = load_f16x8(w[j].add(nbp * 32 + 2 * b0), gb);
+                    for r in 0..G {
+                        let d1 = load_f32x8(a[r].add(nbp * 32 + 4 * b0), gb);
+                        _mm256_storeu_ps(dd[j][r].as_mut_ptr(), _mm256_mul_ps(d0, d1));
+                    }
                 }
+                for l in 0..gb {
+                    let b = b0 + l;
+                    let y: [__m256i; G] = std::array::from_fn(|r| {
+                        _mm256_loadu_si256(a[r].add(b * 32) as *const __m256i)
+                    });
+                    // -128 · Σ q_x per lane (VNNI only).
+                    let neg: [__m256i; G] = std::array::from_fn(|r| {
+                        if VNNI {
+                            _mm256_sub_epi32(_mm256_setzero_si256(), dpbusd(flip, y[r]))
+                        } else {
+                            _mm256_setzero_si256()
+                        }
+                    });
+                    for j in 0..JT {
+                        let xu = _mm256_loadu_si256(w[j].add(b * 32) as *const __m256i);
+                        for r in 0..G {
+                            let dp = if VNNI {
+                                dpbusd_acc(neg[r], xu, y[r])
+                            } else {
+                                let x = _mm256_xor_si256(xu, flip);
+                                let ax = _mm256_sign_epi8(x, x);
+                                let sy = _mm256_sign_epi8(y[r], x);
+                                _mm256_madd_epi16(
+                                    _mm256_maddubs_epi16(ax, sy),
+                                    _mm256_set1_epi16(1),
+                                )
+                            };
+                            let s = _mm256_broadcast_ss(&dd[j][r][l]);
+                            acc[j][r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(dp), acc[j][r]);
+                        }
+                    }
+                }
+                b0 += gb;
             }
-            for r in 0..g {
-                res[r] = hsum(acc[r]);
+            for j in 0..JT {
+                for r in 0..G {
+                    res[j * G + r] = hsum(acc[j][r]);
+                }
             }
         }
     }
@@ -803,37 +885,19 @@ mod tests {
                     "{dtype:?}: {a} vs {b} (terms {scale})"
                 );
             }
-            // The SIMD kernels against their plain-Rust definition (Q4_1 bit for bit).
-            let nb = k / QK;
+            // The SIMD kernels against their plain-Rust definition, bit for bit.
             for r in 0..m {
                 let xr = &x[r * k..(r + 1) * k];
                 for j in 0..n {
                     let got = out[r * n + j];
-                    let (want, exact) = match dtype {
-                        GgmlDType::Q4_1 => {
-                            let mut a = vec![0u8; padded_blocks(k) * Q8_BYTES];
-                            quantize_row_q8_1_split(xr, &mut a);
-                            let wr = &ours.data[j * ours.row_bytes()..(j + 1) * ours.row_bytes()];
-                            (kernels::scalar_q4_1(wr, &a), true)
-                        }
-                        _ => {
-                            let mut a = vec![0u8; nb * Q8_BYTES];
-                            quantize_row_q8(xr, &mut a, false);
-                            let wr = &ours.data[j * ours.row_bytes()..(j + 1) * ours.row_bytes()];
-                            let mut want = [0f32];
-                            kernels::scalar_dot_q8_0(wr, &[&a], &mut want);
-                            // The Q8_0 kernel sums in eight lanes, the reference in one.
-                            (want[0], false)
-                        }
+                    let mut a = vec![0u8; padded_blocks(k) * Q8_BYTES];
+                    quantize_row_q8_1_split(xr, &mut a);
+                    let wr = &ours.data[j * ours.row_bytes()..(j + 1) * ours.row_bytes()];
+                    let want = match dtype {
+                        GgmlDType::Q4_1 => kernels::scalar_q4_1(wr, &a),
+                        _ => kernels::scalar_q8_0(wr, &a),
                     };
-                    if exact {
-                        assert_eq!(got.to_bits(), want.to_bits(), "{dtype:?}: {got} vs {want}");
-                    } else {
-                        assert!(
-                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                            "{got} vs {want}"
-                        );
-                    }
+                    assert_eq!(got.to_bits(), want.to_bits(), "{dtype:?}: {got} vs {want}");
                 }
             }
             for r in 0..m {
@@ -844,14 +908,19 @@ mod tests {
         }
     }
 
-    /// An odd number of blocks (a zero block pads the last pair), every row-group size, and the
-    /// AVX2 and VNNI kernels against the scalar definition.
+    /// An odd number of blocks (a zero block pads the last pair), every tile size, and the AVX2
+    /// and VNNI kernels against the scalar definition.
     #[test]
-    fn q4_1_odd_blocks_and_every_kernel_level() {
+    fn odd_blocks_and_every_kernel_level() {
         use candle_core::quantized::GgmlDType;
+        odd_blocks_and_every_kernel_level_for(GgmlDType::Q4_1);
+        odd_blocks_and_every_kernel_level_for(GgmlDType::Q8_0);
+    }
+
+    fn odd_blocks_and_every_kernel_level_for(dtype: candle_core::quantized::GgmlDType) {
         let (n, k) = (5, 32 * 11);
         let w = lcg(n * k, 4);
-        let (ours, q) = quantize_with_candle(GgmlDType::Q4_1, n, k, &w);
+        let (ours, q) = quantize_with_candle(dtype, n, k, &w);
         let deq: Vec<f32> = q
             .dequantize(&candle_core::Device::Cpu)
             .unwrap()
@@ -874,8 +943,15 @@ mod tests {
         let wr = &ours.data[2 * ours.row_bytes()..3 * ours.row_bytes()];
         let wr2 = &ours.data[4 * ours.row_bytes()..5 * ours.row_bytes()];
         let mut want = vec![];
+        let (scalar, simd): (
+            fn(&[u8], &[u8]) -> f32,
+            fn(_, &[&[u8]], &[&[u8]], &mut [f32]),
+        ) = match ours.qtype {
+            QType::Q4_1 => (kernels::scalar_q4_1, kernels::dot_q4_1),
+            _ => (kernels::scalar_q8_0, kernels::dot_q8_0),
+        };
         for w in [wr, wr2, wr, wr2] {
-            want.extend(rows.iter().map(|a| kernels::scalar_q4_1(w, a)));
+            want.extend(rows.iter().map(|a| scalar(w, a)));
         }
         let mut levels = vec![kernels::Level::Scalar];
         if kernels::Level::detect() != kernels::Level::Scalar {
@@ -888,7 +964,7 @@ mod tests {
             for jt in [1, 2, 4] {
                 for g in 1..=4 {
                     let mut res = [0f32; 16];
-                    kernels::dot_q4_1(level, &[wr, wr2, wr, wr2][..jt], &rows[..g], &mut res);
+                    simd(level, &[wr, wr2, wr, wr2][..jt], &rows[..g], &mut res);
                     for t in 0..jt {
                         assert_eq!(res[t * g..(t + 1) * g], want[t * 4..t * 4 + g], "{jt}x{g}");
                     }
