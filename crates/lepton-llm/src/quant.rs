@@ -25,6 +25,8 @@
 //! to the same sequence decoded alone. Types without a kernel here (K-quants, F16, ...) are
 //! dequantized to f32 at load time.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use half::f16;
 
 use crate::llama::pool::{split, Pool};
@@ -235,13 +237,35 @@ impl QMatrix {
         let out_ptr = SendPtr(out.as_mut_ptr());
         let pool = Pool::global();
         let parts = pool.threads();
+        // Several rows (batched decoding, prefill): chunks of columns taken from a shared counter,
+        // so a thread that starts late or is preempted does less. One row: a fixed half each
+        // (the counter's cache-line traffic costs more than it saves there).
+        let chunk = if m >= 4 {
+            (n / (parts * 8)).max(16).next_multiple_of(4)
+        } else {
+            n.div_ceil(parts).next_multiple_of(4)
+        };
+        let next = AtomicUsize::new(0);
         pool.run(&|part| {
             let out_ptr = &out_ptr;
-            let cols = split(n, parts, part, 4);
             if let Activations::Q8(a) = &act {
-                // SAFETY: the parts' column ranges are disjoint.
-                return unsafe { self.tiled_cols(level, a, m, cols, out_ptr, stride, offset) };
+                let mut c = if m >= 4 {
+                    next.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    part
+                };
+                while c * chunk < n {
+                    let cols = c * chunk..((c + 1) * chunk).min(n);
+                    // SAFETY: each chunk of columns is taken by one part only.
+                    unsafe { self.tiled_cols(level, a, m, cols, out_ptr, stride, offset) };
+                    if m < 4 {
+                        return;
+                    }
+                    c = next.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
             }
+            let cols = split(n, parts, part, 4);
             let mut res = [0f32; ROW_GROUP];
             for j in cols {
                 let w = &self.data[j * self.row_bytes()..(j + 1) * self.row_bytes()];
@@ -778,6 +802,7 @@ mod kernels {
                         _mm256_storeu_ps(dd[j][r].as_mut_ptr(), _mm256_mul_ps(d0, d1));
                     }
                 }
+                #[allow(clippy::needless_range_loop)]
                 for l in 0..gb {
                     let b = b0 + l;
                     let y: [__m256i; G] = std::array::from_fn(|r| {
@@ -943,10 +968,9 @@ mod tests {
         let wr = &ours.data[2 * ours.row_bytes()..3 * ours.row_bytes()];
         let wr2 = &ours.data[4 * ours.row_bytes()..5 * ours.row_bytes()];
         let mut want = vec![];
-        let (scalar, simd): (
-            fn(&[u8], &[u8]) -> f32,
-            fn(_, &[&[u8]], &[&[u8]], &mut [f32]),
-        ) = match ours.qtype {
+        type Simd = fn(kernels::Level, &[&[u8]], &[&[u8]], &mut [f32]);
+        type Scalar = fn(&[u8], &[u8]) -> f32;
+        let (scalar, simd): (Scalar, Simd) = match ours.qtype {
             QType::Q4_1 => (kernels::scalar_q4_1, kernels::dot_q4_1),
             _ => (kernels::scalar_q8_0, kernels::dot_q8_0),
         };
