@@ -67,17 +67,17 @@ pub enum Command {
         after_help = "Example:\n  lepton embed ~/.cache/lepton-assets/models/all-MiniLM-L6-v2 \"The cat sits outside\" \"The cat plays in the garden\"\n  lepton embed MODEL --file sentences.txt --json"
     )]
     Embed(EmbedArgs),
-    /// Serve one language model (encoder folder or GGUF decoder) with the OpenAI-compatible API.
+    /// Serve one language model (HF encoder or Llama folder, GGUF file) with the OpenAI API.
     #[command(
         after_help = "Example:\n  lepton run ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --name smollm2\n  curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\": \"smollm2\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'"
     )]
     Run(RunArgs),
-    /// Generate text from a prompt with a GGUF language model (streamed to stdout).
+    /// Generate text from a prompt with a GGUF file or Llama folder (streamed to stdout).
     #[command(
         after_help = "Example:\n  lepton generate ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\" --temperature 0 --max-tokens 32"
     )]
     Generate(GenerateArgs),
-    /// Chat interactively with a GGUF language model (its chat template, streamed replies).
+    /// Chat interactively with a GGUF file or Llama folder (its chat template, streamed replies).
     #[command(
         after_help = "Example:\n  lepton chat ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --system \"Be brief.\""
     )]
@@ -112,7 +112,7 @@ pub struct SamplingArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A GGUF file (Llama family).
+    /// A GGUF file or a Hugging Face folder (Llama family).
     pub model: PathBuf,
     /// The prompt, used as is (no chat template).
     #[arg(long, short)]
@@ -123,7 +123,7 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// A GGUF file with a chat template.
+    /// A GGUF file or a Hugging Face Llama folder, with a chat template.
     pub model: PathBuf,
     /// A system message to start the conversation with.
     #[arg(long)]
@@ -248,7 +248,7 @@ pub struct EmbedArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A Hugging Face encoder folder or a GGUF file.
+    /// A Hugging Face folder (BERT encoder or Llama decoder) or a GGUF file.
     pub model: PathBuf,
     /// Model name in the API (default: the file or folder name without extension).
     #[arg(long)]
@@ -262,10 +262,10 @@ pub struct RunArgs {
     /// Allow serving on a non-loopback address without any API token.
     #[arg(long)]
     pub insecure: bool,
-    /// Most sequences decoded together (GGUF models).
+    /// Most sequences decoded together (decoders).
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
-    /// KV-cache budget in positions over all running sequences (GGUF models).
+    /// KV-cache budget in positions over all running sequences (decoders).
     #[arg(long, default_value_t = 32768)]
     pub kv_cache_tokens: usize,
     /// Most requests waiting for the engine before new ones get 503.
@@ -275,8 +275,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// .photon files, Hugging Face encoder folders or GGUF files to serve (the model name is the
-    /// file stem; language models get the OpenAI-compatible /v1 routes).
+    /// .photon files, Hugging Face folders (encoders, Llama decoders) or GGUF files to serve (the
+    /// model name is the file stem; language models get the OpenAI-compatible /v1 routes).
     pub models: Vec<PathBuf>,
     /// Server configuration (TOML).
     #[arg(long, short)]

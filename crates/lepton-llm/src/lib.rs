@@ -8,6 +8,7 @@ pub mod engine;
 mod error;
 pub mod gguf;
 pub mod hf;
+pub mod hf_llama;
 pub mod llama;
 pub mod quant;
 pub mod sampling;

@@ -1,4 +1,5 @@
-//! A text-generation model: decoder weights, tokenizer and chat template from one GGUF file.
+//! A text-generation model: decoder weights, tokenizer and chat template from one GGUF file or a
+//! Hugging Face Llama folder.
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use crate::gguf::{GgufFile, SpecialTokens};
 use crate::llama::Llama;
 use crate::{Error, Result};
 
-/// A loaded generative model (GGUF, Llama family).
+/// A loaded generative model (Llama family, from GGUF or a Hugging Face folder).
 pub struct TextModel {
     name: String,
     llama: Llama,
@@ -26,9 +27,13 @@ impl std::fmt::Debug for TextModel {
 }
 
 impl TextModel {
-    /// Load a GGUF file. Errors name the file and the missing/inconsistent key or tensor.
+    /// Load a GGUF file or a Hugging Face Llama folder. Errors name the file and the
+    /// missing/inconsistent key, field or tensor.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        if path.is_dir() {
+            return Self::load_folder(path);
+        }
         let mut file = GgufFile::open(path)?;
         let config = file.llama_config()?;
         let (tokenizer, special) = file.tokenizer()?;
@@ -48,6 +53,38 @@ impl TextModel {
         };
         let name = config.name.clone();
         let llama = Llama::load(&mut file, config)?;
+        Ok(Self {
+            name,
+            llama,
+            tokenizer,
+            special,
+            template,
+        })
+    }
+
+    /// Load a Hugging Face folder (`config.json` of a `LlamaForCausalLM`, safetensors weights,
+    /// `tokenizer.json`, `tokenizer_config.json`); see [`crate::hf_llama`].
+    pub fn load_folder(dir: &Path) -> Result<Self> {
+        let folder = crate::hf_llama::open_llama_folder(dir)?;
+        let config = crate::hf_llama::llama_config(&folder)?;
+        let (tokenizer, special, template) = crate::hf_llama::tokenizer_and_template(&folder)?;
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > config.vocab_size {
+            return Err(Error::Config {
+                path: dir.join("tokenizer.json"),
+                message: format!(
+                    "the tokenizer has {vocab} tokens but config.json's vocab_size is {}",
+                    config.vocab_size
+                ),
+            });
+        }
+        let template = match template {
+            Some(src) => Some(ChatTemplate::new(&src, &special.bos, &special.eos)?),
+            None => None,
+        };
+        let mut weights = crate::hf_llama::SafetensorsWeights::open(&folder, &config)?;
+        let name = config.name.clone();
+        let llama = Llama::load(&mut weights, config)?;
         Ok(Self {
             name,
             llama,

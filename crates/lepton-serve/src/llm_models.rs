@@ -1,5 +1,6 @@
 //! [`LanguageModel`] for lepton-llm's models: sentence embedders (Hugging Face BERT folders) and
-//! the generation engine over a GGUF decoder. [`load_language_model`] picks by what the path is.
+//! the generation engine over a Llama decoder (GGUF file or Hugging Face folder).
+//! [`load_language_model`] picks by what the path is.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -91,7 +92,8 @@ impl LanguageModel for EngineModel {
     }
 }
 
-/// Load a Hugging Face encoder folder (embeddings) or a GGUF file (generation, with `engine`).
+/// Load a Hugging Face encoder folder (embeddings), or a Hugging Face Llama folder or a GGUF file
+/// (generation, with `engine`).
 pub fn load_language_model(
     path: &Path,
     engine: EngineConfig,
@@ -100,13 +102,10 @@ pub fn load_language_model(
         ModelPath::Folder(f) if f.architecture == lepton_llm::Architecture::Bert => {
             Ok(Arc::new(EmbedderModel::new(Embedder::load(path)?)))
         }
-        ModelPath::Folder(f) => Err(lepton_llm::Error::Config {
-            path: f.dir.join("config.json"),
-            message: format!(
-                "{:?} folders are not served yet; convert the decoder to GGUF",
-                f.architecture
-            ),
-        }),
+        ModelPath::Folder(f) => {
+            let model = TextModel::load_folder(&f.dir)?;
+            Ok(Arc::new(EngineModel::new(Engine::new(model, engine)?)))
+        }
         ModelPath::Gguf(p) => {
             let model = TextModel::load(&p)?;
             Ok(Arc::new(EngineModel::new(Engine::new(model, engine)?)))

@@ -1,4 +1,5 @@
-//! `lepton generate MODEL --prompt TEXT`: continue a prompt with a GGUF model, streaming the text.
+//! `lepton generate MODEL --prompt TEXT`: continue a prompt with a GGUF model or Llama folder,
+//! streaming the text.
 
 use std::io::Write;
 

@@ -1,6 +1,7 @@
-//! `lepton run MODEL`: serve one language model (a Hugging Face encoder folder or a GGUF decoder)
-//! with the OpenAI-compatible API, on the same server as `lepton serve`. Without `--config`, the
-//! per-request timeout is 300 s instead of 10 s (whole answers take a while on a small CPU).
+//! `lepton run MODEL`: serve one language model (a Hugging Face encoder or Llama folder, or a GGUF
+//! decoder) with the OpenAI-compatible API, on the same server as `lepton serve`. Without
+//! `--config`, the per-request timeout is 300 s instead of 10 s (whole answers take a while on a
+//! small CPU).
 
 use anyhow::Context;
 

@@ -1,5 +1,6 @@
 //! `lepton serve FILE... [--config serve.toml] [--listen ADDR] [--insecure]`: `.photon` packages,
-//! and language models (Hugging Face encoder folders, GGUF decoders) on the OpenAI-compatible routes.
+//! and language models (Hugging Face encoder or Llama folders, GGUF decoders) on the
+//! OpenAI-compatible routes.
 
 use std::path::{Path, PathBuf};
 

@@ -23,14 +23,16 @@
 mod kv_cache;
 pub mod ops;
 pub(crate) mod pool;
+pub mod weights;
 
 pub use kv_cache::KvCache;
+pub use weights::WeightSource;
 
 use std::cell::RefCell;
 
 use pool::{split, Pool};
 
-use crate::gguf::{GgufFile, LlamaConfig};
+use crate::gguf::LlamaConfig;
 use crate::quant::QMatrix;
 use crate::{Error, Result};
 
@@ -98,8 +100,8 @@ fn matmul_parts(parts: &[QMatrix], x: &[f32], out: &mut [f32], q8: &mut Vec<u8>)
 }
 
 impl Llama {
-    /// Load the weights of the file's `llama` architecture, checking every tensor's shape.
-    pub fn load(file: &mut GgufFile, config: LlamaConfig) -> Result<Self> {
+    /// Load the weights (GGUF names and layout, see [`WeightSource`]), checking every tensor's shape.
+    pub fn load(file: &mut impl WeightSource, config: LlamaConfig) -> Result<Self> {
         let c = &config;
         let (hd, kvd, ff) = (
             c.hidden_size,

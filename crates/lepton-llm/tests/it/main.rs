@@ -4,6 +4,7 @@
 
 mod engine;
 mod errors;
+mod hf_llama;
 mod minilm;
 mod smollm2;
 
