@@ -385,18 +385,26 @@ fn bias_grad<T: Elem>(g: &Geom, dy: &[T]) -> Vec<T> {
             let mut s = T::ZERO;
             for n in 0..g.n {
                 let plane = &dy[(n * g.co + o) * l..][..l];
-                // Four lanes, then combined: fixed order, and vectorisable.
-                let mut acc = [T::ZERO; 4];
-                let mut it = plane.chunks_exact(4);
+                // Sixteen lanes (one AVX-512 or two AVX2 registers), then combined pairwise:
+                // a fixed order, and vectorised.
+                let mut acc = [T::ZERO; 16];
+                let mut it = plane.chunks_exact(16);
                 for c in &mut it {
-                    for j in 0..4 {
+                    for j in 0..16 {
                         acc[j] += c[j];
                     }
                 }
-                for &v in it.remainder() {
-                    acc[0] += v;
+                for (j, &v) in it.remainder().iter().enumerate() {
+                    acc[j] += v;
                 }
-                s += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+                let mut width = 16;
+                while width > 1 {
+                    width /= 2;
+                    for j in 0..width {
+                        acc[j] = acc[j] + acc[j + width];
+                    }
+                }
+                s += acc[0];
             }
             s
         })
