@@ -11,6 +11,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// Planes per rayon task (one plane is only ~100-700 elements).
+const PLANES_PER_TASK: usize = 32;
+
 use super::blas::Elem;
 
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +162,7 @@ impl Norm {
         y.par_chunks_mut(d.s)
             .zip(x.par_chunks(d.s))
             .enumerate()
+            .with_min_len(PLANES_PER_TASK)
             .for_each(|(i, (ys, xs))| {
                 let ch = i % d.c;
                 let a = g[ch].to_f64() * self.invstd[ch];
@@ -290,6 +294,7 @@ impl InputGrad {
         dx.par_chunks_mut(d.s)
             .zip(x.par_chunks(d.s).zip(dy.par_chunks(d.s)))
             .enumerate()
+            .with_min_len(PLANES_PER_TASK)
             .for_each(|(i, (dxs, (xs, dys)))| {
                 let ch = i % d.c;
                 let inv = nm.invstd[ch];

@@ -24,6 +24,9 @@ use gemm::Parallelism;
 use super::blas::{inner_parallelism, matmul, Elem, Mat};
 use super::maxpool::{pool_plane, unpool_plane, Geometry as PoolGeom};
 
+/// Planes per rayon task in the per-plane passes (one plane is only ~100-700 elements).
+const PLANES_PER_TASK: usize = 32;
+
 /// The batch is split into at most this many chunks for the weight gradient.
 pub const WEIGHT_CHUNKS: usize = 8;
 
@@ -582,6 +585,8 @@ impl Unpool {
         dy.par_chunks_mut(l)
             .zip(y.par_chunks(per).zip(gy.par_chunks(per)))
             .zip(self.argmax.par_chunks(per))
+            // Thousands of small planes: split them into a few tasks, not one each.
+            .with_min_len(PLANES_PER_TASK)
             .for_each(|((d, (ys, gs)), at)| {
                 if self.relu {
                     for ((&yv, &gv), &i) in ys.iter().zip(gs).zip(at) {

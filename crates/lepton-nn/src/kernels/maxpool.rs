@@ -150,6 +150,9 @@ pub fn unpool_plane<T: Copy + std::ops::AddAssign>(gy: &[T], at: &[u32], gx: &mu
     }
 }
 
+/// Planes per rayon task (one plane is only ~100-700 elements).
+const PLANES_PER_TASK: usize = 32;
+
 fn contiguous<'a, T>(data: &'a [T], l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -176,11 +179,13 @@ impl MaxPool {
             out.par_chunks_mut(per)
                 .zip(idx.par_chunks_mut(per))
                 .zip(x.par_chunks(g.h * g.w))
+                .with_min_len(PLANES_PER_TASK)
                 .for_each(|((o, at), plane)| run(o, Some(at), plane));
             *self.argmax.lock().expect("max-pool argmax lock") = Some(Arc::new(idx));
         } else {
             out.par_chunks_mut(per)
                 .zip(x.par_chunks(g.h * g.w))
+                .with_min_len(PLANES_PER_TASK)
                 .for_each(|(o, plane)| run(o, None, plane));
         }
         out
@@ -225,6 +230,7 @@ impl MaxPoolBackward {
         let mut gx = vec![T::default(); g.n * g.c * g.h * g.w];
         gx.par_chunks_mut(g.h * g.w)
             .zip(gy.par_chunks(per).zip(self.argmax.par_chunks(per)))
+            .with_min_len(PLANES_PER_TASK)
             .for_each(|(gxp, (gyp, at))| unpool_plane(gyp, at, gxp));
         gx
     }
