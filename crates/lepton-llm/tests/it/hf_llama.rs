@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use lepton_llm::gguf::GgufFile;
 use lepton_llm::llama::{Llama, Scratch, Step, WeightSource};
@@ -96,15 +96,29 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Dtype, Vec<u8>
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
-/// The SmolLM2 folder, written once per test run.
+/// Bump when `write_smollm2_folder` changes what it writes.
+const FOLDER_VERSION: u32 = 1;
+
+/// The SmolLM2 folder (~540 MB), written once under cargo's temporary folder for integration tests
+/// (`target/tmp`) and reused by later runs: a `TempDir` in a static is never dropped, so it would
+/// leak one copy per run. Written in a temporary folder and renamed, so a reader never sees a
+/// partial folder, and concurrent runs keep whichever copy was renamed first.
 fn smollm2_folder() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        write_smollm2_folder(dir.path());
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = root.join(format!("hf-smollm2-v{FOLDER_VERSION}"));
+        if !dir.is_dir() {
+            let partial = tempfile::tempdir_in(&root).unwrap();
+            write_smollm2_folder(partial.path());
+            let partial = partial.keep();
+            if std::fs::rename(&partial, &dir).is_err() {
+                std::fs::remove_dir_all(&partial).unwrap();
+            }
+        }
+        assert!(dir.join("model.safetensors").is_file(), "{}", dir.display());
         dir
     })
-    .path()
 }
 
 fn write_smollm2_folder(dir: &Path) {
@@ -210,9 +224,10 @@ fn write_smollm2_folder(dir: &Path) {
     std::fs::write(dir.join("tokenizer_config.json"), tok_config.to_string()).unwrap();
 }
 
-fn hf_model() -> &'static TextModel {
-    static M: OnceLock<TextModel> = OnceLock::new();
-    M.get_or_init(|| TextModel::load(smollm2_folder()).expect("loading the HF folder"))
+fn hf_model() -> Arc<TextModel> {
+    static M: OnceLock<Arc<TextModel>> = OnceLock::new();
+    M.get_or_init(|| Arc::new(TextModel::load(smollm2_folder()).expect("loading the HF folder")))
+        .clone()
 }
 
 /// Greedy decoding on the decoder directly; the tokens and every step's logits.
@@ -370,11 +385,7 @@ fn folder_matches_candle_transformers_llama_in_hf_layout() {
 
 #[test]
 fn folder_generates_through_the_engine() {
-    let e = Engine::new(
-        TextModel::load(smollm2_folder()).unwrap(),
-        EngineConfig::default(),
-    )
-    .unwrap();
+    let e = Engine::new(hf_model(), EngineConfig::default()).unwrap();
     let rx = e
         .submit(GenerationRequest::new(PROMPT, SamplingParams::greedy(6)))
         .unwrap();
