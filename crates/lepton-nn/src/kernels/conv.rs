@@ -404,7 +404,8 @@ fn bias_grad<T: Elem>(g: &Geom, dy: &[T]) -> Vec<T> {
                 while width > 1 {
                     width /= 2;
                     for j in 0..width {
-                        acc[j] = acc[j] + acc[j + width];
+                        let upper = acc[j + width];
+                        acc[j] += upper;
                     }
                 }
                 s += acc[0];
