@@ -121,12 +121,33 @@ unsafe fn attend_avx2(
             let kv = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c) as *const __m128i));
             acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(qp.add(c)), kv));
         }
-        let mut a = [0f32; 8];
-        _mm256_storeu_ps(a.as_mut_ptr(), acc);
-        let s = (a[0] + a[4]) + (a[1] + a[5]) + (a[2] + a[6]) + (a[3] + a[7]);
-        scores.push(s * scale);
+        // (a0 + a4) + (a1 + a5) + (a2 + a6) + (a3 + a7), left to right.
+        let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+        let s = _mm_add_ss(h, _mm_movehdup_ps(h));
+        let s = _mm_add_ss(s, _mm_movehl_ps(h, h));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b11>(h, h));
+        scores.push(_mm_cvtss_f32(s) * scale);
     }
     let inv = softmax_weights(scores);
+    if d == 64 {
+        // SmolLM2's head size: the eight output vectors stay in registers.
+        let mut o = [_mm256_setzero_ps(); 8];
+        for (t, &p) in scores.iter().enumerate() {
+            let p = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+                _mm_set_ss(p * inv),
+            )));
+            let pv = _mm256_set1_ps(p);
+            let vp = v.as_ptr().add(t * 64);
+            for (c, o) in o.iter_mut().enumerate() {
+                let vv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(8 * c) as *const __m128i));
+                *o = _mm256_add_ps(*o, _mm256_mul_ps(pv, vv));
+            }
+        }
+        for (c, o) in o.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *o);
+        }
+        return;
+    }
     out.fill(0.0);
     let op = out.as_mut_ptr();
     for (t, &p) in scores.iter().enumerate() {
@@ -266,10 +287,14 @@ mod tests {
         assert_eq!(out, [4.0, 0.0]);
     }
 
-    /// The AVX2 path against the plain one, bit for bit, on a 64-wide head.
+    /// The AVX2 path against the plain one, bit for bit, on 64- and 32-wide heads.
     #[test]
     fn attention_simd_equals_generic() {
-        let d = 64;
+        attention_simd_equals_generic_for(64);
+        attention_simd_equals_generic_for(32);
+    }
+
+    fn attention_simd_equals_generic_for(d: usize) {
         let len = 37;
         let val = |i: usize| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.8;
         let q: Vec<f32> = (0..d)
