@@ -41,6 +41,8 @@ pub struct SpecialTokens {
     pub eos: String,
     /// Prepend `bos` to prompts (`tokenizer.ggml.add_bos_token`, default false).
     pub add_bos: bool,
+    /// Further tokens that end generation (a Hugging Face folder's `eos_token_id` list).
+    pub extra_eos_ids: Vec<u32>,
 }
 
 /// An opened GGUF file.
@@ -300,6 +302,7 @@ impl GgufFile {
             bos: tokens[bos_id as usize].clone(),
             eos: tokens[eos_id as usize].clone(),
             add_bos,
+            extra_eos_ids: Vec::new(),
         };
         Ok((tok, special))
     }

@@ -426,6 +426,10 @@ pub fn tokenizer_and_template(
                 .map(|e| e.get_ids().first() == Some(&bos_id))
                 .unwrap_or(false),
         };
+    let extra_eos_ids = eos_id_list(folder, tokenizer.get_vocab_size(true))?
+        .into_iter()
+        .filter(|&id| id != eos_id)
+        .collect();
     let template = match folder.optional_file("chat_template.jinja") {
         Some(p) => {
             Some(fs_err::read_to_string(&p).map_err(|source| Error::Io { path: p, source })?)
@@ -456,9 +460,44 @@ pub fn tokenizer_and_template(
             bos,
             eos,
             add_bos,
+            extra_eos_ids,
         },
         template,
     ))
+}
+
+/// The `eos_token_id` of `generation_config.json`, else of `config.json`: one id or a list (Llama 3
+/// ends turns with one of several tokens); absent is an empty list.
+fn eos_id_list(folder: &HfFolder, vocab: usize) -> Result<Vec<u32>> {
+    let (file, value) = match folder.optional_file("generation_config.json") {
+        Some(_) => {
+            let v: Value = folder.read_json("generation_config.json")?;
+            ("generation_config.json", v.get("eos_token_id").cloned())
+        }
+        None => ("config.json", None),
+    };
+    let (file, value) = match value {
+        Some(v) if !v.is_null() => (file, v),
+        _ => match folder.config.get("eos_token_id") {
+            Some(v) if !v.is_null() => ("config.json", v.clone()),
+            _ => return Ok(Vec::new()),
+        },
+    };
+    let bad = || Error::Config {
+        path: folder.dir.join(file),
+        message: format!(
+            "field eos_token_id is {value}, expected a token id below {vocab} or a list of them"
+        ),
+    };
+    let one = |v: &Value| {
+        v.as_u64()
+            .filter(|&id| (id as usize) < vocab)
+            .map(|id| id as u32)
+    };
+    match &value {
+        Value::Array(list) => list.iter().map(|v| one(v).ok_or_else(bad)).collect(),
+        v => one(v).map(|id| vec![id]).ok_or_else(bad),
+    }
 }
 
 /// Check that `path` is a Llama folder and return it opened.

@@ -110,7 +110,9 @@ impl TextModel {
 
     /// Tokens that end generation.
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        vec![self.special.eos_id]
+        let mut ids = vec![self.special.eos_id];
+        ids.extend(&self.special.extra_eos_ids);
+        ids
     }
 
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised, and

@@ -537,6 +537,21 @@ fn half_precision_shards_load_like_one_f32_file_and_broken_folders_are_named() {
         assert_eq!(max_abs_diff(a, b), 0.0, "step {step}");
     }
 
+    // End-of-generation tokens: generation_config.json's list (the tokenizer's EOS first).
+    let d = sharded.path();
+    let eos = a.eos_token_ids()[0];
+    let gen = |v: serde_json::Value| {
+        std::fs::write(d.join("generation_config.json"), v.to_string()).unwrap();
+    };
+    gen(json!({"eos_token_id": [0, eos, 1]}));
+    assert_eq!(TextModel::load(d).unwrap().eos_token_ids(), vec![eos, 0, 1]);
+    gen(json!({"eos_token_id": "x"}));
+    let e = load_err(d);
+    assert!(
+        e.contains("generation_config.json: field eos_token_id is \"x\""),
+        "{e}"
+    );
+
     let bad = tempfile::tempdir().unwrap();
     let d = bad.path();
     write_tiny(d, true, |t| {
