@@ -371,25 +371,39 @@ fn f32_at(b: &[u8], at: usize) -> f32 {
 /// Quantize one activation row to blocks of [`Q8_BYTES`], as ggml's `quantize_row_q8_0/q8_1` (AVX2).
 pub fn quantize_row_q8(x: &[f32], out: &mut [u8], with_sum: bool) {
     for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_BYTES)) {
-        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        for (o, v) in ob[8..].iter_mut().zip(xb) {
-            // Round half to even, as `round_ties_even` (|v · id| ≤ 127 ≪ 2^22), without a libm call.
-            let q = ((v * id + 12_582_912.0) - 12_582_912.0) as i32;
-            sum += q;
-            *o = q as i8 as u8;
-        }
-        let d16 = f16::from_f32(d).to_f32();
-        let s16 = if with_sum {
-            f16::from_f32(d * sum as f32).to_f32()
-        } else {
-            0.0
-        };
+        let (codes, rest) = ob.split_at_mut(8).1.split_at_mut(QK);
+        debug_assert!(rest.is_empty());
+        let (d16, s16) = quantize_block(xb, codes);
+        let s16 = if with_sum { s16 } else { 0.0 };
         ob[0..4].copy_from_slice(&d16.to_le_bytes());
         ob[4..8].copy_from_slice(&s16.to_le_bytes());
     }
+}
+
+/// One block of [`QK`] values to codes; returns `d` and `s = d · Σq`, both rounded through f16.
+#[inline(always)]
+fn quantize_block(xb: &[f32], codes: &mut [u8]) -> (f32, f32) {
+    // max |x| in eight lanes (max is exact, so the order does not matter).
+    let mut m = [0f32; 8];
+    for c in xb.chunks_exact(8) {
+        for l in 0..8 {
+            m[l] = m[l].max(c[l].abs());
+        }
+    }
+    let amax = m.iter().fold(0f32, |a, &v| a.max(v));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (o, v) in codes.iter_mut().zip(xb) {
+        // Round half to even, as `round_ties_even` (|v · id| ≤ 127 ≪ 2^22), without a libm call.
+        let q = ((v * id + 12_582_912.0) - 12_582_912.0) as i32;
+        sum += q;
+        *o = q as i8 as u8;
+    }
+    (
+        f16::from_f32(d).to_f32(),
+        f16::from_f32(d * sum as f32).to_f32(),
+    )
 }
 
 /// Blocks per row rounded up to an even number (Q4_1 kernels work on pairs of blocks).
@@ -447,13 +461,29 @@ fn repack_q8_0(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
 /// Quantize one activation row to Q8_1 (as [`quantize_row_q8`]) in the Q4_1 kernel's layout:
 /// `nbp` blocks of 32 codes, then `nbp` f32 scales `d`, then `nbp` f32 sums `s` (padding blocks 0).
 pub fn quantize_row_q8_1_split(x: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU feature was just checked.
+        return unsafe { quantize_row_q8_1_split_avx2(x, out) };
+    }
+    quantize_row_q8_1_split_generic(x, out)
+}
+
+/// The same code compiled for AVX2 (the block loops vectorise).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_q8_1_split_avx2(x: &[f32], out: &mut [u8]) {
+    quantize_row_q8_1_split_generic(x, out)
+}
+
+#[inline(always)]
+fn quantize_row_q8_1_split_generic(x: &[f32], out: &mut [u8]) {
     let nbp = out.len() / Q8_BYTES;
-    let mut blk = [0u8; Q8_BYTES];
+    let (codes, scales) = out.split_at_mut(nbp * QK);
     for (b, xb) in x.chunks_exact(QK).enumerate() {
-        quantize_row_q8(xb, &mut blk, true);
-        out[b * QK..(b + 1) * QK].copy_from_slice(&blk[8..]);
-        out[nbp * 32 + 4 * b..nbp * 32 + 4 * b + 4].copy_from_slice(&blk[0..4]);
-        out[nbp * 36 + 4 * b..nbp * 36 + 4 * b + 4].copy_from_slice(&blk[4..8]);
+        let (d, s) = quantize_block(xb, &mut codes[b * QK..(b + 1) * QK]);
+        scales[4 * b..4 * b + 4].copy_from_slice(&d.to_le_bytes());
+        scales[nbp * 4 + 4 * b..nbp * 4 + 4 * b + 4].copy_from_slice(&s.to_le_bytes());
     }
 }
 
