@@ -7,7 +7,7 @@ mod norm;
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
-use crate::kernels::{self, Conv2dParams};
+use crate::kernels::{self, Activation, Conv2dParams};
 use crate::spec::LayerSpec;
 
 pub use dropout::dropout;
@@ -27,6 +27,8 @@ pub enum Layer {
     Linear {
         weight: Tensor,
         bias: Option<Tensor>,
+        /// The activation after this layer, computed in the same op (see [`fuse`]).
+        act: Activation,
     },
     Conv2d {
         weight: Tensor,
@@ -102,7 +104,11 @@ pub(crate) fn build(
                 } else {
                     None
                 };
-                Layer::Linear { weight, bias }
+                Layer::Linear {
+                    weight,
+                    bias,
+                    act: Activation::Identity,
+                }
             }
             LayerSpec::Conv2d {
                 out_channels,
@@ -189,9 +195,9 @@ pub(crate) fn build(
     Ok(out)
 }
 
-/// A ReLU right after a convolution or a batch norm is computed inside that layer's kernel, and so
-/// is a max-pool right after a convolution (or after its fused ReLU): one pass and one tensor less
-/// each, forward and backward. The absorbed layers become [`Layer::FusedRelu`] / [`Layer::FusedPool`];
+/// A ReLU right after a linear layer, a convolution or a batch norm is computed inside that
+/// layer's kernel, and so is a max-pool right after a convolution (or after its fused ReLU): one
+/// pass and one tensor less each, forward and backward. The absorbed layers become [`Layer::FusedRelu`] / [`Layer::FusedPool`];
 /// layer indices, and so parameter names, do not change.
 fn fuse(layers: &mut [Layer]) {
     for i in 1..layers.len() {
@@ -199,6 +205,10 @@ fn fuse(layers: &mut [Layer]) {
             continue;
         }
         let fused = match &mut layers[i - 1] {
+            Layer::Linear { act, .. } if *act == Activation::Identity => {
+                *act = Activation::Relu;
+                true
+            }
             Layer::Conv2d { relu, .. } => {
                 *relu = true;
                 true
@@ -241,17 +251,7 @@ impl Layer {
     /// Forward over a batch `[B, ...]`.
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         match self {
-            Layer::Linear { weight, bias } => {
-                let y = if x.rank() == 2 {
-                    x.matmul(&weight.t()?)?
-                } else {
-                    x.broadcast_matmul(&weight.t()?)?
-                };
-                match bias {
-                    Some(b) => y.broadcast_add(b),
-                    None => Ok(y),
-                }
-            }
+            Layer::Linear { weight, bias, act } => kernels::linear(x, weight, bias.as_ref(), *act),
             Layer::Conv2d {
                 weight,
                 bias,
