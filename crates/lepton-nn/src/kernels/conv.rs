@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use gemm::Parallelism;
 
 use super::blas::{inner_parallelism, matmul, Elem, Mat};
+use super::buffer::{par_chunks, par_chunks_init};
 use super::maxpool::{pool_plane, unpool_plane, Geometry as PoolGeom};
 
 /// Planes per rayon task in the per-plane passes (one plane is only ~100-700 elements).
@@ -253,16 +254,18 @@ fn conv_image<T: Elem>(
 
 /// Forward: `y = conv(x, w) + b`, then `max(y, 0)` with `relu`.
 fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>, relu: bool) -> Vec<T> {
-    let mut y = vec![T::ZERO; g.n * g.out_len()];
     let par = inner_parallelism(g.n);
     let cols_len = if g.identity() { 0 } else { g.cols_len() };
-    y.par_chunks_mut(g.out_len())
-        .zip(x.par_chunks(g.in_len()))
-        .for_each_init(
-            || vec![T::ZERO; cols_len],
-            |cols, (yn, xn)| conv_image(g, xn, w, b, relu, cols, yn, par),
-        );
-    y
+    par_chunks_init(
+        g.n * g.out_len(),
+        g.out_len(),
+        1,
+        || vec![T::ZERO; cols_len],
+        |cols, n, yn| {
+            let xn = &x[n * g.in_len()..(n + 1) * g.in_len()];
+            conv_image(g, xn, w, b, relu, cols, yn, par)
+        },
+    )
 }
 
 /// Forward with a fused max-pool: each image's convolution output stays in a per-thread buffer and
@@ -350,33 +353,33 @@ fn weight_grad<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
 /// Input gradient: `col2im(Wᵀ · dy[n])` per image.
 fn input_grad<T: Elem>(g: &Geom, w: &[T], dy: &[T]) -> Vec<T> {
     let (l, gk, cog) = (g.l(), g.gk(), g.cog());
-    let mut dx = vec![T::ZERO; g.n * g.in_len()];
     let par = inner_parallelism(g.n);
     let cols_len = if g.identity() { 0 } else { g.cols_len() };
-    dx.par_chunks_mut(g.in_len())
-        .zip(dy.par_chunks(g.out_len()))
-        .for_each_init(
-            || vec![T::ZERO; cols_len],
-            |cols, (dxn, dyn_)| {
-                let dst: &mut [T] = if g.identity() { dxn } else { cols };
-                for grp in 0..g.groups {
-                    matmul(
-                        gk,
-                        l,
-                        cog,
-                        &mut dst[grp * gk * l..],
-                        Mat::rows_t(&w[grp * cog * gk..], gk),
-                        Mat::rows(&dyn_[grp * cog * l..], l),
-                        false,
-                        par,
-                    );
-                }
-                if !g.identity() {
-                    col2im(g, cols, dxn);
-                }
-            },
-        );
-    dx
+    par_chunks_init(
+        g.n * g.in_len(),
+        g.in_len(),
+        1,
+        || vec![T::ZERO; cols_len],
+        |cols, n, dxn| {
+            let dyn_ = &dy[n * g.out_len()..(n + 1) * g.out_len()];
+            let dst: &mut [T] = if g.identity() { dxn } else { cols };
+            for grp in 0..g.groups {
+                matmul(
+                    gk,
+                    l,
+                    cog,
+                    &mut dst[grp * gk * l..],
+                    Mat::rows_t(&w[grp * cog * gk..], gk),
+                    Mat::rows(&dyn_[grp * cog * l..], l),
+                    false,
+                    par,
+                );
+            }
+            if !g.identity() {
+                col2im(g, cols, dxn);
+            }
+        },
+    )
 }
 
 /// Bias gradient: per output channel, the sum of `dy` over images and positions.
@@ -582,24 +585,20 @@ struct Unpool {
 impl Unpool {
     fn run<T: Elem>(&self, y: &[T], gy: &[T]) -> Vec<T> {
         let (l, per) = (self.g.l(), self.pg.oh * self.pg.ow);
-        let mut dy = vec![T::ZERO; self.g.n * self.g.out_len()];
-        dy.par_chunks_mut(l)
-            .zip(y.par_chunks(per).zip(gy.par_chunks(per)))
-            .zip(self.argmax.par_chunks(per))
-            // Thousands of small planes: split them into a few tasks, not one each.
-            .with_min_len(PLANES_PER_TASK)
-            .for_each(|((d, (ys, gs)), at)| {
-                if self.relu {
-                    for ((&yv, &gv), &i) in ys.iter().zip(gs).zip(at) {
-                        if yv > T::ZERO {
-                            d[i as usize] += gv;
-                        }
+        // Thousands of small planes: split them into a few tasks, not one each.
+        par_chunks(self.g.n * self.g.out_len(), l, PLANES_PER_TASK, |p, d| {
+            let (ys, gs) = (&y[p * per..(p + 1) * per], &gy[p * per..(p + 1) * per]);
+            let at = &self.argmax[p * per..(p + 1) * per];
+            if self.relu {
+                for ((&yv, &gv), &i) in ys.iter().zip(gs).zip(at) {
+                    if yv > T::ZERO {
+                        d[i as usize] += gv;
                     }
-                } else {
-                    unpool_plane(gs, at, d);
                 }
-            });
-        dy
+            } else {
+                unpool_plane(gs, at, d);
+            }
+        })
     }
 }
 

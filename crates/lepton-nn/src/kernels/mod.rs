@@ -7,6 +7,7 @@ mod activation;
 mod attention;
 mod batchnorm;
 mod blas;
+mod buffer;
 mod conv;
 mod linear;
 pub mod math;
