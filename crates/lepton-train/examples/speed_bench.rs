@@ -89,11 +89,15 @@ fn lenet(rounds: usize, which: &[String]) -> anyhow::Result<()> {
     let (x, y) = data(batch)?;
     if which.iter().any(|w| w == "train") {
         let mut opt = spec.optimizer.build(trainable_params(&varmap));
+        // As the trainer: the step runs on a rayon worker (see `Session::fit`).
         let mut step = || -> anyhow::Result<()> {
-            let logits = model.forward_t(&x, true)?;
-            let loss = lepton_nn::loss(&loss_spec, &logits, &y, None)?;
-            let grads = loss.backward()?;
-            opt.step(&grads, 1e-3, 1.0)?;
+            rayon::scope(|_| -> anyhow::Result<()> {
+                let logits = model.forward_t(&x, true)?;
+                let loss = lepton_nn::loss(&loss_spec, &logits, &y, None)?;
+                let grads = loss.backward()?;
+                opt.step(&grads, 1e-3, 1.0)?;
+                Ok(())
+            })?;
             Ok(())
         };
         for _ in 0..5 {
