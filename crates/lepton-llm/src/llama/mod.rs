@@ -238,7 +238,8 @@ impl Llama {
                     s.cache.store(li, p0 + j, k, v);
                 }
             }
-            // Attention: (sequence, query head, row) units dealt round-robin to the team.
+            // Attention: (sequence, KV head, row) units dealt round-robin to the team; each unit
+            // serves the query heads that share the KV head (one pass over its keys and values).
             let qkv_ref: &[f32] = qkv;
             let steps_ref: &[Step<'_>] = steps;
             let att_ptr = SendPtr(att.as_mut_ptr());
@@ -250,24 +251,24 @@ impl Llama {
                     let mut unit = 0;
                     for (si, s) in steps_ref.iter().enumerate() {
                         let (r0, n, p0) = spans[si];
-                        for head in 0..c.num_heads {
-                            let (k, v) = s.cache.head(li, head / group);
+                        for kvh in 0..c.num_kv_heads {
+                            let (k, v) = s.cache.head(li, kvh);
                             for j in 0..n {
                                 unit += 1;
                                 if unit % parts != part {
                                     continue;
                                 }
                                 let row = r0 + j;
-                                let q =
-                                    &qkv_ref[row * qkv_w + head * d..row * qkv_w + (head + 1) * d];
-                                // SAFETY: each (row, head) slice of `att` is written by one unit.
+                                let (h0, h1) = (kvh * group * d, (kvh + 1) * group * d);
+                                let q = &qkv_ref[row * qkv_w + h0..row * qkv_w + h1];
+                                // SAFETY: each (row, KV head) slice of `att` is written by one unit.
                                 let out = unsafe {
                                     std::slice::from_raw_parts_mut(
-                                        att_ptr.0.add(row * hd + head * d),
-                                        d,
+                                        att_ptr.0.add(row * hd + h0),
+                                        h1 - h0,
                                     )
                                 };
-                                ops::attend(q, k, v, p0 + j + 1, scale, scores, out);
+                                ops::attend_group(q, d, k, v, p0 + j + 1, scale, scores, out);
                             }
                         }
                     }

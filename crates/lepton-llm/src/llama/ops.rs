@@ -164,6 +164,150 @@ unsafe fn attend_avx2(
     }
 }
 
+/// [`attend`] for the `qs.len() / head_dim` query heads that share one KV head (grouped-query
+/// attention): `out[h]` gets exactly what `attend(q[h], ..)` gives, but each cached key and value
+/// row is loaded and widened from f16 once for the whole group rather than once per head.
+/// `scores` is scratch for `heads × len` values.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group(
+    qs: &[f32],
+    head_dim: usize,
+    k: &[u16],
+    v: &[u16],
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let heads = qs.len() / head_dim;
+    debug_assert_eq!(out.len(), qs.len());
+    #[cfg(target_arch = "x86_64")]
+    if head_dim == 64
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: the CPU features were just checked.
+        match heads {
+            2 => return unsafe { attend_group64_avx2::<2>(qs, k, v, len, scale, scores, out) },
+            3 => return unsafe { attend_group64_avx2::<3>(qs, k, v, len, scale, scores, out) },
+            4 => return unsafe { attend_group64_avx2::<4>(qs, k, v, len, scale, scores, out) },
+            _ => {}
+        }
+    }
+    for (q, o) in qs
+        .chunks_exact(head_dim)
+        .zip(out.chunks_exact_mut(head_dim))
+    {
+        attend(q, k, v, len, scale, scores, o);
+    }
+}
+
+/// [`attend_avx2`] on 64-wide heads for `G` query heads sharing the keys and values: the same
+/// operations per head, in the same order (bit-identical), with each key and value vector
+/// converted from f16 once per position.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn attend_group64_avx2<const G: usize>(
+    qs: &[f32],
+    k: &[u16],
+    v: &[u16],
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const D: usize = 64;
+    assert!(qs.len() == G * D && out.len() == G * D);
+    assert!(k.len() >= len * D && v.len() >= len * D);
+    scores.clear();
+    scores.resize(G * len, 0.0);
+    let sp = scores.as_mut_ptr();
+    let qp = qs.as_ptr();
+    // Scores of `T` positions × `G` heads at a time: independent accumulation chains side by side
+    // (one chain is eight dependent additions), each key vector widened once.
+    #[inline(always)]
+    unsafe fn scores_at<const G: usize, const T: usize>(
+        qp: *const f32,
+        k: *const u16,
+        t0: usize,
+        len: usize,
+        scale: f32,
+        sp: *mut f32,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); T]; G];
+        for c in 0..D / 8 {
+            let kv: [__m256; T] = std::array::from_fn(|t| {
+                _mm256_cvtph_ps(_mm_loadu_si128(
+                    k.add((t0 + t) * D + 8 * c) as *const __m128i
+                ))
+            });
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let q = _mm256_loadu_ps(qp.add(h * D + 8 * c));
+                for t in 0..T {
+                    acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(q, kv[t]));
+                }
+            }
+        }
+        for (h, acc) in acc.iter().enumerate() {
+            for (t, acc) in acc.iter().enumerate() {
+                // (a0 + a4) + (a1 + a5) + (a2 + a6) + (a3 + a7), left to right, as attend_avx2.
+                let hh = _mm_add_ps(
+                    _mm256_castps256_ps128(*acc),
+                    _mm256_extractf128_ps::<1>(*acc),
+                );
+                let s = _mm_add_ss(hh, _mm_movehdup_ps(hh));
+                let s = _mm_add_ss(s, _mm_movehl_ps(hh, hh));
+                let s = _mm_add_ss(s, _mm_shuffle_ps::<0b11>(hh, hh));
+                *sp.add(h * len + t0 + t) = _mm_cvtss_f32(s) * scale;
+            }
+        }
+    }
+    let mut t = 0;
+    while t + 3 <= len {
+        scores_at::<G, 3>(qp, k.as_ptr(), t, len, scale, sp);
+        t += 3;
+    }
+    while t < len {
+        scores_at::<G, 1>(qp, k.as_ptr(), t, len, scale, sp);
+        t += 1;
+    }
+    // Per head: softmax, then the weights rounded to f16 as attend_avx2 rounds them.
+    for h in 0..G {
+        let row = &mut scores[h * len..(h + 1) * len];
+        let inv = softmax_weights(row);
+        for p in row.iter_mut() {
+            *p = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+                _mm_set_ss(*p * inv),
+            )));
+        }
+    }
+    // out[h][c] = Σ_t p[h][t] · v[t][c] in position order, `C` 8-wide columns at a time for every
+    // head (`C · G` independent accumulation chains).
+    const C: usize = 2;
+    let sp = scores.as_ptr();
+    for c0 in (0..D / 8).step_by(C) {
+        let mut o = [[_mm256_setzero_ps(); C]; G];
+        for t in 0..len {
+            let vp = v.as_ptr().add(t * D + 8 * c0);
+            let vv: [__m256; C] = std::array::from_fn(|c| {
+                _mm256_cvtph_ps(_mm_loadu_si128(vp.add(8 * c) as *const __m128i))
+            });
+            for (h, o) in o.iter_mut().enumerate() {
+                let pv = _mm256_set1_ps(*sp.add(h * len + t));
+                for c in 0..C {
+                    o[c] = _mm256_add_ps(o[c], _mm256_mul_ps(pv, vv[c]));
+                }
+            }
+        }
+        for (h, o) in o.iter().enumerate() {
+            for (c, o) in o.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(h * D + 8 * (c0 + c)), *o);
+            }
+        }
+    }
+}
+
 /// `scores ← exp(scores − max)`; returns `1 / Σ scores` (summed in f64).
 #[inline(always)]
 fn softmax_weights(scores: &mut [f32]) -> f32 {
@@ -307,6 +451,39 @@ mod tests {
         attend(&q, &k, &v, len, 0.125, &mut Vec::new(), &mut a);
         attend_generic(&q, &k, &v, len, 0.125, &mut Vec::new(), &mut b);
         assert_eq!(a, b);
+    }
+
+    /// The grouped kernel against one `attend` per head, bit for bit (3 heads share the KV head,
+    /// as SmolLM2; 2 and 4; and a 32-wide head, which takes the per-head path).
+    #[test]
+    fn grouped_attention_equals_attention_per_head() {
+        let val = |i: usize| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.9;
+        for (d, heads, len) in [(64, 3, 41), (64, 2, 1), (64, 4, 9), (32, 3, 17)] {
+            let qs: Vec<f32> = (0..heads * d)
+                .map(|i| half::f16::from_f32(val(i + 11)).to_f32())
+                .collect();
+            let k = f16s(&(0..len * d).map(|i| val(i * 3 + 1)).collect::<Vec<_>>());
+            let v = f16s(&(0..len * d).map(|i| val(i * 5 + 2)).collect::<Vec<_>>());
+            let mut grouped = vec![0f32; heads * d];
+            attend_group(&qs, d, &k, &v, len, 0.125, &mut Vec::new(), &mut grouped);
+            for h in 0..heads {
+                let mut one = vec![0f32; d];
+                attend(
+                    &qs[h * d..(h + 1) * d],
+                    &k,
+                    &v,
+                    len,
+                    0.125,
+                    &mut Vec::new(),
+                    &mut one,
+                );
+                assert_eq!(
+                    one,
+                    grouped[h * d..(h + 1) * d],
+                    "d {d} head {h} of {heads}"
+                );
+            }
+        }
     }
 
     #[test]
