@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
-use lepton_nn::kernels::{self, Activation, AttentionMask};
+use lepton_nn::kernels::{self, Activation, AttentionMask, PackedLinear};
 use lepton_train::{optim::trainable_params, Spec};
 
 fn emit(workload: &str, unit: &str, samples: &[(f64, f64)]) {
@@ -157,22 +157,22 @@ fn matmul(rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One GPT-2 block's weights (random, std 0.02): `[out, in]` views of `[in, out]` storage, the
-/// layout the GEMM reads without packing (a loader transposes once at load time).
+/// One GPT-2 block's weights (random, std 0.02, stored `[in, out]` as GPT-2's `Conv1D`), the
+/// linear layers packed once at construction for the microkernels, as a served model would be.
 struct Block {
     ln1: (Tensor, Tensor),
-    qkv: (Tensor, Tensor),
-    proj: (Tensor, Tensor),
+    qkv: PackedLinear,
+    proj: PackedLinear,
     ln2: (Tensor, Tensor),
-    fc: (Tensor, Tensor),
-    fc_proj: (Tensor, Tensor),
+    fc: PackedLinear,
+    fc_proj: PackedLinear,
 }
 
-fn linear(i: usize, o: usize) -> anyhow::Result<(Tensor, Tensor)> {
-    Ok((
-        Tensor::randn(0f32, 0.02, (i, o), &Device::Cpu)?.t()?,
-        Tensor::zeros(o, DType::F32, &Device::Cpu)?,
-    ))
+fn linear(i: usize, o: usize) -> anyhow::Result<PackedLinear> {
+    Ok(PackedLinear::new(
+        &Tensor::randn(0f32, 0.02, (i, o), &Device::Cpu)?.t()?,
+        Some(&Tensor::zeros(o, DType::F32, &Device::Cpu)?),
+    )?)
 }
 
 fn norm(d: usize) -> anyhow::Result<(Tensor, Tensor)> {
@@ -182,8 +182,8 @@ fn norm(d: usize) -> anyhow::Result<(Tensor, Tensor)> {
     ))
 }
 
-fn apply(x: &Tensor, (w, b): &(Tensor, Tensor), act: Activation) -> candle_core::Result<Tensor> {
-    kernels::linear(x, w, Some(b), act)
+fn apply(x: &Tensor, layer: &PackedLinear, act: Activation) -> candle_core::Result<Tensor> {
+    layer.forward(x, act)
 }
 
 impl Block {

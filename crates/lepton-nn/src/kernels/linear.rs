@@ -28,7 +28,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn apply(self, ys: &mut [f32]) {
+    pub(super) fn apply(self, ys: &mut [f32]) {
         match self {
             Activation::Identity => {}
             Activation::Relu => math::map_inplace(ys, |v| v.max(0.0)),

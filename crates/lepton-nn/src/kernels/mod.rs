@@ -12,6 +12,7 @@ mod conv;
 mod linear;
 pub mod math;
 mod maxpool;
+mod packed;
 
 pub use activation::relu;
 pub use attention::{attention, attention_reference, AttentionMask};
@@ -19,6 +20,7 @@ pub use batchnorm::{batch_norm, channel_stats};
 pub use conv::{col2im, im2col, Geom as ConvGeom};
 pub use linear::{linear, linear_reference, Activation};
 pub use maxpool::max_pool2d;
+pub use packed::PackedLinear;
 
 /// Parameters of a 2-D convolution (PyTorch semantics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
