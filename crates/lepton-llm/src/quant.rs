@@ -318,10 +318,12 @@ impl QMatrix {
                     let r = r0 + i.min(g - 1);
                     &a[r * len..(r + 1) * len]
                 });
+                // The next tile's weights are prefetched once, by the first group of rows.
+                let prefetch = r0 == 0;
                 if self.qtype == QType::Q4_1 {
-                    kernels::dot_q4_1(level, &ws[..jt], &rows[..g], &mut res);
+                    kernels::dot_q4_1(level, &ws[..jt], &rows[..g], &mut res, prefetch);
                 } else {
-                    kernels::dot_q8_0(level, &ws[..jt], &rows[..g], &mut res);
+                    kernels::dot_q8_0(level, &ws[..jt], &rows[..g], &mut res, prefetch);
                 }
                 for t in 0..jt {
                     for i in 0..g {
@@ -529,15 +531,15 @@ mod kernels {
 
     /// Q4_1 weight rows (repacked, `ws.len()` of 1, 2 or 4) · Q8_1 activation rows (split layout,
     /// `rows.len()` ≤ 4): `res[j · rows.len() + r]`.
-    pub fn dot_q4_1(level: Level, ws: &[&[u8]], rows: &[&[u8]], res: &mut [f32]) {
+    pub fn dot_q4_1(level: Level, ws: &[&[u8]], rows: &[&[u8]], res: &mut [f32], prefetch: bool) {
         #[cfg(target_arch = "x86_64")]
         if level != Level::Scalar {
             macro_rules! go {
                 ($($jt:literal, $g:literal);*) => {
                     match (ws.len(), rows.len(), level == Level::Vnni) {
                         $(
-                            ($jt, $g, false) => avx2::q4_1::<$jt, $g>(ws, rows, res),
-                            ($jt, $g, true) => avx2::q4_1_vnni::<$jt, $g>(ws, rows, res),
+                            ($jt, $g, false) => avx2::q4_1::<$jt, $g>(ws, rows, res, prefetch),
+                            ($jt, $g, true) => avx2::q4_1_vnni::<$jt, $g>(ws, rows, res, prefetch),
                         )*
                         _ => unreachable!("weight tile {} x {} rows", ws.len(), rows.len()),
                     }
@@ -587,15 +589,15 @@ mod kernels {
     }
 
     /// Q8_0 weight rows (repacked) · Q8_0 activation rows (split layout), as [`dot_q4_1`].
-    pub fn dot_q8_0(level: Level, ws: &[&[u8]], rows: &[&[u8]], res: &mut [f32]) {
+    pub fn dot_q8_0(level: Level, ws: &[&[u8]], rows: &[&[u8]], res: &mut [f32], prefetch: bool) {
         #[cfg(target_arch = "x86_64")]
         if level != Level::Scalar {
             macro_rules! go {
                 ($($jt:literal, $g:literal);*) => {
                     match (ws.len(), rows.len(), level == Level::Vnni) {
                         $(
-                            ($jt, $g, false) => avx2::q8_0::<$jt, $g>(ws, rows, res),
-                            ($jt, $g, true) => avx2::q8_0_vnni::<$jt, $g>(ws, rows, res),
+                            ($jt, $g, false) => avx2::q8_0::<$jt, $g>(ws, rows, res, prefetch),
+                            ($jt, $g, true) => avx2::q8_0_vnni::<$jt, $g>(ws, rows, res, prefetch),
                         )*
                         _ => unreachable!("weight tile {} x {} rows", ws.len(), rows.len()),
                     }
@@ -642,6 +644,45 @@ mod kernels {
             res = _mm_add_ps(res, _mm_movehl_ps(res, res));
             res = _mm_add_ss(res, _mm_movehdup_ps(res));
             _mm_cvtss_f32(res)
+        }
+
+        /// [`hsum`] of eight vectors at once, each with `hsum`'s additions in `hsum`'s order:
+        /// lanes `[h0, h2, h4, h6 | h1, h3, h5, h7]`.
+        #[inline(always)]
+        unsafe fn hsum8x8(v: [__m256; 8]) -> __m256 {
+            // r_k = v_k + v_{k+4}, two vectors per register.
+            let p: [__m256; 4] = std::array::from_fn(|i| {
+                let (a, b) = (v[2 * i], v[2 * i + 1]);
+                _mm256_add_ps(
+                    _mm256_permute2f128_ps::<0x20>(a, b),
+                    _mm256_permute2f128_ps::<0x31>(a, b),
+                )
+            });
+            // u_0 = r_0 + r_2, u_1 = r_1 + r_3.
+            let u = |a: __m256, b: __m256| {
+                _mm256_add_ps(
+                    _mm256_shuffle_ps::<0x44>(a, b),
+                    _mm256_shuffle_ps::<0xee>(a, b),
+                )
+            };
+            let (q01, q23) = (u(p[0], p[1]), u(p[2], p[3]));
+            // u_0 + u_1.
+            _mm256_add_ps(
+                _mm256_shuffle_ps::<0x88>(q01, q23),
+                _mm256_shuffle_ps::<0xdd>(q01, q23),
+            )
+        }
+
+        /// `res[i] = hsum(a[i]) + hsum(s[i])` (or `hsum(a[i])` without `s`) for eight outputs,
+        /// bit-identical to one `hsum` per output (a 2 × 4 tile's results in one go).
+        #[inline(always)]
+        unsafe fn finish8(a: [__m256; 8], s: Option<[__m256; 8]>, res: &mut [f32]) {
+            let mut h = hsum8x8(a);
+            if let Some(s) = s {
+                h = _mm256_add_ps(h, hsum8x8(s));
+            }
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            _mm256_storeu_ps(res[..8].as_mut_ptr(), _mm256_permutevar8x32_ps(h, order));
         }
 
         /// Σ of 4 u8 · i8 products per i32 lane: `vpdpbusd` (AVX512-VNNI, 256-bit), or
@@ -730,8 +771,9 @@ mod kernels {
             ws: &[&[u8]],
             rows: &[&[u8]],
             res: &mut [f32],
+            prefetch: bool,
         ) {
-            q4_1_impl::<JT, G, false>(ws, rows, res)
+            q4_1_impl::<JT, G, false>(ws, rows, res, prefetch)
         }
 
         #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
@@ -739,8 +781,9 @@ mod kernels {
             ws: &[&[u8]],
             rows: &[&[u8]],
             res: &mut [f32],
+            prefetch: bool,
         ) {
-            q4_1_impl::<JT, G, true>(ws, rows, res)
+            q4_1_impl::<JT, G, true>(ws, rows, res, prefetch)
         }
 
         /// [`super::scalar_q4_1`] for `JT` weight rows × `G` activation rows at once: each weight
@@ -751,10 +794,13 @@ mod kernels {
             ws: &[&[u8]],
             rows: &[&[u8]],
             res: &mut [f32],
+            prefetch: bool,
         ) {
             let nbp = ws[0].len() / 20;
             let w: [*const u8; JT] = std::array::from_fn(|j| ws[j].as_ptr());
-            prefetch_next(&w, ws[0].len());
+            if prefetch {
+                prefetch_next(&w, ws[0].len());
+            }
             let a: [*const u8; G] = std::array::from_fn(|r| rows[r].as_ptr());
             let mut acc = [[_mm256_setzero_ps(); G]; JT];
             let mut summs = [[_mm256_setzero_ps(); G]; JT];
@@ -799,9 +845,15 @@ mod kernels {
                 }
                 b0 += gb;
             }
-            for j in 0..JT {
-                for r in 0..G {
-                    res[j * G + r] = hsum(acc[j][r]) + hsum(summs[j][r]);
+            if JT * G == 8 {
+                let a: [__m256; 8] = std::array::from_fn(|i| acc[i / G][i % G]);
+                let sm: [__m256; 8] = std::array::from_fn(|i| summs[i / G][i % G]);
+                finish8(a, Some(sm), res);
+            } else {
+                for j in 0..JT {
+                    for r in 0..G {
+                        res[j * G + r] = hsum(acc[j][r]) + hsum(summs[j][r]);
+                    }
                 }
             }
         }
@@ -811,8 +863,9 @@ mod kernels {
             ws: &[&[u8]],
             rows: &[&[u8]],
             res: &mut [f32],
+            prefetch: bool,
         ) {
-            q8_0_impl::<JT, G, false>(ws, rows, res)
+            q8_0_impl::<JT, G, false>(ws, rows, res, prefetch)
         }
 
         #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
@@ -820,8 +873,9 @@ mod kernels {
             ws: &[&[u8]],
             rows: &[&[u8]],
             res: &mut [f32],
+            prefetch: bool,
         ) {
-            q8_0_impl::<JT, G, true>(ws, rows, res)
+            q8_0_impl::<JT, G, true>(ws, rows, res, prefetch)
         }
 
         /// [`super::scalar_q8_0`] for `JT` weight rows × `G` activation rows. With VNNI the
@@ -833,10 +887,13 @@ mod kernels {
             ws: &[&[u8]],
             rows: &[&[u8]],
             res: &mut [f32],
+            prefetch: bool,
         ) {
             let nbp = ws[0].len() / 34;
             let w: [*const u8; JT] = std::array::from_fn(|j| ws[j].as_ptr());
-            prefetch_next(&w, ws[0].len());
+            if prefetch {
+                prefetch_next(&w, ws[0].len());
+            }
             let a: [*const u8; G] = std::array::from_fn(|r| rows[r].as_ptr());
             let mut acc = [[_mm256_setzero_ps(); G]; JT];
             let mut dd = [[[0f32; 8]; G]; JT];
@@ -886,9 +943,14 @@ mod kernels {
                 }
                 b0 += gb;
             }
-            for j in 0..JT {
-                for r in 0..G {
-                    res[j * G + r] = hsum(acc[j][r]);
+            if JT * G == 8 {
+                let a: [__m256; 8] = std::array::from_fn(|i| acc[i / G][i % G]);
+                finish8(a, None, res);
+            } else {
+                for j in 0..JT {
+                    for r in 0..G {
+                        res[j * G + r] = hsum(acc[j][r]);
+                    }
                 }
             }
         }
@@ -1017,7 +1079,7 @@ mod tests {
         let wr = &ours.data[2 * ours.row_bytes()..3 * ours.row_bytes()];
         let wr2 = &ours.data[4 * ours.row_bytes()..5 * ours.row_bytes()];
         let mut want = vec![];
-        type Simd = fn(kernels::Level, &[&[u8]], &[&[u8]], &mut [f32]);
+        type Simd = fn(kernels::Level, &[&[u8]], &[&[u8]], &mut [f32], bool);
         type Scalar = fn(&[u8], &[u8]) -> f32;
         let (scalar, simd): (Scalar, Simd) = match ours.qtype {
             QType::Q4_1 => (kernels::scalar_q4_1, kernels::dot_q4_1),
@@ -1037,7 +1099,13 @@ mod tests {
             for jt in [1, 2, 4] {
                 for g in 1..=4 {
                     let mut res = [0f32; 16];
-                    simd(level, &[wr, wr2, wr, wr2][..jt], &rows[..g], &mut res);
+                    simd(
+                        level,
+                        &[wr, wr2, wr, wr2][..jt],
+                        &rows[..g],
+                        &mut res,
+                        g % 2 == 0,
+                    );
                     for t in 0..jt {
                         assert_eq!(res[t * g..(t + 1) * g], want[t * 4..t * 4 + g], "{jt}x{g}");
                     }

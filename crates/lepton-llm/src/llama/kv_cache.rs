@@ -70,15 +70,10 @@ impl KvCache {
     /// in `layer`.
     pub(crate) fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let d = self.head_dim;
-        let bits = |x: &f32| half::f16::from_f32(*x).to_bits();
         for h in 0..self.num_kv_heads {
             let o = self.offset(layer, h, pos);
-            for (dst, src) in self.k[o..o + d].iter_mut().zip(&k[h * d..(h + 1) * d]) {
-                *dst = bits(src);
-            }
-            for (dst, src) in self.v[o..o + d].iter_mut().zip(&v[h * d..(h + 1) * d]) {
-                *dst = bits(src);
-            }
+            super::ops::to_f16_bits(&k[h * d..(h + 1) * d], &mut self.k[o..o + d]);
+            super::ops::to_f16_bits(&v[h * d..(h + 1) * d], &mut self.v[o..o + d]);
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Scratch {
     act: Vec<f32>,
     last: Vec<f32>,
     q8: Vec<u8>,
+    /// RoPE `(sin, cos)` per row, `head_dim / 2` each.
+    rope: Vec<(f32, f32)>,
 }
 
 fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -206,7 +208,17 @@ impl Llama {
             act,
             last,
             q8,
+            rope,
         } = scratch;
+        // The rotary angles of every row's position, once for all layers.
+        let half = d / 2;
+        rope.resize(rows * half, (0.0, 0.0));
+        for &(r0, n, p0) in &spans {
+            for j in 0..n {
+                let t = &mut rope[(r0 + j) * half..(r0 + j + 1) * half];
+                ops::rope_table(d, p0 + j, c.rope_theta, t);
+            }
+        }
         let x = resize(x, rows * hd);
         for (row, &t) in steps.iter().flat_map(|s| s.tokens).enumerate() {
             self.embed
@@ -229,9 +241,10 @@ impl Llama {
                 for j in 0..n {
                     let row = &mut qkv[(r0 + j) * qkv_w..(r0 + j + 1) * qkv_w];
                     let (q, kv) = row.split_at_mut(hd);
-                    ops::rope_interleaved(q, d, p0 + j, c.rope_theta);
+                    let table = &rope[(r0 + j) * half..(r0 + j + 1) * half];
+                    ops::rope_apply(q, d, table);
                     let (k, v) = kv.split_at_mut(kvd);
-                    ops::rope_interleaved(k, d, p0 + j, c.rope_theta);
+                    ops::rope_apply(k, d, table);
                     ops::round_f16(q);
                     ops::round_f16(k);
                     ops::round_f16(v);

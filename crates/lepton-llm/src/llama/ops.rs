@@ -18,16 +18,30 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
 /// Rotary position embedding, "normal" (interleaved) mode as llama.cpp uses for Llama GGUF files:
 /// pairs `(x[2i], x[2i+1])` of every head rotate by `pos · theta_base^(-2i/head_dim)`.
 pub fn rope_interleaved(x: &mut [f32], head_dim: usize, pos: usize, theta_base: f32) {
+    let mut table = vec![(0f32, 0f32); head_dim / 2];
+    rope_table(head_dim, pos, theta_base, &mut table);
+    rope_apply(x, head_dim, &table);
+}
+
+/// The `(sin, cos)` of [`rope_interleaved`]'s angles for position `pos` (`head_dim / 2` pairs),
+/// computed once per position and reused by every layer and by queries and keys.
+pub fn rope_table(head_dim: usize, pos: usize, theta_base: f32, table: &mut [(f32, f32)]) {
     let theta_scale = theta_base.powf(-2.0 / head_dim as f32);
     let mut theta = pos as f32;
-    for i in 0..head_dim / 2 {
-        let (sin, cos) = theta.sin_cos();
-        for head in x.chunks_exact_mut(head_dim) {
-            let (a, b) = (head[2 * i], head[2 * i + 1]);
-            head[2 * i] = a * cos - b * sin;
-            head[2 * i + 1] = a * sin + b * cos;
-        }
+    for sc in &mut table[..head_dim / 2] {
+        *sc = theta.sin_cos();
         theta *= theta_scale;
+    }
+}
+
+/// [`rope_interleaved`] with the angles' `(sin, cos)` from [`rope_table`].
+pub fn rope_apply(x: &mut [f32], head_dim: usize, table: &[(f32, f32)]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &(sin, cos)) in head.chunks_exact_mut(2).zip(table) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = a * sin + b * cos;
+        }
     }
 }
 
@@ -352,8 +366,58 @@ fn attend_generic(
 /// Round to the nearest f16 value, keeping f32 storage (llama.cpp's default f16 KV cache: keys,
 /// values, and the queries and attention weights multiplied with them are rounded to f16).
 pub fn round_f16(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU feature was just checked.
+        return unsafe { round_f16_f16c(x) };
+    }
     for v in x {
         *v = half::f16::from_f32(*v).to_f32();
+    }
+}
+
+/// [`round_f16`] eight at a time with F16C's round-to-nearest-even conversions (the ones `half`
+/// uses per value on this CPU: the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn round_f16_f16c(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(c.as_ptr()));
+        _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+    }
+    for v in chunks.into_remainder() {
+        *v = half::f16::from_f32(*v).to_f32();
+    }
+}
+
+/// f16 bit patterns of `x` (round to nearest even), eight at a time where F16C is available.
+pub fn to_f16_bits(x: &[f32], out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU feature was just checked.
+        return unsafe { to_f16_bits_f16c(x, out) };
+    }
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = half::f16::from_f32(*v).to_bits();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn to_f16_bits_f16c(x: &[f32], out: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let n = x.len().min(out.len());
+    let (x, out) = (&x[..n], &mut out[..n]);
+    let mut i = 0;
+    while i + 8 <= n {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(x.as_ptr().add(i)));
+        _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, h);
+        i += 8;
+    }
+    for (o, v) in out[i..].iter_mut().zip(&x[i..]) {
+        *o = half::f16::from_f32(*v).to_bits();
     }
 }
 
@@ -484,6 +548,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The F16C paths against `half`'s per-value conversions, bit for bit, on values that round
+    /// (ties, subnormals, overflow to infinity) and lengths that leave a remainder.
+    #[test]
+    fn f16_rounding_and_bits_match_half() {
+        let mut x: Vec<f32> = (0..203)
+            .map(|i| ((i * 7919 % 2000) as f32 - 1000.0) * 0.37 / (1 + i % 13) as f32)
+            .collect();
+        x.extend([1.0 + 1.0 / 2048.0, 65520.0, -7e4, 3e-6, -5.96e-8, 0.0, -0.0]);
+        let mut rounded = x.clone();
+        round_f16(&mut rounded);
+        let mut bits = vec![0u16; x.len()];
+        to_f16_bits(&x, &mut bits);
+        for ((v, r), b) in x.iter().zip(&rounded).zip(&bits) {
+            let h = half::f16::from_f32(*v);
+            assert_eq!(r.to_bits(), h.to_f32().to_bits(), "{v}");
+            assert_eq!(*b, h.to_bits(), "{v}");
+        }
+    }
+
+    /// One table per position gives what rotating with freshly computed angles gives.
+    #[test]
+    fn rope_table_reused_equals_rope() {
+        // black_box: constant angles would be folded at compile time with different rounding.
+        let (d, pos, theta) = std::hint::black_box((64, 37, 10_000f32));
+        let x: Vec<f32> = (0..3 * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut table = vec![(0f32, 0f32); d / 2];
+        rope_table(d, pos, theta, &mut table);
+        let mut a = x.clone();
+        rope_apply(&mut a, d, &table);
+        let mut b = x.clone();
+        let t = theta.powf(-2.0 / d as f32);
+        let mut angle = pos as f32;
+        for i in 0..d / 2 {
+            let (sin, cos) = angle.sin_cos();
+            for h in 0..3 {
+                let (p, q) = (x[h * d + 2 * i], x[h * d + 2 * i + 1]);
+                b[h * d + 2 * i] = p * cos - q * sin;
+                b[h * d + 2 * i + 1] = p * sin + q * cos;
+            }
+            angle *= t;
+        }
+        assert_eq!(a, b);
     }
 
     #[test]
