@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::layer_norm;
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert;
-use lepton_nn::kernels::{attention, linear, Activation, AttentionMask};
+use lepton_nn::kernels::{attention, Activation, AttentionMask, PackedLinear};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -161,15 +161,15 @@ pub fn expected_tensors(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
     t
 }
 
-/// One encoder layer, with Q/K/V fused into one `[3h, h]` projection. Every weight is an
-/// `[out, in]` view of `[in, out]` storage, transposed once at load time: the layout the GEMM
-/// reads fastest (see `lepton_nn::kernels::linear`).
+/// One encoder layer, with Q/K/V fused into one `[3h, h]` projection. Every linear layer's
+/// weights are packed once at load time into the panels the GEMM microkernels read (see
+/// `lepton_nn::kernels::PackedLinear`).
 struct Layer {
-    qkv: (Tensor, Tensor),
-    attn_out: (Tensor, Tensor),
+    qkv: PackedLinear,
+    attn_out: PackedLinear,
     ln1: (Tensor, Tensor),
-    up: (Tensor, Tensor),
-    down: (Tensor, Tensor),
+    up: PackedLinear,
+    down: PackedLinear,
     ln2: (Tensor, Tensor),
 }
 
@@ -214,16 +214,12 @@ impl Bert {
         let h = c.hidden_size;
         let err = |name: &str| Error::candle(format!("loading {name} from {}", weights.display()));
         let get = |name: &str, shape: &[usize]| vb.get(shape, name).map_err(err(name));
-        // `[out, in]` view of a contiguous `[in, out]` copy.
-        let transposed = |w: Tensor, name: &str| -> Result<Tensor> {
-            w.t()
-                .and_then(|t| t.contiguous())
-                .and_then(|t| t.t())
-                .map_err(err(name))
+        let pack = |w: &Tensor, b: &Tensor, name: &str| {
+            PackedLinear::new(w, Some(b)).map_err(err(&format!("packing {name}")))
         };
-        let linear = |p: &str, o: usize, i: usize| -> Result<(Tensor, Tensor)> {
+        let linear = |p: &str, o: usize, i: usize| -> Result<PackedLinear> {
             let w = get(&format!("{p}.weight"), &[o, i])?;
-            Ok((transposed(w, p)?, get(&format!("{p}.bias"), &[o])?))
+            pack(&w, &get(&format!("{p}.bias"), &[o])?, p)
         };
         let norm = |p: &str| -> Result<(Tensor, Tensor)> {
             Ok((
@@ -246,7 +242,7 @@ impl Bert {
             let w = Tensor::cat(&[&q.0, &k.0, &v.0], 0).map_err(err(&fused))?;
             let b = Tensor::cat(&[&q.1, &k.1, &v.1], 0).map_err(err(&fused))?;
             layers.push(Layer {
-                qkv: (transposed(w, &fused)?, b),
+                qkv: pack(&w, &b, &fused)?,
                 attn_out: linear(&format!("{p}.attention.output.dense"), h, h)?,
                 ln1: norm(&format!("{p}.attention.output.LayerNorm"))?,
                 up: linear(&format!("{p}.intermediate.dense"), c.intermediate_size, h)?,
@@ -318,25 +314,17 @@ impl Bert {
         };
         let scale = 1.0 / ((h / heads) as f32).sqrt();
         for l in &self.layers {
-            let qkv = linear(&x, &l.qkv.0, Some(&l.qkv.1), Activation::Identity)?.reshape((
-                b,
-                t,
-                3,
-                heads,
-                h / heads,
-            ))?;
+            let qkv =
+                l.qkv
+                    .forward(&x, Activation::Identity)?
+                    .reshape((b, t, 3, heads, h / heads))?;
             let part = |i| qkv.narrow(2, i, 1)?.squeeze(2);
             let ctx =
                 attention(&part(0)?, &part(1)?, &part(2)?, scale, &mask)?.reshape((b, t, h))?;
-            let a = linear(
-                &ctx,
-                &l.attn_out.0,
-                Some(&l.attn_out.1),
-                Activation::Identity,
-            )?;
+            let a = l.attn_out.forward(&ctx, Activation::Identity)?;
             x = layer_norm(&(x + a)?, &l.ln1.0, &l.ln1.1, eps)?;
-            let up = linear(&x, &l.up.0, Some(&l.up.1), self.act)?;
-            let down = linear(&up, &l.down.0, Some(&l.down.1), Activation::Identity)?;
+            let up = l.up.forward(&x, self.act)?;
+            let down = l.down.forward(&up, Activation::Identity)?;
             x = layer_norm(&(x + down)?, &l.ln2.0, &l.ln2.1, eps)?;
         }
         Ok(x)
