@@ -2,8 +2,8 @@
 //! builds a comparison tensor, converts and multiplies it: three passes and two allocations).
 //! The gradient at 0 is 0, as in PyTorch.
 
+use super::buffer::par_chunks;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::blas::Elem;
 
@@ -18,27 +18,19 @@ fn contiguous<'a, T>(data: &'a [T], l: &Layout) -> Result<&'a [T]> {
 }
 
 fn relu_fwd<T: Elem>(x: &[T]) -> Vec<T> {
-    let mut y = vec![T::ZERO; x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(ys, xs)| {
-            for (y, &x) in ys.iter_mut().zip(xs) {
-                *y = if x > T::ZERO { x } else { T::ZERO };
-            }
-        });
-    y
+    par_chunks(x.len(), CHUNK, 1, |i, ys| {
+        for (y, &x) in ys.iter_mut().zip(&x[i * CHUNK..]) {
+            *y = if x > T::ZERO { x } else { T::ZERO };
+        }
+    })
 }
 
 fn relu_bwd<T: Elem>(y: &[T], dy: &[T]) -> Vec<T> {
-    let mut dx = vec![T::ZERO; y.len()];
-    dx.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(o, (ys, gs))| {
-            for ((o, &y), &g) in o.iter_mut().zip(ys).zip(gs) {
-                *o = if y > T::ZERO { g } else { T::ZERO };
-            }
-        });
-    dx
+    par_chunks(y.len(), CHUNK, 1, |i, o| {
+        for ((o, &y), &g) in o.iter_mut().zip(&y[i * CHUNK..]).zip(&dy[i * CHUNK..]) {
+            *o = if y > T::ZERO { g } else { T::ZERO };
+        }
+    })
 }
 
 struct Relu;

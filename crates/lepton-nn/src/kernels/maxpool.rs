@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::buffer::par_chunks;
+
 /// Pooling window geometry over `[N, C, H, W]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -227,12 +229,15 @@ impl MaxPoolBackward {
     fn bwd<T: Copy + Send + Sync + Default + std::ops::AddAssign>(&self, gy: &[T]) -> Vec<T> {
         let g = self.g;
         let per = g.oh * g.ow;
-        let mut gx = vec![T::default(); g.n * g.c * g.h * g.w];
-        gx.par_chunks_mut(g.h * g.w)
-            .zip(gy.par_chunks(per).zip(self.argmax.par_chunks(per)))
-            .with_min_len(PLANES_PER_TASK)
-            .for_each(|(gxp, (gyp, at))| unpool_plane(gyp, at, gxp));
-        gx
+        par_chunks(
+            g.n * g.c * g.h * g.w,
+            g.h * g.w,
+            PLANES_PER_TASK,
+            |p, gxp| {
+                let r = p * per..(p + 1) * per;
+                unpool_plane(&gy[r.clone()], &self.argmax[r], gxp)
+            },
+        )
     }
 }
 
