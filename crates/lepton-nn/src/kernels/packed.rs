@@ -257,7 +257,7 @@ impl CustomOp1 for Forward<'_> {
             candle_core::bail!("packed linear: x must be f32");
         };
         let (k, n) = (self.layer.in_dim, self.layer.out_dim);
-        let tokens = l.shape().elem_count() / k.max(1);
+        let tokens: usize = l.dims()[..l.dims().len() - 1].iter().product();
         let x = &x[l.start_offset()..][..tokens * k];
         let bias = self.layer.bias.to_vec1::<f32>()?;
         let mut y: Vec<f32> = Vec::with_capacity(tokens * n);
@@ -376,6 +376,7 @@ mod tests {
                 (vec![2, 3, 4], 257, 64),
                 (vec![200], 64, 65),
                 (vec![7], 1, 1),
+                (vec![], 10, 3),
             ]
             .into_iter()
             .enumerate()
@@ -395,8 +396,13 @@ mod tests {
                 );
                 for act in [act, Activation::Identity] {
                     let ours = layer.forward(&x, act).unwrap();
-                    let theirs = linear_reference(&x, &w, bias, act).unwrap();
-                    assert_eq!(ours.dims(), theirs.dims());
+                    // The reference wants at least two dimensions.
+                    let x2 = x.reshape(((), k)).unwrap();
+                    let theirs = linear_reference(&x2, &w, bias, act).unwrap();
+                    let mut want = lead.clone();
+                    want.push(n);
+                    assert_eq!(ours.dims(), want.as_slice());
+                    let theirs = theirs.reshape(want.as_slice()).unwrap();
                     let e = rel_err(&ours, &theirs);
                     assert!(e < 1e-4, "{lead:?}x{k}->{n} {act:?}: rel err {e}");
                 }
