@@ -12,6 +12,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, S
 use rayon::prelude::*;
 
 use super::buffer::par_chunks;
+use super::maxpool::{pool_plane, unpool, Geometry as PoolGeom};
+use std::sync::{Arc, Mutex};
 
 /// Planes per rayon task (one plane is only ~100-700 elements).
 const PLANES_PER_TASK: usize = 32;
@@ -171,29 +173,55 @@ struct Norm {
     batch_stats: bool,
     /// A ReLU fused after the normalisation.
     relu: bool,
+    /// A max-pool fused after it (and after the ReLU): only the pooled planes are written, and
+    /// the argmax indices are kept here for the backward pass.
+    pool: Option<PoolGeom>,
+    argmax: Arc<Mutex<Option<Arc<Vec<u32>>>>>,
 }
 
 impl Norm {
-    /// `y = x·a + b` per channel.
+    /// `y = x·a + b` per channel, into one plane.
+    fn plane<T: Elem>(&self, i: usize, xs: &[T], g: &[T], beta: &[T], ys: &mut [T]) {
+        let ch = i % self.d.c;
+        let a = g[ch].to_f64() * self.invstd[ch];
+        let (a, b) = (
+            T::from_f64(a),
+            T::from_f64(beta[ch].to_f64() - self.mean[ch] * a),
+        );
+        for (y, &x) in ys.iter_mut().zip(xs) {
+            *y = x * a + b;
+        }
+        if self.relu {
+            for y in ys.iter_mut() {
+                *y = if *y > T::ZERO { *y } else { T::ZERO };
+            }
+        }
+    }
+
     fn fwd<T: Elem>(&self, x: &[T], g: &[T], beta: &[T]) -> Vec<T> {
         let d = self.d;
-        par_chunks(x.len(), d.s, PLANES_PER_TASK, |i, ys| {
-            let xs = &x[i * d.s..(i + 1) * d.s];
-            let ch = i % d.c;
-            let a = g[ch].to_f64() * self.invstd[ch];
-            let (a, b) = (
-                T::from_f64(a),
-                T::from_f64(beta[ch].to_f64() - self.mean[ch] * a),
+        let Some(pg) = self.pool else {
+            return par_chunks(x.len(), d.s, PLANES_PER_TASK, |i, ys| {
+                self.plane(i, &x[i * d.s..(i + 1) * d.s], g, beta, ys)
+            });
+        };
+        // Each plane is normalised into a per-task buffer and pooled from there.
+        let per = pg.oh * pg.ow;
+        let mut out = vec![T::ZERO; d.n * d.c * per];
+        let mut at = vec![0u32; out.len()];
+        out.par_chunks_mut(per)
+            .zip(at.par_chunks_mut(per))
+            .enumerate()
+            .with_min_len(PLANES_PER_TASK)
+            .for_each_init(
+                || vec![T::ZERO; d.s],
+                |buf, (i, (o, a))| {
+                    self.plane(i, &x[i * d.s..(i + 1) * d.s], g, beta, buf);
+                    pool_plane(&pg, buf, o, Some(a));
+                },
             );
-            for (y, &x) in ys.iter_mut().zip(xs) {
-                *y = x * a + b;
-            }
-            if self.relu {
-                for y in ys.iter_mut() {
-                    *y = if *y > T::ZERO { *y } else { T::ZERO };
-                }
-            }
-        })
+        *self.argmax.lock().expect("batch-norm argmax lock") = Some(Arc::new(at));
+        out
     }
 }
 
@@ -220,7 +248,11 @@ impl CustomOp3 for Norm {
             ),
             _ => candle_core::bail!("batch norm: input, weight and bias must all be f32 or f64"),
         };
-        Ok((out, l1.shape().clone()))
+        let shape = match self.pool {
+            Some(pg) => Shape::from((pg.n, pg.c, pg.oh, pg.ow)),
+            None => l1.shape().clone(),
+        };
+        Ok((out, shape))
     }
 
     fn bwd(
@@ -231,10 +263,22 @@ impl CustomOp3 for Norm {
         res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // With a fused pool, `res` and `dy` are pooled: the ReLU's mask is `res > 0` at each
+        // window's argmax (the only position that gets a gradient), then the pool is undone.
         let dy = if self.relu {
             super::activation::relu_backward(res, dy)?
         } else {
             dy.contiguous()?
+        };
+        let dy = match self.pool {
+            Some(pg) => {
+                let Some(argmax) = self.argmax.lock().expect("batch-norm argmax lock").clone()
+                else {
+                    candle_core::bail!("batch norm backward: the forward pass kept no argmax")
+                };
+                unpool(&dy, pg, argmax)?
+            }
+            None => dy,
         };
         // [2, C]: Σ dy and Σ dy·x̂ per channel.
         let sums = x.apply_op2_no_bwd(&dy, &GradSums(self.clone()))?;
@@ -352,7 +396,7 @@ impl CustomOp2 for InputGrad {
 }
 
 /// `y = (x − mean)/√(var + eps)·weight + bias` per channel of `x: [N, C, ...]` (then `max(y, 0)`
-/// with `relu`). With
+/// with `relu`, then a max-pool `(kernel, stride, padding)` of `[N, C, H, W]` with `pool`). With
 /// `batch_stats`, `mean` and `var` must be `x`'s own [`channel_stats`] and the gradient flows
 /// through them; otherwise they are constants (running statistics).
 #[allow(clippy::too_many_arguments)]
@@ -365,8 +409,13 @@ pub fn batch_norm(
     eps: f64,
     batch_stats: bool,
     relu: bool,
+    pool: Option<(usize, usize, usize)>,
 ) -> Result<Tensor> {
     let d = Dims::of(x.dims())?;
+    let pool = match pool {
+        Some((k, s, p)) => Some(PoolGeom::new(x.dims(), k, s, p)?),
+        None => None,
+    };
     if mean.len() != d.c || var.len() != d.c || weight.dims() != [d.c] || bias.dims() != [d.c] {
         candle_core::bail!(
             "batch norm: input {:?} needs {} statistics, weights and biases",
@@ -380,6 +429,8 @@ pub fn batch_norm(
         invstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
         batch_stats,
         relu,
+        pool,
+        argmax: Arc::default(),
     };
     x.contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, norm)
@@ -438,7 +489,7 @@ mod tests {
             let b = Var::from_tensor(&Tensor::randn(0f64, 0.5, c, &dev).unwrap()).unwrap();
             let r = Tensor::randn(0f64, 1.0, shape.as_slice(), &dev).unwrap();
             let (mean, var) = channel_stats(&x).unwrap();
-            let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, true, false).unwrap();
+            let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, true, false, None).unwrap();
             let theirs = reference(&x, &g, &b, 1e-5);
             assert!(max_diff(&ours, &theirs) < 1e-10);
             let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -453,7 +504,7 @@ mod tests {
                 assert!(d < 1e-9, "{shape:?}: gradient differs by {d}");
             }
             // Fixed statistics: an affine map per channel.
-            let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, false, false).unwrap();
+            let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, false, false, None).unwrap();
             let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let shape_c: Vec<usize> = (0..x.rank()).map(|d| if d == 1 { c } else { 1 }).collect();
             let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
@@ -465,6 +516,55 @@ mod tests {
             ))
             .unwrap();
             assert!(max_diff(go.get(&x).unwrap(), &want) < 1e-12);
+        }
+    }
+
+    #[test]
+    fn fused_max_pool_equals_batch_norm_relu_then_max_pool() {
+        // Odd planes, overlapping and padded windows; batch and running statistics; with and
+        // without the ReLU. Same values and same gradients (the same ops in the same order).
+        let dev = Device::Cpu;
+        for (shape, pool) in [
+            ([2, 3, 8, 6], (2, 2, 0)),
+            ([3, 2, 7, 9], (2, 2, 0)),
+            ([2, 2, 7, 5], (3, 2, 1)),
+        ] {
+            let c = shape[1];
+            let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, &shape, &dev).unwrap()).unwrap();
+            let g = Var::from_tensor(&Tensor::randn(1f64, 0.5, c, &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&Tensor::randn(0f64, 0.5, c, &dev).unwrap()).unwrap();
+            let (mean, var) = channel_stats(&x).unwrap();
+            for (batch_stats, relu) in [(true, true), (true, false), (false, true)] {
+                let fused =
+                    batch_norm(&x, &g, &b, &mean, &var, 1e-5, batch_stats, relu, Some(pool))
+                        .unwrap();
+                let plain = super::super::max_pool2d(
+                    &batch_norm(&x, &g, &b, &mean, &var, 1e-5, batch_stats, relu, None).unwrap(),
+                    pool.0,
+                    pool.1,
+                    pool.2,
+                )
+                .unwrap();
+                assert_eq!(fused.dims(), plain.dims());
+                assert_eq!(max_diff(&fused, &plain), 0.0, "{shape:?} {pool:?}");
+                let r = Tensor::randn(0f64, 1.0, fused.dims(), &dev).unwrap();
+                let gf = (&fused * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let gp = (&plain * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for v in [&x, &g, &b] {
+                    let d = max_diff(gf.get(v).unwrap(), gp.get(v).unwrap());
+                    assert!(d < 1e-12, "{shape:?} {pool:?}: gradient differs by {d}");
+                }
+            }
         }
     }
 }

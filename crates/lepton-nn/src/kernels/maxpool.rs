@@ -257,6 +257,13 @@ impl CustomOp1 for MaxPoolBackward {
     }
 }
 
+/// The max-pool backward for a pool fused into another op: routes `gy` (`[N, C, OH, OW]`) to
+/// the `argmax` positions of `g`'s input planes.
+pub(crate) fn unpool(gy: &Tensor, g: Geometry, argmax: Arc<Vec<u32>>) -> Result<Tensor> {
+    gy.contiguous()?
+        .apply_op1_no_bwd(&MaxPoolBackward { g, argmax })
+}
+
 /// Max pooling over `[N, C, H, W]`: square window `kernel`, `stride`, -inf `padding`.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let g = Geometry::new(x.dims(), kernel, stride, padding)?;

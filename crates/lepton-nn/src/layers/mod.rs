@@ -196,9 +196,10 @@ pub(crate) fn build(
 }
 
 /// A ReLU right after a linear layer, a convolution or a batch norm is computed inside that
-/// layer's kernel, and so is a max-pool right after a convolution (or after its fused ReLU): one
-/// pass and one tensor less each, forward and backward. The absorbed layers become [`Layer::FusedRelu`] / [`Layer::FusedPool`];
-/// layer indices, and so parameter names, do not change.
+/// layer's kernel, and so is a max-pool right after a convolution or a batch norm (or after its
+/// fused ReLU): one pass and one tensor less each, forward and backward. The absorbed layers
+/// become [`Layer::FusedRelu`] / [`Layer::FusedPool`]; layer indices, and so parameter names, do
+/// not change.
 fn fuse(layers: &mut [Layer]) {
     for i in 1..layers.len() {
         if !matches!(layers[i], Layer::Relu) {
@@ -237,12 +238,20 @@ fn fuse(layers: &mut [Layer]) {
         } else {
             i - 1
         };
-        if let Layer::Conv2d { relu, pool, .. } = &mut layers[conv] {
-            // A FusedRelu between them must be this convolution's own ReLU.
-            if pool.is_none() && (conv == i - 1 || *relu) {
+        // A FusedRelu between them must be this convolution's (or batch norm's) own ReLU.
+        let fused = match &mut layers[conv] {
+            Layer::Conv2d { relu, pool, .. } if pool.is_none() && (conv == i - 1 || *relu) => {
                 *pool = Some((kernel, stride, padding));
-                layers[i] = Layer::FusedPool;
+                true
             }
+            Layer::BatchNorm(bn) if !bn.fused().1 && (conv == i - 1 || bn.fused().0) => {
+                bn.fuse_pool((kernel, stride, padding));
+                true
+            }
+            _ => false,
+        };
+        if fused {
+            layers[i] = Layer::FusedPool;
         }
     }
 }

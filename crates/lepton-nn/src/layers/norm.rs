@@ -19,6 +19,8 @@ pub struct BatchNorm {
     momentum: f64,
     eps: f64,
     relu: bool,
+    /// A max-pool `(kernel, stride, padding)` fused after it (see `layers::fuse`).
+    pool: Option<(usize, usize, usize)>,
 }
 
 impl BatchNorm {
@@ -37,12 +39,24 @@ impl BatchNorm {
             momentum,
             eps,
             relu: false,
+            pool: None,
         })
     }
 
     /// Apply a ReLU after the normalisation, in the same kernel.
     pub fn fuse_relu(&mut self) {
         self.relu = true;
+    }
+
+    /// Apply a max-pool `(kernel, stride, padding)` after it (and after a fused ReLU), in the
+    /// same kernel: the full-size output is never written.
+    pub fn fuse_pool(&mut self, pool: (usize, usize, usize)) {
+        self.pool = Some(pool);
+    }
+
+    /// Whether a ReLU, or a max-pool, has been fused into this layer.
+    pub fn fused(&self) -> (bool, bool) {
+        (self.relu, self.pool.is_some())
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -79,6 +93,7 @@ impl BatchNorm {
             self.eps,
             train,
             self.relu,
+            self.pool,
         )
     }
 }
