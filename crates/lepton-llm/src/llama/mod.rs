@@ -251,30 +251,37 @@ impl Llama {
                     s.cache.store(li, p0 + j, k, v);
                 }
             }
-            // Attention: (sequence, KV head, row) units dealt round-robin to the team; each unit
-            // serves the query heads that share the KV head (one pass over its keys and values).
+            // Attention: (sequence, head unit, row) units dealt round-robin to the team. With
+            // enough work a unit serves the query heads that share a KV head (one pass over its
+            // keys and values); with few rows (decoding one sequence) one query head each, so
+            // that the team's shares stay even.
             let qkv_ref: &[f32] = qkv;
             let steps_ref: &[Step<'_>] = steps;
             let att_ptr = SendPtr(att.as_mut_ptr());
             let pool = Pool::global();
             let parts = pool.threads();
+            let per_unit = if rows * c.num_kv_heads >= 4 * parts {
+                group
+            } else {
+                1
+            };
             pool.run(&|part| {
                 let att_ptr = &att_ptr;
                 SCORES.with_borrow_mut(|scores| {
                     let mut unit = 0;
                     for (si, s) in steps_ref.iter().enumerate() {
                         let (r0, n, p0) = spans[si];
-                        for kvh in 0..c.num_kv_heads {
-                            let (k, v) = s.cache.head(li, kvh);
+                        for u in 0..c.num_heads / per_unit {
+                            let (k, v) = s.cache.head(li, u * per_unit / group);
                             for j in 0..n {
                                 unit += 1;
                                 if unit % parts != part {
                                     continue;
                                 }
                                 let row = r0 + j;
-                                let (h0, h1) = (kvh * group * d, (kvh + 1) * group * d);
+                                let (h0, h1) = (u * per_unit * d, (u + 1) * per_unit * d);
                                 let q = &qkv_ref[row * qkv_w + h0..row * qkv_w + h1];
-                                // SAFETY: each (row, KV head) slice of `att` is written by one unit.
+                                // SAFETY: each (row, head unit) slice of `att` is written by one unit.
                                 let out = unsafe {
                                     std::slice::from_raw_parts_mut(
                                         att_ptr.0.add(row * hd + h0),
