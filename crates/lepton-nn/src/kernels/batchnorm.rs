@@ -439,6 +439,7 @@ pub fn batch_norm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_util::max_diff;
     use candle_core::{Device, Var};
 
     /// The plain candle composition the kernel replaces.
@@ -455,19 +456,6 @@ mod tests {
             .broadcast_mul(&g.reshape(shape.as_slice()).unwrap())
             .unwrap()
             .broadcast_add(&b.reshape(shape.as_slice()).unwrap())
-            .unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
             .unwrap()
     }
 

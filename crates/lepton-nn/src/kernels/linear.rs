@@ -212,20 +212,8 @@ pub fn linear_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_util::max_diff;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn matches_candle_forward_and_backward() {

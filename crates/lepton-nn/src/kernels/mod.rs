@@ -115,23 +115,25 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     )
 }
 
+/// Helpers shared by the kernels' tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::{DType, Tensor};
+
+    /// The largest absolute element-wise difference of two same-shaped tensors, in f64.
+    pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F64))
+            .and_then(|m| m.to_scalar::<f64>())
+            .expect("max_diff of two same-shaped tensors")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_util::max_diff;
     use candle_core::{Device, Var};
-
-    fn close(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn conv2d_matches_candle_forward_and_backward_on_odd_shapes() {
@@ -164,7 +166,7 @@ mod tests {
                 .unwrap()
                 .broadcast_add(&b.as_tensor().reshape((1, co, 1, 1)).unwrap())
                 .unwrap();
-            assert!(close(&ours, &theirs) < 1e-4);
+            assert!(max_diff(&ours, &theirs) < 1e-4);
             let r = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
             let go = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
             // candle's own backward fails when the strided windows leave input rows uncovered
@@ -174,7 +176,7 @@ mod tests {
             };
             for v in [&x, &wt, &b] {
                 assert!(
-                    close(
+                    max_diff(
                         go.get(v.as_tensor()).unwrap(),
                         gt.get(v.as_tensor()).unwrap()
                     ) < 1e-3
@@ -231,7 +233,7 @@ mod tests {
         };
         let fused = conv2d_act(&x, &w, Some(&b), p, true).unwrap();
         let plain = conv2d(&x, &w, Some(&b), p).unwrap().relu().unwrap();
-        assert_eq!(close(&fused, &plain), 0.0);
+        assert_eq!(max_diff(&fused, &plain), 0.0);
         let gf = (&fused * &r)
             .unwrap()
             .sum_all()
@@ -245,7 +247,7 @@ mod tests {
             .backward()
             .unwrap();
         for v in [&x, &w, &b] {
-            assert!(close(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-5);
+            assert!(max_diff(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-5);
         }
     }
 
@@ -275,7 +277,7 @@ mod tests {
                 pool.2,
             )
             .unwrap();
-            assert_eq!(close(&fused, &plain), 0.0);
+            assert_eq!(max_diff(&fused, &plain), 0.0);
             let r = Tensor::randn(0f32, 1.0, fused.dims(), &dev).unwrap();
             let gf = (&fused * &r)
                 .unwrap()
@@ -292,7 +294,7 @@ mod tests {
             let mut vars = vec![x.as_tensor(), w.as_tensor()];
             vars.extend(b);
             for v in vars {
-                assert!(close(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-5);
+                assert!(max_diff(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-5);
             }
         }
     }
