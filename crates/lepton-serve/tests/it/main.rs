@@ -5,6 +5,7 @@ mod alerts;
 mod api;
 mod bad_input;
 mod deploy;
+mod hf_folder;
 mod openai;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
