@@ -10,7 +10,8 @@
 //!   `Error(message)`. Dropping the receiver cancels the request and frees its KV cache.
 //!   Use `recv()` from threads or `recv_async().await` from tokio.
 //! - [`Engine::stats`] for metrics: queue depth, active sequences, KV-cache positions in use and
-//!   capacity, and running totals (tokens, time to first token, decode steps).
+//!   capacity, prefix-cache use, and running totals (tokens, time to first token, decode steps,
+//!   prefix-cache hits and reused positions).
 //!
 //! # Scheduling
 //! One thread loops: admit queued requests while fewer than `max_batch` sequences run and the KV
@@ -21,6 +22,19 @@
 //! `max_tokens`, or whose receiver is gone. Each sequence has its own seeded sampler and every
 //! model row is computed independently of the batch, so a request's output does not depend on what
 //! else is running.
+//!
+//! # Prefix cache (KV reuse)
+//! Chat prompts mostly start the same way (the template's system prompt; in a multi-turn chat the
+//! whole earlier conversation). The scheduler keeps the KV entries of earlier sequences in a store
+//! of at most [`EngineConfig::prefix_cache_tokens`] positions (least recently used entries evicted
+//! first): a sequence's prompt right after its prefill step (so requests arriving while it still
+//! runs reuse it), and its prompt and generated tokens (the `cache.len()` positions fed through
+//! the model) when it finishes; a cancelled sequence only leaves its prompt. On admission the
+//! longest common prefix with any entry, at most the prompt's length - 1 (one token must run to give
+//! logits), is copied into the new sequence's cache and only the rest of the prompt is prefilled.
+//! Every row is computed independently of the batch and the copy is exact, so the output is
+//! bit-identical to a run without the cache. The store's positions come on top of the KV budget
+//! (`kv_cache_tokens`): the memory held is `kv_cache_tokens + prefix_cache_tokens` positions.
 //!
 //! Text held back because it could be the start of a stop string is released with a later token
 //! event; when generation ends with the end-of-sequence token such text comes in a `Token` event
@@ -33,6 +47,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod prefix_cache;
+
+use self::prefix_cache::PrefixCache;
 use crate::llama::pool::Pool;
 use crate::llama::{KvCache, Scratch, Step};
 use crate::sampling::{Sampler, SamplingParams};
@@ -49,6 +66,9 @@ pub struct EngineConfig {
     /// KV-cache budget in positions over all running sequences (each takes prompt + max_tokens).
     /// Default 32768 (about 1.5 GB for SmolLM2-135M).
     pub kv_cache_tokens: usize,
+    /// Positions kept for prefix reuse (see the module docs), held in addition to
+    /// `kv_cache_tokens`; 0 disables the prefix cache. Default 4096 (about 90 MB for SmolLM2-135M).
+    pub prefix_cache_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +77,7 @@ impl Default for EngineConfig {
             max_batch: 8,
             queue_capacity: 64,
             kv_cache_tokens: 32_768,
+            prefix_cache_tokens: 4096,
         }
     }
 }
@@ -72,6 +93,11 @@ impl EngineConfig {
     }
     pub fn with_kv_cache_tokens(mut self, n: usize) -> Self {
         self.kv_cache_tokens = n.max(1);
+        self
+    }
+    /// 0 disables the prefix cache.
+    pub fn with_prefix_cache_tokens(mut self, n: usize) -> Self {
+        self.prefix_cache_tokens = n;
         self
     }
 }
@@ -171,6 +197,13 @@ pub struct EngineStats {
     /// Forward passes run, and their total time in seconds.
     pub steps: u64,
     pub step_seconds_sum: f64,
+    /// Requests admitted with a prefix copied from the prefix cache, and the positions copied
+    /// (prompt tokens not run through the model).
+    pub prefix_cache_hits: u64,
+    pub prefix_tokens_reused: u64,
+    /// Positions held by the prefix cache, and its budget.
+    pub prefix_cache_tokens_used: usize,
+    pub prefix_cache_tokens_capacity: usize,
 }
 
 struct Job {
@@ -207,6 +240,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             stats: Mutex::new(EngineStats {
                 kv_cache_tokens_capacity: config.kv_cache_tokens,
+                prefix_cache_tokens_capacity: config.prefix_cache_tokens,
                 ..Default::default()
             }),
             shutdown: AtomicBool::new(false),
@@ -346,6 +380,7 @@ impl Scheduler {
         let mut logits = Vec::new();
         let mut sampled = Vec::new();
         let mut kv_used = 0usize;
+        let mut prefixes = PrefixCache::new(self.config.prefix_cache_tokens);
         loop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 for s in active.drain(..) {
@@ -388,10 +423,23 @@ impl Scheduler {
                     break;
                 }
                 kv_used += need;
+                let mut cache = self.model.llama().new_cache(need);
+                let mut reused = 0;
+                if let Some((n, entry)) = prefixes.lookup(&job.prompt) {
+                    match cache.copy_prefix_from(entry, n) {
+                        Ok(()) => reused = n,
+                        Err(e) => tracing::error!(error = %e, "prefix cache copy failed"),
+                    }
+                }
+                if reused > 0 {
+                    let mut st = self.shared.stats();
+                    st.prefix_cache_hits += 1;
+                    st.prefix_tokens_reused += reused as u64;
+                }
                 active.push(Sequence {
-                    cache: self.model.llama().new_cache(need),
+                    cache,
                     tokens: job.prompt.clone(),
-                    input: job.prompt.clone(),
+                    input: job.prompt[reused..].to_vec(),
                     sampler: Sampler::new(job.params.clone()),
                     detok: Detokenizer::default(),
                     held: String::new(),
@@ -444,12 +492,20 @@ impl Scheduler {
             let mut i = 0;
             let mut row = 0;
             while i < active.len() {
+                if active[i].first_token.is_none() {
+                    // Just prefilled: the prompt is in the cache.
+                    let s = &active[i];
+                    store_prefix(&mut prefixes, &s.job.prompt, &s.cache);
+                }
                 let outcome = self.advance(&mut active[i], sampled[row]);
                 row += 1;
                 match outcome {
                     Outcome::Continue => i += 1,
                     Outcome::Finished | Outcome::Cancelled => {
                         let s = active.remove(i);
+                        if matches!(outcome, Outcome::Finished) {
+                            store_prefix(&mut prefixes, &s.tokens[..s.cache.len()], &s.cache);
+                        }
                         kv_used -= s.cache.capacity();
                         let mut st = self.shared.stats();
                         if matches!(outcome, Outcome::Cancelled) {
@@ -460,6 +516,7 @@ impl Scheduler {
                     }
                 }
             }
+            self.shared.stats().prefix_cache_tokens_used = prefixes.used();
         }
     }
 
@@ -554,6 +611,14 @@ impl Scheduler {
             None if s.job.events.is_disconnected() => Outcome::Cancelled,
             None => Outcome::Continue,
         }
+    }
+}
+
+/// Keep `tokens` (the first `tokens.len()` positions of `cache`) for reuse; a failure only costs
+/// the reuse, so it is logged.
+fn store_prefix(store: &mut PrefixCache, tokens: &[u32], cache: &KvCache) {
+    if let Err(e) = store.insert(tokens, cache) {
+        tracing::error!(error = %e, "prefix cache insert failed");
     }
 }
 

@@ -13,6 +13,7 @@ use crate::{Error, Result};
 pub struct KvCache {
     k: Vec<u16>,
     v: Vec<u16>,
+    num_layers: usize,
     num_kv_heads: usize,
     head_dim: usize,
     capacity: usize,
@@ -25,6 +26,7 @@ impl KvCache {
         Self {
             k: vec![0; n],
             v: vec![0; n],
+            num_layers,
             num_kv_heads,
             head_dim,
             capacity,
@@ -86,5 +88,118 @@ impl KvCache {
 
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
+    }
+
+    /// Fill this empty cache with the first `n` positions of `source` (a cache of the same model):
+    /// every layer's keys and values, one contiguous copy per (layer, KV head).
+    pub fn copy_prefix_from(&mut self, source: &KvCache, n: usize) -> Result<()> {
+        let fail = |message: String| Error::InvalidRequest {
+            field: "prompt",
+            message: format!("copying a KV-cache prefix: {message}"),
+        };
+        if (self.num_layers, self.num_kv_heads, self.head_dim)
+            != (source.num_layers, source.num_kv_heads, source.head_dim)
+        {
+            return Err(fail(format!(
+                "the caches have different shapes (layers, KV heads, head dim) {:?} and {:?}",
+                (self.num_layers, self.num_kv_heads, self.head_dim),
+                (source.num_layers, source.num_kv_heads, source.head_dim)
+            )));
+        }
+        if !self.is_empty() {
+            return Err(fail(format!(
+                "the target already holds {} positions",
+                self.len
+            )));
+        }
+        if n > source.len || n > self.capacity {
+            return Err(fail(format!(
+                "{n} positions asked, the source holds {} and the target has room for {}",
+                source.len, self.capacity
+            )));
+        }
+        let m = n * self.head_dim;
+        for layer in 0..self.num_layers {
+            for head in 0..self.num_kv_heads {
+                let (from, to) = (source.offset(layer, head, 0), self.offset(layer, head, 0));
+                self.k[to..to + m].copy_from_slice(&source.k[from..from + m]);
+                self.v[to..to + m].copy_from_slice(&source.v[from..from + m]);
+            }
+        }
+        self.len = n;
+        Ok(())
+    }
+
+    /// A compact copy of the first `n` positions (capacity `n`), e.g. to keep a prefix for reuse.
+    pub fn snapshot(&self, n: usize) -> Result<KvCache> {
+        let mut c = KvCache::new(self.num_layers, self.num_kv_heads, self.head_dim, n);
+        c.copy_prefix_from(self, n)?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache whose entries encode (layer, head, position, dim, key or value), `len` positions filled.
+    fn filled(capacity: usize, len: usize) -> KvCache {
+        let (layers, heads, d) = (3, 2, 4);
+        let mut c = KvCache::new(layers, heads, d, capacity);
+        for layer in 0..layers {
+            for pos in 0..len {
+                let code = |kv: usize, h: usize, i: usize| {
+                    (kv * 10_000 + layer * 1000 + h * 100 + pos * 10 + i) as f32
+                };
+                let k: Vec<f32> = (0..heads * d).map(|j| code(0, j / d, j % d)).collect();
+                let v: Vec<f32> = (0..heads * d).map(|j| code(1, j / d, j % d)).collect();
+                c.store(layer, pos, &k, &v);
+            }
+        }
+        c.advance(len);
+        c
+    }
+
+    #[test]
+    fn copied_prefix_equals_the_source_positions() {
+        let src = filled(9, 7);
+        let mut dst = KvCache::new(3, 2, 4, 12);
+        dst.copy_prefix_from(&src, 5).unwrap();
+        assert_eq!(dst.len(), 5);
+        for layer in 0..3 {
+            for head in 0..2 {
+                let ((sk, sv), (dk, dv)) = (src.head(layer, head), dst.head(layer, head));
+                assert_eq!(&dk[..5 * 4], &sk[..5 * 4]);
+                assert_eq!(&dv[..5 * 4], &sv[..5 * 4]);
+                assert!(dk[5 * 4..].iter().chain(&dv[5 * 4..]).all(|&x| x == 0));
+                assert_ne!(sk[..20], sv[..20]);
+            }
+        }
+        let snap = src.snapshot(7).unwrap();
+        assert_eq!((snap.len(), snap.capacity()), (7, 7));
+        for layer in 0..3 {
+            for head in 0..2 {
+                assert_eq!(snap.head(layer, head), {
+                    let (k, v) = src.head(layer, head);
+                    (&k[..28], &v[..28])
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn copy_refuses_mismatches() {
+        let src = filled(9, 7);
+        // More positions than the source holds or the target has room for.
+        assert!(KvCache::new(3, 2, 4, 12).copy_prefix_from(&src, 8).is_err());
+        assert!(KvCache::new(3, 2, 4, 4).copy_prefix_from(&src, 5).is_err());
+        // Another model's shape.
+        let err = KvCache::new(3, 1, 8, 12)
+            .copy_prefix_from(&src, 2)
+            .unwrap_err();
+        assert!(err.to_string().contains("shapes"), "{err}");
+        // A target that is not empty.
+        let mut dst = filled(9, 1);
+        assert!(dst.copy_prefix_from(&src, 2).is_err());
     }
 }

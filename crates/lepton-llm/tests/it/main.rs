@@ -6,6 +6,7 @@ mod engine;
 mod errors;
 mod hf_llama;
 mod minilm;
+mod prefix_cache;
 mod smollm2;
 
 use std::path::PathBuf;
