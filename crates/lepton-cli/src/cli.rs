@@ -268,6 +268,10 @@ pub struct RunArgs {
     /// KV-cache budget in positions over all running sequences (decoders).
     #[arg(long, default_value_t = 32768)]
     pub kv_cache_tokens: usize,
+    /// Positions kept for prefix reuse (prompts sharing a start, e.g. a system prompt or earlier
+    /// chat turns, skip recomputing it), held in addition to the KV-cache budget; 0 disables it.
+    #[arg(long, default_value_t = 4096)]
+    pub prefix_cache_tokens: usize,
     /// Most requests waiting for the engine before new ones get 503.
     #[arg(long, default_value_t = 64)]
     pub queue_capacity: usize,

@@ -1,8 +1,11 @@
 //! Prometheus metrics of the language models: time to first token, time per output token,
 //! decode tokens/s per request, token counters (rate() gives tokens/s), and the engine's queue
-//! depth, running sequences and KV-cache use, refreshed from [`LanguageModel::stats`] on scrape.
+//! depth, running sequences, KV-cache use and the prefix cache (hits, reused prompt tokens,
+//! positions held), refreshed from [`LanguageModel::stats`] on scrape.
 //!
 //! [`LanguageModel::stats`]: crate::llm::LanguageModel::stats
+
+use std::sync::atomic::Ordering;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +26,10 @@ pub struct LlmMetrics {
     active: Family<ModelLabels, Gauge>,
     kv_used: Family<ModelLabels, Gauge>,
     kv_capacity: Family<ModelLabels, Gauge>,
+    prefix_hits: Family<ModelLabels, Counter>,
+    prefix_reused: Family<ModelLabels, Counter>,
+    prefix_used: Family<ModelLabels, Gauge>,
+    prefix_capacity: Family<ModelLabels, Gauge>,
 }
 
 fn l(model: &str) -> ModelLabels {
@@ -51,6 +58,10 @@ impl LlmMetrics {
             active: Family::default(),
             kv_used: Family::default(),
             kv_capacity: Family::default(),
+            prefix_hits: Family::default(),
+            prefix_reused: Family::default(),
+            prefix_used: Family::default(),
+            prefix_capacity: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("llm");
         r.register(
@@ -103,6 +114,26 @@ impl LlmMetrics {
             "KV-cache budget in positions",
             m.kv_capacity.clone(),
         );
+        r.register(
+            "prefix_cache_hits",
+            "Requests that reused a prefix from the prefix cache",
+            m.prefix_hits.clone(),
+        );
+        r.register(
+            "prefix_cache_reused_tokens",
+            "Prompt tokens copied from the prefix cache instead of computed",
+            m.prefix_reused.clone(),
+        );
+        r.register(
+            "prefix_cache_used_tokens",
+            "Positions held by the prefix cache (on top of the KV-cache budget)",
+            m.prefix_used.clone(),
+        );
+        r.register(
+            "prefix_cache_capacity_tokens",
+            "Prefix-cache budget in positions (0: disabled)",
+            m.prefix_capacity.clone(),
+        );
         m
     }
 
@@ -149,5 +180,55 @@ impl LlmMetrics {
         self.kv_capacity
             .get_or_create(&k)
             .set(s.kv_cache_tokens_capacity as i64);
+        // The engine keeps running totals: the counters follow them (fetch_max, so concurrent
+        // scrapes never count twice).
+        self.prefix_hits
+            .get_or_create(&k)
+            .inner()
+            .fetch_max(s.prefix_cache_hits, Ordering::Relaxed);
+        self.prefix_reused
+            .get_or_create(&k)
+            .inner()
+            .fetch_max(s.prefix_tokens_reused, Ordering::Relaxed);
+        self.prefix_used
+            .get_or_create(&k)
+            .set(s.prefix_cache_tokens_used as i64);
+        self.prefix_capacity
+            .get_or_create(&k)
+            .set(s.prefix_cache_tokens_capacity as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_cache_metrics_follow_the_engine_totals() {
+        let mut registry = Registry::default();
+        let m = LlmMetrics::register(&mut registry);
+        let mut s = lepton_llm::EngineStats {
+            prefix_cache_hits: 2,
+            prefix_tokens_reused: 70,
+            prefix_cache_tokens_used: 120,
+            prefix_cache_tokens_capacity: 4096,
+            ..Default::default()
+        };
+        m.engine("gen", &s);
+        // A second scrape with the same totals counts nothing more.
+        m.engine("gen", &s);
+        s.prefix_cache_hits = 3;
+        s.prefix_tokens_reused = 105;
+        m.engine("gen", &s);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for needle in [
+            "llm_prefix_cache_hits_total{model=\"gen\"} 3",
+            "llm_prefix_cache_reused_tokens_total{model=\"gen\"} 105",
+            "llm_prefix_cache_used_tokens{model=\"gen\"} 120",
+            "llm_prefix_cache_capacity_tokens{model=\"gen\"} 4096",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
     }
 }

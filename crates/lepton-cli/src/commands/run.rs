@@ -26,6 +26,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let engine = lepton_llm::EngineConfig::default()
         .with_max_batch(args.max_batch)
         .with_kv_cache_tokens(args.kv_cache_tokens)
+        .with_prefix_cache_tokens(args.prefix_cache_tokens)
         .with_queue_capacity(args.queue_capacity);
     serve::run_with(
         ServeArgs {
