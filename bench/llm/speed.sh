@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct Q4_1: lepton vs llama.cpp (llama-cpp-python) prefill and decode tokens/s on
 # the same file, same thread count, in one run; then lepton's engine with CLIENTS concurrent requests
-# (aggregate decode tokens/s vs one client, and whether every output equals its output alone).
+# (aggregate decode tokens/s vs one client, and whether every output equals its output alone), with
+# the prefix cache (default) and without it.
 #
 #   bench/llm/speed.sh [THREADS=2] [PROMPT_TOKENS=200] [DECODE_TOKENS=128] [CLIENTS=8]
 set -euo pipefail
@@ -20,4 +21,6 @@ o, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"prefill {o['prompt_tokens']} tokens: lepton {o['prefill_tokens_per_s']:.1f} tok/s, llama.cpp {r['prefill_tokens_per_s']:.1f} tok/s, ratio {o['prefill_tokens_per_s'] / r['prefill_tokens_per_s']:.2f}x")
 print(f"decode {o['decode_tokens']} tokens:  lepton {o['decode_tokens_per_s']:.1f} tok/s, llama.cpp {r['decode_tokens_per_s']:.1f} tok/s, ratio {o['decode_tokens_per_s'] / r['decode_tokens_per_s']:.2f}x")
 print(f"engine, {o['engine_clients']} clients: aggregate {o['engine_aggregate_tokens_per_s']:.1f} tok/s vs one client {o['engine_single_tokens_per_s']:.1f} tok/s = {o['engine_aggregate_tokens_per_s'] / o['engine_single_tokens_per_s']:.2f}x; every output equals its output alone: {o['batched_equals_alone']}")
+print(f"  prefix cache: {o['engine_aggregate_prefix_tokens_reused']} of the {o['engine_aggregate_prompt_tokens']} prompt tokens of the timed {o['engine_clients']}-client runs reused (copy {o['prefix_copy_us_per_token']:.2f} us/token vs prefill {o['prefill_us_per_token']:.0f} us/token)")
+print(f"engine without the prefix cache: aggregate {o['engine_nocache_aggregate_tokens_per_s']:.1f} tok/s vs one client {o['engine_nocache_single_tokens_per_s']:.1f} tok/s = {o['engine_nocache_aggregate_tokens_per_s'] / o['engine_nocache_single_tokens_per_s']:.2f}x; equal alone: {o['nocache_batched_equals_alone']}; same outputs as with the cache: {o['cached_equals_nocache']}")
 PY

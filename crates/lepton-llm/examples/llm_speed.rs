@@ -1,9 +1,13 @@
 //! Prefill and decode speed of a GGUF model, single sequence and batched through the engine.
 //! Prefill and decode: best of 3; the engine: one client alone (best of 3), then `CLIENTS` at
-//! once (best of 3). Prints one JSON object; `bench/llm/speed.sh` runs it beside llama.cpp.
+//! once (best of 3), with the prefix cache (the default config) and again without it
+//! (`engine_nocache_*`). Also the cost of copying the prompt's KV entries (what a prefix-cache hit
+//! does instead of prefilling). Prints one JSON object; `bench/llm/speed.sh` runs it beside
+//! llama.cpp.
 //!
 //!     cargo run --release -p lepton-llm --example llm_speed -- MODEL.gguf [PROMPT_TOKENS] [DECODE_TOKENS] [CLIENTS]
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use lepton_llm::llama::{Scratch, Step};
@@ -20,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     let n_prompt: usize = args.get(2).map_or(Ok(200), |s| s.parse())?;
     let n_decode: usize = args.get(3).map_or(Ok(128), |s| s.parse())?;
     let clients: usize = args.get(4).map_or(Ok(8), |s| s.parse())?;
-    let model = TextModel::load(path)?;
+    let model = Arc::new(TextModel::load(path)?);
     // A prompt of exactly n_prompt tokens: repeated prose.
     let text = "The quick brown fox jumps over the lazy dog while the sun sets behind the hills. "
         .repeat(n_prompt);
@@ -29,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     let (mut scratch, mut logits) = (Scratch::default(), Vec::new());
     let mut best_prefill = f64::MAX;
     let mut best_decode = f64::MAX;
+    let mut best_copy = f64::MAX;
     for _ in 0..3 {
         let mut cache = llama.new_cache(n_prompt + n_decode);
         let t = Instant::now();
@@ -41,6 +46,10 @@ fn main() -> anyhow::Result<()> {
             &mut logits,
         )?;
         best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
+        let mut copy = llama.new_cache(n_prompt + n_decode);
+        let t = Instant::now();
+        copy.copy_prefix_from(&cache, n_prompt)?;
+        best_copy = best_copy.min(t.elapsed().as_secs_f64());
         let t = Instant::now();
         for _ in 0..n_decode {
             let tok = argmax(&logits);
@@ -94,11 +103,54 @@ fn main() -> anyhow::Result<()> {
             best_batched = best_batched.min(t.elapsed().as_secs_f64());
         }
     }
-    // Engine: one client alone, then `clients` at once (same seeds), decode tokens/s and equality.
-    let engine = Engine::new(
-        model,
-        EngineConfig::default().with_max_batch(clients.max(1)),
+    let cached = engine_rates(&model, clients, n_decode, EngineConfig::default())?;
+    let nocache = engine_rates(
+        &model,
+        clients,
+        n_decode,
+        EngineConfig::default().with_prefix_cache_tokens(0),
     )?;
+    println!(
+        "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"decode_batched_tokens_per_s\": {:.1}, \"prefix_copy_us_per_token\": {:.2}, \"prefill_us_per_token\": {:.1}, \"engine_single_tokens_per_s\": {:.1}, \"engine_clients\": {clients}, \"engine_aggregate_tokens_per_s\": {:.1}, \"batched_equals_alone\": {}, \"engine_aggregate_prompt_tokens\": {}, \"engine_aggregate_prefix_tokens_reused\": {}, \"engine_nocache_single_tokens_per_s\": {:.1}, \"engine_nocache_aggregate_tokens_per_s\": {:.1}, \"nocache_batched_equals_alone\": {}, \"cached_equals_nocache\": {}}}",
+        rayon::current_num_threads(),
+        n_prompt as f64 / best_prefill,
+        n_decode as f64 / best_decode,
+        (clients * n_decode) as f64 / best_batched,
+        best_copy * 1e6 / n_prompt as f64,
+        best_prefill * 1e6 / n_prompt as f64,
+        cached.single_tps,
+        cached.aggregate_tps,
+        cached.same,
+        cached.prompt_tokens,
+        cached.reused,
+        nocache.single_tps,
+        nocache.aggregate_tps,
+        nocache.same,
+        cached.alone == nocache.alone,
+    );
+    Ok(())
+}
+
+struct EngineRates {
+    single_tps: f64,
+    aggregate_tps: f64,
+    /// Every run's outputs equal the outputs alone.
+    same: bool,
+    /// Each client's output alone.
+    alone: Vec<Vec<u32>>,
+    /// Prompt tokens of the timed runs with all clients, and how many came from the prefix cache.
+    prompt_tokens: u64,
+    reused: u64,
+}
+
+/// Engine: one client alone, then `clients` at once (same seeds), decode tokens/s and equality.
+fn engine_rates(
+    model: &Arc<TextModel>,
+    clients: usize,
+    n_decode: usize,
+    config: EngineConfig,
+) -> anyhow::Result<EngineRates> {
+    let engine = Engine::new(model.clone(), config.with_max_batch(clients.max(1)))?;
     let chat = |i: usize| {
         let messages = [lepton_llm::ChatMessage::new(
             "user",
@@ -152,19 +204,19 @@ fn main() -> anyhow::Result<()> {
     }
     let mut aggregate_tps = 0f64;
     let mut same = true;
+    let before = engine.stats();
     for _ in 0..3 {
         let (secs, together, total) = run((0..clients).collect())?;
         same &= alone == together;
         aggregate_tps = aggregate_tps.max(total as f64 / secs);
     }
-    println!(
-        "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"decode_batched_tokens_per_s\": {:.1}, \"engine_single_tokens_per_s\": {:.1}, \"engine_clients\": {clients}, \"engine_aggregate_tokens_per_s\": {:.1}, \"batched_equals_alone\": {same}}}",
-        rayon::current_num_threads(),
-        n_prompt as f64 / best_prefill,
-        n_decode as f64 / best_decode,
-        (clients * n_decode) as f64 / best_batched,
+    let after = engine.stats();
+    Ok(EngineRates {
         single_tps,
         aggregate_tps,
-    );
-    Ok(())
+        same,
+        alone,
+        prompt_tokens: after.prompt_tokens_total - before.prompt_tokens_total,
+        reused: after.prefix_tokens_reused - before.prefix_tokens_reused,
+    })
 }
