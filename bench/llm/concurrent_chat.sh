@@ -4,7 +4,10 @@
 # every client's answer compared with what it gets alone with the same seed (issue 5, acceptance 4,
 # end to end).
 #
-#   bench/llm/concurrent_chat.sh          # THREADS=2 CLIENTS=8 MAX_TOKENS=64
+#   bench/llm/concurrent_chat.sh          # THREADS=2 CLIENTS=8 MAX_TOKENS=64 PREFIX_CACHE_TOKENS=4096
+#
+# PREFIX_CACHE_TOKENS=0 turns the engine's prefix cache off; the prefix-cache metrics are printed
+# at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 threads=${THREADS:-2}
@@ -15,7 +18,7 @@ port=${PORT:-18533}
 log=$(mktemp)
 RAYON_NUM_THREADS=$threads CANDLE_NUM_THREADS=$threads target/release/lepton --threads "$threads" run \
     "$models/SmolLM2-135M-Instruct.Q4_1.gguf" --name smollm2 --max-batch 8 \
-    --listen "127.0.0.1:$port" >"$log" 2>&1 &
+    --prefix-cache-tokens "${PREFIX_CACHE_TOKENS:-4096}" --listen "127.0.0.1:$port" >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$log"' EXIT
 for _ in $(seq 1 100); do
@@ -23,4 +26,6 @@ for _ in $(seq 1 100); do
     kill -0 $server 2>/dev/null || { cat "$log"; exit 1; }
     sleep 0.2
 done
-"$py" bench/llm/concurrent_chat.py "http://127.0.0.1:$port/v1" "${CLIENTS:-8}" "${MAX_TOKENS:-64}"
+"$py" bench/llm/concurrent_chat.py "http://127.0.0.1:$port/v1" "${CLIENTS:-8}" "${MAX_TOKENS:-64}" || status=$?
+curl -sf "http://127.0.0.1:$port/metrics" | grep -E '^lepton_llm_(prefix_cache|prompt_tokens)' || true
+exit "${status:-0}"
