@@ -103,12 +103,14 @@ fn main() -> anyhow::Result<()> {
             best_batched = best_batched.min(t.elapsed().as_secs_f64());
         }
     }
-    let cached = engine_rates(&model, clients, n_decode, EngineConfig::default())?;
-    let nocache = engine_rates(
+    let [cached, nocache] = engine_rates(
         &model,
         clients,
         n_decode,
-        EngineConfig::default().with_prefix_cache_tokens(0),
+        [
+            EngineConfig::default(),
+            EngineConfig::default().with_prefix_cache_tokens(0),
+        ],
     )?;
     println!(
         "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"decode_batched_tokens_per_s\": {:.1}, \"prefix_copy_us_per_token\": {:.2}, \"prefill_us_per_token\": {:.1}, \"engine_single_tokens_per_s\": {:.1}, \"engine_clients\": {clients}, \"engine_aggregate_tokens_per_s\": {:.1}, \"batched_equals_alone\": {}, \"engine_aggregate_prompt_tokens\": {}, \"engine_aggregate_prefix_tokens_reused\": {}, \"engine_nocache_single_tokens_per_s\": {:.1}, \"engine_nocache_aggregate_tokens_per_s\": {:.1}, \"nocache_batched_equals_alone\": {}, \"cached_equals_nocache\": {}}}",
@@ -143,20 +145,24 @@ struct EngineRates {
     reused: u64,
 }
 
-/// Engine: one client alone, then `clients` at once (same seeds), decode tokens/s and equality.
-fn engine_rates(
+/// Engines: one client alone, then `clients` at once (same seeds), decode tokens/s and equality.
+/// The engines' timed runs are interleaved so that the shared machine's drift hits them alike.
+fn engine_rates<const N: usize>(
     model: &Arc<TextModel>,
     clients: usize,
     n_decode: usize,
-    config: EngineConfig,
-) -> anyhow::Result<EngineRates> {
-    let engine = Engine::new(model.clone(), config.with_max_batch(clients.max(1)))?;
+    configs: [EngineConfig; N],
+) -> anyhow::Result<[EngineRates; N]> {
+    let engines = configs
+        .map(|c| Engine::new(model.clone(), c.with_max_batch(clients.max(1))))
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     let chat = |i: usize| {
         let messages = [lepton_llm::ChatMessage::new(
             "user",
             format!("Tell me a story about the number {i}."),
         )];
-        engine.model().apply_chat_template(&messages).unwrap()
+        model.apply_chat_template(&messages).unwrap()
     };
     let params = |i: usize| SamplingParams {
         temperature: 0.8,
@@ -165,7 +171,7 @@ fn engine_rates(
         max_tokens: n_decode,
         ..Default::default()
     };
-    let run = |ids: Vec<usize>| -> anyhow::Result<(f64, Vec<Vec<u32>>, usize)> {
+    let run = |engine: &Engine, ids: Vec<usize>| -> anyhow::Result<(f64, Vec<Vec<u32>>, usize)> {
         let t = Instant::now();
         let rxs = ids
             .iter()
@@ -188,35 +194,44 @@ fn engine_rates(
     };
     // Rates are the best of 3 runs (the shared machine's CPUs are noisy); every run's outputs
     // must equal the outputs alone.
-    let mut alone = Vec::new();
-    let mut single_tps = 0f64;
-    for i in 0..clients {
-        let (secs, out, total) = run(vec![i])?;
-        if i == 0 {
-            single_tps = total as f64 / secs;
+    let mut rates = Vec::new();
+    for engine in &engines {
+        let mut alone = Vec::new();
+        let mut single_tps = 0f64;
+        for i in 0..clients {
+            let (secs, out, total) = run(engine, vec![i])?;
+            if i == 0 {
+                single_tps = total as f64 / secs;
+            }
+            alone.push(out.into_iter().next().unwrap());
         }
-        alone.push(out.into_iter().next().unwrap());
+        rates.push(EngineRates {
+            single_tps,
+            aggregate_tps: 0.0,
+            same: true,
+            alone,
+            prompt_tokens: 0,
+            reused: 0,
+        });
     }
-    for _ in 0..2.min(clients) {
-        let (secs, out, total) = run(vec![0])?;
-        single_tps = single_tps.max(total as f64 / secs);
-        anyhow::ensure!(out[0] == alone[0], "client 0 gave a different output alone");
-    }
-    let mut aggregate_tps = 0f64;
-    let mut same = true;
-    let before = engine.stats();
     for _ in 0..3 {
-        let (secs, together, total) = run((0..clients).collect())?;
-        same &= alone == together;
-        aggregate_tps = aggregate_tps.max(total as f64 / secs);
+        for (engine, r) in engines.iter().zip(&mut rates) {
+            let (secs, out, total) = run(engine, vec![0])?;
+            r.single_tps = r.single_tps.max(total as f64 / secs);
+            anyhow::ensure!(
+                out[0] == r.alone[0],
+                "client 0 gave a different output alone"
+            );
+            let before = engine.stats();
+            let (secs, together, total) = run(engine, (0..clients).collect())?;
+            let after = engine.stats();
+            r.same &= r.alone == together;
+            r.aggregate_tps = r.aggregate_tps.max(total as f64 / secs);
+            r.prompt_tokens += after.prompt_tokens_total - before.prompt_tokens_total;
+            r.reused += after.prefix_tokens_reused - before.prefix_tokens_reused;
+        }
     }
-    let after = engine.stats();
-    Ok(EngineRates {
-        single_tps,
-        aggregate_tps,
-        same,
-        alone,
-        prompt_tokens: after.prompt_tokens_total - before.prompt_tokens_total,
-        reused: after.prefix_tokens_reused - before.prefix_tokens_reused,
-    })
+    rates
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("one result per engine"))
 }
