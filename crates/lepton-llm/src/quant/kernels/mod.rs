@@ -1,0 +1,145 @@
+//! Dot products of a tile of weight rows with a group of quantized activation rows.
+//!
+//! # Order of operations (the definition every kernel follows bit for bit)
+//! For each block `b` (padding blocks included, with zero codes and scales), the integer dot
+//! product `p_b = Σ q_w q_x` of its 32 codes is exact; then eight f32 lanes, lane `b mod 8`,
+//! accumulate `acc = fma(d_w · d_x, p_b, acc)` in block order, and for Q4_1 eight more lanes
+//! accumulate `summ = summ + m_w · s_x`. The result is `hsum(acc) + hsum(summ)` (`hsum`: ggml's
+//! `hsum_float_8` order). The blocks of the last, partial group of eight also update the lanes
+//! past the row's end with zeros, as the vector code does. [`scalar_q4_1`] and [`scalar_q8_0`]
+//! spell this out; the SIMD kernels (`x86`) must give the same bits.
+//!
+//! Unlike ggml's AVX2 kernels, which convert each block's eight partial sums to floats and
+//! accumulate them separately, each block's integer sum is complete before any rounding: fewer
+//! operations per block and a little more accuracy.
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use super::layout::{byte_code_at, f16_at, f32_at, i32_at, nibble_at, GROUP, Q8_BYTES, QK};
+
+/// Most activation rows per tile.
+pub const MAX_ROWS: usize = 8;
+
+/// The instruction set the kernels use, detected once per matmul.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Level {
+    Scalar,
+    Avx2,
+    Vnni,
+}
+
+impl Level {
+    pub fn detect() -> Level {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            if std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl")
+            {
+                return Level::Vnni;
+            }
+            return Level::Avx2;
+        }
+        Level::Scalar
+    }
+}
+
+/// The weight types with a kernel.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Q4_1,
+    Q8_0,
+}
+
+/// `res[j · rows.len() + r]` = weight row `ws[j]` · activation row `rows[r]`, for 1, 2 or 4 weight
+/// rows (4 only with one activation row) and 1 to [`MAX_ROWS`] activation rows. `prefetch`
+/// fetches the weight rows that follow the tile into the cache.
+pub fn dot(
+    kind: Kind,
+    level: Level,
+    ws: &[&[u8]],
+    rows: &[&[u8]],
+    res: &mut [f32],
+    prefetch: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if level != Level::Scalar {
+        // SAFETY: `Level::detect` checked the CPU features.
+        unsafe { x86::dot(kind, level == Level::Vnni, ws, rows, res, prefetch) };
+        return;
+    }
+    let _ = (level, prefetch);
+    let scalar = match kind {
+        Kind::Q4_1 => scalar_q4_1,
+        Kind::Q8_0 => scalar_q8_0,
+    };
+    for (j, w) in ws.iter().enumerate() {
+        for (r, a) in rows.iter().enumerate() {
+            res[j * rows.len() + r] = scalar(w, a);
+        }
+    }
+}
+
+/// ggml's `hsum_float_8` order of additions.
+fn hsum8(v: [f32; 8]) -> f32 {
+    let q = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    let h = [q[0] + q[2], q[1] + q[3]];
+    h[0] + h[1]
+}
+
+/// Blocks rounded up to whole groups of eight (the lanes the vector code touches).
+fn lanes_touched(nbp: usize) -> usize {
+    nbp.div_ceil(GROUP) * GROUP
+}
+
+/// The Q4_1 · Q8_1 dot product by the definition in the module docs.
+pub fn scalar_q4_1(w: &[u8], a: &[u8]) -> f32 {
+    let nbp = w.len() / 20;
+    debug_assert_eq!(a.len(), nbp * Q8_BYTES);
+    let mut acc = [0f32; 8];
+    let mut summs = [0f32; 8];
+    for b in 0..lanes_touched(nbp) {
+        let (mut dd, mut ms, mut p) = (0f32, 0f32, 0i32);
+        if b < nbp {
+            dd = f16_at(w, nbp * 16 + 2 * b) * f32_at(a, nbp * QK + 4 * b);
+            ms = f16_at(w, nbp * 18 + 2 * b) * f32_at(a, nbp * QK + nbp * 4 + 4 * b);
+            for v in 0..QK {
+                let (at, shift) = nibble_at(nbp, b, v);
+                let q = (w[at] >> shift) & 0x0f;
+                p += q as i32 * a[byte_code_at(nbp, b, v)] as i8 as i32;
+            }
+        }
+        acc[b % 8] = dd.mul_add(p as f32, acc[b % 8]);
+        summs[b % 8] += ms;
+    }
+    hsum8(acc) + hsum8(summs)
+}
+
+/// The Q8_0 · Q8_0 dot product by the definition in the module docs.
+pub fn scalar_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let nbp = w.len() / 34;
+    debug_assert_eq!(a.len(), nbp * Q8_BYTES);
+    let mut acc = [0f32; 8];
+    for b in 0..lanes_touched(nbp) {
+        let (mut dd, mut p) = (0f32, 0i32);
+        if b < nbp {
+            dd = f16_at(w, nbp * 32 + 2 * b) * f32_at(a, nbp * QK + 4 * b);
+            for v in 0..QK {
+                let at = byte_code_at(nbp, b, v);
+                p += (w[at] ^ 0x80) as i8 as i32 * a[at] as i8 as i32;
+            }
+            // The layout's offset sum agrees with the codes.
+            debug_assert_eq!(
+                i32_at(a, nbp * QK + 8 * nbp + 4 * b),
+                128 * (0..QK)
+                    .map(|v| a[byte_code_at(nbp, b, v)] as i8 as i32)
+                    .sum::<i32>()
+            );
+        }
+        acc[b % 8] = dd.mul_add(p as f32, acc[b % 8]);
+    }
+    hsum8(acc)
+}
