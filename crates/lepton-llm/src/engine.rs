@@ -31,7 +31,9 @@
 //! runs reuse it), and its prompt and generated tokens (the `cache.len()` positions fed through
 //! the model) when it finishes; a cancelled sequence only leaves its prompt. On admission the
 //! longest common prefix with any entry, at most the prompt's length - 1 (one token must run to give
-//! logits), is copied into the new sequence's cache and only the rest of the prompt is prefilled.
+//! logits), is copied into the new sequence's cache and only the rest of the prompt is prefilled. A
+//! request that shares a longer prefix with a sequence admitted in the same step (clients arriving
+//! together with the same system prompt) waits one step for that sequence's prompt to be stored.
 //! Every row is computed independently of the batch and the copy is exact, so the output is
 //! bit-identical to a run without the cache. The store's positions come on top of the KV budget
 //! (`kv_cache_tokens`): the memory held is `kv_cache_tokens + prefix_cache_tokens` positions.
@@ -42,6 +44,7 @@
 //!
 //! [`Llama::forward`]: crate::llama::Llama::forward
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -211,6 +214,8 @@ struct Job {
     params: SamplingParams,
     events: flume::Sender<GenerationEvent>,
     submitted: Instant,
+    /// Held back once to reuse the prefill of a sequence admitted in the same step.
+    deferred: bool,
 }
 
 struct Shared {
@@ -314,6 +319,7 @@ impl Engine {
             params,
             events,
             submitted: Instant::now(),
+            deferred: false,
         };
         let queue = self.queue.as_ref().ok_or(Error::EngineStopped)?;
         // Count before sending so the scheduler's decrement never underflows.
@@ -375,7 +381,8 @@ struct Scheduler {
 impl Scheduler {
     fn run(self) {
         let mut active: Vec<Sequence> = Vec::new();
-        let mut waiting: Option<Job> = None;
+        // Jobs taken from the queue but not admitted yet (no KV room, or deferred for a step).
+        let mut pending: VecDeque<Job> = VecDeque::new();
         let mut scratch = Scratch::default();
         let mut logits = Vec::new();
         let mut sampled = Vec::new();
@@ -389,11 +396,17 @@ impl Scheduler {
                         .events
                         .send(GenerationEvent::Error("the engine stopped".into()));
                 }
+                for j in pending.drain(..) {
+                    let _ = j
+                        .events
+                        .send(GenerationEvent::Error("the engine stopped".into()));
+                }
                 return;
             }
             // Admission.
-            while active.len() < self.config.max_batch {
-                let job = match waiting.take() {
+            let mut deferred = Vec::new();
+            while active.len() + deferred.len() < self.config.max_batch {
+                let mut job = match pending.pop_front() {
                     Some(j) => j,
                     None => {
                         let next = if active.is_empty() {
@@ -419,8 +432,18 @@ impl Scheduler {
                 }
                 let need = job.prompt.len() + job.params.max_tokens;
                 if kv_used + need > self.config.kv_cache_tokens {
-                    waiting = Some(job);
+                    pending.push_front(job);
                     break;
+                }
+                let stored = prefixes.lookup(&job.prompt).map_or(0, |(n, _)| n);
+                let prefilling = active
+                    .iter()
+                    .filter(|s| s.first_token.is_none())
+                    .map(|s| s.job.prompt.as_slice());
+                if !job.deferred && prefixes.worth_waiting(&job.prompt, stored, prefilling) {
+                    job.deferred = true;
+                    deferred.push(job);
+                    continue;
                 }
                 kv_used += need;
                 let mut cache = self.model.llama().new_cache(need);
@@ -448,6 +471,9 @@ impl Scheduler {
                     first_token: None,
                     job,
                 });
+            }
+            for j in deferred.into_iter().rev() {
+                pending.push_front(j);
             }
             {
                 let mut st = self.shared.stats();

@@ -15,6 +15,10 @@ use crate::llama::KvCache;
 /// counting as hits.
 pub(crate) const MIN_REUSE: usize = 4;
 
+/// A request waits one step for a sequence in prefill to be stored only if it then reuses at least
+/// this many more positions than the store gives it now (the wait costs it one step).
+pub(crate) const WAIT_MIN: usize = 16;
+
 struct Entry {
     tokens: Vec<u32>,
     cache: KvCache,
@@ -66,6 +70,22 @@ impl PrefixCache {
         let e = &mut self.entries[best];
         e.last_used = now;
         Some((n, &e.cache))
+    }
+
+    /// Whether a request with `prompt`, which the store gives `stored` positions now, should wait
+    /// for the prompts being prefilled in this step (`prefilling`) to be stored: one of them shares
+    /// at least [`WAIT_MIN`] more positions and will be kept.
+    pub(crate) fn worth_waiting<'a>(
+        &self,
+        prompt: &[u32],
+        stored: usize,
+        prefilling: impl Iterator<Item = &'a [u32]>,
+    ) -> bool {
+        let cap = prompt.len().saturating_sub(1);
+        prefilling
+            .filter(|p| p.len() >= MIN_REUSE && p.len() <= self.budget)
+            .map(|p| common_prefix(p, prompt).min(cap))
+            .any(|n| n >= stored + WAIT_MIN)
     }
 
     /// Keep the first `tokens.len()` positions of `cache` (which must hold at least that many) for
@@ -148,6 +168,28 @@ mod tests {
         assert!(s.lookup(&[1, 2, 3, 7, 7, 7]).is_none());
         assert!(s.lookup(&[1, 2, 3, 4]).is_none());
         assert!(PrefixCache::new(0).lookup(&[1, 2, 3, 4, 5]).is_none());
+    }
+
+    #[test]
+    fn waiting_pays_only_for_a_long_enough_shared_prefix() {
+        let system: Vec<u32> = (0..20).collect();
+        let prompt = |tail: u32| {
+            let mut p = system.clone();
+            p.extend([tail, tail]);
+            p
+        };
+        let s = PrefixCache::new(100);
+        let running = [prompt(1)];
+        let others = || running.iter().map(Vec::as_slice);
+        assert!(s.worth_waiting(&prompt(2), 0, others()));
+        // The store already gives most of it.
+        assert!(!s.worth_waiting(&prompt(2), 10, others()));
+        // Nothing running in prefill, or too little shared.
+        assert!(!s.worth_waiting(&prompt(2), 0, std::iter::empty()));
+        assert!(!s.worth_waiting(&[0, 1, 2, 9, 9, 9], 0, others()));
+        // The running prompt would not be stored (over the budget), or the cache is off.
+        assert!(!PrefixCache::new(21).worth_waiting(&prompt(2), 0, others()));
+        assert!(!PrefixCache::new(0).worth_waiting(&prompt(2), 0, others()));
     }
 
     #[test]

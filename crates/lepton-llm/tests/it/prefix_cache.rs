@@ -1,5 +1,6 @@
 //! The engine's prefix cache on SmolLM2: outputs bit-identical with the cache on and off (alone,
-//! concurrent, multi-turn), hits counted, the budget kept under eviction, and cancellation.
+//! concurrent, arriving together into an empty store, multi-turn), hits counted, the budget kept
+//! under eviction, and cancellation.
 
 use std::time::{Duration, Instant};
 
@@ -154,6 +155,30 @@ fn outputs_with_the_prefix_cache_equal_outputs_without_it() {
             s.prefix_cache_tokens_used
         ),
         (0, 0, 0)
+    );
+}
+
+#[test]
+fn fresh_requests_arriving_together_share_the_system_prompt() {
+    // An empty store: the requests admitted with the first one wait a step for its prefill.
+    let (off, on) = engines(4096);
+    let system_tokens = model().tokenize(&chat(&[])).unwrap().len();
+    let expected: Vec<Vec<u32>> = (10..14)
+        .map(|i| run(&off, &question(i), sampled(i, 10)).0)
+        .collect();
+    let rxs: Vec<_> = (10..14)
+        .map(|i| {
+            on.submit(GenerationRequest::new(question(i), sampled(i, 10)))
+                .unwrap()
+        })
+        .collect();
+    let got: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).0).collect();
+    assert_eq!(got, expected);
+    let s = idle(&on);
+    assert_eq!(s.prefix_cache_hits, 3, "{s:?}");
+    assert!(
+        s.prefix_tokens_reused as usize >= 3 * system_tokens,
+        "{s:?}"
     );
 }
 
