@@ -1,7 +1,8 @@
 //! Prefill and decode speed of a GGUF model, single sequence and batched through the engine.
 //! Prefill and decode: best of 3; the engine: one client alone (best of 3), then `CLIENTS` at
 //! once (best of 3), with the prefix cache (the default config) and again without it
-//! (`engine_nocache_*`). Also the cost of copying the prompt's KV entries (what a prefix-cache hit
+//! (`engine_nocache_*`), and `CLIENTS` at once on new engines (`*_fresh_*`: nothing stored yet, so
+//! only the chat template's start is shared). Also the cost of copying the prompt's KV entries (what a prefix-cache hit
 //! does instead of prefilling). Prints one JSON object; `bench/llm/speed.sh` runs it beside
 //! llama.cpp.
 //!
@@ -113,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         ],
     )?;
     println!(
-        "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"decode_batched_tokens_per_s\": {:.1}, \"prefix_copy_us_per_token\": {:.2}, \"prefill_us_per_token\": {:.1}, \"engine_single_tokens_per_s\": {:.1}, \"engine_clients\": {clients}, \"engine_aggregate_tokens_per_s\": {:.1}, \"batched_equals_alone\": {}, \"engine_aggregate_prompt_tokens\": {}, \"engine_aggregate_prefix_tokens_reused\": {}, \"engine_nocache_single_tokens_per_s\": {:.1}, \"engine_nocache_aggregate_tokens_per_s\": {:.1}, \"nocache_batched_equals_alone\": {}, \"cached_equals_nocache\": {}}}",
+        "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"decode_batched_tokens_per_s\": {:.1}, \"prefix_copy_us_per_token\": {:.2}, \"prefill_us_per_token\": {:.1}, \"engine_single_tokens_per_s\": {:.1}, \"engine_clients\": {clients}, \"engine_aggregate_tokens_per_s\": {:.1}, \"batched_equals_alone\": {}, \"engine_aggregate_prompt_tokens\": {}, \"engine_aggregate_prefix_tokens_reused\": {}, \"engine_nocache_single_tokens_per_s\": {:.1}, \"engine_nocache_aggregate_tokens_per_s\": {:.1}, \"nocache_batched_equals_alone\": {}, \"cached_equals_nocache\": {}, \"engine_fresh_aggregate_tokens_per_s\": {:.1}, \"engine_fresh_prefix_tokens_reused\": {}, \"engine_nocache_fresh_aggregate_tokens_per_s\": {:.1}, \"fresh_equals_alone\": {}}}",
         rayon::current_num_threads(),
         n_prompt as f64 / best_prefill,
         n_decode as f64 / best_decode,
@@ -129,6 +130,10 @@ fn main() -> anyhow::Result<()> {
         nocache.aggregate_tps,
         nocache.same,
         cached.alone == nocache.alone,
+        cached.fresh_tps,
+        cached.fresh_reused,
+        nocache.fresh_tps,
+        cached.fresh_same && nocache.fresh_same,
     );
     Ok(())
 }
@@ -143,6 +148,11 @@ struct EngineRates {
     /// Prompt tokens of the timed runs with all clients, and how many came from the prefix cache.
     prompt_tokens: u64,
     reused: u64,
+    /// All clients at once on a new engine (nothing stored: only the chat template's start is
+    /// shared): best rate of 3, positions reused per run, outputs equal the outputs alone.
+    fresh_tps: f64,
+    fresh_reused: u64,
+    fresh_same: bool,
 }
 
 /// Engines: one client alone, then `clients` at once (same seeds), decode tokens/s and equality.
@@ -154,6 +164,7 @@ fn engine_rates<const N: usize>(
     configs: [EngineConfig; N],
 ) -> anyhow::Result<[EngineRates; N]> {
     let engines = configs
+        .clone()
         .map(|c| Engine::new(model.clone(), c.with_max_batch(clients.max(1))))
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
@@ -212,7 +223,19 @@ fn engine_rates<const N: usize>(
             alone,
             prompt_tokens: 0,
             reused: 0,
+            fresh_tps: 0.0,
+            fresh_reused: 0,
+            fresh_same: true,
         });
+    }
+    for _ in 0..3 {
+        for (c, r) in configs.iter().zip(&mut rates) {
+            let engine = Engine::new(model.clone(), c.clone().with_max_batch(clients.max(1)))?;
+            let (secs, together, total) = run(&engine, (0..clients).collect())?;
+            r.fresh_tps = r.fresh_tps.max(total as f64 / secs);
+            r.fresh_reused = engine.stats().prefix_tokens_reused;
+            r.fresh_same &= r.alone == together;
+        }
     }
     for _ in 0..3 {
         for (engine, r) in engines.iter().zip(&mut rates) {
