@@ -16,12 +16,17 @@
 //! # Scheduling
 //! One thread loops: admit queued requests while fewer than `max_batch` sequences run and the KV
 //! budget has room for `prompt + max_tokens` positions (each sequence's cache is allocated once at
-//! admission, see [`KvCache`]); run one [`Llama::forward`] over every sequence — the whole prompt of
-//! newly admitted ones (prefill, one pass) and the last sampled token of the others (decode) —;
-//! sample one token per sequence, stream it, and retire sequences that hit EOS, a stop string or
-//! `max_tokens`, or whose receiver is gone. Each sequence has its own seeded sampler and every
+//! admission, see [`KvCache`]; the budget counts running sequences only, the prefix cache below
+//! holds its positions on top of it); run one [`Llama::forward`] over every sequence — the prompt
+//! of newly admitted ones (prefill, one pass, minus the prefix copied from the prefix cache) and
+//! the last sampled token of the others (decode) —; sample one token per sequence, stream it, and
+//! retire sequences that hit EOS, a stop string or `max_tokens`, or whose receiver is gone. Each sequence has its own seeded sampler and every
 //! model row is computed independently of the batch, so a request's output does not depend on what
 //! else is running.
+//!
+//! Text held back because it could be the start of a stop string is released with a later token
+//! event; when generation ends with the end-of-sequence token such text comes in a `Token` event
+//! carrying the EOS id (the EOS token's own text is never emitted).
 //!
 //! # Prefix cache (KV reuse)
 //! Chat prompts mostly start the same way (the template's system prompt; in a multi-turn chat the
@@ -37,10 +42,6 @@
 //! Every row is computed independently of the batch and the copy is exact, so the output is
 //! bit-identical to a run without the cache. The store's positions come on top of the KV budget
 //! (`kv_cache_tokens`): the memory held is `kv_cache_tokens + prefix_cache_tokens` positions.
-//!
-//! Text held back because it could be the start of a stop string is released with a later token
-//! event; when generation ends with the end-of-sequence token such text comes in a `Token` event
-//! carrying the EOS id (the EOS token's own text is never emitted).
 //!
 //! [`Llama::forward`]: crate::llama::Llama::forward
 
