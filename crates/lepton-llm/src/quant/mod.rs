@@ -301,33 +301,17 @@ impl QMatrix {
             QType::Q4_1 => Kind::Q4_1,
             _ => Kind::Q8_0,
         };
-        // One activation row (decoding): four weight rows at a time; else 2 × up to 8.
-        let (jt_max, g_max) = if m == 1 { (4, 1) } else { (2, MAX_ROWS) };
-        let mut res = [0f32; 2 * MAX_ROWS];
-        let mut j = cols.start;
-        while j < cols.end {
-            let jt = if cols.end - j >= jt_max { jt_max } else { 1 };
-            let ws: [&[u8]; 4] = std::array::from_fn(|t| {
-                let row = j + t.min(jt - 1);
-                &self.data[row * rb..(row + 1) * rb]
+        let w = &self.data[cols.start * rb..cols.end * rb];
+        let mut r0 = 0;
+        while r0 < m {
+            let g = (m - r0).min(MAX_ROWS);
+            let rows: [&[u8]; MAX_ROWS] = std::array::from_fn(|i| {
+                let r = r0 + i.min(g - 1);
+                &a[r * len..(r + 1) * len]
             });
-            let mut r0 = 0;
-            while r0 < m {
-                let g = (m - r0).min(g_max);
-                let rows: [&[u8]; MAX_ROWS] = std::array::from_fn(|i| {
-                    let r = r0 + i.min(g - 1);
-                    &a[r * len..(r + 1) * len]
-                });
-                // The next tile's weights are prefetched once, by the first group of rows.
-                kernels::dot(kind, level, &ws[..jt], &rows[..g], &mut res, r0 == 0);
-                for t in 0..jt {
-                    for i in 0..g {
-                        *out.0.add((r0 + i) * stride + offset + j + t) = res[t * g + i];
-                    }
-                }
-                r0 += g;
-            }
-            j += jt;
+            let at = out.0.add(r0 * stride + offset + cols.start);
+            kernels::dot(kind, level, w, rb, &rows[..g], at, stride);
+            r0 += g;
         }
     }
 
@@ -485,18 +469,12 @@ mod tests {
             })
             .collect();
         let rows: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
-        let wr = &ours.data[2 * ours.row_bytes()..3 * ours.row_bytes()];
-        let wr2 = &ours.data[4 * ours.row_bytes()..5 * ours.row_bytes()];
+        let rb = ours.row_bytes();
         type Scalar = fn(&[u8], &[u8]) -> f32;
         let (kind, scalar): (Kind, Scalar) = match ours.qtype {
             QType::Q4_1 => (Kind::Q4_1, kernels::scalar_q4_1),
             _ => (Kind::Q8_0, kernels::scalar_q8_0),
         };
-        let tile = [wr, wr2, wr, wr2];
-        let want: Vec<Vec<f32>> = tile
-            .iter()
-            .map(|w| rows.iter().map(|a| scalar(w, a)).collect())
-            .collect();
         let mut levels = vec![kernels::Level::Scalar];
         if kernels::Level::detect() != kernels::Level::Scalar {
             levels.push(kernels::Level::Avx2);
@@ -504,23 +482,32 @@ mod tests {
         if kernels::Level::detect() == kernels::Level::Vnni {
             levels.push(kernels::Level::Vnni);
         }
-        let shapes = (1..=MAX_ROWS)
-            .flat_map(|g| [(1, g), (2, g)])
-            .chain([(4, 1)]);
         for level in levels {
-            for (jt, g) in shapes.clone() {
-                let mut res = [0f32; 2 * MAX_ROWS];
-                kernels::dot(kind, level, &tile[..jt], &rows[..g], &mut res, g % 2 == 0);
-                for t in 0..jt {
-                    let got: Vec<u32> = res[t * g..(t + 1) * g]
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect();
-                    let expect: Vec<u32> = want[t][..g].iter().map(|v| v.to_bits()).collect();
-                    assert_eq!(
-                        got, expect,
-                        "{dtype:?} {level:?}, {blocks} blocks, {jt}x{g}"
-                    );
+            // Weight rows 1..5 (a tile of four and a single row) against 1 to 8 activation rows.
+            for g in 1..=MAX_ROWS {
+                let mut out = vec![f32::NAN; g * 6];
+                // SAFETY: `out` has g rows of stride 6 ≥ 4 weight rows.
+                unsafe {
+                    kernels::dot(
+                        kind,
+                        level,
+                        &ours.data[rb..5 * rb],
+                        rb,
+                        &rows[..g],
+                        out.as_mut_ptr(),
+                        6,
+                    )
+                };
+                for r in 0..g {
+                    for j in 0..4 {
+                        let want = scalar(&ours.data[(j + 1) * rb..(j + 2) * rb], rows[r]);
+                        assert_eq!(
+                            out[r * 6 + j].to_bits(),
+                            want.to_bits(),
+                            "{dtype:?} {level:?}, {blocks} blocks, {g} rows: ({r}, {j})"
+                        );
+                    }
+                    assert!(out[r * 6 + 4].is_nan(), "wrote past the tile");
                 }
             }
         }

@@ -54,31 +54,36 @@ pub enum Kind {
     Q8_0,
 }
 
-/// `res[j · rows.len() + r]` = weight row `ws[j]` · activation row `rows[r]`, for 1, 2 or 4 weight
-/// rows (4 only with one activation row) and 1 to [`MAX_ROWS`] activation rows. `prefetch`
-/// fetches the weight rows that follow the tile into the cache.
-pub fn dot(
+/// Every weight row of `w` (whole rows of `row_bytes`) dotted with each of `rows` (1 to
+/// [`MAX_ROWS`] activation rows): weight row `j` · activation row `r` goes to `out[r · stride + j]`.
+///
+/// # Safety
+/// `out` must be valid for writes at those offsets, and no other thread may access them.
+pub unsafe fn dot(
     kind: Kind,
     level: Level,
-    ws: &[&[u8]],
+    w: &[u8],
+    row_bytes: usize,
     rows: &[&[u8]],
-    res: &mut [f32],
-    prefetch: bool,
+    out: *mut f32,
+    stride: usize,
 ) {
+    debug_assert!((1..=MAX_ROWS).contains(&rows.len()) && w.len() % row_bytes == 0);
     #[cfg(target_arch = "x86_64")]
     if level != Level::Scalar {
-        // SAFETY: `Level::detect` checked the CPU features.
-        unsafe { x86::dot(kind, level == Level::Vnni, ws, rows, res, prefetch) };
+        // SAFETY: `Level::detect` checked the CPU features; `out` as promised by the caller.
+        unsafe { x86::dot(kind, level == Level::Vnni, w, row_bytes, rows, out, stride) };
         return;
     }
-    let _ = (level, prefetch);
+    let _ = level;
     let scalar = match kind {
         Kind::Q4_1 => scalar_q4_1,
         Kind::Q8_0 => scalar_q8_0,
     };
-    for (j, w) in ws.iter().enumerate() {
+    for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
         for (r, a) in rows.iter().enumerate() {
-            res[j * rows.len() + r] = scalar(w, a);
+            // SAFETY: as promised by the caller.
+            unsafe { *out.add(r * stride + j) = scalar(wr, a) };
         }
     }
 }

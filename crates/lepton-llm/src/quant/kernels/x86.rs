@@ -12,42 +12,46 @@ use std::arch::x86_64::*;
 use super::{Kind, MAX_ROWS};
 use crate::quant::layout::{GROUP, QK};
 
-/// Dispatch to the monomorphized kernel for the tile's shape.
+/// [`super::dot`] on the monomorphized kernel for the row count.
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C, and AVX512-VNNI + AVX512-VL when `vnni`; the rows must
-/// be in the kernel layout with the same block count.
+/// be in the kernel layout with the same block count; `out` as in [`super::dot`].
 pub unsafe fn dot(
     kind: Kind,
     vnni: bool,
-    ws: &[&[u8]],
+    w: &[u8],
+    row_bytes: usize,
     rows: &[&[u8]],
-    res: &mut [f32],
-    prefetch: bool,
+    out: *mut f32,
+    stride: usize,
 ) {
-    debug_assert!(rows.len() <= MAX_ROWS && res.len() >= ws.len() * rows.len());
     macro_rules! go {
-        ($plain:ident, $vnni:ident; $($jt:literal, $g:literal);*) => {
-            match (ws.len(), rows.len(), vnni) {
-                $(
-                    ($jt, $g, false) => $plain::<$jt, $g>(ws, rows, res, prefetch),
-                    ($jt, $g, true) => $vnni::<$jt, $g>(ws, rows, res, prefetch),
-                )*
-                _ => unreachable!("weight tile {} x {} rows", ws.len(), rows.len()),
+        ($plain:ident, $vnni:ident) => {
+            match (rows.len(), vnni) {
+                (1, false) => $plain::<1>(w, row_bytes, rows, out, stride),
+                (2, false) => $plain::<2>(w, row_bytes, rows, out, stride),
+                (3, false) => $plain::<3>(w, row_bytes, rows, out, stride),
+                (4, false) => $plain::<4>(w, row_bytes, rows, out, stride),
+                (5, false) => $plain::<5>(w, row_bytes, rows, out, stride),
+                (6, false) => $plain::<6>(w, row_bytes, rows, out, stride),
+                (7, false) => $plain::<7>(w, row_bytes, rows, out, stride),
+                (8, false) => $plain::<8>(w, row_bytes, rows, out, stride),
+                (1, true) => $vnni::<1>(w, row_bytes, rows, out, stride),
+                (2, true) => $vnni::<2>(w, row_bytes, rows, out, stride),
+                (3, true) => $vnni::<3>(w, row_bytes, rows, out, stride),
+                (4, true) => $vnni::<4>(w, row_bytes, rows, out, stride),
+                (5, true) => $vnni::<5>(w, row_bytes, rows, out, stride),
+                (6, true) => $vnni::<6>(w, row_bytes, rows, out, stride),
+                (7, true) => $vnni::<7>(w, row_bytes, rows, out, stride),
+                (8, true) => $vnni::<8>(w, row_bytes, rows, out, stride),
+                (g, _) => unreachable!("{g} activation rows (at most {MAX_ROWS})"),
             }
         };
     }
-    macro_rules! tiles {
-        ($plain:ident, $vnni:ident) => {
-            go!($plain, $vnni;
-                1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 1, 7; 1, 8;
-                2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6; 2, 7; 2, 8;
-                4, 1)
-        };
-    }
     match kind {
-        Kind::Q4_1 => tiles!(q4_1, q4_1_vnni),
-        Kind::Q8_0 => tiles!(q8_0, q8_0_vnni),
+        Kind::Q4_1 => go!(q4_1, q4_1_vnni),
+        Kind::Q8_0 => go!(q8_0, q8_0_vnni),
     }
 }
 
@@ -179,12 +183,12 @@ unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     acc
 }
 
-/// Prefetch the weight rows of the next tile (rows are contiguous, so they follow the current
-/// `JT` rows); the hardware prefetcher alone left the kernel waiting on loads.
+/// Prefetch weight rows at least four rows ahead (rows are contiguous: the next tile, or the one
+/// after for one-row tiles); the hardware prefetcher alone left the kernel waiting on loads.
 #[inline(always)]
 unsafe fn prefetch_next<const JT: usize>(w: &[*const u8; JT], row_len: usize) {
     for p in w {
-        let next = p.wrapping_add(JT * row_len);
+        let next = p.wrapping_add(JT.max(4) * row_len);
         for off in (0..row_len).step_by(64) {
             _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(off) as *const i8);
         }
@@ -259,26 +263,58 @@ unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
+/// Every weight row of `w` against the `G` activation rows: tiles of four weight rows for one
+/// activation row (more loads in flight while decoding), of one weight row otherwise (a tile's
+/// accumulators then fit in registers).
+macro_rules! drive {
+    ($imp:ident, $vnni:expr, $g:ident, $w:ident, $rb:ident, $rows:ident, $out:ident, $stride:ident) => {{
+        let n = $w.len() / $rb;
+        let a: [*const u8; $g] = std::array::from_fn(|r| $rows[r].as_ptr());
+        let base = $w.as_ptr();
+        let mut res = [0f32; 4 * MAX_ROWS];
+        let mut j = 0;
+        if $g == 1 {
+            while j + 4 <= n {
+                let ws: [*const u8; 4] = std::array::from_fn(|t| base.add((j + t) * $rb));
+                $imp::<4, $g, $vnni>(&ws, &a, $rb, j + 4 < n, &mut res);
+                for (t, v) in res[..4].iter().enumerate() {
+                    *$out.add(j + t) = *v;
+                }
+                j += 4;
+            }
+        }
+        while j < n {
+            $imp::<1, $g, $vnni>(&[base.add(j * $rb)], &a, $rb, j + 1 < n, &mut res);
+            for (r, v) in res[..$g].iter().enumerate() {
+                *$out.add(r * $stride + j) = *v;
+            }
+            j += 1;
+        }
+    }};
+}
+
 macro_rules! entry_points {
     ($plain:ident, $vnni:ident, $imp:ident) => {
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $plain<const JT: usize, const G: usize>(
-            ws: &[&[u8]],
+        unsafe fn $plain<const G: usize>(
+            w: &[u8],
+            row_bytes: usize,
             rows: &[&[u8]],
-            res: &mut [f32],
-            prefetch: bool,
+            out: *mut f32,
+            stride: usize,
         ) {
-            $imp::<JT, G, false>(ws, rows, res, prefetch)
+            drive!($imp, false, G, w, row_bytes, rows, out, stride)
         }
 
         #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-        unsafe fn $vnni<const JT: usize, const G: usize>(
-            ws: &[&[u8]],
+        unsafe fn $vnni<const G: usize>(
+            w: &[u8],
+            row_bytes: usize,
             rows: &[&[u8]],
-            res: &mut [f32],
-            prefetch: bool,
+            out: *mut f32,
+            stride: usize,
         ) {
-            $imp::<JT, G, true>(ws, rows, res, prefetch)
+            drive!($imp, true, G, w, row_bytes, rows, out, stride)
         }
     };
 }
@@ -289,18 +325,17 @@ entry_points!(q8_0, q8_0_vnni, q8_0_impl);
 /// Q4_1 weights · Q8_1 activations for a `JT × G` tile.
 #[inline(always)]
 unsafe fn q4_1_impl<const JT: usize, const G: usize, const VNNI: bool>(
-    ws: &[&[u8]],
-    rows: &[&[u8]],
-    res: &mut [f32],
+    w: &[*const u8; JT],
+    a: &[*const u8; G],
+    row_bytes: usize,
     prefetch: bool,
+    res: &mut [f32],
 ) {
-    let nbp = ws[0].len() / 20;
+    let nbp = row_bytes / 20;
     let (groups, tail) = (nbp / GROUP, nbp % GROUP);
-    let w: [*const u8; JT] = std::array::from_fn(|j| ws[j].as_ptr());
     if prefetch {
-        prefetch_next(&w, ws[0].len());
+        prefetch_next(w, row_bytes);
     }
-    let a: [*const u8; G] = std::array::from_fn(|r| rows[r].as_ptr());
     let mut acc = [[_mm256_setzero_ps(); G]; JT];
     let mut summs = [[_mm256_setzero_ps(); G]; JT];
     // acc += d_w · d_x · p and summs += m_w · s_x for the `n` blocks from `b0`.
@@ -369,18 +404,17 @@ unsafe fn q4_1_impl<const JT: usize, const G: usize, const VNNI: bool>(
 /// subtracted per block; without, ggml's sign trick on `q_w` gives `Σ q_w q_x` directly.
 #[inline(always)]
 unsafe fn q8_0_impl<const JT: usize, const G: usize, const VNNI: bool>(
-    ws: &[&[u8]],
-    rows: &[&[u8]],
-    res: &mut [f32],
+    w: &[*const u8; JT],
+    a: &[*const u8; G],
+    row_bytes: usize,
     prefetch: bool,
+    res: &mut [f32],
 ) {
-    let nbp = ws[0].len() / 34;
+    let nbp = row_bytes / 34;
     let (groups, tail) = (nbp / GROUP, nbp % GROUP);
-    let w: [*const u8; JT] = std::array::from_fn(|j| ws[j].as_ptr());
     if prefetch {
-        prefetch_next(&w, ws[0].len());
+        prefetch_next(w, row_bytes);
     }
-    let a: [*const u8; G] = std::array::from_fn(|r| rows[r].as_ptr());
     let mut acc = [[_mm256_setzero_ps(); G]; JT];
     macro_rules! scale {
         ($p:expr, $b0:expr, $n:expr) => {{

@@ -1,0 +1,69 @@
+//! Quantized matmul throughput on SmolLM2-135M's shapes, for 1 and 8 activation rows (decode
+//! alone and batched) and 64 rows (prefill): `cargo run --release -p lepton-llm --example
+//! qmatmul_speed`. Prints integer multiply-accumulates per second per shape.
+
+use std::time::Instant;
+
+use lepton_llm::quant::{QMatrix, QType};
+
+fn matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> QMatrix {
+    let (block, scales) = match qtype {
+        QType::Q4_1 => (20, 4),
+        _ => (34, 2),
+    };
+    let mut s = seed;
+    let mut data = vec![0u8; rows * cols / 32 * block];
+    for (i, b) in data.iter_mut().enumerate() {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // Small f16 scales (0x1400 ≈ 0.001) in the scale bytes, random codes elsewhere.
+        *b = if i % block < scales {
+            [0x00, 0x14][i % 2]
+        } else {
+            (s >> 56) as u8
+        };
+    }
+    QMatrix::new(qtype, rows, cols, data).expect("matrix")
+}
+
+fn main() {
+    let shapes = [
+        ("qkv 832x576 q4_1", QType::Q4_1, 832, 576),
+        ("gate_up 3072x576 q4_1", QType::Q4_1, 3072, 576),
+        ("down 576x1536 q4_1", QType::Q4_1, 576, 1536),
+        ("output 49152x576 q8_0", QType::Q8_0, 49152, 576),
+    ];
+    // Optional filters: a shape name's prefix and a row count.
+    let args: Vec<String> = std::env::args().collect();
+    let only = args.get(1).cloned().unwrap_or_default();
+    let rows: Vec<usize> = match args.get(2) {
+        Some(m) => vec![m.parse().expect("row count")],
+        None => vec![1, 8, 64],
+    };
+    let mut scratch = Vec::new();
+    for (name, qtype, n, k) in shapes {
+        if !name.starts_with(&only) {
+            continue;
+        }
+        let w = matrix(qtype, n, k, 7);
+        for &m in &rows {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let mut out = vec![0f32; m * n];
+            let reps = (20_000_000_000 / (m * n * k)).clamp(3, 20000);
+            w.matmul(&x, &mut out, &mut scratch);
+            let t = Instant::now();
+            for _ in 0..reps {
+                w.matmul(&x, &mut out, &mut scratch);
+            }
+            let secs = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "{name:24} m={m:3}: {:8.1} us, {:6.1} GMAC/s",
+                secs * 1e6,
+                (m * n * k) as f64 / secs / 1e9
+            );
+        }
+    }
+}
