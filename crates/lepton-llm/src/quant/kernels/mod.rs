@@ -4,7 +4,7 @@
 //! For each block `b` (padding blocks included, with zero codes and scales), the integer dot
 //! product `p_b = Σ q_w q_x` of its 32 codes is exact; then eight f32 lanes, lane `b mod 8`,
 //! accumulate `acc = fma(d_w · d_x, p_b, acc)` in block order, and for Q4_1 eight more lanes
-//! accumulate `summ = summ + m_w · s_x`. The result is `hsum(acc) + hsum(summ)` (`hsum`: ggml's
+//! accumulate `summ = fma(m_w, s_x, summ)`. The result is `hsum(acc) + hsum(summ)` (`hsum`: ggml's
 //! `hsum_float_8` order). The blocks of the last, partial group of eight also update the lanes
 //! past the row's end with zeros, as the vector code does. [`scalar_q4_1`] and [`scalar_q8_0`]
 //! spell this out; the SIMD kernels (`x86`) must give the same bits.
@@ -107,10 +107,11 @@ pub fn scalar_q4_1(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = [0f32; 8];
     let mut summs = [0f32; 8];
     for b in 0..lanes_touched(nbp) {
-        let (mut dd, mut ms, mut p) = (0f32, 0f32, 0i32);
+        let (mut dd, mut m, mut s, mut p) = (0f32, 0f32, 0f32, 0i32);
         if b < nbp {
             dd = f16_at(w, nbp * 16 + 2 * b) * f32_at(a, nbp * QK + 4 * b);
-            ms = f16_at(w, nbp * 18 + 2 * b) * f32_at(a, nbp * QK + nbp * 4 + 4 * b);
+            m = f16_at(w, nbp * 18 + 2 * b);
+            s = f32_at(a, nbp * QK + nbp * 4 + 4 * b);
             for v in 0..QK {
                 let (at, shift) = nibble_at(nbp, b, v);
                 let q = (w[at] >> shift) & 0x0f;
@@ -118,7 +119,7 @@ pub fn scalar_q4_1(w: &[u8], a: &[u8]) -> f32 {
             }
         }
         acc[b % 8] = dd.mul_add(p as f32, acc[b % 8]);
-        summs[b % 8] += ms;
+        summs[b % 8] = m.mul_add(s, summs[b % 8]);
     }
     hsum8(acc) + hsum8(summs)
 }

@@ -350,7 +350,7 @@ unsafe fn q4_1_impl<const JT: usize, const G: usize, const VNNI: bool>(
                     let s1 = load_f32x8(a[r].add(nbp * QK + 4 * nbp + 4 * b0), n);
                     let x = _mm256_cvtepi32_ps(p[j][r]);
                     acc[j][r] = _mm256_fmadd_ps(_mm256_mul_ps(d0, d1), x, acc[j][r]);
-                    summs[j][r] = _mm256_add_ps(summs[j][r], _mm256_mul_ps(m0, s1));
+                    summs[j][r] = _mm256_fmadd_ps(m0, s1, summs[j][r]);
                 }
             }
         }};
