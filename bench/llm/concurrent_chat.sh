@@ -4,7 +4,7 @@
 # every client's answer compared with what it gets alone with the same seed (issue 5, acceptance 4,
 # end to end).
 #
-#   bench/llm/concurrent_chat.sh          # THREADS=2 CLIENTS=8 MAX_TOKENS=64 PREFIX_CACHE_TOKENS=4096
+#   bench/llm/concurrent_chat.sh   # THREADS=2 CLIENTS=8 MAX_TOKENS=64 REPEATS=3 PREFIX_CACHE_TOKENS=4096
 #
 # PREFIX_CACHE_TOKENS=0 turns the engine's prefix cache off; the prefix-cache metrics are printed
 # at the end.
@@ -26,6 +26,6 @@ for _ in $(seq 1 100); do
     kill -0 $server 2>/dev/null || { cat "$log"; exit 1; }
     sleep 0.2
 done
-"$py" bench/llm/concurrent_chat.py "http://127.0.0.1:$port/v1" "${CLIENTS:-8}" "${MAX_TOKENS:-64}" || status=$?
+"$py" bench/llm/concurrent_chat.py "http://127.0.0.1:$port/v1" "${CLIENTS:-8}" "${MAX_TOKENS:-64}" "${REPEATS:-3}" || status=$?
 curl -sf "http://127.0.0.1:$port/metrics" | grep -E '^lepton_llm_(prefix_cache|prompt_tokens)' || true
 exit "${status:-0}"
