@@ -20,10 +20,12 @@ topics = ["the sea", "a cat", "autumn", "Paris", "a robot", "the moon", "coffee"
 
 def ask(i, rep=0):
     t = time.perf_counter()
-    take = f" Version {rep + 1}." if rep else ""
+    # Each repeat's prompts differ from the first word of the message on, so no earlier repeat's
+    # prompts can be reused beyond the chat template's start.
+    openers = ["Write", "Tell", "Give me", "Compose", "Invent"]
     r = client.chat.completions.create(
         model="smollm2", max_tokens=max_tokens, temperature=0.8, top_p=0.95, seed=1000 + i,
-        messages=[{"role": "user", "content": f"Write a short story about {topics[i % len(topics)]}.{take}"}])
+        messages=[{"role": "user", "content": f"{openers[rep % len(openers)]} a short story about {topics[i % len(topics)]}."}])
     return r.choices[0].message.content, r.usage.completion_tokens, time.perf_counter() - t
 
 
@@ -39,7 +41,7 @@ def at_once(rep):
 # request's wording are shared, as between real users); then one at a time (which finds each
 # prompt cached: this favours the single client, so the first ratio is the conservative one); then
 # all at once again with every prompt cached (retries, or a multi-turn chat's earlier turns).
-ask(clients + 3)
+ask(clients + 3, repeats)
 print(f"{clients} clients, max_tokens {max_tokens}, temperature 0.8, seeds 1000..{1000 + clients - 1}, "
       f"{repeats} repeats")
 ok = True
