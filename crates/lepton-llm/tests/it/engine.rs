@@ -12,14 +12,15 @@ use crate::smollm2::model;
 const FRANCE: &str =
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
 
-struct Output {
-    ids: Vec<u32>,
-    text: String,
+/// What a finished request streamed (shared with the prefix-cache tests).
+pub(crate) struct Output {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) text: String,
     finish: FinishReason,
     completion_tokens: usize,
 }
 
-fn collect(rx: flume::Receiver<GenerationEvent>) -> Output {
+pub(crate) fn collect(rx: flume::Receiver<GenerationEvent>) -> Output {
     let (mut ids, mut text) = (Vec::new(), String::new());
     for ev in rx.iter() {
         match ev {

@@ -9,6 +9,7 @@ use lepton_llm::{
     SamplingParams,
 };
 
+use crate::engine::collect;
 use crate::smollm2::model;
 
 const SYSTEM: &str = "You are Lepton, a friendly assistant. Answer in one or two short sentences, \
@@ -37,24 +38,9 @@ fn sampled(seed: u64, max_tokens: usize) -> SamplingParams {
     }
 }
 
-/// Token ids and text of a finished request.
-fn collect(rx: flume::Receiver<GenerationEvent>) -> (Vec<u32>, String) {
-    let (mut ids, mut text) = (Vec::new(), String::new());
-    for ev in rx.iter() {
-        match ev {
-            GenerationEvent::Token { id, text: t } => {
-                ids.push(id);
-                text.push_str(&t);
-            }
-            GenerationEvent::Done { .. } => return (ids, text),
-            GenerationEvent::Error(e) => panic!("generation failed: {e}"),
-        }
-    }
-    panic!("no Done event")
-}
-
 fn run(e: &Engine, prompt: &str, params: SamplingParams) -> (Vec<u32>, String) {
-    collect(e.submit(GenerationRequest::new(prompt, params)).unwrap())
+    let out = collect(e.submit(GenerationRequest::new(prompt, params)).unwrap());
+    (out.ids, out.text)
 }
 
 fn engines(prefix_cache_tokens: usize) -> (Engine, Engine) {
@@ -117,11 +103,11 @@ fn outputs_with_the_prefix_cache_equal_outputs_without_it() {
     let late = on
         .submit(GenerationRequest::new(question(5), sampled(5, 12)))
         .unwrap();
-    let mut got: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).0).collect();
+    let mut got: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).ids).collect();
     if let GenerationEvent::Token { id, .. } = first {
         got[0].insert(0, id);
     }
-    got.push(collect(late).0);
+    got.push(collect(late).ids);
     assert_eq!(got, expected);
     let s = idle(&on);
     assert_eq!(s.prefix_cache_hits, 5, "{s:?}");
@@ -172,7 +158,7 @@ fn fresh_requests_arriving_together_share_the_system_prompt() {
                 .unwrap()
         })
         .collect();
-    let got: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).0).collect();
+    let got: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).ids).collect();
     assert_eq!(got, expected);
     let s = idle(&on);
     assert_eq!(s.prefix_cache_hits, 3, "{s:?}");

@@ -304,7 +304,7 @@ pub fn attention_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::max_diff;
+    use crate::kernels::test_util::{max_diff, weighted_grads};
     use candle_core::{Device, Var};
 
     /// Plain softmax attention with an additive −∞ mask, per (batch, head), on host vectors: an
@@ -386,7 +386,7 @@ mod tests {
             }
             assert!(max_diff(&reference, &ours) < 1e-5, "reference vs kernel");
             let r = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
-            let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let go = weighted_grads(&ours, &r);
             let heads = |t: &Tensor| t.transpose(1, 2).unwrap().contiguous().unwrap();
             let (qh, kh, vh) = (heads(&q), heads(&k), heads(&v));
             // Autograd through candle's own softmax with an additive mask, as the reference.
@@ -397,12 +397,7 @@ mod tests {
                 .unwrap();
             let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
             let plain = p.matmul(&vh).unwrap().transpose(1, 2).unwrap();
-            let gt = (&plain * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let gt = weighted_grads(&plain, &r);
             for var in [&qkv, &kv] {
                 let a = go.get(var).expect("kernel gradient");
                 let b = gt.get(var).expect("reference gradient");

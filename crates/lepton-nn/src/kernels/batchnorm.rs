@@ -439,7 +439,7 @@ pub fn batch_norm(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::max_diff;
+    use crate::kernels::test_util::{max_diff, weighted_grads};
     use candle_core::{Device, Var};
 
     /// The plain candle composition the kernel replaces.
@@ -480,20 +480,15 @@ mod tests {
             let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, true, false, None).unwrap();
             let theirs = reference(&x, &g, &b, 1e-5);
             assert!(max_diff(&ours, &theirs) < 1e-10);
-            let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gt = (&theirs * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let go = weighted_grads(&ours, &r);
+            let gt = weighted_grads(&theirs, &r);
             for v in [&x, &g, &b] {
                 let d = max_diff(go.get(v).unwrap(), gt.get(v).unwrap());
                 assert!(d < 1e-9, "{shape:?}: gradient differs by {d}");
             }
             // Fixed statistics: an affine map per channel.
             let ours = batch_norm(&x, &g, &b, &mean, &var, 1e-5, false, false, None).unwrap();
-            let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let go = weighted_grads(&ours, &r);
             let shape_c: Vec<usize> = (0..x.rank()).map(|d| if d == 1 { c } else { 1 }).collect();
             let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
             let want = (r.broadcast_mul(
@@ -536,18 +531,8 @@ mod tests {
                 assert_eq!(fused.dims(), plain.dims());
                 assert_eq!(max_diff(&fused, &plain), 0.0, "{shape:?} {pool:?}");
                 let r = Tensor::randn(0f64, 1.0, fused.dims(), &dev).unwrap();
-                let gf = (&fused * &r)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let gp = (&plain * &r)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
+                let gf = weighted_grads(&fused, &r);
+                let gp = weighted_grads(&plain, &r);
                 for v in [&x, &g, &b] {
                     let d = max_diff(gf.get(v).unwrap(), gp.get(v).unwrap());
                     assert!(d < 1e-12, "{shape:?} {pool:?}: gradient differs by {d}");

@@ -212,7 +212,7 @@ pub fn linear_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::max_diff;
+    use crate::kernels::test_util::{max_diff, weighted_grads};
     use candle_core::{Device, Var};
 
     #[test]
@@ -235,13 +235,8 @@ mod tests {
             assert_eq!(ours.dims(), theirs.dims());
             assert!(max_diff(&ours, &theirs) < 1e-4, "{act:?} forward");
             let r = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
-            let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gt = (&theirs * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let go = weighted_grads(&ours, &r);
+            let gt = weighted_grads(&theirs, &r);
             let mut vars = vec![x.as_tensor(), w.as_tensor()];
             vars.extend(bias);
             for v in vars {

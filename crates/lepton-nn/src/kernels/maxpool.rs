@@ -283,6 +283,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_util::weighted_grads;
     use candle_core::Device;
 
     #[test]
@@ -315,7 +316,7 @@ mod tests {
         .unwrap();
         let r = Tensor::randn(0f32, 1.0, (3, 4, 3, 2), &Device::Cpu).unwrap();
         let grad = |y: Tensor| {
-            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = weighted_grads(&y, &r);
             g.get(&x)
                 .unwrap()
                 .flatten_all()

@@ -118,7 +118,15 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 /// Helpers shared by the kernels' tests.
 #[cfg(test)]
 pub(crate) mod test_util {
+    use candle_core::backprop::GradStore;
     use candle_core::{DType, Tensor};
+
+    /// Gradients of `Σ out ⊙ weights` (a random `weights` probes every output's gradient).
+    pub fn weighted_grads(out: &Tensor, weights: &Tensor) -> GradStore {
+        (out * weights)
+            .and_then(|t| t.sum_all()?.backward())
+            .expect("backward of a weighted sum")
+    }
 
     /// The largest absolute element-wise difference of two same-shaped tensors, in f64.
     pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -132,7 +140,7 @@ pub(crate) mod test_util {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::max_diff;
+    use crate::kernels::test_util::{max_diff, weighted_grads};
     use candle_core::{Device, Var};
 
     #[test]
@@ -168,7 +176,7 @@ mod tests {
                 .unwrap();
             assert!(max_diff(&ours, &theirs) < 1e-4);
             let r = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
-            let go = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let go = weighted_grads(&ours, &r);
             // candle's own backward fails when the strided windows leave input rows uncovered
             // (the 11x10 stride-2 case); the finite-difference checks in tests/it cover those.
             let Ok(gt) = (theirs * &r).unwrap().sum_all().unwrap().backward() else {
@@ -234,18 +242,8 @@ mod tests {
         let fused = conv2d_act(&x, &w, Some(&b), p, true).unwrap();
         let plain = conv2d(&x, &w, Some(&b), p).unwrap().relu().unwrap();
         assert_eq!(max_diff(&fused, &plain), 0.0);
-        let gf = (&fused * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gp = (&plain * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let gf = weighted_grads(&fused, &r);
+        let gp = weighted_grads(&plain, &r);
         for v in [&x, &w, &b] {
             assert!(max_diff(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-5);
         }
@@ -279,18 +277,8 @@ mod tests {
             .unwrap();
             assert_eq!(max_diff(&fused, &plain), 0.0);
             let r = Tensor::randn(0f32, 1.0, fused.dims(), &dev).unwrap();
-            let gf = (&fused * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gp = (&plain * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let gf = weighted_grads(&fused, &r);
+            let gp = weighted_grads(&plain, &r);
             let mut vars = vec![x.as_tensor(), w.as_tensor()];
             vars.extend(b);
             for v in vars {
