@@ -10,6 +10,15 @@ pub enum Error {
         kind: &'static str,
         message: String,
     },
+    /// A size in a layer's settings overflows, or makes the model exceed its
+    /// [`crate::Budget`]; `field` is the setting to change.
+    #[error("model.layers[{index}].{field} ({kind}): {message}")]
+    Size {
+        index: String,
+        kind: &'static str,
+        field: &'static str,
+        message: String,
+    },
     /// A spec-level problem (missing input shape, empty model, ...).
     #[error("model: {0}")]
     Spec(String),

@@ -2,6 +2,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`budget`] | [`Budget`]: parameter and activation limits checked before allocation |
 //! | [`spec`] | the `[model]` section: [`ModelSpec`], [`LayerSpec`], shape inference |
 //! | [`layers`] | layers built from specs; PyTorch `state_dict` parameter names |
 //! | [`model`] | [`Model`]: the sequential model (`ModuleT`), seeded dropout |
@@ -9,6 +10,7 @@
 //! | [`loss`] | [`LossSpec`], [`loss`], output activations |
 //! | [`kernels`] | CPU kernels as candle ops, tested against the plain candle ops |
 
+pub mod budget;
 pub mod error;
 pub mod init;
 pub mod kernels;
@@ -17,6 +19,7 @@ pub mod loss;
 pub mod model;
 pub mod spec;
 
+pub use budget::Budget;
 pub use error::{Error, Result};
 pub use init::init_seeded;
 pub use loss::{activate, loss, LossSpec, OutputActivation};

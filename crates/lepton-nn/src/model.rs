@@ -56,18 +56,11 @@ impl Model {
         self.shapes.last().expect("a model has at least one layer")
     }
 
-    /// Number of trainable values in a `VarMap`-backed model's parameters (buffers excluded).
+    /// Number of trainable values (buffers excluded), from the spec alone: nothing is allocated,
+    /// and a spec over the default [`crate::Budget`] is an error.
     pub fn parameter_count(spec: &ModelSpec, input: &[usize]) -> Result<usize> {
-        let varmap = candle_nn::VarMap::new();
-        let vb =
-            VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
-        Model::new(spec, input, vb)?;
-        let data = varmap.data().lock().expect("fresh VarMap");
-        Ok(data
-            .iter()
-            .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var"))
-            .map(|(_, v)| v.elem_count())
-            .sum())
+        let n = spec.parameter_count(input)?;
+        Ok(usize::try_from(n).expect("within the budget, so within usize"))
     }
 
     /// One line per layer: index, type, output shape.

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{self, Budget};
 use crate::error::{Error, Result};
 
 fn one() -> usize {
@@ -159,14 +160,20 @@ impl LayerSpec {
                       p: usize,
                       d: usize|
          -> std::result::Result<usize, String> {
-            let span = d * (k - 1) + 1;
-            if len + 2 * p < span {
+            let span = (k - 1)
+                .checked_mul(d)
+                .and_then(|v| v.checked_add(1))
+                .ok_or_else(|| format!("kernel {k} with dilation {d} overflows"))?;
+            let padded = p
+                .checked_mul(2)
+                .and_then(|v| v.checked_add(len))
+                .ok_or_else(|| format!("padding {p} overflows"))?;
+            if padded < span {
                 return Err(format!(
-                    "kernel {k} (dilation {d}) is larger than the padded input size {}",
-                    len + 2 * p
+                    "kernel {k} (dilation {d}) is larger than the padded input size {padded}"
                 ));
             }
-            Ok((len + 2 * p - span) / s + 1)
+            Ok((padded - span) / s + 1)
         };
         match self {
             LayerSpec::Linear {
@@ -232,7 +239,7 @@ impl LayerSpec {
                 if *kernel == 0 || s == 0 {
                     return Err("kernel and stride must be at least 1".into());
                 }
-                if 2 * padding > *kernel {
+                if *padding > *kernel / 2 {
                     return Err(format!(
                         "padding {padding} must be at most half the kernel ({kernel})"
                     ));
@@ -270,7 +277,9 @@ impl LayerSpec {
                 }
                 Ok(x.to_vec())
             }
-            LayerSpec::Flatten => Ok(vec![x.iter().product()]),
+            LayerSpec::Flatten => Ok(vec![budget::elements(x)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| format!("{x:?} has more elements than fit in memory"))?]),
             LayerSpec::Residual { .. } => {
                 unreachable!("residual shapes are checked by ModelSpec::shapes")
             }
@@ -278,6 +287,56 @@ impl LayerSpec {
                 Err(format!("slope = {slope} must be in [0, 1)"))
             }
             _ => Ok(x.to_vec()),
+        }
+    }
+}
+
+impl LayerSpec {
+    /// The values this layer allocates for input shape `x` (already accepted by
+    /// [`LayerSpec::output_shape`]): `(trainable, buffers)`, or the field whose size overflows.
+    /// Nested layers (residual) are counted by [`ModelSpec::shapes_within`].
+    fn values(&self, x: &[usize]) -> std::result::Result<(u64, u64), &'static str> {
+        let last = x.last().copied().unwrap_or(1);
+        Ok(match self {
+            LayerSpec::Linear {
+                out_features, bias, ..
+            } => {
+                let w = budget::product(&[*out_features, last]).ok_or("out-features")?;
+                let b = if *bias { *out_features as u64 } else { 0 };
+                (w.checked_add(b).ok_or("out-features")?, 0)
+            }
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel,
+                groups,
+                bias,
+                ..
+            } => {
+                let field = if kernel > out_channels {
+                    "kernel"
+                } else {
+                    "out-channels"
+                };
+                let w = budget::product(&[*out_channels, x[0] / groups, *kernel, *kernel])
+                    .ok_or(field)?;
+                let b = if *bias { *out_channels as u64 } else { 0 };
+                (w.checked_add(b).ok_or(field)?, 0)
+            }
+            LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. } => {
+                (2 * x[0] as u64, 2 * x[0] as u64)
+            }
+            LayerSpec::LayerNorm { .. } => (2 * last as u64, 0),
+            _ => (0, 0),
+        })
+    }
+
+    /// The setting that sets this layer's output size, named in budget errors.
+    fn size_field(&self) -> Option<&'static str> {
+        match self {
+            LayerSpec::Linear { .. } => Some("out-features"),
+            LayerSpec::Conv2d { .. } => Some("out-channels"),
+            LayerSpec::MaxPool2d { .. } | LayerSpec::AvgPool2d { .. } => Some("padding"),
+            _ => None,
         }
     }
 }
@@ -303,7 +362,21 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// The shape after each layer (top-level layers only), or an error naming the first layer that
     /// cannot take its input.
+    ///
+    /// Sizes are checked against the default [`Budget`] (see [`ModelSpec::shapes_within`]).
     pub fn shapes(&self, input: &[usize]) -> Result<Vec<Vec<usize>>> {
+        self.shapes_within(input, &Budget::default())
+    }
+
+    /// [`ModelSpec::shapes`] with an explicit budget: every size is computed with checked
+    /// arithmetic, and the values in the model's tensors and the activation values per sample are
+    /// compared with `budget` before anything is allocated. An error names the layer, the field
+    /// and the numbers.
+    pub fn shapes_within(&self, input: &[usize], budget: &Budget) -> Result<Vec<Vec<usize>>> {
+        Ok(self.check(input, budget)?.0)
+    }
+
+    fn check(&self, input: &[usize], budget: &Budget) -> Result<(Vec<Vec<usize>>, Totals)> {
         if self.layers.is_empty() {
             return Err(Error::Spec("needs at least one layer".into()));
         }
@@ -319,7 +392,21 @@ impl ModelSpec {
                 "input shape {input:?} must be non-empty with no zero dimension"
             )));
         }
-        shapes_of(&self.layers, input, "")
+        if budget::elements(input).is_none_or(|n| n > budget.max_activations) {
+            return Err(Error::Spec(format!(
+                "input shape {input:?} has more than {} values per sample",
+                budget.max_activations
+            )));
+        }
+        let mut totals = Totals::default();
+        let shapes = shapes_checked(&self.layers, input, "", budget, &mut totals)?;
+        Ok((shapes, totals))
+    }
+
+    /// The number of trainable values (buffers such as running statistics excluded), computed
+    /// from the spec without allocating; the spec must fit the default [`Budget`].
+    pub fn parameter_count(&self, input: &[usize]) -> Result<u64> {
+        Ok(self.check(input, &Budget::default())?.1.trainable)
     }
 
     /// The output shape per sample.
@@ -328,10 +415,34 @@ impl ModelSpec {
     }
 }
 
+/// Running totals of [`ModelSpec::shapes_within`].
+#[derive(Debug, Default)]
+struct Totals {
+    trainable: u64,
+    values: u64,
+    activations: u64,
+}
+
 pub(crate) fn shapes_of(
     layers: &[LayerSpec],
     input: &[usize],
     prefix: &str,
+) -> Result<Vec<Vec<usize>>> {
+    shapes_checked(
+        layers,
+        input,
+        prefix,
+        &Budget::default(),
+        &mut Totals::default(),
+    )
+}
+
+fn shapes_checked(
+    layers: &[LayerSpec],
+    input: &[usize],
+    prefix: &str,
+    budget: &Budget,
+    totals: &mut Totals,
 ) -> Result<Vec<Vec<usize>>> {
     let mut out = Vec::with_capacity(layers.len());
     let mut x = input.to_vec();
@@ -346,7 +457,8 @@ pub(crate) fn shapes_of(
                         message: "needs at least one inner layer".into(),
                     });
                 }
-                let inner_shapes = shapes_of(inner, &x, &format!("{index}].layers["))?;
+                let inner_shapes =
+                    shapes_checked(inner, &x, &format!("{index}].layers["), budget, totals)?;
                 let last = inner_shapes.last().expect("non-empty");
                 if *last != x {
                     return Err(Error::Layer {
@@ -355,13 +467,68 @@ pub(crate) fn shapes_of(
                         message: format!("the inner layers turn {x:?} into {last:?}; a residual block must keep the shape"),
                     });
                 }
+                // The sum is one more activation of the block's shape.
+                totals.activations = totals
+                    .activations
+                    .saturating_add(budget::elements(&x).unwrap_or(u64::MAX));
+                if totals.activations > budget.max_activations {
+                    return Err(Error::Layer {
+                        index,
+                        kind: "residual",
+                        message: format!(
+                            "the block's sum brings the activations to {} values per sample, over the budget of {}",
+                            totals.activations, budget.max_activations
+                        ),
+                    });
+                }
                 x.clone()
             }
-            _ => layer.output_shape(&x).map_err(|message| Error::Layer {
-                index,
-                kind: layer.kind(),
-                message,
-            })?,
+            _ => {
+                let y = layer.output_shape(&x).map_err(|message| Error::Layer {
+                    index: index.clone(),
+                    kind: layer.kind(),
+                    message,
+                })?;
+                let size_error = |field: &'static str, message: String| Error::Size {
+                    index: index.clone(),
+                    kind: layer.kind(),
+                    field,
+                    message,
+                };
+                let (trainable, buffers) = layer.values(&x).map_err(|field| {
+                    size_error(
+                        field,
+                        format!("the weights for input {x:?} overflow 64 bits"),
+                    )
+                })?;
+                totals.trainable = totals.trainable.saturating_add(trainable);
+                totals.values = totals
+                    .values
+                    .saturating_add(trainable.saturating_add(buffers));
+                let over = |message: String| match layer.size_field() {
+                    Some(field) => size_error(field, message),
+                    None => Error::Layer {
+                        index: index.clone(),
+                        kind: layer.kind(),
+                        message,
+                    },
+                };
+                if totals.values > budget.max_parameters {
+                    return Err(over(format!(
+                        "this layer's {} parameter values (input {x:?}, output {y:?}) bring the model to {}, over the budget of {}",
+                        trainable + buffers, totals.values, budget.max_parameters
+                    )));
+                }
+                let out = budget::elements(&y).unwrap_or(u64::MAX);
+                totals.activations = totals.activations.saturating_add(out);
+                if totals.activations > budget.max_activations {
+                    return Err(over(format!(
+                        "the output {y:?} ({out} values per sample) brings the activations to {} per sample, over the budget of {}",
+                        totals.activations, budget.max_activations
+                    )));
+                }
+                y
+            }
         };
         out.push(y.clone());
         x = y;
@@ -423,6 +590,127 @@ mod tests {
         );
         let m = spec(r#"layers = [{ type = "dropout", p = 1.5 }]"#);
         assert!(m.shapes(&[4]).unwrap_err().to_string().contains("p = 1.5"));
+    }
+
+    #[test]
+    fn huge_out_features_is_a_size_error_naming_the_field_and_the_numbers() {
+        let m = spec(
+            r#"layers = [{ type = "flatten" }, { type = "linear", out-features = 1000000000000 }]"#,
+        );
+        let e = m.shapes(&[1, 28, 28]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Size {
+                    field: "out-features",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = e.to_string();
+        assert!(
+            e.contains("model.layers[1].out-features (linear)")
+                && e.contains("785000000000000")
+                && e.contains(&crate::budget::DEFAULT_MAX_PARAMETERS.to_string()),
+            "{e}"
+        );
+        // So large that the weight count overflows 64 bits.
+        let m = spec(&format!(
+            r#"layers = [{{ type = "linear", out-features = {} }}]"#,
+            u64::MAX / 2
+        ));
+        let e = m.shapes(&[4]).unwrap_err().to_string();
+        assert!(
+            e.contains("model.layers[0].out-features") && e.contains("overflow"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn huge_kernels_paddings_and_channels_are_errors_not_overflows() {
+        let huge = u64::MAX / 2;
+        for (layer, want) in [
+            (
+                format!(
+                    r#"{{ type = "conv2d", out-channels = 2, kernel = {huge}, dilation = 3 }}"#
+                ),
+                "overflows",
+            ),
+            (
+                format!(r#"{{ type = "conv2d", out-channels = 2, kernel = 3, padding = {huge} }}"#),
+                "overflows",
+            ),
+            (
+                format!(r#"{{ type = "max-pool2d", kernel = 2, padding = {huge} }}"#),
+                "padding",
+            ),
+            (
+                format!(r#"{{ type = "conv2d", out-channels = {huge}, kernel = 1 }}"#),
+                "out-channels",
+            ),
+            (
+                r#"{ type = "conv2d", out-channels = 8, kernel = 100000 }"#.to_string(),
+                "larger",
+            ),
+            (
+                r#"{ type = "conv2d", out-channels = 100000000, kernel = 3, padding = 1 }"#
+                    .to_string(),
+                "layers[0].out-channels",
+            ),
+        ] {
+            let m = spec(&format!("layers = [{layer}]"));
+            let e = m.shapes(&[3, 28, 28]).unwrap_err().to_string();
+            assert!(
+                e.contains("model.layers[0]") && e.contains(want),
+                "{layer}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn activations_per_sample_are_checked_against_the_budget() {
+        let budget = Budget::default().with_max_activations(1000);
+        let m = spec(r#"layers = [{ type = "linear", out-features = 2000 }]"#);
+        let e = m.shapes_within(&[4], &budget).unwrap_err().to_string();
+        assert!(
+            e.contains("model.layers[0].out-features (linear)")
+                && e.contains("2000")
+                && e.contains("1000"),
+            "{e}"
+        );
+        // Shape-keeping layers count too: 600 + 600 > 1000 at the ReLU.
+        let m = spec(r#"layers = [{ type = "linear", out-features = 600 }, { type = "relu" }]"#);
+        let e = m.shapes_within(&[4], &budget).unwrap_err().to_string();
+        assert!(
+            e.contains("model.layers[1] (relu)") && e.contains("1200"),
+            "{e}"
+        );
+        assert!(m.shapes_within(&[4], &Budget::default()).is_ok());
+        // The per-sample input itself.
+        let e = m.shapes(&[usize::MAX, 2]).unwrap_err().to_string();
+        assert!(e.contains("input shape"), "{e}");
+        let e = spec(r#"layers = [{ type = "flatten" }]"#)
+            .shapes(&[1 << 20, 1 << 20])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input shape"), "{e}");
+    }
+
+    #[test]
+    fn parameter_count_comes_from_the_spec() {
+        let m = spec(
+            r#"layers = [{ type = "conv2d", out-channels = 4, kernel = 3 }, { type = "batch-norm2d" },
+            { type = "flatten" }, { type = "linear", out-features = 100 },
+            { type = "residual", layers = [{ type = "linear", out-features = 100 }] },
+            { type = "linear", out-features = 3, bias = false }]"#,
+        );
+        // conv 4·1·9 + 4, bn 2·4 (running stats excluded), linear 400·100 + 100, residual linear
+        // 100·100 + 100, linear 3·100.
+        assert_eq!(
+            m.parameter_count(&[1, 12, 12]).unwrap(),
+            40 + 8 + 40_100 + 10_100 + 300
+        );
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl<'a> View<'a> {
 struct Out(*mut f32);
 // SAFETY: each task writes only the rows of its own (batch, head) pair.
 unsafe impl Send for Out {}
+// SAFETY: as for `Send`: shared use only ever writes disjoint rows.
 unsafe impl Sync for Out {}
 
 impl Out {

@@ -63,6 +63,10 @@ fn dot_sums<T: Elem>(a: &[T], b: Option<&[T]>) -> (f64, f64) {
 
 /// The same code compiled for AVX2: the eight lanes become one register instead of shuffled
 /// SSE halves (same operations in the same order, so the same bits).
+///
+/// # Safety
+/// The CPU must support AVX2 (`is_x86_feature_detected!("avx2")`): running this function on a
+/// CPU without it is undefined behaviour. The body itself is safe code (no unsafe operation).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn dot_sums_avx2<T: Elem>(a: &[T], b: Option<&[T]>) -> (f64, f64) {

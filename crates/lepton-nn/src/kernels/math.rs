@@ -112,6 +112,10 @@ macro_rules! slice_fn {
         pub fn $name(xs: &mut [f32]) {
             #[cfg(target_arch = "x86_64")]
             {
+                /// The loop compiled for AVX2 and FMA.
+                ///
+                /// # Safety
+                /// The CPU must support AVX2 and FMA (`avx2()`); the body itself is safe code.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2_loop(xs: &mut [f32]) {
                     for x in xs {
@@ -139,6 +143,10 @@ macro_rules! grad_fn {
             assert!(z.len() == dst.len() && g.len() == dst.len());
             #[cfg(target_arch = "x86_64")]
             {
+                /// The loop compiled for AVX2 and FMA.
+                ///
+                /// # Safety
+                /// The CPU must support AVX2 and FMA (`avx2()`); the body itself is safe code.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2_loop(dst: &mut [f32], z: &[f32], g: &[f32]) {
                     for ((d, &z), &g) in dst.iter_mut().zip(z).zip(g) {
@@ -225,6 +233,11 @@ pub fn zip_map_inplace(dst: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 +
     }
 }
 
+/// [`zip_map_inplace`]'s loop compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (check with `avx2()`): running this function on a CPU
+/// without them is undefined behaviour. The body itself is safe code (no unsafe operation).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn zip_inplace_avx2(dst: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Copy) {
@@ -240,6 +253,11 @@ fn avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
+/// [`map_inplace`]'s loop compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (check with `avx2()`): running this function on a CPU
+/// without them is undefined behaviour. The body itself is safe code (no unsafe operation).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn map_avx2(xs: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
@@ -248,6 +266,11 @@ unsafe fn map_avx2(xs: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     }
 }
 
+/// [`zip_map`]'s loop compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (check with `avx2()`): running this function on a CPU
+/// without them is undefined behaviour. The body itself is safe code (no unsafe operation).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn zip_avx2(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Copy) {

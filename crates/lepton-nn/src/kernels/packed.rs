@@ -29,6 +29,13 @@ const NR: usize = 6;
 /// lhs_cs, rhs_rs, rhs_cs, alpha, beta, alpha_status, conj_dst, conj_lhs, conj_rhs, next_lhs)`
 /// computes `dst = beta·lhs·rhs` (status 0) or `dst += beta·lhs·rhs` (status 1) for one
 /// `m ≤ MR` by `n` tile; `lhs` rows beyond `m` are read (so panels are padded) but not stored.
+///
+/// # Safety
+/// The caller must guarantee that the CPU has the kernel's instruction set (see `detect`), that
+/// `lhs` points to `k` steps of `MR` readable floats (column stride `lhs_cs`), that `rhs` points to
+/// `k × n` readable floats with the given strides, and that `dst` points to `m × n` writable floats
+/// with strides `dst_cs`, `dst_rs` that no other thread touches during the call (and that are
+/// initialised when `alpha_status` is 1).
 type Ukr = unsafe fn(
     usize,
     usize,
@@ -236,8 +243,10 @@ struct Forward<'a> {
 /// The output pointer shared by the panel tasks, which write disjoint columns.
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
-// SAFETY: every task writes only its own panel's columns of the output.
+// SAFETY: every task writes only its own panel's columns of the output, so sending the pointer to
+// another thread cannot make two threads write the same element.
 unsafe impl Send for Out {}
+// SAFETY: as for `Send`: shared use only ever writes disjoint columns.
 unsafe impl Sync for Out {}
 
 impl Out {

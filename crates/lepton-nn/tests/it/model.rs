@@ -127,3 +127,22 @@ fn saved_weights_load_into_an_immutable_model_with_the_same_output() {
     })
     .is_err());
 }
+
+/// A spec asking for a multi-terabyte layer is refused by name before any allocation (it used to
+/// abort the process).
+#[test]
+fn a_huge_layer_is_an_error_before_allocation() {
+    let spec: ModelSpec = toml::from_str(
+        r#"layers = [{ type = "flatten" }, { type = "linear", out-features = 1000000000000 }]"#,
+    )
+    .unwrap();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let e = Model::new(&spec, &[1, 28, 28], vb).unwrap_err().to_string();
+    assert!(e.contains("model.layers[1].out-features (linear)"), "{e}");
+    assert!(varmap.all_vars().is_empty(), "nothing may be allocated");
+    let e = Model::parameter_count(&spec, &[1, 28, 28])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("out-features"), "{e}");
+}
