@@ -52,11 +52,6 @@ pub fn elements(shape: &[usize]) -> Option<u64> {
         .try_fold(1u64, |n, &d| n.checked_mul(u64::try_from(d).ok()?))
 }
 
-/// The product of `factors`, or `None` when it overflows `u64`.
-pub(crate) fn product(factors: &[usize]) -> Option<u64> {
-    elements(factors)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

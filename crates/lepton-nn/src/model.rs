@@ -6,13 +6,13 @@ use candle_core::{Tensor, D};
 use candle_nn::{ModuleT, VarBuilder};
 
 use crate::error::Result;
-use crate::layers::{build, Ctx, Layer};
+use crate::layers::{BuildCtx, Ctx, Layer};
 use crate::spec::{LayerSpec, ModelSpec};
 
 /// A model: layers in sequence. `forward_t(x, train)` switches dropout and batch norm.
 #[derive(Debug)]
 pub struct Model {
-    layers: Vec<Layer>,
+    layers: Vec<Box<dyn Layer>>,
     specs: Vec<LayerSpec>,
     shapes: Vec<Vec<usize>>,
     input: Vec<usize>,
@@ -25,8 +25,7 @@ impl Model {
     /// and with an immutable one (safetensors) for inference.
     pub fn new(spec: &ModelSpec, input: &[usize], vb: VarBuilder) -> Result<Model> {
         let shapes = spec.shapes(input)?;
-        let mut ids = 0;
-        let layers = build(&spec.layers, input, &vb, "layers.", &mut ids)?;
+        let layers = BuildCtx::default().build_all(&spec.layers, input, &vb.pp("layers"))?;
         Ok(Model {
             layers,
             specs: spec.layers.clone(),

@@ -6,346 +6,83 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{self, Budget};
 use crate::error::{Error, Result};
+use crate::layers::{
+    AvgPool2dConfig, BatchNorm1dConfig, BatchNorm2dConfig, Conv2dConfig, DropoutConfig, Flatten,
+    Gelu, GlobalAvgPool, LayerConfig, LayerNormConfig, LeakyReluConfig, LinearConfig,
+    MaxPool2dConfig, Relu, ResidualConfig, ShapeCtx, Sigmoid, Softmax, Tanh,
+};
 
-fn one() -> usize {
-    1
-}
-fn yes() -> bool {
-    true
-}
-fn bn_momentum() -> f64 {
-    0.1
-}
-fn eps() -> f64 {
-    1e-5
-}
-fn slope() -> f64 {
-    0.01
-}
-
-/// One layer. `type` selects the variant; the other keys are its settings.
+/// One layer. `type` selects the variant; the other keys are its settings, documented on each
+/// config type (in `layers/`). This enum only dispatches: [`LayerSpec::config`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum LayerSpec {
-    /// `y = x Wᵀ + b` on the last dimension. `in-features` is inferred; when given it must match.
-    #[serde(rename_all = "kebab-case")]
-    Linear {
-        out_features: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        in_features: Option<usize>,
-        #[serde(default = "yes")]
-        bias: bool,
-    },
-    /// 2-D convolution over `[C, H, W]`. Defaults: stride 1, padding 0, dilation 1, groups 1, bias.
-    #[serde(rename_all = "kebab-case")]
-    Conv2d {
-        out_channels: usize,
-        kernel: usize,
-        #[serde(default = "one")]
-        stride: usize,
-        #[serde(default)]
-        padding: usize,
-        #[serde(default = "one")]
-        dilation: usize,
-        #[serde(default = "one")]
-        groups: usize,
-        #[serde(default = "yes")]
-        bias: bool,
-    },
-    /// Max pooling; stride defaults to the kernel size.
-    #[serde(rename_all = "kebab-case")]
-    MaxPool2d {
-        kernel: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        stride: Option<usize>,
-        #[serde(default)]
-        padding: usize,
-    },
-    /// Average pooling (zero padding counted, as PyTorch's default); stride defaults to the kernel.
-    #[serde(rename_all = "kebab-case")]
-    AvgPool2d {
-        kernel: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        stride: Option<usize>,
-        #[serde(default)]
-        padding: usize,
-    },
+    /// `y = x Wᵀ + b` on the last dimension.
+    Linear(LinearConfig),
+    /// 2-D convolution over `[C, H, W]`.
+    Conv2d(Conv2dConfig),
+    /// Max pooling over `[C, H, W]`.
+    MaxPool2d(MaxPool2dConfig),
+    /// Average pooling over `[C, H, W]`.
+    AvgPool2d(AvgPool2dConfig),
     /// Mean over the spatial dimensions: `[C, H, W]` -> `[C]`.
     GlobalAvgPool,
-    /// Batch norm over `[F]` features. Momentum 0.1 and eps 1e-5 as PyTorch.
-    #[serde(rename_all = "kebab-case")]
-    BatchNorm1d {
-        #[serde(default = "bn_momentum")]
-        momentum: f64,
-        #[serde(default = "eps")]
-        eps: f64,
-    },
+    /// Batch norm over `[F]` features.
+    BatchNorm1d(BatchNorm1dConfig),
     /// Batch norm over the channels of `[C, H, W]`.
-    #[serde(rename_all = "kebab-case")]
-    BatchNorm2d {
-        #[serde(default = "bn_momentum")]
-        momentum: f64,
-        #[serde(default = "eps")]
-        eps: f64,
-    },
+    BatchNorm2d(BatchNorm2dConfig),
     /// Layer norm over the last dimension.
-    #[serde(rename_all = "kebab-case")]
-    LayerNorm {
-        #[serde(default = "eps")]
-        eps: f64,
-    },
-    /// Inverted dropout with probability `p` (training only).
-    Dropout {
-        p: f64,
-    },
+    LayerNorm(LayerNormConfig),
+    /// Inverted dropout (training only).
+    Dropout(DropoutConfig),
     /// `[d1, d2, ...]` -> `[d1 * d2 * ...]`.
     Flatten,
-    /// `y = x + f(x)` where `f` is the inner layers; `f` must keep the shape.
-    Residual {
-        layers: Vec<LayerSpec>,
-    },
+    /// `y = x + f(x)` where `f` is the inner layers.
+    Residual(ResidualConfig),
     Relu,
-    #[serde(rename_all = "kebab-case")]
-    LeakyRelu {
-        #[serde(default = "slope")]
-        slope: f64,
-    },
+    LeakyRelu(LeakyReluConfig),
     /// The exact (erf) GELU, as PyTorch's default.
     Gelu,
     Sigmoid,
     Tanh,
-    /// Softmax over the last dimension (do not put it before a cross-entropy loss, which applies
-    /// its own).
+    /// Softmax over the last dimension.
     Softmax,
 }
 
 impl LayerSpec {
+    /// The layer's config: its shape rule, size and builder.
+    pub fn config(&self) -> &dyn LayerConfig {
+        match self {
+            LayerSpec::Linear(c) => c,
+            LayerSpec::Conv2d(c) => c,
+            LayerSpec::MaxPool2d(c) => c,
+            LayerSpec::AvgPool2d(c) => c,
+            LayerSpec::GlobalAvgPool => &GlobalAvgPool,
+            LayerSpec::BatchNorm1d(c) => c,
+            LayerSpec::BatchNorm2d(c) => c,
+            LayerSpec::LayerNorm(c) => c,
+            LayerSpec::Dropout(c) => c,
+            LayerSpec::Flatten => &Flatten,
+            LayerSpec::Residual(c) => c,
+            LayerSpec::Relu => &Relu,
+            LayerSpec::LeakyRelu(c) => c,
+            LayerSpec::Gelu => &Gelu,
+            LayerSpec::Sigmoid => &Sigmoid,
+            LayerSpec::Tanh => &Tanh,
+            LayerSpec::Softmax => &Softmax,
+        }
+    }
+
     /// The kebab-case type name, for messages.
     pub fn kind(&self) -> &'static str {
-        match self {
-            LayerSpec::Linear { .. } => "linear",
-            LayerSpec::Conv2d { .. } => "conv2d",
-            LayerSpec::MaxPool2d { .. } => "max-pool2d",
-            LayerSpec::AvgPool2d { .. } => "avg-pool2d",
-            LayerSpec::GlobalAvgPool => "global-avg-pool",
-            LayerSpec::BatchNorm1d { .. } => "batch-norm1d",
-            LayerSpec::BatchNorm2d { .. } => "batch-norm2d",
-            LayerSpec::LayerNorm { .. } => "layer-norm",
-            LayerSpec::Dropout { .. } => "dropout",
-            LayerSpec::Flatten => "flatten",
-            LayerSpec::Residual { .. } => "residual",
-            LayerSpec::Relu => "relu",
-            LayerSpec::LeakyRelu { .. } => "leaky-relu",
-            LayerSpec::Gelu => "gelu",
-            LayerSpec::Sigmoid => "sigmoid",
-            LayerSpec::Tanh => "tanh",
-            LayerSpec::Softmax => "softmax",
-        }
+        self.config().kind()
     }
 
-    /// The output shape for input shape `x`, or why the layer cannot take it.
-    pub fn output_shape(&self, x: &[usize]) -> std::result::Result<Vec<usize>, String> {
-        let need_image = |x: &[usize]| {
-            if x.len() == 3 {
-                Ok((x[0], x[1], x[2]))
-            } else {
-                Err(format!(
-                    "expects an image [C, H, W], got {x:?} (add or remove a flatten?)"
-                ))
-            }
-        };
-        let pooled = |len: usize,
-                      k: usize,
-                      s: usize,
-                      p: usize,
-                      d: usize|
-         -> std::result::Result<usize, String> {
-            let span = (k - 1)
-                .checked_mul(d)
-                .and_then(|v| v.checked_add(1))
-                .ok_or_else(|| format!("kernel {k} with dilation {d} overflows"))?;
-            let padded = p
-                .checked_mul(2)
-                .and_then(|v| v.checked_add(len))
-                .ok_or_else(|| format!("padding {p} overflows"))?;
-            if padded < span {
-                return Err(format!(
-                    "kernel {k} (dilation {d}) is larger than the padded input size {padded}"
-                ));
-            }
-            Ok((padded - span) / s + 1)
-        };
-        match self {
-            LayerSpec::Linear {
-                out_features,
-                in_features,
-                ..
-            } => {
-                let last = *x.last().ok_or("expects at least one dimension")?;
-                if let Some(i) = in_features {
-                    if *i != last {
-                        return Err(format!("in-features = {i} but the input is {x:?}, whose last dimension is {last}"));
-                    }
-                }
-                if *out_features == 0 {
-                    return Err("out-features must be at least 1".into());
-                }
-                let mut y = x.to_vec();
-                *y.last_mut().expect("checked non-empty") = *out_features;
-                Ok(y)
-            }
-            LayerSpec::Conv2d {
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-                ..
-            } => {
-                let (c, h, w) = need_image(x)?;
-                if *kernel == 0
-                    || *stride == 0
-                    || *dilation == 0
-                    || *groups == 0
-                    || *out_channels == 0
-                {
-                    return Err(
-                        "kernel, stride, dilation, groups and out-channels must be at least 1"
-                            .into(),
-                    );
-                }
-                if c % groups != 0 || out_channels % groups != 0 {
-                    return Err(format!("groups = {groups} must divide the input channels ({c}) and out-channels ({out_channels})"));
-                }
-                Ok(vec![
-                    *out_channels,
-                    pooled(h, *kernel, *stride, *padding, *dilation)?,
-                    pooled(w, *kernel, *stride, *padding, *dilation)?,
-                ])
-            }
-            LayerSpec::MaxPool2d {
-                kernel,
-                stride,
-                padding,
-            }
-            | LayerSpec::AvgPool2d {
-                kernel,
-                stride,
-                padding,
-            } => {
-                let (c, h, w) = need_image(x)?;
-                let s = stride.unwrap_or(*kernel);
-                if *kernel == 0 || s == 0 {
-                    return Err("kernel and stride must be at least 1".into());
-                }
-                if *padding > *kernel / 2 {
-                    return Err(format!(
-                        "padding {padding} must be at most half the kernel ({kernel})"
-                    ));
-                }
-                Ok(vec![
-                    c,
-                    pooled(h, *kernel, s, *padding, 1)?,
-                    pooled(w, *kernel, s, *padding, 1)?,
-                ])
-            }
-            LayerSpec::GlobalAvgPool => Ok(vec![need_image(x)?.0]),
-            LayerSpec::BatchNorm1d { momentum, .. } => {
-                if x.len() != 1 {
-                    return Err(format!(
-                        "expects features [F], got {x:?} (use batch-norm2d for images)"
-                    ));
-                }
-                check_momentum(*momentum)?;
-                Ok(x.to_vec())
-            }
-            LayerSpec::BatchNorm2d { momentum, .. } => {
-                need_image(x)?;
-                check_momentum(*momentum)?;
-                Ok(x.to_vec())
-            }
-            LayerSpec::LayerNorm { .. } => {
-                if x.is_empty() {
-                    return Err("expects at least one dimension".into());
-                }
-                Ok(x.to_vec())
-            }
-            LayerSpec::Dropout { p } => {
-                if !(0.0..1.0).contains(p) {
-                    return Err(format!("p = {p} must be in [0, 1)"));
-                }
-                Ok(x.to_vec())
-            }
-            LayerSpec::Flatten => Ok(vec![budget::elements(x)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| format!("{x:?} has more elements than fit in memory"))?]),
-            LayerSpec::Residual { .. } => {
-                unreachable!("residual shapes are checked by ModelSpec::shapes")
-            }
-            LayerSpec::LeakyRelu { slope } if !(0.0..1.0).contains(slope) => {
-                Err(format!("slope = {slope} must be in [0, 1)"))
-            }
-            _ => Ok(x.to_vec()),
-        }
-    }
-}
-
-impl LayerSpec {
-    /// The values this layer allocates for input shape `x` (already accepted by
-    /// [`LayerSpec::output_shape`]): `(trainable, buffers)`, or the field whose size overflows.
-    /// Nested layers (residual) are counted by [`ModelSpec::shapes_within`].
-    fn values(&self, x: &[usize]) -> std::result::Result<(u64, u64), &'static str> {
-        let last = x.last().copied().unwrap_or(1);
-        Ok(match self {
-            LayerSpec::Linear {
-                out_features, bias, ..
-            } => {
-                let w = budget::product(&[*out_features, last]).ok_or("out-features")?;
-                let b = if *bias { *out_features as u64 } else { 0 };
-                (w.checked_add(b).ok_or("out-features")?, 0)
-            }
-            LayerSpec::Conv2d {
-                out_channels,
-                kernel,
-                groups,
-                bias,
-                ..
-            } => {
-                let field = if kernel > out_channels {
-                    "kernel"
-                } else {
-                    "out-channels"
-                };
-                let w = budget::product(&[*out_channels, x[0] / groups, *kernel, *kernel])
-                    .ok_or(field)?;
-                let b = if *bias { *out_channels as u64 } else { 0 };
-                (w.checked_add(b).ok_or(field)?, 0)
-            }
-            LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. } => {
-                (2 * x[0] as u64, 2 * x[0] as u64)
-            }
-            LayerSpec::LayerNorm { .. } => (2 * last as u64, 0),
-            _ => (0, 0),
-        })
-    }
-
-    /// The setting that sets this layer's output size, named in budget errors.
-    fn size_field(&self) -> Option<&'static str> {
-        match self {
-            LayerSpec::Linear { .. } => Some("out-features"),
-            LayerSpec::Conv2d { .. } => Some("out-channels"),
-            LayerSpec::MaxPool2d { .. } | LayerSpec::AvgPool2d { .. } => Some("padding"),
-            _ => None,
-        }
-    }
-}
-
-fn check_momentum(m: f64) -> std::result::Result<(), String> {
-    if (0.0..=1.0).contains(&m) {
-        Ok(())
-    } else {
-        Err(format!("momentum = {m} must be in [0, 1]"))
+    /// The output shape for per-sample input shape `x`, or why the layer cannot take it (the
+    /// error names the layer as `model.layers[0]`), within the default [`Budget`].
+    pub fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>> {
+        let shapes = ShapeCtx::new(&Budget::default()).layers(std::slice::from_ref(self), x, "")?;
+        Ok(shapes.into_iter().next().expect("one layer"))
     }
 }
 
@@ -376,7 +113,7 @@ impl ModelSpec {
         Ok(self.check(input, budget)?.0)
     }
 
-    fn check(&self, input: &[usize], budget: &Budget) -> Result<(Vec<Vec<usize>>, Totals)> {
+    fn check(&self, input: &[usize], budget: &Budget) -> Result<(Vec<Vec<usize>>, u64)> {
         if self.layers.is_empty() {
             return Err(Error::Spec("needs at least one layer".into()));
         }
@@ -398,142 +135,21 @@ impl ModelSpec {
                 budget.max_activations
             )));
         }
-        let mut totals = Totals::default();
-        let shapes = shapes_checked(&self.layers, input, "", budget, &mut totals)?;
-        Ok((shapes, totals))
+        let mut ctx = ShapeCtx::new(budget);
+        let shapes = ctx.layers(&self.layers, input, "")?;
+        Ok((shapes, ctx.totals.trainable))
     }
 
     /// The number of trainable values (buffers such as running statistics excluded), computed
     /// from the spec without allocating; the spec must fit the default [`Budget`].
     pub fn parameter_count(&self, input: &[usize]) -> Result<u64> {
-        Ok(self.check(input, &Budget::default())?.1.trainable)
+        Ok(self.check(input, &Budget::default())?.1)
     }
 
     /// The output shape per sample.
     pub fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         Ok(self.shapes(input)?.pop().expect("at least one layer"))
     }
-}
-
-/// Running totals of [`ModelSpec::shapes_within`].
-#[derive(Debug, Default)]
-struct Totals {
-    trainable: u64,
-    values: u64,
-    activations: u64,
-}
-
-pub(crate) fn shapes_of(
-    layers: &[LayerSpec],
-    input: &[usize],
-    prefix: &str,
-) -> Result<Vec<Vec<usize>>> {
-    shapes_checked(
-        layers,
-        input,
-        prefix,
-        &Budget::default(),
-        &mut Totals::default(),
-    )
-}
-
-fn shapes_checked(
-    layers: &[LayerSpec],
-    input: &[usize],
-    prefix: &str,
-    budget: &Budget,
-    totals: &mut Totals,
-) -> Result<Vec<Vec<usize>>> {
-    let mut out = Vec::with_capacity(layers.len());
-    let mut x = input.to_vec();
-    for (i, layer) in layers.iter().enumerate() {
-        let index = format!("{prefix}{i}");
-        let y = match layer {
-            LayerSpec::Residual { layers: inner } => {
-                if inner.is_empty() {
-                    return Err(Error::Layer {
-                        index,
-                        kind: "residual",
-                        message: "needs at least one inner layer".into(),
-                    });
-                }
-                let inner_shapes =
-                    shapes_checked(inner, &x, &format!("{index}].layers["), budget, totals)?;
-                let last = inner_shapes.last().expect("non-empty");
-                if *last != x {
-                    return Err(Error::Layer {
-                        index,
-                        kind: "residual",
-                        message: format!("the inner layers turn {x:?} into {last:?}; a residual block must keep the shape"),
-                    });
-                }
-                // The sum is one more activation of the block's shape.
-                totals.activations = totals
-                    .activations
-                    .saturating_add(budget::elements(&x).unwrap_or(u64::MAX));
-                if totals.activations > budget.max_activations {
-                    return Err(Error::Layer {
-                        index,
-                        kind: "residual",
-                        message: format!(
-                            "the block's sum brings the activations to {} values per sample, over the budget of {}",
-                            totals.activations, budget.max_activations
-                        ),
-                    });
-                }
-                x.clone()
-            }
-            _ => {
-                let y = layer.output_shape(&x).map_err(|message| Error::Layer {
-                    index: index.clone(),
-                    kind: layer.kind(),
-                    message,
-                })?;
-                let size_error = |field: &'static str, message: String| Error::Size {
-                    index: index.clone(),
-                    kind: layer.kind(),
-                    field,
-                    message,
-                };
-                let (trainable, buffers) = layer.values(&x).map_err(|field| {
-                    size_error(
-                        field,
-                        format!("the weights for input {x:?} overflow 64 bits"),
-                    )
-                })?;
-                totals.trainable = totals.trainable.saturating_add(trainable);
-                totals.values = totals
-                    .values
-                    .saturating_add(trainable.saturating_add(buffers));
-                let over = |message: String| match layer.size_field() {
-                    Some(field) => size_error(field, message),
-                    None => Error::Layer {
-                        index: index.clone(),
-                        kind: layer.kind(),
-                        message,
-                    },
-                };
-                if totals.values > budget.max_parameters {
-                    return Err(over(format!(
-                        "this layer's {} parameter values (input {x:?}, output {y:?}) bring the model to {}, over the budget of {}",
-                        trainable + buffers, totals.values, budget.max_parameters
-                    )));
-                }
-                let out = budget::elements(&y).unwrap_or(u64::MAX);
-                totals.activations = totals.activations.saturating_add(out);
-                if totals.activations > budget.max_activations {
-                    return Err(over(format!(
-                        "the output {y:?} ({out} values per sample) brings the activations to {} per sample, over the budget of {}",
-                        totals.activations, budget.max_activations
-                    )));
-                }
-                y
-            }
-        };
-        out.push(y.clone());
-        x = y;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

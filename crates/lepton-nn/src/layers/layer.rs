@@ -1,0 +1,64 @@
+//! [`Layer`]: a built layer (its tensors and its forward), and [`Fold`], what the fusion pass
+//! (`fuse.rs`) may fold into the layer before it.
+
+use std::fmt::Debug;
+
+use candle_core::{Module, Result, Tensor};
+
+/// What a forward pass needs besides the input.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    /// Training mode: batch statistics for batch norm, dropout on.
+    pub train: bool,
+    /// The model's seed, for dropout masks.
+    pub seed: u64,
+    /// The optimizer step, for dropout masks.
+    pub step: u64,
+}
+
+impl Ctx {
+    /// Evaluation mode.
+    pub const EVAL: Ctx = Ctx {
+        train: false,
+        seed: 0,
+        step: 0,
+    };
+}
+
+/// An element-wise operation a layer may compute inside the kernel of the layer before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    Relu,
+    /// A max-pool `(kernel, stride, padding)`.
+    MaxPool(usize, usize, usize),
+}
+
+/// A built layer: its tensors (from a `VarBuilder` path) and its forward over a batch `[B, ...]`.
+pub trait Layer: Debug + Send + Sync {
+    /// Forward over a batch `[B, ...]`.
+    fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor>;
+
+    /// The operation this layer is, if the layer before it may compute it instead.
+    fn foldable(&self) -> Option<Fold> {
+        None
+    }
+
+    /// The operation this placeholder stands for, when the layer before computes it.
+    fn folded(&self) -> Option<Fold> {
+        None
+    }
+
+    /// Compute `op` (the layer after this one, or the one after this layer's own folded ReLU when
+    /// `after_relu`) inside this layer's kernel; returns whether it did.
+    fn fold(&mut self, op: Fold, after_relu: bool) -> bool {
+        let _ = (op, after_relu);
+        false
+    }
+}
+
+/// A single layer as a plain candle module (evaluation mode).
+impl Module for dyn Layer {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Layer::forward(self, x, &Ctx::EVAL)
+    }
+}

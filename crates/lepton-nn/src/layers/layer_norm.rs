@@ -1,0 +1,78 @@
+//! `layer-norm`: normalisation over the last dimension, `y = (x - μ) / sqrt(σ² + ε) · γ + β`
+//! with the biased σ², as a composition of candle ops (so it has a backward;
+//! `candle_nn::ops::layer_norm` has none).
+//!
+//! # Shapes
+//! Keeps the shape `[..., F]`; `weight`, `bias`: `[F]` (PyTorch's `nn.LayerNorm(F)`).
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::{eps, BuildCtx, Ctx, Layer, LayerConfig, ShapeCtx, Values};
+
+/// The `layer-norm` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LayerNormConfig {
+    /// Added to the variance. Default 1e-5.
+    #[serde(default = "eps")]
+    pub eps: f64,
+}
+
+impl LayerConfig for LayerNormConfig {
+    fn kind(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn output_shape(&self, x: &[usize], ctx: &mut ShapeCtx) -> crate::Result<Vec<usize>> {
+        if x.is_empty() {
+            return Err(ctx.error("expects at least one dimension"));
+        }
+        Ok(x.to_vec())
+    }
+
+    fn values(&self, x: &[usize], _: &ShapeCtx) -> crate::Result<Values> {
+        Ok(Values {
+            trainable: 2 * *x.last().unwrap_or(&0) as u64,
+            buffers: 0,
+        })
+    }
+
+    fn build(&self, x: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
+        let features = *x.last().expect("shapes checked");
+        Ok(Box::new(LayerNorm::new(features, self.eps, vb)?))
+    }
+}
+
+/// A built `layer-norm`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(features: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(features, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(features, "bias", Init::Const(0.0))?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        y.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+impl Layer for LayerNorm {
+    fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
+        LayerNorm::forward(self, x)
+    }
+}
