@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::budget::{open_file, MAX_DECODED_BYTES, MAX_FILE_BYTES};
 use crate::error::{Error, Result};
 
 /// A parsed IDX array of unsigned bytes.
@@ -37,8 +38,15 @@ pub const MNIST_PINS: [(&str, &str); 4] = [
     ),
 ];
 
-/// Parse IDX bytes. The error message says what is wrong; callers add the path.
-pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
+/// An IDX header: the dimensions, the header length and the data bytes the dimensions need.
+struct Header {
+    dims: Vec<usize>,
+    len: usize,
+    count: usize,
+}
+
+/// Parse the header at the start of `bytes` (which must hold all of it).
+fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
     if bytes.len() < 4 {
         return Err(format!(
             "file is {} bytes, too short for an IDX header",
@@ -61,15 +69,15 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
     if ndim == 0 {
         return Err("IDX header declares 0 dimensions".into());
     }
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
+    let len = 4 + 4 * ndim;
+    if bytes.len() < len {
         return Err(format!(
-            "truncated header: {} dimensions need {header} bytes, file has {}",
+            "truncated header: {} dimensions need {len} bytes, file has {}",
             ndim,
             bytes.len()
         ));
     }
-    let dims: Vec<usize> = bytes[4..header]
+    let dims: Vec<usize> = bytes[4..len]
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
@@ -77,30 +85,115 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
-    let have = bytes.len() - header;
-    if have != count {
+    Ok(Header { dims, len, count })
+}
+
+/// Parse IDX bytes. The error message says what is wrong; callers add the path.
+pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
+    let h = parse_header(bytes)?;
+    let have = bytes.len() - h.len;
+    if have != h.count {
         return Err(format!(
-            "dimensions {dims:?} need {count} data bytes, file has {have}"
+            "dimensions {:?} need {} data bytes, file has {have}",
+            h.dims, h.count
         ));
     }
     Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
+        dims: h.dims,
+        data: bytes[h.len..].to_vec(),
     })
 }
 
-/// Read a file, gunzipping it when its name ends in `.gz`.
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("not a valid gzip file: {e}")))?;
-        Ok(out)
+/// Most bytes a gzip stream of `len` bytes can inflate to (deflate's ratio is at most 1032:1).
+fn max_inflated(len: u64) -> u64 {
+    len.saturating_mul(1032).saturating_add(1024)
+}
+
+/// Read an IDX file (gunzipped when its name ends in `.gz`), checking the size its header
+/// declares against the file's length and [`MAX_DECODED_BYTES`] before allocating the data; also
+/// returns the file's pin check (SHA-256 of the uncompressed bytes).
+pub fn read_idx(path: &Path) -> Result<(Idx, PinCheck)> {
+    let (file, len) = open_file(path, MAX_FILE_BYTES)?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let mut r: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
     } else {
-        Ok(raw)
+        Box::new(file)
+    };
+    let read_err = |e: std::io::Error, what: &str| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::format(path, format!("truncated {what}"))
+        } else if gz {
+            Error::format(path, format!("not a valid gzip file: {e}"))
+        } else {
+            Error::io(path, e)
+        }
+    };
+    let mut head = vec![0u8; 4];
+    if let Err(e) = r.read_exact(&mut head) {
+        return Err(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Error::format(path, "too short for an IDX header"),
+            _ => read_err(e, "header"),
+        });
     }
+    // The magic and type are checked before the dimensions are read.
+    if let Err(m) = parse_header(&head) {
+        if !m.contains("truncated header") {
+            return Err(Error::format(path, m));
+        }
+    }
+    head.resize(4 + 4 * head[3] as usize, 0);
+    r.read_exact(&mut head[4..])
+        .map_err(|e| read_err(e, "header"))?;
+    let h = parse_header(&head).map_err(|m| Error::format(path, m))?;
+    let available = if gz {
+        max_inflated(len).min(MAX_DECODED_BYTES)
+    } else {
+        len - h.len as u64
+    };
+    if (!gz && h.count as u64 != available) || h.count as u64 > available {
+        return Err(Error::format(
+            path,
+            if gz {
+                format!(
+                    "dimensions {:?} need {} data bytes, more than this {len}-byte gzip file can \
+                     hold or over the {MAX_DECODED_BYTES}-byte limit",
+                    h.dims, h.count
+                )
+            } else {
+                format!(
+                    "dimensions {:?} need {} data bytes, file has {available}",
+                    h.dims, h.count
+                )
+            },
+        ));
+    }
+    let mut data = vec![0u8; h.count];
+    r.read_exact(&mut data).map_err(|e| {
+        read_err(
+            e,
+            &format!("data: dimensions {:?} need {} bytes", h.dims, h.count),
+        )
+    })?;
+    let mut extra = [0u8; 1];
+    match r.read(&mut extra) {
+        Ok(0) => {}
+        Ok(_) => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "trailing data after the {} bytes that dimensions {:?} declare",
+                    h.count, h.dims
+                ),
+            ))
+        }
+        Err(e) => return Err(read_err(e, "data")),
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(&head);
+    hasher.update(&data);
+    let pin = check_pin(path, hex::encode(hasher.finalize()));
+    Ok((Idx { dims: h.dims, data }, pin))
 }
 
 /// The result of checking a file against its pin.
@@ -112,8 +205,7 @@ pub struct PinCheck {
     pub matches_pin: Option<bool>,
 }
 
-fn check_pin(path: &Path, bytes: &[u8]) -> PinCheck {
-    let sha256 = hex::encode(Sha256::digest(bytes));
+fn check_pin(path: &Path, sha256: String) -> PinCheck {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -158,11 +250,9 @@ pub struct IdxImages {
 pub fn load_idx_pair(dir: &Path, prefix: &str) -> Result<IdxImages> {
     let ipath = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let lpath = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let ibytes = read_maybe_gz(&ipath)?;
-    let lbytes = read_maybe_gz(&lpath)?;
-    let pins = vec![check_pin(&ipath, &ibytes), check_pin(&lpath, &lbytes)];
-    let images = parse_idx(&ibytes).map_err(|m| Error::format(&ipath, m))?;
-    let labels = parse_idx(&lbytes).map_err(|m| Error::format(&lpath, m))?;
+    let (images, ipin) = read_idx(&ipath)?;
+    let (labels, lpin) = read_idx(&lpath)?;
+    let pins = vec![ipin, lpin];
     if images.dims.len() != 3 {
         return Err(Error::format(
             &ipath,
@@ -235,5 +325,56 @@ mod tests {
             .contains("truncated header"));
         let huge = idx(&[u32::MAX, u32::MAX, u32::MAX], &[]);
         assert!(parse_idx(&huge).is_err());
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Finding 7 (issue 12): a header claiming more than the file holds is refused before the
+    /// data buffer is allocated (raw: against the file length; gzip: against what the compressed
+    /// size can inflate to), naming the file; trailing bytes are refused too.
+    #[test]
+    fn declared_sizes_are_checked_against_the_file_before_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok-idx1-ubyte.gz");
+        std::fs::write(&ok, gz(&idx(&[3], &[1, 2, 3]))).unwrap();
+        let (parsed, pin) = read_idx(&ok).unwrap();
+        assert_eq!(parsed.data, vec![1, 2, 3]);
+        assert_eq!(
+            pin.sha256,
+            hex::encode(Sha256::digest(idx(&[3], &[1, 2, 3])))
+        );
+
+        // 4 GiB - 1 declared in a 30-byte gzip file, and 16 GiB in a raw one.
+        let bomb = dir.path().join("bomb-idx3-ubyte.gz");
+        std::fs::write(&bomb, gz(&idx(&[u32::MAX, 1, 1], &[0; 16]))).unwrap();
+        let err = read_idx(&bomb).unwrap_err().to_string();
+        assert!(
+            err.contains("bomb-idx3-ubyte.gz") && err.contains("can hold"),
+            "{err}"
+        );
+        let raw = dir.path().join("raw-idx3-ubyte");
+        std::fs::write(&raw, idx(&[65536, 65536, 4], &[0; 16])).unwrap();
+        let err = read_idx(&raw).unwrap_err().to_string();
+        assert!(
+            err.contains("raw-idx3-ubyte") && err.contains("file has 16"),
+            "{err}"
+        );
+
+        let trailing = dir.path().join("trail-idx1-ubyte.gz");
+        std::fs::write(&trailing, gz(&idx(&[2], &[1, 2, 3]))).unwrap();
+        let err = read_idx(&trailing).unwrap_err().to_string();
+        assert!(err.contains("trailing data"), "{err}");
+        let short = dir.path().join("short-idx1-ubyte.gz");
+        std::fs::write(&short, gz(&idx(&[9], &[1, 2, 3]))).unwrap();
+        let err = read_idx(&short).unwrap_err().to_string();
+        assert!(
+            err.contains("short-idx1-ubyte.gz") && err.contains("truncated"),
+            "{err}"
+        );
     }
 }

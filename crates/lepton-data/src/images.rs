@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::budget::{check_declared, check_file, read_file, MAX_DECODED_BYTES, MAX_FILE_BYTES};
 use crate::error::{Error, Result};
 use crate::idx::{load_idx_pair, PinCheck};
 
@@ -119,6 +120,7 @@ pub fn decode_image(
 
 /// Read an image file with limits on its declared size (decompression bombs).
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    check_file(path, MAX_FILE_BYTES)?;
     let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = reader
         .with_guessed_format()
@@ -178,13 +180,30 @@ pub fn load_image_folder(
                 .to_string_lossy()
                 .into_owned(),
         );
-        for file in read_dir(class_dir)?.into_iter().filter(|p| is_image(p)) {
+        let files: Vec<PathBuf> = read_dir(class_dir)?
+            .into_iter()
+            .filter(|p| is_image(p))
+            .collect();
+        if files.is_empty() {
+            return Err(Error::format(
+                class_dir,
+                "class folder has no PNG or JPEG images (a class needs samples)",
+            ));
+        }
+        for file in files {
             let img = open_image(&file)?;
             if set.height == 0 {
                 let [h, w] = size.unwrap_or([img.height() as usize, img.width() as usize]);
                 set.height = h;
                 set.width = w;
             }
+            let per = channels * set.height * set.width;
+            check_declared(
+                &file,
+                "the image folder",
+                (set.pixels.len() + per) as u64,
+                MAX_DECODED_BYTES,
+            )?;
             set.pixels
                 .extend(decode_image(&img, channels, set.height, set.width));
             set.labels.push(label as u32);
@@ -245,7 +264,14 @@ pub fn load_cifar10(path: &Path) -> Result<(ImageSet, Option<ImageSet>)> {
             ..Default::default()
         };
         for f in files {
-            let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+            let len = check_file(f, MAX_FILE_BYTES)?;
+            check_declared(
+                f,
+                "the CIFAR-10 batches",
+                set.pixels.len() as u64 + len,
+                MAX_DECODED_BYTES,
+            )?;
+            let bytes = read_file(f, MAX_FILE_BYTES)?;
             let (l, p) = parse_cifar10(&bytes).map_err(|m| Error::format(f, m))?;
             set.labels.extend(l);
             set.pixels.extend(p);

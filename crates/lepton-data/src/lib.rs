@@ -3,6 +3,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`spec`] | the `[data]` / `[preprocess]` spec sections |
+//! | [`budget`] | file type and size checks every loader runs before reading or allocating |
 //! | [`idx`], [`images`], [`table`] | loaders: MNIST IDX, image folders, CIFAR-10 binary, CSV |
 //! | [`preprocess`] | the fitted [`Preprocessor`] stored with models |
 //! | [`split`] | seeded stratified splits and k-fold |
@@ -12,6 +13,7 @@
 
 pub mod augment;
 pub mod batcher;
+pub mod budget;
 pub mod dataset;
 pub mod error;
 pub mod idx;

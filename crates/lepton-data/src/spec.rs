@@ -193,6 +193,15 @@ impl DataSpec {
                 });
             }
         }
+        if let Some([h, w]) = self.size {
+            let max = crate::budget::MAX_IMAGE_SIDE;
+            if !(1..=max).contains(&h) || !(1..=max).contains(&w) {
+                return Err(crate::Error::Spec {
+                    field: "data.size",
+                    message: format!("each side must be in 1..={max} pixels, got [{h}, {w}]"),
+                });
+            }
+        }
         if self.limit == Some(0) {
             return Err(crate::Error::Spec {
                 field: "data.limit",

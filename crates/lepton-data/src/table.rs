@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::budget::{open_file, MAX_FILE_BYTES};
 use crate::error::{Error, Result};
 use crate::spec::{DataSpec, Task};
 
@@ -51,6 +52,7 @@ pub fn read_table<R: std::io::Read>(
             format!("needs at least two columns (features and a label), found {width}"),
         ));
     }
+    check_header(path, &names)?;
     let label_col = match (label, label_index) {
         (Some(name), _) => names.iter().position(|n| n == name).ok_or_else(|| {
             Error::format(
@@ -73,7 +75,10 @@ pub fn read_table<R: std::io::Read>(
         }
         (None, None) => width - 1,
     };
-    for d in drop {
+    for (i, d) in drop.iter().enumerate() {
+        if drop[..i].contains(d) {
+            return Err(Error::format(path, format!("data.drop names '{d}' twice")));
+        }
         if !names.contains(d) {
             return Err(Error::format(
                 path,
@@ -135,9 +140,34 @@ pub fn read_table<R: std::io::Read>(
     Ok(table)
 }
 
-/// Read a CSV file as the spec says.
+/// Header names must be unique and non-empty: a duplicate would make `data.label`, `data.drop`
+/// and `data.categorical` ambiguous and the preprocessor's column schema wrong.
+fn check_header(path: &Path, names: &[String]) -> Result<()> {
+    let mut seen = std::collections::HashMap::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(Error::format(
+                path,
+                format!("line 1: header column {} has no name", i + 1),
+            ));
+        }
+        if let Some(first) = seen.insert(name.as_str(), i) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "line 1: duplicate header column '{name}' (columns {} and {})",
+                    first + 1,
+                    i + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Read a CSV file as the spec says (a regular file within [`MAX_FILE_BYTES`]).
 pub fn load_table(path: &Path, spec: &DataSpec) -> Result<Table> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let (file, _) = open_file(path, MAX_FILE_BYTES)?;
     read_table(
         std::io::BufReader::new(file),
         path,
@@ -228,6 +258,46 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("empty"));
+    }
+
+    /// Finding 10 (issue 12): a duplicate or empty header name is refused naming the column;
+    /// so is a column dropped twice. (Ragged rows and a missing label column already were.)
+    #[test]
+    fn duplicate_and_empty_header_names_are_refused() {
+        let err = parse("a,b,a,label\n1,2,3,x\n", true, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.csv")
+                && err.contains("duplicate header column 'a'")
+                && err.contains("columns 1 and 3"),
+            "{err}"
+        );
+        let err = parse("a,,label\n1,2,x\n", true, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("header column 2 has no name"), "{err}");
+        let err = parse("a,b,label\n1,2\n", true, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("2 fields"), "{err}");
+        let err = parse("a,b,x\n1,2,3\n", true, Some("label"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no label column named 'label'"), "{err}");
+        let err = read_table(
+            "a,b,label\n1,2,x\n".as_bytes(),
+            Path::new("test.csv"),
+            true,
+            None,
+            None,
+            &["a".into(), "a".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("'a' twice"), "{err}");
+        // Without a header the generated names are unique: duplicates in row 1 are data.
+        assert!(parse("1,1,x\n2,2,y\n", false, None).is_ok());
     }
 
     #[test]

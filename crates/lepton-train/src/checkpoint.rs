@@ -11,7 +11,12 @@
 //!
 //! On load, a `.next` file whose checksum matches `last.json` means step 3 was interrupted: it is
 //! completed. Otherwise `last.safetensors` must match the checksum, or the load fails naming the
-//! file (truncated or altered).
+//! file (truncated or altered). Temp files left by a killed writer (`.NAME.tmp-PID`) are never
+//! read; [`clean_stale_temps`] removes them.
+//!
+//! The state is lossless: every `f64` (best metric, learning rate, running totals, history) is
+//! stored in its exact round-trip form ([`crate::lossless`]), so early stopping and best-model
+//! selection after a resume compare against the same bits as the uninterrupted run.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -25,15 +30,18 @@ use crate::early_stopping::EarlyStopping;
 use crate::error::{Error, Result};
 use crate::summary::EpochMetrics;
 
-/// Version of the checkpoint state format.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Version of the checkpoint state format written: 2 stores floats losslessly and the
+/// metrics-log position. Format 1 (plain JSON floats) is still read.
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// Running sums of the training metrics of the epoch in progress.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochTotals {
     /// Sum over batches of `loss * batch size`.
+    #[serde(with = "crate::lossless::f64")]
     pub loss_sum: f64,
     /// Correctly classified training samples (classification only).
+    #[serde(with = "crate::lossless::f64")]
     pub correct: f64,
     pub samples: u64,
 }
@@ -49,11 +57,13 @@ pub struct CheckpointState {
     /// Optimizer steps done in the whole run; the schedule position.
     pub step: u64,
     /// The learning rate of the last step.
+    #[serde(with = "crate::lossless::f64")]
     pub lr: f64,
     /// The name of the metric early stopping and best-model selection use.
     pub metric: String,
     pub early_stopping: EarlyStopping,
     /// Metrics of the finished epochs.
+    #[serde(with = "exact_history")]
     pub history: Vec<EpochMetrics>,
     /// Training totals of the epoch in progress.
     pub totals: EpochTotals,
@@ -61,6 +71,101 @@ pub struct CheckpointState {
     pub finished: bool,
     /// SHA-256 (hex) of `last.safetensors`.
     pub sha256: String,
+    /// Length in bytes of `metrics.jsonl` when the checkpoint was written: a resume truncates the
+    /// log there (lines a killed run wrote after its checkpoint are written again). Absent in
+    /// format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_len: Option<u64>,
+    /// Rayon threads of the process that wrote the checkpoint (a resume with another count warns:
+    /// parallel reductions may then round differently).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+/// [`EpochMetrics`] with lossless floats, for the checkpoint's history (`metrics.jsonl` keeps
+/// plain JSON numbers for other tools).
+mod exact_history {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::summary::EpochMetrics;
+
+    #[derive(Serialize, Deserialize)]
+    struct Exact {
+        epoch: u64,
+        step: u64,
+        #[serde(with = "crate::lossless::f64")]
+        lr: f64,
+        #[serde(with = "crate::lossless::f64")]
+        train_loss: f64,
+        #[serde(with = "crate::lossless::option_f64")]
+        train_accuracy: Option<f64>,
+        #[serde(with = "crate::lossless::option_f64")]
+        val_loss: Option<f64>,
+        #[serde(with = "crate::lossless::option_f64")]
+        val_accuracy: Option<f64>,
+        #[serde(with = "crate::lossless::f64")]
+        monitored: f64,
+        best: bool,
+        #[serde(with = "crate::lossless::f64")]
+        seconds: f64,
+    }
+
+    pub fn serialize<S: Serializer>(v: &[EpochMetrics], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|m| Exact {
+            epoch: m.epoch,
+            step: m.step,
+            lr: m.lr,
+            train_loss: m.train_loss,
+            train_accuracy: m.train_accuracy,
+            val_loss: m.val_loss,
+            val_accuracy: m.val_accuracy,
+            monitored: m.monitored,
+            best: m.best,
+            seconds: m.seconds,
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EpochMetrics>, D::Error> {
+        Ok(Vec::<Exact>::deserialize(d)?
+            .into_iter()
+            .map(|m| EpochMetrics {
+                epoch: m.epoch,
+                step: m.step,
+                lr: m.lr,
+                train_loss: m.train_loss,
+                train_accuracy: m.train_accuracy,
+                val_loss: m.val_loss,
+                val_accuracy: m.val_accuracy,
+                monitored: m.monitored,
+                best: m.best,
+                seconds: m.seconds,
+            })
+            .collect())
+    }
+}
+
+/// Remove the temp files a killed writer left in `dir` (`.NAME.tmp-PID`, see [`atomic_write`]);
+/// returns how many. A missing directory has none.
+pub fn clean_stale_temps(dir: &Path) -> Result<usize> {
+    let entries = match fs_err::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("listing", dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let path = entry.path();
+            fs_err::remove_file(&path)
+                .map_err(|e| Error::io("removing stale temp file", &path, e))?;
+            tracing::info!(file = %path.display(), "removed a temp file left by a killed run");
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
@@ -202,11 +307,11 @@ impl CheckpointPaths {
                 path: self.state.clone(),
                 source,
             })?;
-        if state.version != CHECKPOINT_VERSION {
+        if !(1..=CHECKPOINT_VERSION).contains(&state.version) {
             return Err(Error::checkpoint(
                 &self.state,
                 format!(
-                    "format version {} is not supported (expected {CHECKPOINT_VERSION})",
+                    "format version {} is not supported (expected 1 to {CHECKPOINT_VERSION})",
                     state.version
                 ),
             ));
@@ -245,7 +350,95 @@ mod tests {
             totals: EpochTotals::default(),
             finished: false,
             sha256: String::new(),
+            metrics_len: Some(12),
+            threads: Some(2),
         }
+    }
+
+    /// Finding 8 (issue 12): the best metric, the learning rate, the totals and the history
+    /// come back from `last.json` with the same bits, NaN included (format 1 lost the last bit
+    /// of 0.9868995633187773 and could not read a NaN back at all).
+    #[test]
+    fn state_floats_round_trip_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = CheckpointPaths::new(dir.path());
+        let metrics = EpochMetrics {
+            epoch: 0,
+            step: 10,
+            lr: 0.1 * std::f64::consts::FRAC_1_SQRT_2,
+            train_loss: 1.0 / 3.0,
+            train_accuracy: Some(0.9868995633187773),
+            val_loss: Some(f64::NAN),
+            val_accuracy: None,
+            monitored: 0.9868995633187773,
+            best: true,
+            seconds: 0.123456789012345,
+        };
+        let mut st = state();
+        st.lr = 0.012345678901234568;
+        st.early_stopping.best = Some(0.9868995633187773);
+        st.early_stopping.best_epoch = Some(0);
+        st.totals.loss_sum = 2.0f64.sqrt() * 16.0;
+        st.totals.correct = 13.0;
+        st.history = vec![metrics.clone()];
+        let t = HashMap::from([(
+            "model.w".to_string(),
+            Tensor::new(&[1f32], &Device::Cpu).unwrap(),
+        )]);
+        paths.save(&t, &st).unwrap();
+        let (back, _) = paths.load().unwrap();
+        let bits = |v: f64| v.to_bits();
+        assert_eq!(
+            back.early_stopping.best.map(bits),
+            Some(bits(0.9868995633187773))
+        );
+        assert_eq!(bits(back.lr), bits(st.lr));
+        assert_eq!(bits(back.totals.loss_sum), bits(st.totals.loss_sum));
+        let h = &back.history[0];
+        assert_eq!(bits(h.monitored), bits(metrics.monitored));
+        assert_eq!(bits(h.lr), bits(metrics.lr));
+        assert!(h.val_loss.unwrap().is_nan());
+        assert_eq!(back.metrics_len, Some(12));
+        assert_eq!((back.version, back.threads), (CHECKPOINT_VERSION, Some(2)));
+    }
+
+    #[test]
+    fn format_1_state_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = CheckpointPaths::new(dir.path());
+        let t = HashMap::from([(
+            "model.w".to_string(),
+            Tensor::new(&[1f32], &Device::Cpu).unwrap(),
+        )]);
+        paths.save(&t, &state()).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&paths.state).unwrap()).unwrap();
+        v["version"] = 1.into();
+        v["lr"] = 0.1.into();
+        v["early_stopping"]["best"] = 0.5.into();
+        v.as_object_mut().unwrap().remove("metrics_len");
+        std::fs::write(&paths.state, v.to_string()).unwrap();
+        let (back, _) = paths.load().unwrap();
+        assert_eq!((back.lr, back.early_stopping.best), (0.1, Some(0.5)));
+        assert_eq!(back.metrics_len, None);
+        v["version"] = 3.into();
+        std::fs::write(&paths.state, v.to_string()).unwrap();
+        let err = paths.load().unwrap_err().to_string();
+        assert!(
+            err.contains("last.json") && err.contains("version 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".last.json.tmp-4242");
+        std::fs::write(&stale, b"{\"vers").unwrap();
+        std::fs::write(dir.path().join("keep.json"), b"{}").unwrap();
+        assert_eq!(clean_stale_temps(dir.path()).unwrap(), 1);
+        assert!(!stale.exists() && dir.path().join("keep.json").exists());
+        assert_eq!(clean_stale_temps(&dir.path().join("absent")).unwrap(), 0);
     }
 
     #[test]

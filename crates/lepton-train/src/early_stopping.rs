@@ -51,6 +51,8 @@ impl Default for EarlyStoppingSpec {
 /// Tracks the best metric and the epochs since it improved; saved in checkpoints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EarlyStopping {
+    /// Stored losslessly: patience after a resume compares against the same bits.
+    #[serde(with = "crate::lossless::option_f64")]
     pub best: Option<f64>,
     pub best_epoch: Option<u64>,
     pub bad_epochs: usize,

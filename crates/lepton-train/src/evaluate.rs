@@ -1,4 +1,6 @@
-//! Evaluation: predictions of a model on a dataset, the final report, k-fold cross-validation.
+//! Evaluation: predictions of a model on a dataset and the final report. Depends on the model
+//! and the data only, never on the trainer (cross-validation, which trains, is in
+//! [`crate::cross_validate`]).
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::ModuleT;
@@ -7,14 +9,12 @@ use lepton_nn::{LossSpec, Model, OutputActivation};
 
 use std::path::Path;
 
-use lepton_eval::{plots, plots::Series, CrossValidationReport, Report};
+use lepton_eval::{plots, plots::Series, Report};
 
 use crate::error::{Error, Result, TensorContext};
-use crate::observer::{Event, Observer};
 use crate::run_dir::RunDir;
 use crate::spec::Spec;
 use crate::summary::EpochMetrics;
-use crate::trainer::Session;
 
 /// The loss used when the spec has no `[loss]`: cross-entropy for classification, MSE for regression.
 pub fn default_loss(data: &Dataset) -> LossSpec {
@@ -244,44 +244,4 @@ pub fn evaluate_run(run_dir: &Path, data: &Dataset) -> Result<Report> {
     let loss = spec.loss.clone().unwrap_or_else(|| default_loss(data));
     let preds = predict(&model, &loss, data, spec.train.eval_batch_size)?;
     report(&preds, data, &pre)
-}
-
-/// k-fold cross-validation of `spec` (lepton_data::prepare_folds: stratified, the preprocessor
-/// fitted per fold): each fold trains a fresh model for `train.epochs` epochs (no early stopping:
-/// the held-out fold is only used for the final evaluation) and is scored on its held-out part.
-pub fn cross_validate(
-    spec: &Spec,
-    k: usize,
-    observer: &mut dyn Observer,
-) -> Result<CrossValidationReport> {
-    let folds =
-        lepton_data::prepare_folds(&spec.data, &spec.preprocess, &spec.base_dir, k, spec.seed)?;
-    let mut spec = spec.clone();
-    spec.train.early_stopping = None;
-    let mut scores = Vec::with_capacity(folds.len());
-    for (i, fold) in folds.iter().enumerate() {
-        observer.event(Event::Fold {
-            fold: i as u64,
-            folds: folds.len() as u64,
-        });
-        // The trainer's own validation split is not used: train on the whole training part.
-        let data = lepton_data::Prepared {
-            validation: empty_like(&fold.train),
-            ..fold.clone()
-        };
-        let mut session = Session::new(&spec, &data)?;
-        session.fit(&data, None, observer)?;
-        let preds = predict(
-            &session.model,
-            &session.loss,
-            &fold.validation,
-            spec.train.eval_batch_size,
-        )?;
-        scores.push(report(&preds, &fold.validation, &fold.preprocessor)?.metrics());
-    }
-    Ok(CrossValidationReport::new(scores))
-}
-
-fn empty_like(d: &Dataset) -> Dataset {
-    d.select(&[])
 }

@@ -9,13 +9,17 @@
 //! | [`checkpoint`] | atomic, checksummed checkpoints |
 //! | [`observer`] | progress events for the CLI |
 //! | [`trainer`] | [`train`], [`resume`], the run directory |
-//! | [`evaluate`] | evaluation of a trained model on a dataset, [`cross_validate`] |
+//! | [`evaluate`] | evaluation of a trained model on a dataset |
+//! | [`cross_validate`](mod@cross_validate) | k-fold cross-validation |
+//! | [`lossless`] | exact `f64` fields in JSON state |
 //! | [`summary`] | per-epoch metrics and the run summary |
 
 pub mod checkpoint;
+pub mod cross_validate;
 pub mod early_stopping;
 pub mod error;
 pub mod evaluate;
+pub mod lossless;
 pub mod observer;
 pub mod optim;
 pub mod run_dir;
@@ -25,9 +29,10 @@ pub mod summary;
 pub mod trainer;
 
 pub use checkpoint::{CheckpointPaths, CheckpointState};
+pub use cross_validate::cross_validate;
 pub use early_stopping::{EarlyStopping, EarlyStoppingSpec, Mode};
 pub use error::{Error, Result};
-pub use evaluate::{cross_validate, evaluate_run, predict, report, Predictions};
+pub use evaluate::{evaluate_run, predict, report, Predictions};
 pub use observer::{Event, NoopObserver, Observer};
 pub use optim::{Adam, AdamConfig, Optimizer, OptimizerSpec, Sgd, SgdConfig};
 pub use run_dir::RunDir;

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{atomic_write, load_verified, save_tensors, CheckpointPaths};
+use crate::checkpoint::{
+    atomic_write, clean_stale_temps, load_verified, save_tensors, CheckpointPaths,
+};
 use crate::error::{Error, Result};
 
 /// Paths inside a run directory.
@@ -70,6 +72,30 @@ impl RunDir {
             .map_err(|e| Error::io("creating run directory", &self.root, e))
     }
 
+    /// Remove the temp files a killed run left behind (root and `checkpoints/`).
+    pub fn clean_stale_temps(&self) -> Result<usize> {
+        Ok(clean_stale_temps(&self.root)? + clean_stale_temps(&self.checkpoints.dir)?)
+    }
+
+    /// Remove what a run killed before its first checkpoint may have written besides its spec
+    /// (metrics, best model, a partial checkpoint), so it can start over.
+    pub fn reset_progress(&self) -> Result<()> {
+        for path in [
+            self.metrics(),
+            self.best_info(),
+            self.best_weights(),
+            self.checkpoints.next.clone(),
+            self.checkpoints.weights.clone(),
+        ] {
+            match fs_err::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing", &path, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Write a JSON file atomically.
     pub fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
@@ -104,36 +130,71 @@ impl RunDir {
     }
 }
 
-/// Appends JSON lines to `metrics.jsonl`.
+/// Appends JSON lines to `metrics.jsonl` and knows its length, which checkpoints record.
+#[derive(Debug)]
 pub struct MetricsLog {
     path: PathBuf,
     file: fs_err::File,
+    len: u64,
+}
+
+/// Where a reopened log continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStart {
+    /// An empty log (a new run).
+    Empty,
+    /// Cut at this byte length, the position a checkpoint recorded.
+    At(u64),
+    /// Format 1 checkpoints (no recorded length): drop the step lines after `step` and the epoch
+    /// lines of epochs `>= epoch`.
+    Lines { step: u64, epoch: u64 },
 }
 
 impl MetricsLog {
-    /// Open for appending; with `keep_until = Some((step, epoch))`, first drop the step lines after
-    /// `step` and the epoch lines of epochs `>= epoch` (a killed run may have logged past its last
-    /// checkpoint; the resumed run logs them again).
-    pub fn open(path: &Path, keep_until: Option<(u64, u64)>) -> Result<Self> {
-        if let Some((limit, epochs)) = keep_until {
-            if path.exists() {
-                let text =
-                    fs_err::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-                let kept: String = text
-                    .lines()
-                    .filter(|l| {
-                        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
-                            return false;
-                        };
-                        if v["kind"] == "epoch" {
-                            v["epoch"].as_u64().is_some_and(|e| e < epochs)
-                        } else {
-                            v["step"].as_u64().is_some_and(|s| s <= limit)
-                        }
-                    })
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                atomic_write(path, kept.as_bytes())?;
+    /// Open for appending from `start` (a killed run may have logged past its last checkpoint;
+    /// the resumed run logs those lines again).
+    pub fn open(path: &Path, start: LogStart) -> Result<Self> {
+        match start {
+            LogStart::Empty => atomic_write(path, b"")?,
+            LogStart::At(len) => {
+                let f = fs_err::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| Error::io("opening", path, e))?;
+                let have = f
+                    .metadata()
+                    .map_err(|e| Error::io("reading metadata of", path, e))?
+                    .len();
+                if have < len {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!("is {have} bytes, shorter than the {len} bytes the checkpoint recorded (truncated or replaced)"),
+                    ));
+                }
+                f.set_len(len)
+                    .map_err(|e| Error::io("truncating", path, e))?;
+                f.sync_all().map_err(|e| Error::io("syncing", path, e))?;
+            }
+            LogStart::Lines { step, epoch } => {
+                if path.exists() {
+                    let text =
+                        fs_err::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+                    let kept: String = text
+                        .lines()
+                        .filter(|l| {
+                            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                                return false;
+                            };
+                            if v["kind"] == "epoch" {
+                                v["epoch"].as_u64().is_some_and(|e| e < epoch)
+                            } else {
+                                v["step"].as_u64().is_some_and(|s| s <= step)
+                            }
+                        })
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    atomic_write(path, kept.as_bytes())?;
+                }
             }
         }
         let file = fs_err::OpenOptions::new()
@@ -141,9 +202,14 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .map_err(|e| Error::io("opening", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("reading metadata of", path, e))?
+            .len();
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            len,
         })
     }
 
@@ -152,7 +218,26 @@ impl MetricsLog {
         s.push('\n');
         self.file
             .write_all(s.as_bytes())
-            .map_err(|e| Error::io("writing", &self.path, e))
+            .map_err(|e| Error::io("writing", &self.path, e))?;
+        self.len += s.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far (the position a checkpoint records).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing has been written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Make the lines written so far durable (before a checkpoint records their length).
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("syncing", &self.path, e))
     }
 }
 
@@ -165,7 +250,7 @@ mod tests {
     fn reopening_drops_lines_past_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.jsonl");
-        let mut log = MetricsLog::open(&path, None).unwrap();
+        let mut log = MetricsLog::open(&path, LogStart::Empty).unwrap();
         for step in 1..=6 {
             log.append(&json!({"kind": "step", "step": step})).unwrap();
             if step % 3 == 0 {
@@ -175,7 +260,7 @@ mod tests {
         }
         drop(log);
         // Checkpoint at the last step of epoch 1, before its epoch line was committed.
-        let mut log = MetricsLog::open(&path, Some((6, 1))).unwrap();
+        let mut log = MetricsLog::open(&path, LogStart::Lines { step: 6, epoch: 1 }).unwrap();
         log.append(&json!({"kind": "epoch", "epoch": 1, "step": 6}))
             .unwrap();
         let lines: Vec<serde_json::Value> = fs_err::read_to_string(&path)
@@ -185,9 +270,45 @@ mod tests {
             .collect();
         assert_eq!(lines.iter().filter(|v| v["kind"] == "epoch").count(), 2);
         assert_eq!(lines.iter().filter(|v| v["kind"] == "step").count(), 6);
-        let mut log = MetricsLog::open(&path, Some((4, 1))).unwrap();
+        let mut log = MetricsLog::open(&path, LogStart::Lines { step: 4, epoch: 1 }).unwrap();
         log.append(&json!({"kind": "step", "step": 5})).unwrap();
         let text = fs_err::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 6, "{text}"); // steps 1-5 + epoch 0
+    }
+
+    /// A checkpoint records the log's byte length; a resume cuts there exactly, including a
+    /// half-written last line, and refuses a log shorter than recorded.
+    #[test]
+    fn reopening_at_a_recorded_length_cuts_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut log = MetricsLog::open(&path, LogStart::Empty).unwrap();
+        log.append(&json!({"kind": "step", "step": 1})).unwrap();
+        let at = log.len();
+        assert_eq!(at, fs_err::metadata(&path).unwrap().len());
+        log.append(&json!({"kind": "step", "step": 2})).unwrap();
+        drop(log);
+        // A kill in the middle of a write.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"kind\":\"st").unwrap();
+        drop(f);
+        let mut log = MetricsLog::open(&path, LogStart::At(at)).unwrap();
+        assert_eq!(log.len(), at);
+        log.append(&json!({"kind": "step", "step": 2})).unwrap();
+        let text = fs_err::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "{\"kind\":\"step\",\"step\":1}\n{\"kind\":\"step\",\"step\":2}\n"
+        );
+        let err = MetricsLog::open(&path, LogStart::At(1 << 20))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics.jsonl") && err.contains("shorter"),
+            "{err}"
+        );
     }
 }

@@ -7,6 +7,14 @@
 //! model variables (including batch-norm statistics), the optimizer state and the position
 //! (epoch, batch, step), so [`resume`] reproduces the uninterrupted run bit for bit.
 //!
+//! Everything a later step depends on is either a pure function of `(seed, step/epoch)` or in the
+//! checkpoint: the position, the optimizer buffers, batch-norm statistics, the early-stopping
+//! state (best metric as exact bits, patience count), the epoch's running totals, the history and
+//! the length of `metrics.jsonl`. Parameters are visited in name order (never `HashMap` order,
+//! which differs per process); no decision depends on wall-clock time; the rayon thread count is
+//! recorded and a resume with another count warns. A run killed before its first checkpoint
+//! has only its `spec.toml` (written first): [`resume`] starts it over from scratch.
+//!
 //! Per step the loop does forward, backward, optional clipping (one read of each gradient), and the
 //! fused optimizer update. Loss and accuracy are accumulated as tensors and read back only every
 //! `log-every` steps, at checkpoints and at epoch ends.
@@ -28,7 +36,7 @@ use crate::error::{Error, Result, TensorContext};
 use crate::evaluate::{self, Predictions};
 use crate::observer::{Event, Observer};
 use crate::optim::{kernel::sum_squares, trainable_params, Optimizer};
-use crate::run_dir::{BestInfo, MetricsLog, RunDir};
+use crate::run_dir::{BestInfo, LogStart, MetricsLog, RunDir};
 use crate::schedule::Schedule;
 use crate::spec::{Monitor, Spec};
 use crate::summary::{EpochMetrics, RunSummary};
@@ -115,6 +123,8 @@ impl Session {
             totals: EpochTotals::default(),
             finished: false,
             sha256: String::new(),
+            metrics_len: None,
+            threads: None,
         };
         Ok(Session {
             spec: spec.clone(),
@@ -441,9 +451,16 @@ impl Session {
     }
 
     fn save_checkpoint(&self, run: &mut RunFiles, observer: &mut dyn Observer) -> Result<()> {
+        // The log lines up to here are durable before the checkpoint names their length.
+        run.metrics.sync()?;
+        let state = CheckpointState {
+            metrics_len: Some(run.metrics.len()),
+            threads: Some(rayon::current_num_threads()),
+            ..self.state.clone()
+        };
         run.dir
             .checkpoints
-            .save(&self.checkpoint_tensors()?, &self.state)?;
+            .save(&self.checkpoint_tensors()?, &state)?;
         observer.event(Event::Checkpoint {
             path: &run.dir.checkpoints.weights,
             step: self.state.step,
@@ -518,6 +535,9 @@ pub struct RunFiles {
 
 /// Train `spec` from scratch, writing the run directory `run_dir` (created; it must not hold a
 /// checkpoint already: use [`resume`]). Ends with the evaluation of the best model.
+///
+/// The resolved `spec.toml` is the first file written, before the data is loaded, so a run
+/// killed at any later moment can be resumed.
 pub fn train(spec: &Spec, run_dir: &Path, observer: &mut dyn Observer) -> Result<RunSummary> {
     let dir = RunDir::new(run_dir);
     if dir.checkpoints.state.exists() {
@@ -527,32 +547,66 @@ pub fn train(spec: &Spec, run_dir: &Path, observer: &mut dyn Observer) -> Result
         ));
     }
     dir.create()?;
+    dir.clean_stale_temps()?;
+    crate::checkpoint::atomic_write(&dir.spec(), spec.to_toml()?.as_bytes())?;
+    start(spec, dir, observer)
+}
+
+/// A new run in a directory that holds its spec and no checkpoint.
+fn start(spec: &Spec, dir: RunDir, observer: &mut dyn Observer) -> Result<RunSummary> {
     let started = Instant::now();
+    dir.reset_progress()?;
     let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)?;
     let mut session = Session::new(spec, &data)?;
-    crate::checkpoint::atomic_write(&dir.spec(), session.spec.to_toml()?.as_bytes())?;
     dir.write_json(&dir.preprocessor(), &data.preprocessor)?;
     dir.write_json(&dir.data_report(), &data.report)?;
-    let metrics = MetricsLog::open(&dir.metrics(), Some((0, 0)))?;
+    let metrics = MetricsLog::open(&dir.metrics(), LogStart::Empty)?;
     let mut run = RunFiles { dir, metrics };
     session.fit(&data, Some(&mut run), observer)?;
     finish(&mut session, &data, &run.dir, started, observer)
 }
 
 /// Continue the run in `run_dir` from its last checkpoint; the final weights equal those of an
-/// uninterrupted run. A finished run is only re-evaluated.
+/// uninterrupted run. A run killed before its first checkpoint starts over from its `spec.toml`;
+/// a finished run is only re-evaluated. Temp files of a killed writer are removed.
 pub fn resume(run_dir: &Path, observer: &mut dyn Observer) -> Result<RunSummary> {
     let dir = RunDir::new(run_dir);
-    let spec = Spec::from_file(&dir.spec())?;
+    let spec_path = dir.spec();
+    if !spec_path.exists() {
+        return Err(Error::checkpoint(
+            &spec_path,
+            "not found: this is not a run directory, or its run was killed before it wrote its \
+             spec (nothing to resume: train the spec again)",
+        ));
+    }
+    dir.clean_stale_temps()?;
+    let spec = Spec::from_file(&spec_path)?;
+    if !dir.checkpoints.state.exists() {
+        tracing::info!(run = %run_dir.display(), "no checkpoint yet: starting the run over");
+        return start(&spec, dir, observer);
+    }
     let started = Instant::now();
     let (state, tensors) = dir.checkpoints.load()?;
+    let threads = rayon::current_num_threads();
+    if state.threads.is_some_and(|t| t != threads) {
+        tracing::warn!(
+            checkpoint_threads = state.threads,
+            threads,
+            "resuming with another thread count: parallel reductions may round differently \
+             from the uninterrupted run"
+        );
+    }
     let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)?;
     let mut session = Session::new(&spec, &data)?;
     session.restore(state, tensors, &dir.checkpoints.weights)?;
-    let metrics = MetricsLog::open(
-        &dir.metrics(),
-        Some((session.state.step, session.state.epoch)),
-    )?;
+    let log_start = match session.state.metrics_len {
+        Some(len) => LogStart::At(len),
+        None => LogStart::Lines {
+            step: session.state.step,
+            epoch: session.state.epoch,
+        },
+    };
+    let metrics = MetricsLog::open(&dir.metrics(), log_start)?;
     let mut run = RunFiles { dir, metrics };
     session.fit(&data, Some(&mut run), observer)?;
     finish(&mut session, &data, &run.dir, started, observer)

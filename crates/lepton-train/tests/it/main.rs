@@ -4,4 +4,5 @@ mod common;
 mod parity;
 mod reliability;
 mod reports;
+mod resume;
 mod spec_errors;
