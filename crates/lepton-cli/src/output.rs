@@ -51,8 +51,17 @@ pub fn init_logging(args: &GlobalArgs, json_logs: bool) {
     }
 }
 
-/// Print an error and its causes, one per line.
-pub fn print_error(err: &anyhow::Error) {
+/// Print an error and its causes on stderr: one per line, or with `--json` one object
+/// `{"error": message, "causes": [message, ...]}` so scripts can parse failures too.
+pub fn print_error(err: &anyhow::Error, json: bool) {
+    if json {
+        let causes: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();
+        eprintln!(
+            "{}",
+            serde_json::json!({"error": err.to_string(), "causes": causes})
+        );
+        return;
+    }
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");

@@ -17,6 +17,13 @@ pub enum Error {
         path: PathBuf,
         section: &'static str,
     },
+    /// A field of the header is out of its budget or disagrees with another part of the file.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
     #[error("{path}: bad header: {message}")]
     Header { path: PathBuf, message: String },
     #[error("{path}: bad weights: {message}")]

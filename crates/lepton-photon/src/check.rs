@@ -1,0 +1,394 @@
+//! Consistency of a manifest, checked when a photon is opened, whatever its checksums say: the
+//! preprocessor, the input schema it implies, the input shape, the model spec and the loss must
+//! agree, and every size must fit the [`Limits`]. A re-signed file whose preprocessor makes
+//! 60000x60000 inputs for a 28x28 model is refused here instead of hanging `predict`.
+//!
+//! Cheap checks come first: the numbers in the preprocessor and the layer settings are bounded
+//! before any shape is multiplied, then shape inference walks the spec with each layer's own rule
+//! ([`LayerSpec::output_shape`]), checking every intermediate size against the budget with
+//! overflow-checked arithmetic, and finally [`ModelSpec::shapes`] and [`LossSpec::validate`] give
+//! the authoritative answer.
+
+use std::path::Path;
+
+use lepton_data::preprocess::Column;
+use lepton_data::{Preprocessor, Task};
+use lepton_nn::{LayerSpec, ModelSpec};
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::Manifest;
+
+/// Check a parsed manifest against itself and the limits.
+pub(crate) fn manifest(m: &Manifest, path: &Path, limits: &Limits) -> Result<()> {
+    let bad = |field: &str, message: String| Error::Invalid {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        message,
+    };
+    let input = &m.input_shape;
+    sample_size(input, limits).map_err(|msg| bad("input_shape", msg))?;
+    preprocessor(&m.preprocessor, limits, &bad)?;
+    let made = m.preprocessor.sample_shape();
+    if &made != input {
+        return Err(bad(
+            "preprocessor",
+            format!("makes inputs of shape {made:?} but the model takes input_shape {input:?}"),
+        ));
+    }
+    if let Some(declared) = &m.model.input {
+        if declared != input {
+            return Err(bad(
+                "model.input",
+                format!("is {declared:?} but input_shape is {input:?}"),
+            ));
+        }
+    }
+    let output = model(&m.model, input, limits, &bad)?;
+    let classes = match m.preprocessor.task() {
+        Task::Classification => m.preprocessor.class_names().len(),
+        Task::Regression => {
+            if !m.preprocessor.class_names().is_empty() {
+                return Err(bad(
+                    "preprocessor.class_names",
+                    "a regression model has no classes".into(),
+                ));
+            }
+            0
+        }
+    };
+    m.loss
+        .validate(&output, classes)
+        .map_err(|e| bad("loss", e.to_string()))
+}
+
+/// The number of values in a per-sample shape, within the budget.
+fn sample_size(shape: &[usize], limits: &Limits) -> std::result::Result<usize, String> {
+    if shape.is_empty() || shape.len() > limits.max_rank {
+        return Err(format!(
+            "{shape:?} must have 1 to {} dimensions",
+            limits.max_rank
+        ));
+    }
+    if shape.contains(&0) {
+        return Err(format!("{shape:?} has a zero dimension"));
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= limits.max_sample_values)
+        .ok_or_else(|| {
+            format!(
+                "{shape:?} is more than {} values per sample (the budget)",
+                limits.max_sample_values
+            )
+        })
+}
+
+fn finite(x: f32) -> bool {
+    x.is_finite()
+}
+
+fn positive(x: f32) -> bool {
+    x.is_finite() && x > 0.0
+}
+
+fn preprocessor(
+    p: &Preprocessor,
+    limits: &Limits,
+    bad: &impl Fn(&str, String) -> Error,
+) -> Result<()> {
+    let classes = p.class_names().len();
+    if classes > limits.max_setting {
+        return Err(bad(
+            "preprocessor.class_names",
+            format!("{classes} classes, more than {}", limits.max_setting),
+        ));
+    }
+    match p {
+        Preprocessor::Image {
+            channels,
+            height,
+            width,
+            mean,
+            std,
+            ..
+        } => {
+            if *channels != 1 && *channels != 3 {
+                return Err(bad(
+                    "preprocessor.channels",
+                    format!("is {channels}; images have 1 (grey) or 3 (RGB) channels"),
+                ));
+            }
+            sample_size(&[*channels, *height, *width], limits)
+                .map_err(|msg| bad("preprocessor.height/width", msg))?;
+            for (field, v, ok) in [
+                ("mean", mean, finite as fn(f32) -> bool),
+                ("std", std, positive),
+            ] {
+                if v.len() != *channels {
+                    return Err(bad(
+                        &format!("preprocessor.{field}"),
+                        format!("has {} values for {channels} channels", v.len()),
+                    ));
+                }
+                if let Some(x) = v.iter().find(|&&x| !ok(x)) {
+                    return Err(bad(
+                        &format!("preprocessor.{field}"),
+                        format!("holds {x}, which is not a usable value"),
+                    ));
+                }
+            }
+        }
+        Preprocessor::Tabular {
+            columns,
+            target_mean,
+            target_std,
+            ..
+        } => {
+            if columns.is_empty() || columns.len() > limits.max_setting {
+                return Err(bad(
+                    "preprocessor.columns",
+                    format!(
+                        "{} columns; a model takes 1 to {}",
+                        columns.len(),
+                        limits.max_setting
+                    ),
+                ));
+            }
+            let mut width = 0usize;
+            for (i, c) in columns.iter().enumerate() {
+                let field = format!("preprocessor.columns[{i}]");
+                match c {
+                    Column::Numeric {
+                        mean, std, fill, ..
+                    } => {
+                        if !finite(*mean) || !positive(*std) || !finite(*fill) {
+                            return Err(bad(
+                                &field,
+                                format!("mean {mean}, std {std}, fill {fill}: needs finite numbers and std > 0"),
+                            ));
+                        }
+                        width += 1;
+                    }
+                    Column::Categorical { values, .. } => {
+                        if values.is_empty() || values.len() > limits.max_setting {
+                            return Err(bad(
+                                &field,
+                                format!(
+                                    "{} categories; a column has 1 to {}",
+                                    values.len(),
+                                    limits.max_setting
+                                ),
+                            ));
+                        }
+                        width += values.len();
+                    }
+                }
+            }
+            if width > limits.max_sample_values {
+                return Err(bad(
+                    "preprocessor.columns",
+                    format!(
+                        "make {width} features, more than {} (the budget)",
+                        limits.max_sample_values
+                    ),
+                ));
+            }
+            if !finite(*target_mean) || !positive(*target_std) {
+                return Err(bad(
+                    "preprocessor.target_std",
+                    format!("target mean {target_mean}, std {target_std}: needs finite numbers and std > 0"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The model's per-sample output shape, after checking every layer's settings and every
+/// intermediate size against the budget.
+fn model(
+    spec: &ModelSpec,
+    input: &[usize],
+    limits: &Limits,
+    bad: &impl Fn(&str, String) -> Error,
+) -> Result<Vec<usize>> {
+    if spec.layers.is_empty() {
+        return Err(bad("model.layers", "needs at least one layer".into()));
+    }
+    let out = walk(&spec.layers, input, "model.layers", limits, bad)?;
+    // The walk follows the same per-layer rules; `shapes` adds the spec-level ones.
+    spec.shapes(input)
+        .map_err(|e| bad("model", e.to_string()))?;
+    Ok(out)
+}
+
+fn walk(
+    layers: &[LayerSpec],
+    input: &[usize],
+    prefix: &str,
+    limits: &Limits,
+    bad: &impl Fn(&str, String) -> Error,
+) -> Result<Vec<usize>> {
+    let mut x = input.to_vec();
+    for (i, layer) in layers.iter().enumerate() {
+        let field = format!("{prefix}[{i}]");
+        settings(layer, &field, limits, bad)?;
+        let y = match layer {
+            LayerSpec::Residual { layers: inner } => {
+                if inner.is_empty() {
+                    return Err(bad(&field, "a residual block needs inner layers".into()));
+                }
+                let y = walk(inner, &x, &format!("{field}.layers"), limits, bad)?;
+                if y != x {
+                    return Err(bad(
+                        &field,
+                        format!("the inner layers turn {x:?} into {y:?}; a residual block must keep the shape"),
+                    ));
+                }
+                y
+            }
+            _ => layer
+                .output_shape(&x)
+                .map_err(|msg| bad(&field, format!("({}) {msg}", layer.kind())))?,
+        };
+        sample_size(&y, limits)
+            .map_err(|msg| bad(&field, format!("({}) outputs {msg}", layer.kind())))?;
+        x = y;
+    }
+    Ok(x)
+}
+
+/// Bound a layer's size-like settings before any shape arithmetic uses them.
+fn settings(
+    layer: &LayerSpec,
+    field: &str,
+    limits: &Limits,
+    bad: &impl Fn(&str, String) -> Error,
+) -> Result<()> {
+    let sizes: Vec<(&str, usize)> = match layer {
+        LayerSpec::Linear {
+            out_features,
+            in_features,
+            ..
+        } => vec![
+            ("out-features", *out_features),
+            ("in-features", in_features.unwrap_or(1)),
+        ],
+        LayerSpec::Conv2d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            ..
+        } => vec![
+            ("out-channels", *out_channels),
+            ("kernel", *kernel),
+            ("stride", *stride),
+            ("padding", *padding),
+            ("dilation", *dilation),
+            ("groups", *groups),
+        ],
+        LayerSpec::MaxPool2d {
+            kernel,
+            stride,
+            padding,
+        }
+        | LayerSpec::AvgPool2d {
+            kernel,
+            stride,
+            padding,
+        } => vec![
+            ("kernel", *kernel),
+            ("stride", stride.unwrap_or(1)),
+            ("padding", *padding),
+        ],
+        _ => Vec::new(),
+    };
+    for (name, v) in sizes {
+        if v > limits.max_setting {
+            return Err(bad(
+                &format!("{field}.{name}"),
+                format!("is {v}, more than {}", limits.max_setting),
+            ));
+        }
+    }
+    let eps = match layer {
+        LayerSpec::BatchNorm1d { eps, .. }
+        | LayerSpec::BatchNorm2d { eps, .. }
+        | LayerSpec::LayerNorm { eps } => Some(*eps),
+        _ => None,
+    };
+    if let Some(eps) = eps.filter(|e| !(e.is_finite() && *e > 0.0)) {
+        return Err(bad(
+            &format!("{field}.eps"),
+            format!("is {eps}; needs a finite number > 0"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> ModelSpec {
+        toml::from_str(text).unwrap()
+    }
+
+    fn err(layers: &str, input: &[usize]) -> String {
+        let limits = Limits::default();
+        let bad = |field: &str, message: String| Error::Invalid {
+            path: "m.photon".into(),
+            field: field.into(),
+            message,
+        };
+        model(&spec(layers), input, &limits, &bad)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn huge_layer_settings_are_refused_before_shape_arithmetic() {
+        // `len + 2 * padding` would overflow inside the shape rule.
+        let e = err(
+            r#"layers = [{ type = "conv2d", out-channels = 2, kernel = 3, padding = 9223372036854775807 }]"#,
+            &[1, 8, 8],
+        );
+        assert!(e.contains("model.layers[0].padding"), "{e}");
+        let e = err(
+            r#"layers = [{ type = "flatten" }, { type = "linear", out-features = 1000000000000 }]"#,
+            &[4],
+        );
+        assert!(e.contains("model.layers[1].out-features"), "{e}");
+    }
+
+    #[test]
+    fn an_activation_over_the_budget_names_the_layer() {
+        // 1M channels of 64x64 = 2^32 values: refused at the conv, before flatten multiplies.
+        let e = err(
+            r#"layers = [{ type = "conv2d", out-channels = 1048576, kernel = 1 }, { type = "flatten" }]"#,
+            &[1, 64, 64],
+        );
+        assert!(e.contains("model.layers[0]") && e.contains("budget"), "{e}");
+        let e = err(
+            r#"layers = [{ type = "residual", layers = [{ type = "layer-norm", eps = -1.0 }] }]"#,
+            &[4],
+        );
+        assert!(e.contains("model.layers[0].layers[0].eps"), "{e}");
+    }
+
+    #[test]
+    fn sizes_overflowing_usize_are_refused() {
+        let limits = Limits::default();
+        assert!(sample_size(&[usize::MAX, 2], &limits)
+            .unwrap_err()
+            .contains("budget"));
+        assert!(sample_size(&[1, 0], &limits).unwrap_err().contains("zero"));
+        assert!(sample_size(&[], &limits).is_err());
+        assert_eq!(sample_size(&[3, 4], &limits), Ok(12));
+    }
+}
