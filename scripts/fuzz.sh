@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# Fuzzes the data parsers (MNIST IDX, CSV) and the photon open path with cargo-fuzz / libFuzzer
-# for SECONDS each (default 180), with libFuzzer's RSS and per-allocation limits (RSS_MB, default
-# 2048; MALLOC_MB, default 1024: an allocation above it is reported as a crash). Installs cargo-fuzz from crates.io when missing; runs on the stable toolchain through
+# Fuzzes the data parsers (MNIST IDX, CSV), the photon open path and the model loaders (GGUF;
+# Hugging Face folder: config.json + safetensors) with cargo-fuzz / libFuzzer for SECONDS each
+# (default 180), with libFuzzer's RSS and per-allocation limits (RSS_MB, default 2048; MALLOC_MB,
+# default 1024, 512 for the model loaders: an allocation above it is reported as a crash).
+# Installs cargo-fuzz from crates.io when missing; runs on the stable toolchain through
 # RUSTC_BOOTSTRAP (cargo-fuzz needs nightly-only sanitizer flags). Seeds the corpora with real
-# files: the first records of the embedded MNIST test set, the tabular CSVs, and photons trained
-# on iris and diabetes (2 epochs) plus a small CNN photon made here (photon seeds come as a whole
-# file, mode `A`, and as header + weights for the re-signing mode; see fuzz_targets/photon.rs).
+# files: the first records of the embedded MNIST test set, the tabular CSVs, photons trained on
+# iris and diabetes (2 epochs) plus a small CNN photon made here (photon seeds come as a whole
+# file, mode `A`, and as header + weights for the re-signing mode; see fuzz_targets/photon.rs),
+# and tiny models this script writes for the model loaders (a 1-block Llama GGUF; BERT and Llama
+# config.json + safetensors pairs).
 #
-#   scripts/fuzz.sh            # both targets, 180 s each
+#   scripts/fuzz.sh            # every target, 180 s each
 #   SECONDS_EACH=600 scripts/fuzz.sh idx
-#   SECONDS_EACH=600 RSS_MB=1024 MALLOC_MB=512 flock /tmp/lepton-cpu.lock scripts/fuzz.sh photon
+#   SECONDS_EACH=600 flock /tmp/lepton-cpu.lock scripts/fuzz.sh gguf hf_folder photon
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 secs=${SECONDS_EACH:-180}
 targets=("$@")
-((${#targets[@]})) || targets=(idx csv photon)
+((${#targets[@]})) || targets=(idx csv photon gguf hf_folder)
 rss=${RSS_MB:-2048}
-malloc=${MALLOC_MB:-1024}
 
 seed_corpus() { # seed_corpus TARGET
     local dir=fuzz/corpus/$1
@@ -94,12 +97,103 @@ seed("cnn", cnn, safetensors(t))
 PY
         rm -rf "$tmp"
         ;;
+    gguf)
+        python3 - "$dir" <<'PY'
+# A 1-block Llama (hidden 32, 2 heads, 1 KV head, FFN 64, 6 tokens), GGUF v3, f32 tensors.
+import os, struct, sys
+out = sys.argv[1]
+def s(x): b = x.encode(); return struct.pack("<Q", len(b)) + b
+def val(v):
+    if isinstance(v, bool): return struct.pack("<IB", 7, v)
+    if isinstance(v, int): return struct.pack("<II", 4, v)
+    if isinstance(v, float): return struct.pack("<If", 6, v)
+    if isinstance(v, str): return struct.pack("<I", 8) + s(v)
+    return struct.pack("<IIQ", 9, 8, len(v)) + b"".join(s(x) for x in v)
+H, FF, KV, V = 32, 64, 16, 6
+meta = {"general.architecture": "llama", "general.name": "tiny", "general.alignment": 32,
+        "llama.embedding_length": H, "llama.feed_forward_length": FF, "llama.block_count": 1,
+        "llama.attention.head_count": 2, "llama.attention.head_count_kv": 1,
+        "llama.context_length": 64, "llama.rope.freq_base": 10000.0,
+        "llama.attention.layer_norm_rms_epsilon": 1e-5, "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": ["a", "b", "c", "\u0120", "<s>", "</s>"],
+        "tokenizer.ggml.merges": ["a b"], "tokenizer.ggml.bos_token_id": 4,
+        "tokenizer.ggml.eos_token_id": 5, "tokenizer.ggml.add_bos_token": True,
+        "tokenizer.chat_template": "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"}
+tensors = [("token_embd.weight", [V, H]), ("blk.0.attn_norm.weight", [H]),
+           ("blk.0.attn_q.weight", [H, H]), ("blk.0.attn_k.weight", [KV, H]),
+           ("blk.0.attn_v.weight", [KV, H]), ("blk.0.attn_output.weight", [H, H]),
+           ("blk.0.ffn_norm.weight", [H]), ("blk.0.ffn_gate.weight", [FF, H]),
+           ("blk.0.ffn_up.weight", [FF, H]), ("blk.0.ffn_down.weight", [H, FF]),
+           ("output_norm.weight", [H])]
+def gguf():
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta))
+    head += b"".join(s(k) + val(v) for k, v in meta.items())
+    data, infos = b"", b""
+    for name, shape in tensors:
+        n = 1
+        for d in shape: n *= d
+        blob = b"".join(struct.pack("<f", ((i * 7) % 13) / 13 - 0.4) for i in range(n))
+        ty = 0
+        infos += s(name) + struct.pack("<I", len(shape)) + b"".join(
+            struct.pack("<Q", d) for d in reversed(shape)) + struct.pack("<IQ", ty, len(data))
+        data += blob + b"\0" * (-len(blob) % 32)
+    head += infos
+    return head + b"\0" * (-len(head) % 32) + data
+open(os.path.join(out, "tiny-f32.gguf"), "wb").write(gguf())
+PY
+        ;;
+    hf_folder)
+        python3 - "$dir" <<'PY'
+# Inputs of the hf_folder target: u16 length + config.json + model.safetensors, for a 1-layer BERT
+# (hidden 4) and a 1-layer Llama (hidden 32), f32 weights.
+import json, os, struct, sys
+out = sys.argv[1]
+def safetensors(tensors):
+    header, data = {}, b""
+    for name, shape in tensors:
+        n = 1
+        for d in shape: n *= d
+        blob = b"".join(struct.pack("<f", ((i * 7) % 13) / 13 - 0.4) for i in range(n))
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + len(blob)]}
+        data += blob
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+def case(name, config, tensors):
+    c = json.dumps(config).encode()
+    open(os.path.join(out, name), "wb").write(struct.pack("<H", len(c)) + c + safetensors(tensors))
+h, ff = 4, 8
+bert = [("embeddings.word_embeddings.weight", [6, h]), ("embeddings.position_embeddings.weight", [16, h]),
+        ("embeddings.token_type_embeddings.weight", [2, h]), ("embeddings.LayerNorm.weight", [h]),
+        ("embeddings.LayerNorm.bias", [h])]
+for n, s in [("attention.self.query", [h, h]), ("attention.self.key", [h, h]),
+             ("attention.self.value", [h, h]), ("attention.output.dense", [h, h]),
+             ("intermediate.dense", [ff, h]), ("output.dense", [h, ff])]:
+    bert += [(f"encoder.layer.0.{n}.weight", s), (f"encoder.layer.0.{n}.bias", [s[0]])]
+for n in ["attention.output.LayerNorm", "output.LayerNorm"]:
+    bert += [(f"encoder.layer.0.{n}.weight", [h]), (f"encoder.layer.0.{n}.bias", [h])]
+case("bert", {"model_type": "bert", "vocab_size": 6, "hidden_size": h, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": ff, "max_position_embeddings": 16}, bert)
+H, FF, KV = 32, 64, 16
+llama = [("model.embed_tokens.weight", [6, H]), ("model.norm.weight", [H])]
+for n, s in [("input_layernorm", [H]), ("post_attention_layernorm", [H]),
+             ("self_attn.q_proj", [H, H]), ("self_attn.k_proj", [KV, H]), ("self_attn.v_proj", [KV, H]),
+             ("self_attn.o_proj", [H, H]), ("mlp.gate_proj", [FF, H]), ("mlp.up_proj", [FF, H]),
+             ("mlp.down_proj", [H, FF])]:
+    llama.append((f"model.layers.0.{n}.weight", s))
+case("llama", {"model_type": "llama", "vocab_size": 6, "hidden_size": H, "intermediate_size": FF,
+               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+               "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "tie_word_embeddings": True}, llama)
+PY
+        ;;
     esac
 }
 
 for t in "${targets[@]}"; do
     seed_corpus "$t"
     echo "fuzz: $t for ${secs}s"
+    malloc=${MALLOC_MB:-1024}
+    case $t in gguf | hf_folder) malloc=${MALLOC_MB:-512} ;; esac
     dict=()
     [[ -f fuzz/$t.dict ]] && dict=(-dict="fuzz/$t.dict")
     cargo fuzz run -O "$t" -- -max_total_time="$secs" -max_len=65536 -rss_limit_mb="$rss" \

@@ -72,6 +72,24 @@ impl BertConfig {
             path: path.to_path_buf(),
             message,
         };
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if v == 0 {
+                return Err(bad(format!("field {field} is 0, expected at least 1")));
+            }
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(bad(format!(
+                "field layer_norm_eps is {}, expected a finite positive number",
+                self.layer_norm_eps
+            )));
+        }
         if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -114,6 +132,28 @@ impl BertConfig {
             model_type: Some("bert".into()),
         })
     }
+}
+
+/// Refuse a `num_hidden_layers` the weights file cannot hold before the expected-tensor list (16
+/// entries per layer) is built from it: more layers than the file has tensors is refused here (the
+/// tensor count is bounded by the file length); a smaller mismatch gets the precise
+/// missing-tensor error from the check that follows.
+fn check_layer_count(
+    weights: &std::path::Path,
+    config: &std::path::Path,
+    layers: usize,
+) -> Result<()> {
+    let tensors = crate::hf::safetensors_shapes(weights)?.len();
+    if layers > tensors {
+        return Err(Error::Config {
+            path: config.to_path_buf(),
+            message: format!(
+                "field num_hidden_layers is {layers}, but {} has only {tensors} tensors (16 per layer)",
+                weights.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Every tensor a BERT encoder with `c` needs, with its shape (names without a `bert.` prefix).
@@ -201,6 +241,7 @@ impl Bert {
         let config: BertConfig = folder.typed_config()?;
         let act = config.activation(&cfg_path)?;
         let weights = folder.weights()?;
+        check_layer_count(&weights, &cfg_path, config.num_hidden_layers)?;
         let prefix = check_tensors(&weights, &expected_tensors(&config), &["", "bert."])?;
         let device = Device::Cpu;
         // SAFETY: the file is only read; it must not be modified while the model is loaded.
@@ -227,7 +268,7 @@ impl Bert {
                 get(&format!("{p}.bias"), &[h])?,
             ))
         };
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        let mut layers = Vec::new();
         for l in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
             let part = |n: &str| -> Result<(Tensor, Tensor)> {

@@ -34,7 +34,10 @@ pub struct ChatTemplate {
 }
 
 impl ChatTemplate {
-    /// Compile `source`; syntax errors are reported here, not at the first chat.
+    /// Compile `source` and render a probe conversation (one user message, with the generation
+    /// prompt): syntax errors and templates that fail on every conversation (an unknown filter, a
+    /// misspelled variable, a `raise_exception` on the basic case) are reported here, not as an
+    /// error on every chat request. The probe's text must appear in the output.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -52,11 +55,39 @@ impl ChatTemplate {
                 op: "compiling the chat template".into(),
                 source,
             })?;
-        Ok(Self {
+        let template = Self {
             env,
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
-        })
+        };
+        template.probe()?;
+        Ok(template)
+    }
+
+    fn probe(&self) -> Result<()> {
+        const PROBE: &str = "Lepton chat template probe";
+        let text = self
+            .render(&[ChatMessage::new("user", PROBE)], true)
+            .map_err(|e| match e {
+                Error::Template { source, .. } => Error::Template {
+                    op: "rendering the chat template on a probe conversation (one user message)"
+                        .into(),
+                    source,
+                },
+                other => other,
+            })?;
+        if !text.contains(PROBE) {
+            return Err(Error::Template {
+                op: "checking the chat template".into(),
+                source: minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!(
+                        "a probe conversation (one user message) rendered as {text:?}, without the message's text"
+                    ),
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Render the conversation; with `add_generation_prompt` the text ends where the assistant's
@@ -132,6 +163,30 @@ mod tests {
             format!("{e:#}").contains("rendering the chat template"),
             "{e}"
         );
+    }
+
+    /// Regression (issue 12, finding 10): these compiled, then failed every request (a 500).
+    #[test]
+    fn templates_that_cannot_render_are_refused_at_load() {
+        for (source, why) in [
+            (
+                "{{ messages[0].content | no_such_filter }}",
+                "unknown filter",
+            ),
+            ("{{ msg.content.strip() }}", "undefined variable"),
+            (
+                "{{ raise_exception('unsupported') }}",
+                "raises on the basic case",
+            ),
+            (
+                "{% for m in messages %}{{ m.role }}{% endfor %}",
+                "drops the content",
+            ),
+        ] {
+            let e = ChatTemplate::new(source, "", "").expect_err(why);
+            let msg = format!("{e}");
+            assert!(msg.contains("chat template"), "{why}: {msg}");
+        }
     }
 
     #[test]

@@ -133,14 +133,43 @@ impl HfFolder {
 
 /// Parse a JSON file; errors name the file.
 pub fn parse_json_file<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = fs_err::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text_bounded(path, MAX_CONFIG_BYTES)?;
     serde_json::from_str(&text).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Most bytes read from a JSON or template file of a model folder (`config.json`,
+/// `tokenizer_config.json`, `chat_template.jinja`, ...): 16 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Most bytes read from a `tokenizer.json`: 256 MiB (the largest published ones are ~35 MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
+
+/// Read a text file of at most `limit` bytes. The limit is checked on the declared length first,
+/// then while reading (a pipe or `/dev/zero` declares none); a longer file is an error naming it.
+pub fn read_text_bounded(path: &Path, limit: u64) -> Result<String> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let too_long = || Error::Config {
+        path: path.to_path_buf(),
+        message: format!("the file is longer than the {limit}-byte limit for this kind of file"),
+    };
+    let f = fs_err::File::open(path).map_err(io)?;
+    let declared = f.metadata().map_err(io)?.len();
+    if declared > limit {
+        return Err(too_long());
+    }
+    let mut bytes = Vec::with_capacity(declared as usize);
+    f.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_long());
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// Tensor names and shapes from a safetensors file's header (the data is not read).

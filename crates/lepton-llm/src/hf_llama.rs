@@ -431,9 +431,10 @@ pub fn tokenizer_and_template(
         .filter(|&id| id != eos_id)
         .collect();
     let template = match folder.optional_file("chat_template.jinja") {
-        Some(p) => {
-            Some(fs_err::read_to_string(&p).map_err(|source| Error::Io { path: p, source })?)
-        }
+        Some(p) => Some(crate::hf::read_text_bounded(
+            &p,
+            crate::hf::MAX_CONFIG_BYTES,
+        )?),
         None => match cfg.get("chat_template") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),

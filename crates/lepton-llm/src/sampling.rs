@@ -186,6 +186,8 @@ fn softmax_weights(c: &mut [(u32, f32)], max: f32, temperature: f32) {
     softmax_weights_generic(c, max, temperature)
 }
 
+/// # Safety
+/// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn softmax_weights_avx2(c: &mut [(u32, f32)], max: f32, temperature: f32) {

@@ -48,7 +48,12 @@ impl TextModel {
             });
         }
         let template = match file.chat_template() {
-            Some(src) => Some(ChatTemplate::new(&src, &special.bos, &special.eos)?),
+            Some(src) => Some(load_template(
+                &src,
+                &special,
+                path,
+                "tokenizer.chat_template",
+            )?),
             None => None,
         };
         let name = config.name.clone();
@@ -79,10 +84,23 @@ impl TextModel {
             });
         }
         let template = match template {
-            Some(src) => Some(ChatTemplate::new(&src, &special.bos, &special.eos)?),
+            Some(src) => Some(load_template(&src, &special, dir, "chat template")?),
             None => None,
         };
         let mut weights = crate::hf_llama::SafetensorsWeights::open(&folder, &config)?;
+        // Layers are sized by the tensors they load, but refuse a count the files cannot back
+        // before anything else is done with it.
+        let last = format!("blk.{}.attn_norm.weight", config.num_layers - 1);
+        if !crate::llama::WeightSource::has_tensor(&weights, &last) {
+            return Err(Error::Config {
+                path: dir.join("config.json"),
+                message: format!(
+                    "field num_hidden_layers is {} but the weights have no tensor model.layers.{}.input_layernorm.weight",
+                    config.num_layers,
+                    config.num_layers - 1
+                ),
+            });
+        }
         let name = config.name.clone();
         let llama = Llama::load(&mut weights, config)?;
         Ok(Self {
@@ -147,6 +165,22 @@ impl TextModel {
             }),
         }
     }
+}
+
+/// Compile and probe a chat template; a failure refuses the model, naming the file and template.
+fn load_template(
+    source: &str,
+    special: &SpecialTokens,
+    path: &Path,
+    what: &str,
+) -> Result<ChatTemplate> {
+    ChatTemplate::new(source, &special.bos, &special.eos).map_err(|e| match e {
+        Error::Template { op, source } => Error::Template {
+            op: format!("{}: {what}: {op}", path.display()),
+            source,
+        },
+        other => other,
+    })
 }
 
 /// Turns generated token ids into text pieces that are valid UTF-8 on their own: a token that ends

@@ -38,9 +38,11 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Load a `tokenizer.json`; its fixed padding and truncation settings are dropped.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(Error::tokenizer(
-            format!("loading tokenizer {}", path.display()),
-        ))?;
+        let text = crate::hf::read_text_bounded(path, crate::hf::MAX_TOKENIZER_BYTES)?;
+        let mut inner: tokenizers::Tokenizer = text.parse().map_err(Error::tokenizer(format!(
+            "loading tokenizer {}",
+            path.display()
+        )))?;
         inner.with_padding(None);
         inner
             .with_truncation(None)

@@ -1,4 +1,4 @@
-//! The key/value cache of one sequence, allocated once for its whole length.
+//! The key/value cache of one sequence: room for `capacity` positions, grown on demand.
 
 use crate::{Error, Result};
 
@@ -7,8 +7,9 @@ use crate::{Error, Result};
 /// Layout: `[layer][kv_head][position][head_dim]`, so one head's keys are contiguous for attention.
 /// Entries are f16 (as llama.cpp's default cache): the decoder rounds keys and values to f16 before
 /// storing them, so the cache holds them exactly in half the memory.
-/// The buffers are allocated when the sequence is admitted (prompt + max_tokens positions) and never
-/// grow; appending past the capacity is an error, not a reallocation.
+/// Appending past the capacity is an error, not a reallocation: the owner (the engine's scheduler,
+/// which accounts for every position against its KV budget) grows the cache explicitly with
+/// [`KvCache::grow`] before a step that needs more room.
 #[derive(Debug)]
 pub struct KvCache {
     k: Vec<u16>,
@@ -130,6 +131,26 @@ impl KvCache {
         Ok(())
     }
 
+    /// Make room for `capacity` positions (at least the current capacity), keeping the filled ones:
+    /// one contiguous copy per (layer, KV head) into the new layout. The entries are moved exactly,
+    /// so attention over a grown cache gives bit-identical results.
+    pub fn grow(&mut self, capacity: usize) {
+        if capacity <= self.capacity {
+            return;
+        }
+        let mut grown = KvCache::new(self.num_layers, self.num_kv_heads, self.head_dim, capacity);
+        let m = self.len * self.head_dim;
+        for layer in 0..self.num_layers {
+            for head in 0..self.num_kv_heads {
+                let (from, to) = (self.offset(layer, head, 0), grown.offset(layer, head, 0));
+                grown.k[to..to + m].copy_from_slice(&self.k[from..from + m]);
+                grown.v[to..to + m].copy_from_slice(&self.v[from..from + m]);
+            }
+        }
+        grown.len = self.len;
+        *self = grown;
+    }
+
     /// A compact copy of the first `n` positions (capacity `n`), e.g. to keep a prefix for reuse.
     pub fn snapshot(&self, n: usize) -> Result<KvCache> {
         let mut c = KvCache::new(self.num_layers, self.num_kv_heads, self.head_dim, n);
@@ -185,6 +206,34 @@ mod tests {
                 });
             }
         }
+    }
+
+    #[test]
+    fn grown_cache_keeps_every_entry() {
+        let mut c = filled(7, 5);
+        let before: Vec<(Vec<u16>, Vec<u16>)> = (0..3)
+            .flat_map(|l| (0..2).map(move |h| (l, h)))
+            .map(|(l, h)| {
+                let (k, v) = c.head(l, h);
+                (k[..20].to_vec(), v[..20].to_vec())
+            })
+            .collect();
+        c.grow(16);
+        assert_eq!((c.len(), c.capacity()), (5, 16));
+        let mut i = 0;
+        for layer in 0..3 {
+            for head in 0..2 {
+                let (k, v) = c.head(layer, head);
+                assert_eq!((&k[..20], &v[..20]), (&before[i].0[..], &before[i].1[..]));
+                assert!(k[20..].iter().chain(&v[20..]).all(|&x| x == 0));
+                i += 1;
+            }
+        }
+        c.check_room(11).unwrap();
+        assert!(c.check_room(12).is_err());
+        // Shrinking is not growing: nothing changes.
+        c.grow(3);
+        assert_eq!(c.capacity(), 16);
     }
 
     #[test]

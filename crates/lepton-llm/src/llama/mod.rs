@@ -116,7 +116,8 @@ impl Llama {
         } else {
             None
         };
-        let mut layers = Vec::with_capacity(c.num_layers);
+        // Grown layer by layer (each from its tensors), never sized by the count alone.
+        let mut layers = Vec::new();
         for i in 0..c.num_layers {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             layers.push(Layer {

@@ -111,6 +111,10 @@ pub fn attend(
 
 /// [`attend_generic`] with explicit AVX2/F16C vectors, bit-identical: the same lanes, the same
 /// separate multiply and add (no FMA), the same final additions.
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C, and `q.len()` must be a multiple of 8 (the other lengths
+/// are asserted before any pointer is read).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn attend_avx2(
@@ -122,58 +126,62 @@ unsafe fn attend_avx2(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
-    let d = q.len();
-    assert!(k.len() >= len * d && v.len() >= len * d && out.len() == d);
-    scores.clear();
-    scores.reserve(len);
-    let qp = q.as_ptr();
-    for t in 0..len {
-        let kp = k.as_ptr().add(t * d);
-        let mut acc = _mm256_setzero_ps();
-        for c in (0..d).step_by(8) {
-            let kv = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c) as *const __m128i));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(qp.add(c)), kv));
+    // SAFETY: the caller upholds this function's `# Safety` contract (CPU features,
+    // pointer ranges), which is what every unsafe operation below relies on.
+    unsafe {
+        use std::arch::x86_64::*;
+        let d = q.len();
+        assert!(k.len() >= len * d && v.len() >= len * d && out.len() == d);
+        scores.clear();
+        scores.reserve(len);
+        let qp = q.as_ptr();
+        for t in 0..len {
+            let kp = k.as_ptr().add(t * d);
+            let mut acc = _mm256_setzero_ps();
+            for c in (0..d).step_by(8) {
+                let kv = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c) as *const __m128i));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(qp.add(c)), kv));
+            }
+            // (a0 + a4) + (a1 + a5) + (a2 + a6) + (a3 + a7), left to right.
+            let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+            let s = _mm_add_ss(h, _mm_movehdup_ps(h));
+            let s = _mm_add_ss(s, _mm_movehl_ps(h, h));
+            let s = _mm_add_ss(s, _mm_shuffle_ps::<0b11>(h, h));
+            scores.push(_mm_cvtss_f32(s) * scale);
         }
-        // (a0 + a4) + (a1 + a5) + (a2 + a6) + (a3 + a7), left to right.
-        let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
-        let s = _mm_add_ss(h, _mm_movehdup_ps(h));
-        let s = _mm_add_ss(s, _mm_movehl_ps(h, h));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b11>(h, h));
-        scores.push(_mm_cvtss_f32(s) * scale);
-    }
-    let inv = softmax_weights(scores);
-    if d == 64 {
-        // SmolLM2's head size: the eight output vectors stay in registers.
-        let mut o = [_mm256_setzero_ps(); 8];
+        let inv = softmax_weights(scores);
+        if d == 64 {
+            // SmolLM2's head size: the eight output vectors stay in registers.
+            let mut o = [_mm256_setzero_ps(); 8];
+            for (t, &p) in scores.iter().enumerate() {
+                let p = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+                    _mm_set_ss(p * inv),
+                )));
+                let pv = _mm256_set1_ps(p);
+                let vp = v.as_ptr().add(t * 64);
+                for (c, o) in o.iter_mut().enumerate() {
+                    let vv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(8 * c) as *const __m128i));
+                    *o = _mm256_add_ps(*o, _mm256_mul_ps(pv, vv));
+                }
+            }
+            for (c, o) in o.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *o);
+            }
+            return;
+        }
+        out.fill(0.0);
+        let op = out.as_mut_ptr();
         for (t, &p) in scores.iter().enumerate() {
             let p = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
                 _mm_set_ss(p * inv),
             )));
             let pv = _mm256_set1_ps(p);
-            let vp = v.as_ptr().add(t * 64);
-            for (c, o) in o.iter_mut().enumerate() {
-                let vv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(8 * c) as *const __m128i));
-                *o = _mm256_add_ps(*o, _mm256_mul_ps(pv, vv));
+            let vp = v.as_ptr().add(t * d);
+            for c in (0..d).step_by(8) {
+                let vv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c) as *const __m128i));
+                let o = _mm256_loadu_ps(op.add(c));
+                _mm256_storeu_ps(op.add(c), _mm256_add_ps(o, _mm256_mul_ps(pv, vv)));
             }
-        }
-        for (c, o) in o.iter().enumerate() {
-            _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *o);
-        }
-        return;
-    }
-    out.fill(0.0);
-    let op = out.as_mut_ptr();
-    for (t, &p) in scores.iter().enumerate() {
-        let p = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
-            _mm_set_ss(p * inv),
-        )));
-        let pv = _mm256_set1_ps(p);
-        let vp = v.as_ptr().add(t * d);
-        for c in (0..d).step_by(8) {
-            let vv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c) as *const __m128i));
-            let o = _mm256_loadu_ps(op.add(c));
-            _mm256_storeu_ps(op.add(c), _mm256_add_ps(o, _mm256_mul_ps(pv, vv)));
         }
     }
 }
@@ -219,6 +227,9 @@ pub fn attend_group(
 /// [`attend_avx2`] on 64-wide heads for `G` query heads sharing the keys and values: the same
 /// operations per head, in the same order (bit-identical), with each key and value vector
 /// converted from f16 once per position.
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C (the lengths are asserted before any pointer is read).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn attend_group64_avx2<const G: usize>(
@@ -230,93 +241,104 @@ unsafe fn attend_group64_avx2<const G: usize>(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
-    const D: usize = 64;
-    assert!(qs.len() == G * D && out.len() == G * D);
-    assert!(k.len() >= len * D && v.len() >= len * D);
-    scores.clear();
-    scores.resize(G * len, 0.0);
-    let sp = scores.as_mut_ptr();
-    let qp = qs.as_ptr();
-    // Scores of `T` positions × `G` heads at a time: independent accumulation chains side by side
-    // (one chain is eight dependent additions), each key vector widened once.
-    #[inline(always)]
-    unsafe fn scores_at<const G: usize, const T: usize>(
-        qp: *const f32,
-        k: *const u16,
-        t0: usize,
-        len: usize,
-        scale: f32,
-        sp: *mut f32,
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); T]; G];
-        for c in 0..D / 8 {
-            let kv: [__m256; T] = std::array::from_fn(|t| {
-                _mm256_cvtph_ps(_mm_loadu_si128(
-                    k.add((t0 + t) * D + 8 * c) as *const __m128i
-                ))
-            });
-            for (h, acc) in acc.iter_mut().enumerate() {
-                let q = _mm256_loadu_ps(qp.add(h * D + 8 * c));
-                for t in 0..T {
-                    acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(q, kv[t]));
+    // SAFETY: the caller upholds this function's `# Safety` contract (CPU features,
+    // pointer ranges), which is what every unsafe operation below relies on.
+    unsafe {
+        use std::arch::x86_64::*;
+        const D: usize = 64;
+        assert!(qs.len() == G * D && out.len() == G * D);
+        assert!(k.len() >= len * D && v.len() >= len * D);
+        scores.clear();
+        scores.resize(G * len, 0.0);
+        let sp = scores.as_mut_ptr();
+        let qp = qs.as_ptr();
+        // Scores of `T` positions × `G` heads at a time: independent accumulation chains side by side
+        // (one chain is eight dependent additions), each key vector widened once.
+        /// # Safety
+        /// The CPU must have AVX2 and F16C; `qp` must hold `G · 64` values, `k` the keys of positions
+        /// `t0..t0 + T`, and `sp` room for `G · len` scores (the caller asserted the lengths).
+        #[inline(always)]
+        unsafe fn scores_at<const G: usize, const T: usize>(
+            qp: *const f32,
+            k: *const u16,
+            t0: usize,
+            len: usize,
+            scale: f32,
+            sp: *mut f32,
+        ) {
+            // SAFETY: the caller upholds this function's `# Safety` contract (CPU features,
+            // pointer ranges), which is what every unsafe operation below relies on.
+            unsafe {
+                let mut acc = [[_mm256_setzero_ps(); T]; G];
+                for c in 0..D / 8 {
+                    let kv: [__m256; T] = std::array::from_fn(|t| {
+                        _mm256_cvtph_ps(_mm_loadu_si128(
+                            k.add((t0 + t) * D + 8 * c) as *const __m128i
+                        ))
+                    });
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let q = _mm256_loadu_ps(qp.add(h * D + 8 * c));
+                        for t in 0..T {
+                            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(q, kv[t]));
+                        }
+                    }
+                }
+                for (h, acc) in acc.iter().enumerate() {
+                    for (t, acc) in acc.iter().enumerate() {
+                        // (a0 + a4) + (a1 + a5) + (a2 + a6) + (a3 + a7), left to right, as attend_avx2.
+                        let hh = _mm_add_ps(
+                            _mm256_castps256_ps128(*acc),
+                            _mm256_extractf128_ps::<1>(*acc),
+                        );
+                        let s = _mm_add_ss(hh, _mm_movehdup_ps(hh));
+                        let s = _mm_add_ss(s, _mm_movehl_ps(hh, hh));
+                        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b11>(hh, hh));
+                        *sp.add(h * len + t0 + t) = _mm_cvtss_f32(s) * scale;
+                    }
                 }
             }
         }
-        for (h, acc) in acc.iter().enumerate() {
-            for (t, acc) in acc.iter().enumerate() {
-                // (a0 + a4) + (a1 + a5) + (a2 + a6) + (a3 + a7), left to right, as attend_avx2.
-                let hh = _mm_add_ps(
-                    _mm256_castps256_ps128(*acc),
-                    _mm256_extractf128_ps::<1>(*acc),
-                );
-                let s = _mm_add_ss(hh, _mm_movehdup_ps(hh));
-                let s = _mm_add_ss(s, _mm_movehl_ps(hh, hh));
-                let s = _mm_add_ss(s, _mm_shuffle_ps::<0b11>(hh, hh));
-                *sp.add(h * len + t0 + t) = _mm_cvtss_f32(s) * scale;
+        let mut t = 0;
+        while t + 3 <= len {
+            scores_at::<G, 3>(qp, k.as_ptr(), t, len, scale, sp);
+            t += 3;
+        }
+        while t < len {
+            scores_at::<G, 1>(qp, k.as_ptr(), t, len, scale, sp);
+            t += 1;
+        }
+        // Per head: softmax, then the weights rounded to f16 as attend_avx2 rounds them.
+        for h in 0..G {
+            let row = &mut scores[h * len..(h + 1) * len];
+            let inv = softmax_weights(row);
+            for p in row.iter_mut() {
+                *p = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+                    _mm_set_ss(*p * inv),
+                )));
             }
         }
-    }
-    let mut t = 0;
-    while t + 3 <= len {
-        scores_at::<G, 3>(qp, k.as_ptr(), t, len, scale, sp);
-        t += 3;
-    }
-    while t < len {
-        scores_at::<G, 1>(qp, k.as_ptr(), t, len, scale, sp);
-        t += 1;
-    }
-    // Per head: softmax, then the weights rounded to f16 as attend_avx2 rounds them.
-    for h in 0..G {
-        let row = &mut scores[h * len..(h + 1) * len];
-        let inv = softmax_weights(row);
-        for p in row.iter_mut() {
-            *p = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
-                _mm_set_ss(*p * inv),
-            )));
-        }
-    }
-    // out[h][c] = Σ_t p[h][t] · v[t][c] in position order, `C` 8-wide columns at a time for every
-    // head (`C · G` independent accumulation chains).
-    const C: usize = 2;
-    let sp = scores.as_ptr();
-    for c0 in (0..D / 8).step_by(C) {
-        let mut o = [[_mm256_setzero_ps(); C]; G];
-        for t in 0..len {
-            let vp = v.as_ptr().add(t * D + 8 * c0);
-            let vv: [__m256; C] = std::array::from_fn(|c| {
-                _mm256_cvtph_ps(_mm_loadu_si128(vp.add(8 * c) as *const __m128i))
-            });
-            for (h, o) in o.iter_mut().enumerate() {
-                let pv = _mm256_set1_ps(*sp.add(h * len + t));
-                for c in 0..C {
-                    o[c] = _mm256_add_ps(o[c], _mm256_mul_ps(pv, vv[c]));
+        // out[h][c] = Σ_t p[h][t] · v[t][c] in position order, `C` 8-wide columns at a time for every
+        // head (`C · G` independent accumulation chains).
+        const C: usize = 2;
+        let sp = scores.as_ptr();
+        for c0 in (0..D / 8).step_by(C) {
+            let mut o = [[_mm256_setzero_ps(); C]; G];
+            for t in 0..len {
+                let vp = v.as_ptr().add(t * D + 8 * c0);
+                let vv: [__m256; C] = std::array::from_fn(|c| {
+                    _mm256_cvtph_ps(_mm_loadu_si128(vp.add(8 * c) as *const __m128i))
+                });
+                for (h, o) in o.iter_mut().enumerate() {
+                    let pv = _mm256_set1_ps(*sp.add(h * len + t));
+                    for c in 0..C {
+                        o[c] = _mm256_add_ps(o[c], _mm256_mul_ps(pv, vv[c]));
+                    }
                 }
             }
-        }
-        for (h, o) in o.iter().enumerate() {
-            for (c, o) in o.iter().enumerate() {
-                _mm256_storeu_ps(out.as_mut_ptr().add(h * D + 8 * (c0 + c)), *o);
+            for (h, o) in o.iter().enumerate() {
+                for (c, o) in o.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(h * D + 8 * (c0 + c)), *o);
+                }
             }
         }
     }
@@ -378,17 +400,24 @@ pub fn round_f16(x: &mut [f32]) {
 
 /// [`round_f16`] eight at a time with F16C's round-to-nearest-even conversions (the ones `half`
 /// uses per value on this CPU: the same bits).
+///
+/// # Safety
+/// The CPU must have AVX and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx,f16c")]
 unsafe fn round_f16_f16c(x: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let mut chunks = x.chunks_exact_mut(8);
-    for c in &mut chunks {
-        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(c.as_ptr()));
-        _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
-    }
-    for v in chunks.into_remainder() {
-        *v = half::f16::from_f32(*v).to_f32();
+    // SAFETY: the caller upholds this function's `# Safety` contract (CPU features,
+    // pointer ranges), which is what every unsafe operation below relies on.
+    unsafe {
+        use std::arch::x86_64::*;
+        let mut chunks = x.chunks_exact_mut(8);
+        for c in &mut chunks {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(c.as_ptr()));
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+        for v in chunks.into_remainder() {
+            *v = half::f16::from_f32(*v).to_f32();
+        }
     }
 }
 
@@ -404,20 +433,27 @@ pub fn to_f16_bits(x: &[f32], out: &mut [u16]) {
     }
 }
 
+/// # Safety
+/// The CPU must have AVX and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx,f16c")]
 unsafe fn to_f16_bits_f16c(x: &[f32], out: &mut [u16]) {
-    use std::arch::x86_64::*;
-    let n = x.len().min(out.len());
-    let (x, out) = (&x[..n], &mut out[..n]);
-    let mut i = 0;
-    while i + 8 <= n {
-        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(x.as_ptr().add(i)));
-        _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, h);
-        i += 8;
-    }
-    for (o, v) in out[i..].iter_mut().zip(&x[i..]) {
-        *o = half::f16::from_f32(*v).to_bits();
+    // SAFETY: the caller upholds this function's `# Safety` contract (CPU features,
+    // pointer ranges), which is what every unsafe operation below relies on.
+    unsafe {
+        use std::arch::x86_64::*;
+        let n = x.len().min(out.len());
+        let (x, out) = (&x[..n], &mut out[..n]);
+        let mut i = 0;
+        while i + 8 <= n {
+            let h =
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(x.as_ptr().add(i)));
+            _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, h);
+            i += 8;
+        }
+        for (o, v) in out[i..].iter_mut().zip(&x[i..]) {
+            *o = half::f16::from_f32(*v).to_bits();
+        }
     }
 }
 
@@ -431,6 +467,8 @@ pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     silu_mul_generic(gate, up, out)
 }
 
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn silu_mul_avx2(gate: &[f32], up: &[f32], out: &mut [f32]) {

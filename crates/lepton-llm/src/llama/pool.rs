@@ -11,9 +11,17 @@
 //! or a nested call) runs every part itself, in order. Callers split work so that each output
 //! element is computed by the same operations whichever part computes it, so results never depend
 //! on the split or on who ran it.
+//!
+//! # Panics
+//! A part that panics (on the caller's thread or a worker's) is caught; [`Pool::run`] still waits
+//! until every other part has finished with the closure (it borrows the caller's stack, so no part
+//! may outlive `run`), then resumes the first panic on the caller's thread. Workers survive a
+//! panic and the team stays usable.
 
+use std::any::Any;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it parks.
@@ -29,6 +37,8 @@ struct Shared {
     sleepers: AtomicUsize,
     park: Mutex<()>,
     wake: Condvar,
+    /// The first panic payload of a worker's part in the current loop.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -59,6 +69,7 @@ impl Pool {
             sleepers: AtomicUsize::new(0),
             park: Mutex::new(()),
             wake: Condvar::new(),
+            panic: Mutex::new(None),
         });
         let mut started = 1;
         for index in 1..threads {
@@ -84,23 +95,30 @@ impl Pool {
     }
 
     /// Run `f(0)`, ..., `f(threads - 1)`, in parallel when the team is free, and return when all
-    /// are done.
+    /// are done. If a part panics, the panic is resumed here once no part runs any more.
     pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         let n = self.threads;
         let guard = if n > 1 {
-            self.busy.try_lock().ok()
+            match self.busy.try_lock() {
+                Ok(g) => Some(g),
+                // Poisoned only if a panic crossed `run` while it held the lock; the team itself
+                // is consistent (every part had finished), so it is usable again.
+                Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            }
         } else {
             None
         };
-        let Some(_guard) = guard else {
+        let Some(guard) = guard else {
             for i in 0..n {
                 f(i);
             }
             return;
         };
         let s = &self.shared;
-        // SAFETY (lifetime): the pointer is cleared and every worker has finished with it before
-        // this function returns (we wait for `pending` to reach 0 below).
+        // SAFETY: only the lifetime is erased (same fat-pointer layout). The pointer is cleared
+        // and every worker has finished with it before this function returns or unwinds: the
+        // caller's own part runs under `catch_unwind`, and we always wait for `pending` to reach 0.
         let ptr: Job = unsafe { std::mem::transmute::<_, Job>(f as *const (dyn Fn(usize) + Sync)) };
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(JobPtr(ptr));
         s.pending.store(n - 1, Ordering::SeqCst);
@@ -109,11 +127,19 @@ impl Pool {
             let _g = s.park.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        f(0);
+        let own = catch_unwind(AssertUnwindSafe(|| f(0)));
         while s.pending.load(Ordering::Acquire) != 0 {
             std::hint::spin_loop();
         }
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let worker_panic = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(guard);
+        if let Err(payload) = own {
+            resume_unwind(payload);
+        }
+        if let Some(payload) = worker_panic {
+            resume_unwind(payload);
+        }
     }
 }
 
@@ -139,9 +165,13 @@ fn worker(s: &Shared, index: usize) {
         seen = s.generation.load(Ordering::Acquire);
         let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(JobPtr(f)) = job {
-            // SAFETY: `run` keeps the closure alive until `pending` reaches 0.
+            // SAFETY: `run` keeps the closure alive until `pending` reaches 0, which happens
+            // only below, after the call (also when it panics: the panic is caught).
             let f = unsafe { &*f };
-            f(index);
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(index))) {
+                let mut first = s.panic.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert(payload);
+            }
             s.pending.fetch_sub(1, Ordering::Release);
         }
     }
@@ -182,6 +212,49 @@ mod tests {
             total.fetch_add(i + 1, Ordering::Relaxed);
         });
         assert_eq!(total.load(Ordering::Relaxed), 6);
+    }
+
+    /// Regression (issue 12, finding 9): a panicking part used to leave the caller spinning
+    /// forever (worker panic) or let workers run a dead closure (caller panic).
+    #[test]
+    fn panicking_parts_are_reported_and_nothing_hangs() {
+        let pool = Pool::new(3);
+        for bad in 0..3 {
+            let done: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                pool.run(&|i| {
+                    if i == bad {
+                        panic!("part {i} failed");
+                    }
+                    // Slower than the panicking part: `run` must still wait for this.
+                    std::thread::sleep(Duration::from_millis(5));
+                    done[i].fetch_add(1, Ordering::SeqCst);
+                })
+            }));
+            let payload = result.expect_err("the panic reaches the caller");
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(message, format!("part {bad} failed"));
+            for (i, d) in done.iter().enumerate() {
+                let want = usize::from(i != bad);
+                assert_eq!(d.load(Ordering::SeqCst), want, "part {i} (bad {bad})");
+            }
+            // The team is still there and parallel (not stuck in inline mode).
+            let threads: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+            pool.run(&|_| {
+                threads.lock().unwrap().push(std::thread::current().id());
+            });
+            let mut ids = threads.into_inner().unwrap();
+            ids.sort_unstable_by_key(|t| format!("{t:?}"));
+            ids.dedup();
+            assert_eq!(
+                ids.len(),
+                3,
+                "all three threads ran a part after panic {bad}"
+            );
+        }
     }
 
     #[test]

@@ -129,6 +129,9 @@ pub fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
 }
 
 /// The same code compiled for AVX2 (the block loops vectorise).
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn quantize_row_q8_1_avx2(x: &[f32], out: &mut [u8]) {

@@ -295,23 +295,27 @@ impl QMatrix {
         stride: usize,
         offset: usize,
     ) {
-        let len = padded_blocks(self.cols) * Q8_BYTES;
-        let rb = self.row_bytes();
-        let kind = match self.qtype {
-            QType::Q4_1 => Kind::Q4_1,
-            _ => Kind::Q8_0,
-        };
-        let w = &self.data[cols.start * rb..cols.end * rb];
-        let mut r0 = 0;
-        while r0 < m {
-            let g = (m - r0).min(MAX_ROWS);
-            let rows: [&[u8]; MAX_ROWS] = std::array::from_fn(|i| {
-                let r = r0 + i.min(g - 1);
-                &a[r * len..(r + 1) * len]
-            });
-            let at = out.0.add(r0 * stride + offset + cols.start);
-            kernels::dot(kind, level, w, rb, &rows[..g], at, stride);
-            r0 += g;
+        // SAFETY: the caller upholds this function's `# Safety` contract (CPU features,
+        // pointer ranges), which is what every unsafe operation below relies on.
+        unsafe {
+            let len = padded_blocks(self.cols) * Q8_BYTES;
+            let rb = self.row_bytes();
+            let kind = match self.qtype {
+                QType::Q4_1 => Kind::Q4_1,
+                _ => Kind::Q8_0,
+            };
+            let w = &self.data[cols.start * rb..cols.end * rb];
+            let mut r0 = 0;
+            while r0 < m {
+                let g = (m - r0).min(MAX_ROWS);
+                let rows: [&[u8]; MAX_ROWS] = std::array::from_fn(|i| {
+                    let r = r0 + i.min(g - 1);
+                    &a[r * len..(r + 1) * len]
+                });
+                let at = out.0.add(r0 * stride + offset + cols.start);
+                kernels::dot(kind, level, w, rb, &rows[..g], at, stride);
+                r0 += g;
+            }
         }
     }
 

@@ -16,8 +16,8 @@ const FRANCE: &str =
 pub(crate) struct Output {
     pub(crate) ids: Vec<u32>,
     pub(crate) text: String,
-    finish: FinishReason,
-    completion_tokens: usize,
+    pub(crate) finish: FinishReason,
+    pub(crate) completion_tokens: usize,
 }
 
 pub(crate) fn collect(rx: flume::Receiver<GenerationEvent>) -> Output {

@@ -2,12 +2,15 @@
 //! `$LEPTON_MODELS` (default `$LEPTON_ASSETS/models`, i.e. `~/.cache/lepton-assets/models`, filled by
 //! `scripts/fetch-assets.sh models`) and fail, never skip, when it is missing.
 
+mod admission;
+mod crafted;
 mod engine;
 mod errors;
 mod hf_llama;
 mod minilm;
 mod prefix_cache;
 mod smollm2;
+mod tiny_gguf;
 
 use std::path::PathBuf;
 

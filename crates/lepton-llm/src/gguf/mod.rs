@@ -4,6 +4,12 @@
 //! `llama.*` metadata into a [`LlamaConfig`] with every field resolved, builds a `tokenizers`
 //! BPE tokenizer from `tokenizer.ggml.*` (GPT-2 byte-level BPE, the `smollm`/`gpt2` pre-tokenizers),
 //! and reads tensors as [`QMatrix`] after checking their names, types and shapes.
+//!
+//! Nothing is allocated from a number in the file before it is checked ([`bounds`]): the tensor
+//! directory against the file length when the file is opened, the hyper-parameters for being
+//! finite, positive and consistent, and `llama.block_count` against the tensors the file has.
+
+mod bounds;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -54,14 +60,19 @@ pub struct GgufFile {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file = fs_err::File::open(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.into(),
             source,
-        })?;
+        };
+        let mut file = fs_err::File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        // candle divides by the alignment: check it first.
+        let alignment = bounds::declared_alignment(&mut file, path)?.unwrap_or(32);
         let content = Content::read(&mut file).map_err(Error::candle(format!(
             "reading the GGUF header of {}",
             path.display()
         )))?;
+        bounds::check_tensor_infos(&content, alignment, file_len, path)?;
         Ok(Self {
             path: path.into(),
             file,
@@ -92,8 +103,36 @@ impl GgufFile {
         v.to_u64()
             .map(|v| v as usize)
             .or_else(|_| v.to_u32().map(|v| v as usize))
-            .or_else(|_| v.to_i32().map(|v| v.max(0) as usize))
-            .map_err(|_| self.err(format!("metadata key {key} is not an integer ({v:?})")))
+            .map_err(|_| ())
+            .or_else(|_| match v.to_i32() {
+                Ok(i) if i >= 0 => Ok(i as usize),
+                _ => Err(()),
+            })
+            .map_err(|_| {
+                self.err(format!(
+                    "metadata key {key} is not a non-negative integer ({v:?})"
+                ))
+            })
+    }
+
+    /// A size: an integer of at least 1.
+    fn get_size(&self, key: &str) -> Result<usize> {
+        match self.get_usize(key)? {
+            0 => Err(self.err(format!("metadata key {key} is 0, expected at least 1"))),
+            n => Ok(n),
+        }
+    }
+
+    /// A float that must be finite and positive (an epsilon, a frequency base).
+    fn get_positive_f32(&self, key: &str) -> Result<f32> {
+        let v = self.get_f32(key)?;
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(self.err(format!(
+                "metadata key {key} is {v}, expected a finite positive number"
+            )))
+        }
     }
 
     fn get_f32(&self, key: &str) -> Result<f32> {
@@ -120,10 +159,10 @@ impl GgufFile {
                 supported: "llama",
             });
         }
-        let hidden_size = self.get_usize("llama.embedding_length")?;
-        let num_heads = self.get_usize("llama.attention.head_count")?;
+        let hidden_size = self.get_size("llama.embedding_length")?;
+        let num_heads = self.get_size("llama.attention.head_count")?;
         let num_kv_heads = match self.content.metadata.get("llama.attention.head_count_kv") {
-            Some(_) => self.get_usize("llama.attention.head_count_kv")?,
+            Some(_) => self.get_size("llama.attention.head_count_kv")?,
             None => num_heads,
         };
         if num_heads == 0 || hidden_size % num_heads != 0 {
@@ -137,6 +176,11 @@ impl GgufFile {
             )));
         }
         let head_dim = hidden_size / num_heads;
+        if head_dim % 2 != 0 {
+            return Err(self.err(format!(
+                "head dimension {head_dim} (llama.embedding_length / llama.attention.head_count) is odd; RoPE needs pairs"
+            )));
+        }
         if self
             .content
             .metadata
@@ -165,22 +209,37 @@ impl GgufFile {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
+        if vocab_size == 0 {
+            return Err(
+                self.err("the vocabulary is empty (llama.vocab_size or tokenizer.ggml.tokens)")
+            );
+        }
         let rope_theta = match self.content.metadata.get("llama.rope.freq_base") {
-            Some(_) => self.get_f32("llama.rope.freq_base")?,
+            Some(_) => self.get_positive_f32("llama.rope.freq_base")?,
             None => 10_000.0,
         };
+        // Layers are loaded one by one from their tensors; a count the tensor directory cannot
+        // back is refused before anything is sized by it.
+        let num_layers = self.get_size("llama.block_count")?;
+        let last = format!("blk.{}.attn_norm.weight", num_layers - 1);
+        if !self.has_tensor(&last) {
+            return Err(self.err(format!(
+                "llama.block_count is {num_layers} but the file has no tensor {last} ({} tensors in all)",
+                self.content.tensor_infos.len()
+            )));
+        }
         Ok(LlamaConfig {
             name,
             vocab_size,
             hidden_size,
-            intermediate_size: self.get_usize("llama.feed_forward_length")?,
-            num_layers: self.get_usize("llama.block_count")?,
+            intermediate_size: self.get_size("llama.feed_forward_length")?,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
-            context_length: self.get_usize("llama.context_length")?,
+            context_length: self.get_size("llama.context_length")?,
             rope_theta,
-            rms_norm_eps: self.get_f32("llama.attention.layer_norm_rms_epsilon")?,
+            rms_norm_eps: self.get_positive_f32("llama.attention.layer_norm_rms_epsilon")?,
         })
     }
 
@@ -351,6 +410,7 @@ impl GgufFile {
         };
         match qtype {
             Some(qtype) => {
+                // The directory was checked at open: the byte range is inside the file.
                 let n = rows * cols / dtype.block_size() * dtype.type_size();
                 let start = self.content.tensor_data_offset + info.offset;
                 let mut data = vec![0u8; n];
