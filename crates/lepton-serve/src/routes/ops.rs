@@ -37,7 +37,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .set_queue(name, s.batcher.queued() as i64);
     }
     for (name, s) in state.inner.llms.all() {
-        if let Some(stats) = s.model.stats() {
+        if let Some(mut stats) = s.model.stats() {
+            // Requests this server handed to the model and not yet finished, minus the running
+            // ones, are waiting whatever the engine counts (it may hold some back, e.g. for
+            // KV-cache room): the queue gauge is never below that.
+            let waiting = s.in_flight().saturating_sub(stats.active_sequences);
+            stats.queue_depth = stats.queue_depth.max(waiting);
             state.inner.metrics.llm.engine(&name, &stats);
         }
     }
