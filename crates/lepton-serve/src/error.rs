@@ -30,6 +30,10 @@ pub enum ApiError {
     Overloaded(String),
     #[error("request timed out after {0} ms")]
     Timeout(u64),
+    /// The client did not send its whole body within the request timeout (its fault: 408, not
+    /// a 5xx that would feed the error-rate alert).
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -47,6 +51,7 @@ impl ApiError {
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -63,6 +68,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Timeout(_) => "timeout",
+            ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
     }

@@ -4,6 +4,7 @@
 //! (token, rate limit, Content-Length, Content-Type) before the handler reads any body byte.
 
 pub mod admin;
+pub mod body;
 pub mod browser;
 pub mod guard;
 pub mod openai;
@@ -121,8 +122,12 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
         _ => String::new(),
     };
     let timeout = std::time::Duration::from_millis(state.inner.config.limits.request_timeout_ms);
+    let (req, body_done) = body::watch(req);
     let mut resp = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
+        Err(_) if !body_done.load(Ordering::Acquire) => {
+            ApiError::BodyTimeout(timeout.as_millis() as u64).into_response()
+        }
         Err(_) => ApiError::Timeout(timeout.as_millis() as u64).into_response(),
     };
     if resp.status().as_u16() >= 400 && !is_json(&resp) {

@@ -155,6 +155,18 @@ async fn bodies_are_refused_before_they_are_read_on_every_route() {
     assert_eq!(status, 415);
 }
 
+/// Finding 1's class: a body that never arrives was answered 504 (a 5xx feeding the error-rate
+/// alert) after the request timeout; it is the client's fault: 408.
+#[tokio::test]
+async fn a_body_that_never_arrives_gets_408_not_504() {
+    let mut cfg = ServeConfig::default();
+    cfg.limits.request_timeout_ms = 300;
+    let srv = start(state_with(cfg, None, Arc::new(Fake::new(Duration::ZERO)))).await;
+    let route = ("POST", "/v1/models/fake/predict", "application/json");
+    let (status, _s) = stalled_upload(srv.addr, route, None, 100, 10).await;
+    assert_eq!(status, 408);
+}
+
 /// Finding 2: idle and slowloris connections were never closed.
 #[tokio::test]
 async fn idle_and_slowloris_connections_are_closed_by_the_timeouts() {
