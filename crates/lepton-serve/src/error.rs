@@ -13,6 +13,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("this token lacks the '{0}' scope")]
     Forbidden(&'static str),
+    /// A request refused for what it is, not who sent it (cross-origin, foreign Host).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     NotFound(String),
     #[error("request body too large: {0}")]
@@ -27,6 +30,10 @@ pub enum ApiError {
     Overloaded(String),
     #[error("request timed out after {0} ms")]
     Timeout(u64),
+    /// The client did not send its whole body within the request timeout (its fault: 408, not
+    /// a 5xx that would feed the error-rate alert).
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -36,7 +43,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -44,6 +51,7 @@ impl ApiError {
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,7 +60,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Forbidden(_) | ApiError::Refused(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMedia(_) => "unsupported_media_type",
@@ -60,6 +68,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Timeout(_) => "timeout",
+            ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
     }

@@ -1,8 +1,6 @@
 //! Request bodies to features: JSON arrays or named columns, images (raw body or multipart),
 //! all checked against the limits before any heavy work.
 
-use std::io::Cursor;
-
 use serde_json::Value;
 
 use crate::backend::Backend;
@@ -46,45 +44,6 @@ pub fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))
-}
-
-/// Decode an image, refusing oversized declared dimensions before decoding (decompression bombs).
-pub fn decode_image(
-    bytes: &[u8],
-    limits: &Limits,
-    what: &str,
-) -> Result<image::DynamicImage, ApiError> {
-    let reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?;
-    if reader.format().is_none() {
-        return Err(ApiError::UnsupportedMedia(format!(
-            "{what}: not a PNG or JPEG image"
-        )));
-    }
-    let (w, h) = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?
-        .into_dimensions()
-        .map_err(|e| ApiError::BadRequest(format!("{what}: cannot read the image header: {e}")))?;
-    if w > limits.max_image_side
-        || h > limits.max_image_side
-        || (w as u64) * (h as u64) > limits.max_image_pixels
-    {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "{what}: image is {w}x{h}, the limit is {0}x{0} and {1} pixels",
-            limits.max_image_side, limits.max_image_pixels
-        )));
-    }
-    let mut reader = reader;
-    let mut l = image::Limits::default();
-    l.max_image_width = Some(limits.max_image_side);
-    l.max_image_height = Some(limits.max_image_side);
-    l.max_alloc = Some(limits.max_image_pixels * 16);
-    reader.limits(l);
-    reader
-        .decode()
-        .map_err(|e| ApiError::BadRequest(format!("{what}: cannot decode the image: {e}")))
 }
 
 fn flatten_numbers(v: &Value, out: &mut Vec<f32>, path: &str) -> Result<(), ApiError> {

@@ -43,6 +43,10 @@ pub struct LlmInfo {
     pub dimensions: usize,
     /// Unix time the model was loaded (OpenAI's `created`).
     pub created: u64,
+    /// Longest prompt in bytes that can fit the context: the context length times the longest
+    /// token in bytes. Longer prompts are refused before tokenization. `usize::MAX` when
+    /// unknown.
+    pub max_prompt_bytes: usize,
 }
 
 /// Vectors for a batch of texts.
@@ -65,11 +69,12 @@ pub trait LanguageModel: Send + Sync + 'static {
     fn chat_prompt(&self, _messages: &[ChatMessage]) -> Result<String, lepton_llm::Error> {
         Err(unsupported("chat"))
     }
-    /// Tokens of a prompt (to size the default `max_tokens`).
+    /// Tokens of a prompt.
     fn count_tokens(&self, _text: &str) -> Result<usize, lepton_llm::Error> {
         Err(unsupported("generation"))
     }
-    /// Queue a generation; validation errors name the field.
+    /// Queue a generation; validation errors name the field. This may tokenize the prompt:
+    /// call it from a blocking thread ([`crate::offload`]).
     fn generate(
         &self,
         _prompt: String,

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::metrics::ModelLabels;
+use crate::metric_labels::ModelLabels;
 
 pub struct LlmMetrics {
     ttft: Family<ModelLabels, Histogram>,

@@ -33,6 +33,8 @@ impl EmbedderModel {
             context_length: embedder.max_tokens,
             dimensions: embedder.dim(),
             created: now(),
+            // WordPiece maps any over-long word to one [UNK]: no byte bound per token.
+            max_prompt_bytes: usize::MAX,
         };
         EmbedderModel { embedder, info }
     }
@@ -58,13 +60,31 @@ pub struct EngineModel {
     info: LlmInfo,
 }
 
+/// Special tokens written in a prompt (`<|im_start|>`) are one token each but are skipped by
+/// detokenization: no token is counted as shorter than this many bytes.
+const MIN_TOKEN_BYTES_BOUND: usize = 64;
+
+/// The longest token of `model` in bytes (at least [`MIN_TOKEN_BYTES_BOUND`]), measured by
+/// detokenizing every id once at load (about 50 ms for a 49k vocabulary).
+fn longest_token_bytes(model: &TextModel) -> usize {
+    let vocab = model.llama().config().vocab_size as u32;
+    (0..vocab)
+        .filter_map(|id| model.detokenize(&[id]).ok())
+        .map(|t| t.len())
+        .max()
+        .unwrap_or(0)
+        .max(MIN_TOKEN_BYTES_BOUND)
+}
+
 impl EngineModel {
     pub fn new(engine: Engine) -> Self {
+        let context_length = engine.model().context_length();
         let info = LlmInfo {
             task: LlmTask::Generation,
-            context_length: engine.model().context_length(),
+            context_length,
             dimensions: 0,
             created: now(),
+            max_prompt_bytes: context_length.saturating_mul(longest_token_bytes(engine.model())),
         };
         EngineModel { engine, info }
     }

@@ -5,30 +5,13 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub model: String,
-    pub route: String,
-    pub status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub model: String,
-    pub route: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabels {
-    pub model: String,
-}
+pub use crate::metric_labels::{ModelLabels, RequestLabels, RouteLabels};
 
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +24,8 @@ pub struct Metrics {
     load_seconds: Family<ModelLabels, Gauge<f64, AtomicU64>>,
     rejected: Family<ModelLabels, Counter>,
     memory: Gauge,
+    connections: Gauge,
+    refused_connections: Counter,
     /// Language-model metrics (`lepton_llm_*`).
     pub llm: crate::llm_metrics::LlmMetrics,
     /// Recent (latency seconds, is 5xx) pairs for the alert rules.
@@ -71,6 +56,18 @@ impl Metrics {
         let load_seconds = Family::<ModelLabels, Gauge<f64, AtomicU64>>::default();
         let rejected = Family::<ModelLabels, Counter>::default();
         let memory = Gauge::default();
+        let connections = Gauge::default();
+        let refused_connections = Counter::default();
+        registry.register(
+            "open_connections",
+            "Open client connections",
+            connections.clone(),
+        );
+        registry.register(
+            "closed_connections_by_limit",
+            "Connections closed by the header-read or idle timeout, the connection cap or the drain deadline",
+            refused_connections.clone(),
+        );
         registry.register(
             "requests",
             "HTTP requests by model, route and status",
@@ -121,6 +118,8 @@ impl Metrics {
             load_seconds,
             rejected,
             memory,
+            connections,
+            refused_connections,
             recent: Mutex::new(VecDeque::new()),
         }
     }
@@ -184,6 +183,16 @@ impl Metrics {
                 model: model.into(),
             })
             .inc();
+    }
+
+    /// A client connection opened (`+1`) or closed (`-1`).
+    pub fn connections(&self, delta: i64) {
+        self.connections.inc_by(delta);
+    }
+
+    /// A connection closed by a server limit (timeouts, cap, drain).
+    pub fn connection_cut(&self) {
+        self.refused_connections.inc();
     }
 
     /// Take the recent request window: (p99 latency in seconds, 5xx fraction, count).

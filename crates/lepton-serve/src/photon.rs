@@ -18,8 +18,13 @@ pub struct PhotonBackend {
 
 impl PhotonBackend {
     /// Open, verify and load `path`, served as `name`.
-    pub fn open(path: &Path, name: &str) -> Result<Self, String> {
-        let photon = Photon::open(path).map_err(|e| e.to_string())?;
+    pub fn open(path: &Path, name: &str) -> crate::serve_error::Result<Self> {
+        let fail = |e: lepton_photon::Error| crate::ServeError::Load {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        };
+        let photon = Photon::open(path).map_err(fail)?;
         let m = photon.manifest();
         let pre = m.preprocessor.clone();
         let info = ModelInfo {
@@ -31,7 +36,7 @@ impl PhotonBackend {
             metrics: m.metrics.clone(),
             version: format!("{}", m.created_at),
         };
-        let model = photon.model().map_err(|e| e.to_string())?;
+        let model = photon.model().map_err(fail)?;
         Ok(Self { info, model, pre })
     }
 

@@ -1,19 +1,23 @@
 //! Shared server state: the model registry, tokens, limits, metrics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crate::auth::Tokens;
 use crate::backend::Backend;
 use crate::batcher::Batcher;
+use crate::client::Cidr;
 use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::serve_error::{Result, ServeError};
 
-/// Loads a model file into a backend (photon files in production, fakes in tests).
-pub type Loader = Arc<dyn Fn(&Path, &str) -> Result<Arc<dyn Backend>, String> + Send + Sync>;
+/// Loads a model file into a backend (photon files in production, fakes in tests); the error
+/// names the file and the failed step.
+pub type Loader = Arc<dyn Fn(&Path, &str) -> Result<Arc<dyn Backend>> + Send + Sync>;
 
 /// One served model.
 pub struct Served {
@@ -35,7 +39,12 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub models: RwLock<BTreeMap<String, Arc<Served>>>,
     pub loader: Option<Loader>,
-    pub buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Per-client request rate limits.
+    pub rate_limiter: RateLimiter,
+    /// `security.trusted-proxies`, parsed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Bounds the CPU-heavy request work on blocking threads (`limits.cpu-concurrency`).
+    pub cpu: Arc<tokio::sync::Semaphore>,
     pub ready: std::sync::atomic::AtomicBool,
     /// Language models (OpenAI-compatible routes).
     pub llms: crate::llm::LlmRegistry,
@@ -47,6 +56,20 @@ impl AppState {
         if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
             std::env::set_var("CANDLE_NUM_THREADS", config.compute_threads.to_string());
         }
+        let l = &config.limits;
+        let rate_limiter = RateLimiter::new(
+            l.rate_limit_per_sec,
+            l.rate_limit_burst,
+            l.rate_limit_max_clients,
+        );
+        let cpu = Arc::new(tokio::sync::Semaphore::new(l.cpu_concurrency.max(1)));
+        // `ServeConfig::validate` refuses bad entries; a config built in code skips them here.
+        let trusted_proxies = config
+            .security
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| Cidr::parse(p).ok())
+            .collect();
         AppState {
             inner: Arc::new(Inner {
                 config,
@@ -54,7 +77,9 @@ impl AppState {
                 metrics: Arc::new(Metrics::new()),
                 models: RwLock::new(BTreeMap::new()),
                 loader,
-                buckets: Mutex::new(HashMap::new()),
+                rate_limiter,
+                trusted_proxies,
+                cpu,
                 ready: std::sync::atomic::AtomicBool::new(true),
                 llms: Default::default(),
             }),
@@ -87,12 +112,8 @@ impl AppState {
     }
 
     /// Load a model file with the configured loader and serve it.
-    pub fn load(&self, name: &str, path: &Path) -> Result<(), String> {
-        let loader = self
-            .inner
-            .loader
-            .as_ref()
-            .ok_or("this server cannot load models")?;
+    pub fn load(&self, name: &str, path: &Path) -> Result<()> {
+        let loader = self.inner.loader.as_ref().ok_or(ServeError::NoLoader)?;
         let started = Instant::now();
         let backend = loader(path, name)?;
         self.inner
@@ -122,27 +143,8 @@ impl AppState {
             .ok_or_else(|| ApiError::NotFound(format!("no model named '{name}'")))
     }
 
-    /// Token-bucket rate limit per caller; `Err(seconds to wait)` when exhausted.
-    pub fn rate_limit(&self, caller: &str) -> Result<(), ApiError> {
-        let l = &self.inner.config.limits;
-        if l.rate_limit_per_sec <= 0.0 {
-            return Ok(());
-        }
-        let mut b = self.inner.buckets.lock().expect("bucket lock");
-        let now = Instant::now();
-        let (tokens, last) = b
-            .entry(caller.to_string())
-            .or_insert((l.rate_limit_burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * l.rate_limit_per_sec)
-            .min(l.rate_limit_burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(ApiError::RateLimited(
-                ((1.0 - *tokens) / l.rate_limit_per_sec).ceil() as u64,
-            ))
-        }
+    /// Token-bucket rate limit per client (a token id or a client address).
+    pub fn rate_limit(&self, client: &str) -> std::result::Result<(), ApiError> {
+        self.inner.rate_limiter.check(client)
     }
 }

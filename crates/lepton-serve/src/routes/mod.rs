@@ -1,7 +1,12 @@
-//! The router: one module per endpoint family, plus the access-log / metrics / timeout
-//! middleware shared by all of them.
+//! The router: one module per endpoint family, plus the layers shared by all of them, outermost
+//! first: access log / metrics / timeout ([`access`]), the browser checks
+//! ([`browser::browser_checks`]: Origin, Host), then per route its admission [`guard::Policy`]
+//! (token, rate limit, Content-Length, Content-Type) before the handler reads any body byte.
 
 pub mod admin;
+pub mod body;
+pub mod browser;
+pub mod guard;
 pub mod openai;
 pub mod ops;
 pub mod v1;
@@ -117,8 +122,12 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
         _ => String::new(),
     };
     let timeout = std::time::Duration::from_millis(state.inner.config.limits.request_timeout_ms);
+    let (req, body_done) = body::watch(req);
     let mut resp = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
+        Err(_) if !body_done.load(Ordering::Acquire) => {
+            ApiError::BodyTimeout(timeout.as_millis() as u64).into_response()
+        }
         Err(_) => ApiError::Timeout(timeout.as_millis() as u64).into_response(),
     };
     if resp.status().as_u16() >= 400 && !is_json(&resp) {
@@ -139,29 +148,65 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
     resp
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API. Each route names its [`Policy`]; handlers never authorize themselves.
 pub fn app(state: AppState) -> Router {
+    use guard::{BodyKind, Policy};
     let body_limit = state.inner.config.limits.max_body_bytes;
+    let g = |p: Policy| middleware::from_fn_with_state((state.clone(), p), guard::guard);
     Router::new()
-        .route("/v1/models", get(v1::list_models))
-        .route("/v1/models/{name}/predict", post(v1::predict))
-        .route("/v1/embeddings", post(openai::embeddings::embeddings))
-        .route("/v1/completions", post(openai::completions::completions))
-        .route("/v1/chat/completions", post(openai::chat::chat_completions))
-        .route("/v1/admin/models", post(admin::load))
-        .route("/v1/admin/models/{name}", delete(admin::unload))
+        .route(
+            "/v1/models",
+            get(v1::list_models).route_layer(g(Policy::READ)),
+        )
+        .route(
+            "/v1/models/{name}/predict",
+            post(v1::predict).route_layer(g(Policy::work(BodyKind::Predict))),
+        )
+        .route(
+            "/v1/embeddings",
+            post(openai::embeddings::embeddings).route_layer(g(Policy::work(BodyKind::Json))),
+        )
+        .route(
+            "/v1/completions",
+            post(openai::completions::completions).route_layer(g(Policy::work(BodyKind::Json))),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat::chat_completions).route_layer(g(Policy::work(BodyKind::Json))),
+        )
+        .route(
+            "/v1/admin/models",
+            post(admin::load).route_layer(g(Policy::admin(BodyKind::Admin))),
+        )
+        .route(
+            "/v1/admin/models/{name}",
+            delete(admin::unload).route_layer(g(Policy::admin(BodyKind::None))),
+        )
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
-        .route("/v2/models/{name}", get(v2::model_metadata))
-        .route("/v2/models/{name}/ready", get(v2::model_ready))
-        .route("/v2/models/{name}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{name}",
+            get(v2::model_metadata).route_layer(g(Policy::READ)),
+        )
+        .route(
+            "/v2/models/{name}/ready",
+            get(v2::model_ready).route_layer(g(Policy::READ)),
+        )
+        .route(
+            "/v2/models/{name}/infer",
+            post(v2::infer).route_layer(g(Policy::work(BodyKind::Infer))),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/docs", get(ops::docs))
         .fallback(|| async { ApiError::NotFound("no such route (see /docs)".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            browser::browser_checks,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), access))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

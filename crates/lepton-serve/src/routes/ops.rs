@@ -37,7 +37,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .set_queue(name, s.batcher.queued() as i64);
     }
     for (name, s) in state.inner.llms.all() {
-        if let Some(stats) = s.model.stats() {
+        if let Some(mut stats) = s.model.stats() {
+            // Requests this server handed to the model and not yet finished, minus the running
+            // ones, are waiting whatever the engine counts (it may hold some back, e.g. for
+            // KV-cache room): the queue gauge is never below that.
+            let waiting = s.in_flight().saturating_sub(stats.active_sequences);
+            stats.queue_depth = stats.queue_depth.max(waiting);
             state.inner.metrics.llm.engine(&name, &stats);
         }
     }
@@ -71,13 +76,13 @@ pub struct ErrorBody {
     error: String,
     /// A stable kind: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `payload_too_large`, `unsupported_media_type`, `invalid_input`, `rate_limited`,
-    /// `overloaded`, `timeout`, `internal`.
+    /// `overloaded`, `timeout`, `request_timeout`, `internal`.
     #[schema(rename = "type")]
     kind: String,
 }
 
 /// Completes every operation's responses from what the shared layers add: 401/403 on secured
-/// routes, 413 on routes with a body, 504 (the per-request timeout) on routes that run a model,
+/// routes, 408/413/415 on routes with a body, 504 (the per-request timeout) on routes that run a model,
 /// and the [`ErrorBody`] JSON schema on every error response.
 struct Errors;
 
@@ -87,7 +92,8 @@ impl utoipa::Modify for Errors {
         let describe = |code: &str| match code {
             "400" => "malformed request (the message names the part)",
             "401" => "missing or unknown bearer token",
-            "403" => "the token lacks the needed scope",
+            "403" => "the token lacks the needed scope, or a cross-origin / foreign-Host request",
+            "408" => "the request body did not arrive within the per-request timeout",
             "404" => "no such model or file",
             "413" => "body, image or batch larger than the limits",
             "415" => "unsupported content type",
@@ -108,7 +114,7 @@ impl utoipa::Modify for Errors {
                     extra.extend(["401", "403"]);
                 }
                 if op.request_body.is_some() {
-                    extra.extend(["400", "413"]);
+                    extra.extend(["400", "408", "413", "415"]);
                 }
                 if runs_model {
                     extra.push("504");

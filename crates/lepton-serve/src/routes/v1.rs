@@ -3,17 +3,21 @@
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Scope;
-use crate::backend::Output;
+use std::sync::Arc;
+
+use crate::backend::{Backend, Output};
+use crate::config::Limits;
 use crate::error::ApiError;
-use crate::inputs::{decode_image, json_features, parse_json};
-use crate::routes::{authorize, log_payload};
+use crate::images::decode_image;
+use crate::inputs::{json_features, parse_json};
+use crate::offload;
+use crate::routes::log_payload;
 use crate::state::AppState;
 
 /// Query parameters of `predict`.
@@ -107,12 +111,10 @@ pub async fn predict(
     q: Result<Query<PredictQuery>, QueryRejection>,
     req: Request,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    let caller = authorize(&state, req.headers(), Scope::Predict)?;
-    state.rate_limit(&caller.token_id)?;
     let served = state.model(&name)?;
     let Query(q) =
         q.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
-    let limits = &state.inner.config.limits;
+    let limits = state.inner.config.limits.clone();
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -131,17 +133,6 @@ pub async fn predict(
             .await
             .map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))?
         {
-            let what = format!("multipart part '{}'", field.name().unwrap_or("?"));
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?;
-            let img = decode_image(&bytes, limits, &what)?;
-            features.extend(
-                backend
-                    .image_features(&img)
-                    .map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))?,
-            );
             n += 1;
             if n > limits.max_batch_inputs {
                 return Err(ApiError::PayloadTooLarge(format!(
@@ -149,6 +140,12 @@ pub async fn predict(
                     limits.max_batch_inputs
                 )));
             }
+            let what = format!("multipart part '{}'", field.name().unwrap_or("?"));
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?;
+            features.extend(image_features(&state, &backend, bytes, &limits, what).await?);
         }
         if n == 0 {
             return Err(ApiError::BadRequest(
@@ -160,25 +157,23 @@ pub async fn predict(
         let bytes = Bytes::from_request(req, &state)
             .await
             .map_err(|e| ApiError::PayloadTooLarge(e.to_string()))?;
-        if ctype.starts_with("image/") || ctype == "application/octet-stream" {
-            let img = decode_image(&bytes, limits, "request body")?;
-            (
-                backend
-                    .image_features(&img)
-                    .map_err(|e| ApiError::Unprocessable(format!("request body: {e}")))?,
-                1,
-            )
-        } else if ctype.is_empty() || ctype.starts_with("application/json") {
-            let body = parse_json(&bytes, limits)?;
-            log_payload(&state, &name, &body);
-            json_features(&body, backend.as_ref(), limits)?
+        if ctype.starts_with("image/") || ctype.starts_with("application/octet-stream") {
+            let f = image_features(&state, &backend, bytes, &limits, "request body".into()).await?;
+            (f, 1)
         } else {
-            return Err(ApiError::UnsupportedMedia(format!("content-type '{ctype}' (use application/json, image/png, image/jpeg or multipart/form-data)")));
+            let st = state.clone();
+            let model = name.clone();
+            offload::run(&state, "JSON body", move || {
+                let body = parse_json(&bytes, &limits)?;
+                log_payload(&st, &model, &body);
+                json_features(&body, backend.as_ref(), &limits)
+            })
+            .await??
         }
     };
     let outputs = served.batcher.submit(features, n).await?;
     let k = q.top_k.unwrap_or(3);
-    let classes = &backend.info().class_names;
+    let classes = &served.backend.info().class_names;
     Ok(Json(PredictResponse {
         model: name,
         predictions: outputs
@@ -188,13 +183,27 @@ pub async fn predict(
     }))
 }
 
+/// Decode one image and turn it into features, on a blocking thread.
+async fn image_features(
+    state: &AppState,
+    backend: &Arc<dyn Backend>,
+    bytes: Bytes,
+    limits: &Limits,
+    what: String,
+) -> Result<Vec<f32>, ApiError> {
+    let (backend, limits) = (Arc::clone(backend), limits.clone());
+    offload::run(state, "image decoding", move || {
+        let img = decode_image(&bytes, &limits, &what)?;
+        backend
+            .image_features(&img)
+            .map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))
+    })
+    .await?
+}
+
 /// The served models.
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, description = "model list")), security(("bearer" = [])))]
-pub async fn list_models(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Scope::Predict)?;
+pub async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let models = state.inner.models.read().expect("models lock");
     let data: Vec<Value> = models
         .iter()

@@ -8,12 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::auth::Scope;
 use crate::backend::Output;
 use crate::error::ApiError;
 use crate::inputs::parse_json;
-use crate::routes::authorize;
+use crate::offload;
 use crate::state::AppState;
+use crate::tensor_data::DataType;
 
 const HEADER_LEN: &str = "inference-header-content-length";
 
@@ -49,9 +49,7 @@ fn output_width(state: &AppState, name: &str) -> Result<usize, ApiError> {
 pub async fn model_metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Scope::Predict)?;
     let s = state.model(&name)?;
     let info = s.backend.info();
     let width = output_width(&state, &name)?;
@@ -80,79 +78,145 @@ fn raw_shape(info: &crate::backend::ModelInfo) -> Vec<usize> {
 pub async fn model_ready(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers, Scope::Predict)?;
     state.model(&name)?;
     Ok(StatusCode::OK)
 }
 
-fn decode_binary(dtype: &str, bytes: &[u8], what: &str) -> Result<Vec<f32>, ApiError> {
-    let size = match dtype {
-        "FP32" | "INT32" | "UINT32" => 4,
-        "FP64" | "INT64" | "UINT64" => 8,
-        "UINT8" | "INT8" | "BOOL" => 1,
-        "FP16" | "INT16" | "UINT16" => 2,
-        other => {
-            return Err(ApiError::Unprocessable(format!(
-                "{what}: datatype {other} is not supported"
-            )))
-        }
-    };
-    if bytes.len() % size != 0 {
+/// Parse a v2 request body (JSON header of `json_len` bytes, then binary tensors) into the
+/// request JSON, the model's features and the sample count. Cheap checks first: the datatype,
+/// the shape against the model and the batch limit, the binary size against the shape; then
+/// the values. Runs on a blocking thread.
+fn decode_request(
+    body: &[u8],
+    json_len: usize,
+    backend: &dyn crate::backend::Backend,
+    limits: &crate::config::Limits,
+) -> Result<(Value, Vec<f32>, usize), ApiError> {
+    let req = parse_json(&body[..json_len], limits)?;
+    let mut binary = &body[json_len..];
+    let inputs = req
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::BadRequest("'inputs': expected an array of tensors".into()))?;
+    if inputs.len() != 1 {
         return Err(ApiError::Unprocessable(format!(
-            "{what}: {} bytes is not a multiple of the {size}-byte {dtype}",
-            bytes.len()
+            "'inputs': this model takes exactly one input tensor, got {}",
+            inputs.len()
         )));
     }
-    Ok(bytes
-        .chunks_exact(size)
-        .map(|c| match dtype {
-            "FP32" => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-            "INT32" => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32,
-            "UINT32" => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32,
-            "FP64" => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            "INT64" => i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            "UINT64" => u64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            "UINT8" | "BOOL" => c[0] as f32,
-            "INT8" => c[0] as i8 as f32,
-            "INT16" => i16::from_le_bytes([c[0], c[1]]) as f32,
-            "UINT16" => u16::from_le_bytes([c[0], c[1]]) as f32,
-            _ => half_to_f32(u16::from_le_bytes([c[0], c[1]])),
-        })
-        .collect())
-}
-
-fn half_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exp = ((h >> 10) & 0x1f) as i32;
-    let frac = (h & 0x3ff) as f32;
-    sign * match exp {
-        0 => frac * 2f32.powi(-24),
-        31 => f32::INFINITY,
-        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+    let t = &inputs[0];
+    let tname = t.get("name").and_then(Value::as_str).unwrap_or("input");
+    let what = format!("input '{tname}'");
+    let dtype = DataType::parse(
+        t.get("datatype")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'datatype'")))?,
+        &what,
+    )?;
+    let shape: Vec<usize> = t
+        .get("shape")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'shape'")))?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("{what}: 'shape' must be non-negative integers"))
+        })?;
+    let per = raw_shape(backend.info());
+    let per_len: usize = per.iter().product();
+    let model_shape = format!(
+        "[N, {}]",
+        per.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if shape.is_empty() {
+        return Err(ApiError::Unprocessable(format!(
+            "{what}: shape [] is a scalar; this model takes a batch of samples {model_shape}"
+        )));
     }
-}
-
-fn json_numbers(v: &Value, out: &mut Vec<f32>, what: &str) -> Result<(), ApiError> {
-    match v {
-        Value::Number(n) => {
-            out.push(
-                n.as_f64()
-                    .ok_or_else(|| ApiError::Unprocessable(format!("{what}: bad number")))?
-                    as f32,
-            );
-            Ok(())
-        }
-        Value::Bool(b) => {
-            out.push(if *b { 1.0 } else { 0.0 });
-            Ok(())
-        }
-        Value::Array(a) => a.iter().try_for_each(|x| json_numbers(x, out, what)),
-        _ => Err(ApiError::Unprocessable(format!(
-            "{what}: data must be numbers"
-        ))),
+    let total = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| ApiError::Unprocessable(format!("{what}: shape {shape:?} is too large")))?;
+    let n = shape[0];
+    if n == 0 || total / n != per_len {
+        return Err(ApiError::Unprocessable(format!(
+            "{what}: shape {shape:?} does not fit the model input {model_shape}"
+        )));
     }
+    if n > limits.max_batch_inputs {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{what}: {n} samples, the limit is {}",
+            limits.max_batch_inputs
+        )));
+    }
+    let values = match t.get("parameters").and_then(|p| p.get("binary_data_size")) {
+        Some(size) => {
+            let size = size
+                .as_u64()
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("{what}: binary_data_size must be a byte count"))
+                })?;
+            if size > binary.len() {
+                return Err(ApiError::BadRequest(format!(
+                    "{what}: binary_data_size {size} exceeds the {} bytes sent",
+                    binary.len()
+                )));
+            }
+            let want = total.checked_mul(dtype.size());
+            if want != Some(size) {
+                return Err(ApiError::Unprocessable(format!(
+                    "{what}: shape {shape:?} of {} needs {} bytes, binary_data_size is {size}",
+                    dtype.name(),
+                    total as u128 * dtype.size() as u128
+                )));
+            }
+            let (data, rest) = binary.split_at(size);
+            binary = rest;
+            dtype.from_binary(data, &what)?
+        }
+        None => {
+            let mut v = Vec::new();
+            dtype.from_json(
+                t.get("data")
+                    .ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'data'")))?,
+                &mut v,
+                &what,
+            )?;
+            v
+        }
+    };
+    if !binary.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "{} bytes of binary data after the declared tensors",
+            binary.len()
+        )));
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ApiError::Unprocessable(format!(
+            "{what}: value {i} is not a finite 32-bit float"
+        )));
+    }
+    if values.len() != total {
+        return Err(ApiError::Unprocessable(format!(
+            "{what}: shape {shape:?} holds {total} values but {} were sent",
+            values.len()
+        )));
+    }
+    let mut features = Vec::with_capacity(values.len());
+    for (i, raw) in values.chunks(per_len).enumerate() {
+        features.extend(
+            backend
+                .raw_features(raw)
+                .map_err(|e| ApiError::Unprocessable(format!("{what}[{i}]: {e}")))?,
+        );
+    }
+    Ok((req, features, n))
 }
 
 /// Inference: one input tensor `[N, ...]` of raw values (pixels 0-255 or table columns).
@@ -166,10 +230,7 @@ pub async fn infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &headers, Scope::Predict)?;
-    state.rate_limit(&caller.token_id)?;
     let served = state.model(&name)?;
-    let limits = &state.inner.config.limits;
     let json_len = match headers.get(HEADER_LEN) {
         Some(v) => {
             let n: usize = v
@@ -187,130 +248,12 @@ pub async fn infer(
         }
         None => body.len(),
     };
-    let req = parse_json(&body[..json_len], limits)?;
-    let mut binary = &body[json_len..];
-    let inputs = req
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::BadRequest("'inputs': expected an array of tensors".into()))?;
-    if inputs.len() != 1 {
-        return Err(ApiError::Unprocessable(format!(
-            "'inputs': this model takes exactly one input tensor, got {}",
-            inputs.len()
-        )));
-    }
-    let t = &inputs[0];
-    let tname = t
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("input")
-        .to_string();
-    let what = format!("input '{tname}'");
-    let dtype = t
-        .get("datatype")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'datatype'")))?;
-    let shape: Vec<usize> = t
-        .get("shape")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'shape'")))?
-        .iter()
-        .map(|d| d.as_u64().map(|d| d as usize))
-        .collect::<Option<_>>()
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("{what}: 'shape' must be non-negative integers"))
-        })?;
-    let values = match t
-        .get("parameters")
-        .and_then(|p| p.get("binary_data_size"))
-        .and_then(Value::as_u64)
-    {
-        Some(size) => {
-            let size = size as usize;
-            if size > binary.len() {
-                return Err(ApiError::BadRequest(format!(
-                    "{what}: binary_data_size {size} exceeds the {} bytes sent",
-                    binary.len()
-                )));
-            }
-            let (data, rest) = binary.split_at(size);
-            binary = rest;
-            decode_binary(dtype, data, &what)?
-        }
-        None => {
-            if !matches!(
-                dtype,
-                "FP32"
-                    | "FP64"
-                    | "FP16"
-                    | "INT8"
-                    | "INT16"
-                    | "INT32"
-                    | "INT64"
-                    | "UINT8"
-                    | "UINT16"
-                    | "UINT32"
-                    | "UINT64"
-                    | "BOOL"
-            ) {
-                return Err(ApiError::Unprocessable(format!(
-                    "{what}: datatype {dtype} is not supported"
-                )));
-            }
-            let mut v = Vec::new();
-            json_numbers(
-                t.get("data")
-                    .ok_or_else(|| ApiError::BadRequest(format!("{what}: missing 'data'")))?,
-                &mut v,
-                &what,
-            )?;
-            v
-        }
-    };
-    let _ = binary;
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(ApiError::Unprocessable(format!(
-            "{what}: value {i} is not a finite 32-bit float"
-        )));
-    }
+    let (backend, limits) = (served.backend.clone(), state.inner.config.limits.clone());
+    let (req, features, n) = offload::run(&state, "v2 request", move || {
+        decode_request(&body, json_len, backend.as_ref(), &limits)
+    })
+    .await??;
     let info = served.backend.info();
-    let per = raw_shape(info);
-    let per_len: usize = per.iter().product();
-    let total = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| ApiError::Unprocessable(format!("{what}: shape {shape:?} is too large")))?;
-    if shape.is_empty() || values.len() != total {
-        return Err(ApiError::Unprocessable(format!(
-            "{what}: shape {shape:?} holds {total} values but {} were sent",
-            values.len()
-        )));
-    }
-    let n = shape[0];
-    if n == 0 || total / n != per_len {
-        return Err(ApiError::Unprocessable(format!(
-            "{what}: shape {shape:?} does not fit the model input [N, {}]",
-            per.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    if n > limits.max_batch_inputs {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "{what}: {n} samples, the limit is {}",
-            limits.max_batch_inputs
-        )));
-    }
-    let mut features = Vec::with_capacity(values.len());
-    for (i, raw) in values.chunks(per_len).enumerate() {
-        features.extend(
-            served
-                .backend
-                .raw_features(raw)
-                .map_err(|e| ApiError::Unprocessable(format!("{what}[{i}]: {e}")))?,
-        );
-    }
     let outputs = served.batcher.submit(features, n).await?;
     let width = info.class_names.len().max(1);
     let mut data = Vec::with_capacity(n * width);

@@ -129,7 +129,11 @@ async fn a_dead_webhook_blocks_nothing() {
 fn webhook_must_be_plain_http() {
     let mut cfg = ServeConfig::default();
     cfg.alerts.webhook = Some("https://alerts.example/hook".into());
-    assert!(cfg.validate().unwrap_err().contains("alerts.webhook"));
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("alerts.webhook"));
     let cfg: ServeConfig =
         toml::from_str("[alerts]\nwebhook = \"http://127.0.0.1:9/x\"\nwebhook-retries = 1\n")
             .unwrap();

@@ -1,6 +1,7 @@
 //! Router tests without a socket (`app(state).oneshot`), on a fake backend: a 2x2 image model
 //! whose output is a softmax over [sum, -sum] of its features.
 
+mod adversarial;
 mod alerts;
 mod api;
 mod bad_input;

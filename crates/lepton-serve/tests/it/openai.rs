@@ -57,6 +57,7 @@ impl FakeGenerator {
                 context_length: 64,
                 dimensions: 0,
                 created: 1,
+                max_prompt_bytes: 4096,
             },
             delay,
             live: Arc::default(),
@@ -164,6 +165,7 @@ fn state(tokens: Option<&str>, delay: Duration) -> (AppState, Arc<FakeGenerator>
         context_length: 16,
         dimensions: 3,
         created: 1,
+        max_prompt_bytes: usize::MAX,
     });
     state.inner.llms.insert("emb", Arc::new(emb), 16);
     (state, gen)

@@ -2,12 +2,11 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 
 use crate::error::ApiError;
 use crate::routes::openai::params::{Endpoint, GenerationBody};
-use crate::routes::openai::{labelled, parse_request, stream};
+use crate::routes::openai::{labelled, parse_request, stream, validate};
 use crate::state::AppState;
 
 /// Answer a conversation, rendered with the model's own chat template (JSON, or SSE with
@@ -19,13 +18,13 @@ use crate::state::AppState;
     security(("bearer" = [])))]
 pub async fn chat_completions(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: GenerationBody = parse_request(&state, &headers, &body, "/v1/chat/completions")?;
+    let req: GenerationBody = parse_request(&state, body, "/v1/chat/completions").await?;
     let served = state.inner.llms.get(&req.model)?;
     let model = req.model.clone();
-    let r = match req.validate(Endpoint::Chat, &served) {
+    let r = validate(&state, req, Endpoint::Chat, &served).await;
+    let r = match r {
         Ok(valid) => stream::respond(state, served, valid, Endpoint::Chat).await,
         Err(e) => Err(e),
     };

@@ -2,12 +2,11 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 
 use crate::error::ApiError;
 use crate::routes::openai::params::{Endpoint, GenerationBody};
-use crate::routes::openai::{labelled, parse_request, stream};
+use crate::routes::openai::{labelled, parse_request, stream, validate};
 use crate::state::AppState;
 
 /// Continue a prompt with a served text-generation model (JSON, or SSE with `stream: true`).
@@ -16,15 +15,12 @@ use crate::state::AppState;
     responses((status = 200, description = "OpenAI text_completion (or text/event-stream chunks ending with data: [DONE])"),
         (status = 400), (status = 404, description = "unknown model"), (status = 429), (status = 503)),
     security(("bearer" = [])))]
-pub async fn completions(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: GenerationBody = parse_request(&state, &headers, &body, "/v1/completions")?;
+pub async fn completions(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: GenerationBody = parse_request(&state, body, "/v1/completions").await?;
     let served = state.inner.llms.get(&req.model)?;
     let model = req.model.clone();
-    let r = match req.validate(Endpoint::Completions, &served) {
+    let r = validate(&state, req, Endpoint::Completions, &served).await;
+    let r = match r {
         Ok(valid) => stream::respond(state, served, valid, Endpoint::Completions).await,
         Err(e) => Err(e),
     };

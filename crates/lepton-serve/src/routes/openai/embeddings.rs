@@ -2,7 +2,6 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -46,12 +45,8 @@ pub struct EmbeddingRequest {
     responses((status = 200, description = "OpenAI embeddings list: data[i].embedding, usage.prompt_tokens"),
         (status = 400), (status = 404, description = "unknown model"), (status = 429), (status = 503)),
     security(("bearer" = [])))]
-pub async fn embeddings(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: EmbeddingRequest = parse_request(&state, &headers, &body, "/v1/embeddings")?;
+pub async fn embeddings(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: EmbeddingRequest = parse_request(&state, body, "/v1/embeddings").await?;
     let served = state.inner.llms.get(&req.model)?;
     let model = req.model.clone();
     Ok(labelled(
@@ -94,6 +89,19 @@ async fn embed(
     }
     if let Some(i) = texts.iter().position(|t| t.is_empty()) {
         return Err(ApiError::BadRequest(format!("input[{i}]: empty string")));
+    }
+    // Bytes before tokens: the cheap bound first.
+    let limit = state
+        .inner
+        .config
+        .limits
+        .max_prompt_bytes
+        .min(info.max_prompt_bytes);
+    if let Some(i) = texts.iter().position(|t| t.len() > limit) {
+        return Err(ApiError::BadRequest(format!(
+            "input[{i}]: {} bytes of text, the limit is {limit}",
+            texts[i].len()
+        )));
     }
     let base64_out = match req.encoding_format.as_deref() {
         None | Some("float") => false,

@@ -15,25 +15,31 @@ pub mod stream;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::inputs::parse_json;
-use crate::routes::{authorize, log_payload};
+use crate::offload;
+use crate::routes::log_payload;
 use crate::state::AppState;
 
-/// Authorize (`predict` scope) and rate-limit a request, then parse its body as `T`.
-pub fn parse_request<T: DeserializeOwned>(
+/// Parse a request body as `T` on a blocking thread ([`offload`]); the route's guard has
+/// already authorized and rate-limited the request and checked its size and content type.
+pub async fn parse_request<T: DeserializeOwned + Send + 'static>(
     state: &AppState,
-    headers: &HeaderMap,
+    body: Bytes,
+    route: &'static str,
+) -> Result<T, ApiError> {
+    let st = state.clone();
+    offload::run(state, "request body", move || parse_body(&st, &body, route)).await?
+}
+
+fn parse_body<T: DeserializeOwned>(
+    state: &AppState,
     body: &Bytes,
     route: &str,
 ) -> Result<T, ApiError> {
-    let caller = authorize(state, headers, Scope::Predict)?;
-    state.rate_limit(&caller.token_id)?;
     if let Err(e) = std::str::from_utf8(body) {
         return Err(ApiError::BadRequest(format!(
             "request body is not valid UTF-8 (at byte {})",
@@ -51,6 +57,29 @@ pub fn parse_request<T: DeserializeOwned>(
             ApiError::BadRequest(format!("{path}: {inner}"))
         }
     })
+}
+
+/// Validate a generation request: its prompt size in bytes first (against
+/// `limits.max-prompt-bytes` and the model's own bound), then, on a blocking thread, every
+/// field, the chat template and (for chat without `max_tokens`) the prompt's token count.
+pub async fn validate(
+    state: &AppState,
+    req: params::GenerationBody,
+    endpoint: params::Endpoint,
+    served: &std::sync::Arc<crate::llm::ServedLlm>,
+) -> Result<params::ValidGeneration, ApiError> {
+    let limit = state
+        .inner
+        .config
+        .limits
+        .max_prompt_bytes
+        .min(served.model.info().max_prompt_bytes);
+    req.check_prompt_bytes(endpoint, limit)?;
+    let served = std::sync::Arc::clone(served);
+    offload::run(state, "request validation", move || {
+        req.validate(endpoint, &served)
+    })
+    .await?
 }
 
 /// Response extension naming the served model a request used, for the access log and the

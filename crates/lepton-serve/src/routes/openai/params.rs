@@ -52,6 +52,20 @@ pub struct Message {
     pub name: Option<String>,
 }
 
+impl Message {
+    fn content_bytes(&self) -> usize {
+        match &self.content {
+            None => 0,
+            Some(Content::Text(s)) => s.len(),
+            Some(Content::Parts(p)) => p
+                .iter()
+                .filter_map(|p| p.text.as_ref())
+                .map(String::len)
+                .sum(),
+        }
+    }
+}
+
 /// A completions or chat-completions request (`prompt` for the first, `messages` for the second).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -63,7 +77,8 @@ pub struct GenerationBody {
     pub prompt: Option<Value>,
     /// `/v1/chat/completions`: the conversation, rendered with the model's chat template.
     pub messages: Option<Vec<Message>>,
-    /// Most tokens to generate. Default: 16 for completions, the rest of the context for chat.
+    /// Most tokens to generate. Default: 16 for completions; for chat the engine's default
+    /// (`SamplingParams::default().max_tokens`, 256), or what is left of the context if less.
     pub max_tokens: Option<u64>,
     /// Chat alias of `max_tokens`.
     pub max_completion_tokens: Option<u64>,
@@ -146,7 +161,38 @@ pub enum Endpoint {
 }
 
 impl GenerationBody {
-    /// Check every field against the endpoint and the model; render the chat template.
+    /// The cheapest check, before any template rendering or tokenization: the prompt's (or the
+    /// messages' contents') length in bytes against `limit`.
+    pub fn check_prompt_bytes(&self, endpoint: Endpoint, limit: usize) -> Result<(), ApiError> {
+        let (field, bytes) = match endpoint {
+            Endpoint::Completions => (
+                "prompt",
+                match &self.prompt {
+                    Some(Value::String(s)) => s.len(),
+                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::len).sum(),
+                    _ => 0,
+                },
+            ),
+            Endpoint::Chat => (
+                "messages",
+                self.messages
+                    .iter()
+                    .flatten()
+                    .map(Message::content_bytes)
+                    .sum(),
+            ),
+        };
+        if bytes > limit {
+            return Err(bad(
+                field,
+                format!("{bytes} bytes of text, the limit is {limit} (it cannot fit the model's context)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check every field against the endpoint and the model; render the chat template. This
+    /// renders and may tokenize: run it on a blocking thread ([`crate::offload`]).
     pub fn validate(
         self,
         endpoint: Endpoint,
@@ -342,7 +388,7 @@ impl GenerationBody {
                         format!("the conversation has {used} tokens; the context holds {ctx}"),
                     ));
                 }
-                ctx - used
+                (ctx - used).min(SamplingParams::default().max_tokens)
             }
         };
         Ok(ValidGeneration {

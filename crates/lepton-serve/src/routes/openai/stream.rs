@@ -1,11 +1,15 @@
 //! Running a validated generation: collect the events into one JSON answer, or stream them as
 //! server-sent events (`data: {chunk}` ... `data: [DONE]`). A client that goes away mid-stream
-//! drops the event receiver, which cancels the sequence in the engine.
+//! drops the event receiver, which cancels the sequence in the engine. Streams send a
+//! `: keep-alive` comment every `llm.keep-alive-ms` without an event (while queued or between
+//! slow tokens) and end after `llm.stream-timeout-ms` with an error event (the sequence is
+//! cancelled); the queueing call itself (which tokenizes) runs on a blocking thread.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -13,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
 use crate::llm::{api_error, GenerationEvent, ServedLlm, Usage};
+use crate::offload;
 use crate::routes::openai::params::{Endpoint, ValidGeneration};
 use crate::routes::openai::{response_id, unix_now};
 use crate::state::AppState;
@@ -89,10 +94,19 @@ pub async fn respond(
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
     let slot = served.slot(&v.model)?;
-    let rx = served
-        .model
-        .generate(v.prompt, v.params)
-        .map_err(api_error)?;
+    let llm = &state.inner.config.llm;
+    let (keep_alive, timeout) = (
+        Duration::from_millis(llm.keep_alive_ms),
+        Duration::from_millis(llm.stream_timeout_ms),
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    let model = Arc::clone(&served.model);
+    let (prompt, params) = (v.prompt, v.params);
+    let rx = offload::run(&state, "queueing the generation", move || {
+        model.generate(prompt, params)
+    })
+    .await?
+    .map_err(api_error)?;
     let shape = Shape {
         endpoint,
         id: response_id(match endpoint {
@@ -106,7 +120,10 @@ pub async fn respond(
         let _slot = slot;
         let mut text = String::new();
         loop {
-            match rx.recv_async().await {
+            let ev = tokio::time::timeout_at(deadline, rx.recv_async())
+                .await
+                .map_err(|_| ApiError::Timeout(timeout.as_millis() as u64))?;
+            match ev {
                 Ok(GenerationEvent::Token { text: t, .. }) => text.push_str(&t),
                 Ok(GenerationEvent::Done {
                     finish_reason,
@@ -148,6 +165,15 @@ pub async fn respond(
                 ev = rx.recv_async() => ev,
                 // The client went away: dropping `rx` (on return) cancels the sequence.
                 _ = tx.closed() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(model = %shape.model, timeout_ms = timeout.as_millis() as u64, "stream timed out; cancelling the sequence");
+                    let msg = format!("the stream timed out after {} ms", timeout.as_millis());
+                    let _ = tx
+                        .send(event(&json!({"error": {"message": msg, "type": "timeout"}})))
+                        .await;
+                    let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
+                    return;
+                }
             };
             let send = match ev {
                 Ok(GenerationEvent::Token { text, .. }) if text.is_empty() => continue,
@@ -196,5 +222,7 @@ pub async fn respond(
             }
         }
     });
-    Ok(Sse::new(ReceiverStream::new(out)).into_response())
+    Ok(Sse::new(ReceiverStream::new(out))
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+        .into_response())
 }
