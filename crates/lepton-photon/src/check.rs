@@ -13,7 +13,7 @@ use std::path::Path;
 
 use lepton_data::preprocess::Column;
 use lepton_data::{Preprocessor, Task};
-use lepton_nn::{LayerSpec, ModelSpec};
+use lepton_nn::{Budget, LayerSpec, ModelSpec};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -206,127 +206,54 @@ fn preprocessor(
     Ok(())
 }
 
-/// The model's per-sample output shape, after checking every layer's settings and every
-/// intermediate size against the budget.
+/// The model's per-sample output shape. lepton-nn's shape inference owns the per-layer rules and
+/// the size budget (checked arithmetic, parameters and activations counted before anything is
+/// allocated); each top-level output must also fit this photon's per-sample limit.
 fn model(
     spec: &ModelSpec,
     input: &[usize],
     limits: &Limits,
     bad: &impl Fn(&str, String) -> Error,
 ) -> Result<Vec<usize>> {
-    if spec.layers.is_empty() {
-        return Err(bad("model.layers", "needs at least one layer".into()));
-    }
-    let out = walk(&spec.layers, input, "model.layers", limits, bad)?;
-    // The walk follows the same per-layer rules; `shapes` adds the spec-level ones.
-    spec.shapes(input)
+    let shapes = spec
+        .shapes_within(input, &Budget::default())
         .map_err(|e| bad("model", e.to_string()))?;
-    Ok(out)
-}
-
-fn walk(
-    layers: &[LayerSpec],
-    input: &[usize],
-    prefix: &str,
-    limits: &Limits,
-    bad: &impl Fn(&str, String) -> Error,
-) -> Result<Vec<usize>> {
-    let mut x = input.to_vec();
-    for (i, layer) in layers.iter().enumerate() {
-        let field = format!("{prefix}[{i}]");
-        settings(layer, &field, limits, bad)?;
-        let y = match layer {
-            LayerSpec::Residual { layers: inner } => {
-                if inner.is_empty() {
-                    return Err(bad(&field, "a residual block needs inner layers".into()));
-                }
-                let y = walk(inner, &x, &format!("{field}.layers"), limits, bad)?;
-                if y != x {
-                    return Err(bad(
-                        &field,
-                        format!("the inner layers turn {x:?} into {y:?}; a residual block must keep the shape"),
-                    ));
-                }
-                y
-            }
-            _ => layer
-                .output_shape(&x)
-                .map_err(|msg| bad(&field, format!("({}) {msg}", layer.kind())))?,
-        };
-        sample_size(&y, limits)
-            .map_err(|msg| bad(&field, format!("({}) outputs {msg}", layer.kind())))?;
-        x = y;
+    for (i, (layer, shape)) in spec.layers.iter().zip(&shapes).enumerate() {
+        sample_size(shape, limits).map_err(|msg| {
+            bad(
+                &format!("model.layers[{i}]"),
+                format!("({}) outputs {msg}", layer.kind()),
+            )
+        })?;
     }
-    Ok(x)
+    epsilons(&spec.layers, "model.layers", bad)?;
+    Ok(shapes.last().cloned().unwrap_or_else(|| input.to_vec()))
 }
 
-/// Bound a layer's size-like settings before any shape arithmetic uses them.
-fn settings(
-    layer: &LayerSpec,
-    field: &str,
-    limits: &Limits,
+/// Normalisation epsilons must be finite and positive (a NaN would poison every output).
+fn epsilons(
+    layers: &[LayerSpec],
+    prefix: &str,
     bad: &impl Fn(&str, String) -> Error,
 ) -> Result<()> {
-    let sizes: Vec<(&str, usize)> = match layer {
-        LayerSpec::Linear {
-            out_features,
-            in_features,
-            ..
-        } => vec![
-            ("out-features", *out_features),
-            ("in-features", in_features.unwrap_or(1)),
-        ],
-        LayerSpec::Conv2d {
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            dilation,
-            groups,
-            ..
-        } => vec![
-            ("out-channels", *out_channels),
-            ("kernel", *kernel),
-            ("stride", *stride),
-            ("padding", *padding),
-            ("dilation", *dilation),
-            ("groups", *groups),
-        ],
-        LayerSpec::MaxPool2d {
-            kernel,
-            stride,
-            padding,
-        }
-        | LayerSpec::AvgPool2d {
-            kernel,
-            stride,
-            padding,
-        } => vec![
-            ("kernel", *kernel),
-            ("stride", stride.unwrap_or(1)),
-            ("padding", *padding),
-        ],
-        _ => Vec::new(),
-    };
-    for (name, v) in sizes {
-        if v > limits.max_setting {
+    for (i, layer) in layers.iter().enumerate() {
+        let field = format!("{prefix}[{i}]");
+        let eps = match layer {
+            LayerSpec::BatchNorm1d(c) => Some(c.0.eps),
+            LayerSpec::BatchNorm2d(c) => Some(c.0.eps),
+            LayerSpec::LayerNorm(c) => Some(c.eps),
+            LayerSpec::Residual(c) => {
+                epsilons(&c.layers, &format!("{field}.layers"), bad)?;
+                None
+            }
+            _ => None,
+        };
+        if let Some(eps) = eps.filter(|e| !(e.is_finite() && *e > 0.0)) {
             return Err(bad(
-                &format!("{field}.{name}"),
-                format!("is {v}, more than {}", limits.max_setting),
+                &format!("{field}.eps"),
+                format!("is {eps}; needs a finite number > 0"),
             ));
         }
-    }
-    let eps = match layer {
-        LayerSpec::BatchNorm1d { eps, .. }
-        | LayerSpec::BatchNorm2d { eps, .. }
-        | LayerSpec::LayerNorm { eps } => Some(*eps),
-        _ => None,
-    };
-    if let Some(eps) = eps.filter(|e| !(e.is_finite() && *e > 0.0)) {
-        return Err(bad(
-            &format!("{field}.eps"),
-            format!("is {eps}; needs a finite number > 0"),
-        ));
     }
     Ok(())
 }
