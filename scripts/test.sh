@@ -9,6 +9,9 @@ scripts/setup.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# No file-level import cycles inside any crate (the checker tests itself first).
+python3 scripts/check-import-cycles.py --self-test
+python3 scripts/check-import-cycles.py
 # Pretrained models for lepton-llm's tests (pinned, cached; the tests fail without them).
 scripts/fetch-assets.sh models >/dev/null
 cargo test --workspace --locked
