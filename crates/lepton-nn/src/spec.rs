@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::budget::{self, Budget};
 use crate::error::{Error, Result};
 use crate::layers::{
-    AvgPool2dConfig, BatchNorm1dConfig, BatchNorm2dConfig, Conv2dConfig, DropoutConfig, Flatten,
-    Gelu, GlobalAvgPool, LayerConfig, LayerNormConfig, LeakyReluConfig, LinearConfig,
-    MaxPool2dConfig, Relu, ResidualConfig, ShapeCtx, Sigmoid, Softmax, Tanh,
+    AvgPool2dConfig, BatchNorm1dConfig, BatchNorm2dConfig, Conv2dConfig, DropoutConfig,
+    EmbeddingConfig, Flatten, Gelu, GlobalAvgPool, LayerConfig, LayerNormConfig, LeakyReluConfig,
+    LinearConfig, MaxPool2dConfig, Relu, ResidualConfig, RmsNormConfig, ShapeCtx, Sigmoid, Softmax,
+    Tanh,
 };
 
 /// One layer. `type` selects the variant; the other keys are its settings, documented on each
@@ -47,6 +48,10 @@ pub enum LayerSpec {
     Tanh,
     /// Softmax over the last dimension.
     Softmax,
+    /// RMS norm over the last dimension.
+    RmsNorm(RmsNormConfig),
+    /// Token ids to vectors: `[...]` -> `[..., embedding-dim]`.
+    Embedding(EmbeddingConfig),
 }
 
 impl LayerSpec {
@@ -70,6 +75,8 @@ impl LayerSpec {
             LayerSpec::Sigmoid => &Sigmoid,
             LayerSpec::Tanh => &Tanh,
             LayerSpec::Softmax => &Softmax,
+            LayerSpec::RmsNorm(c) => c,
+            LayerSpec::Embedding(c) => c,
         }
     }
 
@@ -339,5 +346,51 @@ mod tests {
             toml::from_str::<ModelSpec>(r#"layers = [{ type = "lineer", out-features = 3 }]"#)
                 .is_err()
         );
+    }
+
+    /// The serde format (what specs and photons store) is the one of the struct-variant enum that
+    /// preceded the per-layer configs, key for key.
+    #[test]
+    fn serde_format_of_every_layer_is_unchanged() {
+        let m = spec(
+            r#"layers = [
+            { type = "conv2d", out-channels = 32, kernel = 3 }, { type = "batch-norm2d" },
+            { type = "max-pool2d", kernel = 2 }, { type = "avg-pool2d", kernel = 3, stride = 1, padding = 1 },
+            { type = "global-avg-pool" }, { type = "batch-norm1d", momentum = 0.2 }, { type = "layer-norm" },
+            { type = "dropout", p = 0.5 }, { type = "flatten" }, { type = "linear", out-features = 10 },
+            { type = "linear", out-features = 4, in-features = 10, bias = false },
+            { type = "residual", layers = [{ type = "relu" }, { type = "leaky-relu" }] },
+            { type = "gelu" }, { type = "sigmoid" }, { type = "tanh" }, { type = "softmax" }]"#,
+        );
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"layers":[{"type":"conv2d","out-channels":32,"kernel":3,"stride":1,"padding":0,"dilation":1,"groups":1,"bias":true},"#,
+                r#"{"type":"batch-norm2d","momentum":0.1,"eps":0.00001},{"type":"max-pool2d","kernel":2,"padding":0},"#,
+                r#"{"type":"avg-pool2d","kernel":3,"stride":1,"padding":1},{"type":"global-avg-pool"},"#,
+                r#"{"type":"batch-norm1d","momentum":0.2,"eps":0.00001},{"type":"layer-norm","eps":0.00001},"#,
+                r#"{"type":"dropout","p":0.5},{"type":"flatten"},{"type":"linear","out-features":10,"bias":true},"#,
+                r#"{"type":"linear","out-features":4,"in-features":10,"bias":false},"#,
+                r#"{"type":"residual","layers":[{"type":"relu"},{"type":"leaky-relu","slope":0.01}]},"#,
+                r#"{"type":"gelu"},{"type":"sigmoid"},{"type":"tanh"},{"type":"softmax"}]}"#
+            )
+        );
+        assert_eq!(serde_json::from_str::<ModelSpec>(&json).unwrap(), m);
+        let toml = toml::to_string(&m).unwrap();
+        assert_eq!(toml::from_str::<ModelSpec>(&toml).unwrap(), m);
+        // Unknown keys stay errors inside the per-layer configs. (Settings-free unit variants such as
+        // `relu` still ignore extra keys, as before: serde's internally tagged unit variants.)
+        for bad in [
+            r#"{ type = "conv2d", out-channels = 2, kernel = 3, strides = 2 }"#,
+            r#"{ type = "max-pool2d", kernel = 2, strid = 2 }"#,
+            r#"{ type = "batch-norm2d", momentun = 0.1 }"#,
+            r#"{ type = "residual", layers = [], extra = 1 }"#,
+        ] {
+            assert!(
+                toml::from_str::<ModelSpec>(&format!("layers = [{bad}]")).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

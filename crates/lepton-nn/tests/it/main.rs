@@ -3,3 +3,4 @@
 
 mod gradcheck;
 mod model;
+mod sequence;
