@@ -20,13 +20,16 @@ cargo build --release -q -p lepton-train --example speed_bench --example step_ti
 new=${CARGO_TARGET_DIR:-target}/release/examples
 export RAYON_NUM_THREADS=$threads CANDLE_NUM_THREADS=1
 export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296
-lenet() { "$1/speed_bench" 1 train | sed -n 's/.*"samples": \[\([0-9.]*\)\].*/\1/p'; }
+# "wall cpu": images/s from wall-clock time and from the process's CPU time (robust to a loaded machine).
+lenet() { "$1/speed_bench" 1 train | sed -n 's/.*"samples": \[\([0-9.]*\)\], "cpu_samples": \[\([0-9.]*\)\].*/\1 \2/p'; }
 cnn() { "$1/step_timing" examples/mnist-cnn.toml 128 "$steps" | sed -n 's/.*; \([0-9.]*\) samples\/s/\1/p'; }
-declare -a la lb ca cb
+declare -a la lb lac lbc ca cb
 echo "threads $threads, $rounds rounds, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for ((i = 0; i < rounds; i++)); do
-    la+=("$(lenet "$old")")
-    lb+=("$(lenet "$new")")
+    read -r w c <<<"$(lenet "$old")"
+    la+=("$w") lac+=("$c")
+    read -r w c <<<"$(lenet "$new")"
+    lb+=("$w") lbc+=("$c")
     ca+=("$(cnn "$old")")
     cb+=("$(cnn "$new")")
     echo "round $((i + 1)): lenet A ${la[-1]} B ${lb[-1]} images/s; mnist-cnn A ${ca[-1]} B ${cb[-1]} samples/s"
@@ -40,4 +43,5 @@ report() {
     printf '%-34s A %10.1f  B %10.1f  B/A %.3f\n' "$1" "$a" "$b" "$(echo "$b / $a" | bc -l)"
 }
 report "lenet-train-b64 (images/s)" "${la[@]}" "${lb[@]}"
+report "lenet-train-b64 (images/CPU-s)" "${lac[@]}" "${lbc[@]}"
 report "mnist-cnn step b128 (samples/s)" "${ca[@]}" "${cb[@]}"
