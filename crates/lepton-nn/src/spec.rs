@@ -27,7 +27,7 @@ pub enum LayerSpec {
     /// Average pooling over `[C, H, W]`.
     AvgPool2d(AvgPool2dConfig),
     /// Mean over the spatial dimensions: `[C, H, W]` -> `[C]`.
-    GlobalAvgPool,
+    GlobalAvgPool {},
     /// Batch norm over `[F]` features.
     BatchNorm1d(BatchNorm1dConfig),
     /// Batch norm over the channels of `[C, H, W]`.
@@ -37,17 +37,17 @@ pub enum LayerSpec {
     /// Inverted dropout (training only).
     Dropout(DropoutConfig),
     /// `[d1, d2, ...]` -> `[d1 * d2 * ...]`.
-    Flatten,
+    Flatten {},
     /// `y = x + f(x)` where `f` is the inner layers.
     Residual(ResidualConfig),
-    Relu,
+    Relu {},
     LeakyRelu(LeakyReluConfig),
     /// The exact (erf) GELU, as PyTorch's default.
-    Gelu,
-    Sigmoid,
-    Tanh,
+    Gelu {},
+    Sigmoid {},
+    Tanh {},
     /// Softmax over the last dimension.
-    Softmax,
+    Softmax {},
     /// RMS norm over the last dimension.
     RmsNorm(RmsNormConfig),
     /// Token ids to vectors: `[...]` -> `[..., embedding-dim]`.
@@ -62,19 +62,19 @@ impl LayerSpec {
             LayerSpec::Conv2d(c) => c,
             LayerSpec::MaxPool2d(c) => c,
             LayerSpec::AvgPool2d(c) => c,
-            LayerSpec::GlobalAvgPool => &GlobalAvgPool,
+            LayerSpec::GlobalAvgPool {} => &GlobalAvgPool,
             LayerSpec::BatchNorm1d(c) => c,
             LayerSpec::BatchNorm2d(c) => c,
             LayerSpec::LayerNorm(c) => c,
             LayerSpec::Dropout(c) => c,
-            LayerSpec::Flatten => &Flatten,
+            LayerSpec::Flatten {} => &Flatten,
             LayerSpec::Residual(c) => c,
-            LayerSpec::Relu => &Relu,
+            LayerSpec::Relu {} => &Relu,
             LayerSpec::LeakyRelu(c) => c,
-            LayerSpec::Gelu => &Gelu,
-            LayerSpec::Sigmoid => &Sigmoid,
-            LayerSpec::Tanh => &Tanh,
-            LayerSpec::Softmax => &Softmax,
+            LayerSpec::Gelu {} => &Gelu,
+            LayerSpec::Sigmoid {} => &Sigmoid,
+            LayerSpec::Tanh {} => &Tanh,
+            LayerSpec::Softmax {} => &Softmax,
             LayerSpec::RmsNorm(c) => c,
             LayerSpec::Embedding(c) => c,
         }
@@ -379,13 +379,15 @@ mod tests {
         assert_eq!(serde_json::from_str::<ModelSpec>(&json).unwrap(), m);
         let toml = toml::to_string(&m).unwrap();
         assert_eq!(toml::from_str::<ModelSpec>(&toml).unwrap(), m);
-        // Unknown keys stay errors inside the per-layer configs. (Settings-free unit variants such as
-        // `relu` still ignore extra keys, as before: serde's internally tagged unit variants.)
+        // Unknown keys are errors inside the per-layer configs, and on settings-free layers (which,
+        // as unit variants, used to ignore them: `{ type = "relu", slope = 0.1 }` was a plain ReLU).
         for bad in [
             r#"{ type = "conv2d", out-channels = 2, kernel = 3, strides = 2 }"#,
             r#"{ type = "max-pool2d", kernel = 2, strid = 2 }"#,
             r#"{ type = "batch-norm2d", momentun = 0.1 }"#,
             r#"{ type = "residual", layers = [], extra = 1 }"#,
+            r#"{ type = "relu", slope = 0.1 }"#,
+            r#"{ type = "flatten", start-dim = 2 }"#,
         ] {
             assert!(
                 toml::from_str::<ModelSpec>(&format!("layers = [{bad}]")).is_err(),
