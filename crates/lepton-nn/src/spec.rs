@@ -321,6 +321,48 @@ mod tests {
     }
 
     #[test]
+    fn nan_and_out_of_range_settings_are_errors() {
+        for (layer, input, want) in [
+            (
+                r#"{ type = "batch-norm1d", eps = nan }"#,
+                vec![4],
+                "eps = NaN",
+            ),
+            (
+                r#"{ type = "batch-norm2d", eps = -1.0 }"#,
+                vec![2, 3, 3],
+                "eps = -1",
+            ),
+            (
+                r#"{ type = "batch-norm1d", momentum = nan }"#,
+                vec![4],
+                "momentum = NaN",
+            ),
+            (
+                r#"{ type = "layer-norm", eps = inf }"#,
+                vec![4],
+                "eps = inf",
+            ),
+            (r#"{ type = "rms-norm", eps = 0.0 }"#, vec![4], "eps = 0"),
+            (r#"{ type = "dropout", p = nan }"#, vec![4], "p = NaN"),
+            (
+                r#"{ type = "leaky-relu", slope = nan }"#,
+                vec![4],
+                "slope = NaN",
+            ),
+        ] {
+            let e = spec(&format!("layers = [{layer}]"))
+                .shapes(&input)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("model.layers[0]") && e.contains(want),
+                "{layer}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn parameter_count_comes_from_the_spec() {
         let m = spec(
             r#"layers = [{ type = "conv2d", out-channels = 4, kernel = 3 }, { type = "batch-norm2d" },

@@ -78,3 +78,12 @@ fn yes() -> bool {
 fn eps() -> f64 {
     1e-5
 }
+
+/// A norm's `eps`: finite and > 0 (NaN, infinite, zero or negative values make NaN outputs).
+fn check_eps(eps: f64, ctx: &ShapeCtx) -> crate::Result<()> {
+    if eps.is_finite() && eps > 0.0 {
+        Ok(())
+    } else {
+        Err(ctx.error(format!("eps = {eps} must be finite and > 0")))
+    }
+}

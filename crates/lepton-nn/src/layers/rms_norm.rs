@@ -32,9 +32,7 @@ impl LayerConfig for RmsNormConfig {
         if x.is_empty() {
             return Err(ctx.error("expects at least one dimension"));
         }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(ctx.error(format!("eps = {} must be finite and > 0", self.eps)));
-        }
+        super::check_eps(self.eps, ctx)?;
         Ok(x.to_vec())
     }
 
