@@ -7,7 +7,7 @@
 //! | [`layers`] | one file per layer: config, shape rule, `VarBuilder` builder, forward; the fusion pass |
 //! | [`model`] | [`Model`]: the sequential model (`ModuleT`), seeded dropout |
 //! | [`init`] | [`init_seeded`]: reproducible PyTorch-style initialisation |
-//! | [`loss`] | [`LossSpec`], [`loss`], output activations |
+//! | [`loss`](mod@loss) | [`LossSpec`], [`loss()`], output activations |
 //! | [`kernels`] | CPU kernels as candle ops, tested against the plain candle ops |
 
 pub mod budget;
