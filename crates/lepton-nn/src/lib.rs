@@ -3,11 +3,11 @@
 //! | module | what |
 //! |---|---|
 //! | [`budget`] | [`Budget`]: parameter and activation limits checked before allocation |
-//! | [`spec`] | the `[model]` section: [`ModelSpec`], [`LayerSpec`], shape inference |
-//! | [`layers`] | layers built from specs; PyTorch `state_dict` parameter names |
+//! | [`spec`] | the `[model]` section: [`ModelSpec`], [`LayerSpec`] (dispatch to the layer configs), shape inference |
+//! | [`layers`] | one file per layer: config, shape rule, `VarBuilder` builder, forward; the fusion pass |
 //! | [`model`] | [`Model`]: the sequential model (`ModuleT`), seeded dropout |
 //! | [`init`] | [`init_seeded`]: reproducible PyTorch-style initialisation |
-//! | [`loss`] | [`LossSpec`], [`loss`], output activations |
+//! | [`loss`](mod@loss) | [`LossSpec`], [`loss()`], output activations |
 //! | [`kernels`] | CPU kernels as candle ops, tested against the plain candle ops |
 
 pub mod budget;

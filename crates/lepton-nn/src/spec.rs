@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::budget::{self, Budget};
 use crate::error::{Error, Result};
 use crate::layers::{
-    AvgPool2dConfig, BatchNorm1dConfig, BatchNorm2dConfig, Conv2dConfig, DropoutConfig, Flatten,
-    Gelu, GlobalAvgPool, LayerConfig, LayerNormConfig, LeakyReluConfig, LinearConfig,
-    MaxPool2dConfig, Relu, ResidualConfig, ShapeCtx, Sigmoid, Softmax, Tanh,
+    AvgPool2dConfig, BatchNorm1dConfig, BatchNorm2dConfig, Conv2dConfig, DropoutConfig,
+    EmbeddingConfig, Flatten, Gelu, GlobalAvgPool, LayerConfig, LayerNormConfig, LeakyReluConfig,
+    LinearConfig, MaxPool2dConfig, Relu, ResidualConfig, RmsNormConfig, ShapeCtx, Sigmoid, Softmax,
+    Tanh,
 };
 
 /// One layer. `type` selects the variant; the other keys are its settings, documented on each
@@ -26,7 +27,7 @@ pub enum LayerSpec {
     /// Average pooling over `[C, H, W]`.
     AvgPool2d(AvgPool2dConfig),
     /// Mean over the spatial dimensions: `[C, H, W]` -> `[C]`.
-    GlobalAvgPool,
+    GlobalAvgPool {},
     /// Batch norm over `[F]` features.
     BatchNorm1d(BatchNorm1dConfig),
     /// Batch norm over the channels of `[C, H, W]`.
@@ -36,17 +37,21 @@ pub enum LayerSpec {
     /// Inverted dropout (training only).
     Dropout(DropoutConfig),
     /// `[d1, d2, ...]` -> `[d1 * d2 * ...]`.
-    Flatten,
+    Flatten {},
     /// `y = x + f(x)` where `f` is the inner layers.
     Residual(ResidualConfig),
-    Relu,
+    Relu {},
     LeakyRelu(LeakyReluConfig),
     /// The exact (erf) GELU, as PyTorch's default.
-    Gelu,
-    Sigmoid,
-    Tanh,
+    Gelu {},
+    Sigmoid {},
+    Tanh {},
     /// Softmax over the last dimension.
-    Softmax,
+    Softmax {},
+    /// RMS norm over the last dimension.
+    RmsNorm(RmsNormConfig),
+    /// Token ids to vectors: `[...]` -> `[..., embedding-dim]`.
+    Embedding(EmbeddingConfig),
 }
 
 impl LayerSpec {
@@ -57,19 +62,21 @@ impl LayerSpec {
             LayerSpec::Conv2d(c) => c,
             LayerSpec::MaxPool2d(c) => c,
             LayerSpec::AvgPool2d(c) => c,
-            LayerSpec::GlobalAvgPool => &GlobalAvgPool,
+            LayerSpec::GlobalAvgPool {} => &GlobalAvgPool,
             LayerSpec::BatchNorm1d(c) => c,
             LayerSpec::BatchNorm2d(c) => c,
             LayerSpec::LayerNorm(c) => c,
             LayerSpec::Dropout(c) => c,
-            LayerSpec::Flatten => &Flatten,
+            LayerSpec::Flatten {} => &Flatten,
             LayerSpec::Residual(c) => c,
-            LayerSpec::Relu => &Relu,
+            LayerSpec::Relu {} => &Relu,
             LayerSpec::LeakyRelu(c) => c,
-            LayerSpec::Gelu => &Gelu,
-            LayerSpec::Sigmoid => &Sigmoid,
-            LayerSpec::Tanh => &Tanh,
-            LayerSpec::Softmax => &Softmax,
+            LayerSpec::Gelu {} => &Gelu,
+            LayerSpec::Sigmoid {} => &Sigmoid,
+            LayerSpec::Tanh {} => &Tanh,
+            LayerSpec::Softmax {} => &Softmax,
+            LayerSpec::RmsNorm(c) => c,
+            LayerSpec::Embedding(c) => c,
         }
     }
 
@@ -314,6 +321,48 @@ mod tests {
     }
 
     #[test]
+    fn nan_and_out_of_range_settings_are_errors() {
+        for (layer, input, want) in [
+            (
+                r#"{ type = "batch-norm1d", eps = nan }"#,
+                vec![4],
+                "eps = NaN",
+            ),
+            (
+                r#"{ type = "batch-norm2d", eps = -1.0 }"#,
+                vec![2, 3, 3],
+                "eps = -1",
+            ),
+            (
+                r#"{ type = "batch-norm1d", momentum = nan }"#,
+                vec![4],
+                "momentum = NaN",
+            ),
+            (
+                r#"{ type = "layer-norm", eps = inf }"#,
+                vec![4],
+                "eps = inf",
+            ),
+            (r#"{ type = "rms-norm", eps = 0.0 }"#, vec![4], "eps = 0"),
+            (r#"{ type = "dropout", p = nan }"#, vec![4], "p = NaN"),
+            (
+                r#"{ type = "leaky-relu", slope = nan }"#,
+                vec![4],
+                "slope = NaN",
+            ),
+        ] {
+            let e = spec(&format!("layers = [{layer}]"))
+                .shapes(&input)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("model.layers[0]") && e.contains(want),
+                "{layer}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn parameter_count_comes_from_the_spec() {
         let m = spec(
             r#"layers = [{ type = "conv2d", out-channels = 4, kernel = 3 }, { type = "batch-norm2d" },
@@ -339,5 +388,53 @@ mod tests {
             toml::from_str::<ModelSpec>(r#"layers = [{ type = "lineer", out-features = 3 }]"#)
                 .is_err()
         );
+    }
+
+    /// The serde format (what specs and photons store) is the one of the struct-variant enum that
+    /// preceded the per-layer configs, key for key.
+    #[test]
+    fn serde_format_of_every_layer_is_unchanged() {
+        let m = spec(
+            r#"layers = [
+            { type = "conv2d", out-channels = 32, kernel = 3 }, { type = "batch-norm2d" },
+            { type = "max-pool2d", kernel = 2 }, { type = "avg-pool2d", kernel = 3, stride = 1, padding = 1 },
+            { type = "global-avg-pool" }, { type = "batch-norm1d", momentum = 0.2 }, { type = "layer-norm" },
+            { type = "dropout", p = 0.5 }, { type = "flatten" }, { type = "linear", out-features = 10 },
+            { type = "linear", out-features = 4, in-features = 10, bias = false },
+            { type = "residual", layers = [{ type = "relu" }, { type = "leaky-relu" }] },
+            { type = "gelu" }, { type = "sigmoid" }, { type = "tanh" }, { type = "softmax" }]"#,
+        );
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"layers":[{"type":"conv2d","out-channels":32,"kernel":3,"stride":1,"padding":0,"dilation":1,"groups":1,"bias":true},"#,
+                r#"{"type":"batch-norm2d","momentum":0.1,"eps":0.00001},{"type":"max-pool2d","kernel":2,"padding":0},"#,
+                r#"{"type":"avg-pool2d","kernel":3,"stride":1,"padding":1},{"type":"global-avg-pool"},"#,
+                r#"{"type":"batch-norm1d","momentum":0.2,"eps":0.00001},{"type":"layer-norm","eps":0.00001},"#,
+                r#"{"type":"dropout","p":0.5},{"type":"flatten"},{"type":"linear","out-features":10,"bias":true},"#,
+                r#"{"type":"linear","out-features":4,"in-features":10,"bias":false},"#,
+                r#"{"type":"residual","layers":[{"type":"relu"},{"type":"leaky-relu","slope":0.01}]},"#,
+                r#"{"type":"gelu"},{"type":"sigmoid"},{"type":"tanh"},{"type":"softmax"}]}"#
+            )
+        );
+        assert_eq!(serde_json::from_str::<ModelSpec>(&json).unwrap(), m);
+        let toml = toml::to_string(&m).unwrap();
+        assert_eq!(toml::from_str::<ModelSpec>(&toml).unwrap(), m);
+        // Unknown keys are errors inside the per-layer configs, and on settings-free layers (which,
+        // as unit variants, used to ignore them: `{ type = "relu", slope = 0.1 }` was a plain ReLU).
+        for bad in [
+            r#"{ type = "conv2d", out-channels = 2, kernel = 3, strides = 2 }"#,
+            r#"{ type = "max-pool2d", kernel = 2, strid = 2 }"#,
+            r#"{ type = "batch-norm2d", momentun = 0.1 }"#,
+            r#"{ type = "residual", layers = [], extra = 1 }"#,
+            r#"{ type = "relu", slope = 0.1 }"#,
+            r#"{ type = "flatten", start-dim = 2 }"#,
+        ] {
+            assert!(
+                toml::from_str::<ModelSpec>(&format!("layers = [{bad}]")).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -137,7 +137,7 @@ impl Geom {
 }
 
 /// Patches of one image `x: [C, H, W]` into `cols: [C·K·K, OH·OW]`. The loops of
-/// [`Geom::for_rows`] written out: through its closure the per-row work (11-26 elements for LeNet)
+/// a per-row helper written out: through a closure the per-row work (11-26 elements for LeNet)
 /// was a call each, 12 % of a training step.
 pub fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
     let (l, ow, s) = (g.l(), g.ow, g.stride);

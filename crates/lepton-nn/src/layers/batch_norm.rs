@@ -28,7 +28,7 @@ pub struct BatchNormConfig {
     /// How far the running statistics move towards each batch's, in [0, 1]. Default 0.1.
     #[serde(default = "bn_momentum")]
     pub momentum: f64,
-    /// Added to the variance. Default 1e-5.
+    /// Added to the variance, finite and > 0. Default 1e-5.
     #[serde(default = "eps")]
     pub eps: f64,
 }
@@ -39,7 +39,7 @@ impl BatchNormConfig {
         if !(0.0..=1.0).contains(&m) {
             return Err(ctx.error(format!("momentum = {m} must be in [0, 1]")));
         }
-        Ok(())
+        super::check_eps(self.eps, ctx)
     }
 
     fn values(x: &[usize]) -> Values {

@@ -45,3 +45,82 @@ pub fn fuse(layers: &mut [Box<dyn Layer>]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    use super::*;
+    use crate::layers::BuildCtx;
+    use crate::ModelSpec;
+
+    /// What each built layer of `layers` became: `None` for a layer that runs, the fold otherwise.
+    fn folds(layers: &str, input: &[usize]) -> Vec<Option<Fold>> {
+        let spec: ModelSpec = toml::from_str(&format!("layers = [{layers}]")).unwrap();
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let built = BuildCtx::default()
+            .build_all(&spec.layers, input, &vb)
+            .unwrap();
+        built.iter().map(|l| l.folded()).collect()
+    }
+
+    #[test]
+    fn relus_and_max_pools_fold_into_the_layer_that_can_compute_them() {
+        let pool = Some(Fold::MaxPool(2, 2, 0));
+        let relu = Some(Fold::Relu);
+        let conv = r#"{ type = "conv2d", out-channels = 2, kernel = 3, padding = 1 }"#;
+        let cases = [
+            // conv + bn + relu + pool: the batch norm computes the ReLU and the pool.
+            (
+                format!(r#"{conv}, {{ type = "batch-norm2d" }}, {{ type = "relu" }}, {{ type = "max-pool2d", kernel = 2 }}"#),
+                vec![None, None, relu, pool],
+            ),
+            (
+                format!(r#"{conv}, {{ type = "relu" }}, {{ type = "max-pool2d", kernel = 2 }}"#),
+                vec![None, relu, pool],
+            ),
+            // A pool before the ReLU: the ReLU runs on its own.
+            (
+                format!(r#"{conv}, {{ type = "max-pool2d", kernel = 2 }}, {{ type = "relu" }}"#),
+                vec![None, pool, None],
+            ),
+            // Nothing folds into an average pool, nor a second pool into a first.
+            (
+                r#"{ type = "avg-pool2d", kernel = 1 }, { type = "relu" }, { type = "max-pool2d", kernel = 2 }"#.into(),
+                vec![None, None, None],
+            ),
+            (
+                format!(r#"{conv}, {{ type = "relu" }}, {{ type = "max-pool2d", kernel = 2 }}, {{ type = "max-pool2d", kernel = 2 }}"#),
+                vec![None, relu, pool, None],
+            ),
+            // linear + relu; a second ReLU runs.
+            (
+                r#"{ type = "flatten" }, { type = "linear", out-features = 3 }, { type = "relu" }, { type = "relu" }"#.into(),
+                vec![None, None, relu, None],
+            ),
+        ];
+        for (layers, want) in cases {
+            assert_eq!(folds(&layers, &[2, 8, 8]), want, "{layers}");
+        }
+    }
+
+    #[test]
+    fn the_pass_runs_inside_residual_blocks() {
+        let spec: ModelSpec = toml::from_str(
+            r#"layers = [{ type = "residual", layers = [{ type = "linear", out-features = 4 }, { type = "relu" }] }]"#,
+        )
+        .unwrap();
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let built = BuildCtx::default()
+            .build_all(&spec.layers, &[4], &vb)
+            .unwrap();
+        let debug = format!("{built:?}");
+        assert!(
+            debug.contains("Folded(Relu)") && debug.contains("act: Relu"),
+            "{debug}"
+        );
+    }
+}

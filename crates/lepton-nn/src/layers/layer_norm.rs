@@ -15,7 +15,7 @@ use super::{eps, BuildCtx, Ctx, Layer, LayerConfig, ShapeCtx, Values};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LayerNormConfig {
-    /// Added to the variance. Default 1e-5.
+    /// Added to the variance, finite and > 0. Default 1e-5.
     #[serde(default = "eps")]
     pub eps: f64,
 }
@@ -29,6 +29,7 @@ impl LayerConfig for LayerNormConfig {
         if x.is_empty() {
             return Err(ctx.error("expects at least one dimension"));
         }
+        super::check_eps(self.eps, ctx)?;
         Ok(x.to_vec())
     }
 

@@ -13,6 +13,8 @@
 //! | `pool.rs` | `max-pool2d`, `avg-pool2d`, `global-avg-pool` |
 //! | `batch_norm.rs` | `batch-norm1d`, `batch-norm2d` |
 //! | `layer_norm.rs` | `layer-norm` |
+//! | `rms_norm.rs` | `rms-norm` |
+//! | `embedding.rs` | `embedding` (token ids to vectors) |
 //! | `dropout.rs` | `dropout` (seeded masks) |
 //! | `flatten.rs` | `flatten` |
 //! | `residual.rs` | `residual` |
@@ -26,6 +28,7 @@ mod batch_norm;
 mod config;
 mod conv2d;
 mod dropout;
+mod embedding;
 mod flatten;
 mod fuse;
 mod layer;
@@ -33,6 +36,7 @@ mod layer_norm;
 mod linear;
 mod pool;
 mod residual;
+mod rms_norm;
 
 use candle_nn::Init;
 
@@ -41,6 +45,7 @@ pub use batch_norm::{BatchNorm, BatchNorm1dConfig, BatchNorm2dConfig, BatchNormC
 pub use config::{BuildCtx, LayerConfig, ShapeCtx, Values};
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use dropout::{dropout, Dropout, DropoutConfig};
+pub use embedding::{Embedding, EmbeddingConfig};
 pub use flatten::Flatten;
 pub use fuse::{fuse, Folded};
 pub use layer::{Ctx, Fold, Layer};
@@ -50,6 +55,7 @@ pub use pool::{
     AvgPool2d, AvgPool2dConfig, GlobalAvgPool, MaxPool2d, MaxPool2dConfig, Pool2dConfig,
 };
 pub use residual::{Residual, ResidualConfig};
+pub use rms_norm::{RmsNorm, RmsNormConfig};
 
 /// Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for linear and conv layers; the
 /// values are replaced by [`crate::init_seeded`] for reproducible training.
@@ -71,4 +77,13 @@ fn yes() -> bool {
 /// Serde default for norm epsilons: 1e-5.
 fn eps() -> f64 {
     1e-5
+}
+
+/// A norm's `eps`: finite and > 0 (NaN, infinite, zero or negative values make NaN outputs).
+fn check_eps(eps: f64, ctx: &ShapeCtx) -> crate::Result<()> {
+    if eps.is_finite() && eps > 0.0 {
+        Ok(())
+    } else {
+        Err(ctx.error(format!("eps = {eps} must be finite and > 0")))
+    }
 }

@@ -178,6 +178,13 @@ fn normalisation() {
 }
 
 #[test]
+fn rms_norm_and_layer_norm_on_sequences() {
+    check(r#"{ type = "rms-norm" }"#, &[6], 3, true);
+    check(r#"{ type = "rms-norm", eps = 0.5 }"#, &[3, 4], 2, true);
+    check(r#"{ type = "layer-norm" }"#, &[3, 4], 2, true);
+}
+
+#[test]
 fn activations_dropout_flatten_residual() {
     // candle's erf is a piecewise approximation whose ~1e-13 ripples show in finite differences
     // with h = 1e-6, hence the looser tolerance for GELU.
