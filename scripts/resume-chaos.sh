@@ -6,7 +6,9 @@
 # RUNS runs (default 10), each killed KILLS_PER_RUN times (default 2: once while training, once
 # while resuming) = 20 SIGKILLs. The first kill of run 1 comes 5 ms after the start (before the
 # spec or any checkpoint is written), the first kill of run 2 at 60 ms (before the first
-# checkpoint); the others at a uniform random moment of the reference run's duration. The spec
+# checkpoint); the others at a uniform random moment of 90 % of what is left of the run
+# (estimated from the reference run's duration and the last checkpoint's step); a process that
+# finished before its kill does not count and the run gets another attempt. The spec
 # checkpoints every 3 steps (log every step), so many kills land inside a checkpoint write.
 # After each kill it prints what the kill left behind (checkpoint step, temp files, `.next`).
 #
@@ -72,20 +74,27 @@ plots = false
 TOML
 
 sha() { sha256sum "$1" | cut -c1-16; }
-epochs_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["epochs"])'; }
+# `--json` prints one event per line, the summary last.
+summary_of() { python3 -c 'import json,sys; s=[json.loads(l) for l in sys.stdin if "\"summary\"" in l][-1]["summary"]; print(s["epochs"], s["steps"])'; }
 now() { date +%s.%N; }
 
 t0=$(now)
-ref_epochs=$(timeout 600 "$LEPTON" --json train "$work/spec.toml" --out "$work/ref" --no-export | epochs_of)
+read -r ref_epochs ref_steps < <(timeout 600 "$LEPTON" --json train "$work/spec.toml" --out "$work/ref" --no-export | summary_of)
 ref_secs=$(python3 -c "print(round($(now) - $t0, 2))")
 ref_last=$(sha "$work/ref/checkpoints/last.safetensors")
 ref_best=$(sha "$work/ref/best.safetensors")
-echo "reference: $ref_epochs epochs in ${ref_secs}s, last $ref_last, best $ref_best"
+echo "reference: $ref_epochs epochs ($ref_steps steps) in ${ref_secs}s, last $ref_last, best $ref_best"
+
+ckpt_step() { # the checkpointed step of run dir $1, 0 before the first checkpoint
+    if [[ -f $1/checkpoints/last.json ]]; then
+        python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["step"])' "$1/checkpoints/last.json"
+    else echo 0; fi
+}
 
 # What a kill left: the checkpointed step (or "-" before the first), stray temp / .next files.
 left() {
     local d=$1 step=-
-    [[ -f $d/checkpoints/last.json ]] && step=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["step"])' "$d/checkpoints/last.json")
+    [[ -f $d/checkpoints/last.json ]] && step=$(ckpt_step "$d")
     local spec=no; [[ -f $d/spec.toml ]] && spec=yes
     local stray; stray=$(find "$d" -name '.*.tmp-*' -o -name '*.next' 2>/dev/null | sed "s|$d/||" | tr '\n' ' ')
     echo "spec=$spec checkpoint-step=$step stray=[${stray% }]"
@@ -101,27 +110,34 @@ kill_after() {
 }
 
 fail=0 kills=0 same=0
-printf '%-4s %-5s %-8s %-9s %s\n' run kill delay outcome "left behind"
+printf '%-4s %-7s %-8s %-9s %s\n' run attempt delay outcome "left behind"
 for ((r = 1; r <= RUNS; r++)); do
     d=$work/run$r
-    for ((k = 1; k <= KILLS_PER_RUN; k++)); do
-        if ((r == 1 && k == 1)); then delay=0.005
-        elif ((r == 2 && k == 1)); then delay=0.06
-        else delay=$(python3 -c "import random; random.seed($RANDOM); print(round(random.uniform(0.02, $ref_secs), 3))"); fi
+    landed=0
+    for ((attempt = 1; landed < KILLS_PER_RUN && attempt <= 2 * KILLS_PER_RUN + 2; attempt++)); do
+        if ((r == 1 && attempt == 1)); then delay=0.005
+        elif ((r == 2 && attempt == 1)); then delay=0.06
+        else
+            # Uniform over 90 % of what is left of the run (from its last checkpoint), so the kill
+            # lands before the end.
+            done_steps=0; [[ -d $d ]] && done_steps=$(ckpt_step "$d")
+            ((done_steps < ref_steps)) || break
+            delay=$(python3 -c "import random; random.seed($RANDOM); print(round(random.uniform(0.02, max(0.05, 0.9 * $ref_secs * ($ref_steps - $done_steps) / $ref_steps)), 3))")
+        fi
         if [[ -f $d/spec.toml ]]; then
             outcome=$(kill_after "$LEPTON" train --resume "$d" --no-export)
         else
             outcome=$(kill_after "$LEPTON" train "$work/spec.toml" --out "$d" --no-export)
         fi
-        [[ $outcome == killed ]] && kills=$((kills + 1))
-        printf '%-4s %-5s %-8s %-9s %s\n' "$r" "$k" "$delay" "$outcome" "$(left "$d")"
+        [[ $outcome == killed ]] && { kills=$((kills + 1)); landed=$((landed + 1)); }
+        printf '%-4s %-7s %-8s %-9s %s\n' "$r" "$attempt" "$delay" "$outcome" "$(left "$d")"
     done
     # Finish: resume (or, killed before the spec was even written, train again: nothing started).
     if [[ -f $d/spec.toml ]]; then
-        got_epochs=$(timeout 600 "$LEPTON" --json train --resume "$d" --no-export | epochs_of)
+        read -r got_epochs _ < <(timeout 600 "$LEPTON" --json train --resume "$d" --no-export | summary_of)
     else
         echo "run $r: killed before spec.toml existed: training again"
-        got_epochs=$(timeout 600 "$LEPTON" --json train "$work/spec.toml" --out "$d" --no-export | epochs_of)
+        read -r got_epochs _ < <(timeout 600 "$LEPTON" --json train "$work/spec.toml" --out "$d" --no-export | summary_of)
     fi
     last=$(sha "$d/checkpoints/last.safetensors")
     best=$(sha "$d/best.safetensors")
