@@ -3,26 +3,27 @@
 # with `lepton train --resume`, and compare with an uninterrupted run: SHA-256 of the final
 # checkpoint weights (model + optimizer state) and of the best model, and the epoch count.
 #
-# RUNS runs (default 10), each killed KILLS_PER_RUN times (default 2: once while training, once
-# while resuming) = 20 SIGKILLs. The first kill of run 1 comes 5 ms after the start (before the
+# KILLS SIGKILLs in all (default 20), KILLS_PER_RUN per run (default 2: once while training, once
+# while resuming; runs continue until KILLS kills have landed, at most 2 x KILLS runs). The first kill of run 1 comes 5 ms after the start (before the
 # spec or any checkpoint is written), the first kill of run 2 at 60 ms (before the first
 # checkpoint); the others at a uniform random moment of 90 % of what is left of the run
 # (estimated from the reference run's duration and the last checkpoint's step); a process that
-# finished before its kill does not count and the run gets another attempt. The spec
+# finished before its kill does not count. The spec
 # checkpoints every 3 steps (log every step), so many kills land inside a checkpoint write.
 # After each kill it prints what the kill left behind (checkpoint step, temp files, `.next`).
 #
 #   cargo build --release -p lepton-cli
 #   flock /tmp/lepton-cpu.lock scripts/resume-chaos.sh          # ~3-5 minutes on 2 cores
-#   LEPTON=path/to/lepton RUNS=3 SEED=7 scripts/resume-chaos.sh
+#   LEPTON=path/to/lepton KILLS=6 SEED=7 scripts/resume-chaos.sh
 #
 # Exit status 1 when any run differs from the reference. Bounded: every command has a timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 LEPTON=${LEPTON:-${CARGO_TARGET_DIR:-$root/target}/release/lepton}
-RUNS=${RUNS:-10}
+KILLS=${KILLS:-20}
 KILLS_PER_RUN=${KILLS_PER_RUN:-2}
+MAX_RUNS=$((KILLS * 2))
 RANDOM=${SEED:-12}
 [[ -x $LEPTON ]] || { echo "no lepton binary at $LEPTON: cargo build --release -p lepton-cli" >&2; exit 2; }
 
@@ -111,10 +112,12 @@ kill_after() {
 
 fail=0 kills=0 same=0
 printf '%-4s %-7s %-8s %-9s %s\n' run attempt delay outcome "left behind"
-for ((r = 1; r <= RUNS; r++)); do
+runs=0
+for ((r = 1; kills < KILLS && r <= MAX_RUNS; r++)); do
+    runs=$r
     d=$work/run$r
     landed=0
-    for ((attempt = 1; landed < KILLS_PER_RUN && attempt <= 2 * KILLS_PER_RUN + 2; attempt++)); do
+    for ((attempt = 1; landed < KILLS_PER_RUN && kills < KILLS && attempt <= 2 * KILLS_PER_RUN + 2; attempt++)); do
         if ((r == 1 && attempt == 1)); then delay=0.005
         elif ((r == 2 && attempt == 1)); then delay=0.06
         else
@@ -147,5 +150,5 @@ for ((r = 1; r <= RUNS; r++)); do
         fail=1; echo "run $r: DIFFERS: $got_epochs epochs, last $last, best $best"
     fi
 done
-echo "resume-chaos: $kills SIGKILLs, $same of $RUNS runs identical to the reference ($ref_epochs epochs)"
+echo "resume-chaos: $kills SIGKILLs over $runs runs, $same of $runs runs identical to the reference ($ref_epochs epochs)"
 exit $fail
