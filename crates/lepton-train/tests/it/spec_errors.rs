@@ -187,3 +187,20 @@ fn absurd_sizes_are_spec_errors_naming_the_key() {
         );
     }
 }
+
+/// A spec changed after parsing (the CLI's `--epochs`) is validated again by `train`, before
+/// anything is written.
+#[test]
+fn train_revalidates_a_changed_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("t.csv"), 40);
+    let p = write(dir.path(), "t.toml", &tabular_spec("t.csv", 1, 5));
+    let mut spec = Spec::from_file(&p).unwrap();
+    spec.train.epochs = u64::MAX;
+    let run = dir.path().join("run");
+    let err = train(&spec, &run, &mut NoopObserver)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.epochs"), "{err}");
+    assert!(!run.exists());
+}
