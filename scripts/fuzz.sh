@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the data parsers (MNIST IDX, CSV), the photon open path and the model loaders (GGUF;
+# Fuzzes the data parsers (MNIST IDX, CSV), the spec TOML (parse, validate, shape inference), the
+# photon open path and the model loaders (GGUF;
 # Hugging Face folder: config.json + safetensors) with cargo-fuzz / libFuzzer for SECONDS each
 # (default 180), with libFuzzer's RSS and per-allocation limits (RSS_MB, default 2048; MALLOC_MB,
 # default 1024, 512 for the model loaders: an allocation above it is reported as a crash).
@@ -14,13 +15,14 @@
 #   scripts/fuzz.sh            # every target, 180 s each
 #   SECONDS_EACH=600 scripts/fuzz.sh idx
 #   SECONDS_EACH=600 flock /tmp/lepton-cpu.lock scripts/fuzz.sh gguf hf_folder photon
+#   SECONDS_EACH=600 scripts/fuzz.sh spec
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 secs=${SECONDS_EACH:-180}
 targets=("$@")
-((${#targets[@]})) || targets=(idx csv photon gguf hf_folder)
+((${#targets[@]})) || targets=(idx csv spec photon gguf hf_folder)
 rss=${RSS_MB:-2048}
 
 seed_corpus() { # seed_corpus TARGET
@@ -185,6 +187,12 @@ case("llama", {"model_type": "llama", "vocab_size": 6, "hidden_size": H, "interm
                "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
                "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "tie_word_embeddings": True}, llama)
 PY
+        ;;
+    spec)
+        # Every example spec, plus the crafted huge-size cases of issue 12.
+        for f in examples/*.toml; do cp "$f" "$dir/"; done
+        printf '[data]\nformat = "mnist"\npath = "x"\n[model]\n[[model.layers]]\ntype = "flatten"\n[[model.layers]]\ntype = "linear"\nout-features = 1000000000000\n' > "$dir/huge-linear.toml"
+        printf '[data]\nformat = "csv"\npath = "x.csv"\n[model]\ninput = [3, 4096, 4096]\n[[model.layers]]\ntype = "conv2d"\nout-channels = 4096\nkernel = 3\n[train]\nbatch-size = 1048576\n' > "$dir/huge-conv.toml"
         ;;
     esac
 }

@@ -229,7 +229,8 @@ fn check_pin(path: &Path, sha256: String) -> PinCheck {
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     for name in [stem.to_string(), format!("{stem}.gz")] {
         let p = dir.join(&name);
-        if p.is_file() {
+        // Any kind of file: the reader refuses a device or FIFO by name.
+        if p.exists() && !p.is_dir() {
             return Ok(p);
         }
     }

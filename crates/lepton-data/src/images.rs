@@ -64,7 +64,7 @@ pub fn load_mnist(dir: &Path) -> Result<(ImageSet, Option<ImageSet>)> {
     let train = to_set(load_idx_pair(dir, "train")?);
     let has_test = ["t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"]
         .iter()
-        .any(|n| dir.join(n).is_file());
+        .any(|n| dir.join(n).exists());
     let test = if has_test {
         Some(to_set(load_idx_pair(dir, "t10k")?))
     } else {
@@ -278,7 +278,8 @@ pub fn load_cifar10(path: &Path) -> Result<(ImageSet, Option<ImageSet>)> {
         }
         Ok(set)
     };
-    if path.is_file() {
+    if !path.is_dir() {
+        // A single batch file (the reader refuses a missing, special or oversized file by name).
         return Ok((read(&[path.to_path_buf()])?, None));
     }
     let mut train: Vec<PathBuf> = std::fs::read_dir(path)
@@ -295,7 +296,7 @@ pub fn load_cifar10(path: &Path) -> Result<(ImageSet, Option<ImageSet>)> {
         return Err(Error::format(path, "no data_batch_*.bin files"));
     }
     let test = path.join("test_batch.bin");
-    let test = if test.is_file() {
+    let test = if test.exists() {
         Some(read(&[test])?)
     } else {
         None

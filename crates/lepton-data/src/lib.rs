@@ -9,7 +9,7 @@
 //! | [`split`] | seeded stratified splits and k-fold |
 //! | [`augment`] | seeded image augmentation |
 //! | [`batcher`] | batches prepared on a background thread |
-//! | [`prepare`] | spec -> train / validation / test datasets + [`DataReport`] |
+//! | [`prepare`](mod@prepare) | spec -> train / validation / test datasets + [`DataReport`] |
 
 pub mod augment;
 pub mod batcher;

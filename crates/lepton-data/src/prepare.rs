@@ -715,7 +715,7 @@ pub fn spec_for_path(path: &Path) -> Result<DataSpec> {
 }
 
 fn detect_format(path: &Path) -> Result<Format> {
-    if path.is_file() {
+    if path.exists() && !path.is_dir() {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())

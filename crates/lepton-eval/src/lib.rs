@@ -2,8 +2,8 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`classification`] | accuracy, top-k, per-class P/R/F1, macro/weighted averages, confusion matrix, ROC-AUC, log-loss |
-//! | [`regression`] | MSE, RMSE, MAE, R² |
+//! | [`classification`](mod@classification) | accuracy, top-k, per-class P/R/F1, macro/weighted averages, confusion matrix, ROC-AUC, log-loss |
+//! | [`regression`](mod@regression) | MSE, RMSE, MAE, R² |
 //! | [`report`] | [`Report`] (JSON, Markdown, terminal table), [`CrossValidationReport`] (mean ± sample std) |
 //! | [`plots`] | learning curves and confusion-matrix PNGs |
 

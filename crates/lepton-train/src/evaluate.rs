@@ -1,6 +1,6 @@
 //! Evaluation: predictions of a model on a dataset and the final report. Depends on the model
 //! and the data only, never on the trainer (cross-validation, which trains, is in
-//! [`crate::cross_validate`]).
+//! `cross_validate.rs`).
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::ModuleT;

@@ -11,6 +11,7 @@
 //! | [`trainer`] | [`train`], [`resume`], the run directory |
 //! | [`evaluate`] | evaluation of a trained model on a dataset |
 //! | [`cross_validate`](mod@cross_validate) | k-fold cross-validation |
+//! | [`limits`] | budgets a spec must respect (epochs, batch sizes, model integers, activations) |
 //! | [`lossless`] | exact `f64` fields in JSON state |
 //! | [`summary`] | per-epoch metrics and the run summary |
 
@@ -19,6 +20,7 @@ pub mod cross_validate;
 pub mod early_stopping;
 pub mod error;
 pub mod evaluate;
+pub mod limits;
 pub mod lossless;
 pub mod observer;
 pub mod optim;

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::early_stopping::{EarlyStoppingSpec, Mode};
 use crate::error::{Error, Result};
+use crate::limits::{check_activations, MAX_BATCH_SIZE, MAX_EPOCHS};
 use crate::optim::OptimizerSpec;
 use crate::schedule::ScheduleSpec;
 
@@ -208,6 +209,7 @@ impl Spec {
             spec.name = default_name.to_string();
         }
         spec.source = Some(text.to_string());
+        crate::limits::check_model_integers(text).map_err(|e| spec.with_line(e))?;
         spec.validate().map_err(|e| spec.with_line(e))?;
         if let Some(input) = spec.known_input_shape() {
             spec.check_shapes(&input).map_err(|e| spec.with_line(e))?;
@@ -261,19 +263,19 @@ impl Spec {
             }
         };
         check(
-            t.epochs >= 1,
+            (1..=MAX_EPOCHS).contains(&t.epochs),
             "epochs",
-            format!("must be at least 1, got {}", t.epochs),
+            format!("must be in 1..={MAX_EPOCHS}, got {}", t.epochs),
         )?;
         check(
-            t.batch_size >= 1,
+            (1..=MAX_BATCH_SIZE).contains(&t.batch_size),
             "batch-size",
-            format!("must be at least 1, got {}", t.batch_size),
+            format!("must be in 1..={MAX_BATCH_SIZE}, got {}", t.batch_size),
         )?;
         check(
-            t.eval_batch_size >= 1,
+            (1..=MAX_BATCH_SIZE).contains(&t.eval_batch_size),
             "eval-batch-size",
-            format!("must be at least 1, got {}", t.eval_batch_size),
+            format!("must be in 1..={MAX_BATCH_SIZE}, got {}", t.eval_batch_size),
         )?;
         check(
             t.log_every >= 1,
@@ -299,7 +301,7 @@ impl Spec {
                 format!("must be at least 1, got {}", es.patience),
             )?;
             check(
-                es.min_delta >= 0.0,
+                es.min_delta >= 0.0 && es.min_delta.is_finite(),
                 "early-stopping.min-delta",
                 format!("must be >= 0, got {}", es.min_delta),
             )?;
@@ -311,8 +313,18 @@ impl Spec {
     }
 
     /// Shape inference on `input` (one sample's shape); returns the shape after each layer.
-    /// Errors name the layer (`model.layers[i]`) and the shapes.
+    /// Errors name the layer (`model.layers[i]`) and the shapes; a step whose activations exceed
+    /// the memory budget is an error naming `train.batch-size` ([`crate::limits`]).
     pub fn check_shapes(&self, input: &[usize]) -> Result<Vec<Vec<usize>>> {
+        let shapes = self.layer_shapes(input)?;
+        check_activations(
+            &shapes,
+            self.train.batch_size.max(self.train.eval_batch_size / 2),
+        )?;
+        Ok(shapes)
+    }
+
+    fn layer_shapes(&self, input: &[usize]) -> Result<Vec<Vec<usize>>> {
         if let Some(declared) = &self.model.input {
             if declared.as_slice() != input {
                 return Err(Error::spec(

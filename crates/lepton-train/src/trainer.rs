@@ -539,6 +539,8 @@ pub struct RunFiles {
 /// The resolved `spec.toml` is the first file written, before the data is loaded, so a run
 /// killed at any later moment can be resumed.
 pub fn train(spec: &Spec, run_dir: &Path, observer: &mut dyn Observer) -> Result<RunSummary> {
+    // Again: a caller may have changed the parsed spec (the CLI's `--epochs`, `--seed`).
+    spec.validate().map_err(|e| spec.with_line(e))?;
     let dir = RunDir::new(run_dir);
     if dir.checkpoints.state.exists() {
         return Err(Error::checkpoint(

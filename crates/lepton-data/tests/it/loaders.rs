@@ -230,3 +230,71 @@ fn folds_fit_their_own_preprocessor_and_batches_are_deterministic() {
     assert_eq!(tail, a[4..].to_vec());
     assert!(matches!(folds[0].train.targets, Targets::Classes { .. }));
 }
+
+/// Finding 7 (issue 12): `/dev/zero` (or any endless or special file) given to any loader is
+/// refused by name before a byte is read, directly or through a symlink; finding 10: an image
+/// class folder with no images is refused like an empty header name.
+#[cfg(unix)]
+#[test]
+fn endless_files_are_refused_by_every_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: String| {
+        prepare(
+            &data_spec(&text),
+            &PreprocessSpec::default(),
+            Path::new(""),
+            0,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    // CSV.
+    let e = run("format = \"csv\"\npath = \"/dev/zero\"".into());
+    assert!(
+        e.contains("/dev/zero") && e.contains("not a regular file"),
+        "{e}"
+    );
+    // CIFAR-10 single batch file.
+    let e = run("format = \"cifar10\"\npath = \"/dev/zero\"".into());
+    assert!(e.contains("/dev/zero"), "{e}");
+    // MNIST: the images file is a symlink to /dev/zero.
+    let mnist = dir.path().join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", mnist.join("train-images-idx3-ubyte")).unwrap();
+    write(&mnist.join("train-labels-idx1-ubyte"), &idx(&[1], &[0]));
+    let e = run(format!(
+        "format = \"mnist\"\npath = \"{}\"",
+        mnist.display()
+    ));
+    assert!(
+        e.contains("train-images-idx3-ubyte") && e.contains("character device"),
+        "{e}"
+    );
+    // Image folder: one "image" is /dev/zero, then a class folder without images.
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(images.join("a")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", images.join("a/zero.png")).unwrap();
+    let e = run(format!(
+        "format = \"image-folder\"\npath = \"{}\"",
+        images.display()
+    ));
+    assert!(
+        e.contains("zero.png") && e.contains("character device"),
+        "{e}"
+    );
+    std::fs::remove_file(images.join("a/zero.png")).unwrap();
+    let e = run(format!(
+        "format = \"image-folder\"\npath = \"{}\"",
+        images.display()
+    ));
+    assert!(
+        e.contains("images/a") && e.contains("no PNG or JPEG"),
+        "{e}"
+    );
+    // A spec asking for absurd image sizes is a spec error naming the key.
+    let e = run(format!(
+        "format = \"image-folder\"\npath = \"{}\"\nsize = [100000, 100000]",
+        images.display()
+    ));
+    assert!(e.contains("data.size"), "{e}");
+}

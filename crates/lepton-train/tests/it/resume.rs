@@ -133,13 +133,13 @@ fn resume_after_a_kill_at_any_moment_gives_the_uninterrupted_run() {
     assert!(checkpoints.len() >= 6, "{checkpoints:?}");
 
     let mut cases: Vec<(String, PathBuf)> = Vec::new();
-    // 1. Plain kills: before the first checkpoint, between checkpoints (every third step),
+    // 1. Plain kills: before the first checkpoint, between checkpoints (every fifth step),
     //    at an epoch end before its checkpoint, right after a checkpoint.
     for (name, dir) in &taken {
         let sampled = name
             .strip_prefix("step-")
             .and_then(|s| s.parse::<u64>().ok())
-            .is_none_or(|s| s % 3 == 1);
+            .is_none_or(|s| s % 5 == 1);
         if sampled {
             cases.push((name.clone(), dir.clone()));
         }
@@ -147,35 +147,38 @@ fn resume_after_a_kill_at_any_moment_gives_the_uninterrupted_run() {
     for (i, &step) in checkpoints.iter().enumerate() {
         let after = find(&format!("checkpoint-{step:03}"));
         let before = find(&format!("step-{step:03}"));
-        // 2. A kill while the checkpoint's weights were being written: a partial temp file and
-        //    a partial `.next` beside the previous checkpoint (or no checkpoint at all).
-        let case = root.path().join(format!("partial-write-{step:03}"));
-        copy_dir(&before, &case);
-        std::fs::create_dir_all(case.join("checkpoints")).unwrap();
-        std::fs::write(
-            case.join("checkpoints/.last.safetensors.next.tmp-999"),
-            b"\0\0",
-        )
-        .unwrap();
-        std::fs::write(case.join("checkpoints/last.safetensors.next"), b"partial").unwrap();
-        std::fs::write(case.join(".metrics.jsonl.tmp-998"), b"{").unwrap();
-        cases.push((format!("partial-write-{step:03}"), case));
-        // 3. A kill between the state write and the weights rename: `last.json` names the
-        //    weights still in `.next` (everything written before, the best model included, is
-        //    the new one).
-        let case = root.path().join(format!("before-rename-{step:03}"));
-        copy_dir(&after, &case);
-        std::fs::rename(
-            case.join("checkpoints/last.safetensors"),
-            case.join("checkpoints/last.safetensors.next"),
-        )
-        .unwrap();
-        std::fs::copy(
-            before.join("checkpoints/last.safetensors"),
-            case.join("checkpoints/last.safetensors"),
-        )
-        .ok();
-        cases.push((format!("before-rename-{step:03}"), case));
+        // 2. (even checkpoints) A kill while the checkpoint's weights were being written: a
+        //    partial temp file and a partial `.next` beside the previous checkpoint (or none).
+        if i % 2 == 0 {
+            let case = root.path().join(format!("partial-write-{step:03}"));
+            copy_dir(&before, &case);
+            std::fs::create_dir_all(case.join("checkpoints")).unwrap();
+            std::fs::write(
+                case.join("checkpoints/.last.safetensors.next.tmp-999"),
+                b"\0\0",
+            )
+            .unwrap();
+            std::fs::write(case.join("checkpoints/last.safetensors.next"), b"partial").unwrap();
+            std::fs::write(case.join(".metrics.jsonl.tmp-998"), b"{").unwrap();
+            cases.push((format!("partial-write-{step:03}"), case));
+        } else {
+            // 3. (odd checkpoints) A kill between the state write and the weights rename:
+            //    `last.json` names the weights still in `.next` (everything written before, the
+            //    best model included, is the new one).
+            let case = root.path().join(format!("before-rename-{step:03}"));
+            copy_dir(&after, &case);
+            std::fs::rename(
+                case.join("checkpoints/last.safetensors"),
+                case.join("checkpoints/last.safetensors.next"),
+            )
+            .unwrap();
+            std::fs::copy(
+                before.join("checkpoints/last.safetensors"),
+                case.join("checkpoints/last.safetensors"),
+            )
+            .ok();
+            cases.push((format!("before-rename-{step:03}"), case));
+        }
         // 4. A kill after an epoch's best model was saved, before its checkpoint: the best files
         //    of the new epoch beside the previous checkpoint.
         if i > 0 && after.join("best.json").exists() {
@@ -190,7 +193,7 @@ fn resume_after_a_kill_at_any_moment_gives_the_uninterrupted_run() {
             cases.push((format!("best-ahead-{step:03}"), case));
         }
     }
-    assert!(cases.len() > 30, "{}", cases.len());
+    assert!(cases.len() > 20, "{}", cases.len());
     for (name, dir) in &cases {
         assert_same(name, &want, dir);
     }

@@ -141,3 +141,66 @@ fn every_example_spec_parses_and_validates() {
     }
     assert!(n >= 6, "found {n} example specs");
 }
+
+/// Finding 7 (issue 12): huge sizes in a spec are spec errors naming the key and its line,
+/// found at load time (no data read, nothing allocated), never an abort.
+#[test]
+fn absurd_sizes_are_spec_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            MNIST_SPEC.replace("out-features = 10", "out-features = 1000000000000"),
+            "model.layers[1].out-features",
+        ),
+        (
+            MNIST_SPEC.replace("lr = 0.1", "lr = 0.1\n[train]\nepochs = 1000000000000"),
+            "train.epochs",
+        ),
+        (
+            MNIST_SPEC.replace("lr = 0.1", "lr = 0.1\n[train]\nbatch-size = 1099511627776"),
+            "train.batch-size",
+        ),
+        (
+            MNIST_SPEC.replace(
+                "lr = 0.1",
+                "lr = 0.1\n[train]\neval-batch-size = 1099511627776",
+            ),
+            "train.eval-batch-size",
+        ),
+        // Each number is allowed, their product is not: 16.7M-wide activations x 65,536 samples.
+        (
+            MNIST_SPEC
+                .replace(
+                    "in-features = 700\nout-features = 10",
+                    "out-features = 16777216",
+                )
+                .replace("lr = 0.1", "lr = 0.1\n[train]\nbatch-size = 65536"),
+            "train.batch-size",
+        ),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let p = write(dir.path(), &format!("absurd{i}.toml"), text);
+        let err = Spec::from_file(&p).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("absurd{i}.toml")) && err.contains(key) && err.contains("line"),
+            "case {i}: {err}"
+        );
+    }
+}
+
+/// A spec changed after parsing (the CLI's `--epochs`) is validated again by `train`, before
+/// anything is written.
+#[test]
+fn train_revalidates_a_changed_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("t.csv"), 40);
+    let p = write(dir.path(), "t.toml", &tabular_spec("t.csv", 1, 5));
+    let mut spec = Spec::from_file(&p).unwrap();
+    spec.train.epochs = u64::MAX;
+    let run = dir.path().join("run");
+    let err = train(&spec, &run, &mut NoopObserver)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.epochs"), "{err}");
+    assert!(!run.exists());
+}
