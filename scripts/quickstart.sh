@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
 # Quickstart: build Lepton, train the MNIST CNN on the embedded data, evaluate it, serve it and
-# classify a real test-set digit with curl. Set EPOCHS=N for a shorter run.
+# classify real test-set digits with curl: the whole loop.
+#
+# By default training is one epoch of the spec's schedule (about 1.5 minutes of training on 2
+# cores, ~98.9 % test accuracy), so the first run shows everything in about two minutes after the
+# build. FULL=1 trains the spec's full schedule (15 epochs, 99.5 %, about 26 minutes on 2 cores);
+# EPOCHS=N picks any other length. PORT (default 8080) sets where the server listens.
+#
+#   scripts/quickstart.sh           # the short run
+#   FULL=1 scripts/quickstart.sh    # the full-accuracy run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 cargo build --release --locked -p lepton-cli
-lepton=target/release/lepton
+lepton=${CARGO_TARGET_DIR:-target}/release/lepton
 run=runs/quickstart
 
 epochs_arg=()
-[[ -n ${EPOCHS:-} ]] && epochs_arg=(--epochs "$EPOCHS")
+if [[ -n ${EPOCHS:-} ]]; then
+    epochs_arg=(--epochs "$EPOCHS")
+elif [[ ${FULL:-0} != 1 ]]; then
+    epochs_arg=(--epochs 1)
+fi
 rm -rf "$run"
+start=$SECONDS
 "$lepton" train examples/mnist-cnn.toml --out "$run" "${epochs_arg[@]}"
 "$lepton" eval "$run/model.photon"
 "$lepton" inspect "$run/model.photon"
@@ -31,3 +44,5 @@ for digit in examples/images/mnist-test-*.png; do
         "http://127.0.0.1:$port/v1/models/model/predict"
     echo
 done
+echo "quickstart: train, evaluate, serve and call in $((SECONDS - start)) s"
+[[ ${FULL:-0} == 1 || -n ${EPOCHS:-} ]] || echo "quickstart: FULL=1 scripts/quickstart.sh trains the full schedule (99.5 %)"

@@ -139,6 +139,8 @@ impl Photon {
                 ),
             });
         }
+        // The cheap consistency checks before hashing the weights.
+        check::manifest(&manifest, path, limits)?;
         let weights = layout::weights(
             &bytes,
             header.end,
@@ -146,7 +148,6 @@ impl Photon {
             &manifest.weights_sha256,
             path,
         )?;
-        check::manifest(&manifest, path, limits)?;
         layout::tensors(&bytes[weights.clone()], path, limits)?;
         Ok(Photon {
             path: path.to_path_buf(),
