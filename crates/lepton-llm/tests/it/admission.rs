@@ -216,7 +216,7 @@ fn smollm2_short_request_gets_its_first_token_beside_four_max_length_streams() {
     let waited = submitted.elapsed();
     assert!(matches!(first, GenerationEvent::Token { .. }), "{first:?}");
     assert!(
-        waited < Duration::from_secs(20),
+        waited < Duration::from_secs(60),
         "first token after {waited:?}"
     );
     for (i, rx) in long.iter().enumerate() {
