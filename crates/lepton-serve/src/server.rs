@@ -33,6 +33,13 @@ pub async fn serve(state: AppState) -> Result<()> {
             source,
         })?;
     tracing::info!(addr = %cfg.listen, models = ?state.inner.models.read().expect("lock").keys().collect::<Vec<_>>(), "serving");
+    if let Some(files) = open_files_limit() {
+        let need = cfg.connections.max_connections as u64 + 64;
+        if files < need {
+            tracing::warn!(open_files_limit = files, max_connections = cfg.connections.max_connections,
+                "the open-files limit (ulimit -n) is below connections.max-connections + 64: accepts will fail (and back off) before the cap is reached");
+        }
+    }
 
     let s = state.clone();
     tokio::spawn(async move {
@@ -44,6 +51,18 @@ pub async fn serve(state: AppState) -> Result<()> {
     tokio::spawn(crate::alerts::run(state.clone()));
     serve_on(listener, state, shutdown_signal()).await;
     Ok(())
+}
+
+/// The soft limit on open files of this process, from `/proc/self/limits` (Linux; `None`
+/// elsewhere or when unlimited).
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Is this accept error a shortage of descriptors or memory (back off) rather than a problem of
