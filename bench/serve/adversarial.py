@@ -55,7 +55,7 @@ class RssPeak(threading.Thread):
             time.sleep(0.02)
 
 
-def start_server(models, name):
+def start_server(models, name, open_files=None):
     cfg = os.path.join(WORK, f"{name}.toml")
     with open(cfg, "w") as f:
         f.write(
@@ -66,7 +66,14 @@ def start_server(models, name):
         )
     log = open(os.path.join(WORK, f"{name}.log"), "w")
     env = dict(os.environ, LEPTON_TOKENS=f"{TOKEN}:predict,admin")
-    p = subprocess.Popen([LEPTON, "serve", *models, "--config", cfg], stdout=log, stderr=log, env=env)
+    limit = None
+    if open_files:
+        import resource
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    p = subprocess.Popen([LEPTON, "serve", *models, "--config", cfg], stdout=log, stderr=log, env=env,
+                         preexec_fn=limit)
     deadline = time.time() + 120
     while time.time() < deadline:
         if p.poll() is not None:
@@ -346,6 +353,29 @@ def acceptance_3(server):
           f"max {worst:.1f} ms; RSS {base:.0f} -> peak {peak.peak:.0f} MB")
 
 
+def emfile_case(server):
+    print("== finding 2: 1,100 idle connections against a server with ulimit -n 1024", flush=True)
+    probe = HealthProbe()
+    probe.start()
+    idle = []
+    for _ in range(1100):
+        try:
+            idle.append(socket.create_connection(("127.0.0.1", PORT), timeout=5))
+        except OSError:
+            break
+    time.sleep(2)
+    p99, worst, n, failures = probe.finish()
+    for s in idle:
+        s.close()
+    with open(os.path.join(WORK, "emfile.log")) as f:
+        log = f.read()
+    check("accept errors back off; /healthz keeps answering at the open-files limit",
+          failures == 0 and p99 < 50 and server.poll() is None,
+          f"{len(idle)} idle opened; /healthz {n} probes, p99 {p99:.1f} ms, max {worst:.1f} ms, "
+          f"{failures} failures; server log: {log.count('accept failed')} back-off warnings, "
+          f"{log.count('open-files limit')} start-up warning(s) about ulimit -n")
+
+
 def main():
     server = start_server([PHOTON], "photon-only")
     try:
@@ -354,6 +384,12 @@ def main():
     finally:
         if server.poll() is None:
             server.kill()
+    server = start_server([PHOTON], "emfile", open_files=1024)
+    try:
+        emfile_case(server)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
     server = start_server([PHOTON, GGUF], "photon-and-llm")
     try:
         acceptance_3(server)

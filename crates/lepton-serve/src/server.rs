@@ -26,9 +26,8 @@ pub async fn serve(state: AppState) -> Result<()> {
     if !cfg.listen.ip().is_loopback() && state.inner.tokens.is_empty() && !cfg.insecure {
         return Err(ServeError::Unauthenticated(cfg.listen));
     }
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
+    let listener =
+        listen(cfg.listen, cfg.connections.max_connections).map_err(|source| ServeError::Bind {
             addr: cfg.listen,
             source,
         })?;
@@ -51,6 +50,20 @@ pub async fn serve(state: AppState) -> Result<()> {
     tokio::spawn(crate::alerts::run(state.clone()));
     serve_on(listener, state, shutdown_signal()).await;
     Ok(())
+}
+
+/// Bind `addr` with a listen backlog of `max_connections` (the kernel caps it at
+/// `net.core.somaxconn`): a burst of connections then waits in the backlog instead of having its
+/// SYNs dropped (a client retries a dropped SYN only after a second).
+fn listen(addr: std::net::SocketAddr, max_connections: usize) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(max_connections.clamp(1024, 65535) as u32)
 }
 
 /// The soft limit on open files of this process, from `/proc/self/limits` (Linux; `None`
