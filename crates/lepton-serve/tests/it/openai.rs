@@ -555,8 +555,10 @@ pub(crate) fn model_path(name: &str) -> std::path::PathBuf {
     ) {
         (Some(m), _) => std::path::PathBuf::from(m),
         (None, Some(a)) => std::path::PathBuf::from(a).join("models"),
-        (None, None) => std::path::PathBuf::from(std::env::var_os("HOME").unwrap())
-            .join(".cache/lepton-assets/models"),
+        (None, None) => std::path::PathBuf::from(std::env::var_os("HOME").expect(
+            "HOME is not set: set LEPTON_MODELS to the folder printed by `scripts/fetch-assets.sh models`",
+        ))
+        .join(".cache/lepton-assets/models"),
     };
     let p = root.join(name);
     assert!(
@@ -622,6 +624,15 @@ async fn real_smollm2_chat_stream_and_cancel_through_the_router() {
     )
     .unwrap();
     st.inner.llms.insert("smol", model.clone(), 8);
+    // The byte bound checked before tokenization: context x the longest token (>= 64 bytes).
+    let info = model.info();
+    assert!(
+        info.max_prompt_bytes >= info.context_length * 64
+            && info.max_prompt_bytes <= info.context_length * 1024,
+        "{} bytes for {} tokens",
+        info.max_prompt_bytes,
+        info.context_length
+    );
     // With the template's default system prompt, llama.cpp's greedy answer to the bare question
     // is "L'Étoile, ..." (first-token lead 0.09 over "The"); asking for one word gives "The capital
     // of France is Paris." with leads of at least 0.6 per token, robust to rounding differences.
