@@ -548,6 +548,15 @@ async fn openapi_lists_the_openai_routes() {
     }
 }
 
+/// The server configuration of the real-model tests: the default, with a generous request
+/// timeout (the default 10 s is a service objective, not something these tests check, and a
+/// loaded shared machine can exceed it).
+pub(crate) fn real_model_config() -> ServeConfig {
+    let mut cfg = ServeConfig::default();
+    cfg.limits.request_timeout_ms = 300_000;
+    cfg
+}
+
 pub(crate) fn model_path(name: &str) -> std::path::PathBuf {
     let root = match (
         std::env::var_os("LEPTON_MODELS"),
@@ -572,7 +581,7 @@ pub(crate) fn model_path(name: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn real_minilm_embeddings_through_the_router() {
     let st = AppState::new(
-        ServeConfig::default(),
+        crate::openai::real_model_config(),
         Tokens::load(None, None).unwrap(),
         None,
     );
@@ -613,7 +622,7 @@ async fn real_minilm_embeddings_through_the_router() {
 #[tokio::test]
 async fn real_smollm2_chat_stream_and_cancel_through_the_router() {
     let st = AppState::new(
-        ServeConfig::default(),
+        crate::openai::real_model_config(),
         Tokens::load(None, None).unwrap(),
         None,
     );
