@@ -26,13 +26,19 @@ pub async fn serve(state: AppState) -> Result<()> {
     if !cfg.listen.ip().is_loopback() && state.inner.tokens.is_empty() && !cfg.insecure {
         return Err(ServeError::Unauthenticated(cfg.listen));
     }
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
+    let listener =
+        listen(cfg.listen, cfg.connections.max_connections).map_err(|source| ServeError::Bind {
             addr: cfg.listen,
             source,
         })?;
     tracing::info!(addr = %cfg.listen, models = ?state.inner.models.read().expect("lock").keys().collect::<Vec<_>>(), "serving");
+    if let Some(files) = open_files_limit() {
+        let need = cfg.connections.max_connections as u64 + 64;
+        if files < need {
+            tracing::warn!(open_files_limit = files, max_connections = cfg.connections.max_connections,
+                "the open-files limit (ulimit -n) is below connections.max-connections + 64: accepts will fail (and back off) before the cap is reached");
+        }
+    }
 
     let s = state.clone();
     tokio::spawn(async move {
@@ -44,6 +50,32 @@ pub async fn serve(state: AppState) -> Result<()> {
     tokio::spawn(crate::alerts::run(state.clone()));
     serve_on(listener, state, shutdown_signal()).await;
     Ok(())
+}
+
+/// Bind `addr` with a listen backlog of `max_connections` (the kernel caps it at
+/// `net.core.somaxconn`): a burst of connections then waits in the backlog instead of having its
+/// SYNs dropped (a client retries a dropped SYN only after a second).
+fn listen(addr: std::net::SocketAddr, max_connections: usize) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(max_connections.clamp(1024, 65535) as u32)
+}
+
+/// The soft limit on open files of this process, from `/proc/self/limits` (Linux; `None`
+/// elsewhere or when unlimited).
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Is this accept error a shortage of descriptors or memory (back off) rather than a problem of

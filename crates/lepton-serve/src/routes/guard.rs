@@ -74,7 +74,7 @@ impl BodyKind {
 /// A route's admission rule.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// The token scope needed; `None` for public routes.
+    /// The token scope needed; `None`: no token (public routes have no guard at all).
     pub scope: Option<Scope>,
     pub body: BodyKind,
     /// Count requests against the client's rate limit.
@@ -82,13 +82,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// A public route without a body (health, metrics, docs).
-    pub const PUBLIC: Policy = Policy {
-        scope: None,
-        body: BodyKind::None,
-        rate_limited: false,
-    };
-
     /// A route that reads (`predict` scope, no body).
     pub const READ: Policy = Policy {
         scope: Some(Scope::Predict),

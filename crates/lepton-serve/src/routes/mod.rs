@@ -1,5 +1,5 @@
 //! The router: one module per endpoint family, plus the layers shared by all of them, outermost
-//! first: access log / metrics / timeout ([`access`]), the browser checks
+//! first: access log / metrics / timeout (`access`), the browser checks
 //! ([`browser::browser_checks`]: Origin, Host), then per route its admission [`guard::Policy`]
 //! (token, rate limit, Content-Length, Content-Type) before the handler reads any body byte.
 
@@ -148,7 +148,7 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
     resp
 }
 
-/// The whole HTTP API. Each route names its [`Policy`]; handlers never authorize themselves.
+/// The whole HTTP API. Each route names its [`guard::Policy`]; handlers never authorize themselves.
 pub fn app(state: AppState) -> Router {
     use guard::{BodyKind, Policy};
     let body_limit = state.inner.config.limits.max_body_bytes;

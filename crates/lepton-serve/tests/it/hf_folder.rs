@@ -1,7 +1,7 @@
 //! A Hugging Face Llama folder (config.json + safetensors + tokenizer files) served through the
 //! OpenAI-compatible routes, and a broken folder refused by name.
 
-use lepton_serve::{AppState, ServeConfig, Tokens};
+use lepton_serve::{AppState, Tokens};
 use serde_json::json;
 
 use crate::openai::{model_path, post};
@@ -79,7 +79,7 @@ async fn hugging_face_llama_folder_serves_chat_completions() {
     write_f32_safetensors(&d.join("model.safetensors"), &tensors);
 
     let st = AppState::new(
-        ServeConfig::default(),
+        crate::openai::real_model_config(),
         Tokens::load(None, None).unwrap(),
         None,
     );

@@ -548,6 +548,15 @@ async fn openapi_lists_the_openai_routes() {
     }
 }
 
+/// The server configuration of the real-model tests: the default, with a generous request
+/// timeout (the default 10 s is a service objective, not something these tests check, and a
+/// loaded shared machine can exceed it).
+pub(crate) fn real_model_config() -> ServeConfig {
+    let mut cfg = ServeConfig::default();
+    cfg.limits.request_timeout_ms = 300_000;
+    cfg
+}
+
 pub(crate) fn model_path(name: &str) -> std::path::PathBuf {
     let root = match (
         std::env::var_os("LEPTON_MODELS"),
@@ -555,8 +564,10 @@ pub(crate) fn model_path(name: &str) -> std::path::PathBuf {
     ) {
         (Some(m), _) => std::path::PathBuf::from(m),
         (None, Some(a)) => std::path::PathBuf::from(a).join("models"),
-        (None, None) => std::path::PathBuf::from(std::env::var_os("HOME").unwrap())
-            .join(".cache/lepton-assets/models"),
+        (None, None) => std::path::PathBuf::from(std::env::var_os("HOME").expect(
+            "HOME is not set: set LEPTON_MODELS to the folder printed by `scripts/fetch-assets.sh models`",
+        ))
+        .join(".cache/lepton-assets/models"),
     };
     let p = root.join(name);
     assert!(
@@ -570,7 +581,7 @@ pub(crate) fn model_path(name: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn real_minilm_embeddings_through_the_router() {
     let st = AppState::new(
-        ServeConfig::default(),
+        crate::openai::real_model_config(),
         Tokens::load(None, None).unwrap(),
         None,
     );
@@ -611,7 +622,7 @@ async fn real_minilm_embeddings_through_the_router() {
 #[tokio::test]
 async fn real_smollm2_chat_stream_and_cancel_through_the_router() {
     let st = AppState::new(
-        ServeConfig::default(),
+        crate::openai::real_model_config(),
         Tokens::load(None, None).unwrap(),
         None,
     );
@@ -622,6 +633,15 @@ async fn real_smollm2_chat_stream_and_cancel_through_the_router() {
     )
     .unwrap();
     st.inner.llms.insert("smol", model.clone(), 8);
+    // The byte bound checked before tokenization: context x the longest token (>= 64 bytes).
+    let info = model.info();
+    assert!(
+        info.max_prompt_bytes >= info.context_length * 64
+            && info.max_prompt_bytes <= info.context_length * 1024,
+        "{} bytes for {} tokens",
+        info.max_prompt_bytes,
+        info.context_length
+    );
     // With the template's default system prompt, llama.cpp's greedy answer to the bare question
     // is "L'Étoile, ..." (first-token lead 0.09 over "The"); asking for one word gives "The capital
     // of France is Paris." with leads of at least 0.6 per token, robust to rounding differences.
