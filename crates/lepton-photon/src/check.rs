@@ -13,7 +13,7 @@ use std::path::Path;
 
 use lepton_data::preprocess::Column;
 use lepton_data::{Preprocessor, Task};
-use lepton_nn::{Budget, LayerSpec, ModelSpec};
+use lepton_nn::{Budget, ModelSpec};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -226,36 +226,7 @@ fn model(
             )
         })?;
     }
-    epsilons(&spec.layers, "model.layers", bad)?;
     Ok(shapes.last().cloned().unwrap_or_else(|| input.to_vec()))
-}
-
-/// Normalisation epsilons must be finite and positive (a NaN would poison every output).
-fn epsilons(
-    layers: &[LayerSpec],
-    prefix: &str,
-    bad: &impl Fn(&str, String) -> Error,
-) -> Result<()> {
-    for (i, layer) in layers.iter().enumerate() {
-        let field = format!("{prefix}[{i}]");
-        let eps = match layer {
-            LayerSpec::BatchNorm1d(c) => Some(c.0.eps),
-            LayerSpec::BatchNorm2d(c) => Some(c.0.eps),
-            LayerSpec::LayerNorm(c) => Some(c.eps),
-            LayerSpec::Residual(c) => {
-                epsilons(&c.layers, &format!("{field}.layers"), bad)?;
-                None
-            }
-            _ => None,
-        };
-        if let Some(eps) = eps.filter(|e| !(e.is_finite() && *e > 0.0)) {
-            return Err(bad(
-                &format!("{field}.eps"),
-                format!("is {eps}; needs a finite number > 0"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
