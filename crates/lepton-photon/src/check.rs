@@ -276,7 +276,10 @@ mod tests {
             r#"layers = [{ type = "residual", layers = [{ type = "layer-norm", eps = -1.0 }] }]"#,
             &[4],
         );
-        assert!(e.contains("model.layers[0].layers[0].eps"), "{e}");
+        assert!(
+            e.contains("model.layers[0].layers[0]") && e.contains("eps = -1"),
+            "{e}"
+        );
     }
 
     #[test]
