@@ -273,3 +273,68 @@ impl Layer for Recurrent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{DType, Device, IndexOp};
+    use candle_nn::VarMap;
+
+    use super::*;
+
+    fn config(bidirectional: bool) -> RecurrentConfig {
+        RecurrentConfig {
+            hidden_size: 3,
+            num_layers: 1,
+            bidirectional,
+            return_sequences: true,
+        }
+    }
+
+    /// The reverse direction is the forward direction run over the time-reversed input, with
+    /// its outputs put back in time order; the final state is the one after step 0.
+    #[test]
+    fn reverse_direction_is_forward_over_reversed_time() {
+        let dev = Device::Cpu;
+        for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn] {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
+            let both = config(true).build(cell, &[5, 2], vb).unwrap();
+            crate::init_seeded(&varmap, 3).unwrap();
+            let reverse: HashMap<String, Tensor> = varmap
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|(n, v)| {
+                    n.strip_suffix("_reverse")
+                        .map(|n| (n.to_string(), v.as_tensor().clone()))
+                })
+                .collect();
+            assert_eq!(reverse.len(), 4);
+            let vb = VarBuilder::from_tensors(reverse, DType::F64, &dev);
+            let one = config(false).build(cell, &[5, 2], vb).unwrap();
+            let x = Tensor::randn(0f64, 1.0, (2, 5, 2), &dev).unwrap();
+            let rev_idx = Tensor::new(&[4u32, 3, 2, 1, 0], &dev).unwrap();
+            let x_rev = x.index_select(&rev_idx, 1).unwrap();
+            let y = both.forward(&x, &Ctx::EVAL).unwrap();
+            assert_eq!(y.dims(), [2, 5, 6]);
+            let expect = one
+                .forward(&x_rev, &Ctx::EVAL)
+                .unwrap()
+                .index_select(&rev_idx, 1)
+                .unwrap();
+            let got = y.i((.., .., 3..)).unwrap();
+            let diff = (got - expect)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(diff < 1e-12, "{cell:?}: {diff}");
+        }
+    }
+}
