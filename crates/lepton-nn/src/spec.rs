@@ -8,9 +8,9 @@ use crate::budget::{self, Budget};
 use crate::error::{Error, Result};
 use crate::layers::{
     AvgPool2dConfig, BatchNorm1dConfig, BatchNorm2dConfig, Conv2dConfig, DropoutConfig,
-    EmbeddingConfig, Flatten, Gelu, GlobalAvgPool, LayerConfig, LayerNormConfig, LeakyReluConfig,
-    LinearConfig, MaxPool2dConfig, Relu, ResidualConfig, RmsNormConfig, ShapeCtx, Sigmoid, Softmax,
-    Tanh,
+    EmbeddingConfig, Flatten, Gelu, GlobalAvgPool, GruConfig, LayerConfig, LayerNormConfig,
+    LeakyReluConfig, LinearConfig, LstmConfig, MaxPool2dConfig, Relu, ResidualConfig,
+    RmsNormConfig, RnnConfig, ShapeCtx, Sigmoid, Softmax, Tanh,
 };
 
 /// One layer. `type` selects the variant; the other keys are its settings, documented on each
@@ -52,6 +52,12 @@ pub enum LayerSpec {
     RmsNorm(RmsNormConfig),
     /// Token ids to vectors: `[...]` -> `[..., embedding-dim]`.
     Embedding(EmbeddingConfig),
+    /// Long short-term memory over `[T, F]` (PyTorch's `nn.LSTM`).
+    Lstm(LstmConfig),
+    /// Gated recurrent unit over `[T, F]` (PyTorch's `nn.GRU`).
+    Gru(GruConfig),
+    /// Elman RNN with tanh over `[T, F]` (PyTorch's `nn.RNN`).
+    Rnn(RnnConfig),
 }
 
 impl LayerSpec {
@@ -77,6 +83,9 @@ impl LayerSpec {
             LayerSpec::Softmax {} => &Softmax,
             LayerSpec::RmsNorm(c) => c,
             LayerSpec::Embedding(c) => c,
+            LayerSpec::Lstm(c) => c,
+            LayerSpec::Gru(c) => c,
+            LayerSpec::Rnn(c) => c,
         }
     }
 

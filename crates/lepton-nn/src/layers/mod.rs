@@ -15,6 +15,8 @@
 //! | `layer_norm.rs` | `layer-norm` |
 //! | `rms_norm.rs` | `rms-norm` |
 //! | `embedding.rs` | `embedding` (token ids to vectors) |
+//! | `recurrent.rs` | the recurrent family's settings, shapes, parameters and time loop |
+//! | `lstm.rs`, `gru.rs`, `rnn.rs` | `lstm`, `gru`, `rnn` (their configs and one time step) |
 //! | `dropout.rs` | `dropout` (seeded masks) |
 //! | `flatten.rs` | `flatten` |
 //! | `residual.rs` | `residual` |
@@ -31,12 +33,16 @@ mod dropout;
 mod embedding;
 mod flatten;
 mod fuse;
+mod gru;
 mod layer;
 mod layer_norm;
 mod linear;
+mod lstm;
 mod pool;
+mod recurrent;
 mod residual;
 mod rms_norm;
+mod rnn;
 
 use candle_nn::Init;
 
@@ -48,14 +54,18 @@ pub use dropout::{dropout, Dropout, DropoutConfig};
 pub use embedding::{Embedding, EmbeddingConfig};
 pub use flatten::Flatten;
 pub use fuse::{fuse, Folded};
+pub use gru::GruConfig;
 pub use layer::{Ctx, Fold, Layer};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
+pub use lstm::LstmConfig;
 pub use pool::{
     AvgPool2d, AvgPool2dConfig, GlobalAvgPool, MaxPool2d, MaxPool2dConfig, Pool2dConfig,
 };
+pub use recurrent::{Cell, Recurrent, RecurrentConfig};
 pub use residual::{Residual, ResidualConfig};
 pub use rms_norm::{RmsNorm, RmsNormConfig};
+pub use rnn::RnnConfig;
 
 /// Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for linear and conv layers; the
 /// values are replaced by [`crate::init_seeded`] for reproducible training.

@@ -268,3 +268,20 @@ fn losses() {
         }
     }
 }
+
+#[test]
+fn recurrent_layers_unidirectional_and_bidirectional() {
+    // Input and every weight_ih/weight_hh/bias of each layer and direction, through the time loop.
+    for kind in ["lstm", "gru", "rnn"] {
+        for (dirs, seqs) in [(false, true), (false, false), (true, true), (true, false)] {
+            check(
+                &format!(
+                    r#"{{ type = "{kind}", hidden-size = 3, num-layers = 2, bidirectional = {dirs}, return-sequences = {seqs} }}"#
+                ),
+                &[4, 2],
+                2,
+                true,
+            );
+        }
+    }
+}

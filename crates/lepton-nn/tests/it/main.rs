@@ -5,4 +5,5 @@
 mod budget;
 mod gradcheck;
 mod model;
+mod recurrent;
 mod sequence;

@@ -1,0 +1,340 @@
+//! The recurrent family (`lstm`, `gru`, `rnn`): the settings they share, their shape rule and
+//! budget, their parameters, and the stacked, optionally bidirectional loop over time. The cells
+//! (one time step) are in `lstm.rs`, `gru.rs` and `rnn.rs`.
+//!
+//! # Shapes
+//! Per sample `[T, F]` (time steps, features) -> `[T, hidden-size * dirs]` when
+//! `return-sequences`, else `[hidden-size * dirs]`: the final hidden state of each direction of
+//! the top layer (PyTorch's `h_n[-dirs:]`: the forward direction after step `T - 1`, the reverse
+//! direction after step 0), `dirs` being 2 when `bidirectional`.
+//!
+//! # Parameters
+//! PyTorch's `nn.LSTM` / `nn.GRU` / `nn.RNN` `state_dict` names under the layer's prefix, for each
+//! layer `k` (and `_reverse` for the reverse direction): `weight_ih_l{k}: [G*H, in]`,
+//! `weight_hh_l{k}: [G*H, H]`, `bias_ih_l{k}: [G*H]`, `bias_hh_l{k}: [G*H]`, with `G` gates in
+//! PyTorch's order (LSTM i, f, g, o; GRU r, z, n; RNN 1) and `in` the features (layer 0) or
+//! `H * dirs`. Initialised U(-1/sqrt(H), 1/sqrt(H)) as PyTorch (see [`crate::init_seeded`]).
+//!
+//! # Computation
+//! Plain candle ops (all with a backward): per layer and direction, the input projections of all
+//! steps in one matmul `[B*T, in] x [in, G*H]`, then one `[B, H] x [H, G*H]` matmul per step.
+//! The initial states are zero.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::{gru, lstm, rnn};
+use super::{one, yes, ShapeCtx, Values};
+use crate::layers::{Ctx, Layer};
+
+/// The settings shared by `lstm`, `gru` and `rnn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RecurrentConfig {
+    /// The size `H` of the hidden state (at least 1).
+    pub hidden_size: usize,
+    /// Stacked layers, each reading the outputs of the one below (at least 1). Default 1.
+    #[serde(default = "one")]
+    pub num_layers: usize,
+    /// Also run each layer from the last step to the first and concatenate both directions'
+    /// outputs (`2 * hidden-size` features). Default `false`.
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Output the top layer's hidden state at every step `[T, H * dirs]` (`true`), or only the
+    /// final hidden state of each direction `[H * dirs]` (`false`). Default `true`.
+    #[serde(default = "yes")]
+    pub return_sequences: bool,
+}
+
+/// Which recurrent cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    Lstm,
+    Gru,
+    Rnn,
+}
+
+impl Cell {
+    /// Gates per step: the rows of the weights are `gates * hidden-size`.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+            Cell::Rnn => 1,
+        }
+    }
+}
+
+impl RecurrentConfig {
+    fn dirs(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The shape rule; also counts the per-step activations the loop keeps for the backward.
+    pub(crate) fn output_shape(
+        &self,
+        cell: Cell,
+        x: &[usize],
+        ctx: &mut ShapeCtx,
+    ) -> crate::Result<Vec<usize>> {
+        let &[t, f] = x else {
+            return Err(ctx.error(format!(
+                "expects a per-sample input [time steps, features], got {x:?} ({} dimensions); \
+                 put an `embedding` before it for token ids",
+                x.len()
+            )));
+        };
+        if t == 0 || f == 0 {
+            return Err(ctx.error(format!("the input {x:?} has no time steps or no features")));
+        }
+        if self.hidden_size == 0 {
+            return Err(ctx.size_error("hidden-size", "must be at least 1"));
+        }
+        if self.num_layers == 0 {
+            return Err(ctx.size_error("num-layers", "must be at least 1"));
+        }
+        let width = self
+            .hidden_size
+            .checked_mul(self.dirs())
+            .ok_or_else(|| ctx.size_error("hidden-size", "hidden-size * 2 overflows"))?;
+        // Kept for the backward, per layer, direction and step: the gate pre-activations and
+        // activations, the hidden (and LSTM cell) state.
+        let per_step = (2 * cell.gates() + 2)
+            .checked_mul(self.hidden_size)
+            .ok_or_else(|| ctx.size_error("hidden-size", "the gate width overflows"))?;
+        let kept = ctx.count("hidden-size", &[self.num_layers, self.dirs(), t, per_step])?;
+        ctx.activations(kept, Some("hidden-size"))?;
+        Ok(if self.return_sequences {
+            vec![t, width]
+        } else {
+            vec![width]
+        })
+    }
+
+    /// The parameter count.
+    pub(crate) fn values(&self, cell: Cell, x: &[usize], ctx: &ShapeCtx) -> crate::Result<Values> {
+        let field = "hidden-size";
+        let h = self.hidden_size;
+        let gh = ctx.count(field, &[cell.gates(), h])?;
+        let overflow = || ctx.size_error(field, "the parameter count overflows 64 bits");
+        let mut total: u64 = 0;
+        for k in 0..self.num_layers {
+            let input = if k == 0 {
+                x.get(1).copied().unwrap_or(1) as u64
+            } else {
+                (h as u64) * self.dirs() as u64
+            };
+            // weight_ih + weight_hh + two biases.
+            let per_dir = input
+                .checked_add(h as u64)
+                .and_then(|n| n.checked_add(2))
+                .and_then(|n| n.checked_mul(gh))
+                .ok_or_else(overflow)?;
+            total = per_dir
+                .checked_mul(self.dirs() as u64)
+                .and_then(|n| total.checked_add(n))
+                .ok_or_else(overflow)?;
+        }
+        Ok(Values {
+            trainable: total,
+            buffers: 0,
+        })
+    }
+
+    /// Build the layer for the per-sample input `x` (which the shape rule accepted).
+    pub(crate) fn build(&self, cell: Cell, x: &[usize], vb: VarBuilder) -> Result<Box<dyn Layer>> {
+        let h = self.hidden_size;
+        let gh = cell.gates() * h;
+        let b = 1.0 / (h as f64).sqrt();
+        let init = Init::Uniform { lo: -b, up: b };
+        let mut layers = Vec::with_capacity(self.num_layers);
+        for k in 0..self.num_layers {
+            let input = if k == 0 { x[1] } else { h * self.dirs() };
+            let mut dirs = Vec::with_capacity(self.dirs());
+            for suffix in ["", "_reverse"].into_iter().take(self.dirs()) {
+                dirs.push(Direction {
+                    w_ih: vb.get_with_hints(
+                        (gh, input),
+                        &format!("weight_ih_l{k}{suffix}"),
+                        init,
+                    )?,
+                    w_hh: vb.get_with_hints((gh, h), &format!("weight_hh_l{k}{suffix}"), init)?,
+                    b_ih: vb.get_with_hints(gh, &format!("bias_ih_l{k}{suffix}"), init)?,
+                    b_hh: vb.get_with_hints(gh, &format!("bias_hh_l{k}{suffix}"), init)?,
+                });
+            }
+            layers.push(dirs);
+        }
+        Ok(Box::new(Recurrent {
+            cell,
+            hidden: h,
+            layers,
+            return_sequences: self.return_sequences,
+        }))
+    }
+}
+
+/// One direction of one layer.
+#[derive(Debug, Clone)]
+struct Direction {
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+}
+
+/// A built `lstm`, `gru` or `rnn`.
+#[derive(Debug, Clone)]
+pub struct Recurrent {
+    cell: Cell,
+    hidden: usize,
+    /// `layers[k][d]`: layer `k`, direction `d` (0 forward, 1 reverse).
+    layers: Vec<Vec<Direction>>,
+    return_sequences: bool,
+}
+
+impl Recurrent {
+    /// Run one direction over `x: [B, T, in]`: the outputs `[B, T, H]` (in time order) and the
+    /// final hidden state `[B, H]`.
+    fn direction(&self, x: &Tensor, p: &Direction, reverse: bool) -> Result<(Tensor, Tensor)> {
+        let (b, t, f) = x.dims3()?;
+        let gh = p.w_ih.dim(0)?;
+        // All steps' input projections in one matmul.
+        let xp = x
+            .reshape((b * t, f))?
+            .matmul(&p.w_ih.t()?)?
+            .broadcast_add(&p.b_ih)?
+            .reshape((b, t, gh))?;
+        let w_hh = p.w_hh.t()?;
+        let mut h = Tensor::zeros((b, self.hidden), x.dtype(), x.device())?;
+        let mut c = match self.cell {
+            Cell::Lstm => Some(h.clone()),
+            _ => None,
+        };
+        let mut outs: Vec<Option<Tensor>> = vec![None; t];
+        for s in 0..t {
+            let i = if reverse { t - 1 - s } else { s };
+            let xi = xp.narrow(1, i, 1)?.squeeze(1)?;
+            let hp = h.matmul(&w_hh)?.broadcast_add(&p.b_hh)?;
+            h = match self.cell {
+                Cell::Lstm => {
+                    let (h2, c2) = lstm::step(&xi, &hp, c.as_ref().expect("lstm has a cell"))?;
+                    c = Some(c2);
+                    h2
+                }
+                Cell::Gru => gru::step(&xi, &hp, &h)?,
+                Cell::Rnn => rnn::step(&xi, &hp)?,
+            };
+            outs[i] = Some(h.clone());
+        }
+        let outs: Vec<Tensor> = outs
+            .into_iter()
+            .map(|o| o.expect("every step ran"))
+            .collect();
+        Ok((Tensor::stack(&outs, 1)?, h))
+    }
+}
+
+impl Layer for Recurrent {
+    fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
+        if x.rank() != 3 {
+            candle_core::bail!(
+                "recurrent layer: expects a batch [B, time steps, features], got {:?}",
+                x.dims()
+            );
+        }
+        let mut input = x.contiguous()?;
+        let mut finals = Vec::new();
+        for dirs in &self.layers {
+            let mut outs = Vec::with_capacity(dirs.len());
+            finals.clear();
+            for (d, p) in dirs.iter().enumerate() {
+                let (seq, last) = self.direction(&input, p, d == 1)?;
+                outs.push(seq);
+                finals.push(last);
+            }
+            input = if outs.len() == 1 {
+                outs.pop().expect("one direction")
+            } else {
+                Tensor::cat(&outs, 2)?
+            };
+        }
+        if self.return_sequences {
+            Ok(input)
+        } else if finals.len() == 1 {
+            Ok(finals.pop().expect("one direction"))
+        } else {
+            Tensor::cat(&finals, 1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{DType, Device, IndexOp};
+    use candle_nn::VarMap;
+
+    use super::*;
+
+    fn config(bidirectional: bool) -> RecurrentConfig {
+        RecurrentConfig {
+            hidden_size: 3,
+            num_layers: 1,
+            bidirectional,
+            return_sequences: true,
+        }
+    }
+
+    /// The reverse direction is the forward direction run over the time-reversed input, with
+    /// its outputs put back in time order; the final state is the one after step 0.
+    #[test]
+    fn reverse_direction_is_forward_over_reversed_time() {
+        let dev = Device::Cpu;
+        for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn] {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
+            let both = config(true).build(cell, &[5, 2], vb).unwrap();
+            crate::init_seeded(&varmap, 3).unwrap();
+            let reverse: HashMap<String, Tensor> = varmap
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|(n, v)| {
+                    n.strip_suffix("_reverse")
+                        .map(|n| (n.to_string(), v.as_tensor().clone()))
+                })
+                .collect();
+            assert_eq!(reverse.len(), 4);
+            let vb = VarBuilder::from_tensors(reverse, DType::F64, &dev);
+            let one = config(false).build(cell, &[5, 2], vb).unwrap();
+            let x = Tensor::randn(0f64, 1.0, (2, 5, 2), &dev).unwrap();
+            let rev_idx = Tensor::new(&[4u32, 3, 2, 1, 0], &dev).unwrap();
+            let x_rev = x.index_select(&rev_idx, 1).unwrap();
+            let y = both.forward(&x, &Ctx::EVAL).unwrap();
+            assert_eq!(y.dims(), [2, 5, 6]);
+            let expect = one
+                .forward(&x_rev, &Ctx::EVAL)
+                .unwrap()
+                .index_select(&rev_idx, 1)
+                .unwrap();
+            let got = y.i((.., .., 3..)).unwrap();
+            let diff = (got - expect)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(diff < 1e-12, "{cell:?}: {diff}");
+        }
+    }
+}
