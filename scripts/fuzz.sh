@@ -46,8 +46,11 @@ PY
     photon)
         local tmp
         tmp=$(mktemp -d)
+        # LEPTON=path/to/lepton uses an existing binary instead of building one.
+        local lepton=(cargo run -q -p lepton-cli --)
+        [[ -n ${LEPTON:-} ]] && lepton=("$LEPTON")
         for spec in iris-mlp diabetes-mlp; do
-            cargo run -q -p lepton-cli -- --quiet train "examples/$spec.toml" --epochs 2 --out "$tmp/$spec"
+            "${lepton[@]}" --quiet train "examples/$spec.toml" --epochs 2 --out "$tmp/$spec"
         done
         python3 - "$dir" "$tmp"/*/model.photon <<'PY'
 import hashlib, json, os, struct, sys
