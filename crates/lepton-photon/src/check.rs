@@ -3,11 +3,11 @@
 //! agree, and every size must fit the [`Limits`]. A re-signed file whose preprocessor makes
 //! 60000x60000 inputs for a 28x28 model is refused here instead of hanging `predict`.
 //!
-//! Cheap checks come first: the numbers in the preprocessor and the layer settings are bounded
-//! before any shape is multiplied, then shape inference walks the spec with each layer's own rule
-//! ([`LayerSpec::output_shape`]), checking every intermediate size against the budget with
-//! overflow-checked arithmetic, and finally [`ModelSpec::shapes`] and [`LossSpec::validate`] give
-//! the authoritative answer.
+//! Cheap checks come first: the numbers in the preprocessor are bounded before any shape is
+//! multiplied; then lepton-nn's shape inference ([`ModelSpec::shapes_within`]) applies each layer's
+//! own rule with overflow-checked arithmetic and its parameter and activation [`Budget`], each
+//! top-level output must fit [`Limits::max_sample_values`], and [`lepton_nn::LossSpec::validate`] checks the
+//! output against the classes.
 
 use std::path::Path;
 

@@ -17,8 +17,8 @@ pub struct Limits {
     /// Most values per sample at the input and after any layer (shape inference over the model
     /// spec). Default 2^24 (64 MiB of f32 per sample), e.g. a 3x2048x2048 image.
     pub max_sample_values: usize,
-    /// Largest size-like setting of a layer (features, channels, kernel, stride, padding,
-    /// dilation, groups) and most classes or table columns. Default 2^20.
+    /// Most classes, table columns or categories of one column. Default 2^20. (Layer settings
+    /// are bounded by lepton-nn's parameter and activation budget.)
     pub max_setting: usize,
 }
 
