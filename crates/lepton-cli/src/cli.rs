@@ -275,6 +275,10 @@ pub struct RunArgs {
     /// Most requests waiting for the engine before new ones get 503.
     #[arg(long, default_value_t = 64)]
     pub queue_capacity: usize,
+    /// Largest `max_tokens` one request may ask for (decoders); more is a 400 naming
+    /// `max_tokens`, so one client cannot hold the KV cache for a whole context.
+    #[arg(long, default_value_t = 4096)]
+    pub max_tokens_limit: usize,
 }
 
 #[derive(Debug, Args)]

@@ -27,7 +27,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_max_batch(args.max_batch)
         .with_kv_cache_tokens(args.kv_cache_tokens)
         .with_prefix_cache_tokens(args.prefix_cache_tokens)
-        .with_queue_capacity(args.queue_capacity);
+        .with_queue_capacity(args.queue_capacity)
+        .with_max_tokens_limit(args.max_tokens_limit);
     serve::run_with(
         ServeArgs {
             models: Vec::new(),
