@@ -333,16 +333,14 @@ impl Spec {
                 ));
             }
         }
-        self.model.shapes(input).map_err(|e| match e {
-            lepton_nn::Error::Layer {
-                index,
-                kind,
-                message,
-            } => Error::spec(
-                format!("model.layers[{index}]"),
-                format!("({kind}) {message}"),
-            ),
-            other => Error::spec("model", other.to_string()),
+        self.model.shapes(input).map_err(|e| match (e.spec_key(), e) {
+            // The key (`model.layers[1].out-features`) locates the line in the spec file.
+            (
+                Some(key),
+                lepton_nn::Error::Layer { kind, message, .. }
+                | lepton_nn::Error::Size { kind, message, .. },
+            ) => Error::spec(key, format!("({kind}) {message}")),
+            (_, other) => Error::spec("model", other.to_string()),
         })
     }
 
