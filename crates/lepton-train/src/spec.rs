@@ -333,15 +333,17 @@ impl Spec {
                 ));
             }
         }
-        self.model.shapes(input).map_err(|e| match (e.spec_key(), e) {
-            // The key (`model.layers[1].out-features`) locates the line in the spec file.
-            (
-                Some(key),
-                lepton_nn::Error::Layer { kind, message, .. }
-                | lepton_nn::Error::Size { kind, message, .. },
-            ) => Error::spec(key, format!("({kind}) {message}")),
-            (_, other) => Error::spec("model", other.to_string()),
-        })
+        self.model
+            .shapes(input)
+            .map_err(|e| match (e.spec_key(), e) {
+                // The key (`model.layers[1].out-features`) locates the line in the spec file.
+                (
+                    Some(key),
+                    lepton_nn::Error::Layer { kind, message, .. }
+                    | lepton_nn::Error::Size { kind, message, .. },
+                ) => Error::spec(key, format!("({kind}) {message}")),
+                (_, other) => Error::spec("model", other.to_string()),
+            })
     }
 
     /// Add the line of the key named in a validation error, when it can be found in the source.
