@@ -5,7 +5,7 @@
 //! `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z = σ(W_iz x + b_iz + W_hz h + b_hz)`,
 //! `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`, `h' = (1 - z) ⊙ n + z ⊙ h`.
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -37,17 +37,4 @@ impl LayerConfig for GruConfig {
     fn build(&self, x: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
         self.0.build(Cell::Gru, x, vb)
     }
-}
-
-/// One step from the input projection `xi` and the hidden projection `hp` (both `[B, 3H]`, with
-/// their biases) and the hidden state `h: [B, H]`: the new `h`.
-pub(crate) fn step(xi: &Tensor, hp: &Tensor, h: &Tensor) -> Result<Tensor> {
-    let x = xi.chunk(3, 1)?;
-    let p = hp.chunk(3, 1)?;
-    let r = candle_nn::ops::sigmoid(&(&x[0] + &p[0])?)?;
-    let z = candle_nn::ops::sigmoid(&(&x[1] + &p[1])?)?;
-    let n = (&x[2] + (r * &p[2])?)?.tanh()?;
-    // (1 - z) n + z h = n + z (h - n)
-    let d = (h - &n)?;
-    &n + (z * d)?
 }

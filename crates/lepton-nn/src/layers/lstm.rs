@@ -4,7 +4,7 @@
 //! One step, gates in PyTorch's order `i, f, g, o` (rows of the weights):
 //! `i = σ(·), f = σ(·), g = tanh(·), o = σ(·)`, `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`.
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -36,18 +36,4 @@ impl LayerConfig for LstmConfig {
     fn build(&self, x: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
         self.0.build(Cell::Lstm, x, vb)
     }
-}
-
-/// One step from the input projection `xi` and the hidden projection `hp` (both `[B, 4H]`, with
-/// their biases) and the cell state `c: [B, H]`: the new `(h, c)`.
-pub(crate) fn step(xi: &Tensor, hp: &Tensor, c: &Tensor) -> Result<(Tensor, Tensor)> {
-    let gates = (xi + hp)?;
-    let g = gates.chunk(4, 1)?;
-    let i = candle_nn::ops::sigmoid(&g[0])?;
-    let f = candle_nn::ops::sigmoid(&g[1])?;
-    let cand = g[2].tanh()?;
-    let o = candle_nn::ops::sigmoid(&g[3])?;
-    let c = ((f * c)? + (i * cand)?)?;
-    let h = (o * c.tanh()?)?;
-    Ok((h, c))
 }

@@ -16,7 +16,8 @@
 //! | `rms_norm.rs` | `rms-norm` |
 //! | `embedding.rs` | `embedding` (token ids to vectors) |
 //! | `recurrent.rs` | the recurrent family's settings, shapes, parameters and time loop |
-//! | `lstm.rs`, `gru.rs`, `rnn.rs` | `lstm`, `gru`, `rnn` (their configs and one time step) |
+//! | `recurrent_cells.rs` | one time step of each cell (LSTM, GRU, RNN) |
+//! | `lstm.rs`, `gru.rs`, `rnn.rs` | `lstm`, `gru`, `rnn` (their configs) |
 //! | `dropout.rs` | `dropout` (seeded masks) |
 //! | `flatten.rs` | `flatten` |
 //! | `residual.rs` | `residual` |
@@ -40,6 +41,7 @@ mod linear;
 mod lstm;
 mod pool;
 mod recurrent;
+mod recurrent_cells;
 mod residual;
 mod rms_norm;
 mod rnn;

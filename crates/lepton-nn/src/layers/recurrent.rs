@@ -1,6 +1,6 @@
 //! The recurrent family (`lstm`, `gru`, `rnn`): the settings they share, their shape rule and
 //! budget, their parameters, and the stacked, optionally bidirectional loop over time. The cells
-//! (one time step) are in `lstm.rs`, `gru.rs` and `rnn.rs`.
+//! (one time step) are in `recurrent_cells.rs`, the layer configs in `lstm.rs`, `gru.rs`, `rnn.rs`.
 //!
 //! # Shapes
 //! Per sample `[T, F]` (time steps, features) -> `[T, hidden-size * dirs]` when
@@ -24,7 +24,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{gru, lstm, rnn};
+use super::recurrent_cells as cells;
 use super::{one, yes, ShapeCtx, Values};
 use crate::layers::{Ctx, Layer};
 
@@ -223,12 +223,12 @@ impl Recurrent {
             let hp = h.matmul(&w_hh)?.broadcast_add(&p.b_hh)?;
             h = match self.cell {
                 Cell::Lstm => {
-                    let (h2, c2) = lstm::step(&xi, &hp, c.as_ref().expect("lstm has a cell"))?;
+                    let (h2, c2) = cells::lstm(&xi, &hp, c.as_ref().expect("lstm has a cell"))?;
                     c = Some(c2);
                     h2
                 }
-                Cell::Gru => gru::step(&xi, &hp, &h)?,
-                Cell::Rnn => rnn::step(&xi, &hp)?,
+                Cell::Gru => cells::gru(&xi, &hp, &h)?,
+                Cell::Rnn => cells::rnn(&xi, &hp)?,
             };
             outs[i] = Some(h.clone());
         }

@@ -3,7 +3,7 @@
 //!
 //! One step: `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`.
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -35,10 +35,4 @@ impl LayerConfig for RnnConfig {
     fn build(&self, x: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
         self.0.build(Cell::Rnn, x, vb)
     }
-}
-
-/// One step from the input projection `xi` and the hidden projection `hp` (both `[B, H]`, with
-/// their biases): the new `h`.
-pub(crate) fn step(xi: &Tensor, hp: &Tensor) -> Result<Tensor> {
-    (xi + hp)?.tanh()
 }
