@@ -152,6 +152,14 @@ fn absurd_sizes_are_spec_errors_naming_the_key() {
             MNIST_SPEC.replace("out-features = 10", "out-features = 1000000000000"),
             "model.layers[1].out-features",
         ),
+        // Every number under the integer limit, the weights over lepton-nn's parameter budget.
+        (
+            MNIST_SPEC.replace(
+                "in-features = 700\nout-features = 10",
+                "out-features = 16777216",
+            ),
+            "model.layers[1].out-features",
+        ),
         (
             MNIST_SPEC.replace("lr = 0.1", "lr = 0.1\n[train]\nepochs = 1000000000000"),
             "train.epochs",
@@ -167,12 +175,13 @@ fn absurd_sizes_are_spec_errors_naming_the_key() {
             ),
             "train.eval-batch-size",
         ),
-        // Each number is allowed, their product is not: 16.7M-wide activations x 65,536 samples.
+        // Each number is allowed and the parameters fit lepton-nn's budget (823M values), but
+        // a step does not: 1M-wide activations x 65,536 samples.
         (
             MNIST_SPEC
                 .replace(
                     "in-features = 700\nout-features = 10",
-                    "out-features = 16777216",
+                    "out-features = 1048576",
                 )
                 .replace("lr = 0.1", "lr = 0.1\n[train]\nbatch-size = 65536"),
             "train.batch-size",
