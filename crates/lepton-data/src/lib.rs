@@ -23,6 +23,7 @@ pub mod preprocess;
 pub mod spec;
 pub mod split;
 pub mod table;
+pub mod vocab;
 
 pub use batcher::{batches_per_epoch, epoch_order, Batch, Batcher, BatcherConfig};
 pub use dataset::{Dataset, Targets};
@@ -34,3 +35,4 @@ pub use prepare::{
 };
 pub use preprocess::{ColumnSchema, InputSchema, Preprocessor};
 pub use spec::{AugmentSpec, Balance, DataSpec, Format, MissingPolicy, PreprocessSpec, Task};
+pub use vocab::Vocab;

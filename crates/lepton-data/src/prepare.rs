@@ -649,6 +649,9 @@ pub fn load_for_eval(spec: &DataSpec, base_dir: &Path, pre: &Preprocessor) -> Re
                 Preprocessor::Image { .. } => {
                     return Err(mismatch("the model takes images, this is a table".into()))
                 }
+                Preprocessor::Text { .. } => {
+                    return Err(mismatch("the model takes text, this is a table".into()))
+                }
             };
             if t.columns.iter().map(String::as_str).collect::<Vec<_>>() != names {
                 return Err(mismatch(format!(

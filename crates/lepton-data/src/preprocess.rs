@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::images::{decode_image, ImageSet};
 use crate::spec::{MissingPolicy, Task};
 use crate::table::Table;
+use crate::vocab::Vocab;
 
 /// How one table column becomes features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +58,12 @@ pub enum InputSchema {
     Tabular {
         columns: Vec<ColumnSchema>,
     },
+    /// Text (or token ids `0..vocab-size`), at most `max-len` tokens.
+    #[serde(rename_all = "kebab-case")]
+    Text {
+        vocab_size: usize,
+        max_len: usize,
+    },
 }
 
 /// One input column.
@@ -87,6 +94,16 @@ pub enum Preprocessor {
         /// Regression targets are modelled as `(y - mean) / std`.
         target_mean: f32,
         target_std: f32,
+    },
+    /// Token sequences: text through `vocab`, at most `max_len` tokens per sample. Token ids
+    /// travel as f32 features (exact below 2^24, see [`crate::vocab::MAX_VOCAB`]).
+    Text {
+        vocab: Vocab,
+        /// The longest sequence the model takes (the spec's input length).
+        max_len: usize,
+        /// Empty for a language model (the targets are the next tokens); a text classifier's
+        /// labels otherwise.
+        class_names: Vec<String>,
     },
 }
 
@@ -190,20 +207,21 @@ impl Preprocessor {
                 ..
             } => vec![*channels, *height, *width],
             Preprocessor::Tabular { columns, .. } => vec![columns.iter().map(Column::width).sum()],
+            Preprocessor::Text { max_len, .. } => vec![*max_len],
         }
     }
 
     pub fn class_names(&self) -> &[String] {
         match self {
-            Preprocessor::Image { class_names, .. } | Preprocessor::Tabular { class_names, .. } => {
-                class_names
-            }
+            Preprocessor::Image { class_names, .. }
+            | Preprocessor::Tabular { class_names, .. }
+            | Preprocessor::Text { class_names, .. } => class_names,
         }
     }
 
     pub fn task(&self) -> Task {
         match self {
-            Preprocessor::Image { .. } => Task::Classification,
+            Preprocessor::Image { .. } | Preprocessor::Text { .. } => Task::Classification,
             Preprocessor::Tabular { task, .. } => *task,
         }
     }
@@ -232,7 +250,61 @@ impl Preprocessor {
                     })
                     .collect(),
             },
+            Preprocessor::Text { vocab, max_len, .. } => InputSchema::Text {
+                vocab_size: vocab.len(),
+                max_len: *max_len,
+            },
         }
+    }
+
+    /// The vocabulary of a text model.
+    pub fn vocab(&self) -> Option<&Vocab> {
+        match self {
+            Preprocessor::Text { vocab, .. } => Some(vocab),
+            _ => None,
+        }
+    }
+
+    /// Token ids of `text` as features: 1 to `max_len` tokens of the model's vocabulary.
+    pub fn text_features(&self, text: &str) -> Result<Vec<f32>> {
+        let Preprocessor::Text { vocab, .. } = self else {
+            return Err(self.wrong_input("text"));
+        };
+        let ids = vocab.encode(text)?;
+        self.token_features(&ids)
+    }
+
+    /// Token ids as features: 1 to `max_len` integers in `0..vocab-size`, each named when wrong.
+    pub fn token_features(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let Preprocessor::Text { vocab, max_len, .. } = self else {
+            return Err(self.wrong_input("token ids"));
+        };
+        if ids.is_empty() || ids.len() > *max_len {
+            return Err(Error::Input(format!(
+                "expected 1 to {max_len} tokens, got {}",
+                ids.len()
+            )));
+        }
+        if let Some((i, id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab.len())
+        {
+            return Err(Error::Input(format!(
+                "token id {id} at position {i} is outside the vocabulary (0..{})",
+                vocab.len()
+            )));
+        }
+        Ok(ids.iter().map(|&id| id as f32).collect())
+    }
+
+    fn wrong_input(&self, given: &str) -> Error {
+        let takes = match self {
+            Preprocessor::Image { .. } => "images",
+            Preprocessor::Tabular { .. } => "table rows",
+            Preprocessor::Text { .. } => "text",
+        };
+        Error::Input(format!("this model takes {takes}, not {given}"))
     }
 
     /// Map a model output for regression back to target units.
@@ -243,7 +315,7 @@ impl Preprocessor {
                 target_std,
                 ..
             } => v * target_std + target_mean,
-            Preprocessor::Image { .. } => v,
+            Preprocessor::Image { .. } | Preprocessor::Text { .. } => v,
         }
     }
 
@@ -255,7 +327,7 @@ impl Preprocessor {
                 target_std,
                 ..
             } => (v - target_mean) / target_std,
-            Preprocessor::Image { .. } => v,
+            Preprocessor::Image { .. } | Preprocessor::Text { .. } => v,
         }
     }
 
@@ -296,9 +368,9 @@ impl Preprocessor {
                 self.pixels_to_features(&px, &mut out);
                 Ok(out)
             }
-            Preprocessor::Tabular { .. } => Err(Error::Input(
-                "this model takes table rows, not images".into(),
-            )),
+            Preprocessor::Tabular { .. } | Preprocessor::Text { .. } => {
+                Err(self.wrong_input("images"))
+            }
         }
     }
 
@@ -355,13 +427,25 @@ impl Preprocessor {
                     })
                     .collect())
             }
+            Preprocessor::Text { .. } => {
+                let mut ids = Vec::with_capacity(raw.len());
+                for (i, &v) in raw.iter().enumerate() {
+                    if !(v >= 0.0 && v.fract() == 0.0 && v < u32::MAX as f32) {
+                        return Err(Error::Input(format!(
+                            "value {v} at position {i} is not a token id (a non-negative integer)"
+                        )));
+                    }
+                    ids.push(v as u32);
+                }
+                self.token_features(&ids)
+            }
         }
     }
 
     fn column_names(&self) -> Vec<&str> {
         match self {
             Preprocessor::Tabular { columns, .. } => columns.iter().map(Column::name).collect(),
-            Preprocessor::Image { .. } => Vec::new(),
+            Preprocessor::Image { .. } | Preprocessor::Text { .. } => Vec::new(),
         }
     }
 
@@ -369,9 +453,7 @@ impl Preprocessor {
     /// imputed; unknown columns are an error.
     pub fn row_features(&self, row: &[(&str, &str)]) -> Result<Vec<f32>> {
         let Preprocessor::Tabular { columns, .. } = self else {
-            return Err(Error::Input(
-                "this model takes images, not table rows".into(),
-            ));
+            return Err(self.wrong_input("table rows"));
         };
         for (name, _) in row {
             if !columns.iter().any(|c| c.name() == *name) {

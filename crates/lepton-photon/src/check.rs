@@ -140,6 +140,10 @@ fn preprocessor(
                 }
             }
         }
+        Preprocessor::Text { max_len, .. } => {
+            // The vocabulary was checked when it was read (`lepton_data::Vocab`'s own rules).
+            sample_size(&[*max_len], limits).map_err(|msg| bad("preprocessor.max_len", msg))?;
+        }
         Preprocessor::Tabular {
             columns,
             target_mean,

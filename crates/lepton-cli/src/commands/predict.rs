@@ -84,7 +84,7 @@ pub fn run(args: PredictArgs, mode: Mode) -> anyhow::Result<()> {
 fn schema_has(photon: &Photon, column: &str) -> bool {
     match photon.manifest().preprocessor.input_schema() {
         lepton_data::InputSchema::Tabular { columns } => columns.iter().any(|c| c.name == column),
-        lepton_data::InputSchema::Image { .. } => false,
+        lepton_data::InputSchema::Image { .. } | lepton_data::InputSchema::Text { .. } => false,
     }
 }
 
