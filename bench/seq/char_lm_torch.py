@@ -1,15 +1,17 @@
 """PyTorch side of the character language-model benchmarks of issue 13 (`bench/seq/char_lm.sh`).
 
 Trains on the same text, split and evaluation windows as `lepton train`:
-- `gpt`: nanoGPT's `model.py` semantics (pre-norm blocks, GELU MLP, tied embeddings, biases, init
+- `gpt`: nanoGPT's `model.py` semantics (pre-norm blocks, GELU MLP, tied embeddings, `bias = False`
+  as nanoGPT's train.py default (--bias to add them), init
   N(0, 0.02) with c_proj scaled by 1/sqrt(2 n_layer)), AdamW (betas 0.9/0.99, weight decay 0.1 on
   matrices only), linear warm-up then cosine decay to lr/10, gradient clipping 1.0, no dropout.
 - `lstm` / `gru`: embedding -> 2-layer nn.LSTM / nn.GRU -> linear, AdamW, cosine decay, clip 1.
 
 Data: the text file, characters in code-point order as ids, the first 90 % for training (random
 windows of block+1 characters, one generator seeded with --seed), the last 10 % for validation:
---eval-windows windows evenly spaced over the validation part (the same windows every time), their
-mean next-character cross-entropy (nats). Prints one JSON line at the end.
+every non-overlapping window of block+1 characters (stride block) of the validation part, as
+lepton's final report (or --eval-windows evenly spaced ones), their mean next-character
+cross-entropy (nats). Prints one JSON line at the end.
 
     py=$(bench/pyenv.sh torch numpy)/bin/python
     $py bench/seq/char_lm_torch.py --text data/shakespeare/input.txt --model gpt --steps 2000
@@ -38,10 +40,11 @@ p.add_argument("--warmup", type=int, default=100)
 p.add_argument("--beta2", type=float, default=0.99)
 p.add_argument("--weight-decay", type=float, default=0.1)
 p.add_argument("--clip", type=float, default=1.0)
-p.add_argument("--eval-windows", type=int, default=512)
+p.add_argument("--eval-windows", type=int, default=0, help="0: every window (as lepton's final report)")
 p.add_argument("--val-fraction", type=float, default=0.1)
 p.add_argument("--seed", type=int, default=1337)
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--bias", action="store_true", help="GPT: biases in linear and layer-norm layers")
 p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
 args = p.parse_args()
 torch.set_num_threads(args.threads)
@@ -51,7 +54,7 @@ text = open(args.text, encoding="utf-8").read()
 chars = sorted(set(text))
 stoi = {c: i for i, c in enumerate(chars)}
 data = torch.tensor([stoi[c] for c in text], dtype=torch.long)
-n_val = int(len(data) * args.val_fraction)
+n_val = round(len(data) * args.val_fraction)
 train, val = data[: len(data) - n_val], data[len(data) - n_val :]
 V, T = len(chars), args.block
 
@@ -59,9 +62,10 @@ V, T = len(chars), args.block
 class Block(nn.Module):
     def __init__(self, d, h):
         super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.c_attn, self.attn_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        b = args.bias
+        self.ln_1, self.ln_2 = nn.LayerNorm(d, bias=b), nn.LayerNorm(d, bias=b)
+        self.c_attn, self.attn_proj = nn.Linear(d, 3 * d, bias=b), nn.Linear(d, d, bias=b)
+        self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d, bias=b), nn.Linear(4 * d, d, bias=b)
         self.h = h
 
     def forward(self, x):
@@ -79,7 +83,7 @@ class Gpt(nn.Module):
         d = args.width
         self.wte, self.wpe = nn.Embedding(V, d), nn.Embedding(T, d)
         self.blocks = nn.ModuleList(Block(d, args.heads) for _ in range(args.layers))
-        self.ln_f = nn.LayerNorm(d)
+        self.ln_f = nn.LayerNorm(d, bias=args.bias)
         self.lm_head = nn.Linear(d, V, bias=False)
         self.lm_head.weight = self.wte.weight
         for name, prm in self.named_parameters():
@@ -137,8 +141,9 @@ def batch(gen):
 @torch.no_grad()
 def val_loss():
     model.eval()
-    last = len(val) - T - 1
-    starts = [round(i * last / max(1, args.eval_windows - 1)) for i in range(args.eval_windows)]
+    n = (len(val) - 1) // T  # non-overlapping windows of T+1 tokens, stride T (lepton's window_starts)
+    m = args.eval_windows
+    starts = [i * T for i in range(n)] if m == 0 or n <= m else [(k * n // m) * T for k in range(m)]
     total = 0.0
     for s in range(0, len(starts), 64):
         ix = starts[s : s + 64]
