@@ -52,6 +52,70 @@ impl LoadedModel {
         &self.pre
     }
 
+    /// The network itself (logits, no output activation).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// A language model: text in, next-token logits `[T, vocab]` out (no classes).
+    pub fn is_language_model(&self) -> bool {
+        matches!(&self.pre, Preprocessor::Text { class_names, .. } if class_names.is_empty())
+    }
+
+    /// Predictions of a text classifier for token sequences (1 to `max-len` ids each). Each
+    /// sequence is run at its own length (`[1, T]`), so no padding convention is assumed; the
+    /// error names the sequence (`inputs[i]`).
+    pub fn predict_tokens(&self, seqs: &[Vec<u32>], k: usize) -> Result<Vec<Prediction>> {
+        if !matches!(&self.pre, Preprocessor::Text { class_names, .. } if !class_names.is_empty()) {
+            return Err(Error::Generate {
+                field: "model".into(),
+                message: "is not a text classifier".into(),
+            });
+        }
+        let p = |e: candle_core::Error| Error::Predict(e.to_string());
+        let mut out = Vec::with_capacity(seqs.len());
+        for (i, ids) in seqs.iter().enumerate() {
+            let f = self.pre.token_features(ids).map_err(|e| Error::Generate {
+                field: format!("inputs[{i}]"),
+                message: e.to_string(),
+            })?;
+            let t = f.len();
+            let x = Tensor::from_vec(f, (1, t), &Device::Cpu).map_err(p)?;
+            let r = self
+                .predict(&x)?
+                .flatten_all()
+                .and_then(|y| y.to_vec1::<f32>())
+                .map_err(p)?;
+            out.push(Prediction::Classes {
+                top: top_k(&r, self.pre.class_names(), k),
+                probabilities: r,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Predictions of a text classifier for texts; the error names the text (`inputs[i]`) and
+    /// the character outside the vocabulary.
+    pub fn predict_texts(&self, texts: &[String], k: usize) -> Result<Vec<Prediction>> {
+        let Some(vocab) = self.pre.vocab() else {
+            return Err(Error::Generate {
+                field: "model".into(),
+                message: "does not take text".into(),
+            });
+        };
+        let seqs = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                vocab.encode(t).map_err(|e| Error::Generate {
+                    field: format!("inputs[{i}]"),
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.predict_tokens(&seqs, k)
+    }
+
     /// Outputs for a batch of features `[B, ...sample_shape]`: class probabilities `[B, classes]`
     /// (a sigmoid output becomes `[1 - p, p]`), or regression values `[B, 1]` in target units.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
