@@ -125,6 +125,9 @@ pub struct LlmLimits {
     /// ends with an error event (or the JSON request gets 504) and the sequence is cancelled.
     /// Default 600000.
     pub stream_timeout_ms: u64,
+    /// Most tokens one generation from a photon language model may produce: a request's
+    /// `max_tokens` above it gets 400 naming the field (at most 65536). Default 2048.
+    pub max_tokens: usize,
 }
 
 impl Default for LlmLimits {
@@ -132,6 +135,7 @@ impl Default for LlmLimits {
         Self {
             keep_alive_ms: 15_000,
             stream_timeout_ms: 600_000,
+            max_tokens: 2048,
         }
     }
 }
@@ -362,6 +366,7 @@ impl ServeConfig {
             ),
             ("llm.keep-alive-ms", self.llm.keep_alive_ms),
             ("llm.stream-timeout-ms", self.llm.stream_timeout_ms),
+            ("llm.max-tokens", self.llm.max_tokens as u64),
         ];
         for (field, v) in positive {
             if v == 0 {
@@ -379,6 +384,16 @@ impl ServeConfig {
                     format!("'{o}': expected scheme://host[:port] (no path, no trailing /)"),
                 ));
             }
+        }
+        if self.llm.max_tokens > lepton_photon::MAX_NEW_TOKENS {
+            return Err(ServeError::config(
+                "llm.max-tokens",
+                format!(
+                    "{} is more than {}, the most one generation may produce",
+                    self.llm.max_tokens,
+                    lepton_photon::MAX_NEW_TOKENS
+                ),
+            ));
         }
         self.batching.validate("batching")?;
         for (name, b) in &self.models {

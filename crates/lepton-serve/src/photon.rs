@@ -1,18 +1,28 @@
 //! [`Backend`] for `.photon` packages.
+//!
+//! Text models take 1 to `max-len` token ids per sample while the batcher moves fixed-size
+//! feature rows: a text sample travels as `max-len` values, its ids followed by [`PAD`], and
+//! [`PhotonBackend::predict`] strips the padding and runs each sequence at its own length.
+//! Language models do not predict; they generate ([`Backend::language_model`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use lepton_data::Preprocessor;
-use lepton_photon::{LoadedModel, Photon};
+use lepton_photon::{LoadedModel, Photon, Prediction};
 
 use crate::backend::{Backend, ModelInfo, Output};
+use crate::llm::LanguageModel;
+use crate::text_generation::PhotonLanguageModel;
+
+/// The value after a text sample's last token id inside the server (never a token id).
+const PAD: f32 = -1.0;
 
 /// A loaded photon package.
 pub struct PhotonBackend {
     info: ModelInfo,
-    model: LoadedModel,
+    model: Arc<LoadedModel>,
     pre: Preprocessor,
 }
 
@@ -27,17 +37,25 @@ impl PhotonBackend {
         let photon = Photon::open(path).map_err(fail)?;
         let m = photon.manifest();
         let pre = m.preprocessor.clone();
+        let model = photon.model().map_err(fail)?;
         let info = ModelInfo {
             name: name.to_string(),
             sample_shape: pre.sample_shape(),
             class_names: pre.class_names().to_vec(),
             input_schema: serde_json::to_value(pre.input_schema()).unwrap_or_default(),
-            task: format!("{:?}", pre.task()).to_lowercase(),
+            task: if model.is_language_model() {
+                "text-generation".into()
+            } else {
+                format!("{:?}", pre.task()).to_lowercase()
+            },
             metrics: m.metrics.clone(),
             version: format!("{}", m.created_at),
         };
-        let model = photon.model().map_err(fail)?;
-        Ok(Self { info, model, pre })
+        Ok(Self {
+            info,
+            model: Arc::new(model),
+            pre,
+        })
     }
 
     /// A [`crate::Loader`] that opens photon files.
@@ -45,6 +63,18 @@ impl PhotonBackend {
         Arc::new(|path: &Path, name: &str| {
             Ok(Arc::new(PhotonBackend::open(path, name)?) as Arc<dyn Backend>)
         })
+    }
+
+    /// Token features padded to the model's `max-len` (a text classifier's batch row).
+    fn text_row(&self, mut ids: Vec<f32>) -> Result<Vec<f32>, String> {
+        if self.model.is_language_model() {
+            return Err(format!(
+                "'{}' is a language model: POST /v1/models/{}/generate (or /v1/completions) instead",
+                self.info.name, self.info.name
+            ));
+        }
+        ids.resize(self.info.sample_shape[0], PAD);
+        Ok(ids)
     }
 }
 
@@ -58,7 +88,16 @@ impl Backend for PhotonBackend {
     }
 
     fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, String> {
-        self.pre.raw_features(raw).map_err(|e| e.to_string())
+        let f = self.pre.raw_features(raw).map_err(|e| e.to_string())?;
+        match self.pre {
+            Preprocessor::Text { .. } => self.text_row(f),
+            _ => Ok(f),
+        }
+    }
+
+    fn text_features(&self, text: &str) -> Result<Vec<f32>, String> {
+        let f = self.pre.text_features(text).map_err(|e| e.to_string())?;
+        self.text_row(f)
     }
 
     fn row_features(&self, row: &[(String, String)]) -> Result<Vec<f32>, String> {
@@ -67,6 +106,31 @@ impl Backend for PhotonBackend {
     }
 
     fn predict(&self, features: &[f32], n: usize) -> Result<Vec<Output>, String> {
+        if let Preprocessor::Text { max_len, .. } = self.pre {
+            let seqs: Vec<Vec<u32>> = features
+                .chunks(max_len)
+                .take(n)
+                .map(|row| {
+                    row.iter()
+                        .take_while(|&&x| x != PAD)
+                        .map(|&x| x as u32)
+                        .collect()
+                })
+                .collect();
+            let preds = self
+                .model
+                .predict_tokens(&seqs, 1)
+                .map_err(|e| e.to_string())?;
+            return Ok(preds
+                .into_iter()
+                .map(|p| match p {
+                    Prediction::Classes { probabilities, .. } => {
+                        Output::Probabilities(probabilities)
+                    }
+                    Prediction::Value { value } => Output::Value(value),
+                })
+                .collect());
+        }
         let mut shape = vec![n];
         shape.extend_from_slice(&self.info.sample_shape);
         let x = Tensor::from_slice(features, shape, &Device::Cpu).map_err(|e| e.to_string())?;
@@ -80,5 +144,14 @@ impl Backend for PhotonBackend {
         } else {
             rows.into_iter().map(Output::Probabilities).collect()
         })
+    }
+
+    fn language_model(
+        &self,
+        max_tokens: usize,
+        cpu: Arc<tokio::sync::Semaphore>,
+    ) -> Option<Arc<dyn LanguageModel>> {
+        PhotonLanguageModel::new(Arc::clone(&self.model), max_tokens, cpu)
+            .map(|m| Arc::new(m) as Arc<dyn LanguageModel>)
     }
 }

@@ -25,6 +25,8 @@ pub struct Served {
     pub batcher: Arc<Batcher>,
     pub source: Option<PathBuf>,
     pub loaded_at: std::time::SystemTime,
+    /// A language model, also served on the generation routes under the same name.
+    pub generates: bool,
 }
 
 /// Everything the handlers share.
@@ -88,6 +90,11 @@ impl AppState {
 
     /// Serve `backend` as `name`, replacing (and draining) a model of the same name.
     pub fn insert(&self, name: &str, backend: Arc<dyn Backend>, source: Option<PathBuf>) {
+        let lm = backend.language_model(
+            self.inner.config.llm.max_tokens,
+            Arc::clone(&self.inner.cpu),
+        );
+        let generates = lm.is_some();
         let batcher = Batcher::start(
             name,
             Arc::clone(&backend),
@@ -99,7 +106,19 @@ impl AppState {
             batcher,
             source,
             loaded_at: std::time::SystemTime::now(),
+            generates,
         });
+        match lm {
+            Some(lm) => {
+                let capacity = self.inner.config.batch_for(name).queue_capacity;
+                self.inner.llms.insert(name, lm, capacity);
+            }
+            None => {
+                if self.model(name).is_ok_and(|old| old.generates) {
+                    self.inner.llms.remove(name);
+                }
+            }
+        }
         if let Some(old) = self
             .inner
             .models
@@ -127,6 +146,9 @@ impl AppState {
         match self.inner.models.write().expect("models lock").remove(name) {
             Some(old) => {
                 old.batcher.stop();
+                if old.generates {
+                    self.inner.llms.remove(name);
+                }
                 true
             }
             None => false,
