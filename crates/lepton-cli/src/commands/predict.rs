@@ -1,4 +1,4 @@
-//! `lepton predict MODEL INPUT...`: labels and probabilities for image files or CSV rows, with
+//! `lepton predict MODEL INPUT...`: labels and probabilities for image files, CSV rows or texts, with
 //! the preprocessing stored in the package; or through a running server with `--url`.
 
 use anyhow::Context;
@@ -18,7 +18,19 @@ pub fn run(args: PredictArgs, mode: Mode) -> anyhow::Result<()> {
         .expect("clap requires MODEL without --url");
     let photon = Photon::open(&super::eval::photon_path(model_path)?)?;
     let model = photon.model()?;
-    let (names, preds): (Vec<String>, Vec<Prediction>) = if let Some(csv_path) = &args.csv {
+    let (names, preds): (Vec<String>, Vec<Prediction>) = if !args.text.is_empty() {
+        anyhow::ensure!(
+            args.inputs.is_empty(),
+            "give either --text or input files, not both"
+        );
+        let preds = model
+            .predict_texts(&args.text, args.top_k)
+            .with_context(|| format!("predicting with {}", model_path.display()))?;
+        (
+            (0..args.text.len()).map(|i| format!("text[{i}]")).collect(),
+            preds,
+        )
+    } else if let Some(csv_path) = &args.csv {
         let mut rdr = csv::Reader::from_path(csv_path)
             .with_context(|| format!("reading {}", csv_path.display()))?;
         let header: Vec<String> = rdr
@@ -49,7 +61,10 @@ pub fn run(args: PredictArgs, mode: Mode) -> anyhow::Result<()> {
             preds,
         )
     } else {
-        anyhow::ensure!(!args.inputs.is_empty(), "give image files or --csv FILE");
+        anyhow::ensure!(
+            !args.inputs.is_empty(),
+            "give image files, --csv FILE or --text TEXT"
+        );
         let images = args
             .inputs
             .iter()

@@ -245,6 +245,11 @@ fn text_classifier_predicts_texts_and_names_bad_inputs() {
         r#"schema      {{"kind":"text","vocab-size":{},"max-len":{MAX_LEN}}}"#,
         Vocab::chars_of(TEXT).unwrap().len()
     )));
+    assert!(photon
+        .inspect()
+        .unwrap()
+        .to_text()
+        .contains("text        text classifier, chars vocabulary of 15 tokens, max-len 12\n"));
     let model = photon.model().unwrap();
     let p = model
         .predict_texts(&["to be".into(), "question".into()], 1)
