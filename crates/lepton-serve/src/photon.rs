@@ -1,7 +1,7 @@
 //! [`Backend`] for `.photon` packages.
 //!
 //! Text models take 1 to `max-len` token ids per sample while the batcher moves fixed-size
-//! feature rows: a text sample travels as `max-len` values, its ids followed by [`PAD`], and
+//! feature rows: a text sample travels as `max-len` values, its ids followed by `PAD` (-1), and
 //! [`PhotonBackend::predict`] strips the padding and runs each sequence at its own length.
 //! Language models do not predict; they generate ([`Backend::language_model`]).
 

@@ -394,3 +394,30 @@ async fn a_client_that_goes_away_stops_the_generation() {
     );
     assert_eq!(st.inner.llms.get("lm").unwrap().in_flight(), 0);
 }
+
+#[tokio::test]
+async fn generation_needs_a_token_like_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    write_text_photon(&dir.path().join("lm.photon"), &[]);
+    let state = AppState::new(
+        ServeConfig::default(),
+        Tokens::load(None, Some("secret:predict")).unwrap(),
+        Some(PhotonBackend::loader()),
+    );
+    state.load("lm", &dir.path().join("lm.photon")).unwrap();
+    let body = json!({"prompt": "to", "max_tokens": 3, "seed": 1}).to_string();
+    for (uri, b) in [
+        ("/v1/models/lm/generate", body.clone()),
+        (
+            "/v1/completions",
+            json!({"model": "lm", "prompt": "to", "max_tokens": 3}).to_string(),
+        ),
+    ] {
+        let (s, _, _) = send(&state, json_req("POST", uri, &b, None)).await;
+        assert_eq!(s, 401, "{uri}");
+        let (s, _, _) = send(&state, json_req("POST", uri, &b, Some("wrong"))).await;
+        assert_eq!(s, 401, "{uri}");
+        let (s, _, bytes) = send(&state, json_req("POST", uri, &b, Some("secret"))).await;
+        assert_eq!(s, 200, "{uri}: {}", String::from_utf8_lossy(&bytes));
+    }
+}
