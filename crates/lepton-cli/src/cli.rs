@@ -139,7 +139,7 @@ pub struct TrainArgs {
     /// The spec file (TOML). Not needed with --resume.
     #[arg(required_unless_present = "resume")]
     pub spec: Option<PathBuf>,
-    /// Run directory to write (default: runs/<name>-<timestamp>).
+    /// Run directory to write (default: runs/NAME-TIMESTAMP).
     #[arg(long, short)]
     pub out: Option<PathBuf>,
     /// Continue a killed or finished run from its last checkpoint.
