@@ -62,36 +62,56 @@ impl LoadedModel {
         matches!(&self.pre, Preprocessor::Text { class_names, .. } if class_names.is_empty())
     }
 
-    /// Predictions of a text classifier for token sequences (1 to `max-len` ids each). Each
-    /// sequence is run at its own length (`[1, T]`), so no padding convention is assumed; the
-    /// error names the sequence (`inputs[i]`).
-    pub fn predict_tokens(&self, seqs: &[Vec<u32>], k: usize) -> Result<Vec<Prediction>> {
-        if !matches!(&self.pre, Preprocessor::Text { class_names, .. } if !class_names.is_empty()) {
+    /// A text classifier's input row for token ids: 1 to `max-len` ids of the vocabulary
+    /// (checked), left-padded to `max-len` with the vocabulary's padding id, as lepton-data pads
+    /// the training texts (`text_classification`: left padding, so the last position holds the
+    /// last real token; the pad id is NUL's id in a character vocabulary, `[PAD]`/`<pad>` in a
+    /// tokenizer, else 0).
+    pub fn text_row(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let Preprocessor::Text {
+            vocab,
+            max_len,
+            class_names,
+        } = &self.pre
+        else {
             return Err(Error::Generate {
                 field: "model".into(),
-                message: "is not a text classifier".into(),
+                message: "does not take text".into(),
+            });
+        };
+        if class_names.is_empty() {
+            return Err(Error::Generate {
+                field: "model".into(),
+                message: "is a language model, not a text classifier: generate with it".into(),
             });
         }
-        let p = |e: candle_core::Error| Error::Predict(e.to_string());
-        let mut out = Vec::with_capacity(seqs.len());
-        for (i, ids) in seqs.iter().enumerate() {
-            let f = self.pre.token_features(ids).map_err(|e| Error::Generate {
-                field: format!("inputs[{i}]"),
-                message: e.to_string(),
-            })?;
-            let t = f.len();
-            let x = Tensor::from_vec(f, (1, t), &Device::Cpu).map_err(p)?;
-            let r = self
-                .predict(&x)?
-                .flatten_all()
-                .and_then(|y| y.to_vec1::<f32>())
-                .map_err(p)?;
-            out.push(Prediction::Classes {
-                top: top_k(&r, self.pre.class_names(), k),
-                probabilities: r,
-            });
-        }
-        Ok(out)
+        let f = self.pre.token_features(ids).map_err(|e| Error::Generate {
+            field: "input".into(),
+            message: e.to_string(),
+        })?;
+        let mut row = vec![pad_id(vocab) as f32; max_len - f.len()];
+        row.extend(f);
+        Ok(row)
+    }
+
+    /// Predictions of a text classifier for token sequences (1 to `max-len` ids each), padded as
+    /// [`LoadedModel::text_row`] says and run as one batch; the error names the sequence
+    /// (`inputs[i]`).
+    pub fn predict_tokens(&self, seqs: &[Vec<u32>], k: usize) -> Result<Vec<Prediction>> {
+        let rows = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| {
+                self.text_row(ids).map_err(|e| match e {
+                    Error::Generate { field, message } if field == "input" => Error::Generate {
+                        field: format!("inputs[{i}]"),
+                        message,
+                    },
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.predict_features(&rows, k)
     }
 
     /// Predictions of a text classifier for texts; the error names the text (`inputs[i]`) and
@@ -205,6 +225,20 @@ impl LoadedModel {
             .collect::<Result<Vec<_>>>()?;
         self.predict_features(&feats, k)
     }
+}
+
+/// The id that pads a text classifier's input: NUL's id in a character vocabulary, a
+/// tokenizer's `[PAD]` or `<pad>` token, otherwise 0 (lepton-data's rule for training texts).
+fn pad_id(vocab: &lepton_data::Vocab) -> u32 {
+    let single = |t: &str| match vocab.encode(t).as_deref() {
+        Ok([id]) => Some(*id),
+        _ => None,
+    };
+    match vocab.kind() {
+        "chars" => single("\0"),
+        _ => single("[PAD]").or_else(|| single("<pad>")),
+    }
+    .unwrap_or(0)
 }
 
 /// The `k` most probable labels, best first.

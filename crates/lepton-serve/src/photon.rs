@@ -1,23 +1,19 @@
 //! [`Backend`] for `.photon` packages.
 //!
-//! Text models take 1 to `max-len` token ids per sample while the batcher moves fixed-size
-//! feature rows: a text sample travels as `max-len` values, its ids followed by `PAD` (-1), and
-//! [`PhotonBackend::predict`] strips the padding and runs each sequence at its own length.
-//! Language models do not predict; they generate ([`Backend::language_model`]).
+//! A text classifier's sample (a text, or 1 to `max-len` token ids) becomes one `max-len` row,
+//! left-padded as the training texts were ([`LoadedModel::text_row`]), and is batched like any
+//! other. Language models do not predict; they generate ([`Backend::language_model`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use lepton_data::Preprocessor;
-use lepton_photon::{LoadedModel, Photon, Prediction};
+use lepton_photon::{LoadedModel, Photon};
 
 use crate::backend::{Backend, ModelInfo, Output};
 use crate::llm::LanguageModel;
 use crate::text_generation::PhotonLanguageModel;
-
-/// The value after a text sample's last token id inside the server (never a token id).
-const PAD: f32 = -1.0;
 
 /// A loaded photon package.
 pub struct PhotonBackend {
@@ -65,16 +61,19 @@ impl PhotonBackend {
         })
     }
 
-    /// Token features padded to the model's `max-len` (a text classifier's batch row).
-    fn text_row(&self, mut ids: Vec<f32>) -> Result<Vec<f32>, String> {
+    /// A text classifier's batch row for checked token ids (as f32).
+    fn text_row(&self, ids: Vec<f32>) -> Result<Vec<f32>, String> {
         if self.model.is_language_model() {
             return Err(format!(
                 "'{}' is a language model: POST /v1/models/{}/generate (or /v1/completions) instead",
                 self.info.name, self.info.name
             ));
         }
-        ids.resize(self.info.sample_shape[0], PAD);
-        Ok(ids)
+        let ids: Vec<u32> = ids.into_iter().map(|x| x as u32).collect();
+        self.model.text_row(&ids).map_err(|e| match e {
+            lepton_photon::Error::Generate { message, .. } => message,
+            other => other.to_string(),
+        })
     }
 }
 
@@ -106,31 +105,6 @@ impl Backend for PhotonBackend {
     }
 
     fn predict(&self, features: &[f32], n: usize) -> Result<Vec<Output>, String> {
-        if let Preprocessor::Text { max_len, .. } = self.pre {
-            let seqs: Vec<Vec<u32>> = features
-                .chunks(max_len)
-                .take(n)
-                .map(|row| {
-                    row.iter()
-                        .take_while(|&&x| x != PAD)
-                        .map(|&x| x as u32)
-                        .collect()
-                })
-                .collect();
-            let preds = self
-                .model
-                .predict_tokens(&seqs, 1)
-                .map_err(|e| e.to_string())?;
-            return Ok(preds
-                .into_iter()
-                .map(|p| match p {
-                    Prediction::Classes { probabilities, .. } => {
-                        Output::Probabilities(probabilities)
-                    }
-                    Prediction::Value { value } => Output::Value(value),
-                })
-                .collect());
-        }
         let mut shape = vec![n];
         shape.extend_from_slice(&self.info.sample_shape);
         let x = Tensor::from_slice(features, shape, &Device::Cpu).map_err(|e| e.to_string())?;

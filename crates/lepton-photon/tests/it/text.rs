@@ -260,6 +260,18 @@ fn text_classifier_predicts_texts_and_names_bad_inputs() {
     };
     assert!((probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     assert_eq!(top.len(), 1);
+    // As lepton-data pads the training texts: on the left, with id 0 (no NUL in this vocabulary).
+    let ids = Vocab::chars_of(TEXT).unwrap().encode("to be").unwrap();
+    let mut row = vec![0f32; MAX_LEN - ids.len()];
+    row.extend(ids.iter().map(|&i| i as f32));
+    let want = model
+        .predict(&Tensor::from_vec(row, (1, MAX_LEN), &Device::Cpu).unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(probabilities, &want);
     let e = model
         .predict_texts(&["to be".into(), "to bez".into()], 1)
         .unwrap_err()
