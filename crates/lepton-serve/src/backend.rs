@@ -49,11 +49,11 @@ pub trait Backend: Send + Sync + 'static {
         Err("this model does not take text".into())
     }
     /// The model as a [`LanguageModel`] for the generation routes, when it is one: generations
-    /// of at most `max_tokens` tokens, run under the server's `cpu` permits.
+    /// of at most `max_tokens` tokens, each run while it holds one of the `permits`.
     fn language_model(
         &self,
         _max_tokens: usize,
-        _cpu: Arc<tokio::sync::Semaphore>,
+        _permits: Arc<tokio::sync::Semaphore>,
     ) -> Option<Arc<dyn LanguageModel>> {
         None
     }

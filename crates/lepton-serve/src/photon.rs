@@ -123,9 +123,9 @@ impl Backend for PhotonBackend {
     fn language_model(
         &self,
         max_tokens: usize,
-        cpu: Arc<tokio::sync::Semaphore>,
+        permits: Arc<tokio::sync::Semaphore>,
     ) -> Option<Arc<dyn LanguageModel>> {
-        PhotonLanguageModel::new(Arc::clone(&self.model), max_tokens, cpu)
+        PhotonLanguageModel::new(Arc::clone(&self.model), max_tokens, permits)
             .map(|m| Arc::new(m) as Arc<dyn LanguageModel>)
     }
 }

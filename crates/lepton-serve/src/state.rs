@@ -47,6 +47,8 @@ pub struct Inner {
     pub trusted_proxies: Vec<Cidr>,
     /// Bounds the CPU-heavy request work on blocking threads (`limits.cpu-concurrency`).
     pub cpu: Arc<tokio::sync::Semaphore>,
+    /// Bounds the photon generations running at once (`llm.generation-concurrency`).
+    pub generation: Arc<tokio::sync::Semaphore>,
     pub ready: std::sync::atomic::AtomicBool,
     /// Language models (OpenAI-compatible routes).
     pub llms: crate::llm::LlmRegistry,
@@ -65,6 +67,9 @@ impl AppState {
             l.rate_limit_max_clients,
         );
         let cpu = Arc::new(tokio::sync::Semaphore::new(l.cpu_concurrency.max(1)));
+        let generation = Arc::new(tokio::sync::Semaphore::new(
+            config.llm.generation_concurrency.max(1),
+        ));
         // `ServeConfig::validate` refuses bad entries; a config built in code skips them here.
         let trusted_proxies = config
             .security
@@ -82,6 +87,7 @@ impl AppState {
                 rate_limiter,
                 trusted_proxies,
                 cpu,
+                generation,
                 ready: std::sync::atomic::AtomicBool::new(true),
                 llms: Default::default(),
             }),
@@ -92,7 +98,7 @@ impl AppState {
     pub fn insert(&self, name: &str, backend: Arc<dyn Backend>, source: Option<PathBuf>) {
         let lm = backend.language_model(
             self.inner.config.llm.max_tokens,
-            Arc::clone(&self.inner.cpu),
+            Arc::clone(&self.inner.generation),
         );
         let generates = lm.is_some();
         let batcher = Batcher::start(

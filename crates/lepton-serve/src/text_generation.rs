@@ -3,8 +3,9 @@
 //! `POST /v1/models/{name}/generate` reach them through the same validation, slots, streaming,
 //! timeouts and metrics as lepton-llm's engines.
 //!
-//! A generation runs on the server's bounded CPU pool: it waits for one of the
-//! `limits.cpu-concurrency` permits (never the async runtime), then runs
+//! A generation runs on a bounded pool of blocking threads, never on the async runtime: it waits
+//! for one of the `llm.generation-concurrency` permits (a pool of its own, so long generations
+//! never starve the request parsing bounded by `limits.cpu-concurrency`), then runs
 //! [`lepton_photon::Generator`] on a blocking thread, sending one event per token. A client that
 //! goes away drops the receiver; the next send fails and the loop stops.
 
@@ -24,7 +25,7 @@ use crate::llm::{
 pub struct PhotonLanguageModel {
     model: Arc<LoadedModel>,
     info: LlmInfo,
-    cpu: Arc<Semaphore>,
+    permits: Arc<Semaphore>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -36,10 +37,14 @@ fn invalid(field: &'static str, message: impl Into<String>) -> lepton_llm::Error
 }
 
 impl PhotonLanguageModel {
-    /// Serve `model` (a language model) with generations of at most `max_tokens` tokens, run
-    /// under the `cpu` permits on the current Tokio runtime. `None` when `model` does not
+    /// Serve `model` (a language model) with generations of at most `max_tokens` tokens, each
+    /// run while it holds one of the `permits`, on the current Tokio runtime. `None` when `model` does not
     /// generate (a classifier, an image or table model).
-    pub fn new(model: Arc<LoadedModel>, max_tokens: usize, cpu: Arc<Semaphore>) -> Option<Self> {
+    pub fn new(
+        model: Arc<LoadedModel>,
+        max_tokens: usize,
+        permits: Arc<Semaphore>,
+    ) -> Option<Self> {
         if !model.is_language_model() {
             return None;
         }
@@ -57,7 +62,7 @@ impl PhotonLanguageModel {
                 created,
                 max_prompt_bytes: usize::MAX,
             },
-            cpu,
+            permits,
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -138,10 +143,10 @@ impl LanguageModel for PhotonLanguageModel {
         let g = Generator::new(&self.model).map_err(request_error)?;
         g.encode_prompt(&prompt).map_err(request_error)?;
         let (tx, rx) = flume::bounded(64);
-        let (model, cpu) = (Arc::clone(&self.model), Arc::clone(&self.cpu));
+        let (model, permits) = (Arc::clone(&self.model), Arc::clone(&self.permits));
         let submitted = Instant::now();
         self.runtime.spawn(async move {
-            let Ok(permit) = cpu.acquire_owned().await else {
+            let Ok(permit) = permits.acquire_owned().await else {
                 let _ = tx.send(GenerationEvent::Error("the server is shutting down".into()));
                 return;
             };

@@ -362,13 +362,8 @@ async fn bad_text_input_gets_4xx_naming_the_part() {
     }
 }
 
-#[tokio::test]
-async fn a_client_that_goes_away_stops_the_generation() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ServeConfig::default();
-    cfg.llm.max_tokens = lepton_photon::MAX_NEW_TOKENS;
-    cfg.limits.cpu_concurrency = 1;
-    let st = text_state(dir.path(), cfg);
+/// Start a streamed 65,536-token generation (far longer than any test) and read its first chunk.
+async fn long_stream(st: &AppState) -> axum::body::Body {
     let body = json!({"prompt": "to", "max_tokens": lepton_photon::MAX_NEW_TOKENS, "stream": true})
         .to_string();
     let resp = lepton_serve::app(st.clone())
@@ -379,20 +374,54 @@ async fn a_client_that_goes_away_stops_the_generation() {
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert!(String::from_utf8_lossy(&first).starts_with("data: "));
-    // The generation holds the only CPU permit while it runs.
-    assert_eq!(st.inner.cpu.available_permits(), 0);
+    body
+}
+
+fn long_config() -> ServeConfig {
+    let mut cfg = ServeConfig::default();
+    cfg.llm.max_tokens = lepton_photon::MAX_NEW_TOKENS;
+    cfg.llm.generation_concurrency = 1;
+    cfg.limits.cpu_concurrency = 1;
+    cfg
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = text_state(dir.path(), long_config());
+    let body = long_stream(&st).await;
+    // The generation holds the only generation permit while it runs.
+    assert_eq!(st.inner.generation.available_permits(), 0);
     drop(body);
-    // 65,536 tokens take far longer than this; a cancelled generation gives its permit back.
+    // A cancelled generation gives its permit back long before 65,536 tokens are made.
     let started = Instant::now();
-    while st.inner.cpu.available_permits() == 0 && started.elapsed() < Duration::from_secs(5) {
+    while st.inner.generation.available_permits() == 0 && started.elapsed() < Duration::from_secs(5)
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(
-        st.inner.cpu.available_permits(),
+        st.inner.generation.available_permits(),
         1,
         "the generation kept running"
     );
     assert_eq!(st.inner.llms.get("lm").unwrap().in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_long_generation_does_not_starve_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = text_state(dir.path(), long_config());
+    let _stream = long_stream(&st).await;
+    assert_eq!(st.inner.generation.available_permits(), 0);
+    // The one request-parsing permit is free: a prediction is answered while it runs.
+    let body = json!({"inputs": ["to be"]}).to_string();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        send(&st, json_req("POST", "/v1/models/cls/predict", &body, None)),
+    )
+    .await
+    .expect("predict waited for the generation");
+    assert_eq!(answer.0, 200);
 }
 
 #[tokio::test]
