@@ -175,8 +175,8 @@ pub struct PredictArgs {
     pub model: Option<PathBuf>,
     /// Inputs: image files (PNG/JPEG).
     pub inputs: Vec<PathBuf>,
-    /// A text to classify with a text model (repeatable).
-    #[arg(long, conflicts_with_all = ["csv", "url"])]
+    /// A text to classify with a text model (repeatable; also with --url).
+    #[arg(long, conflicts_with = "csv")]
     pub text: Vec<String>,
     /// CSV file of rows to predict (header with the training column names).
     #[arg(long)]

@@ -197,6 +197,8 @@ fn the_server_streams_the_same_text_as_lepton_generate() {
     let dir = tempfile::tempdir().unwrap();
     let lm = dir.path().join("lm.photon");
     write_text_photon(&lm, &[]);
+    let cls = dir.path().join("cls.photon");
+    write_text_photon(&cls, &["no", "yes"]);
     let cli = generate(
         &lm,
         &[
@@ -218,7 +220,7 @@ fn the_server_streams_the_same_text_as_lepton_generate() {
     let listen = format!("127.0.0.1:{port}");
     let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_lepton"))
-            .args(["serve", s(&lm), "--listen", &listen])
+            .args(["serve", s(&lm), s(&cls), "--listen", &listen])
             .current_dir(dir.path())
             .env_remove("LEPTON_TOKENS")
             .env("LEPTON_THREADS", "1")
@@ -279,4 +281,30 @@ fn the_server_streams_the_same_text_as_lepton_generate() {
     assert_eq!(resp.status().as_u16(), 400);
     let text = resp.body_mut().read_to_string().unwrap();
     assert!(text.contains("prompt: input: character 'z'"), "{text}");
+    // `lepton predict --url --text` gets the local prediction from the served classifier.
+    let texts = ["--text", "to be", "--text", "question"];
+    let mut local = vec!["--json", "predict", s(&cls)];
+    local.extend(texts);
+    let local = lepton(&local).success().json_lines();
+    let mut remote = vec!["--json", "predict", "--url", &base, "--model", "cls"];
+    remote.extend(texts);
+    let remote = lepton(&remote).success().json_lines();
+    assert_eq!(remote.len(), 2);
+    for (l, r) in local.iter().zip(&remote) {
+        let top = &l["prediction"]["top"][0];
+        assert_eq!(r["prediction"]["label"], top[0], "{r}");
+        let (a, b) = (
+            r["prediction"]["probability"].as_f64().unwrap(),
+            top[1].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-6, "{r} vs {l}");
+    }
+    assert_eq!(remote[1]["input"], "question");
+    let r = lepton(&["predict", "--url", &base, "--model", "cls", "--text", "zz"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("422") && r.stderr.contains("inputs[0]"),
+        "{}",
+        r.stderr
+    );
 }
