@@ -300,6 +300,12 @@ impl<'a> Generator<'a> {
     }
 }
 
+/// A fresh seed from the operating system's generator, for requests that give none (report it
+/// so the text can be made again).
+pub fn random_seed() -> u64 {
+    rand::random()
+}
+
 /// One token id from `logits`: the first argmax for `temperature == 0`, otherwise a draw from
 /// `softmax(logits / temperature)` over the `top_k` largest logits (all when `top_k` is 0 or at
 /// least the vocabulary). Non-finite logits never win.

@@ -44,8 +44,8 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
 pub use generate::{
-    sample, Finish, GenerateConfig, Generated, Generator, MAX_NEW_TOKENS, MAX_STOP_BYTES,
-    MAX_STOP_STRINGS,
+    random_seed, sample, Finish, GenerateConfig, Generated, Generator, MAX_NEW_TOKENS,
+    MAX_STOP_BYTES, MAX_STOP_STRINGS,
 };
 pub use inspect::{Inspect, TensorInfo};
 pub use layout::assemble;

@@ -83,7 +83,7 @@ impl PhotonLanguageModel {
         let cfg = GenerateConfig::new(params.max_tokens)
             .with_temperature(params.temperature)
             .with_top_k(params.top_k)
-            .with_seed(params.seed.unwrap_or_else(rand_seed))
+            .with_seed(params.seed.unwrap_or_else(lepton_photon::random_seed))
             .with_stop(params.stop.clone());
         cfg.validate().map_err(request_error)?;
         Ok(cfg)
@@ -105,18 +105,6 @@ fn request_error(e: lepton_photon::Error) -> lepton_llm::Error {
         }
         other => invalid("prompt", other.to_string()),
     }
-}
-
-fn rand_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // A per-process random key mixed with the time: a fresh seed without another dependency.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 impl LanguageModel for PhotonLanguageModel {

@@ -29,18 +29,6 @@ pub fn photon_for(path: &Path) -> anyhow::Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// A fresh seed when none is given (printed, so the run can be repeated).
-fn fresh_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
-
 pub fn run(path: &Path, args: &GenerateArgs, mode: Mode) -> anyhow::Result<()> {
     let s = &args.sampling;
     anyhow::ensure!(
@@ -51,7 +39,7 @@ pub fn run(path: &Path, args: &GenerateArgs, mode: Mode) -> anyhow::Result<()> {
         s.repetition_penalty == 1.0,
         "--repetition-penalty: not supported by photon language models"
     );
-    let seed = s.seed.unwrap_or_else(fresh_seed);
+    let seed = s.seed.unwrap_or_else(lepton_photon::random_seed);
     let cfg = GenerateConfig::new(s.max_tokens)
         .with_temperature(s.temperature)
         .with_top_k(s.top_k)

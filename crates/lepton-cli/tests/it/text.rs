@@ -107,6 +107,33 @@ fn generate_streams_reproducible_text_from_a_photon_or_run_directory() {
     assert_eq!(v["completion_tokens"], 40);
     assert_eq!(v["finish_reason"], "length");
     assert_eq!(v["seed"], 7);
+    // Without --seed a fresh one is drawn and reported: giving it back repeats the text.
+    let v = lepton(&[
+        "--json",
+        "generate",
+        s(&lm),
+        "--prompt",
+        "to",
+        "--max-tokens",
+        "30",
+    ])
+    .success()
+    .json();
+    let seed = v["seed"].as_u64().unwrap().to_string();
+    let again = lepton(&[
+        "--json",
+        "generate",
+        s(&lm),
+        "--prompt",
+        "to",
+        "--max-tokens",
+        "30",
+        "--seed",
+        &seed,
+    ])
+    .success()
+    .json();
+    assert_eq!(again["text"], v["text"]);
 }
 
 #[test]
