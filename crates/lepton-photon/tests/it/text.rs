@@ -321,3 +321,39 @@ fn a_language_model_whose_output_is_not_the_vocabulary_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn an_embedding_smaller_than_the_vocabulary_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = Vocab::chars_of(TEXT).unwrap();
+    let spec: ModelSpec = toml::from_str(&format!(
+        r#"layers = [
+            {{ type = "embedding", num-embeddings = {}, embedding-dim = 8 }},
+            {{ type = "lstm", hidden-size = 16 }},
+            {{ type = "linear", out-features = {} }},
+        ]"#,
+        vocab.len() - 1,
+        vocab.len()
+    ))
+    .unwrap();
+    let w = weights(&spec, &[MAX_LEN], 3);
+    let contents = PhotonContents {
+        name: "bad".into(),
+        model: spec,
+        input_shape: vec![MAX_LEN],
+        loss: LossSpec::default(),
+        preprocessor: Preprocessor::Text {
+            vocab,
+            max_len: MAX_LEN,
+            class_names: vec![],
+        },
+        metrics: serde_json::json!({}),
+    };
+    let e = Photon::write(&dir.path().join("bad.photon"), &contents, &w)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.layers[0].num-embeddings: is 14 but the vocabulary has 15 tokens"),
+        "{e}"
+    );
+}

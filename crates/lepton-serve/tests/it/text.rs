@@ -207,6 +207,9 @@ async fn models_list_shows_the_text_input_schema() {
         v["input_schema"],
         json!({"kind": "text", "vocab-size": vocab, "max-len": MAX_LEN})
     );
+    let (_, _, bytes) = send(&st, json_req("GET", "/openapi.json", "", None)).await;
+    let api: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(api["paths"]["/v1/models/{name}/generate"]["post"].is_object());
     // Unloading the language model takes it off the generation routes too.
     assert!(st.remove("lm"));
     let body = json!({"model": "lm", "prompt": "to"}).to_string();
