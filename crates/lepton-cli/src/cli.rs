@@ -40,9 +40,9 @@ pub enum Command {
         after_help = "Example:\n  lepton eval runs/mnist-cnn/model.photon --data data/mnist --split test"
     )]
     Eval(EvalArgs),
-    /// Predict with a trained model: image files, CSV rows, or a remote server.
+    /// Predict with a trained model: image files, CSV rows, texts, or a remote server.
     #[command(
-        after_help = "Example:\n  lepton predict runs/mnist-cnn/model.photon digit.png\n  lepton predict iris.photon --csv rows.csv\n  lepton predict --url http://127.0.0.1:8080 --model mnist-cnn digit.png"
+        after_help = "Example:\n  lepton predict runs/mnist-cnn/model.photon digit.png\n  lepton predict iris.photon --csv rows.csv\n  lepton predict reviews.photon --text \"a fine play\"\n  lepton predict --url http://127.0.0.1:8080 --model mnist-cnn digit.png"
     )]
     Predict(PredictArgs),
     /// k-fold cross-validation of a spec.
@@ -72,9 +72,10 @@ pub enum Command {
         after_help = "Example:\n  lepton run ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --name smollm2\n  curl -s http://127.0.0.1:8080/v1/chat/completions -d '{\"model\": \"smollm2\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'"
     )]
     Run(RunArgs),
-    /// Generate text from a prompt with a GGUF file or Llama folder (streamed to stdout).
+    /// Generate text from a prompt with a language-model photon or run directory, a GGUF file or
+    /// a Llama folder (streamed to stdout).
     #[command(
-        after_help = "Example:\n  lepton generate ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\" --temperature 0 --max-tokens 32"
+        after_help = "Example:\n  lepton generate runs/shakespeare-gpt --prompt \"ROMEO:\" --temperature 0.8 --top-k 40 --seed 1 --max-tokens 200\n  lepton generate ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\" --temperature 0 --max-tokens 32"
     )]
     Generate(GenerateArgs),
     /// Chat interactively with a GGUF file or Llama folder (its chat template, streamed replies).
@@ -112,7 +113,8 @@ pub struct SamplingArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A GGUF file or a Hugging Face folder (Llama family).
+    /// A language-model .photon file or run directory, a GGUF file or a Hugging Face folder
+    /// (Llama family).
     pub model: PathBuf,
     /// The prompt, used as is (no chat template).
     #[arg(long, short)]
@@ -137,7 +139,7 @@ pub struct TrainArgs {
     /// The spec file (TOML). Not needed with --resume.
     #[arg(required_unless_present = "resume")]
     pub spec: Option<PathBuf>,
-    /// Run directory to write (default: runs/<name>-<timestamp>).
+    /// Run directory to write (default: runs/NAME-TIMESTAMP).
     #[arg(long, short)]
     pub out: Option<PathBuf>,
     /// Continue a killed or finished run from its last checkpoint.
@@ -173,6 +175,9 @@ pub struct PredictArgs {
     pub model: Option<PathBuf>,
     /// Inputs: image files (PNG/JPEG).
     pub inputs: Vec<PathBuf>,
+    /// A text to classify with a text model (repeatable; also with --url).
+    #[arg(long, conflicts_with = "csv")]
+    pub text: Vec<String>,
     /// CSV file of rows to predict (header with the training column names).
     #[arg(long)]
     pub csv: Option<PathBuf>,

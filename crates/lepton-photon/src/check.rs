@@ -13,7 +13,7 @@ use std::path::Path;
 
 use lepton_data::preprocess::Column;
 use lepton_data::{Preprocessor, Task};
-use lepton_nn::{Budget, ModelSpec};
+use lepton_nn::{Budget, LayerSpec, ModelSpec};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -45,6 +45,34 @@ pub(crate) fn manifest(m: &Manifest, path: &Path, limits: &Limits) -> Result<()>
         }
     }
     let output = model(&m.model, input, limits, &bad)?;
+    if let Preprocessor::Text {
+        vocab,
+        max_len,
+        class_names,
+    } = &m.preprocessor
+    {
+        text_model(&m.model, vocab.len(), &bad)?;
+        if class_names.is_empty() {
+            // A language model: next-token logits at every position, trained by cross-entropy.
+            let want = [*max_len, vocab.len()];
+            if output != want {
+                return Err(bad(
+                    "model",
+                    format!("a language model must output [max_len, vocab size] = {want:?} per sample, this one outputs {output:?}"),
+                ));
+            }
+            if !matches!(m.loss, lepton_nn::LossSpec::CrossEntropy { .. }) {
+                return Err(bad(
+                    "loss",
+                    format!(
+                        "a language model is trained by cross-entropy, not {}",
+                        m.loss.kind()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+    }
     let classes = match m.preprocessor.task() {
         Task::Classification => m.preprocessor.class_names().len(),
         Task::Regression => {
@@ -208,6 +236,29 @@ fn preprocessor(
         }
     }
     Ok(())
+}
+
+/// A text model's first layer must be an embedding with a row for every token id of the
+/// vocabulary (an id beyond it would fail at the first request instead of at open).
+fn text_model(spec: &ModelSpec, vocab: usize, bad: &impl Fn(&str, String) -> Error) -> Result<()> {
+    match spec.layers.first() {
+        Some(LayerSpec::Embedding(e)) if e.num_embeddings < vocab => Err(bad(
+            "model.layers[0].num-embeddings",
+            format!(
+                "is {} but the vocabulary has {vocab} tokens",
+                e.num_embeddings
+            ),
+        )),
+        Some(LayerSpec::Embedding(_)) => Ok(()),
+        Some(other) => Err(bad(
+            "model.layers[0]",
+            format!(
+                "is a {} layer; a text model starts with an embedding of its token ids",
+                other.kind()
+            ),
+        )),
+        None => Err(bad("model.layers", "a model has at least one layer".into())),
+    }
 }
 
 /// The model's per-sample output shape. lepton-nn's shape inference owns the per-layer rules and

@@ -30,6 +30,9 @@ pub enum Error {
     Weights { path: PathBuf, message: String },
     #[error("predicting: {0}")]
     Predict(String),
+    /// A generation request or the text given to a text model is refused; names the field.
+    #[error("generating: {field}: {message}")]
+    Generate { field: String, message: String },
 }
 
 impl Error {

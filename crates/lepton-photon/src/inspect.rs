@@ -42,6 +42,23 @@ impl Inspect {
             m.loss.kind(),
             self.parameters
         );
+        if let lepton_data::Preprocessor::Text {
+            vocab,
+            max_len,
+            class_names,
+        } = &m.preprocessor
+        {
+            s += &format!(
+                "text        {}, {} vocabulary of {} tokens, max-len {max_len}\n",
+                if class_names.is_empty() {
+                    "language model (lepton generate)"
+                } else {
+                    "text classifier"
+                },
+                vocab.kind(),
+                vocab.len(),
+            );
+        }
         let classes = m.preprocessor.class_names();
         if !classes.is_empty() {
             s += &format!("classes     {}\n", classes.join(", "));

@@ -26,10 +26,12 @@
 //! - `limits.rs`: [`Limits`], the budgets and their defaults.
 //! - `photon.rs`: [`Photon`]: open, write, build the model.
 //! - `model.rs`: [`LoadedModel`], predictions.
+//! - `generate.rs`: [`Generator`]: text generation from a language-model photon.
 //! - `inspect.rs`: [`Inspect`], what `lepton inspect` prints.
 
 mod check;
 mod error;
+mod generate;
 mod inspect;
 mod layout;
 mod limits;
@@ -41,6 +43,10 @@ use lepton_nn::{LossSpec, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
+pub use generate::{
+    random_seed, sample, Finish, GenerateConfig, Generated, Generator, MAX_NEW_TOKENS,
+    MAX_STOP_BYTES, MAX_STOP_STRINGS,
+};
 pub use inspect::{Inspect, TensorInfo};
 pub use layout::assemble;
 pub use limits::Limits;

@@ -52,6 +52,90 @@ impl LoadedModel {
         &self.pre
     }
 
+    /// The network itself (logits, no output activation).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// A language model: text in, next-token logits `[T, vocab]` out (no classes).
+    pub fn is_language_model(&self) -> bool {
+        matches!(&self.pre, Preprocessor::Text { class_names, .. } if class_names.is_empty())
+    }
+
+    /// A text classifier's input row for token ids: 1 to `max-len` ids of the vocabulary
+    /// (checked), left-padded to `max-len` with the vocabulary's padding id, as lepton-data pads
+    /// the training texts (`text_classification`: left padding, so the last position holds the
+    /// last real token; the pad id is NUL's id in a character vocabulary, `[PAD]`/`<pad>` in a
+    /// tokenizer, else 0).
+    pub fn text_row(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let Preprocessor::Text {
+            vocab,
+            max_len,
+            class_names,
+        } = &self.pre
+        else {
+            return Err(Error::Generate {
+                field: "model".into(),
+                message: "does not take text".into(),
+            });
+        };
+        if class_names.is_empty() {
+            return Err(Error::Generate {
+                field: "model".into(),
+                message: "is a language model, not a text classifier: generate with it".into(),
+            });
+        }
+        let f = self.pre.token_features(ids).map_err(|e| Error::Generate {
+            field: "input".into(),
+            message: e.to_string(),
+        })?;
+        let mut row = vec![pad_id(vocab) as f32; max_len - f.len()];
+        row.extend(f);
+        Ok(row)
+    }
+
+    /// Predictions of a text classifier for token sequences (1 to `max-len` ids each), padded as
+    /// [`LoadedModel::text_row`] says and run as one batch; the error names the sequence
+    /// (`inputs[i]`).
+    pub fn predict_tokens(&self, seqs: &[Vec<u32>], k: usize) -> Result<Vec<Prediction>> {
+        let rows = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| {
+                self.text_row(ids).map_err(|e| match e {
+                    Error::Generate { field, message } if field == "input" => Error::Generate {
+                        field: format!("inputs[{i}]"),
+                        message,
+                    },
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.predict_features(&rows, k)
+    }
+
+    /// Predictions of a text classifier for texts; the error names the text (`inputs[i]`) and
+    /// the character outside the vocabulary.
+    pub fn predict_texts(&self, texts: &[String], k: usize) -> Result<Vec<Prediction>> {
+        let Some(vocab) = self.pre.vocab() else {
+            return Err(Error::Generate {
+                field: "model".into(),
+                message: "does not take text".into(),
+            });
+        };
+        let seqs = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                vocab.encode(t).map_err(|e| Error::Generate {
+                    field: format!("inputs[{i}]"),
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.predict_tokens(&seqs, k)
+    }
+
     /// Outputs for a batch of features `[B, ...sample_shape]`: class probabilities `[B, classes]`
     /// (a sigmoid output becomes `[1 - p, p]`), or regression values `[B, 1]` in target units.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
@@ -141,6 +225,20 @@ impl LoadedModel {
             .collect::<Result<Vec<_>>>()?;
         self.predict_features(&feats, k)
     }
+}
+
+/// The id that pads a text classifier's input: NUL's id in a character vocabulary, a
+/// tokenizer's `[PAD]` or `<pad>` token, otherwise 0 (lepton-data's rule for training texts).
+fn pad_id(vocab: &lepton_data::Vocab) -> u32 {
+    let single = |t: &str| match vocab.encode(t).as_deref() {
+        Ok([id]) => Some(*id),
+        _ => None,
+    };
+    match vocab.kind() {
+        "chars" => single("\0"),
+        _ => single("[PAD]").or_else(|| single("<pad>")),
+    }
+    .unwrap_or(0)
 }
 
 /// The `k` most probable labels, best first.

@@ -1,7 +1,11 @@
 //! What the server needs from a model: turning inputs into features, and a batched forward
 //! pass. The server never sees the trainer; photon packages implement this in `photon.rs`.
 
+use std::sync::Arc;
+
 use serde::Serialize;
+
+use crate::llm::LanguageModel;
 
 /// A model's output for one sample.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,4 +44,17 @@ pub trait Backend: Send + Sync + 'static {
     fn row_features(&self, row: &[(String, String)]) -> Result<Vec<f32>, String>;
     /// Forward pass over `n` samples of preprocessed features, concatenated.
     fn predict(&self, features: &[f32], n: usize) -> Result<Vec<Output>, String>;
+    /// Features for a text (text models; others refuse).
+    fn text_features(&self, _text: &str) -> Result<Vec<f32>, String> {
+        Err("this model does not take text".into())
+    }
+    /// The model as a [`LanguageModel`] for the generation routes, when it is one: generations
+    /// of at most `max_tokens` tokens, each run while it holds one of the `permits`.
+    fn language_model(
+        &self,
+        _max_tokens: usize,
+        _permits: Arc<tokio::sync::Semaphore>,
+    ) -> Option<Arc<dyn LanguageModel>> {
+        None
+    }
 }

@@ -125,6 +125,14 @@ pub struct LlmLimits {
     /// ends with an error event (or the JSON request gets 504) and the sequence is cancelled.
     /// Default 600000.
     pub stream_timeout_ms: u64,
+    /// Most tokens one generation from a photon language model may produce: a request's
+    /// `max_tokens` above it gets 400 naming the field (at most 65536). Default 2048.
+    pub max_tokens: usize,
+    /// Generations from photon language models running at once, each on a blocking thread;
+    /// more wait their turn (within the model's slots, `queue-capacity`). A pool of its own, so
+    /// long generations never hold the permits of `limits.cpu-concurrency` that request parsing
+    /// needs. Default: the number of cores.
+    pub generation_concurrency: usize,
 }
 
 impl Default for LlmLimits {
@@ -132,6 +140,8 @@ impl Default for LlmLimits {
         Self {
             keep_alive_ms: 15_000,
             stream_timeout_ms: 600_000,
+            max_tokens: 2048,
+            generation_concurrency: cores(),
         }
     }
 }
@@ -362,6 +372,11 @@ impl ServeConfig {
             ),
             ("llm.keep-alive-ms", self.llm.keep_alive_ms),
             ("llm.stream-timeout-ms", self.llm.stream_timeout_ms),
+            ("llm.max-tokens", self.llm.max_tokens as u64),
+            (
+                "llm.generation-concurrency",
+                self.llm.generation_concurrency as u64,
+            ),
         ];
         for (field, v) in positive {
             if v == 0 {
@@ -379,6 +394,16 @@ impl ServeConfig {
                     format!("'{o}': expected scheme://host[:port] (no path, no trailing /)"),
                 ));
             }
+        }
+        if self.llm.max_tokens > lepton_photon::MAX_NEW_TOKENS {
+            return Err(ServeError::config(
+                "llm.max-tokens",
+                format!(
+                    "{} is more than {}, the most one generation may produce",
+                    self.llm.max_tokens,
+                    lepton_photon::MAX_NEW_TOKENS
+                ),
+            ));
         }
         self.batching.validate("batching")?;
         for (name, b) in &self.models {

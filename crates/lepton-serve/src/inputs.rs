@@ -82,7 +82,8 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// `{"inputs": [[...], ...]}` (raw numbers per sample) or `{"instances": [{"column": value}, ...]}`.
+/// `{"inputs": [[...], ...]}` (raw numbers per sample, or token ids for a text model),
+/// `{"inputs": ["text", ...]}` (text models) or `{"instances": [{"column": value}, ...]}`.
 /// Returns the concatenated features and the sample count.
 pub fn json_features(
     body: &Value,
@@ -121,7 +122,14 @@ pub fn json_features(
     let mut features = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = format!("{field}[{i}]");
-        let f = if field == "inputs" {
+        let f = if let (Value::String(text), "inputs") = (item, field) {
+            if text.is_empty() {
+                return Err(ApiError::Unprocessable(format!(
+                    "{path}: the text is empty"
+                )));
+            }
+            backend.text_features(text)
+        } else if field == "inputs" {
             let mut raw = Vec::new();
             flatten_numbers(item, &mut raw, &path)?;
             backend.raw_features(&raw)

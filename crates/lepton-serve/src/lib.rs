@@ -15,6 +15,7 @@
 //! | [`client`] | who a request is from (peer address, trusted proxies) |
 //! | [`rate_limit`] | per-client token buckets in a bounded map |
 //! | [`offload`] | CPU-heavy request work on blocking threads with bounded concurrency |
+//! | [`text_generation`] | [`LanguageModel`] for language-model photons (generation on the CPU pool) |
 //! | [`tensor_data`] | v2 datatypes: ranges, JSON and binary decoding |
 //! | [`serve_error`] | [`ServeError`]: configuration, tokens, model loading, socket errors |
 //! | [`images`] | image bodies: header checks, bounded decoding |
@@ -44,6 +45,7 @@ pub mod serve_error;
 pub mod server;
 pub mod state;
 pub mod tensor_data;
+pub mod text_generation;
 
 pub use auth::{Scope, Tokens};
 pub use backend::{Backend, ModelInfo, Output};

@@ -1,4 +1,8 @@
 //! [`Backend`] for `.photon` packages.
+//!
+//! A text classifier's sample (a text, or 1 to `max-len` token ids) becomes one `max-len` row,
+//! left-padded as the training texts were ([`LoadedModel::text_row`]), and is batched like any
+//! other. Language models do not predict; they generate ([`Backend::language_model`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,11 +12,13 @@ use lepton_data::Preprocessor;
 use lepton_photon::{LoadedModel, Photon};
 
 use crate::backend::{Backend, ModelInfo, Output};
+use crate::llm::LanguageModel;
+use crate::text_generation::PhotonLanguageModel;
 
 /// A loaded photon package.
 pub struct PhotonBackend {
     info: ModelInfo,
-    model: LoadedModel,
+    model: Arc<LoadedModel>,
     pre: Preprocessor,
 }
 
@@ -27,23 +33,46 @@ impl PhotonBackend {
         let photon = Photon::open(path).map_err(fail)?;
         let m = photon.manifest();
         let pre = m.preprocessor.clone();
+        let model = photon.model().map_err(fail)?;
         let info = ModelInfo {
             name: name.to_string(),
             sample_shape: pre.sample_shape(),
             class_names: pre.class_names().to_vec(),
             input_schema: serde_json::to_value(pre.input_schema()).unwrap_or_default(),
-            task: format!("{:?}", pre.task()).to_lowercase(),
+            task: if model.is_language_model() {
+                "text-generation".into()
+            } else {
+                format!("{:?}", pre.task()).to_lowercase()
+            },
             metrics: m.metrics.clone(),
             version: format!("{}", m.created_at),
         };
-        let model = photon.model().map_err(fail)?;
-        Ok(Self { info, model, pre })
+        Ok(Self {
+            info,
+            model: Arc::new(model),
+            pre,
+        })
     }
 
     /// A [`crate::Loader`] that opens photon files.
     pub fn loader() -> crate::Loader {
         Arc::new(|path: &Path, name: &str| {
             Ok(Arc::new(PhotonBackend::open(path, name)?) as Arc<dyn Backend>)
+        })
+    }
+
+    /// A text classifier's batch row for checked token ids (as f32).
+    fn text_row(&self, ids: Vec<f32>) -> Result<Vec<f32>, String> {
+        if self.model.is_language_model() {
+            return Err(format!(
+                "'{}' is a language model: POST /v1/models/{}/generate (or /v1/completions) instead",
+                self.info.name, self.info.name
+            ));
+        }
+        let ids: Vec<u32> = ids.into_iter().map(|x| x as u32).collect();
+        self.model.text_row(&ids).map_err(|e| match e {
+            lepton_photon::Error::Generate { message, .. } => message,
+            other => other.to_string(),
         })
     }
 }
@@ -58,7 +87,16 @@ impl Backend for PhotonBackend {
     }
 
     fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, String> {
-        self.pre.raw_features(raw).map_err(|e| e.to_string())
+        let f = self.pre.raw_features(raw).map_err(|e| e.to_string())?;
+        match self.pre {
+            Preprocessor::Text { .. } => self.text_row(f),
+            _ => Ok(f),
+        }
+    }
+
+    fn text_features(&self, text: &str) -> Result<Vec<f32>, String> {
+        let f = self.pre.text_features(text).map_err(|e| e.to_string())?;
+        self.text_row(f)
     }
 
     fn row_features(&self, row: &[(String, String)]) -> Result<Vec<f32>, String> {
@@ -80,5 +118,14 @@ impl Backend for PhotonBackend {
         } else {
             rows.into_iter().map(Output::Probabilities).collect()
         })
+    }
+
+    fn language_model(
+        &self,
+        max_tokens: usize,
+        permits: Arc<tokio::sync::Semaphore>,
+    ) -> Option<Arc<dyn LanguageModel>> {
+        PhotonLanguageModel::new(Arc::clone(&self.model), max_tokens, permits)
+            .map(|m| Arc::new(m) as Arc<dyn LanguageModel>)
     }
 }

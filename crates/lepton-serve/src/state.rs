@@ -25,6 +25,8 @@ pub struct Served {
     pub batcher: Arc<Batcher>,
     pub source: Option<PathBuf>,
     pub loaded_at: std::time::SystemTime,
+    /// A language model, also served on the generation routes under the same name.
+    pub generates: bool,
 }
 
 /// Everything the handlers share.
@@ -45,6 +47,8 @@ pub struct Inner {
     pub trusted_proxies: Vec<Cidr>,
     /// Bounds the CPU-heavy request work on blocking threads (`limits.cpu-concurrency`).
     pub cpu: Arc<tokio::sync::Semaphore>,
+    /// Bounds the photon generations running at once (`llm.generation-concurrency`).
+    pub generation: Arc<tokio::sync::Semaphore>,
     pub ready: std::sync::atomic::AtomicBool,
     /// Language models (OpenAI-compatible routes).
     pub llms: crate::llm::LlmRegistry,
@@ -63,6 +67,9 @@ impl AppState {
             l.rate_limit_max_clients,
         );
         let cpu = Arc::new(tokio::sync::Semaphore::new(l.cpu_concurrency.max(1)));
+        let generation = Arc::new(tokio::sync::Semaphore::new(
+            config.llm.generation_concurrency.max(1),
+        ));
         // `ServeConfig::validate` refuses bad entries; a config built in code skips them here.
         let trusted_proxies = config
             .security
@@ -80,6 +87,7 @@ impl AppState {
                 rate_limiter,
                 trusted_proxies,
                 cpu,
+                generation,
                 ready: std::sync::atomic::AtomicBool::new(true),
                 llms: Default::default(),
             }),
@@ -88,6 +96,11 @@ impl AppState {
 
     /// Serve `backend` as `name`, replacing (and draining) a model of the same name.
     pub fn insert(&self, name: &str, backend: Arc<dyn Backend>, source: Option<PathBuf>) {
+        let lm = backend.language_model(
+            self.inner.config.llm.max_tokens,
+            Arc::clone(&self.inner.generation),
+        );
+        let generates = lm.is_some();
         let batcher = Batcher::start(
             name,
             Arc::clone(&backend),
@@ -99,7 +112,19 @@ impl AppState {
             batcher,
             source,
             loaded_at: std::time::SystemTime::now(),
+            generates,
         });
+        match lm {
+            Some(lm) => {
+                let capacity = self.inner.config.batch_for(name).queue_capacity;
+                self.inner.llms.insert(name, lm, capacity);
+            }
+            None => {
+                if self.model(name).is_ok_and(|old| old.generates) {
+                    self.inner.llms.remove(name);
+                }
+            }
+        }
         if let Some(old) = self
             .inner
             .models
@@ -127,6 +152,9 @@ impl AppState {
         match self.inner.models.write().expect("models lock").remove(name) {
             Some(old) => {
                 old.batcher.stop();
+                if old.generates {
+                    self.inner.llms.remove(name);
+                }
                 true
             }
             None => false,

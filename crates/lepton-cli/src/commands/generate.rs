@@ -1,5 +1,5 @@
 //! `lepton generate MODEL --prompt TEXT`: continue a prompt with a GGUF model or Llama folder,
-//! streaming the text.
+//! streaming the text; `.photon` files and run directories go to [`super::generate_photon`].
 
 use std::io::Write;
 
@@ -58,6 +58,9 @@ pub(super) fn stream(
 }
 
 pub fn run(args: GenerateArgs, mode: Mode) -> anyhow::Result<()> {
+    if let Some(photon) = super::generate_photon::photon_for(&args.model)? {
+        return super::generate_photon::run(&photon, &args, mode);
+    }
     let engine = load_engine(&args.model)?;
     let request = GenerationRequest::new(args.prompt.clone(), sampling_params(&args.sampling));
     let (text, done) = stream(&engine, request, mode == Mode::Human)?;

@@ -7,6 +7,7 @@ mod embed;
 mod eval;
 mod export;
 mod generate;
+mod generate_photon;
 mod inspect;
 mod predict;
 mod run;

@@ -1,4 +1,4 @@
-//! `lepton predict MODEL INPUT...`: labels and probabilities for image files or CSV rows, with
+//! `lepton predict MODEL INPUT...`: labels and probabilities for image files, CSV rows or texts, with
 //! the preprocessing stored in the package; or through a running server with `--url`.
 
 use anyhow::Context;
@@ -18,7 +18,19 @@ pub fn run(args: PredictArgs, mode: Mode) -> anyhow::Result<()> {
         .expect("clap requires MODEL without --url");
     let photon = Photon::open(&super::eval::photon_path(model_path)?)?;
     let model = photon.model()?;
-    let (names, preds): (Vec<String>, Vec<Prediction>) = if let Some(csv_path) = &args.csv {
+    let (names, preds): (Vec<String>, Vec<Prediction>) = if !args.text.is_empty() {
+        anyhow::ensure!(
+            args.inputs.is_empty(),
+            "give either --text or input files, not both"
+        );
+        let preds = model
+            .predict_texts(&args.text, args.top_k)
+            .with_context(|| format!("predicting with {}", model_path.display()))?;
+        (
+            (0..args.text.len()).map(|i| format!("text[{i}]")).collect(),
+            preds,
+        )
+    } else if let Some(csv_path) = &args.csv {
         let mut rdr = csv::Reader::from_path(csv_path)
             .with_context(|| format!("reading {}", csv_path.display()))?;
         let header: Vec<String> = rdr
@@ -49,7 +61,10 @@ pub fn run(args: PredictArgs, mode: Mode) -> anyhow::Result<()> {
             preds,
         )
     } else {
-        anyhow::ensure!(!args.inputs.is_empty(), "give image files or --csv FILE");
+        anyhow::ensure!(
+            !args.inputs.is_empty(),
+            "give image files, --csv FILE or --text TEXT"
+        );
         let images = args
             .inputs
             .iter()
@@ -93,13 +108,29 @@ fn remote(url: &str, args: &PredictArgs, mode: Mode) -> anyhow::Result<()> {
         .model_name
         .as_deref()
         .expect("clap requires --model with --url");
-    // With --url there is no model file: a first positional argument is an input too.
-    let inputs: Vec<&std::path::PathBuf> = args.model.iter().chain(&args.inputs).collect();
-    anyhow::ensure!(!inputs.is_empty(), "give image files to send");
     let endpoint = format!(
         "{}/v1/models/{model}/predict?top_k={}",
         url.trim_end_matches('/'),
         args.top_k
+    );
+    if !args.text.is_empty() {
+        anyhow::ensure!(
+            args.model.is_none() && args.inputs.is_empty(),
+            "give either --text or image files, not both"
+        );
+        let body = json!({ "inputs": args.text }).to_string();
+        let answer = post(&endpoint, args, "application/json", body.as_bytes())?;
+        for (i, text) in args.text.iter().enumerate() {
+            let p = &answer["predictions"][i];
+            show(&format!("text[{i}]"), json!(text), p, mode)?;
+        }
+        return Ok(());
+    }
+    // With --url there is no model file: a first positional argument is an input too.
+    let inputs: Vec<&std::path::PathBuf> = args.model.iter().chain(&args.inputs).collect();
+    anyhow::ensure!(
+        !inputs.is_empty(),
+        "give image files or --text TEXT to send"
     );
     for path in inputs {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -111,50 +142,74 @@ fn remote(url: &str, args: &PredictArgs, mode: Mode) -> anyhow::Result<()> {
         } else {
             "image/jpeg"
         };
-        let mut req = ureq::post(&endpoint).header("content-type", ctype);
-        if let Some(t) = &args.token {
-            req = req.header("authorization", &format!("Bearer {t}"));
-        }
-        let mut resp = req
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .send(&bytes[..])
-            .with_context(|| format!("POST {endpoint}"))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp
-            .body_mut()
-            .read_json()
-            .with_context(|| format!("reading the answer of {endpoint}"))?;
-        anyhow::ensure!(
-            status.is_success(),
-            "{endpoint}: {status}: {}",
-            body["error"].as_str().unwrap_or("error")
-        );
+        let answer = post(&endpoint, args, ctype, &bytes)?;
+        let name = path.display().to_string();
         match mode {
-            Mode::Json => print_json(&json!({"input": path, "response": body}))?,
-            Mode::Quiet => {}
-            Mode::Human => {
-                let p = &body["predictions"][0];
-                let rest: Vec<String> = p["top_k"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|s| {
-                        format!(
-                            "{} {:.4}",
-                            s["label"].as_str().unwrap_or(""),
-                            s["probability"].as_f64().unwrap_or(0.0)
-                        )
-                    })
-                    .collect();
-                println!(
-                    "{}: {}  ({})",
-                    path.display(),
-                    p["label"].as_str().unwrap_or("?"),
-                    rest.join(", ")
-                );
-            }
+            Mode::Json => print_json(&json!({"input": path, "response": answer}))?,
+            _ => show(&name, json!(path), &answer["predictions"][0], mode)?,
+        }
+    }
+    Ok(())
+}
+
+/// POST `bytes` to `endpoint`; the answer's JSON, or an error with the server's message.
+fn post(
+    endpoint: &str,
+    args: &PredictArgs,
+    ctype: &str,
+    bytes: &[u8],
+) -> anyhow::Result<serde_json::Value> {
+    let mut req = ureq::post(endpoint).header("content-type", ctype);
+    if let Some(t) = &args.token {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(bytes)
+        .with_context(|| format!("POST {endpoint}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("reading the answer of {endpoint}"))?;
+    anyhow::ensure!(
+        status.is_success(),
+        "{endpoint}: {status}: {}",
+        body["error"].as_str().unwrap_or("error")
+    );
+    Ok(body)
+}
+
+/// Print one prediction of a server's answer.
+fn show(
+    name: &str,
+    input: serde_json::Value,
+    p: &serde_json::Value,
+    mode: Mode,
+) -> anyhow::Result<()> {
+    match mode {
+        Mode::Json => print_json(&json!({"input": input, "prediction": p}))?,
+        Mode::Quiet => {}
+        Mode::Human => {
+            let rest: Vec<String> = p["top_k"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    format!(
+                        "{} {:.4}",
+                        s["label"].as_str().unwrap_or(""),
+                        s["probability"].as_f64().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            println!(
+                "{name}: {}  ({})",
+                p["label"].as_str().unwrap_or("?"),
+                rest.join(", ")
+            );
         }
     }
     Ok(())

@@ -6,3 +6,4 @@ mod end_to_end;
 mod errors;
 mod help;
 mod support;
+mod text;

@@ -10,6 +10,8 @@ use lepton_nn::{LossSpec, Model, ModelSpec};
 use lepton_photon::{Error, Limits, Photon, PhotonContents, Prediction};
 use rand::{Rng, SeedableRng};
 
+mod text;
+
 fn spec() -> ModelSpec {
     toml::from_str(r#"layers = [{ type = "flatten" }, { type = "linear", out-features = 3 }]"#)
         .unwrap()

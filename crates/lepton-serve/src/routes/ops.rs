@@ -151,7 +151,7 @@ impl utoipa::Modify for Errors {
 #[openapi(
     info(title = "Lepton", description = "Model serving: predictions, Open Inference Protocol v2, admin, health and metrics."),
     paths(
-        crate::routes::v1::predict, crate::routes::v1::list_models,
+        crate::routes::v1::predict, crate::routes::v1::list_models, crate::routes::generate::generate,
         crate::routes::v2::live, crate::routes::v2::ready, crate::routes::v2::server_metadata, crate::routes::v2::model_metadata,
         crate::routes::v2::model_ready, crate::routes::v2::infer,
         crate::routes::admin::load, crate::routes::admin::unload,
@@ -162,7 +162,7 @@ impl utoipa::Modify for Errors {
     components(schemas(ErrorBody, crate::routes::v1::PredictRequest, crate::routes::v1::PredictResponse, crate::routes::v1::Prediction, crate::routes::v1::Scored, crate::routes::admin::LoadRequest,
         crate::routes::openai::embeddings::EmbeddingRequest, crate::routes::openai::embeddings::EmbeddingInput,
         crate::routes::openai::params::GenerationBody, crate::routes::openai::params::Message, crate::routes::openai::params::Content,
-        crate::routes::openai::params::ContentPart, crate::routes::openai::params::Stop, crate::routes::openai::params::StreamOptions)),
+        crate::routes::openai::params::ContentPart, crate::routes::openai::params::Stop, crate::routes::openai::params::StreamOptions, crate::routes::generate::GenerateRequest)),
     modifiers(&Security, &Errors)
 )]
 pub struct ApiDoc;

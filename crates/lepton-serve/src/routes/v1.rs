@@ -213,9 +213,18 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, A
                    "workers": s.batcher.worker_count(), "metrics": i.metrics, "version": i.version})
         })
         .collect();
+    let photons: Vec<String> = models.keys().cloned().collect();
     drop(models);
     let mut data = data;
     for (name, s) in state.inner.llms.all() {
+        if photons.contains(&name) {
+            // A language-model photon, listed above with its input schema.
+            let i = s.model.info();
+            if let Some(entry) = data.iter_mut().find(|d| d["id"] == name.as_str()) {
+                entry["max_tokens"] = json!(i.context_length);
+            }
+            continue;
+        }
         let i = s.model.info();
         data.push(
             json!({"id": name, "object": "model", "created": i.created, "owned_by": "lepton",

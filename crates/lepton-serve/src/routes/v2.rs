@@ -59,6 +59,8 @@ pub async fn model_metadata(
         "name": name, "versions": ["1"], "platform": "lepton",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": shape}],
         "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, width]}],
+        // Lepton's extension: what the input means (image size, table columns, text vocabulary).
+        "input_schema": info.input_schema,
     })))
 }
 
