@@ -8,6 +8,7 @@
 //! | [`preprocess`] | the fitted [`Preprocessor`] stored with models |
 //! | [`split`] | seeded stratified splits and k-fold |
 //! | [`augment`] | seeded image augmentation |
+//! | [`text`] | text for language models: contiguous split, seeded windows |
 //! | [`batcher`] | batches prepared on a background thread |
 //! | [`prepare`](mod@prepare) | spec -> train / validation / test datasets + [`DataReport`] |
 
@@ -23,6 +24,7 @@ pub mod preprocess;
 pub mod spec;
 pub mod split;
 pub mod table;
+pub mod text;
 pub mod vocab;
 
 pub use batcher::{batches_per_epoch, epoch_order, Batch, Batcher, BatcherConfig};
@@ -34,5 +36,9 @@ pub use prepare::{
     Prepared,
 };
 pub use preprocess::{ColumnSchema, InputSchema, Preprocessor};
-pub use spec::{AugmentSpec, Balance, DataSpec, Format, MissingPolicy, PreprocessSpec, Task};
+pub use spec::{
+    AugmentSpec, Balance, DataSpec, Format, MissingPolicy, PreprocessSpec, SequenceSpec, Task,
+    VocabKind,
+};
+pub use text::LanguageModelData;
 pub use vocab::Vocab;

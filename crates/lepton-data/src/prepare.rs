@@ -13,6 +13,7 @@ use crate::preprocess::Preprocessor;
 use crate::spec::{Balance, DataSpec, Format, MissingPolicy, PreprocessSpec, Task};
 use crate::split::{kfold, stratified_split};
 use crate::table::{class_names, infer_task, load_table, Table};
+use crate::text::{load_language_model, LanguageModelData};
 
 /// Train, validation and optional test data, preprocessed, with the fitted preprocessor.
 #[derive(Debug, Clone)]
@@ -22,6 +23,10 @@ pub struct Prepared {
     pub test: Option<Dataset>,
     pub preprocessor: Preprocessor,
     pub report: DataReport,
+    /// `format = "text"`: the token parts a language model trains on. `train`, `validation` and
+    /// `test` are then empty datasets of sample shape `[block-size]` (the windows are drawn from
+    /// here, see [`crate::text`]).
+    pub lm: Option<LanguageModelData>,
 }
 
 /// What was loaded and what was done to it.
@@ -119,6 +124,14 @@ fn load_raw(spec: &DataSpec, base_dir: &Path, report: &mut DataReport) -> Result
     report.source = path.clone();
     report.format = format!("{:?}", spec.format).to_lowercase();
     let raw = match spec.format {
+        Format::Text => {
+            return Err(Error::Spec {
+                field: "data.format",
+                message: "text is read for language-model training only (no cross-validation, \
+                          inspection or evaluation of text files yet)"
+                    .into(),
+            })
+        }
         Format::Mnist => {
             let (train, test) = load_mnist(&path)?;
             let test = match test_path {
@@ -493,6 +506,9 @@ pub fn prepare(
     base_dir: &Path,
     seed: u64,
 ) -> Result<Prepared> {
+    if spec.format == Format::Text {
+        return prepare_text(spec, base_dir);
+    }
     let mut report = DataReport::default();
     let raw = load_raw(spec, base_dir, &mut report)?;
     raw.describe(&mut report);
@@ -528,6 +544,60 @@ pub fn prepare(
         test,
         preprocessor,
         report,
+        lm: None,
+    })
+}
+
+/// `format = "text"`: the token parts, the vocabulary as a `Preprocessor::Text` (no classes: a
+/// language model) and a report counting tokens per part.
+fn prepare_text(spec: &DataSpec, base_dir: &Path) -> Result<Prepared> {
+    spec.validate()?;
+    let (lm, pins) = load_language_model(spec, base_dir)?;
+    let t = lm.block_size;
+    let preprocessor = Preprocessor::Text {
+        vocab: lm.vocab.clone(),
+        max_len: t,
+        class_names: Vec::new(),
+    };
+    let empty = || Dataset {
+        features: Vec::new(),
+        sample_shape: vec![t],
+        targets: Targets::Classes {
+            labels: Vec::new(),
+            class_names: Vec::new(),
+        },
+        weights: None,
+    };
+    let mut report = DataReport {
+        source: base_dir.join(&spec.path),
+        format: "text".into(),
+        task: "language-model".into(),
+        pins,
+        sample_shape: vec![t],
+        ..DataReport::default()
+    };
+    let (tr, va, te) = (lm.train.len(), lm.validation.len(), lm.test.len());
+    report.counts.insert("all".into(), tr + va + te);
+    report.counts.insert("train".into(), tr);
+    report.counts.insert("validation".into(), va);
+    report.counts.insert("test".into(), te);
+    report.warnings.push(format!(
+        "counts are tokens; vocabulary: {} {} tokens",
+        lm.vocab.len(),
+        lm.vocab.kind()
+    ));
+    if va == 0 {
+        report.warnings.push(
+            "the validation part is empty: best-model selection uses the training loss".into(),
+        );
+    }
+    Ok(Prepared {
+        train: empty(),
+        validation: empty(),
+        test: (te > 0).then(empty),
+        preprocessor,
+        report,
+        lm: Some(lm),
     })
 }
 
@@ -578,6 +648,7 @@ pub fn prepare_folds(
                 test: None,
                 preprocessor,
                 report,
+                lm: None,
             })
         })
         .collect()
@@ -714,6 +785,10 @@ pub fn spec_for_path(path: &Path) -> Result<DataSpec> {
         size: None,
         channels: None,
         limit: None,
+        block_size: None,
+        vocab: None,
+        tokenizer: None,
+        sequence: None,
     })
 }
 

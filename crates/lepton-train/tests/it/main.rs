@@ -1,6 +1,7 @@
 //! Integration tests of lepton-train: one binary, one module per topic.
 
 mod common;
+mod language_model;
 mod layout;
 mod parity;
 mod reliability;
