@@ -8,6 +8,7 @@
 //! | [`preprocess`] | the fitted [`Preprocessor`] stored with models |
 //! | [`split`] | seeded stratified splits and k-fold |
 //! | [`augment`] | seeded image augmentation |
+//! | [`series`] | time-series CSV: sliding windows split by time |
 //! | [`text`] | text for language models: contiguous split, seeded windows |
 //! | [`batcher`] | batches prepared on a background thread |
 //! | [`prepare`](mod@prepare) | spec -> train / validation / test datasets + [`DataReport`] |
@@ -21,6 +22,7 @@ pub mod idx;
 pub mod images;
 pub mod prepare;
 pub mod preprocess;
+pub mod series;
 pub mod spec;
 pub mod split;
 pub mod table;

@@ -123,6 +123,14 @@ fn load_raw(spec: &DataSpec, base_dir: &Path, report: &mut DataReport) -> Result
     let test_path = spec.test_path.as_ref().map(|p| base_dir.join(p));
     report.source = path.clone();
     report.format = format!("{:?}", spec.format).to_lowercase();
+    if spec.sequence.is_some() {
+        return Err(Error::Spec {
+            field: "data.sequence",
+            message: "time series are read for training only (k-fold would mix time; no \
+                      inspection or evaluation of windowed CSV files yet)"
+                .into(),
+        });
+    }
     let raw = match spec.format {
         Format::Text => {
             return Err(Error::Spec {
@@ -508,6 +516,10 @@ pub fn prepare(
 ) -> Result<Prepared> {
     if spec.format == Format::Text {
         return prepare_text(spec, base_dir);
+    }
+    if let Some(seq) = &spec.sequence {
+        spec.validate()?;
+        return crate::series::prepare_series(spec, seq, pre, base_dir);
     }
     let mut report = DataReport::default();
     let raw = load_raw(spec, base_dir, &mut report)?;

@@ -7,4 +7,5 @@ mod parity;
 mod reliability;
 mod reports;
 mod resume;
+mod series;
 mod spec_errors;
