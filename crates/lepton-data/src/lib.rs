@@ -10,6 +10,7 @@
 //! | [`augment`] | seeded image augmentation |
 //! | [`series`] | time-series CSV: sliding windows split by time |
 //! | [`text`] | text for language models: contiguous split, seeded windows |
+//! | [`text_classification`] | (text, label) CSVs: token ids padded to `max-len` |
 //! | [`batcher`] | batches prepared on a background thread |
 //! | [`prepare`](mod@prepare) | spec -> train / validation / test datasets + [`DataReport`] |
 
@@ -27,6 +28,7 @@ pub mod spec;
 pub mod split;
 pub mod table;
 pub mod text;
+pub mod text_classification;
 pub mod vocab;
 
 pub use batcher::{batches_per_epoch, epoch_order, Batch, Batcher, BatcherConfig};

@@ -123,6 +123,14 @@ fn load_raw(spec: &DataSpec, base_dir: &Path, report: &mut DataReport) -> Result
     let test_path = spec.test_path.as_ref().map(|p| base_dir.join(p));
     report.source = path.clone();
     report.format = format!("{:?}", spec.format).to_lowercase();
+    if spec.text_column.is_some() {
+        return Err(Error::Spec {
+            field: "data.text-column",
+            message: "text classification data is read for training only (no cross-validation, \
+                      inspection or evaluation of text columns yet)"
+                .into(),
+        });
+    }
     if spec.sequence.is_some() {
         return Err(Error::Spec {
             field: "data.sequence",
@@ -463,7 +471,7 @@ impl ImageSet {
     }
 }
 
-fn reweight(ds: &mut Dataset) {
+pub(crate) fn reweight(ds: &mut Dataset) {
     if let Targets::Classes {
         labels,
         class_names,
@@ -520,6 +528,10 @@ pub fn prepare(
     if let Some(seq) = &spec.sequence {
         spec.validate()?;
         return crate::series::prepare_series(spec, seq, pre, base_dir);
+    }
+    if let Some(col) = &spec.text_column {
+        spec.validate()?;
+        return crate::text_classification::prepare_text_classification(spec, col, base_dir, seed);
     }
     let mut report = DataReport::default();
     let raw = load_raw(spec, base_dir, &mut report)?;
@@ -801,6 +813,8 @@ pub fn spec_for_path(path: &Path) -> Result<DataSpec> {
         vocab: None,
         tokenizer: None,
         sequence: None,
+        text_column: None,
+        max_len: None,
     })
 }
 

@@ -135,6 +135,15 @@ pub struct DataSpec {
     /// CSV: sliding windows over time-ordered rows for forecasting (see [`SequenceSpec`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<SequenceSpec>,
+    /// CSV: classify the text of this column (the label column as usual); the text becomes
+    /// `max-len` token ids through `vocab` / `tokenizer` (see [`crate::text_classification`]
+    /// for the padding rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_column: Option<String>,
+    /// CSV with `text-column`: tokens per text (longer texts are truncated, shorter ones padded
+    /// on the left). Required with `text-column`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
 }
 
 fn one() -> usize {
@@ -257,10 +266,23 @@ impl DataSpec {
         }
         if self.format == Format::Text {
             self.validate_text()?;
-        } else if self.block_size.is_some() || self.vocab.is_some() || self.tokenizer.is_some() {
+        } else if self.block_size.is_some() {
             return Err(crate::Error::Spec {
                 field: "data.block-size",
-                message: "block-size, vocab and tokenizer are for format = \"text\"".into(),
+                message: "block-size is for format = \"text\"".into(),
+            });
+        } else if self.text_column.is_some() {
+            self.validate_text_column()?;
+        } else if self.vocab.is_some() || self.tokenizer.is_some() || self.max_len.is_some() {
+            return Err(crate::Error::Spec {
+                field: if self.max_len.is_some() {
+                    "data.max-len"
+                } else {
+                    "data.vocab"
+                },
+                message: "vocab, tokenizer and max-len are for format = \"text\" or a \
+                          text-column"
+                    .into(),
             });
         }
         if let Some(seq) = &self.sequence {
@@ -277,6 +299,42 @@ impl DataSpec {
                 field: "data.limit",
                 message: "must be at least 1".into(),
             });
+        }
+        Ok(())
+    }
+
+    fn validate_text_column(&self) -> crate::Result<()> {
+        let err = |field, message: String| Err(crate::Error::Spec { field, message });
+        if self.format != Format::Csv {
+            return err("data.text-column", "needs format = \"csv\"".into());
+        }
+        match self.max_len {
+            None => return err("data.max-len", "text-column needs a max-len".into()),
+            Some(t) if !(1..=crate::text::MAX_BLOCK_SIZE).contains(&t) => {
+                return err(
+                    "data.max-len",
+                    format!("must be in 1..={}, got {t}", crate::text::MAX_BLOCK_SIZE),
+                )
+            }
+            Some(_) => {}
+        }
+        if self.vocab.is_some() && self.tokenizer.is_some() {
+            return err(
+                "data.tokenizer",
+                "give either vocab = \"chars\" or a tokenizer, not both".into(),
+            );
+        }
+        if self.task == Some(Task::Regression) {
+            return err("data.task", "a text classifier needs classes".into());
+        }
+        let other = [
+            ("data.sequence", self.sequence.is_some()),
+            ("data.categorical", !self.categorical.is_empty()),
+            ("data.limit", self.limit.is_some()),
+            ("data.test-path", self.test_path.is_some()),
+        ];
+        if let Some((field, _)) = other.iter().find(|(_, set)| *set) {
+            return err(field, "does not apply with text-column".into());
         }
         Ok(())
     }
@@ -312,6 +370,9 @@ impl DataSpec {
             ("data.categorical", !self.categorical.is_empty()),
             ("data.drop", !self.drop.is_empty()),
             ("data.balance", self.balance != Balance::None),
+            ("data.sequence", self.sequence.is_some()),
+            ("data.text-column", self.text_column.is_some()),
+            ("data.max-len", self.max_len.is_some()),
         ];
         if let Some((field, _)) = tabular.iter().find(|(_, set)| *set) {
             return err(field, "does not apply to format = \"text\"".into());

@@ -50,23 +50,7 @@ pub fn check_model(
             ),
         ));
     }
-    let first = serde_json::to_value(&spec.model.layers[0]).unwrap_or_default();
-    if first["type"] != "embedding" {
-        return Err(Error::spec(
-            "model.layers[0]",
-            format!(
-                "a language model's first layer must be an embedding of token ids, not {}",
-                first["type"]
-            ),
-        ));
-    }
-    let n = first["num-embeddings"].as_u64().unwrap_or(0);
-    if n != v as u64 {
-        return Err(Error::spec(
-            "model.layers[0].num-embeddings",
-            format!("is {n} but the text's {kind} vocabulary has {v} tokens (they must be equal)"),
-        ));
-    }
+    check_embedding(spec, &lm.vocab)?;
     let last = spec.model.layers.len() - 1;
     match output {
         [ot, ov] if *ot == t && *ov == v => Ok(()),
@@ -86,6 +70,31 @@ pub fn check_model(
             ),
         )),
     }
+}
+
+/// A model over token ids (a language model or a text classifier) starts with an `embedding`
+/// whose `num-embeddings` equals the vocabulary size; the error names the field.
+pub fn check_embedding(spec: &Spec, vocab: &lepton_data::Vocab) -> Result<()> {
+    let (v, kind) = (vocab.len(), vocab.kind());
+    // Through the spec syntax (`type`, `num-embeddings`), which is fixed, not lepton-nn's types.
+    let first = serde_json::to_value(&spec.model.layers[0]).unwrap_or_default();
+    if first["type"] != "embedding" {
+        return Err(Error::spec(
+            "model.layers[0]",
+            format!(
+                "the data are token ids: the first layer must be an embedding, not {}",
+                first["type"]
+            ),
+        ));
+    }
+    let n = first["num-embeddings"].as_u64().unwrap_or(0);
+    if n != v as u64 {
+        return Err(Error::spec(
+            "model.layers[0].num-embeddings",
+            format!("is {n} but the text's {kind} vocabulary has {v} tokens (they must be equal)"),
+        ));
+    }
+    Ok(())
 }
 
 /// The loss over fixed windows of `tokens` (at most `max_windows`, see

@@ -81,9 +81,11 @@ impl Session {
             .map_err(|e| spec.with_line(e))?;
         let loss = resolve_loss(spec, &data.train);
         let output = shapes.last().map(Vec::as_slice).unwrap_or(&input_shape);
-        match &data.lm {
-            Some(lm) => language_model::check_model(spec, lm, &loss, output),
-            None => evaluate::check_output(spec, &loss, &data.train, output),
+        match (&data.lm, data.preprocessor.vocab()) {
+            (Some(lm), _) => language_model::check_model(spec, lm, &loss, output),
+            (None, Some(vocab)) => language_model::check_embedding(spec, vocab)
+                .and_then(|()| evaluate::check_output(spec, &loss, &data.train, output)),
+            (None, None) => evaluate::check_output(spec, &loss, &data.train, output),
         }
         .map_err(|e| spec.with_line(e))?;
         let monitor = spec

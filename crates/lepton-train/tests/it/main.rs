@@ -9,3 +9,4 @@ mod reports;
 mod resume;
 mod series;
 mod spec_errors;
+mod text_classification;
