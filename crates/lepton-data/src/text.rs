@@ -57,9 +57,23 @@ pub struct LanguageModelData {
     pub validation: Vec<u32>,
     /// The test part (empty unless `test-split > 0`).
     pub test: Vec<u32>,
+    /// Characters of the validation and test parts' text (their token count for a character
+    /// vocabulary; the decoded text's for a tokenizer), for bits per character.
+    pub validation_chars: usize,
+    pub test_chars: usize,
 }
 
 impl LanguageModelData {
+    /// Characters per token of the validation (`test = false`) or test part.
+    pub fn chars_per_token(&self, test: bool) -> f64 {
+        let (chars, tokens) = if test {
+            (self.test_chars, self.test.len())
+        } else {
+            (self.validation_chars, self.validation.len())
+        };
+        chars as f64 / tokens.max(1) as f64
+    }
+
     /// The `B` random training windows of step `step`: a pure function of `(seed, step)`.
     pub fn train_batch(&self, batch_size: usize, seed: u64, step: u64) -> Result<Batch> {
         let last = self.train.len() - (self.block_size + 1);
@@ -204,6 +218,13 @@ pub fn load_language_model(
     }
     let validation = ids[n_train..n_train + n_val].to_vec();
     let test = ids[n_train + n_val..].to_vec();
+    let chars = |part: &[u32]| -> Result<usize> {
+        Ok(match vocab.kind() {
+            "chars" => part.len(),
+            _ => vocab.decode(part)?.chars().count(),
+        })
+    };
+    let (validation_chars, test_chars) = (chars(&validation)?, chars(&test)?);
     let mut train = ids;
     train.truncate(n_train);
     Ok((
@@ -213,6 +234,8 @@ pub fn load_language_model(
             train: Arc::new(train),
             validation,
             test,
+            validation_chars,
+            test_chars,
         },
         pins,
     ))
@@ -230,6 +253,8 @@ mod tests {
             vocab,
             validation: Vec::new(),
             test: Vec::new(),
+            validation_chars: 0,
+            test_chars: 0,
         }
     }
 
@@ -261,6 +286,51 @@ mod tests {
             .indices
             .iter()
             .all(|&s| s == 0));
+    }
+
+    #[test]
+    fn a_tokenizer_splits_tokens_by_position_and_counts_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+            "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,
+            "decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"to":1,"be":2,"or":3,"not":4},
+            "unk_token":"[UNK]"}}"#;
+        std::fs::write(dir.path().join("tok.json"), json).unwrap();
+        std::fs::write(dir.path().join("a.txt"), "to be or not to be ".repeat(10)).unwrap();
+        let spec: DataSpec = toml::from_str(
+            "format = \"text\"\npath = \"a.txt\"\ntokenizer = \"tok.json\"\nblock-size = 4\n\
+             validation-split = 0.2\n",
+        )
+        .unwrap();
+        spec.validate().unwrap();
+        let (lm, pins) = load_language_model(&spec, dir.path()).unwrap();
+        assert_eq!(lm.vocab.kind(), "tokenizer");
+        assert_eq!(pins.len(), 1);
+        // 60 word tokens: 48 train, 12 validation, in text order.
+        assert_eq!((lm.train.len(), lm.validation.len()), (48, 12));
+        assert_eq!(&lm.train[..6], &[1, 2, 3, 4, 1, 2]);
+        assert_eq!(&lm.validation[..2], &[1, 2]);
+        // The decoder-less tokenizer joins words with spaces: "to be or not to be" twice is 26
+        // letters and 11 spaces.
+        assert_eq!(lm.validation_chars, 26 + 11);
+        assert!(lm.chars_per_token(false) > 3.0);
+    }
+
+    #[test]
+    fn a_folder_reads_its_txt_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.txt"), "world").unwrap();
+        std::fs::write(dir.path().join("a.txt"), "hello ").unwrap();
+        std::fs::write(dir.path().join("c.md"), "ignored").unwrap();
+        let (text, pins) = load_text(dir.path()).unwrap();
+        assert_eq!(text, "hello world");
+        assert_eq!(pins.len(), 2);
+        let empty = tempfile::tempdir().unwrap();
+        let e = load_text(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("no .txt file"), "{e}");
+        std::fs::write(empty.path().join("x.txt"), [0xff, 0xfe]).unwrap();
+        let e = load_text(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("x.txt") && e.contains("UTF-8"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Language-model metrics from the mean next-token loss `L` (nats per token):
-//! perplexity `exp(L)` and bits per token `L / ln 2`. For a character vocabulary one token is
-//! one character, so bits per token is bits per character (`bpc`).
+//! perplexity `exp(L)` and bits per token `L / ln 2`. Bits per character divide the bits per
+//! token by the characters per token of the evaluated text (1 for a character vocabulary, so
+//! there bits per token is bits per character, `bpc`).
 
 use serde::{Deserialize, Serialize};
 
@@ -18,14 +19,15 @@ pub struct LanguageModelReport {
     pub perplexity: f64,
     /// `loss / ln 2`.
     pub bits_per_token: f64,
-    /// `loss / ln 2` when the vocabulary is characters; absent for a tokenizer.
+    /// `bits-per-token / characters-per-token` (equal to bits per token for a character
+    /// vocabulary); absent when the characters are not known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bits_per_char: Option<f64>,
 }
 
 impl LanguageModelReport {
     /// The metrics of a mean loss `loss` (nats per token) over `tokens` positions in `windows`
-    /// windows; `bits_per_char` is left unset (see [`Self::with_chars`]).
+    /// windows; `bits_per_char` is left unset (see [`Self::with_chars_per_token`]).
     pub fn new(loss: f64, tokens: usize, windows: usize) -> Self {
         Self {
             tokens,
@@ -37,9 +39,11 @@ impl LanguageModelReport {
         }
     }
 
-    /// Mark the tokens as characters: bits per character = bits per token.
-    pub fn with_chars(mut self, chars: bool) -> Self {
-        self.bits_per_char = chars.then_some(self.bits_per_token);
+    /// Bits per character from the text's characters per token (1 for a character
+    /// vocabulary); a non-positive or non-finite ratio leaves it unset.
+    pub fn with_chars_per_token(mut self, chars_per_token: f64) -> Self {
+        self.bits_per_char = (chars_per_token.is_finite() && chars_per_token > 0.0)
+            .then(|| self.bits_per_token / chars_per_token);
         self
     }
 }
@@ -51,13 +55,16 @@ mod tests {
     #[test]
     fn perplexity_and_bits_follow_the_loss() {
         // A uniform guess over 4 tokens: loss ln 4, perplexity 4, 2 bits.
-        let r = LanguageModelReport::new(4f64.ln(), 640, 10).with_chars(true);
+        let r = LanguageModelReport::new(4f64.ln(), 640, 10).with_chars_per_token(1.0);
         assert!((r.perplexity - 4.0).abs() < 1e-12);
         assert!((r.bits_per_token - 2.0).abs() < 1e-12);
         assert_eq!(r.bits_per_char, Some(r.bits_per_token));
+        // Four characters per token: 2 bits per token are half a bit per character.
+        let r = LanguageModelReport::new(4f64.ln(), 640, 10).with_chars_per_token(4.0);
+        assert!((r.bits_per_char.unwrap() - 0.5).abs() < 1e-12);
         assert_eq!(
             LanguageModelReport::new(1.0, 1, 1)
-                .with_chars(false)
+                .with_chars_per_token(0.0)
                 .bits_per_char,
             None
         );

@@ -277,7 +277,8 @@ mod tests {
 
     #[test]
     fn language_model_report_lists_perplexity_and_bits() {
-        let r = Report::LanguageModel(LanguageModelReport::new(1.5, 640, 10).with_chars(true));
+        let r =
+            Report::LanguageModel(LanguageModelReport::new(1.5, 640, 10).with_chars_per_token(1.0));
         let m = r.metrics();
         assert!((m["perplexity"] - 1.5f64.exp()).abs() < 1e-12);
         assert!((m["bits-per-char"] - 1.5 / std::f64::consts::LN_2).abs() < 1e-12);

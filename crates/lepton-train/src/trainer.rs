@@ -693,7 +693,7 @@ fn finish(
         )? {
             Some(r) => evaluate::write_lm_report(
                 &session.spec,
-                r.with_chars(lm.vocab.kind() == "chars"),
+                r.with_chars_per_token(lm.chars_per_token(split == "test")),
                 split,
                 &session.state.history,
                 &dir.root,
