@@ -392,6 +392,17 @@ impl Spec {
             })
     }
 
+    /// A data error; one that names a spec field (`data.block-size`, `data.sequence.columns`)
+    /// becomes a spec error with the field's line.
+    pub(crate) fn data_error(&self, e: lepton_data::Error) -> Error {
+        match e {
+            lepton_data::Error::Spec { field, message } => {
+                self.with_line(Error::spec(field, message))
+            }
+            other => Error::Data(other),
+        }
+    }
+
     /// Add the line of the key named in a validation error, when it can be found in the source.
     pub(crate) fn with_line(&self, e: Error) -> Error {
         match (e, &self.source) {

@@ -600,7 +600,8 @@ pub fn train(spec: &Spec, run_dir: &Path, observer: &mut dyn Observer) -> Result
 fn start(spec: &Spec, dir: RunDir, observer: &mut dyn Observer) -> Result<RunSummary> {
     let started = Instant::now();
     dir.reset_progress()?;
-    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)?;
+    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
+        .map_err(|e| spec.data_error(e))?;
     let mut session = Session::new(spec, &data)?;
     dir.write_json(&dir.preprocessor(), &data.preprocessor)?;
     dir.write_json(&dir.data_report(), &data.report)?;
@@ -640,7 +641,8 @@ pub fn resume(run_dir: &Path, observer: &mut dyn Observer) -> Result<RunSummary>
              from the uninterrupted run"
         );
     }
-    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)?;
+    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
+        .map_err(|e| spec.data_error(e))?;
     let mut session = Session::new(&spec, &data)?;
     session.restore(state, tensors, &dir.checkpoints.weights)?;
     let log_start = match session.state.metrics_len {

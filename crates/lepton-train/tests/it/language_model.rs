@@ -352,3 +352,21 @@ fn shakespeare_gpt_example_parses_up_to_its_transformer_layers() {
     assert_eq!(spec.train.batch_size, 12);
     assert_eq!(spec.data.block_size, Some(64));
 }
+
+/// k-fold would cut the text into folds without respecting its order: refused, naming the field.
+#[test]
+fn cross_validation_of_text_is_refused_naming_the_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = write_text(&dir.path().join("text.txt"), 50);
+    let spec = Spec::from_file(&toy_spec(
+        dir.path(),
+        "shakespeare-lstm.toml",
+        vocab,
+        |_| {},
+    ))
+    .unwrap();
+    let e = lepton_train::cross_validate(&spec, 3, &mut NoopObserver)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("data.format") && e.contains("text"), "{e}");
+}
