@@ -22,14 +22,13 @@ python3 - "$tmp/run" "$steps" "$start" "$end" <<'PY'
 import json, statistics, sys
 run, steps, start, end = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 lines = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
-sps = [l["samples_per_sec"] for l in lines if l["kind"] == "step"]
+tps = [l["tokens_per_sec"] for l in lines if l["kind"] == "step"]
 evals = [l for l in lines if l["kind"] == "epoch"]
 rep = json.load(open(f"{run}/report.json"))
-block = 64
 print("| steps | wall s | train tokens/s (median of log windows) | last val loss (200 windows) "
       "| final val loss (all windows) | perplexity | bits/char |")
 print("|---|---|---|---|---|---|---|")
-print(f"| {steps} | {end - start:.0f} | {statistics.median(sps) * block:,.0f} "
+print(f"| {steps} | {end - start:.0f} | {statistics.median(tps):,.0f} "
       f"| {evals[-1]['val_loss']:.4f} | {rep['loss']:.4f} | {rep['perplexity']:.3f} "
       f"| {rep['bits-per-char']:.4f} |")
 PY

@@ -330,10 +330,15 @@ impl Session {
                         samples_per_sec: sps,
                     });
                     if let Some(run) = run.as_deref_mut() {
-                        run.metrics.append(&json!({
+                        let mut line = json!({
                             "kind": "step", "epoch": epoch, "step": self.state.step, "loss": loss_avg,
                             "accuracy": acc_avg, "lr": lr, "samples_per_sec": sps,
-                        }))?;
+                        });
+                        if let Some(lm) = &data.lm {
+                            // A sample is a window: every position is a predicted token.
+                            line["tokens_per_sec"] = json!(sps * lm.block_size as f64);
+                        }
+                        run.metrics.append(&line)?;
                         if ckpt_now {
                             self.save_checkpoint(run, observer)?;
                         }

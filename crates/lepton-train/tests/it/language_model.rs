@@ -140,6 +140,18 @@ fn shakespeare_lstm_example_trains_at_toy_size() {
         assert!((v["val_perplexity"].as_f64().unwrap() - l.exp()).abs() < 1e-9 * l.exp());
         assert!(v["val_bits_per_token"].as_f64().is_some());
     }
+    let step_lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "step")
+        .collect();
+    // Every log-every (10) and checkpoint-every (15) step writes a line.
+    assert_eq!(step_lines.len(), 16);
+    for v in &step_lines {
+        let sps = v["samples_per_sec"].as_f64().unwrap();
+        assert_eq!(v["tokens_per_sec"].as_f64().unwrap(), sps * 16.0);
+    }
     let steps: Vec<u64> = evals.iter().map(|v| v["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, [40, 80, 120]);
     let pre = json(&run.join("preprocessor.json"));
