@@ -207,6 +207,8 @@ fn language_model_resume_draws_the_same_windows() {
             .as_table_mut()
             .unwrap()
             .insert("steps".into(), 30.into());
+        // The learning curves of a language model are drawn by step.
+        t.remove("eval");
     });
     let spec = Spec::from_file(&spec).unwrap();
     let run = dir.path().join("run");
@@ -227,6 +229,13 @@ fn language_model_resume_draws_the_same_windows() {
     assert_eq!(
         json(&copy.join("report.json")),
         json(&run.join("report.json"))
+    );
+    assert!(run.join("learning-curves.png").exists());
+    assert!(!run.join("confusion-matrix.png").exists());
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        md.contains("| perplexity |") && md.contains("| bits-per-char |"),
+        "{md}"
     );
 }
 
