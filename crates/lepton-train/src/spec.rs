@@ -355,6 +355,18 @@ impl Spec {
         if self.model.layers.is_empty() {
             return Err(Error::spec("model.layers", "the model has no layers"));
         }
+        if self.is_language_model() {
+            // `epochs` would be silently ignored: a language model counts steps. Set to anything
+            // but its default (in the file or by the CLI's `--epochs`), it is an error. (The
+            // resolved spec.toml of a run lists the default, so it cannot be refused by name.)
+            if t.epochs != default_epochs() {
+                return Err(Error::spec(
+                    "train.epochs",
+                    "a language model (data.format = \"text\") trains for train.steps steps, \
+                     not epochs",
+                ));
+            }
+        }
         Ok(())
     }
 

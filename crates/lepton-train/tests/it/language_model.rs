@@ -395,3 +395,19 @@ fn cross_validation_of_text_is_refused_naming_the_format() {
         .to_string();
     assert!(e.contains("data.format") && e.contains("text"), "{e}");
 }
+
+/// `epochs` means nothing to a language model (it counts steps): set anyway, it is refused
+/// instead of being ignored.
+#[test]
+fn epochs_for_a_language_model_are_refused() {
+    let e = refused(&long_text(), None, |t| {
+        t["train"]
+            .as_table_mut()
+            .unwrap()
+            .insert("epochs".into(), 3.into());
+    });
+    assert!(
+        e.contains("train.epochs") && e.contains("train.steps"),
+        "{e}"
+    );
+}
