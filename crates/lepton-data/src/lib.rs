@@ -17,11 +17,13 @@
 pub mod augment;
 pub mod batcher;
 pub mod budget;
+pub mod data_report;
 pub mod dataset;
 pub mod error;
 pub mod idx;
 pub mod images;
 pub mod prepare;
+pub mod prepared;
 pub mod preprocess;
 pub mod series;
 pub mod spec;

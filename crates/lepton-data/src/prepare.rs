@@ -1,108 +1,17 @@
 //! From a `[data]` spec to preprocessed train / validation / test datasets, plus a data report.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::data_report::DataReport;
 use crate::dataset::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::idx::PinCheck;
 use crate::images::{load_cifar10, load_image_folder, load_mnist, ImageSet};
+pub use crate::prepared::Prepared;
 use crate::preprocess::Preprocessor;
 use crate::spec::{Balance, DataSpec, Format, MissingPolicy, PreprocessSpec, Task};
 use crate::split::{kfold, stratified_split};
 use crate::table::{class_names, infer_task, load_table, Table};
-use crate::text::{load_language_model, LanguageModelData};
-
-/// Train, validation and optional test data, preprocessed, with the fitted preprocessor.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub train: Dataset,
-    pub validation: Dataset,
-    pub test: Option<Dataset>,
-    pub preprocessor: Preprocessor,
-    pub report: DataReport,
-    /// `format = "text"`: the token parts a language model trains on. `train`, `validation` and
-    /// `test` are then empty datasets of sample shape `[block-size]` (the windows are drawn from
-    /// here, see [`crate::text`]).
-    pub lm: Option<LanguageModelData>,
-}
-
-/// What was loaded and what was done to it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DataReport {
-    pub source: PathBuf,
-    pub format: String,
-    pub task: String,
-    /// Samples per split (`all`, `train`, `validation`, `test`).
-    pub counts: BTreeMap<String, usize>,
-    /// Samples per class over all loaded data.
-    pub class_counts: BTreeMap<String, usize>,
-    /// Samples whose content equals an earlier sample's (they are kept).
-    pub duplicates: usize,
-    /// Empty cells per column, and what was done about them.
-    pub missing: BTreeMap<String, usize>,
-    pub missing_policy: Option<String>,
-    pub rows_dropped: usize,
-    pub pins: Vec<PinCheck>,
-    pub sample_shape: Vec<usize>,
-    pub warnings: Vec<String>,
-}
-
-impl DataReport {
-    /// A short human-readable summary.
-    pub fn to_text(&self) -> String {
-        let mut s = format!(
-            "source: {}\nformat: {}  task: {}  sample shape: {:?}\n",
-            self.source.display(),
-            self.format,
-            self.task,
-            self.sample_shape
-        );
-        for (k, v) in &self.counts {
-            s += &format!("  {k:<11} {v:>8}\n");
-        }
-        if !self.class_counts.is_empty() {
-            let total: usize = self.class_counts.values().sum();
-            s += "class balance:\n";
-            for (k, v) in &self.class_counts {
-                s += &format!(
-                    "  {k:<20} {v:>8}  {:5.1}%\n",
-                    100.0 * *v as f64 / total.max(1) as f64
-                );
-            }
-        }
-        s += &format!("duplicates: {}\n", self.duplicates);
-        let missing: usize = self.missing.values().sum();
-        if missing > 0 {
-            s += &format!(
-                "missing cells: {missing} ({}; {} rows dropped)\n",
-                self.missing_policy.as_deref().unwrap_or("-"),
-                self.rows_dropped
-            );
-            for (k, v) in self.missing.iter().filter(|(_, v)| **v > 0) {
-                s += &format!("  {k}: {v}\n");
-            }
-        }
-        for p in &self.pins {
-            let status = match p.matches_pin {
-                Some(true) => "matches the pin",
-                Some(false) => "DIFFERS from the pin",
-                None => "no pin",
-            };
-            s += &format!(
-                "sha256 {} {}: {status}\n",
-                &p.sha256[..16],
-                p.file.display()
-            );
-        }
-        for w in &self.warnings {
-            s += &format!("warning: {w}\n");
-        }
-        s
-    }
-}
+use crate::text::load_language_model;
 
 enum Raw {
     Images {
@@ -471,27 +380,6 @@ impl ImageSet {
     }
 }
 
-pub(crate) fn reweight(ds: &mut Dataset) {
-    if let Targets::Classes {
-        labels,
-        class_names,
-    } = &ds.targets
-    {
-        let k = class_names.len().max(1);
-        let mut counts = vec![0usize; k];
-        for &l in labels {
-            counts[l as usize] += 1;
-        }
-        let n = labels.len() as f32;
-        ds.weights = Some(
-            labels
-                .iter()
-                .map(|&l| n / (k as f32 * counts[l as usize].max(1) as f32))
-                .collect(),
-        );
-    }
-}
-
 /// Split off the test part (when the format has no test files) and apply `limit`.
 fn base_indices(raw: &Raw, spec: &DataSpec, seed: u64) -> (Vec<usize>, Option<Vec<usize>>) {
     let strata = raw.strata();
@@ -523,7 +411,7 @@ pub fn prepare(
     seed: u64,
 ) -> Result<Prepared> {
     if spec.format == Format::Text {
-        return prepare_text(spec, base_dir);
+        return prepare_language_model(spec, base_dir);
     }
     if let Some(seq) = &spec.sequence {
         spec.validate()?;
@@ -551,7 +439,7 @@ pub fn prepare(
     let (mut train, validation, test, preprocessor) =
         build(&raw, spec, pre, &train_idx, &held_idx, test_idx.as_deref())?;
     if spec.balance == Balance::Reweight {
-        reweight(&mut train);
+        train.reweight_classes();
     }
     report.counts.insert("train".into(), train.len());
     report.counts.insert("validation".into(), validation.len());
@@ -574,7 +462,7 @@ pub fn prepare(
 
 /// `format = "text"`: the token parts, the vocabulary as a `Preprocessor::Text` (no classes: a
 /// language model) and a report counting tokens per part.
-fn prepare_text(spec: &DataSpec, base_dir: &Path) -> Result<Prepared> {
+fn prepare_language_model(spec: &DataSpec, base_dir: &Path) -> Result<Prepared> {
     spec.validate()?;
     let (lm, pins) = load_language_model(spec, base_dir)?;
     let t = lm.block_size;
@@ -660,7 +548,7 @@ pub fn prepare_folds(
             let (mut train, validation, _, preprocessor) =
                 build(&raw, spec, pre, &tr, &held, None)?;
             if spec.balance == Balance::Reweight {
-                reweight(&mut train);
+                train.reweight_classes();
             }
             let mut report = report.clone();
             report.counts.insert("train".into(), train.len());

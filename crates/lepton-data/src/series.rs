@@ -18,9 +18,10 @@
 
 use std::path::Path;
 
+use crate::data_report::DataReport;
 use crate::dataset::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::prepare::{DataReport, Prepared};
+use crate::prepared::Prepared;
 use crate::preprocess::{Column, Preprocessor};
 use crate::spec::{DataSpec, PreprocessSpec, SequenceSpec, Task};
 use crate::table::load_table;

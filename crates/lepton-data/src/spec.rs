@@ -310,10 +310,10 @@ impl DataSpec {
         }
         match self.max_len {
             None => return err("data.max-len", "text-column needs a max-len".into()),
-            Some(t) if !(1..=crate::text::MAX_BLOCK_SIZE).contains(&t) => {
+            Some(t) if !(1..=crate::budget::MAX_BLOCK_SIZE).contains(&t) => {
                 return err(
                     "data.max-len",
-                    format!("must be in 1..={}, got {t}", crate::text::MAX_BLOCK_SIZE),
+                    format!("must be in 1..={}, got {t}", crate::budget::MAX_BLOCK_SIZE),
                 )
             }
             Some(_) => {}
@@ -348,10 +348,10 @@ impl DataSpec {
                     "format = \"text\" needs a block-size".into(),
                 )
             }
-            Some(t) if !(1..=crate::text::MAX_BLOCK_SIZE).contains(&t) => {
+            Some(t) if !(1..=crate::budget::MAX_BLOCK_SIZE).contains(&t) => {
                 return err(
                     "data.block-size",
-                    format!("must be in 1..={}, got {t}", crate::text::MAX_BLOCK_SIZE),
+                    format!("must be in 1..={}, got {t}", crate::budget::MAX_BLOCK_SIZE),
                 )
             }
             Some(_) => {}

@@ -36,8 +36,7 @@ use crate::spec::DataSpec;
 use crate::split::rng;
 use crate::vocab::Vocab;
 
-/// The longest `block-size` accepted: 65,536 tokens.
-pub const MAX_BLOCK_SIZE: usize = 1 << 16;
+pub use crate::budget::MAX_BLOCK_SIZE;
 
 /// The largest text read in total (all files of a folder): 4 GiB, as any data file.
 pub const MAX_TEXT_BYTES: u64 = MAX_FILE_BYTES;

@@ -18,9 +18,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::data_report::DataReport;
 use crate::dataset::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::prepare::{reweight, DataReport, Prepared};
+use crate::prepared::Prepared;
 use crate::preprocess::Preprocessor;
 use crate::spec::{Balance, DataSpec, Task};
 use crate::split::stratified_split;
@@ -119,7 +120,7 @@ pub(crate) fn prepare_text_classification(
     }
     let mut train = all.select(&train_idx);
     if spec.balance == Balance::Reweight {
-        reweight(&mut train);
+        train.reweight_classes();
     }
     let validation = all.select(&held_idx);
     let test = (!test_idx.is_empty()).then(|| all.select(&test_idx));
