@@ -4,7 +4,7 @@
 //! # Shapes
 //! A batch is `x: [B, T]` token ids and `y: [B, T]` next tokens; the model outputs logits
 //! `[B, T, V]`. The loss is the mean over all `B·T` positions of `-log softmax(logits)[y]`,
-//! computed exactly by reshaping to `[B·T, V]` / `[B·T]` and calling [`lepton_nn::loss`]
+//! computed exactly by reshaping to `[B·T, V]` / `[B·T]` and calling [`lepton_nn::loss()`]
 //! (what nanoGPT's `F.cross_entropy(logits.view(-1, V), targets.view(-1))` does).
 //!
 //! # Metrics
