@@ -18,6 +18,7 @@
 
 use std::path::Path;
 
+use crate::budget::{check_declared, MAX_DECODED_BYTES};
 use crate::data_report::DataReport;
 use crate::dataset::{Dataset, Targets};
 use crate::error::{Error, Result};
@@ -172,6 +173,28 @@ pub(crate) fn prepare_series(
     } else {
         (0.0, 1.0)
     };
+    // Windows overlap: the features take `window` times the rows' size. Checked before allocating.
+    let windows_total = [
+        (0, n_train),
+        (n_train, n_train + n_val),
+        (n_train + n_val, rows),
+    ]
+    .iter()
+    .map(|&(a, b)| (b - a + 1).saturating_sub(need) as u64)
+    .sum::<u64>();
+    check_declared(
+        &path,
+        "the windows' features",
+        windows_total * (seq.window * f * 4) as u64,
+        MAX_DECODED_BYTES,
+    )
+    .map_err(|e| match e {
+        Error::Format { message, .. } => Error::Spec {
+            field: "data.sequence.window",
+            message: format!("{}: {message}", path.display()),
+        },
+        other => other,
+    })?;
     let windows = |a: usize, b: usize| -> Dataset {
         let n = (b - a + 1).saturating_sub(need);
         let mut features = Vec::with_capacity(n * seq.window * f);
@@ -333,6 +356,34 @@ mod tests {
                 .decode_target(p.preprocessor.encode_target(7.0)),
             7.0
         );
+    }
+
+    /// 70,000 rows with a 30,000-row window make 40,000 overlapping windows: 4.8 GB of features
+    /// (one column) from a 1 MB file, refused before allocating.
+    #[test]
+    fn windows_over_the_memory_budget_are_refused_before_allocation() {
+        let mut csv = String::from("x,y\n");
+        for i in 0..70_000 {
+            csv += &format!("{i},{i}\n");
+        }
+        let (dir, mut spec) = series_spec(
+            &csv,
+            "{ columns = [\"x\"], window = 30000, target = \"y\" }",
+        );
+        spec.validation_split = 0.0;
+        let (dir2, mut spec2) = series_spec(
+            &csv,
+            "{ columns = [\"x\", \"y\"], window = 30000, target = \"y\" }",
+        );
+        spec2.validation_split = 0.0;
+        // One column: 40,000 windows x 30,000 x 4 bytes = 4.8 GB; two columns twice that.
+        let e = prep(dir.path(), &spec, true).unwrap_err().to_string();
+        assert!(
+            e.contains("data.sequence.window") && e.contains("byte limit"),
+            "{e}"
+        );
+        let e = prep(dir2.path(), &spec2, true).unwrap_err().to_string();
+        assert!(e.contains("data.sequence.window"), "{e}");
     }
 
     #[test]

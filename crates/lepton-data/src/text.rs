@@ -29,7 +29,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::batcher::Batch;
-use crate::budget::{read_file, MAX_FILE_BYTES};
+use crate::budget::{read_file, MAX_DECODED_BYTES};
 use crate::error::{Error, Result};
 use crate::idx::PinCheck;
 use crate::spec::DataSpec;
@@ -38,8 +38,9 @@ use crate::vocab::Vocab;
 
 pub use crate::budget::MAX_BLOCK_SIZE;
 
-/// The largest text read in total (all files of a folder): 4 GiB, as any data file.
-pub const MAX_TEXT_BYTES: u64 = MAX_FILE_BYTES;
+/// The largest text read in total (all files of a folder): 1 GiB, so that its token ids (at most
+/// one 4-byte id per byte of text) stay within [`MAX_DECODED_BYTES`].
+pub const MAX_TEXT_BYTES: u64 = MAX_DECODED_BYTES / 4;
 
 /// The RNG stream family of the training windows (distinct from shuffling and splitting).
 const WINDOW_SEED: u64 = 0x7e47_b10c_0000_0000;

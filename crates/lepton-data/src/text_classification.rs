@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::budget::{check_declared, MAX_DECODED_BYTES};
 use crate::data_report::DataReport;
 use crate::dataset::{Dataset, Targets};
 use crate::error::{Error, Result};
@@ -78,6 +79,19 @@ pub(crate) fn prepare_text_classification(
         }
     };
     let pad = vocab.pad_id();
+    check_declared(
+        &path,
+        "the padded token ids (rows x max-len)",
+        (texts.len() * max_len * 4) as u64,
+        MAX_DECODED_BYTES,
+    )
+    .map_err(|e| match e {
+        Error::Format { message, .. } => Error::Spec {
+            field: "data.max-len",
+            message: format!("{}: {message}", path.display()),
+        },
+        other => other,
+    })?;
     let names = class_names(&table.labels);
     let mut features = Vec::with_capacity(texts.len() * max_len);
     let mut truncated = 0;
@@ -219,6 +233,19 @@ mod tests {
         assert_eq!(
             all,
             [[0., 0., 2.], [0., 1., 2.], [0., 2., 1.], [1., 2., 1.]]
+        );
+    }
+
+    /// 20,000 texts of 65,536 ids would take 5.2 GB: refused before allocating.
+    #[test]
+    fn padded_ids_over_the_memory_budget_are_refused_before_allocation() {
+        let csv = format!("text,label\n{}", "ab,x\nba,y\n".repeat(10_000));
+        let e = prep(&csv, "text-column = \"text\"\nmax-len = 65536\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data.max-len") && e.contains("byte limit"),
+            "{e}"
         );
     }
 
