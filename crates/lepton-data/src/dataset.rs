@@ -90,6 +90,29 @@ impl Dataset {
                 .map(|w| idx.iter().map(|&i| w[i]).collect()),
         }
     }
+    /// Class re-weighting (`balance = "reweight"`): each sample weighs
+    /// `n / (classes * count(its class))`; regression data are left as they are.
+    pub fn reweight_classes(&mut self) {
+        if let Targets::Classes {
+            labels,
+            class_names,
+        } = &self.targets
+        {
+            let k = class_names.len().max(1);
+            let mut counts = vec![0usize; k];
+            for &l in labels {
+                counts[l as usize] += 1;
+            }
+            let n = labels.len() as f32;
+            self.weights = Some(
+                labels
+                    .iter()
+                    .map(|&l| n / (k as f32 * counts[l as usize].max(1) as f32))
+                    .collect(),
+            );
+        }
+    }
+
     /// Class names for classification, empty for regression.
     pub fn class_names(&self) -> &[String] {
         match &self.targets {

@@ -1,103 +1,17 @@
 //! From a `[data]` spec to preprocessed train / validation / test datasets, plus a data report.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::data_report::DataReport;
 use crate::dataset::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::idx::PinCheck;
 use crate::images::{load_cifar10, load_image_folder, load_mnist, ImageSet};
+pub use crate::prepared::Prepared;
 use crate::preprocess::Preprocessor;
 use crate::spec::{Balance, DataSpec, Format, MissingPolicy, PreprocessSpec, Task};
 use crate::split::{kfold, stratified_split};
 use crate::table::{class_names, infer_task, load_table, Table};
-
-/// Train, validation and optional test data, preprocessed, with the fitted preprocessor.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub train: Dataset,
-    pub validation: Dataset,
-    pub test: Option<Dataset>,
-    pub preprocessor: Preprocessor,
-    pub report: DataReport,
-}
-
-/// What was loaded and what was done to it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DataReport {
-    pub source: PathBuf,
-    pub format: String,
-    pub task: String,
-    /// Samples per split (`all`, `train`, `validation`, `test`).
-    pub counts: BTreeMap<String, usize>,
-    /// Samples per class over all loaded data.
-    pub class_counts: BTreeMap<String, usize>,
-    /// Samples whose content equals an earlier sample's (they are kept).
-    pub duplicates: usize,
-    /// Empty cells per column, and what was done about them.
-    pub missing: BTreeMap<String, usize>,
-    pub missing_policy: Option<String>,
-    pub rows_dropped: usize,
-    pub pins: Vec<PinCheck>,
-    pub sample_shape: Vec<usize>,
-    pub warnings: Vec<String>,
-}
-
-impl DataReport {
-    /// A short human-readable summary.
-    pub fn to_text(&self) -> String {
-        let mut s = format!(
-            "source: {}\nformat: {}  task: {}  sample shape: {:?}\n",
-            self.source.display(),
-            self.format,
-            self.task,
-            self.sample_shape
-        );
-        for (k, v) in &self.counts {
-            s += &format!("  {k:<11} {v:>8}\n");
-        }
-        if !self.class_counts.is_empty() {
-            let total: usize = self.class_counts.values().sum();
-            s += "class balance:\n";
-            for (k, v) in &self.class_counts {
-                s += &format!(
-                    "  {k:<20} {v:>8}  {:5.1}%\n",
-                    100.0 * *v as f64 / total.max(1) as f64
-                );
-            }
-        }
-        s += &format!("duplicates: {}\n", self.duplicates);
-        let missing: usize = self.missing.values().sum();
-        if missing > 0 {
-            s += &format!(
-                "missing cells: {missing} ({}; {} rows dropped)\n",
-                self.missing_policy.as_deref().unwrap_or("-"),
-                self.rows_dropped
-            );
-            for (k, v) in self.missing.iter().filter(|(_, v)| **v > 0) {
-                s += &format!("  {k}: {v}\n");
-            }
-        }
-        for p in &self.pins {
-            let status = match p.matches_pin {
-                Some(true) => "matches the pin",
-                Some(false) => "DIFFERS from the pin",
-                None => "no pin",
-            };
-            s += &format!(
-                "sha256 {} {}: {status}\n",
-                &p.sha256[..16],
-                p.file.display()
-            );
-        }
-        for w in &self.warnings {
-            s += &format!("warning: {w}\n");
-        }
-        s
-    }
-}
+use crate::text::load_language_model;
 
 enum Raw {
     Images {
@@ -118,7 +32,31 @@ fn load_raw(spec: &DataSpec, base_dir: &Path, report: &mut DataReport) -> Result
     let test_path = spec.test_path.as_ref().map(|p| base_dir.join(p));
     report.source = path.clone();
     report.format = format!("{:?}", spec.format).to_lowercase();
+    if spec.text_column.is_some() {
+        return Err(Error::Spec {
+            field: "data.text-column",
+            message: "text classification data is read for training only (no cross-validation, \
+                      inspection or evaluation of text columns yet)"
+                .into(),
+        });
+    }
+    if spec.sequence.is_some() {
+        return Err(Error::Spec {
+            field: "data.sequence",
+            message: "time series are read for training only (k-fold would mix time; no \
+                      inspection or evaluation of windowed CSV files yet)"
+                .into(),
+        });
+    }
     let raw = match spec.format {
+        Format::Text => {
+            return Err(Error::Spec {
+                field: "data.format",
+                message: "text is read for language-model training only (no cross-validation, \
+                          inspection or evaluation of text files yet)"
+                    .into(),
+            })
+        }
         Format::Mnist => {
             let (train, test) = load_mnist(&path)?;
             let test = match test_path {
@@ -442,27 +380,6 @@ impl ImageSet {
     }
 }
 
-fn reweight(ds: &mut Dataset) {
-    if let Targets::Classes {
-        labels,
-        class_names,
-    } = &ds.targets
-    {
-        let k = class_names.len().max(1);
-        let mut counts = vec![0usize; k];
-        for &l in labels {
-            counts[l as usize] += 1;
-        }
-        let n = labels.len() as f32;
-        ds.weights = Some(
-            labels
-                .iter()
-                .map(|&l| n / (k as f32 * counts[l as usize].max(1) as f32))
-                .collect(),
-        );
-    }
-}
-
 /// Split off the test part (when the format has no test files) and apply `limit`.
 fn base_indices(raw: &Raw, spec: &DataSpec, seed: u64) -> (Vec<usize>, Option<Vec<usize>>) {
     let strata = raw.strata();
@@ -493,6 +410,17 @@ pub fn prepare(
     base_dir: &Path,
     seed: u64,
 ) -> Result<Prepared> {
+    if spec.format == Format::Text {
+        return prepare_language_model(spec, base_dir);
+    }
+    if let Some(seq) = &spec.sequence {
+        spec.validate()?;
+        return crate::series::prepare_series(spec, seq, pre, base_dir);
+    }
+    if let Some(col) = &spec.text_column {
+        spec.validate()?;
+        return crate::text_classification::prepare_text_classification(spec, col, base_dir, seed);
+    }
     let mut report = DataReport::default();
     let raw = load_raw(spec, base_dir, &mut report)?;
     raw.describe(&mut report);
@@ -511,7 +439,7 @@ pub fn prepare(
     let (mut train, validation, test, preprocessor) =
         build(&raw, spec, pre, &train_idx, &held_idx, test_idx.as_deref())?;
     if spec.balance == Balance::Reweight {
-        reweight(&mut train);
+        train.reweight_classes();
     }
     report.counts.insert("train".into(), train.len());
     report.counts.insert("validation".into(), validation.len());
@@ -528,6 +456,60 @@ pub fn prepare(
         test,
         preprocessor,
         report,
+        lm: None,
+    })
+}
+
+/// `format = "text"`: the token parts, the vocabulary as a `Preprocessor::Text` (no classes: a
+/// language model) and a report counting tokens per part.
+fn prepare_language_model(spec: &DataSpec, base_dir: &Path) -> Result<Prepared> {
+    spec.validate()?;
+    let (lm, pins) = load_language_model(spec, base_dir)?;
+    let t = lm.block_size;
+    let preprocessor = Preprocessor::Text {
+        vocab: lm.vocab.clone(),
+        max_len: t,
+        class_names: Vec::new(),
+    };
+    let empty = || Dataset {
+        features: Vec::new(),
+        sample_shape: vec![t],
+        targets: Targets::Classes {
+            labels: Vec::new(),
+            class_names: Vec::new(),
+        },
+        weights: None,
+    };
+    let mut report = DataReport {
+        source: base_dir.join(&spec.path),
+        format: "text".into(),
+        task: "language-model".into(),
+        pins,
+        sample_shape: vec![t],
+        ..DataReport::default()
+    };
+    let (tr, va, te) = (lm.train.len(), lm.validation.len(), lm.test.len());
+    report.counts.insert("all".into(), tr + va + te);
+    report.counts.insert("train".into(), tr);
+    report.counts.insert("validation".into(), va);
+    report.counts.insert("test".into(), te);
+    report.warnings.push(format!(
+        "counts are tokens; vocabulary: {} {} tokens",
+        lm.vocab.len(),
+        lm.vocab.kind()
+    ));
+    if va == 0 {
+        report.warnings.push(
+            "the validation part is empty: best-model selection uses the training loss".into(),
+        );
+    }
+    Ok(Prepared {
+        train: empty(),
+        validation: empty(),
+        test: (te > 0).then(empty),
+        preprocessor,
+        report,
+        lm: Some(lm),
     })
 }
 
@@ -566,7 +548,7 @@ pub fn prepare_folds(
             let (mut train, validation, _, preprocessor) =
                 build(&raw, spec, pre, &tr, &held, None)?;
             if spec.balance == Balance::Reweight {
-                reweight(&mut train);
+                train.reweight_classes();
             }
             let mut report = report.clone();
             report.counts.insert("train".into(), train.len());
@@ -578,6 +560,7 @@ pub fn prepare_folds(
                 test: None,
                 preprocessor,
                 report,
+                lm: None,
             })
         })
         .collect()
@@ -714,6 +697,12 @@ pub fn spec_for_path(path: &Path) -> Result<DataSpec> {
         size: None,
         channels: None,
         limit: None,
+        block_size: None,
+        vocab: None,
+        tokenizer: None,
+        sequence: None,
+        text_column: None,
+        max_len: None,
     })
 }
 

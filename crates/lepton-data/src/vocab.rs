@@ -170,6 +170,19 @@ impl Vocab {
         }
     }
 
+    /// The id that pads a text classifier's input (see [`crate::text_classification`]): the NUL
+    /// character `'\0'` of a character vocabulary (id 0 when present, as it sorts first), a
+    /// tokenizer's `[PAD]` / `<pad>` token; otherwise 0.
+    pub fn pad_id(&self) -> u32 {
+        match &self.kind {
+            Kind::Chars(chars) => chars.binary_search(&'\0').map_or(0, |i| i as u32),
+            Kind::Tokenizer { tokenizer, .. } => ["[PAD]", "<pad>"]
+                .iter()
+                .find_map(|t| tokenizer.token_to_id(t))
+                .unwrap_or(0),
+        }
+    }
+
     /// The token ids of `text`; a character outside a character vocabulary is an error naming it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match &self.kind {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classification::ClassificationReport;
 use crate::error::{Error, Result};
+use crate::language_model::LanguageModelReport;
 use crate::regression::RegressionReport;
 
 /// The evaluation of a model on one data set.
@@ -16,11 +17,12 @@ use crate::regression::RegressionReport;
 pub enum Report {
     Classification(ClassificationReport),
     Regression(RegressionReport),
+    LanguageModel(LanguageModelReport),
 }
 
 impl Report {
     /// The headline metrics by name (`accuracy`, `macro-f1`, `roc-auc`, `log-loss`, or `mse`,
-    /// `rmse`, `mae`, `r2`).
+    /// `rmse`, `mae`, `r2`, or `loss`, `perplexity`, `bits-per-token`, `bits-per-char`).
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         match self {
@@ -42,6 +44,14 @@ impl Report {
                 m.insert("mae".into(), r.mae);
                 m.insert("r2".into(), r.r2);
             }
+            Report::LanguageModel(r) => {
+                m.insert("loss".into(), r.loss);
+                m.insert("perplexity".into(), r.perplexity);
+                m.insert("bits-per-token".into(), r.bits_per_token);
+                if let Some(b) = r.bits_per_char {
+                    m.insert("bits-per-char".into(), b);
+                }
+            }
         }
         m
     }
@@ -51,6 +61,13 @@ impl Report {
         let mut s = format!("# {title}\n\n| metric | value |\n|---|---|\n");
         for (k, v) in self.metrics() {
             s += &format!("| {k} | {v:.4} |\n");
+        }
+        if let Report::LanguageModel(r) = self {
+            s += &format!(
+                "\n{} tokens in {} windows; loss in nats per token, perplexity = exp(loss), \
+                 bits = loss / ln 2.\n",
+                r.tokens, r.windows
+            );
         }
         if let Report::Classification(c) = self {
             s += &format!("\n{} samples.\n\n| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n", c.samples);
@@ -256,5 +273,21 @@ mod tests {
         assert!(std::fs::read_to_string(dir.path().join("report.md"))
             .unwrap()
             .contains("| r2 |"));
+    }
+
+    #[test]
+    fn language_model_report_lists_perplexity_and_bits() {
+        let r =
+            Report::LanguageModel(LanguageModelReport::new(1.5, 640, 10).with_chars_per_token(1.0));
+        let m = r.metrics();
+        assert!((m["perplexity"] - 1.5f64.exp()).abs() < 1e-12);
+        assert!((m["bits-per-char"] - 1.5 / std::f64::consts::LN_2).abs() < 1e-12);
+        let md = r.to_markdown("lm");
+        assert!(
+            md.contains("| perplexity |") && md.contains("640 tokens"),
+            "{md}"
+        );
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
     }
 }

@@ -103,6 +103,18 @@ mod exact_history {
         val_loss: Option<f64>,
         #[serde(with = "crate::lossless::option_f64")]
         val_accuracy: Option<f64>,
+        #[serde(
+            default,
+            with = "crate::lossless::option_f64",
+            skip_serializing_if = "Option::is_none"
+        )]
+        val_perplexity: Option<f64>,
+        #[serde(
+            default,
+            with = "crate::lossless::option_f64",
+            skip_serializing_if = "Option::is_none"
+        )]
+        val_bits_per_token: Option<f64>,
         #[serde(with = "crate::lossless::f64")]
         monitored: f64,
         best: bool,
@@ -119,6 +131,8 @@ mod exact_history {
             train_accuracy: m.train_accuracy,
             val_loss: m.val_loss,
             val_accuracy: m.val_accuracy,
+            val_perplexity: m.val_perplexity,
+            val_bits_per_token: m.val_bits_per_token,
             monitored: m.monitored,
             best: m.best,
             seconds: m.seconds,
@@ -136,6 +150,8 @@ mod exact_history {
                 train_accuracy: m.train_accuracy,
                 val_loss: m.val_loss,
                 val_accuracy: m.val_accuracy,
+                val_perplexity: m.val_perplexity,
+                val_bits_per_token: m.val_bits_per_token,
                 monitored: m.monitored,
                 best: m.best,
                 seconds: m.seconds,
@@ -370,6 +386,8 @@ mod tests {
             train_accuracy: Some(0.9868995633187773),
             val_loss: Some(f64::NAN),
             val_accuracy: None,
+            val_perplexity: Some(1.0 / 7.0),
+            val_bits_per_token: None,
             monitored: 0.9868995633187773,
             best: true,
             seconds: 0.123456789012345,

@@ -19,7 +19,8 @@ pub fn cross_validate(
     observer: &mut dyn Observer,
 ) -> Result<CrossValidationReport> {
     let folds =
-        lepton_data::prepare_folds(&spec.data, &spec.preprocess, &spec.base_dir, k, spec.seed)?;
+        lepton_data::prepare_folds(&spec.data, &spec.preprocess, &spec.base_dir, k, spec.seed)
+            .map_err(|e| spec.data_error(e))?;
     let mut spec = spec.clone();
     spec.train.early_stopping = None;
     let mut scores = Vec::with_capacity(folds.len());

@@ -195,12 +195,40 @@ pub fn write_report(
 ) -> Result<Vec<(String, f64)>> {
     let report = report(preds, data, pre)?;
     report.write(dir, &format!("{}: {split} set", spec.name))?;
+    write_curves(spec, &report, history, dir, |m| (m.epoch + 1) as f64)?;
+    Ok(report.metrics().into_iter().collect())
+}
+
+/// Write a language model's `report.json` / `report.md` (loss, perplexity, bits) and its
+/// learning curves (by step); returns the headline metrics.
+pub fn write_lm_report(
+    spec: &Spec,
+    lm: lepton_eval::LanguageModelReport,
+    split: &str,
+    history: &[EpochMetrics],
+    dir: &Path,
+) -> Result<Vec<(String, f64)>> {
+    let report = Report::LanguageModel(lm);
+    report.write(dir, &format!("{}: {split} text", spec.name))?;
+    write_curves(spec, &report, history, dir, |m| m.step as f64)?;
+    Ok(report.metrics().into_iter().collect())
+}
+
+/// The learning-curve (and confusion-matrix) PNGs, when `eval.plots`; `x` places an entry of the
+/// history on the horizontal axis.
+fn write_curves(
+    spec: &Spec,
+    report: &Report,
+    history: &[EpochMetrics],
+    dir: &Path,
+    x: fn(&EpochMetrics) -> f64,
+) -> Result<()> {
     if spec.eval.plots && !history.is_empty() {
         let series = |name: &str, f: &dyn Fn(&EpochMetrics) -> Option<f64>| Series {
             name: name.into(),
             points: history
                 .iter()
-                .filter_map(|m| f(m).map(|v| ((m.epoch + 1) as f64, v)))
+                .filter_map(|m| f(m).map(|v| (x(m), v)))
                 .collect(),
         };
         let mut losses = vec![series("train loss", &|m| Some(m.train_loss))];
@@ -225,11 +253,11 @@ pub fn write_report(
                 &acc,
             )?;
         }
-        if let Report::Classification(c) = &report {
+        if let Report::Classification(c) = report {
             plots::confusion_matrix(&dir.join("confusion-matrix.png"), c)?;
         }
     }
-    Ok(report.metrics().into_iter().collect())
+    Ok(())
 }
 
 /// Evaluate the best model of a finished run directory on `data` (already preprocessed with the

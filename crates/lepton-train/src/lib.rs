@@ -10,6 +10,7 @@
 //! | [`observer`] | progress events for the CLI |
 //! | [`trainer`] | [`train`], [`resume`], the run directory |
 //! | [`evaluate`] | evaluation of a trained model on a dataset |
+//! | [`language_model`] | the next-token objective, its checks and perplexity / bits |
 //! | [`cross_validate`](mod@cross_validate) | k-fold cross-validation |
 //! | [`limits`] | budgets a spec must respect (epochs, batch sizes, model integers, activations) |
 //! | [`lossless`] | exact `f64` fields in JSON state |
@@ -20,6 +21,7 @@ pub mod cross_validate;
 pub mod early_stopping;
 pub mod error;
 pub mod evaluate;
+pub mod language_model;
 pub mod limits;
 pub mod lossless;
 pub mod observer;

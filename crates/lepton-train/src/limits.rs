@@ -4,6 +4,7 @@
 //! | check | limit |
 //! |---|---|
 //! | `train.epochs` | [`MAX_EPOCHS`] |
+//! | `train.steps` | [`MAX_STEPS`] |
 //! | `train.batch-size`, `train.eval-batch-size` | [`MAX_BATCH_SIZE`] |
 //! | every integer under `[model]` (widths, channels, kernel sizes, input dims) | [`MAX_MODEL_INT`] |
 //! | activations of one training step (all layer outputs, values and gradients, `f32`) | [`MAX_ACTIVATION_BYTES`] |
@@ -14,6 +15,8 @@ use crate::error::{Error, Result};
 
 /// Most epochs a spec may ask for: 1,000,000.
 pub const MAX_EPOCHS: u64 = 1_000_000;
+/// The most optimizer steps of a language model (`train.steps`).
+pub const MAX_STEPS: u64 = 1_000_000_000;
 /// Largest training or evaluation batch: 2^20 samples.
 pub const MAX_BATCH_SIZE: usize = 1 << 20;
 /// Largest integer anywhere in `[model]`: 2^24.

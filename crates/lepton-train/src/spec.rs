@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::early_stopping::{EarlyStoppingSpec, Mode};
 use crate::error::{Error, Result};
-use crate::limits::{check_activations, MAX_BATCH_SIZE, MAX_EPOCHS};
+use crate::limits::{check_activations, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_STEPS};
 use crate::optim::OptimizerSpec;
 use crate::schedule::ScheduleSpec;
 
@@ -69,6 +69,15 @@ fn default_checkpoint_every() -> u64 {
 fn default_eval_batch_size() -> usize {
     1000
 }
+fn default_steps() -> u64 {
+    2000
+}
+fn default_eval_interval() -> u64 {
+    250
+}
+fn default_eval_windows() -> usize {
+    200
+}
 
 /// The `[train]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +111,19 @@ pub struct TrainSpec {
     /// Batch size for validation and evaluation (no gradients). Default 1000.
     #[serde(default = "default_eval_batch_size")]
     pub eval_batch_size: usize,
+    /// Text (`data.format = "text"`): optimizer steps, each on `batch-size` random windows
+    /// (`epochs` is not used: a language model counts steps, as nanoGPT). Default 2000.
+    #[serde(default = "default_steps")]
+    pub steps: u64,
+    /// Text: validate (and checkpoint, select the best model, check early stopping) every this
+    /// many steps; each such interval is one entry of the history. Default 250.
+    #[serde(default = "default_eval_interval")]
+    pub eval_interval: u64,
+    /// Text: validation windows per evaluation (fixed, evenly spaced non-overlapping windows of
+    /// the validation part, so losses are comparable across runs). The final report uses every
+    /// window. Default 200.
+    #[serde(default = "default_eval_windows")]
+    pub eval_windows: usize,
 }
 
 impl Default for TrainSpec {
@@ -116,6 +138,9 @@ impl Default for TrainSpec {
             log_every: default_log_every(),
             checkpoint_every: default_checkpoint_every(),
             eval_batch_size: default_eval_batch_size(),
+            steps: default_steps(),
+            eval_interval: default_eval_interval(),
+            eval_windows: default_eval_windows(),
         }
     }
 }
@@ -233,8 +258,8 @@ impl Spec {
         std::path::absolute(&joined).unwrap_or(joined)
     }
 
-    /// The model's input shape when it is known without loading data: `model.input`, or the
-    /// fixed shapes of MNIST and CIFAR-10.
+    /// The model's input shape when it is known without loading data: `model.input`, the
+    /// fixed shapes of MNIST and CIFAR-10, or `[block-size]` for text.
     pub fn known_input_shape(&self) -> Option<Vec<usize>> {
         if let Some(i) = &self.model.input {
             return Some(i.clone());
@@ -242,8 +267,14 @@ impl Spec {
         match self.data.format {
             Format::Mnist => Some(vec![1, 28, 28]),
             Format::Cifar10 => Some(vec![3, 32, 32]),
+            Format::Text => self.data.block_size.map(|t| vec![t]),
             _ => None,
         }
+    }
+
+    /// Whether this spec trains a language model (`data.format = "text"`), counted in steps.
+    pub fn is_language_model(&self) -> bool {
+        self.data.format == Format::Text
     }
 
     /// Range checks of every section; errors name the key.
@@ -278,6 +309,21 @@ impl Spec {
             format!("must be in 1..={MAX_BATCH_SIZE}, got {}", t.eval_batch_size),
         )?;
         check(
+            (1..=MAX_STEPS).contains(&t.steps),
+            "steps",
+            format!("must be in 1..={MAX_STEPS}, got {}", t.steps),
+        )?;
+        check(
+            t.eval_interval >= 1,
+            "eval-interval",
+            format!("must be at least 1, got {}", t.eval_interval),
+        )?;
+        check(
+            (1..=MAX_BATCH_SIZE).contains(&t.eval_windows),
+            "eval-windows",
+            format!("must be in 1..={MAX_BATCH_SIZE}, got {}", t.eval_windows),
+        )?;
+        check(
             t.log_every >= 1,
             "log-every",
             format!("must be at least 1, got {}", t.log_every),
@@ -308,6 +354,18 @@ impl Spec {
         }
         if self.model.layers.is_empty() {
             return Err(Error::spec("model.layers", "the model has no layers"));
+        }
+        if self.is_language_model() {
+            // `epochs` would be silently ignored: a language model counts steps. Set to anything
+            // but its default (in the file or by the CLI's `--epochs`), it is an error. (The
+            // resolved spec.toml of a run lists the default, so it cannot be refused by name.)
+            if t.epochs != default_epochs() {
+                return Err(Error::spec(
+                    "train.epochs",
+                    "a language model (data.format = \"text\") trains for train.steps steps, \
+                     not epochs",
+                ));
+            }
         }
         Ok(())
     }
@@ -344,6 +402,17 @@ impl Spec {
                 ) => Error::spec(key, format!("({kind}) {message}")),
                 (_, other) => Error::spec("model", other.to_string()),
             })
+    }
+
+    /// A data error; one that names a spec field (`data.block-size`, `data.sequence.columns`)
+    /// becomes a spec error with the field's line.
+    pub(crate) fn data_error(&self, e: lepton_data::Error) -> Error {
+        match e {
+            lepton_data::Error::Spec { field, message } => {
+                self.with_line(Error::spec(field, message))
+            }
+            other => Error::Data(other),
+        }
     }
 
     /// Add the line of the key named in a validation error, when it can be found in the source.

@@ -18,6 +18,13 @@ pub struct EpochMetrics {
     /// Validation loss (absent when the validation split is empty).
     pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
+    /// Language models: `exp(val-loss)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_perplexity: Option<f64>,
+    /// Language models: `val-loss / ln 2`, bits per token (per character for a character
+    /// vocabulary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_bits_per_token: Option<f64>,
     /// The value of the monitored metric this epoch.
     pub monitored: f64,
     /// Whether this epoch produced the best model so far.

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
-use lepton_data::{Batcher, BatcherConfig, Dataset, Prepared, Preprocessor};
+use lepton_data::{Batch, Batcher, BatcherConfig, Dataset, Prepared, Preprocessor};
 use lepton_nn::{LossSpec, Model};
 use serde_json::json;
 
@@ -34,6 +34,7 @@ use crate::checkpoint::{CheckpointState, EpochTotals, CHECKPOINT_VERSION};
 use crate::early_stopping::EarlyStopping;
 use crate::error::{Error, Result, TensorContext};
 use crate::evaluate::{self, Predictions};
+use crate::language_model;
 use crate::observer::{Event, Observer};
 use crate::optim::{kernel::sum_squares, trainable_params, Optimizer};
 use crate::run_dir::{BestInfo, LogStart, MetricsLog, RunDir};
@@ -52,6 +53,13 @@ pub struct Session {
     optimizer: Box<dyn Optimizer>,
     schedule: Schedule,
     steps_per_epoch: u64,
+    /// Epochs to train; for a language model, evaluation intervals (`steps / eval-interval`,
+    /// rounded up).
+    epochs: u64,
+    /// The last step (exclusive): `epochs * steps_per_epoch`, or `train.steps` for text.
+    total_steps: u64,
+    /// Next-token objective over `[B, T, V]` logits (`data.format = "text"`).
+    language_model: bool,
     pub state: CheckpointState,
 }
 
@@ -72,12 +80,13 @@ impl Session {
             .check_shapes(&input_shape)
             .map_err(|e| spec.with_line(e))?;
         let loss = resolve_loss(spec, &data.train);
-        evaluate::check_output(
-            spec,
-            &loss,
-            &data.train,
-            shapes.last().map(Vec::as_slice).unwrap_or(&input_shape),
-        )
+        let output = shapes.last().map(Vec::as_slice).unwrap_or(&input_shape);
+        match (&data.lm, data.preprocessor.vocab()) {
+            (Some(lm), _) => language_model::check_model(spec, lm, &loss, output),
+            (None, Some(vocab)) => language_model::check_embedding(spec, vocab)
+                .and_then(|()| evaluate::check_output(spec, &loss, &data.train, output)),
+            (None, None) => evaluate::check_output(spec, &loss, &data.train, output),
+        }
         .map_err(|e| spec.with_line(e))?;
         let monitor = spec
             .train
@@ -99,16 +108,22 @@ impl Session {
         lepton_nn::init_seeded(&varmap, spec.seed)?;
         model.set_seed(spec.seed);
         let optimizer = spec.optimizer.build(trainable_params(&varmap));
-        let steps_per_epoch = lepton_data::batches_per_epoch(
-            data.train.len(),
-            spec.train.batch_size,
-            spec.train.drop_last,
-        )
-        .max(1) as u64;
+        let (epochs, steps_per_epoch, total_steps) = if data.lm.is_some() {
+            let t = &spec.train;
+            (t.steps.div_ceil(t.eval_interval), t.eval_interval, t.steps)
+        } else {
+            let per = lepton_data::batches_per_epoch(
+                data.train.len(),
+                spec.train.batch_size,
+                spec.train.drop_last,
+            )
+            .max(1) as u64;
+            (spec.train.epochs, per, per * spec.train.epochs)
+        };
         let schedule = Schedule::new(
             &spec.schedule,
             spec.optimizer.lr(),
-            steps_per_epoch * spec.train.epochs,
+            total_steps,
             steps_per_epoch,
         );
         let state = CheckpointState {
@@ -136,6 +151,9 @@ impl Session {
             optimizer,
             schedule,
             steps_per_epoch,
+            epochs,
+            total_steps,
+            language_model: data.lm.is_some(),
             state,
         })
     }
@@ -228,7 +246,7 @@ impl Session {
             )),
             _ => None,
         };
-        let epochs = self.spec.train.epochs;
+        let epochs = self.epochs;
         let tspec = self.spec.train.clone();
         observer.event(Event::Start {
             epochs,
@@ -243,19 +261,29 @@ impl Session {
                 epoch,
                 first_batch: self.state.batch_in_epoch,
             });
-            let batcher = Batcher::new(
-                train.clone(),
-                BatcherConfig {
-                    batch_size: tspec.batch_size,
-                    shuffle: true,
-                    seed: self.spec.seed,
-                    epoch,
-                    start_batch: self.state.batch_in_epoch as usize,
-                    augment: augment.clone(),
-                    drop_last: tspec.drop_last,
-                    prefetch: 3,
-                },
-            );
+            let batcher: Box<dyn Iterator<Item = lepton_data::Result<Batch>> + '_> = match &data.lm
+            {
+                // Random windows of step `k` are a function of `(seed, k)`: a resumed run
+                // draws the same ones.
+                Some(lm) => {
+                    let end = ((epoch + 1) * self.steps_per_epoch).min(self.total_steps);
+                    let (bs, seed) = (tspec.batch_size, self.spec.seed);
+                    Box::new((self.state.step..end).map(move |k| lm.train_batch(bs, seed, k)))
+                }
+                None => Box::new(Batcher::new(
+                    train.clone(),
+                    BatcherConfig {
+                        batch_size: tspec.batch_size,
+                        shuffle: true,
+                        seed: self.spec.seed,
+                        epoch,
+                        start_batch: self.state.batch_in_epoch as usize,
+                        augment: augment.clone(),
+                        drop_last: tspec.drop_last,
+                        prefetch: 3,
+                    },
+                )),
+            };
             // Sums since the last read-back, kept as tensors (no host sync per step).
             let mut pending = Pending::default();
             let mut window = (Instant::now(), 0u64);
@@ -302,10 +330,15 @@ impl Session {
                         samples_per_sec: sps,
                     });
                     if let Some(run) = run.as_deref_mut() {
-                        run.metrics.append(&json!({
+                        let mut line = json!({
                             "kind": "step", "epoch": epoch, "step": self.state.step, "loss": loss_avg,
                             "accuracy": acc_avg, "lr": lr, "samples_per_sec": sps,
-                        }))?;
+                        });
+                        if let Some(lm) = &data.lm {
+                            // A sample is a window: every position is a predicted token.
+                            line["tokens_per_sec"] = json!(sps * lm.block_size as f64);
+                        }
+                        run.metrics.append(&line)?;
                         if ckpt_now {
                             self.save_checkpoint(run, observer)?;
                         }
@@ -324,10 +357,14 @@ impl Session {
 
     /// Forward, loss, backward and the optimizer update for one batch; returns the logits, the
     /// loss and the learning rate used.
-    fn train_step(&mut self, batch: &lepton_data::Batch) -> Result<(Tensor, Tensor, f64)> {
+    fn train_step(&mut self, batch: &Batch) -> Result<(Tensor, Tensor, f64)> {
         self.model.set_step(self.state.step);
         let logits = self.model.forward_t(&batch.x, true).op("forward pass")?;
-        let loss = lepton_nn::loss(&self.loss, &logits, &batch.y, batch.weights.as_ref())?;
+        let loss = if self.language_model {
+            language_model::loss(&self.loss, &logits, &batch.y)?
+        } else {
+            lepton_nn::loss(&self.loss, &logits, &batch.y, batch.weights.as_ref())?
+        };
         let grads = loss.backward().op("backward pass")?;
         let scale = match self.spec.train.clip_grad_norm {
             Some(max) => {
@@ -365,30 +402,38 @@ impl Session {
                 loss: train_loss as f32,
             });
         }
-        let val = if data.validation.is_empty() {
-            None
-        } else {
-            Some(evaluate::predict(
-                &self.model,
-                &self.loss,
-                &data.validation,
-                self.spec.train.eval_batch_size,
-            )?)
-        };
-        let val_accuracy = val.as_ref().and_then(|p: &Predictions| {
-            if classify {
-                Some(p.accuracy(&data.validation))
-            } else {
-                None
+        let tspec = &self.spec.train;
+        let (val_loss, val_accuracy, lm_val) = match &data.lm {
+            Some(lm) => {
+                let r = language_model::evaluate(
+                    &self.model,
+                    &self.loss,
+                    &lm.validation,
+                    lm.block_size,
+                    tspec.eval_windows,
+                    tspec.eval_batch_size,
+                )?;
+                (r.as_ref().map(|r| r.loss), None, r)
             }
-        });
-        let monitored = match (self.monitor, &val) {
+            None if data.validation.is_empty() => (None, None, None),
+            None => {
+                let p: Predictions = evaluate::predict(
+                    &self.model,
+                    &self.loss,
+                    &data.validation,
+                    tspec.eval_batch_size,
+                )?;
+                let acc = classify.then(|| p.accuracy(&data.validation));
+                (Some(p.loss), acc, None)
+            }
+        };
+        let monitored = match (self.monitor, val_loss) {
             (Monitor::ValAccuracy, Some(_)) => val_accuracy.unwrap_or(0.0),
-            (_, Some(p)) => p.loss,
+            (_, Some(l)) => l,
             // No validation data: fall back to the training loss.
             (_, None) => train_loss,
         };
-        let mode = if val.is_none() {
+        let mode = if val_loss.is_none() {
             crate::early_stopping::Mode::Min
         } else {
             self.monitor.mode()
@@ -409,8 +454,10 @@ impl Session {
             lr: self.state.lr,
             train_loss,
             train_accuracy: if classify { Some(t.correct / n) } else { None },
-            val_loss: val.as_ref().map(|p| p.loss),
+            val_loss,
             val_accuracy,
+            val_perplexity: lm_val.as_ref().map(|r| r.perplexity),
+            val_bits_per_token: lm_val.as_ref().map(|r| r.bits_per_token),
             monitored,
             best,
             seconds: started.elapsed().as_secs_f64(),
@@ -558,7 +605,8 @@ pub fn train(spec: &Spec, run_dir: &Path, observer: &mut dyn Observer) -> Result
 fn start(spec: &Spec, dir: RunDir, observer: &mut dyn Observer) -> Result<RunSummary> {
     let started = Instant::now();
     dir.reset_progress()?;
-    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)?;
+    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
+        .map_err(|e| spec.data_error(e))?;
     let mut session = Session::new(spec, &data)?;
     dir.write_json(&dir.preprocessor(), &data.preprocessor)?;
     dir.write_json(&dir.data_report(), &data.report)?;
@@ -598,7 +646,8 @@ pub fn resume(run_dir: &Path, observer: &mut dyn Observer) -> Result<RunSummary>
              from the uninterrupted run"
         );
     }
-    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)?;
+    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
+        .map_err(|e| spec.data_error(e))?;
     let mut session = Session::new(&spec, &data)?;
     session.restore(state, tensors, &dir.checkpoints.weights)?;
     let log_start = match session.state.metrics_len {
@@ -632,10 +681,33 @@ fn finish(
         (None, None)
     };
     let (split, eval_data) = match &data.test {
-        Some(t) if !t.is_empty() => ("test", t),
+        Some(t) if !t.is_empty() || data.lm.is_some() => ("test", t),
         _ => ("validation", &data.validation),
     };
-    let final_metrics = if eval_data.is_empty() {
+    let final_metrics = if let Some(lm) = &data.lm {
+        let tokens = if split == "test" {
+            &lm.test
+        } else {
+            &lm.validation
+        };
+        match language_model::evaluate(
+            &session.model,
+            &session.loss,
+            tokens,
+            lm.block_size,
+            usize::MAX,
+            session.spec.train.eval_batch_size,
+        )? {
+            Some(r) => evaluate::write_lm_report(
+                &session.spec,
+                r.with_chars_per_token(lm.chars_per_token(split == "test")),
+                split,
+                &session.state.history,
+                &dir.root,
+            )?,
+            None => Vec::new(),
+        }
+    } else if eval_data.is_empty() {
         Vec::new()
     } else {
         let preds = evaluate::predict(
@@ -662,7 +734,7 @@ fn finish(
         metric: session.monitor.name().into(),
         best_metric,
         best_epoch,
-        stopped_early: session.state.history.len() < session.spec.train.epochs as usize,
+        stopped_early: (session.state.history.len() as u64) < session.epochs,
         eval_split: split.into(),
         final_metrics,
         train_seconds,

@@ -123,6 +123,9 @@ fn resolved_spec_round_trips() {
     assert_eq!(again.optimizer, spec.optimizer);
 }
 
+/// Examples that parse only once lepton-nn has the transformer layers of issue 13.
+const NEEDS_TRANSFORMER_LAYERS: &[&str] = &["shakespeare-gpt.toml"];
+
 #[test]
 fn every_example_spec_parses_and_validates() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
@@ -130,12 +133,36 @@ fn every_example_spec_parses_and_validates() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "toml") {
-            let spec = Spec::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            assert!(
-                spec.resolve(&spec.data.path).exists(),
-                "{}: data path",
-                p.display()
-            );
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let spec = match Spec::from_file(&p) {
+                Ok(spec) => spec,
+                // Written against lepton-nn's transformer layers (issue 13), which this branch
+                // does not have yet: the only accepted error is the unknown layer type.
+                Err(e) if NEEDS_TRANSFORMER_LAYERS.contains(&name.as_str()) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("positional-embedding") || e.contains("transformer-block"),
+                        "{name}: {e}"
+                    );
+                    continue;
+                }
+                Err(e) => panic!("{}: {e}", p.display()),
+            };
+            let data = spec.resolve(&spec.data.path);
+            if !data.exists() {
+                // A fetched asset that is not committed (data/shakespeare/input.txt): the fetch
+                // script must produce exactly this file.
+                let rel = data
+                    .strip_prefix(std::path::absolute(dir.join("..")).unwrap())
+                    .unwrap_or_else(|_| panic!("{name}: data path {} is missing", data.display()));
+                let script =
+                    std::fs::read_to_string(dir.join("../scripts/fetch-assets.sh")).unwrap();
+                assert!(
+                    script.contains(&*rel.to_string_lossy()),
+                    "{name}: data path {} is missing and no fetch-assets.sh function writes it",
+                    data.display()
+                );
+            }
             n += 1;
         }
     }
