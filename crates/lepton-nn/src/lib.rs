@@ -21,7 +21,7 @@ pub mod spec;
 
 pub use budget::Budget;
 pub use error::{Error, Result};
-pub use init::init_seeded;
+pub use init::{init_seeded, var_builder};
 pub use loss::{activate, loss, LossSpec, OutputActivation};
 pub use model::Model;
 pub use spec::{LayerSpec, ModelSpec};

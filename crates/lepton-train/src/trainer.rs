@@ -2,7 +2,7 @@
 //! cross-validation.
 //!
 //! Determinism: with a fixed seed and thread count a run is reproducible. Initial weights come
-//! from `lepton_nn::init_seeded(seed)`, the batch order and augmentation from `(seed, epoch)`
+//! from `lepton_nn::var_builder(varmap, seed)` (each layer's init hint, seeded), the batch order and augmentation from `(seed, epoch)`
 //! (lepton-data's batcher), dropout masks from the model's step counter. A checkpoint holds the
 //! model variables (including batch-norm statistics), the optimizer state and the position
 //! (epoch, batch, step), so [`resume`] reproduces the uninterrupted run bit for bit.
@@ -24,8 +24,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{ModuleT, VarBuilder, VarMap};
+use candle_core::{DType, Tensor};
+use candle_nn::{ModuleT, VarMap};
 use lepton_data::{Batch, Batcher, BatcherConfig, Dataset, Prepared, Preprocessor};
 use lepton_nn::{LossSpec, Model};
 use serde_json::json;
@@ -103,9 +103,11 @@ impl Session {
             )));
         }
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = Model::new(&spec.model, &input_shape, vb)?;
-        lepton_nn::init_seeded(&varmap, spec.seed)?;
+        let model = Model::new(
+            &spec.model,
+            &input_shape,
+            lepton_nn::var_builder(&varmap, spec.seed),
+        )?;
         model.set_seed(spec.seed);
         let optimizer = spec.optimizer.build(trainable_params(&varmap));
         let (epochs, steps_per_epoch, total_steps) = if data.lm.is_some() {
