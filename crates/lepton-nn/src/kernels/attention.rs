@@ -411,6 +411,63 @@ mod tests {
         }
     }
 
+    /// The kernel's own backward (f32) against central differences of the kernel's forward,
+    /// with causal and key-padding masks (f64 inputs take the reference path instead, so the
+    /// f64 gradient checks in `tests/it` do not reach this backward).
+    #[test]
+    fn kernel_gradients_match_finite_differences_with_causal_and_padding_masks() {
+        let dev = Device::Cpu;
+        let (b, t, h, d) = (2, 5, 2, 3);
+        for (causal, pad) in [(true, false), (false, true), (true, true)] {
+            let keys = pad.then(|| vec![vec![true; t], vec![true, true, false, true, false]]);
+            let mask = AttentionMask { causal, keys };
+            let vars: Vec<Var> = (0..3)
+                .map(|_| Var::randn(0f32, 1.0, (b, t, h, d), &dev).unwrap())
+                .collect();
+            let r = Tensor::randn(0f32, 1.0, (b, t, h, d), &dev).unwrap();
+            let f = |q: &Tensor, k: &Tensor, v: &Tensor| -> f64 {
+                let y = attention(q, k, v, 0.6, &mask).unwrap();
+                (y * &r)
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let y = attention(&vars[0], &vars[1], &vars[2], 0.6, &mask).unwrap();
+            let grads = weighted_grads(&y, &r);
+            for (which, var) in vars.iter().enumerate() {
+                let analytic = grads
+                    .get(var)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let base = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for i in 0..base.len() {
+                    let at = |eps: f32| {
+                        let mut x = base.clone();
+                        x[i] += eps;
+                        let x = Tensor::from_vec(x, (b, t, h, d), &dev).unwrap();
+                        let mut qkv: Vec<Tensor> =
+                            vars.iter().map(|v| v.as_tensor().clone()).collect();
+                        qkv[which] = x;
+                        f(&qkv[0], &qkv[1], &qkv[2])
+                    };
+                    let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
+                    let a = analytic[i] as f64;
+                    assert!(
+                        (numeric - a).abs() < 1e-3 * a.abs().max(1.0),
+                        "causal {causal} pad {pad}: input {which}[{i}]: kernel {a} vs finite differences {numeric}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_fully_masked_row_is_zero() {
         let dev = Device::Cpu;
