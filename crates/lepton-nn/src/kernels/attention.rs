@@ -5,8 +5,11 @@
 //! the softmax runs (masked scores are never exponentiated) and the output is written as
 //! `[B, T, H, hd]`, i.e. already `[B, T, H·hd]` for the output projection.
 //!
-//! The backward pass is plain candle ops on the recomputed probabilities
-//! (`dv = pᵀ·dy`, `ds = p ⊙ (dy·vᵀ − rowsum(·))`, `dq = ds·k·scale`, `dk = dsᵀ·q·scale`).
+//! The backward pass is fused the same way: per (batch, head) task it recomputes the
+//! probabilities `p` in its cache-resident buffer and computes `dv = pᵀ·dy`, `dp = dy·vᵀ`,
+//! `ds = p ⊙ (dp − rowsum(dy ⊙ y))` (FlashAttention's `D = rowsum(dy ⊙ y)` from the output instead
+//! of `rowsum(dp ⊙ p)`), `dq = ds·k·scale`, `dk = dsᵀ·q·scale`, writing each gradient straight
+//! into `[B, T, H, hd]`. [`attention_backward_reference`] is the same by plain candle ops.
 //! f32 only; other dtypes take [`attention_reference`].
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
@@ -144,23 +147,7 @@ impl CustomOp3 for Attention {
         if self.mask.causal && tk < tq {
             candle_core::bail!("attention kernel: causal attention needs T_k ≥ T_q");
         }
-        let bias: Option<Vec<Vec<f32>>> = match &self.mask.keys {
-            Some(keys) => {
-                if keys.len() != b || keys.iter().any(|r| r.len() != tk) {
-                    candle_core::bail!("attention kernel: the key mask is not [{b}][{tk}]");
-                }
-                Some(
-                    keys.iter()
-                        .map(|r| {
-                            r.iter()
-                                .map(|&keep| if keep { 0.0 } else { f32::NEG_INFINITY })
-                                .collect()
-                        })
-                        .collect(),
-                )
-            }
-            None => None,
-        };
+        let bias = self.key_bias(b, tk)?;
         let mut out = vec![0f32; b * tq * h * d];
         let dst = Out(out.as_mut_ptr());
         (0..b * h).into_par_iter().for_each_init(
@@ -206,20 +193,160 @@ impl CustomOp3 for Attention {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let heads = |t: &Tensor| t.transpose(1, 2)?.contiguous();
-        let (qh, kh, vh, dyh) = (heads(q)?, heads(k)?, heads(v)?, heads(dy)?);
-        let p = probabilities(&qh, &kh, self.scale, &self.mask)?;
-        let dv = p.t()?.matmul(&dyh)?;
-        let dp = dyh.matmul(&vh.t()?)?;
-        let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?;
-        let dq = (ds.matmul(&kh)? * self.scale as f64)?;
-        let dk = (ds.t()?.matmul(&qh)? * self.scale as f64)?;
-        let back = |t: Tensor| t.transpose(1, 2);
-        Ok((Some(back(dq)?), Some(back(dk)?), Some(back(dv)?)))
+        let (dq, dk, dv) = self.backward(q, k, v, y, &dy.contiguous()?)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
     }
+}
+
+impl Attention {
+    /// The fused backward (see the module docs): `(dq, dk, dv)`, each `[B, T, H, hd]`.
+    fn backward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let guards = [q, k, v, y, dy].map(|t| t.storage_and_layout());
+        let storage = |i: usize| -> Result<&CpuStorage> {
+            match &*guards[i].0 {
+                candle_core::Storage::Cpu(s) => Ok(s),
+                _ => candle_core::bail!("attention kernel: the backward runs on the CPU only"),
+            }
+        };
+        let view = |i: usize, what: &str| View::new(storage(i)?, guards[i].1, what);
+        let (q, k, v, y, dy) = (
+            view(0, "q")?,
+            view(1, "k")?,
+            view(2, "v")?,
+            view(3, "y")?,
+            view(4, "dy")?,
+        );
+        let [b, tq, h, d] = q.dims;
+        let tk = k.dims[1];
+        let bias = self.key_bias(b, tk)?;
+        let mut dq = vec![0f32; b * tq * h * d];
+        let mut dk = vec![0f32; b * tk * h * d];
+        let mut dv = vec![0f32; b * tk * h * d];
+        let outs = [
+            Out(dq.as_mut_ptr()),
+            Out(dk.as_mut_ptr()),
+            Out(dv.as_mut_ptr()),
+        ];
+        let scale = self.scale;
+        (0..b * h).into_par_iter().for_each_init(
+            || {
+                (
+                    vec![0f32; tq * tk],
+                    vec![0f32; tq * tk],
+                    vec![0f32; tq.max(tk) * d],
+                )
+            },
+            |(p, dp, g), task| {
+                let (bi, hi) = (task / h, task % h);
+                let none = ::gemm::Parallelism::None;
+                let (qm, km) = (q.head(bi, hi, false), k.head(bi, hi, true));
+                matmul(tq, tk, d, p, qm, km, false, none);
+                for (i, row) in p.chunks_mut(tk).enumerate() {
+                    let lim = if self.mask.causal {
+                        i + 1 + tk - tq
+                    } else {
+                        tk
+                    };
+                    self.softmax_row(row, bias.as_ref().map(|b| b[bi].as_slice()), lim);
+                }
+                let dym = dy.head(bi, hi, false);
+                // dp = dy·vᵀ, then ds = p ⊙ (dp − D)·scale in place, D_i = dy_i · y_i.
+                matmul(tq, tk, d, dp, dym, v.head(bi, hi, true), false, none);
+                for (i, (dp_row, p_row)) in dp.chunks_mut(tk).zip(p.chunks(tk)).enumerate() {
+                    let at = bi * y.stride[0] + i * y.stride[1] + hi * y.stride[2];
+                    let at_dy = bi * dy.stride[0] + i * dy.stride[1] + hi * dy.stride[2];
+                    let dot: f32 = (0..d).map(|x| y.data[at + x] * dy.data[at_dy + x]).sum();
+                    math::zip_map_inplace(dp_row, p_row, move |g, p| p * (g - dot) * scale);
+                }
+                let write = |out: Out, rows: usize, g: &[f32]| {
+                    for (i, row) in g[..rows * d].chunks(d).enumerate() {
+                        // SAFETY: row (bi, i, hi) of a [B, rows, H, d] gradient belongs to this
+                        // task alone and lies inside it (b·rows·h·d elements).
+                        unsafe {
+                            let at = out.at(((bi * rows + i) * h + hi) * d);
+                            std::ptr::copy_nonoverlapping(row.as_ptr(), at, d);
+                        }
+                    }
+                };
+                // dv = pᵀ·dy
+                matmul(tk, d, tq, g, Mat::rows_t(p, tk), dym, false, none);
+                write(outs[2], tk, g);
+                // dq = ds·k
+                matmul(
+                    tq,
+                    d,
+                    tk,
+                    g,
+                    Mat::rows(dp, tk),
+                    k.head(bi, hi, false),
+                    false,
+                    none,
+                );
+                write(outs[0], tq, g);
+                // dk = dsᵀ·q
+                matmul(tk, d, tq, g, Mat::rows_t(dp, tk), qm, false, none);
+                write(outs[1], tk, g);
+            },
+        );
+        drop(guards);
+        let dev = candle_core::Device::Cpu;
+        Ok((
+            Tensor::from_vec(dq, (b, tq, h, d), &dev)?,
+            Tensor::from_vec(dk, (b, tk, h, d), &dev)?,
+            Tensor::from_vec(dv, (b, tk, h, d), &dev)?,
+        ))
+    }
+
+    /// The key-padding mask as an additive bias per batch (`0` or `−∞`), checked against `[b][tk]`.
+    fn key_bias(&self, b: usize, tk: usize) -> Result<Option<Vec<Vec<f32>>>> {
+        let Some(keys) = &self.mask.keys else {
+            return Ok(None);
+        };
+        if keys.len() != b || keys.iter().any(|r| r.len() != tk) {
+            candle_core::bail!("attention kernel: the key mask is not [{b}][{tk}]");
+        }
+        Ok(Some(
+            keys.iter()
+                .map(|r| {
+                    r.iter()
+                        .map(|&keep| if keep { 0.0 } else { f32::NEG_INFINITY })
+                        .collect()
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// The gradients `(dq, dk, dv)` of [`attention_reference`] by plain candle ops on the
+/// recomputed probabilities: the reference for the fused backward.
+pub fn attention_backward_reference(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    dy: &Tensor,
+    scale: f32,
+    mask: &AttentionMask,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let heads = |t: &Tensor| t.transpose(1, 2)?.contiguous();
+    let (qh, kh, vh, dyh) = (heads(q)?, heads(k)?, heads(v)?, heads(dy)?);
+    let p = probabilities(&qh, &kh, scale, mask)?;
+    let dv = p.t()?.matmul(&dyh)?;
+    let dp = dyh.matmul(&vh.t()?)?;
+    let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?;
+    let dq = (ds.matmul(&kh)? * scale as f64)?;
+    let dk = (ds.t()?.matmul(&qh)? * scale as f64)?;
+    let back = |t: Tensor| t.transpose(1, 2);
+    Ok((back(dq)?, back(dk)?, back(dv)?))
 }
 
 /// `softmax(q·kᵀ·scale)` over the allowed keys, `[B, H, T_q, T_k]`, from `[B, H, T, hd]` inputs;
@@ -391,6 +518,14 @@ mod tests {
             let heads = |t: &Tensor| t.transpose(1, 2).unwrap().contiguous().unwrap();
             let (qh, kh, vh) = (heads(&q), heads(&k), heads(&v));
             // Autograd through candle's own softmax with an additive mask, as the reference.
+            // The fused backward against the same maths by plain candle ops.
+            let (dq, dk, dv) = attention_backward_reference(&q, &k, &v, &r, scale, &mask).unwrap();
+            let g = go.get(&qkv).unwrap();
+            let part = |t: &Tensor, i: usize| t.narrow(2, i, 1).unwrap().squeeze(2).unwrap();
+            assert!(max_diff(&part(g, 0), &dq) < 1e-5, "dq");
+            let g = go.get(&kv).unwrap();
+            assert!(max_diff(&part(g, 0), &dk) < 1e-5, "dk");
+            assert!(max_diff(&part(g, 1), &dv) < 1e-5, "dv");
             let allowed = mask_tensor(b, tq, tk, &mask, &dev).unwrap();
             let s = (qh.matmul(&kh.t().unwrap()).unwrap() * scale as f64)
                 .unwrap()
