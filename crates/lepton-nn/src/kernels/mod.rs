@@ -20,7 +20,7 @@ pub use attention::{attention, attention_backward_reference, attention_reference
 pub use batchnorm::{batch_norm, channel_stats};
 pub use conv::{col2im, im2col, Geom as ConvGeom};
 pub use layer_norm::{layer_norm, layer_norm_reference};
-pub use linear::{linear, linear_reference, Activation};
+pub use linear::{linear, linear_reference, linear_train, Activation};
 pub use maxpool::max_pool2d;
 pub use packed::PackedLinear;
 

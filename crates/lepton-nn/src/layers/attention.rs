@@ -163,8 +163,13 @@ impl Proj {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        kernels::linear(x, &self.weight, self.bias.as_ref(), act)
+    /// `act(x·Wᵀ + b)`; in training a GELU is its own op (see [`kernels::linear_train`]).
+    pub fn forward(&self, x: &Tensor, act: Activation, train: bool) -> Result<Tensor> {
+        if train {
+            kernels::linear_train(x, &self.weight, self.bias.as_ref(), act)
+        } else {
+            kernels::linear(x, &self.weight, self.bias.as_ref(), act)
+        }
     }
 }
 
@@ -192,7 +197,7 @@ impl Layer for MultiHeadAttention {
         let (h, hd) = (self.heads, d / self.heads);
         let qkv = self
             .c_attn
-            .forward(x, Activation::Identity)?
+            .forward(x, Activation::Identity, ctx.train)?
             .reshape((b, t, 3, h, hd))?;
         let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
         let (mut q, mut k, v) = (part(0)?, part(1)?, part(2)?);
@@ -207,7 +212,7 @@ impl Layer for MultiHeadAttention {
         let o = kernels::attention(&q, &k, &v, 1.0 / (hd as f32).sqrt(), &mask)?;
         let y = self
             .c_proj
-            .forward(&o.reshape((b, t, d))?, Activation::Identity)?;
+            .forward(&o.reshape((b, t, d))?, Activation::Identity, ctx.train)?;
         if ctx.train && self.dropout > 0.0 {
             dropout(&y, self.dropout, ctx.seed, ctx.step, self.dropout_id)
         } else {

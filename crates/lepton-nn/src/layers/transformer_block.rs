@@ -256,17 +256,17 @@ impl Layer for TransformerBlock {
         let h = (x + self.attn.forward(&self.ln_1.forward(x)?, ctx)?)?;
         let n = self.ln_2.forward(&h)?;
         let a = match self.mlp {
-            MlpKind::Gelu => self.c_fc.forward(&n, Activation::GeluErf)?,
-            MlpKind::GeluTanh => self.c_fc.forward(&n, Activation::GeluTanh)?,
+            MlpKind::Gelu => self.c_fc.forward(&n, Activation::GeluErf, ctx.train)?,
+            MlpKind::GeluTanh => self.c_fc.forward(&n, Activation::GeluTanh, ctx.train)?,
             MlpKind::Swiglu => {
-                let u = self.c_fc.forward(&n, Activation::Identity)?;
+                let u = self.c_fc.forward(&n, Activation::Identity, ctx.train)?;
                 let f = u.dim(candle_core::D::Minus1)? / 2;
                 let gate = u.narrow(candle_core::D::Minus1, 0, f)?;
                 let up = u.narrow(candle_core::D::Minus1, f, f)?;
                 (gate.silu()? * up)?
             }
         };
-        let m = self.c_proj.forward(&a, Activation::Identity)?;
+        let m = self.c_proj.forward(&a, Activation::Identity, ctx.train)?;
         let m = if ctx.train && self.dropout > 0.0 {
             dropout(&m, self.dropout, ctx.seed, ctx.step, self.dropout_id)?
         } else {
