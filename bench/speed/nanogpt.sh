@@ -8,7 +8,9 @@
 #
 # CANDLE_NUM_THREADS=1: candle 0.11 runs its element-wise ops on a spinning barrier pool, which
 # on a shared, oversubscribed machine waits for descheduled workers (5x slower steps measured
-# at load 11 on 2 cores); the GEMMs and our kernels still use the 2 rayon threads.
+# at load 11 on 2 cores); the GEMMs and our kernels still use the 2 rayon threads. PyTorch gets
+# the same treatment, OMP_WAIT_POLICY=PASSIVE (its OpenMP workers otherwise spin too: 520-665
+# tokens/s measured at load 10-11 against 3,828 passive).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-5}
@@ -21,7 +23,7 @@ for ((i = 1; i <= runs; i++)); do
     load=$(cut -d' ' -f1 /proc/loadavg)
     l=$(CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS=2 flock /tmp/lepton-cpu.lock \
         "$CARGO_TARGET_DIR/release/examples/nanogpt_speed" "$steps" 3)
-    t=$(flock /tmp/lepton-cpu.lock "$py" bench/speed/nanogpt_torch.py "$steps" 3)
+    t=$(OMP_WAIT_POLICY=PASSIVE flock /tmp/lepton-cpu.lock "$py" bench/speed/nanogpt_torch.py "$steps" 3)
     echo "run $i (load $load): $l"
     echo "run $i (load $load): $t"
     ours+=("$(sed -E 's/.*, ([0-9]+) tokens\/s.*/\1/' <<<"$l")")

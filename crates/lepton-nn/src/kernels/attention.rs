@@ -134,6 +134,25 @@ impl CustomOp3 for Attention {
             View::new(ks, kl, "k")?,
             View::new(vs, vl, "v")?,
         );
+        self.forward_views(&q, &k, &v)
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dq, dk, dv) = self.backward(q, k, v, y, &dy.contiguous()?)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+impl Attention {
+    /// The forward over `[B, T, H, hd]` views; returns `[B, T_q, H, hd]`.
+    fn forward_views(&self, q: &View, k: &View, v: &View) -> Result<(CpuStorage, Shape)> {
         let [b, tq, h, d] = q.dims;
         let tk = k.dims[1];
         if k.dims != [b, tk, h, d] || v.dims != k.dims {
@@ -188,20 +207,6 @@ impl CustomOp3 for Attention {
         Ok((CpuStorage::F32(out), Shape::from((b, tq, h, d))))
     }
 
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dq, dk, dv) = self.backward(q, k, v, y, &dy.contiguous()?)?;
-        Ok((Some(dq), Some(dk), Some(dv)))
-    }
-}
-
-impl Attention {
     /// The fused backward (see the module docs): `(dq, dk, dv)`, each `[B, T, H, hd]`.
     fn backward(
         &self,
@@ -228,15 +233,35 @@ impl Attention {
         );
         let [b, tq, h, d] = q.dims;
         let tk = k.dims[1];
-        let bias = self.key_bias(b, tk)?;
         let mut dq = vec![0f32; b * tq * h * d];
         let mut dk = vec![0f32; b * tk * h * d];
         let mut dv = vec![0f32; b * tk * h * d];
-        let outs = [
-            Out(dq.as_mut_ptr()),
-            Out(dk.as_mut_ptr()),
-            Out(dv.as_mut_ptr()),
-        ];
+        let (sq, sk) = ([tq * h * d, h * d, 0], [tk * h * d, h * d, 0]);
+        self.backward_views(
+            [&q, &k, &v, &y, &dy],
+            [
+                (Out(dq.as_mut_ptr()), sq),
+                (Out(dk.as_mut_ptr()), sk),
+                (Out(dv.as_mut_ptr()), sk),
+            ],
+        )?;
+        drop(guards);
+        let dev = candle_core::Device::Cpu;
+        Ok((
+            Tensor::from_vec(dq, (b, tq, h, d), &dev)?,
+            Tensor::from_vec(dk, (b, tk, h, d), &dev)?,
+            Tensor::from_vec(dv, (b, tk, h, d), &dev)?,
+        ))
+    }
+
+    /// The backward over `[q, k, v, y, dy]` views, writing `dq`, `dk`, `dv` through `outs`:
+    /// element (b, t, h, x) of each at `b·s[0] + t·s[1] + s[2] + h·hd + x`. The caller makes
+    /// the three regions disjoint and large enough.
+    fn backward_views(&self, views: [&View; 5], outs: [(Out, [usize; 3]); 3]) -> Result<()> {
+        let [q, k, v, y, dy] = views;
+        let [b, tq, h, d] = q.dims;
+        let tk = k.dims[1];
+        let bias = self.key_bias(b, tk)?;
         let scale = self.scale;
         (0..b * h).into_par_iter().for_each_init(
             || {
@@ -268,12 +293,12 @@ impl Attention {
                     let dot: f32 = (0..d).map(|x| y.data[at + x] * dy.data[at_dy + x]).sum();
                     math::zip_map_inplace(dp_row, p_row, move |g, p| p * (g - dot) * scale);
                 }
-                let write = |out: Out, rows: usize, g: &[f32]| {
+                let write = |(out, s): (Out, [usize; 3]), rows: usize, g: &[f32]| {
                     for (i, row) in g[..rows * d].chunks(d).enumerate() {
-                        // SAFETY: row (bi, i, hi) of a [B, rows, H, d] gradient belongs to this
-                        // task alone and lies inside it (b·rows·h·d elements).
+                        // SAFETY: row (bi, i, hi) of the gradient belongs to this task alone and
+                        // lies inside its region (the caller's contract).
                         unsafe {
-                            let at = out.at(((bi * rows + i) * h + hi) * d);
+                            let at = out.at(bi * s[0] + i * s[1] + s[2] + hi * d);
                             std::ptr::copy_nonoverlapping(row.as_ptr(), at, d);
                         }
                     }
@@ -298,13 +323,7 @@ impl Attention {
                 write(outs[1], tk, g);
             },
         );
-        drop(guards);
-        let dev = candle_core::Device::Cpu;
-        Ok((
-            Tensor::from_vec(dq, (b, tq, h, d), &dev)?,
-            Tensor::from_vec(dk, (b, tk, h, d), &dev)?,
-            Tensor::from_vec(dv, (b, tk, h, d), &dev)?,
-        ))
+        Ok(())
     }
 
     /// The key-padding mask as an additive bias per batch (`0` or `−∞`), checked against `[b][tk]`.
@@ -414,6 +433,80 @@ pub fn attention(
             mask: mask.clone(),
         },
     )
+}
+
+/// [`attention`] on one fused projection `qkv: [B, T, 3, H, hd]` (q, k, v at index 0, 1, 2 of
+/// the third dimension, nanoGPT's `c_attn` split): one op whose backward writes `dq`, `dk`, `dv`
+/// straight into one `[B, T, 3, H, hd]` gradient, where three views of `qkv` would each pad
+/// their gradient with zeros to the full size and sum them (two copies and two adds of the
+/// whole tensor per layer). Returns `[B, T, H, hd]`.
+pub fn attention_qkv(qkv: &Tensor, scale: f32, mask: &AttentionMask) -> Result<Tensor> {
+    if qkv.dtype() != DType::F32 || !qkv.device().is_cpu() {
+        let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
+        return attention_reference(&part(0)?, &part(1)?, &part(2)?, scale, mask);
+    }
+    qkv.contiguous()?.apply_op1(QkvAttention(Attention {
+        scale,
+        mask: mask.clone(),
+    }))
+}
+
+/// [`Attention`] over one contiguous `[B, T, 3, H, hd]` input.
+struct QkvAttention(Attention);
+
+impl QkvAttention {
+    /// The q, k, v views of a contiguous `[B, T, 3, H, hd]` slice.
+    fn views<'a>(data: &'a [f32], dims: &[usize]) -> Result<[View<'a>; 3]> {
+        let &[b, t, 3, h, d] = dims else {
+            candle_core::bail!("attention kernel: qkv must be [B, T, 3, H, hd], got {dims:?}");
+        };
+        Ok([0, 1, 2].map(|i| View {
+            data: &data[i * h * d..],
+            dims: [b, t, h, d],
+            stride: [t * 3 * h * d, 3 * h * d, d],
+        }))
+    }
+}
+
+impl candle_core::CustomOp1 for QkvAttention {
+    fn name(&self) -> &'static str {
+        "lepton-attention-qkv"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(v), Some((a, e))) = (s, l.contiguous_offsets()) else {
+            candle_core::bail!("attention kernel: qkv must be contiguous f32");
+        };
+        let [q, k, v] = Self::views(&v[a..e], l.dims())?;
+        self.0.forward_views(&q, &k, &v)
+    }
+
+    fn bwd(&self, qkv: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let dy = dy.contiguous()?;
+        let (b, t, _, h, d) = qkv.dims5()?;
+        let mut g = vec![0f32; qkv.elem_count()];
+        {
+            let guards = [qkv, y, &dy].map(|t| t.storage_and_layout());
+            let data = |i: usize| -> Result<&[f32]> {
+                match (&*guards[i].0, guards[i].1.contiguous_offsets()) {
+                    (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, e))) => Ok(&v[a..e]),
+                    _ => candle_core::bail!("attention kernel: the backward needs contiguous f32"),
+                }
+            };
+            let [q, k, v] = Self::views(data(0)?, qkv.dims())?;
+            let one = |x| View {
+                data: x,
+                dims: [b, t, h, d],
+                stride: [t * h * d, h * d, d],
+            };
+            let (yv, dyv) = (one(data(1)?), one(data(2)?));
+            let out = Out(g.as_mut_ptr());
+            let s = |i: usize| (out, [t * 3 * h * d, 3 * h * d, i * h * d]);
+            self.0
+                .backward_views([&q, &k, &v, &yv, &dyv], [s(0), s(1), s(2)])?;
+        }
+        Ok(Some(Tensor::from_vec(g, qkv.shape(), qkv.device())?))
+    }
 }
 
 /// [`attention`] by plain candle ops: the reference for the kernel.
@@ -600,6 +693,26 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_qkv_op_equals_attention_on_views_forward_and_backward() {
+        let dev = Device::Cpu;
+        for (b, t, h, d, causal) in [(2, 5, 3, 4, true), (1, 9, 2, 8, false), (3, 1, 1, 2, true)] {
+            let mask = AttentionMask { causal, keys: None };
+            let qkv = Var::randn(0f32, 1.0, (b, t, 3, h, d), &dev).unwrap();
+            let part = |i: usize| qkv.narrow(2, i, 1).unwrap().squeeze(2).unwrap();
+            let fused = attention_qkv(&qkv, 0.4, &mask).unwrap();
+            let views = attention(&part(0), &part(1), &part(2), 0.4, &mask).unwrap();
+            assert_eq!(max_diff(&fused, &views), 0.0);
+            let r = Tensor::randn(0f32, 1.0, fused.dims(), &dev).unwrap();
+            let (gf, gv) = (weighted_grads(&fused, &r), weighted_grads(&views, &r));
+            assert!(max_diff(gf.get(&qkv).unwrap(), gv.get(&qkv).unwrap()) < 1e-6);
+            // f64 takes the reference path.
+            let q64 = qkv.to_dtype(DType::F64).unwrap();
+            let y64 = attention_qkv(&q64, 0.4, &mask).unwrap();
+            assert!(max_diff(&y64.to_dtype(DType::F32).unwrap(), &fused) < 1e-5);
         }
     }
 

@@ -199,17 +199,19 @@ impl Layer for MultiHeadAttention {
             .c_attn
             .forward(x, Activation::Identity, ctx.train)?
             .reshape((b, t, 3, h, hd))?;
-        let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
-        let (mut q, mut k, v) = (part(0)?, part(1)?, part(2)?);
-        if let Some(theta) = self.rope {
-            q = rope(&q, theta)?;
-            k = rope(&k, theta)?;
-        }
         let mask = AttentionMask {
             causal: self.causal,
             keys: None,
         };
-        let o = kernels::attention(&q, &k, &v, 1.0 / (hd as f32).sqrt(), &mask)?;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let o = match self.rope {
+            None => kernels::attention_qkv(&qkv, scale, &mask)?,
+            Some(theta) => {
+                let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
+                let (q, k) = (rope(&part(0)?, theta)?, rope(&part(1)?, theta)?);
+                kernels::attention(&q, &k, &part(2)?, scale, &mask)?
+            }
+        };
         let y = self
             .c_proj
             .forward(&o.reshape((b, t, d))?, Activation::Identity, ctx.train)?;
