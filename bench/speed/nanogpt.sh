@@ -10,7 +10,10 @@
 # on a shared, oversubscribed machine waits for descheduled workers (5x slower steps measured
 # at load 11 on 2 cores); the GEMMs and our kernels still use the 2 rayon threads. PyTorch gets
 # the same treatment, OMP_WAIT_POLICY=PASSIVE (its OpenMP workers otherwise spin too: 520-665
-# tokens/s measured at load 10-11 against 3,828 passive).
+# tokens/s measured at load 10-11 against 3,828 passive). Both get the same glibc malloc
+# tunables: without them every step's ~1 MB activations come from fresh mmap'd pages (page faults
+# and zeroing were ~10 % of a lepton step; backward 37.5 -> 26.3 ms measured at load 2).
+export GLIBC_TUNABLES=glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=1073741824
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-5}
