@@ -1,12 +1,16 @@
 //! Losses on logits, with optional per-sample weights.
 //!
 //! - cross-entropy: `l_i = (1-ε)·(-log p_{i,y_i}) + ε·mean_c(-log p_{i,c})` with `p = softmax(z)`
-//!   (PyTorch's `label_smoothing`); logits `[B, C]`, targets `u32 [B]`.
+//!   (PyTorch's `label_smoothing`); logits `[B, C]`, targets `[B]` (class ids), or per position
+//!   (a language model): logits `[B, T, C]`, targets `[B, T]`, where a sample's loss is the mean
+//!   over its `T` positions.
 //! - binary cross-entropy with logits: `l_i = max(z,0) - z·y + log(1 + e^{-|z|})`; logits `[B]` or
 //!   `[B, 1]`, targets 0/1.
-//! - MSE: `l_i = (z_i - y_i)²`; logits `[B]` or `[B, 1]`.
+//! - MSE: `l_i = (z_i - y_i)²`; logits `[B]` or `[B, 1]` with targets `[B]`, or logits `[B, K]`
+//!   with targets `[B, K]` (multi-step forecasting), where a sample's loss is the mean over `K`.
 //!
-//! The batch loss is `Σ w_i l_i / Σ w_i` (the plain mean without weights), as PyTorch's weighted mean.
+//! The batch loss is `Σ w_i l_i / Σ w_i` (the plain mean without weights), as PyTorch's weighted
+//! mean; with per-position losses and no weights this is the mean over all `B·T` positions.
 
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -78,8 +82,13 @@ impl LossSpec {
                         "label-smoothing = {label_smoothing} must be in [0, 1)"
                     ));
                 }
-                if output != [classes] {
-                    return err(format!("the model outputs {output:?} per sample but the data has {classes} classes (the last linear layer needs out-features = {classes})"));
+                // One distribution per sample `[C]`, or one per position `[T, C]`.
+                let fits = match output {
+                    [c] | [_, c] => *c == classes,
+                    _ => false,
+                };
+                if !fits || classes == 0 {
+                    return err(format!("the model outputs {output:?} per sample but the data has {classes} classes (needs [{classes}] or [T, {classes}]: the last linear layer needs out-features = {classes})"));
                 }
             }
             LossSpec::BinaryCrossEntropy => {
@@ -88,9 +97,9 @@ impl LossSpec {
                 }
             }
             LossSpec::Mse => {
-                if output != [1] {
+                if output.len() != 1 || output[0] == 0 {
                     return err(format!(
-                        "needs one output per sample, the model outputs {output:?}"
+                        "needs one output or a vector [K] of outputs per sample, the model outputs {output:?}"
                     ));
                 }
             }
@@ -126,23 +135,37 @@ pub fn loss(
     weights: Option<&Tensor>,
 ) -> Result<Tensor> {
     let b = logits.dim(0)?;
-    if targets.dims() != [b] {
+    let dims = logits.dims();
+    let expected: &[usize] = match spec {
+        // One class id per distribution: logits [B, C] or [B, T, C].
+        LossSpec::CrossEntropy { .. } if dims.len() >= 2 => &dims[..dims.len() - 1],
+        // One target per output: logits [B, K] with targets [B, K].
+        LossSpec::Mse if dims.len() == 2 && dims[1] > 1 => dims,
+        _ => &[b],
+    };
+    if targets.dims() != expected {
         return Err(Error::Loss {
             kind: spec.kind(),
-            message: format!("targets have shape {:?}, expected [{b}]", targets.dims()),
+            message: format!(
+                "targets have shape {:?}, expected {expected:?} for logits {dims:?}",
+                targets.dims()
+            ),
         });
     }
     let per_sample = match spec {
         LossSpec::CrossEntropy { label_smoothing } => {
-            let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-            let idx = targets.to_dtype(DType::U32)?.unsqueeze(1)?;
+            let classes = logits.dim(D::Minus1)?;
+            let logp = candle_nn::ops::log_softmax(&logits.reshape(((), classes))?, D::Minus1)?;
+            let idx = targets.flatten_all()?.to_dtype(DType::U32)?.unsqueeze(1)?;
             let nll = logp.gather(&idx, 1)?.squeeze(1)?.neg()?;
-            if *label_smoothing > 0.0 {
+            let per_position = if *label_smoothing > 0.0 {
                 let smooth = logp.mean(D::Minus1)?.neg()?;
                 ((nll * (1.0 - label_smoothing))? + (smooth * *label_smoothing)?)?
             } else {
                 nll
-            }
+            };
+            // The mean over each sample's positions ([B, T] -> [B]; [B] stays).
+            per_position.reshape((b, ()))?.mean(1)?
         }
         LossSpec::BinaryCrossEntropy => {
             let z = logits.flatten_all()?;
@@ -151,9 +174,8 @@ pub fn loss(
             ((z.relu()? - (&z * &y)?)? + softplus)?
         }
         LossSpec::Mse => {
-            let z = logits.flatten_all()?;
-            let y = targets.to_dtype(z.dtype())?;
-            (z - y)?.sqr()?
+            let y = targets.to_dtype(logits.dtype())?.reshape((b, ()))?;
+            (logits.reshape((b, ()))? - y)?.sqr()?.mean(1)?
         }
     };
     weighted_mean(&per_sample, weights)

@@ -90,8 +90,11 @@ impl ModuleT for Model {
             step: self.step.load(Ordering::Relaxed),
         };
         let mut y = x.clone();
-        for l in &self.layers {
-            y = l.forward(&y, &ctx)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            y = l.forward(&y, &ctx).map_err(|e| {
+                // Name the layer (`model.layers[i] (kind)`) above the layer's own message.
+                e.context(format!("model.layers[{i}] ({})", self.specs[i].kind()))
+            })?;
         }
         Ok(y)
     }

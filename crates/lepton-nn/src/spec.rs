@@ -12,6 +12,9 @@ use crate::layers::{
     LeakyReluConfig, LinearConfig, LstmConfig, MaxPool2dConfig, Relu, ResidualConfig,
     RmsNormConfig, RnnConfig, ShapeCtx, Sigmoid, Softmax, Tanh,
 };
+use crate::layers::{
+    MultiHeadAttentionConfig, PositionalEmbeddingConfig, SequencePoolConfig, TransformerBlockConfig,
+};
 
 /// One layer. `type` selects the variant; the other keys are its settings, documented on each
 /// config type (in `layers/`). This enum only dispatches: [`LayerSpec::config`].
@@ -58,6 +61,14 @@ pub enum LayerSpec {
     Gru(GruConfig),
     /// Elman RNN with tanh over `[T, F]` (PyTorch's `nn.RNN`).
     Rnn(RnnConfig),
+    /// Self-attention over `[T, D]` (nanoGPT's `CausalSelfAttention`).
+    MultiHeadAttention(MultiHeadAttentionConfig),
+    /// Adds a learned or sinusoidal position table to `[T, D]`.
+    PositionalEmbedding(PositionalEmbeddingConfig),
+    /// A pre-norm transformer block over `[T, D]` (nanoGPT's `Block`).
+    TransformerBlock(TransformerBlockConfig),
+    /// `[T, D]` -> `[D]`: last, mean or max over positions.
+    SequencePool(SequencePoolConfig),
 }
 
 impl LayerSpec {
@@ -86,6 +97,10 @@ impl LayerSpec {
             LayerSpec::Lstm(c) => c,
             LayerSpec::Gru(c) => c,
             LayerSpec::Rnn(c) => c,
+            LayerSpec::MultiHeadAttention(c) => c,
+            LayerSpec::PositionalEmbedding(c) => c,
+            LayerSpec::TransformerBlock(c) => c,
+            LayerSpec::SequencePool(c) => c,
         }
     }
 

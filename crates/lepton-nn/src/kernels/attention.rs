@@ -5,8 +5,11 @@
 //! the softmax runs (masked scores are never exponentiated) and the output is written as
 //! `[B, T, H, hd]`, i.e. already `[B, T, H·hd]` for the output projection.
 //!
-//! The backward pass is plain candle ops on the recomputed probabilities
-//! (`dv = pᵀ·dy`, `ds = p ⊙ (dy·vᵀ − rowsum(·))`, `dq = ds·k·scale`, `dk = dsᵀ·q·scale`).
+//! The backward pass is fused the same way: per (batch, head) task it recomputes the
+//! probabilities `p` in its cache-resident buffer and computes `dv = pᵀ·dy`, `dp = dy·vᵀ`,
+//! `ds = p ⊙ (dp − rowsum(dy ⊙ y))` (FlashAttention's `D = rowsum(dy ⊙ y)` from the output instead
+//! of `rowsum(dp ⊙ p)`), `dq = ds·k·scale`, `dk = dsᵀ·q·scale`, writing each gradient straight
+//! into `[B, T, H, hd]`. [`attention_backward_reference`] is the same by plain candle ops.
 //! f32 only; other dtypes take [`attention_reference`].
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
@@ -131,6 +134,25 @@ impl CustomOp3 for Attention {
             View::new(ks, kl, "k")?,
             View::new(vs, vl, "v")?,
         );
+        self.forward_views(&q, &k, &v)
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dq, dk, dv) = self.backward(q, k, v, y, &dy.contiguous()?)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+impl Attention {
+    /// The forward over `[B, T, H, hd]` views; returns `[B, T_q, H, hd]`.
+    fn forward_views(&self, q: &View, k: &View, v: &View) -> Result<(CpuStorage, Shape)> {
         let [b, tq, h, d] = q.dims;
         let tk = k.dims[1];
         if k.dims != [b, tk, h, d] || v.dims != k.dims {
@@ -144,23 +166,7 @@ impl CustomOp3 for Attention {
         if self.mask.causal && tk < tq {
             candle_core::bail!("attention kernel: causal attention needs T_k ≥ T_q");
         }
-        let bias: Option<Vec<Vec<f32>>> = match &self.mask.keys {
-            Some(keys) => {
-                if keys.len() != b || keys.iter().any(|r| r.len() != tk) {
-                    candle_core::bail!("attention kernel: the key mask is not [{b}][{tk}]");
-                }
-                Some(
-                    keys.iter()
-                        .map(|r| {
-                            r.iter()
-                                .map(|&keep| if keep { 0.0 } else { f32::NEG_INFINITY })
-                                .collect()
-                        })
-                        .collect(),
-                )
-            }
-            None => None,
-        };
+        let bias = self.key_bias(b, tk)?;
         let mut out = vec![0f32; b * tq * h * d];
         let dst = Out(out.as_mut_ptr());
         (0..b * h).into_par_iter().for_each_init(
@@ -201,25 +207,165 @@ impl CustomOp3 for Attention {
         Ok((CpuStorage::F32(out), Shape::from((b, tq, h, d))))
     }
 
-    fn bwd(
+    /// The fused backward (see the module docs): `(dq, dk, dv)`, each `[B, T, H, hd]`.
+    fn backward(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let heads = |t: &Tensor| t.transpose(1, 2)?.contiguous();
-        let (qh, kh, vh, dyh) = (heads(q)?, heads(k)?, heads(v)?, heads(dy)?);
-        let p = probabilities(&qh, &kh, self.scale, &self.mask)?;
-        let dv = p.t()?.matmul(&dyh)?;
-        let dp = dyh.matmul(&vh.t()?)?;
-        let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?;
-        let dq = (ds.matmul(&kh)? * self.scale as f64)?;
-        let dk = (ds.t()?.matmul(&qh)? * self.scale as f64)?;
-        let back = |t: Tensor| t.transpose(1, 2);
-        Ok((Some(back(dq)?), Some(back(dk)?), Some(back(dv)?)))
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let guards = [q, k, v, y, dy].map(|t| t.storage_and_layout());
+        let storage = |i: usize| -> Result<&CpuStorage> {
+            match &*guards[i].0 {
+                candle_core::Storage::Cpu(s) => Ok(s),
+                _ => candle_core::bail!("attention kernel: the backward runs on the CPU only"),
+            }
+        };
+        let view = |i: usize, what: &str| View::new(storage(i)?, guards[i].1, what);
+        let (q, k, v, y, dy) = (
+            view(0, "q")?,
+            view(1, "k")?,
+            view(2, "v")?,
+            view(3, "y")?,
+            view(4, "dy")?,
+        );
+        let [b, tq, h, d] = q.dims;
+        let tk = k.dims[1];
+        let mut dq = vec![0f32; b * tq * h * d];
+        let mut dk = vec![0f32; b * tk * h * d];
+        let mut dv = vec![0f32; b * tk * h * d];
+        let (sq, sk) = ([tq * h * d, h * d, 0], [tk * h * d, h * d, 0]);
+        self.backward_views(
+            [&q, &k, &v, &y, &dy],
+            [
+                (Out(dq.as_mut_ptr()), sq),
+                (Out(dk.as_mut_ptr()), sk),
+                (Out(dv.as_mut_ptr()), sk),
+            ],
+        )?;
+        drop(guards);
+        let dev = candle_core::Device::Cpu;
+        Ok((
+            Tensor::from_vec(dq, (b, tq, h, d), &dev)?,
+            Tensor::from_vec(dk, (b, tk, h, d), &dev)?,
+            Tensor::from_vec(dv, (b, tk, h, d), &dev)?,
+        ))
     }
+
+    /// The backward over `[q, k, v, y, dy]` views, writing `dq`, `dk`, `dv` through `outs`:
+    /// element (b, t, h, x) of each at `b·s[0] + t·s[1] + s[2] + h·hd + x`. The caller makes
+    /// the three regions disjoint and large enough.
+    fn backward_views(&self, views: [&View; 5], outs: [(Out, [usize; 3]); 3]) -> Result<()> {
+        let [q, k, v, y, dy] = views;
+        let [b, tq, h, d] = q.dims;
+        let tk = k.dims[1];
+        let bias = self.key_bias(b, tk)?;
+        let scale = self.scale;
+        (0..b * h).into_par_iter().for_each_init(
+            || {
+                (
+                    vec![0f32; tq * tk],
+                    vec![0f32; tq * tk],
+                    vec![0f32; tq.max(tk) * d],
+                )
+            },
+            |(p, dp, g), task| {
+                let (bi, hi) = (task / h, task % h);
+                let none = ::gemm::Parallelism::None;
+                let (qm, km) = (q.head(bi, hi, false), k.head(bi, hi, true));
+                matmul(tq, tk, d, p, qm, km, false, none);
+                for (i, row) in p.chunks_mut(tk).enumerate() {
+                    let lim = if self.mask.causal {
+                        i + 1 + tk - tq
+                    } else {
+                        tk
+                    };
+                    self.softmax_row(row, bias.as_ref().map(|b| b[bi].as_slice()), lim);
+                }
+                let dym = dy.head(bi, hi, false);
+                // dp = dy·vᵀ, then ds = p ⊙ (dp − D)·scale in place, D_i = dy_i · y_i.
+                matmul(tq, tk, d, dp, dym, v.head(bi, hi, true), false, none);
+                for (i, (dp_row, p_row)) in dp.chunks_mut(tk).zip(p.chunks(tk)).enumerate() {
+                    let at = bi * y.stride[0] + i * y.stride[1] + hi * y.stride[2];
+                    let at_dy = bi * dy.stride[0] + i * dy.stride[1] + hi * dy.stride[2];
+                    let dot: f32 = (0..d).map(|x| y.data[at + x] * dy.data[at_dy + x]).sum();
+                    math::zip_map_inplace(dp_row, p_row, move |g, p| p * (g - dot) * scale);
+                }
+                let write = |(out, s): (Out, [usize; 3]), rows: usize, g: &[f32]| {
+                    for (i, row) in g[..rows * d].chunks(d).enumerate() {
+                        // SAFETY: row (bi, i, hi) of the gradient belongs to this task alone and
+                        // lies inside its region (the caller's contract).
+                        unsafe {
+                            let at = out.at(bi * s[0] + i * s[1] + s[2] + hi * d);
+                            std::ptr::copy_nonoverlapping(row.as_ptr(), at, d);
+                        }
+                    }
+                };
+                // dv = pᵀ·dy
+                matmul(tk, d, tq, g, Mat::rows_t(p, tk), dym, false, none);
+                write(outs[2], tk, g);
+                // dq = ds·k
+                matmul(
+                    tq,
+                    d,
+                    tk,
+                    g,
+                    Mat::rows(dp, tk),
+                    k.head(bi, hi, false),
+                    false,
+                    none,
+                );
+                write(outs[0], tq, g);
+                // dk = dsᵀ·q
+                matmul(tk, d, tq, g, Mat::rows_t(dp, tk), qm, false, none);
+                write(outs[1], tk, g);
+            },
+        );
+        Ok(())
+    }
+
+    /// The key-padding mask as an additive bias per batch (`0` or `−∞`), checked against `[b][tk]`.
+    fn key_bias(&self, b: usize, tk: usize) -> Result<Option<Vec<Vec<f32>>>> {
+        let Some(keys) = &self.mask.keys else {
+            return Ok(None);
+        };
+        if keys.len() != b || keys.iter().any(|r| r.len() != tk) {
+            candle_core::bail!("attention kernel: the key mask is not [{b}][{tk}]");
+        }
+        Ok(Some(
+            keys.iter()
+                .map(|r| {
+                    r.iter()
+                        .map(|&keep| if keep { 0.0 } else { f32::NEG_INFINITY })
+                        .collect()
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// The gradients `(dq, dk, dv)` of [`attention_reference`] by plain candle ops on the
+/// recomputed probabilities: the reference for the fused backward.
+pub fn attention_backward_reference(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    dy: &Tensor,
+    scale: f32,
+    mask: &AttentionMask,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let heads = |t: &Tensor| t.transpose(1, 2)?.contiguous();
+    let (qh, kh, vh, dyh) = (heads(q)?, heads(k)?, heads(v)?, heads(dy)?);
+    let p = probabilities(&qh, &kh, scale, mask)?;
+    let dv = p.t()?.matmul(&dyh)?;
+    let dp = dyh.matmul(&vh.t()?)?;
+    let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?;
+    let dq = (ds.matmul(&kh)? * scale as f64)?;
+    let dk = (ds.t()?.matmul(&qh)? * scale as f64)?;
+    let back = |t: Tensor| t.transpose(1, 2);
+    Ok((back(dq)?, back(dk)?, back(dv)?))
 }
 
 /// `softmax(q·kᵀ·scale)` over the allowed keys, `[B, H, T_q, T_k]`, from `[B, H, T, hd]` inputs;
@@ -287,6 +433,80 @@ pub fn attention(
             mask: mask.clone(),
         },
     )
+}
+
+/// [`attention`] on one fused projection `qkv: [B, T, 3, H, hd]` (q, k, v at index 0, 1, 2 of
+/// the third dimension, nanoGPT's `c_attn` split): one op whose backward writes `dq`, `dk`, `dv`
+/// straight into one `[B, T, 3, H, hd]` gradient, where three views of `qkv` would each pad
+/// their gradient with zeros to the full size and sum them (two copies and two adds of the
+/// whole tensor per layer). Returns `[B, T, H, hd]`.
+pub fn attention_qkv(qkv: &Tensor, scale: f32, mask: &AttentionMask) -> Result<Tensor> {
+    if qkv.dtype() != DType::F32 || !qkv.device().is_cpu() {
+        let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
+        return attention_reference(&part(0)?, &part(1)?, &part(2)?, scale, mask);
+    }
+    qkv.contiguous()?.apply_op1(QkvAttention(Attention {
+        scale,
+        mask: mask.clone(),
+    }))
+}
+
+/// [`Attention`] over one contiguous `[B, T, 3, H, hd]` input.
+struct QkvAttention(Attention);
+
+impl QkvAttention {
+    /// The q, k, v views of a contiguous `[B, T, 3, H, hd]` slice.
+    fn views<'a>(data: &'a [f32], dims: &[usize]) -> Result<[View<'a>; 3]> {
+        let &[b, t, 3, h, d] = dims else {
+            candle_core::bail!("attention kernel: qkv must be [B, T, 3, H, hd], got {dims:?}");
+        };
+        Ok([0, 1, 2].map(|i| View {
+            data: &data[i * h * d..],
+            dims: [b, t, h, d],
+            stride: [t * 3 * h * d, 3 * h * d, d],
+        }))
+    }
+}
+
+impl candle_core::CustomOp1 for QkvAttention {
+    fn name(&self) -> &'static str {
+        "lepton-attention-qkv"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(v), Some((a, e))) = (s, l.contiguous_offsets()) else {
+            candle_core::bail!("attention kernel: qkv must be contiguous f32");
+        };
+        let [q, k, v] = Self::views(&v[a..e], l.dims())?;
+        self.0.forward_views(&q, &k, &v)
+    }
+
+    fn bwd(&self, qkv: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let dy = dy.contiguous()?;
+        let (b, t, _, h, d) = qkv.dims5()?;
+        let mut g = vec![0f32; qkv.elem_count()];
+        {
+            let guards = [qkv, y, &dy].map(|t| t.storage_and_layout());
+            let data = |i: usize| -> Result<&[f32]> {
+                match (&*guards[i].0, guards[i].1.contiguous_offsets()) {
+                    (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, e))) => Ok(&v[a..e]),
+                    _ => candle_core::bail!("attention kernel: the backward needs contiguous f32"),
+                }
+            };
+            let [q, k, v] = Self::views(data(0)?, qkv.dims())?;
+            let one = |x| View {
+                data: x,
+                dims: [b, t, h, d],
+                stride: [t * h * d, h * d, d],
+            };
+            let (yv, dyv) = (one(data(1)?), one(data(2)?));
+            let out = Out(g.as_mut_ptr());
+            let s = |i: usize| (out, [t * 3 * h * d, 3 * h * d, i * h * d]);
+            self.0
+                .backward_views([&q, &k, &v, &yv, &dyv], [s(0), s(1), s(2)])?;
+        }
+        Ok(Some(Tensor::from_vec(g, qkv.shape(), qkv.device())?))
+    }
 }
 
 /// [`attention`] by plain candle ops: the reference for the kernel.
@@ -391,6 +611,14 @@ mod tests {
             let heads = |t: &Tensor| t.transpose(1, 2).unwrap().contiguous().unwrap();
             let (qh, kh, vh) = (heads(&q), heads(&k), heads(&v));
             // Autograd through candle's own softmax with an additive mask, as the reference.
+            // The fused backward against the same maths by plain candle ops.
+            let (dq, dk, dv) = attention_backward_reference(&q, &k, &v, &r, scale, &mask).unwrap();
+            let g = go.get(&qkv).unwrap();
+            let part = |t: &Tensor, i: usize| t.narrow(2, i, 1).unwrap().squeeze(2).unwrap();
+            assert!(max_diff(&part(g, 0), &dq) < 1e-5, "dq");
+            let g = go.get(&kv).unwrap();
+            assert!(max_diff(&part(g, 0), &dk) < 1e-5, "dk");
+            assert!(max_diff(&part(g, 1), &dv) < 1e-5, "dv");
             let allowed = mask_tensor(b, tq, tk, &mask, &dev).unwrap();
             let s = (qh.matmul(&kh.t().unwrap()).unwrap() * scale as f64)
                 .unwrap()
@@ -408,6 +636,83 @@ mod tests {
                     max_diff(a, b)
                 );
             }
+        }
+    }
+
+    /// The kernel's own backward (f32) against central differences of the kernel's forward,
+    /// with causal and key-padding masks (f64 inputs take the reference path instead, so the
+    /// f64 gradient checks in `tests/it` do not reach this backward).
+    #[test]
+    fn kernel_gradients_match_finite_differences_with_causal_and_padding_masks() {
+        let dev = Device::Cpu;
+        let (b, t, h, d) = (2, 5, 2, 3);
+        for (causal, pad) in [(true, false), (false, true), (true, true)] {
+            let keys = pad.then(|| vec![vec![true; t], vec![true, true, false, true, false]]);
+            let mask = AttentionMask { causal, keys };
+            let vars: Vec<Var> = (0..3)
+                .map(|_| Var::randn(0f32, 1.0, (b, t, h, d), &dev).unwrap())
+                .collect();
+            let r = Tensor::randn(0f32, 1.0, (b, t, h, d), &dev).unwrap();
+            let f = |q: &Tensor, k: &Tensor, v: &Tensor| -> f64 {
+                let y = attention(q, k, v, 0.6, &mask).unwrap();
+                (y * &r)
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let y = attention(&vars[0], &vars[1], &vars[2], 0.6, &mask).unwrap();
+            let grads = weighted_grads(&y, &r);
+            for (which, var) in vars.iter().enumerate() {
+                let analytic = grads
+                    .get(var)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let base = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for i in 0..base.len() {
+                    let at = |eps: f32| {
+                        let mut x = base.clone();
+                        x[i] += eps;
+                        let x = Tensor::from_vec(x, (b, t, h, d), &dev).unwrap();
+                        let mut qkv: Vec<Tensor> =
+                            vars.iter().map(|v| v.as_tensor().clone()).collect();
+                        qkv[which] = x;
+                        f(&qkv[0], &qkv[1], &qkv[2])
+                    };
+                    let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
+                    let a = analytic[i] as f64;
+                    assert!(
+                        (numeric - a).abs() < 1e-3 * a.abs().max(1.0),
+                        "causal {causal} pad {pad}: input {which}[{i}]: kernel {a} vs finite differences {numeric}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_qkv_op_equals_attention_on_views_forward_and_backward() {
+        let dev = Device::Cpu;
+        for (b, t, h, d, causal) in [(2, 5, 3, 4, true), (1, 9, 2, 8, false), (3, 1, 1, 2, true)] {
+            let mask = AttentionMask { causal, keys: None };
+            let qkv = Var::randn(0f32, 1.0, (b, t, 3, h, d), &dev).unwrap();
+            let part = |i: usize| qkv.narrow(2, i, 1).unwrap().squeeze(2).unwrap();
+            let fused = attention_qkv(&qkv, 0.4, &mask).unwrap();
+            let views = attention(&part(0), &part(1), &part(2), 0.4, &mask).unwrap();
+            assert_eq!(max_diff(&fused, &views), 0.0);
+            let r = Tensor::randn(0f32, 1.0, fused.dims(), &dev).unwrap();
+            let (gf, gv) = (weighted_grads(&fused, &r), weighted_grads(&views, &r));
+            assert!(max_diff(gf.get(&qkv).unwrap(), gv.get(&qkv).unwrap()) < 1e-6);
+            // f64 takes the reference path.
+            let q64 = qkv.to_dtype(DType::F64).unwrap();
+            let y64 = attention_qkv(&q64, 0.4, &mask).unwrap();
+            assert!(max_diff(&y64.to_dtype(DType::F32).unwrap(), &fused) < 1e-5);
         }
     }
 

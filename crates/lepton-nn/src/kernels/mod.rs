@@ -9,16 +9,20 @@ mod batchnorm;
 mod blas;
 mod buffer;
 mod conv;
+mod layer_norm;
 mod linear;
 pub mod math;
 mod maxpool;
 mod packed;
 
 pub use activation::relu;
-pub use attention::{attention, attention_reference, AttentionMask};
+pub use attention::{
+    attention, attention_backward_reference, attention_qkv, attention_reference, AttentionMask,
+};
 pub use batchnorm::{batch_norm, channel_stats};
 pub use conv::{col2im, im2col, Geom as ConvGeom};
-pub use linear::{linear, linear_reference, Activation};
+pub use layer_norm::{layer_norm, layer_norm_reference};
+pub use linear::{linear, linear_reference, linear_train, Activation};
 pub use maxpool::max_pool2d;
 pub use packed::PackedLinear;
 

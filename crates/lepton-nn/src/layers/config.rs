@@ -40,6 +40,13 @@ pub trait LayerConfig: Debug {
         None
     }
 
+    /// The shape `[rows, cols]` of the table a later top-level layer may share (tie) with this
+    /// one, for `input`: an `embedding`'s `[num-embeddings, embedding-dim]` weight.
+    fn shared_table(&self, input: &[usize]) -> Option<[usize; 2]> {
+        let _ = input;
+        None
+    }
+
     /// Build the layer for `input`, its tensors under `vb` (PyTorch `state_dict` names).
     fn build(
         &self,
@@ -65,6 +72,8 @@ pub struct ShapeCtx<'a> {
     pub(crate) totals: Totals,
     index: String,
     kind: &'static str,
+    /// The shareable table of each top-level layer checked so far ([`LayerConfig::shared_table`]).
+    tables: Vec<Option<[usize; 2]>>,
 }
 
 impl<'a> ShapeCtx<'a> {
@@ -74,7 +83,19 @@ impl<'a> ShapeCtx<'a> {
             totals: Totals::default(),
             index: String::new(),
             kind: "",
+            tables: Vec::new(),
         }
+    }
+
+    /// Whether the current layer is a top-level one (`model.layers[i]`, not nested in a block).
+    pub fn is_top_level(&self) -> bool {
+        !self.index.contains(']')
+    }
+
+    /// The shareable table `[rows, cols]` of top-level layer `index`, if it comes before the
+    /// current layer and has one.
+    pub fn shared_table(&self, index: usize) -> Option<[usize; 2]> {
+        self.tables.get(index).copied().flatten()
     }
 
     /// An error about the current layer: `model.layers[i] (kind): message`.
@@ -169,6 +190,9 @@ impl<'a> ShapeCtx<'a> {
             }
             let n = budget::elements(&y).unwrap_or(u64::MAX);
             self.activations(n, layer.size_field())?;
+            if prefix.is_empty() {
+                self.tables.push(layer.shared_table(&x));
+            }
             out.push(y.clone());
             x = y;
         }
@@ -176,13 +200,32 @@ impl<'a> ShapeCtx<'a> {
     }
 }
 
-/// Building state: dropout layers are numbered in spec order (depth first) for their seeds.
+/// Building state: dropout layers are numbered in spec order (depth first) for their seeds; the
+/// tables top-level layers share (an `embedding`'s weight) are kept for the layers tied to them.
 #[derive(Debug, Default)]
 pub struct BuildCtx {
     dropouts: u64,
+    /// How many `build_all` calls are running (1 while building top-level layers).
+    depth: usize,
+    /// The table each top-level layer built so far shares, by index.
+    tables: Vec<Option<candle_core::Tensor>>,
+    /// The table shared by the layer being built ([`BuildCtx::share`]).
+    sharing: Option<candle_core::Tensor>,
 }
 
 impl BuildCtx {
+    /// Offer `table` (a parameter of the layer being built) to later top-level layers tied to it.
+    pub fn share(&mut self, table: &candle_core::Tensor) {
+        if self.depth == 1 {
+            self.sharing = Some(table.clone());
+        }
+    }
+
+    /// The table shared by top-level layer `index` (built before the current one).
+    pub fn shared(&self, index: usize) -> Option<&candle_core::Tensor> {
+        self.tables.get(index).and_then(Option::as_ref)
+    }
+
     /// The next dropout layer's number (1, 2, ...).
     pub fn next_dropout(&mut self) -> u64 {
         self.dropouts += 1;
@@ -202,10 +245,24 @@ impl BuildCtx {
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut x = input;
         let mut out = Vec::with_capacity(specs.len());
+        self.depth += 1;
         for (i, (spec, y)) in specs.iter().zip(&shapes).enumerate() {
-            out.push(spec.config().build(x, vb.pp(i.to_string()), self)?);
+            let layer = spec.config().build(x, vb.pp(i.to_string()), self);
+            if self.depth == 1 {
+                let shared = self.sharing.take();
+                self.tables.push(shared);
+            }
+            let layer = match layer {
+                Ok(layer) => layer,
+                Err(e) => {
+                    self.depth -= 1;
+                    return Err(e);
+                }
+            };
+            out.push(layer);
             x = y;
         }
+        self.depth -= 1;
         fuse::fuse(&mut out);
         Ok(out)
     }

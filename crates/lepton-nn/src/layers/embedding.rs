@@ -5,6 +5,9 @@
 //! `weight: [num-embeddings, embedding-dim]` (PyTorch's `nn.Embedding`). The gradient flows to
 //! `weight` (candle's `index_select` backward); ids have none. An id that is not an integer in
 //! `[0, num-embeddings)` is an error naming it, never a wrapped index.
+//!
+//! A top-level embedding's weight can be shared by a later `linear` with `tie = <its index>`
+//! (the output layer of a language model, as nanoGPT ties `wte` and `lm_head`).
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -57,7 +60,11 @@ impl LayerConfig for EmbeddingConfig {
         })
     }
 
-    fn build(&self, _: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
+    fn shared_table(&self, _: &[usize]) -> Option<[usize; 2]> {
+        Some([self.num_embeddings, self.embedding_dim])
+    }
+
+    fn build(&self, _: &[usize], vb: VarBuilder, ctx: &mut BuildCtx) -> Result<Box<dyn Layer>> {
         let weight = vb.get_with_hints(
             (self.num_embeddings, self.embedding_dim),
             "weight",
@@ -66,6 +73,7 @@ impl LayerConfig for EmbeddingConfig {
                 stdev: 1.0,
             },
         )?;
+        ctx.share(&weight);
         Ok(Box::new(Embedding { weight }))
     }
 }

@@ -1,11 +1,11 @@
 //! `layer-norm`: normalisation over the last dimension, `y = (x - μ) / sqrt(σ² + ε) · γ + β`
-//! with the biased σ², as a composition of candle ops (so it has a backward;
-//! `candle_nn::ops::layer_norm` has none).
+//! with the biased σ², by [`crate::kernels::layer_norm`] (a fused op with a backward, and the
+//! plain candle composition for f64; `candle_nn::ops::layer_norm` has no backward).
 //!
 //! # Shapes
 //! Keeps the shape `[..., F]`; `weight`, `bias`: `[F]` (PyTorch's `nn.LayerNorm(F)`).
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -64,11 +64,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        y.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        crate::kernels::layer_norm(x, &self.weight, Some(&self.bias), self.eps)
     }
 }
 

@@ -23,6 +23,13 @@ pub struct LinearConfig {
     /// Add a bias. Default `true`.
     #[serde(default = "yes")]
     pub bias: bool,
+    /// Weight tying: the index `i` of an earlier top-level `embedding` (`model.layers[i]`) whose
+    /// weight `[num-embeddings, embedding-dim]` this layer uses as its own `[out, in]` weight,
+    /// `y = x·Eᵀ (+ b)`; `out-features` must equal `num-embeddings` and the input's last
+    /// dimension `embedding-dim`. The weight is stored once (under the embedding) and its
+    /// gradient sums both uses. Only on a top-level layer. Default: none (an own weight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie: Option<usize>,
 }
 
 impl LayerConfig for LinearConfig {
@@ -44,6 +51,24 @@ impl LayerConfig for LinearConfig {
         if self.out_features == 0 {
             return Err(ctx.error("out-features must be at least 1"));
         }
+        if let Some(tie) = self.tie {
+            if !ctx.is_top_level() {
+                return Err(ctx.error(format!(
+                    "tie = {tie}: only a top-level layer can share an embedding's weight"
+                )));
+            }
+            let Some([rows, cols]) = ctx.shared_table(tie) else {
+                return Err(ctx.error(format!(
+                    "tie = {tie} must name an earlier top-level embedding layer, model.layers[{tie}]"
+                )));
+            };
+            if [rows, cols] != [self.out_features, last] {
+                return Err(ctx.error(format!(
+                    "tie = {tie}: the embedding's weight is [{rows}, {cols}] but this layer needs [out-features, in] = [{}, {last}]",
+                    self.out_features
+                )));
+            }
+        }
         let mut y = x.to_vec();
         *y.last_mut().expect("checked non-empty") = self.out_features;
         Ok(y)
@@ -51,7 +76,10 @@ impl LayerConfig for LinearConfig {
 
     fn values(&self, x: &[usize], ctx: &ShapeCtx) -> crate::Result<Values> {
         let field = "out-features";
-        let w = ctx.count(field, &[self.out_features, *x.last().unwrap_or(&1)])?;
+        let w = match self.tie {
+            Some(_) => 0,
+            None => ctx.count(field, &[self.out_features, *x.last().unwrap_or(&1)])?,
+        };
         let b = if self.bias {
             self.out_features as u64
         } else {
@@ -69,9 +97,19 @@ impl LayerConfig for LinearConfig {
         Some("out-features")
     }
 
-    fn build(&self, x: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
+    fn build(&self, x: &[usize], vb: VarBuilder, ctx: &mut BuildCtx) -> Result<Box<dyn Layer>> {
         let fan_in = *x.last().expect("shapes checked");
-        let weight = vb.get_with_hints((self.out_features, fan_in), "weight", kaiming(fan_in))?;
+        let weight = match self.tie {
+            Some(tie) => ctx
+                .shared(tie)
+                .ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "linear: tie = {tie} names no built embedding (a nested layer?)"
+                    ))
+                })?
+                .clone(),
+            None => vb.get_with_hints((self.out_features, fan_in), "weight", kaiming(fan_in))?,
+        };
         let bias = if self.bias {
             Some(vb.get_with_hints(self.out_features, "bias", kaiming(fan_in))?)
         } else {

@@ -15,6 +15,10 @@
 //! | `layer_norm.rs` | `layer-norm` |
 //! | `rms_norm.rs` | `rms-norm` |
 //! | `embedding.rs` | `embedding` (token ids to vectors) |
+//! | `positional.rs` | `positional-embedding` (learned, sinusoidal), RoPE |
+//! | `attention.rs` | `multi-head-attention` |
+//! | `transformer_block.rs` | `transformer-block` (pre-norm, GELU/SwiGLU MLP) |
+//! | `sequence_pool.rs` | `sequence-pool` (`[T, D]` -> `[D]`) |
 //! | `recurrent.rs` | the recurrent family's settings, shapes, parameters and time loop |
 //! | `recurrent_cells.rs` | one time step of each cell (LSTM, GRU, RNN) |
 //! | `lstm.rs`, `gru.rs`, `rnn.rs` | `lstm`, `gru`, `rnn` (their configs) |
@@ -27,6 +31,7 @@
 //! [`crate::LayerSpec`] and the line of [`crate::LayerSpec::config`] that returns it.
 
 mod activation;
+mod attention;
 mod batch_norm;
 mod config;
 mod conv2d;
@@ -40,15 +45,19 @@ mod layer_norm;
 mod linear;
 mod lstm;
 mod pool;
+mod positional;
 mod recurrent;
 mod recurrent_cells;
 mod residual;
 mod rms_norm;
 mod rnn;
+mod sequence_pool;
+mod transformer_block;
 
 use candle_nn::Init;
 
 pub use activation::{Gelu, LeakyRelu, LeakyReluConfig, Relu, Sigmoid, Softmax, Tanh};
+pub use attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 pub use batch_norm::{BatchNorm, BatchNorm1dConfig, BatchNorm2dConfig, BatchNormConfig};
 pub use config::{BuildCtx, LayerConfig, ShapeCtx, Values};
 pub use conv2d::{Conv2d, Conv2dConfig};
@@ -64,10 +73,15 @@ pub use lstm::LstmConfig;
 pub use pool::{
     AvgPool2d, AvgPool2dConfig, GlobalAvgPool, MaxPool2d, MaxPool2dConfig, Pool2dConfig,
 };
+pub use positional::{
+    rope, sinusoidal, PositionalEmbedding, PositionalEmbeddingConfig, PositionalKind,
+};
 pub use recurrent::{Cell, Recurrent, RecurrentConfig};
 pub use residual::{Residual, ResidualConfig};
 pub use rms_norm::{RmsNorm, RmsNormConfig};
 pub use rnn::RnnConfig;
+pub use sequence_pool::{SequencePool, SequencePoolConfig, SequencePoolMode};
+pub use transformer_block::{MlpKind, NormKind, TransformerBlock, TransformerBlockConfig};
 
 /// Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for linear and conv layers; the
 /// values are replaced by [`crate::init_seeded`] for reproducible training.

@@ -20,11 +20,11 @@ fn random(shape: &[usize], seed: u64) -> Tensor {
 }
 
 /// f(x, θ) = Σ model(x) ⊙ R, a scalar with a generic gradient.
-fn check(layers: &str, input: &[usize], batch: usize, train: bool) {
+pub fn check(layers: &str, input: &[usize], batch: usize, train: bool) {
     check_tol(layers, input, batch, train, 1e-5)
 }
 
-fn check_tol(layers: &str, input: &[usize], batch: usize, train: bool, tol: f64) {
+pub fn check_tol(layers: &str, input: &[usize], batch: usize, train: bool, tol: f64) {
     let spec: ModelSpec = toml::from_str(&format!("layers = [{layers}]")).unwrap();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);

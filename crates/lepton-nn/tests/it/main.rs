@@ -7,3 +7,4 @@ mod gradcheck;
 mod model;
 mod recurrent;
 mod sequence;
+mod transformer;

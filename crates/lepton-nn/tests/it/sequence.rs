@@ -9,7 +9,7 @@ use lepton_nn::{Model, ModelSpec};
 use rand::{Rng, SeedableRng};
 
 /// d/dθ of Σ model(ids) ⊙ R against central differences, for every parameter θ.
-fn check_params(layers: &str, ids: &Tensor, tol: f64) {
+pub fn check_params(layers: &str, ids: &Tensor, tol: f64) {
     let spec: ModelSpec = toml::from_str(&format!("layers = [{layers}]")).unwrap();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
