@@ -13,6 +13,8 @@ mod linear;
 pub mod math;
 mod maxpool;
 mod packed;
+mod recurrent;
+mod recurrent_steps;
 
 pub use activation::relu;
 pub use attention::{attention, attention_reference, AttentionMask};
@@ -21,6 +23,7 @@ pub use conv::{col2im, im2col, Geom as ConvGeom};
 pub use linear::{linear, linear_reference, Activation};
 pub use maxpool::max_pool2d;
 pub use packed::PackedLinear;
+pub use recurrent::{recurrent, recurrent_supported, RecurrentCell};
 
 /// Parameters of a 2-D convolution (PyTorch semantics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

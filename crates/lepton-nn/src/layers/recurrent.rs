@@ -16,9 +16,12 @@
 //! `H * dirs`. Initialised U(-1/sqrt(H), 1/sqrt(H)) as PyTorch (see [`crate::init_seeded`]).
 //!
 //! # Computation
-//! Plain candle ops (all with a backward): per layer and direction, the input projections of all
-//! steps in one matmul `[B*T, in] x [in, G*H]`, then one `[B, H] x [H, G*H]` matmul per step.
-//! The initial states are zero.
+//! Per layer and direction, the input projections of all steps in one GEMM
+//! `[B*T, in] x [in, G*H]` ([`kernels::linear`]), then the loop over time as one fused op with its
+//! own backward through time ([`kernels::recurrent`], f32 and f64 on the CPU): one
+//! `[B, H] x [H, G*H]` GEMM per step plus one pass over the gates. Other dtypes and devices run
+//! the same loop as plain candle ops (the cells of `recurrent_cells.rs`), which is also the
+//! reference the tests hold the kernel to. The initial states are zero.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -26,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::recurrent_cells as cells;
 use super::{one, yes, ShapeCtx, Values};
+use crate::kernels::{self, Activation};
 use crate::layers::{Ctx, Layer};
 
 /// The settings shared by `lstm`, `gru` and `rnn`.
@@ -47,24 +51,8 @@ pub struct RecurrentConfig {
     pub return_sequences: bool,
 }
 
-/// Which recurrent cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cell {
-    Lstm,
-    Gru,
-    Rnn,
-}
-
-impl Cell {
-    /// Gates per step: the rows of the weights are `gates * hidden-size`.
-    pub fn gates(self) -> usize {
-        match self {
-            Cell::Lstm => 4,
-            Cell::Gru => 3,
-            Cell::Rnn => 1,
-        }
-    }
-}
+/// Which recurrent cell (its gate count and order are the kernel's).
+pub use crate::kernels::RecurrentCell as Cell;
 
 impl RecurrentConfig {
     fn dirs(&self) -> usize {
@@ -148,6 +136,10 @@ impl RecurrentConfig {
 
     /// Build the layer for the per-sample input `x` (which the shape rule accepted).
     pub(crate) fn build(&self, cell: Cell, x: &[usize], vb: VarBuilder) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(self.build_recurrent(cell, x, vb)?))
+    }
+
+    fn build_recurrent(&self, cell: Cell, x: &[usize], vb: VarBuilder) -> Result<Recurrent> {
         let h = self.hidden_size;
         let gh = cell.gates() * h;
         let b = 1.0 / (h as f64).sqrt();
@@ -170,12 +162,13 @@ impl RecurrentConfig {
             }
             layers.push(dirs);
         }
-        Ok(Box::new(Recurrent {
+        Ok(Recurrent {
             cell,
             hidden: h,
             layers,
             return_sequences: self.return_sequences,
-        }))
+            fused: true,
+        })
     }
 }
 
@@ -196,12 +189,36 @@ pub struct Recurrent {
     /// `layers[k][d]`: layer `k`, direction `d` (0 forward, 1 reverse).
     layers: Vec<Vec<Direction>>,
     return_sequences: bool,
+    /// Run each layer-direction as the fused kernel ([`kernels::recurrent`]) where it supports
+    /// the dtype and device; `false` keeps the plain composition (the reference in the tests).
+    fused: bool,
 }
 
 impl Recurrent {
     /// Run one direction over `x: [B, T, in]`: the outputs `[B, T, H]` (in time order) and the
     /// final hidden state `[B, H]`.
     fn direction(&self, x: &Tensor, p: &Direction, reverse: bool) -> Result<(Tensor, Tensor)> {
+        if !(self.fused && kernels::recurrent_supported(x)) {
+            return self.direction_plain(x, p, reverse);
+        }
+        let t = x.dim(1)?;
+        // All steps' input projections in one GEMM; its backward gives dx, dW_ih and db_ih.
+        let xp = kernels::linear(x, &p.w_ih, Some(&p.b_ih), Activation::Identity)?;
+        let hs = kernels::recurrent(&xp, &p.w_hh, &p.b_hh, self.cell, reverse)?;
+        let last = hs
+            .narrow(1, if reverse { 0 } else { t - 1 }, 1)?
+            .squeeze(1)?;
+        Ok((hs, last))
+    }
+
+    /// [`Self::direction`] by plain candle ops: one matmul and the cell's element-wise ops per
+    /// step.
+    fn direction_plain(
+        &self,
+        x: &Tensor,
+        p: &Direction,
+        reverse: bool,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, t, f) = x.dims3()?;
         let gh = p.w_ih.dim(0)?;
         // All steps' input projections in one matmul.
@@ -289,6 +306,95 @@ mod tests {
             num_layers: 1,
             bidirectional,
             return_sequences: true,
+        }
+    }
+
+    /// The fused kernel equals the plain candle composition, forward and every gradient (input
+    /// and each weight and bias of every layer and direction), in f32 and f64, for each cell,
+    /// stacked and bidirectional, with and without `return-sequences`, batch 1 and one step.
+    #[test]
+    fn fused_kernel_equals_the_plain_composition() {
+        use crate::kernels::test_util::max_diff;
+        let dev = Device::Cpu;
+        for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn] {
+            for (b, t, f, h, layers, bidirectional, seqs) in [
+                (3, 5, 4, 6, 2, true, true),
+                (3, 5, 4, 6, 2, true, false),
+                (2, 7, 3, 5, 1, false, true),
+                (2, 7, 3, 5, 3, false, false),
+                (1, 4, 2, 3, 2, true, true),
+                (4, 1, 3, 4, 2, true, false),
+                (1, 1, 1, 1, 1, false, true),
+                (5, 9, 16, 32, 2, false, true),
+            ] {
+                for dtype in [DType::F32, DType::F64] {
+                    let what = format!(
+                        "{cell:?} {dtype:?} b={b} t={t} f={f} h={h} layers={layers} \
+                         bidirectional={bidirectional} seqs={seqs}"
+                    );
+                    let cfg = RecurrentConfig {
+                        hidden_size: h,
+                        num_layers: layers,
+                        bidirectional,
+                        return_sequences: seqs,
+                    };
+                    let varmap = VarMap::new();
+                    let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
+                    let fused = cfg.build_recurrent(cell, &[t, f], vb).unwrap();
+                    crate::init_seeded(&varmap, 11).unwrap();
+                    assert!(kernels::recurrent_supported(
+                        varmap.all_vars()[0].as_tensor()
+                    ));
+                    let plain = Recurrent {
+                        fused: false,
+                        ..fused.clone()
+                    };
+                    let x = candle_core::Var::from_tensor(
+                        &Tensor::randn(0f32, 1.0, (b, t, f), &dev)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap(),
+                    )
+                    .unwrap();
+                    let yf = fused.forward(&x, &Ctx::EVAL).unwrap();
+                    let yp = plain.forward(&x, &Ctx::EVAL).unwrap();
+                    assert_eq!(yf.dims(), yp.dims(), "{what}");
+                    assert!(
+                        max_diff(&yf, &yp) < 1e-5,
+                        "{what}: forward {}",
+                        max_diff(&yf, &yp)
+                    );
+                    // A random weighting of the outputs probes every output's gradient.
+                    let r = Tensor::randn(0f32, 1.0, yf.dims(), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let gf = (yf * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let gp = (yp * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let mut vars = varmap.data().lock().unwrap().clone();
+                    vars.insert("input".into(), x);
+                    assert_eq!(
+                        vars.len(),
+                        1 + 4 * layers * if bidirectional { 2 } else { 1 }
+                    );
+                    for (name, v) in &vars {
+                        let (a, p) = (gf.get(v).unwrap(), gp.get(v).unwrap());
+                        // Relative to the gradient's scale (sums over up to 9 steps in f32).
+                        let scale = p
+                            .abs()
+                            .unwrap()
+                            .max_all()
+                            .unwrap()
+                            .to_dtype(DType::F64)
+                            .unwrap()
+                            .to_scalar::<f64>()
+                            .unwrap()
+                            .max(1.0);
+                        let d = max_diff(a, p) / scale;
+                        assert!(d < 1e-5, "{what}: d/d{name} differs by {d}");
+                    }
+                }
+            }
         }
     }
 
