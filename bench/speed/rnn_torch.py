@@ -1,7 +1,7 @@
 """PyTorch side of crates/lepton-nn/examples/rnn_speed.rs: the char-LSTM / char-GRU of issue 13
 (Embedding 80 -> 256, nn.LSTM / nn.GRU 2 layers of 256, Linear to 80; random tokens, block 64,
 batch 32; forward, cross-entropy, backward, clip_grad_norm_ 1, AdamW lr 3e-3), the same JSON
-lines. Threads from OMP_NUM_THREADS (bench/speed/rnn.sh sets it).
+lines (tokens/s by wall-clock time and by the process's CPU time). Threads from OMP_NUM_THREADS (bench/speed/rnn.sh sets it).
 
     py=$(bench/pyenv.sh torch numpy)/bin/python; $py bench/speed/rnn_torch.py lstm,gru [STEPS] [RUNS]
 """
@@ -31,10 +31,10 @@ def run(kind, steps):
     model = CharRnn({"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(7)
-    start = time.perf_counter()
+    start = cpu_start = time.perf_counter()
     for step in range(WARMUP + steps):
         if step == WARMUP:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
         x = torch.randint(0, VOCAB, (BATCH, BLOCK), generator=g)
         y = torch.randint(0, VOCAB, (BATCH * BLOCK,), generator=g)
         loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), y)
@@ -43,7 +43,8 @@ def run(kind, steps):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         loss.item()
-    return steps * BATCH * BLOCK / (time.perf_counter() - start)
+    tokens = steps * BATCH * BLOCK
+    return tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu_start)
 
 
 def main():
@@ -53,9 +54,9 @@ def main():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     for kind in kinds:
         for _ in range(runs):
-            tps = run(kind, steps)
-            print(f'{{"impl": "pytorch", "kind": "{kind}", "tokens_per_s": {tps:.1f}, '
-                  f'"threads": {torch.get_num_threads()}}}', flush=True)
+            wall, cpu = run(kind, steps)
+            print(f'{{"impl": "pytorch", "kind": "{kind}", "tokens_per_s": {wall:.1f}, '
+                  f'"cpu_tokens_per_s": {cpu:.1f}, "threads": {torch.get_num_threads()}}}', flush=True)
 
 
 if __name__ == "__main__":

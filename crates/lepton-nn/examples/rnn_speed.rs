@@ -1,8 +1,9 @@
 //! Training speed of the char-LSTM / char-GRU of issue 13 (acceptance 2): `embedding` (vocab 80
 //! -> 256), `lstm` or `gru` (2 layers of 256), `linear` to the vocab, on random tokens, block 64,
 //! batch 32; each step is forward, cross-entropy, backward, gradient clipping to norm 1 and an
-//! AdamW step (lr 3e-3). Prints one JSON line per run: `{"impl", "kind", "tokens_per_s"}` (the
-//! steps after the warm-up, timed together). `bench/speed/rnn.sh` runs it against
+//! AdamW step (lr 3e-3). Prints one JSON line per run: `{"impl", "kind", "tokens_per_s",
+//! "cpu_tokens_per_s"}` over the steps after the warm-up, by wall-clock time and by the process's
+//! CPU time (user + system, all threads: robust to other load on a shared machine). `bench/speed/rnn.sh` runs it against
 //! `bench/speed/rnn_torch.py` (PyTorch, the same model) and prints the ratio.
 //!
 //!     cargo run --release -p lepton-nn --example rnn_speed -- lstm,gru [STEPS] [RUNS]
@@ -27,15 +28,33 @@ fn main() -> anyhow::Result<()> {
     let runs: usize = args.get(3).map_or(Ok(1), |s| s.parse())?;
     for kind in kinds.split(',') {
         for _ in 0..runs {
-            let tps = run(kind, steps)?;
-            println!(r#"{{"impl": "lepton", "kind": "{kind}", "tokens_per_s": {tps:.1}}}"#);
+            let (wall, cpu) = run(kind, steps)?;
+            println!(
+                r#"{{"impl": "lepton", "kind": "{kind}", "tokens_per_s": {wall:.1}, "cpu_tokens_per_s": {cpu:.1}}}"#
+            );
         }
     }
     Ok(())
 }
 
-/// Tokens per second over `steps` training steps after the warm-up.
-fn run(kind: &str, steps: usize) -> anyhow::Result<f64> {
+/// The process's user + system CPU time in seconds (`/proc/self/stat`, in clock ticks of 1/100 s,
+/// Linux's `USER_HZ` on x86-64).
+fn cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow::anyhow!("/proc/self/stat: no command field"))?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the command.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+/// Tokens per second over `steps` training steps after the warm-up: by wall-clock time and by
+/// CPU time.
+fn run(kind: &str, steps: usize) -> anyhow::Result<(f64, f64)> {
     let spec: ModelSpec = toml::from_str(&format!(
         r#"layers = [
             {{ type = "embedding", num-embeddings = {VOCAB}, embedding-dim = {WIDTH} }},
@@ -63,9 +82,11 @@ fn run(kind: &str, steps: usize) -> anyhow::Result<f64> {
         label_smoothing: 0.0,
     };
     let mut start = Instant::now();
+    let mut cpu_start = 0.0;
     for step in 0..WARMUP + steps {
         if step == WARMUP {
             start = Instant::now();
+            cpu_start = cpu_seconds()?;
         }
         let x = tokens(BATCH * BLOCK)?
             .reshape((BATCH, BLOCK))?
@@ -92,5 +113,7 @@ fn run(kind: &str, steps: usize) -> anyhow::Result<f64> {
         opt.step(&grads)?;
         std::hint::black_box(l.to_scalar::<f32>()?);
     }
-    Ok((steps * BATCH * BLOCK) as f64 / start.elapsed().as_secs_f64())
+    let tokens = (steps * BATCH * BLOCK) as f64;
+    let cpu = cpu_seconds()? - cpu_start;
+    Ok((tokens / start.elapsed().as_secs_f64(), tokens / cpu))
 }
