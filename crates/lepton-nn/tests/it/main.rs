@@ -6,4 +6,5 @@ mod budget;
 mod gradcheck;
 mod model;
 mod recurrent;
+mod recurrent_kernel;
 mod sequence;
