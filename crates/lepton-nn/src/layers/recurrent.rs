@@ -27,6 +27,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::embedding;
 use super::recurrent_cells as cells;
 use super::{one, yes, ShapeCtx, Values};
 use crate::kernels::{self, Activation};
@@ -168,6 +169,7 @@ impl RecurrentConfig {
             layers,
             return_sequences: self.return_sequences,
             fused: true,
+            lookup: None,
         })
     }
 }
@@ -192,6 +194,9 @@ pub struct Recurrent {
     /// Run each layer-direction as the fused kernel ([`kernels::recurrent`]) where it supports
     /// the dtype and device; `false` keeps the plain composition (the reference in the tests).
     fused: bool,
+    /// The table of the `embedding` before this layer when the fusion pass folded it in
+    /// ([`Layer::fold_lookup`]): the input is then token ids `[B, T]`.
+    lookup: Option<Tensor>,
 }
 
 impl Recurrent {
@@ -201,14 +206,44 @@ impl Recurrent {
         if !(self.fused && kernels::recurrent_supported(x)) {
             return self.direction_plain(x, p, reverse);
         }
-        let t = x.dim(1)?;
         // All steps' input projections in one GEMM; its backward gives dx, dW_ih and db_ih.
         let xp = kernels::linear(x, &p.w_ih, Some(&p.b_ih), Activation::Identity)?;
-        let hs = kernels::recurrent(&xp, &p.w_hh, &p.b_hh, self.cell, reverse)?;
+        self.direction_fused(&xp, p, reverse)
+    }
+
+    /// The fused kernel over the input projections `xp: [B, T, G*H]` (with `b_ih`).
+    fn direction_fused(
+        &self,
+        xp: &Tensor,
+        p: &Direction,
+        reverse: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let t = xp.dim(1)?;
+        let hs = kernels::recurrent(xp, &p.w_hh, &p.b_hh, self.cell, reverse)?;
         let last = hs
             .narrow(1, if reverse { 0 } else { t - 1 }, 1)?
             .squeeze(1)?;
         Ok((hs, last))
+    }
+
+    /// The input of the first layer from the token ids `x: [B, T]` when the embedding before is
+    /// folded in: the embedded batch `[B, T, F]`, or, for the fused kernel when the table has
+    /// no more rows than the batch has tokens, `None` and the flat ids (the first layer then
+    /// projects the table once, `table·W_ihᵀ + b_ih: [V, G*H]`, and gathers its rows: one small
+    /// GEMM instead of one over every token, forward and backward).
+    fn lookup(&self, table: &Tensor, x: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
+        let (b, t) = match x.dims() {
+            &[b, t] => (b, t),
+            dims => candle_core::bail!(
+                "recurrent layer after an embedding: expects token ids [B, time steps], got {dims:?}"
+            ),
+        };
+        let (vocab, f) = table.dims2()?;
+        let ids = embedding::token_ids(x, vocab)?;
+        if self.fused && kernels::recurrent_supported(table) && vocab <= b * t {
+            return Ok((None, ids));
+        }
+        Ok((Some(table.index_select(&ids, 0)?.reshape((b, t, f))?), ids))
     }
 
     /// [`Self::direction`] by plain candle ops: one matmul and the cell's element-wise ops per
@@ -259,19 +294,34 @@ impl Recurrent {
 
 impl Layer for Recurrent {
     fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
-        if x.rank() != 3 {
-            candle_core::bail!(
+        // With the embedding folded in and the table projected once, `input` is unused by the
+        // first layer, which gathers from the projected table by `ids`.
+        let (mut input, ids) = match &self.lookup {
+            Some(table) => match self.lookup(table, x)? {
+                (Some(embedded), _) => (embedded, None),
+                (None, ids) => (x.clone(), Some(ids)),
+            },
+            None if x.rank() == 3 => (x.contiguous()?, None),
+            None => candle_core::bail!(
                 "recurrent layer: expects a batch [B, time steps, features], got {:?}",
                 x.dims()
-            );
-        }
-        let mut input = x.contiguous()?;
+            ),
+        };
         let mut finals = Vec::new();
-        for dirs in &self.layers {
+        for (k, dirs) in self.layers.iter().enumerate() {
             let mut outs = Vec::with_capacity(dirs.len());
             finals.clear();
             for (d, p) in dirs.iter().enumerate() {
-                let (seq, last) = self.direction(&input, p, d == 1)?;
+                let (seq, last) = match (&ids, &self.lookup) {
+                    (Some(ids), Some(table)) if k == 0 => {
+                        let (b, t) = x.dims2()?;
+                        let projected =
+                            kernels::linear(table, &p.w_ih, Some(&p.b_ih), Activation::Identity)?;
+                        let xp = projected.index_select(ids, 0)?.reshape((b, t, ()))?;
+                        self.direction_fused(&xp, p, d == 1)?
+                    }
+                    _ => self.direction(&input, p, d == 1)?,
+                };
                 outs.push(seq);
                 finals.push(last);
             }
@@ -288,6 +338,18 @@ impl Layer for Recurrent {
         } else {
             Tensor::cat(&finals, 1)
         }
+    }
+
+    /// Take an embedding's table for the first layer (when its width is that layer's input).
+    fn fold_lookup(&mut self, table: &Tensor) -> bool {
+        let fits = matches!(
+            (table.dims(), self.layers.first().and_then(|d| d.first())),
+            (&[_, f], Some(p)) if p.w_ih.dims().get(1) == Some(&f)
+        );
+        if fits {
+            self.lookup = Some(table.clone());
+        }
+        fits
     }
 }
 
@@ -393,6 +455,86 @@ mod tests {
                         let d = max_diff(a, p) / scale;
                         assert!(d < 1e-5, "{what}: d/d{name} differs by {d}");
                     }
+                }
+            }
+        }
+    }
+
+    /// An `embedding` folded into the recurrent layer after it (the table projected once, or
+    /// looked up when it has more rows than the batch has tokens) equals the lookup followed by
+    /// the layer: outputs and every gradient, f32 and f64; bad ids are still errors naming them.
+    #[test]
+    fn folded_embedding_equals_lookup_then_layer() {
+        use crate::kernels::test_util::max_diff;
+        use crate::layers::BuildCtx;
+        use crate::ModelSpec;
+        let dev = Device::Cpu;
+        let (b, t) = (3, 4);
+        // 5 rows <= 12 tokens: the projected table; 40 rows > 12: the lookup, then the layer.
+        for vocab in [5, 40] {
+            for (kind, bidirectional) in [("lstm", true), ("gru", false), ("rnn", true)] {
+                for dtype in [DType::F32, DType::F64] {
+                    let what = format!("{kind} vocab={vocab} {dtype:?}");
+                    let spec: ModelSpec = toml::from_str(&format!(
+                        r#"layers = [
+                            {{ type = "embedding", num-embeddings = {vocab}, embedding-dim = 3 }},
+                            {{ type = "{kind}", hidden-size = 4, num-layers = 2, bidirectional = {bidirectional} }},
+                        ]"#
+                    ))
+                    .unwrap();
+                    let varmap = VarMap::new();
+                    let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
+                    let folded = BuildCtx::default()
+                        .build_all(&spec.layers, &[t], &vb)
+                        .unwrap();
+                    assert!(format!("{:?}", folded[0]).contains("TokenIds"), "{what}");
+                    // The same layers (same variables) built one by one, without the fusion pass.
+                    let mut ctx = BuildCtx::default();
+                    let embed = spec.layers[0]
+                        .config()
+                        .build(&[t], vb.pp("0"), &mut ctx)
+                        .unwrap();
+                    let rnn = spec.layers[1]
+                        .config()
+                        .build(&[t, 3], vb.pp("1"), &mut ctx)
+                        .unwrap();
+                    crate::init_seeded(&varmap, 5).unwrap();
+                    let ids: Vec<f32> = (0..b * t).map(|i| ((i * 7 + 3) % vocab) as f32).collect();
+                    let x = Tensor::from_vec(ids, (b, t), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let run = |layers: &[&dyn Layer]| {
+                        let mut y = x.clone();
+                        for l in layers {
+                            y = l.forward(&y, &Ctx::EVAL).unwrap();
+                        }
+                        y
+                    };
+                    let yf = run(&[folded[0].as_ref(), folded[1].as_ref()]);
+                    let yp = run(&[embed.as_ref(), rnn.as_ref()]);
+                    assert_eq!(yf.dims(), [b, t, 4 * if bidirectional { 2 } else { 1 }]);
+                    assert!(max_diff(&yf, &yp) < 1e-5, "{what}: forward");
+                    let r = Tensor::randn(0f32, 1.0, yf.dims(), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let gf = (yf * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let gp = (yp * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    for (name, v) in varmap.data().lock().unwrap().iter() {
+                        let d = max_diff(gf.get(v).unwrap(), gp.get(v).unwrap());
+                        assert!(d < 1e-5, "{what}: d/d{name} differs by {d}");
+                    }
+                    let bad = Tensor::new(&[[0f32, vocab as f32]], &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let e = folded[1].forward(&bad, &Ctx::EVAL).unwrap_err().to_string();
+                    assert!(
+                        e.contains(&format!("token id {vocab}"))
+                            && e.contains(&format!("num-embeddings = {vocab}")),
+                        "{what}: {e}"
+                    );
                 }
             }
         }
