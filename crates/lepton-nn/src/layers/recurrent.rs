@@ -22,6 +22,12 @@
 //! `[B, H] x [H, G*H]` GEMM per step plus one pass over the gates. Other dtypes and devices run
 //! the same loop as plain candle ops (the cells of `recurrent_cells.rs`), which is also the
 //! reference the tests hold the kernel to. The initial states are zero.
+//!
+//! An `embedding` right before the layer is folded into it by the fusion pass (`fuse.rs`): the
+//! layer then reads the token ids `[B, T]` and, when the table has no more rows than the batch
+//! has tokens, projects the table once (`table·W_ihᵀ + b_ih: [V, G*H]`) and gathers its rows,
+//! which replaces the first layer's three largest GEMMs (the projection, its `dx` and `dW_ih`,
+//! each `B*T x F x G*H`) by ones over `V` rows.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
