@@ -206,3 +206,56 @@ fn back<T: Real + WithDType>(
         Tensor::from_vec(db, gh, dev)?,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Var;
+
+    use super::*;
+
+    /// Each thread runs its own group of batch rows: outputs and gradients are the same for any
+    /// thread count (and so any grouping, uneven ones included) up to the GEMMs' rounding (their
+    /// blocking depends on the group's width), and bit for bit for the same thread count.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let dev = Device::Cpu;
+        for cell in [RecurrentCell::Lstm, RecurrentCell::Gru, RecurrentCell::Rnn] {
+            let gh = cell.gates() * 6;
+            let xp = Var::randn(0f32, 1.0, (5, 7, gh), &dev).unwrap();
+            let w = Var::randn(0f32, 0.5, (gh, 6), &dev).unwrap();
+            let b = Var::randn(0f32, 0.5, gh, &dev).unwrap();
+            let run = |threads: usize, reverse: bool| -> Vec<Vec<f32>> {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let y = recurrent(&xp, &w, &b, cell, reverse).unwrap();
+                    let g = y.sin().unwrap().sum_all().unwrap().backward().unwrap();
+                    [
+                        &y,
+                        g.get(&xp).unwrap(),
+                        g.get(&w).unwrap(),
+                        g.get(&b).unwrap(),
+                    ]
+                    .iter()
+                    .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                    .collect()
+                })
+            };
+            for reverse in [false, true] {
+                let one = run(1, reverse);
+                for threads in [2, 3, 8] {
+                    let many = run(threads, reverse);
+                    assert_eq!(many, run(threads, reverse), "{cell:?}: {threads} threads");
+                    for (a, b) in one.iter().flatten().zip(many.iter().flatten()) {
+                        assert!(
+                            (a - b).abs() < 1e-5,
+                            "{cell:?}: {threads} threads: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

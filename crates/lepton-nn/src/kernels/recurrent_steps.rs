@@ -133,11 +133,6 @@ impl Dims {
             t.checked_sub(1)
         }
     }
-
-    /// Batch rows per parallel task: about 4,096 gate values each.
-    fn rows_per_task(&self) -> usize {
-        (4096 / self.gh().max(1)).max(1)
-    }
 }
 
 /// Row `read` (shared) and row `write` (exclusive, a different row) of width `w` in `buf`.
@@ -155,14 +150,16 @@ fn read_write<T>(buf: &mut [T], w: usize, read: usize, write: usize) -> (&[T], &
 /// The forward over all steps: the hidden states `hs: [B, T, H]` (time order) and the kept
 /// activations `acts: [B, T, S]`. `xp: [B, T, G*H]` holds the input projections with `b_ih`,
 /// `w_hh: [G*H, H]`, `b_hh: [G*H]` (all contiguous).
+///
+/// The batch rows are independent: each thread runs the whole loop over time for its own group
+/// of rows (single-threaded GEMMs, no synchronisation per step); a single group (one row, or one
+/// thread) parallelises inside its GEMMs instead.
 pub(super) fn forward<T: Real>(d: Dims, xp: &[T], w_hh: &[T], b_hh: &[T]) -> (Vec<T>, Vec<T>) {
     let (b, t, h, gh, s) = (d.b, d.t, d.h, d.gh(), d.s());
     let mut hs = vec![T::ZERO; b * t * h];
     // (At least one value per batch row, so that the zipped chunks below have `b` rows.)
     let aw = (t * s).max(1);
     let mut acts = vec![T::ZERO; b * aw];
-    let mut hp = vec![T::ZERO; b * gh];
-    let zeros = vec![T::ZERO; h];
     // W_hhᵀ as a row-major [H, G*H] copy: gemm transposes a row-major product, and with this
     // layout its left operand (W_hh) is column-major already, so it is not packed at every step.
     let mut w_t = vec![T::ZERO; h * gh];
@@ -171,6 +168,48 @@ pub(super) fn forward<T: Real>(d: Dims, xp: &[T], w_hh: &[T], b_hh: &[T]) -> (Ve
             w_t[k * gh + g] = v;
         }
     }
+    let (rows, par) = groups(b);
+    hs.par_chunks_mut(rows * t * h)
+        .zip(acts.par_chunks_mut(rows * aw))
+        .zip(xp[..b * t * gh].par_chunks(rows * t * gh))
+        .for_each(|((hs, acts), xp)| {
+            let d = Dims {
+                b: hs.len() / (t * h),
+                ..d
+            };
+            forward_rows(d, xp, &w_t, b_hh, hs, acts, par);
+        });
+    (hs, acts)
+}
+
+/// Batch rows per group (one group per thread, at most one per row) and the parallelism of the
+/// groups' GEMMs.
+fn groups(b: usize) -> (usize, Parallelism) {
+    let n = rayon::current_num_threads().clamp(1, b.max(1));
+    let rows = b.div_ceil(n).max(1);
+    let par = if b.div_ceil(rows) > 1 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(0)
+    };
+    (rows, par)
+}
+
+/// [`forward`] for one group of `d.b` rows, into its `hs` and `acts` rows.
+#[allow(clippy::too_many_arguments)]
+fn forward_rows<T: Real>(
+    d: Dims,
+    xp: &[T],
+    w_t: &[T],
+    b_hh: &[T],
+    hs: &mut [T],
+    acts: &mut [T],
+    par: Parallelism,
+) {
+    let (b, t, h, gh, s) = (d.b, d.t, d.h, d.gh(), d.s());
+    let aw = (t * s).max(1);
+    let mut hp = vec![T::ZERO; b * gh];
+    let zeros = vec![T::ZERO; h];
     for step in 0..t {
         let ti = d.time(step);
         let prev = d.prev(ti);
@@ -189,16 +228,15 @@ pub(super) fn forward<T: Real>(d: Dims, xp: &[T], w_hh: &[T], b_hh: &[T]) -> (Ve
                     rs: t * h,
                     cs: 1,
                 },
-                Mat::rows(&w_t, gh),
+                Mat::rows(w_t, gh),
                 true,
-                Parallelism::Rayon(0),
+                par,
             );
         }
-        hs.par_chunks_mut(t * h)
-            .zip(acts.par_chunks_mut(aw))
-            .zip(hp.par_chunks(gh))
+        hs.chunks_mut(t * h)
+            .zip(acts.chunks_mut(aw))
+            .zip(hp.chunks(gh))
             .enumerate()
-            .with_min_len(d.rows_per_task())
             .for_each(|(bi, ((hrow, arow), hprow))| {
                 let x = &xp[(bi * t + ti) * gh..][..gh];
                 match d.cell {
@@ -228,7 +266,6 @@ pub(super) fn forward<T: Real>(d: Dims, xp: &[T], w_hh: &[T], b_hh: &[T]) -> (Ve
                 }
             });
     }
-    (hs, acts)
 }
 
 /// One LSTM step for one batch row: `x`, `p` the input and hidden projections `[4H]`, `c_prev`
@@ -375,57 +412,21 @@ pub(super) fn backward<T: Real>(
     // (one unused value per batch row for the others, so that the zipped chunks have `b` rows).
     let dw_gru = if gru { t * gh } else { 1 };
     let mut dhp_gru = vec![T::ZERO; b * dw_gru];
-    let mut carry_h = vec![T::ZERO; b * h];
-    let mut carry_c = vec![T::ZERO; b * h];
-    let zeros = vec![T::ZERO; h];
-    for step in (0..t).rev() {
-        let ti = d.time(step);
-        let prev = d.prev(ti);
-        dxp.par_chunks_mut(t * gh)
-            .zip(carry_h.par_chunks_mut(h))
-            .zip(carry_c.par_chunks_mut(h))
-            .zip(dhp_gru.par_chunks_mut(dw_gru))
-            .enumerate()
-            .with_min_len(d.rows_per_task())
-            .for_each(|(bi, (((dx, ch), cc), dhp))| {
-                let at = |ti: usize| &acts[(bi * t + ti) * s..][..s];
-                let dyr = &dy[(bi * t + ti) * h..][..h];
-                let dx = &mut dx[ti * gh..(ti + 1) * gh];
-                match d.cell {
-                    RecurrentCell::Lstm => {
-                        let c_prev = prev.map_or(&zeros[..], |p| &at(p)[4 * h..]);
-                        lstm_step_back_v(h, dyr, at(ti), c_prev, ch, cc, dx);
-                    }
-                    RecurrentCell::Gru => {
-                        let h_prev = prev.map_or(&zeros[..], |p| &hs[(bi * t + p) * h..][..h]);
-                        let dhp = &mut dhp[ti * gh..(ti + 1) * gh];
-                        gru_step_back_v(h, dyr, at(ti), h_prev, ch, dx, dhp);
-                    }
-                    RecurrentCell::Rnn => {
-                        let hr = &hs[(bi * t + ti) * h..][..h];
-                        rnn_step_back_v(dyr, ch, hr, dx);
-                    }
-                }
-            });
-        // ∂L/∂h_prev (+)= dhp_t · W_hh.
-        if prev.is_some() {
-            let dhp: &[T] = if gru { &dhp_gru } else { &dxp };
-            matmul(
-                b,
-                h,
-                gh,
-                &mut carry_h,
-                Mat {
-                    data: &dhp[ti * gh..],
-                    rs: t * gh,
-                    cs: 1,
-                },
-                Mat::rows(w_hh, h),
-                gru,
-                Parallelism::Rayon(0),
-            );
-        }
-    }
+    let aw = (t * s).max(1);
+    // Each group of batch rows walks back through time on its own thread, as in `forward`.
+    let (rows, par) = groups(b);
+    dxp.par_chunks_mut(rows * t * gh)
+        .zip(dhp_gru.par_chunks_mut(rows * dw_gru))
+        .zip(dy[..b * t * h].par_chunks(rows * t * h))
+        .zip(hs[..b * t * h].par_chunks(rows * t * h))
+        .zip(acts[..b * aw].par_chunks(rows * aw))
+        .for_each(|((((dxp, dhp), dy), hs), acts)| {
+            let d = Dims {
+                b: dy.len() / (t * h),
+                ..d
+            };
+            backward_rows(d, dy, hs, acts, w_hh, dxp, dhp, par);
+        });
     let dhp: &[T] = if gru { &dhp_gru } else { &dxp };
     // dW_hh = Σ_steps dhp_tᵀ · h_prev(t): one GEMM over all B·T rows, h_prev = 0 at the first step.
     let mut h_prev = vec![T::ZERO; b * t * h];
@@ -465,6 +466,74 @@ pub(super) fn backward<T: Real>(
         Parallelism::Rayon(0),
     );
     (dxp, dw, db)
+}
+
+/// The loop back through time of [`backward`] for one group of `d.b` rows: their `dxp` (and
+/// the GRU's `dhp`) rows.
+#[allow(clippy::too_many_arguments)]
+fn backward_rows<T: Real>(
+    d: Dims,
+    dy: &[T],
+    hs: &[T],
+    acts: &[T],
+    w_hh: &[T],
+    dxp: &mut [T],
+    dhp_gru: &mut [T],
+    par: Parallelism,
+) {
+    let (b, t, h, gh, s) = (d.b, d.t, d.h, d.gh(), d.s());
+    let gru = d.cell == RecurrentCell::Gru;
+    let dw_gru = if gru { t * gh } else { 1 };
+    let mut carry_h = vec![T::ZERO; b * h];
+    let mut carry_c = vec![T::ZERO; b * h];
+    let zeros = vec![T::ZERO; h];
+    for step in (0..t).rev() {
+        let ti = d.time(step);
+        let prev = d.prev(ti);
+        dxp.chunks_mut(t * gh)
+            .zip(carry_h.chunks_mut(h))
+            .zip(carry_c.chunks_mut(h))
+            .zip(dhp_gru.chunks_mut(dw_gru))
+            .enumerate()
+            .for_each(|(bi, (((dx, ch), cc), dhp))| {
+                let at = |ti: usize| &acts[(bi * t + ti) * s..][..s];
+                let dyr = &dy[(bi * t + ti) * h..][..h];
+                let dx = &mut dx[ti * gh..(ti + 1) * gh];
+                match d.cell {
+                    RecurrentCell::Lstm => {
+                        let c_prev = prev.map_or(&zeros[..], |p| &at(p)[4 * h..]);
+                        lstm_step_back_v(h, dyr, at(ti), c_prev, ch, cc, dx);
+                    }
+                    RecurrentCell::Gru => {
+                        let h_prev = prev.map_or(&zeros[..], |p| &hs[(bi * t + p) * h..][..h]);
+                        let dhp = &mut dhp[ti * gh..(ti + 1) * gh];
+                        gru_step_back_v(h, dyr, at(ti), h_prev, ch, dx, dhp);
+                    }
+                    RecurrentCell::Rnn => {
+                        let hr = &hs[(bi * t + ti) * h..][..h];
+                        rnn_step_back_v(dyr, ch, hr, dx);
+                    }
+                }
+            });
+        // ∂L/∂h_prev (+)= dhp_t · W_hh.
+        if prev.is_some() {
+            let dhp: &[T] = if gru { dhp_gru } else { dxp };
+            matmul(
+                b,
+                h,
+                gh,
+                &mut carry_h,
+                Mat {
+                    data: &dhp[ti * gh..],
+                    rs: t * gh,
+                    cs: 1,
+                },
+                Mat::rows(w_hh, h),
+                gru,
+                par,
+            );
+        }
+    }
 }
 
 /// One LSTM step back for one batch row. `ch`: in, `∂L/∂h` from the later steps; `cc`: in
