@@ -2,7 +2,8 @@
 //! and f64 (gradient checks): per step one GEMM `[B, H] x [H, G*H]` for the hidden projection,
 //! then one pass over the gates per batch row; the backward walks the steps in reverse with one
 //! GEMM `[B, G*H] x [G*H, H]` per step for the hidden-state gradient, and computes the weight and
-//! bias gradients over all steps at the end (one GEMM each).
+//! bias gradients over all steps at the end (one GEMM each). Batch rows are independent, so each
+//! thread runs the loop over time for its own group of rows.
 //!
 //! Buffers are batch-major like the tensors: `xp`, `dxp`, `dhp: [B, T, G*H]`, `hs: [B, T, H]`,
 //! `acts: [B, T, S]` with `S` the per-step values kept for the backward (LSTM `i, f, g, o, c`,
