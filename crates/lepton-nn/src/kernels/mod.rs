@@ -14,6 +14,8 @@ mod linear;
 pub mod math;
 mod maxpool;
 mod packed;
+mod recurrent;
+mod recurrent_steps;
 
 pub use activation::relu;
 pub use attention::{
@@ -25,6 +27,7 @@ pub use layer_norm::{layer_norm, layer_norm_reference};
 pub use linear::{linear, linear_reference, linear_train, Activation};
 pub use maxpool::max_pool2d;
 pub use packed::PackedLinear;
+pub use recurrent::{recurrent, recurrent_supported, RecurrentCell};
 
 /// Parameters of a 2-D convolution (PyTorch semantics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -86,28 +86,38 @@ pub struct Embedding {
 
 impl Layer for Embedding {
     fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
-        let (vocab, dim) = self.weight.dims2()?;
-        let ids = x.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let ids = ids
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                if v.fract() == 0.0 && (0.0..vocab as f64).contains(&v) {
-                    Ok(v as u32)
-                } else {
-                    candle_core::bail!(
-                        "embedding: token id {v} at flat position {i} of input {:?} is not an integer in [0, num-embeddings = {vocab})",
-                        x.dims()
-                    )
-                }
-            })
-            .collect::<Result<Vec<u32>>>()?;
-        let n = ids.len();
-        let ids = Tensor::from_vec(ids, n, x.device())?;
+        let dim = self.weight.dim(1)?;
+        let ids = token_ids(x, self.weight.dim(0)?)?;
         let mut dims = x.dims().to_vec();
         dims.push(dim);
         self.weight.index_select(&ids, 0)?.reshape(dims)
     }
+
+    fn lookup_table(&self) -> Option<&Tensor> {
+        Some(&self.weight)
+    }
+}
+
+/// The ids in `x` (any shape, any dtype) as flat `u32`s, each checked to be an integer in
+/// `[0, vocab)`: the error names the first that is not.
+pub(crate) fn token_ids(x: &Tensor, vocab: usize) -> Result<Tensor> {
+    let ids = x.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let ids = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v.fract() == 0.0 && (0.0..vocab as f64).contains(&v) {
+                Ok(v as u32)
+            } else {
+                candle_core::bail!(
+                    "embedding: token id {v} at flat position {i} of input {:?} is not an integer in [0, num-embeddings = {vocab})",
+                    x.dims()
+                )
+            }
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    let n = ids.len();
+    Tensor::from_vec(ids, n, x.device())
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //! a batch norm (or after its folded ReLU): one pass and one tensor less each, forward and
 //! backward. A folded layer is replaced by a [`Folded`] identity, so layer indices, and with them
 //! parameter names, do not change. Layers take part through [`Layer::foldable`] and
-//! [`Layer::fold`]; this pass knows no layer type.
+//! [`Layer::fold`]; this pass knows no layer type. An embedding's lookup folds forward into the
+//! layer after it when that layer can use the table directly ([`Layer::fold_lookup`]: a
+//! recurrent layer projects the table once instead of every token); the embedding then passes
+//! the token ids through ([`TokenIds`]).
 
 use candle_core::{Result, Tensor};
 
@@ -23,8 +26,18 @@ impl Layer for Folded {
     }
 }
 
+/// An `embedding` whose lookup the layer after it computes: passes the token ids through.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenIds;
+
+impl Layer for TokenIds {
+    fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+}
+
 /// Fold every foldable layer into the one before it, ReLUs first, then max-pools (which may
-/// pass over their producer's folded ReLU).
+/// pass over their producer's folded ReLU); then embeddings' lookups into the layer after them.
 pub fn fuse(layers: &mut [Box<dyn Layer>]) {
     for i in 1..layers.len() {
         if layers[i].foldable() == Some(Fold::Relu) && layers[i - 1].fold(Fold::Relu, false) {
@@ -42,6 +55,14 @@ pub fn fuse(layers: &mut [Box<dyn Layer>]) {
         };
         if layers[producer].fold(pool, after_relu) {
             layers[i] = Box::new(Folded(pool));
+        }
+    }
+    for i in 1..layers.len() {
+        let Some(table) = layers[i - 1].lookup_table().cloned() else {
+            continue;
+        };
+        if layers[i].fold_lookup(&table) {
+            layers[i - 1] = Box::new(TokenIds);
         }
     }
 }

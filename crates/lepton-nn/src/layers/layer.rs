@@ -54,6 +54,18 @@ pub trait Layer: Debug + Send + Sync {
         let _ = (op, after_relu);
         false
     }
+
+    /// An `embedding`'s table `[num-embeddings, dim]`, which the layer after it may fold in.
+    fn lookup_table(&self) -> Option<&Tensor> {
+        None
+    }
+
+    /// Compute the lookup in `table` (the `embedding` before this layer) inside this layer,
+    /// which then reads the token ids; returns whether it did.
+    fn fold_lookup(&mut self, table: &Tensor) -> bool {
+        let _ = table;
+        false
+    }
 }
 
 /// A single layer as a plain candle module (evaluation mode).

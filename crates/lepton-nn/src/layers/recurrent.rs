@@ -16,16 +16,27 @@
 //! `H * dirs`. Initialised U(-1/sqrt(H), 1/sqrt(H)) as PyTorch (see [`crate::init_seeded`]).
 //!
 //! # Computation
-//! Plain candle ops (all with a backward): per layer and direction, the input projections of all
-//! steps in one matmul `[B*T, in] x [in, G*H]`, then one `[B, H] x [H, G*H]` matmul per step.
-//! The initial states are zero.
+//! Per layer and direction, the input projections of all steps in one GEMM
+//! `[B*T, in] x [in, G*H]` ([`kernels::linear`]), then the loop over time as one fused op with its
+//! own backward through time ([`kernels::recurrent`], f32 and f64 on the CPU): one
+//! `[B, H] x [H, G*H]` GEMM per step plus one pass over the gates. Other dtypes and devices run
+//! the same loop as plain candle ops (the cells of `recurrent_cells.rs`), which is also the
+//! reference the tests hold the kernel to. The initial states are zero.
+//!
+//! An `embedding` right before the layer is folded into it by the fusion pass (`fuse.rs`): the
+//! layer then reads the token ids `[B, T]` and, when the table has no more rows than the batch
+//! has tokens, projects the table once (`table·W_ihᵀ + b_ih: [V, G*H]`) and gathers its rows,
+//! which replaces the first layer's three largest GEMMs (the projection, its `dx` and `dW_ih`,
+//! each `B*T x F x G*H`) by ones over `V` rows.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::embedding;
 use super::recurrent_cells as cells;
 use super::{one, yes, ShapeCtx, Values};
+use crate::kernels::{self, Activation};
 use crate::layers::{Ctx, Layer};
 
 /// The settings shared by `lstm`, `gru` and `rnn`.
@@ -47,24 +58,8 @@ pub struct RecurrentConfig {
     pub return_sequences: bool,
 }
 
-/// Which recurrent cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cell {
-    Lstm,
-    Gru,
-    Rnn,
-}
-
-impl Cell {
-    /// Gates per step: the rows of the weights are `gates * hidden-size`.
-    pub fn gates(self) -> usize {
-        match self {
-            Cell::Lstm => 4,
-            Cell::Gru => 3,
-            Cell::Rnn => 1,
-        }
-    }
-}
+/// Which recurrent cell (its gate count and order are the kernel's).
+pub use crate::kernels::RecurrentCell as Cell;
 
 impl RecurrentConfig {
     fn dirs(&self) -> usize {
@@ -148,6 +143,10 @@ impl RecurrentConfig {
 
     /// Build the layer for the per-sample input `x` (which the shape rule accepted).
     pub(crate) fn build(&self, cell: Cell, x: &[usize], vb: VarBuilder) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(self.build_recurrent(cell, x, vb)?))
+    }
+
+    fn build_recurrent(&self, cell: Cell, x: &[usize], vb: VarBuilder) -> Result<Recurrent> {
         let h = self.hidden_size;
         let gh = cell.gates() * h;
         let b = 1.0 / (h as f64).sqrt();
@@ -170,12 +169,14 @@ impl RecurrentConfig {
             }
             layers.push(dirs);
         }
-        Ok(Box::new(Recurrent {
+        Ok(Recurrent {
             cell,
             hidden: h,
             layers,
             return_sequences: self.return_sequences,
-        }))
+            fused: true,
+            lookup: None,
+        })
     }
 }
 
@@ -196,12 +197,69 @@ pub struct Recurrent {
     /// `layers[k][d]`: layer `k`, direction `d` (0 forward, 1 reverse).
     layers: Vec<Vec<Direction>>,
     return_sequences: bool,
+    /// Run each layer-direction as the fused kernel ([`kernels::recurrent`]) where it supports
+    /// the dtype and device; `false` keeps the plain composition (the reference in the tests).
+    fused: bool,
+    /// The table of the `embedding` before this layer when the fusion pass folded it in
+    /// ([`Layer::fold_lookup`]): the input is then token ids `[B, T]`.
+    lookup: Option<Tensor>,
 }
 
 impl Recurrent {
     /// Run one direction over `x: [B, T, in]`: the outputs `[B, T, H]` (in time order) and the
     /// final hidden state `[B, H]`.
     fn direction(&self, x: &Tensor, p: &Direction, reverse: bool) -> Result<(Tensor, Tensor)> {
+        if !(self.fused && kernels::recurrent_supported(x)) {
+            return self.direction_plain(x, p, reverse);
+        }
+        // All steps' input projections in one GEMM; its backward gives dx, dW_ih and db_ih.
+        let xp = kernels::linear(x, &p.w_ih, Some(&p.b_ih), Activation::Identity)?;
+        self.direction_fused(&xp, p, reverse)
+    }
+
+    /// The fused kernel over the input projections `xp: [B, T, G*H]` (with `b_ih`).
+    fn direction_fused(
+        &self,
+        xp: &Tensor,
+        p: &Direction,
+        reverse: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let t = xp.dim(1)?;
+        let hs = kernels::recurrent(xp, &p.w_hh, &p.b_hh, self.cell, reverse)?;
+        let last = hs
+            .narrow(1, if reverse { 0 } else { t - 1 }, 1)?
+            .squeeze(1)?;
+        Ok((hs, last))
+    }
+
+    /// The input of the first layer from the token ids `x: [B, T]` when the embedding before is
+    /// folded in: the embedded batch `[B, T, F]`, or, for the fused kernel when the table has
+    /// no more rows than the batch has tokens, `None` and the flat ids (the first layer then
+    /// projects the table once, `table·W_ihᵀ + b_ih: [V, G*H]`, and gathers its rows: one small
+    /// GEMM instead of one over every token, forward and backward).
+    fn lookup(&self, table: &Tensor, x: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
+        let (b, t) = match x.dims() {
+            &[b, t] => (b, t),
+            dims => candle_core::bail!(
+                "recurrent layer after an embedding: expects token ids [B, time steps], got {dims:?}"
+            ),
+        };
+        let (vocab, f) = table.dims2()?;
+        let ids = embedding::token_ids(x, vocab)?;
+        if self.fused && kernels::recurrent_supported(table) && vocab <= b * t {
+            return Ok((None, ids));
+        }
+        Ok((Some(table.index_select(&ids, 0)?.reshape((b, t, f))?), ids))
+    }
+
+    /// [`Self::direction`] by plain candle ops: one matmul and the cell's element-wise ops per
+    /// step.
+    fn direction_plain(
+        &self,
+        x: &Tensor,
+        p: &Direction,
+        reverse: bool,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, t, f) = x.dims3()?;
         let gh = p.w_ih.dim(0)?;
         // All steps' input projections in one matmul.
@@ -242,19 +300,34 @@ impl Recurrent {
 
 impl Layer for Recurrent {
     fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
-        if x.rank() != 3 {
-            candle_core::bail!(
+        // With the embedding folded in and the table projected once, `input` is unused by the
+        // first layer, which gathers from the projected table by `ids`.
+        let (mut input, ids) = match &self.lookup {
+            Some(table) => match self.lookup(table, x)? {
+                (Some(embedded), _) => (embedded, None),
+                (None, ids) => (x.clone(), Some(ids)),
+            },
+            None if x.rank() == 3 => (x.contiguous()?, None),
+            None => candle_core::bail!(
                 "recurrent layer: expects a batch [B, time steps, features], got {:?}",
                 x.dims()
-            );
-        }
-        let mut input = x.contiguous()?;
+            ),
+        };
         let mut finals = Vec::new();
-        for dirs in &self.layers {
+        for (k, dirs) in self.layers.iter().enumerate() {
             let mut outs = Vec::with_capacity(dirs.len());
             finals.clear();
             for (d, p) in dirs.iter().enumerate() {
-                let (seq, last) = self.direction(&input, p, d == 1)?;
+                let (seq, last) = match (&ids, &self.lookup) {
+                    (Some(ids), Some(table)) if k == 0 => {
+                        let (b, t) = x.dims2()?;
+                        let projected =
+                            kernels::linear(table, &p.w_ih, Some(&p.b_ih), Activation::Identity)?;
+                        let xp = projected.index_select(ids, 0)?.reshape((b, t, ()))?;
+                        self.direction_fused(&xp, p, d == 1)?
+                    }
+                    _ => self.direction(&input, p, d == 1)?,
+                };
                 outs.push(seq);
                 finals.push(last);
             }
@@ -271,6 +344,18 @@ impl Layer for Recurrent {
         } else {
             Tensor::cat(&finals, 1)
         }
+    }
+
+    /// Take an embedding's table for the first layer (when its width is that layer's input).
+    fn fold_lookup(&mut self, table: &Tensor) -> bool {
+        let fits = matches!(
+            (table.dims(), self.layers.first().and_then(|d| d.first())),
+            (&[_, f], Some(p)) if p.w_ih.dims().get(1) == Some(&f)
+        );
+        if fits {
+            self.lookup = Some(table.clone());
+        }
+        fits
     }
 }
 
@@ -289,6 +374,175 @@ mod tests {
             num_layers: 1,
             bidirectional,
             return_sequences: true,
+        }
+    }
+
+    /// The fused kernel equals the plain candle composition, forward and every gradient (input
+    /// and each weight and bias of every layer and direction), in f32 and f64, for each cell,
+    /// stacked and bidirectional, with and without `return-sequences`, batch 1 and one step.
+    #[test]
+    fn fused_kernel_equals_the_plain_composition() {
+        use crate::kernels::test_util::max_diff;
+        let dev = Device::Cpu;
+        for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn] {
+            for (b, t, f, h, layers, bidirectional, seqs) in [
+                (3, 5, 4, 6, 2, true, true),
+                (3, 5, 4, 6, 2, true, false),
+                (2, 7, 3, 5, 1, false, true),
+                (2, 7, 3, 5, 3, false, false),
+                (1, 4, 2, 3, 2, true, true),
+                (4, 1, 3, 4, 2, true, false),
+                (1, 1, 1, 1, 1, false, true),
+                (5, 9, 16, 32, 2, false, true),
+            ] {
+                for dtype in [DType::F32, DType::F64] {
+                    let what = format!(
+                        "{cell:?} {dtype:?} b={b} t={t} f={f} h={h} layers={layers} \
+                         bidirectional={bidirectional} seqs={seqs}"
+                    );
+                    let cfg = RecurrentConfig {
+                        hidden_size: h,
+                        num_layers: layers,
+                        bidirectional,
+                        return_sequences: seqs,
+                    };
+                    let varmap = VarMap::new();
+                    let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
+                    let fused = cfg.build_recurrent(cell, &[t, f], vb).unwrap();
+                    crate::init_seeded(&varmap, 11).unwrap();
+                    assert!(kernels::recurrent_supported(
+                        varmap.all_vars()[0].as_tensor()
+                    ));
+                    let plain = Recurrent {
+                        fused: false,
+                        ..fused.clone()
+                    };
+                    let x = candle_core::Var::from_tensor(
+                        &Tensor::randn(0f32, 1.0, (b, t, f), &dev)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap(),
+                    )
+                    .unwrap();
+                    let yf = fused.forward(&x, &Ctx::EVAL).unwrap();
+                    let yp = plain.forward(&x, &Ctx::EVAL).unwrap();
+                    assert_eq!(yf.dims(), yp.dims(), "{what}");
+                    assert!(
+                        max_diff(&yf, &yp) < 1e-5,
+                        "{what}: forward {}",
+                        max_diff(&yf, &yp)
+                    );
+                    // A random weighting of the outputs probes every output's gradient.
+                    let r = Tensor::randn(0f32, 1.0, yf.dims(), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let gf = (yf * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let gp = (yp * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let mut vars = varmap.data().lock().unwrap().clone();
+                    vars.insert("input".into(), x);
+                    assert_eq!(
+                        vars.len(),
+                        1 + 4 * layers * if bidirectional { 2 } else { 1 }
+                    );
+                    for (name, v) in &vars {
+                        let (a, p) = (gf.get(v).unwrap(), gp.get(v).unwrap());
+                        // Relative to the gradient's scale (sums over up to 9 steps in f32).
+                        let scale = p
+                            .abs()
+                            .unwrap()
+                            .max_all()
+                            .unwrap()
+                            .to_dtype(DType::F64)
+                            .unwrap()
+                            .to_scalar::<f64>()
+                            .unwrap()
+                            .max(1.0);
+                        let d = max_diff(a, p) / scale;
+                        assert!(d < 1e-5, "{what}: d/d{name} differs by {d}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// An `embedding` folded into the recurrent layer after it (the table projected once, or
+    /// looked up when it has more rows than the batch has tokens) equals the lookup followed by
+    /// the layer: outputs and every gradient, f32 and f64; bad ids are still errors naming them.
+    #[test]
+    fn folded_embedding_equals_lookup_then_layer() {
+        use crate::kernels::test_util::max_diff;
+        use crate::layers::BuildCtx;
+        use crate::ModelSpec;
+        let dev = Device::Cpu;
+        let (b, t) = (3, 4);
+        // 5 rows <= 12 tokens: the projected table; 40 rows > 12: the lookup, then the layer.
+        for vocab in [5, 40] {
+            for (kind, bidirectional) in [("lstm", true), ("gru", false), ("rnn", true)] {
+                for dtype in [DType::F32, DType::F64] {
+                    let what = format!("{kind} vocab={vocab} {dtype:?}");
+                    let spec: ModelSpec = toml::from_str(&format!(
+                        r#"layers = [
+                            {{ type = "embedding", num-embeddings = {vocab}, embedding-dim = 3 }},
+                            {{ type = "{kind}", hidden-size = 4, num-layers = 2, bidirectional = {bidirectional} }},
+                        ]"#
+                    ))
+                    .unwrap();
+                    let varmap = VarMap::new();
+                    let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
+                    let folded = BuildCtx::default()
+                        .build_all(&spec.layers, &[t], &vb)
+                        .unwrap();
+                    assert!(format!("{:?}", folded[0]).contains("TokenIds"), "{what}");
+                    // The same layers (same variables) built one by one, without the fusion pass.
+                    let mut ctx = BuildCtx::default();
+                    let embed = spec.layers[0]
+                        .config()
+                        .build(&[t], vb.pp("0"), &mut ctx)
+                        .unwrap();
+                    let rnn = spec.layers[1]
+                        .config()
+                        .build(&[t, 3], vb.pp("1"), &mut ctx)
+                        .unwrap();
+                    crate::init_seeded(&varmap, 5).unwrap();
+                    let ids: Vec<f32> = (0..b * t).map(|i| ((i * 7 + 3) % vocab) as f32).collect();
+                    let x = Tensor::from_vec(ids, (b, t), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let run = |layers: &[&dyn Layer]| {
+                        let mut y = x.clone();
+                        for l in layers {
+                            y = l.forward(&y, &Ctx::EVAL).unwrap();
+                        }
+                        y
+                    };
+                    let yf = run(&[folded[0].as_ref(), folded[1].as_ref()]);
+                    let yp = run(&[embed.as_ref(), rnn.as_ref()]);
+                    assert_eq!(yf.dims(), [b, t, 4 * if bidirectional { 2 } else { 1 }]);
+                    assert!(max_diff(&yf, &yp) < 1e-5, "{what}: forward");
+                    let r = Tensor::randn(0f32, 1.0, yf.dims(), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let gf = (yf * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let gp = (yp * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    for (name, v) in varmap.data().lock().unwrap().iter() {
+                        let d = max_diff(gf.get(v).unwrap(), gp.get(v).unwrap());
+                        assert!(d < 1e-5, "{what}: d/d{name} differs by {d}");
+                    }
+                    let bad = Tensor::new(&[[0f32, vocab as f32]], &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let e = folded[1].forward(&bad, &Ctx::EVAL).unwrap_err().to_string();
+                    assert!(
+                        e.contains(&format!("token id {vocab}"))
+                            && e.contains(&format!("num-embeddings = {vocab}")),
+                        "{what}: {e}"
+                    );
+                }
+            }
         }
     }
 

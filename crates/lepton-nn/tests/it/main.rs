@@ -6,5 +6,6 @@ mod budget;
 mod gradcheck;
 mod model;
 mod recurrent;
+mod recurrent_kernel;
 mod sequence;
 mod transformer;

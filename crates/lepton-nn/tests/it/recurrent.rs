@@ -1,6 +1,8 @@
 //! The recurrent layers (`lstm`, `gru`, `rnn`): outputs equal PyTorch's `nn.LSTM` / `nn.GRU` /
 //! `nn.RNN` on shared weights (the golden file `golden/recurrent.json`, made by
-//! `golden/recurrent.py`), PyTorch's initialisation, and errors naming the field.
+//! `golden/recurrent.py`), the char models of issue 13 equal PyTorch's logits, loss and gradients
+//! (`golden/char_rnn.json` by `golden/char_rnn.py`), PyTorch's initialisation, and errors naming
+//! the field.
 
 use std::collections::HashMap;
 
@@ -163,4 +165,74 @@ fn bad_recurrent_specs_are_errors_naming_the_field() {
     )
     .unwrap();
     assert_eq!(ok, [vec![6, 8]]);
+}
+
+/// A case of `golden/char_rnn.json` (made by `golden/char_rnn.py`).
+#[derive(Deserialize)]
+struct CharCase {
+    /// The model's layers (TOML array).
+    layers: String,
+    block: usize,
+    ids: Vec<u32>,
+    targets: Vec<u32>,
+    /// PyTorch parameters under our names: shape and flat values.
+    weights: HashMap<String, (Vec<usize>, Vec<f64>)>,
+    logits: Vec<f64>,
+    loss: f64,
+    grads: HashMap<String, Vec<f64>>,
+}
+
+/// Issue 13's char-LSTM / char-GRU (embedding, 2 recurrent layers, linear) equals PyTorch's on
+/// shared weights: logits, cross-entropy and the gradient of every parameter, with the
+/// embedding folded into the recurrent layer (projected table, and plain lookup).
+#[test]
+fn char_models_equal_pytorch_logits_loss_and_gradients() {
+    let cases: Vec<CharCase> =
+        serde_json::from_str(include_str!("golden/char_rnn.json")).expect("char_rnn.json parses");
+    assert_eq!(cases.len(), 3);
+    let dev = Device::Cpu;
+    for case in &cases {
+        for dtype in [DType::F64, DType::F32] {
+            let what = format!("{} {dtype:?}", case.layers);
+            let spec: ModelSpec = toml::from_str(&format!("layers = {}", case.layers)).unwrap();
+            let mut varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
+            let model = Model::new(&spec, &[case.block], vb).unwrap();
+            for (name, (shape, v)) in &case.weights {
+                let t = Tensor::from_slice(v, shape.as_slice(), &dev).unwrap();
+                varmap.set_one(name, t.to_dtype(dtype).unwrap()).unwrap();
+            }
+            let b = case.ids.len() / case.block;
+            let x = Tensor::from_slice(&case.ids, (b, case.block), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let logits = model.forward_t(&x, true).unwrap();
+            let vocab = logits.dim(2).unwrap();
+            let flat = |t: &Tensor| -> Vec<f64> {
+                t.to_dtype(DType::F64)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let tol = 1e-5;
+            assert_close(&format!("{what} logits"), &flat(&logits), &case.logits, tol);
+            let targets = Tensor::from_slice(&case.targets, case.targets.len(), &dev).unwrap();
+            let ce = lepton_nn::LossSpec::CrossEntropy {
+                label_smoothing: 0.0,
+            };
+            let loss = lepton_nn::loss(&ce, &logits.reshape(((), vocab)).unwrap(), &targets, None)
+                .unwrap();
+            assert_close(&format!("{what} loss"), &flat(&loss), &[case.loss], tol);
+            let grads = loss.backward().unwrap();
+            let vars = varmap.data().lock().unwrap();
+            assert_eq!(vars.len(), case.grads.len(), "{what}: parameter count");
+            for (name, expect) in &case.grads {
+                let g = grads.get(vars[name].as_tensor()).unwrap();
+                assert_close(&format!("{what} d/d{name}"), &flat(g), expect, tol);
+            }
+        }
+    }
 }
