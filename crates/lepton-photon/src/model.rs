@@ -89,7 +89,7 @@ impl LoadedModel {
             field: "input".into(),
             message: e.to_string(),
         })?;
-        let mut row = vec![pad_id(vocab) as f32; max_len - f.len()];
+        let mut row = vec![vocab.pad_id() as f32; max_len - f.len()];
         row.extend(f);
         Ok(row)
     }
@@ -225,20 +225,6 @@ impl LoadedModel {
             .collect::<Result<Vec<_>>>()?;
         self.predict_features(&feats, k)
     }
-}
-
-/// The id that pads a text classifier's input: NUL's id in a character vocabulary, a
-/// tokenizer's `[PAD]` or `<pad>` token, otherwise 0 (lepton-data's rule for training texts).
-fn pad_id(vocab: &lepton_data::Vocab) -> u32 {
-    let single = |t: &str| match vocab.encode(t).as_deref() {
-        Ok([id]) => Some(*id),
-        _ => None,
-    };
-    match vocab.kind() {
-        "chars" => single("\0"),
-        _ => single("[PAD]").or_else(|| single("<pad>")),
-    }
-    .unwrap_or(0)
 }
 
 /// The `k` most probable labels, best first.

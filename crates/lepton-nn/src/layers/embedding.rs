@@ -16,13 +16,25 @@ use serde::{Deserialize, Serialize};
 use super::{BuildCtx, Ctx, Layer, LayerConfig, ShapeCtx, Values};
 
 /// The `embedding` settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EmbeddingConfig {
     /// The number of token ids (the vocabulary size, at least 1; ids are `0..num-embeddings`).
     pub num_embeddings: usize,
     /// The size of each vector (at least 1).
     pub embedding_dim: usize,
+    /// The initial vectors are drawn from N(0, init-std²). Default 1 (PyTorch's `nn.Embedding`);
+    /// nanoGPT uses 0.02 (a table tied to the output layer wants small logits at the start).
+    #[serde(default = "unit", skip_serializing_if = "is_unit")]
+    pub init_std: f64,
+}
+
+fn unit() -> f64 {
+    1.0
+}
+
+fn is_unit(x: &f64) -> bool {
+    *x == 1.0
 }
 
 impl LayerConfig for EmbeddingConfig {
@@ -33,6 +45,12 @@ impl LayerConfig for EmbeddingConfig {
     fn output_shape(&self, x: &[usize], ctx: &mut ShapeCtx) -> crate::Result<Vec<usize>> {
         if self.num_embeddings == 0 || self.embedding_dim == 0 {
             return Err(ctx.error("num-embeddings and embedding-dim must be at least 1"));
+        }
+        if !(self.init_std.is_finite() && self.init_std > 0.0) {
+            return Err(ctx.error(format!(
+                "init-std = {} must be a finite number > 0",
+                self.init_std
+            )));
         }
         if u32::try_from(self.num_embeddings).is_err() {
             return Err(ctx.size_error(
@@ -70,7 +88,7 @@ impl LayerConfig for EmbeddingConfig {
             "weight",
             Init::Randn {
                 mean: 0.0,
-                stdev: 1.0,
+                stdev: self.init_std,
             },
         )?;
         ctx.share(&weight);
@@ -133,6 +151,7 @@ mod tests {
         let config = EmbeddingConfig {
             num_embeddings: 3,
             embedding_dim: 2,
+            init_std: 1.0,
         };
         let layer = config.build(&[4], vb, &mut BuildCtx::default()).unwrap();
         varmap

@@ -353,29 +353,51 @@ fn missing_block_size_is_refused_at_parse_time() {
     assert!(e.contains("data.block-size"), "{e}");
 }
 
-/// The GPT example is written in the fixed sequence-model syntax. Its `[data]`, `[optimizer]`,
-/// `[schedule]` and `[train]` sections parse with this crate; its transformer layers are
-/// lepton-nn's (issue 13) and are only checked once those land.
+/// The committed GPT example (nanoGPT's recipe: positional table, transformer blocks, tied output
+/// layer) at toy size: it trains through the same trainer and its validation loss falls.
 #[test]
-fn shakespeare_gpt_example_parses_up_to_its_transformer_layers() {
-    let text = std::fs::read_to_string(example("shakespeare-gpt.toml")).unwrap();
-    let mut t: toml::Table = text.parse().unwrap();
-    let layers = t["model"]["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 8);
-    assert_eq!(layers[0]["num-embeddings"].as_integer(), Some(80));
-    assert_eq!(layers[7]["tie-embedding"].as_bool(), Some(true));
-    t.insert(
-        "model".into(),
-        toml::from_str::<toml::Value>(
-            "layers = [{ type = \"embedding\", num-embeddings = 80, embedding-dim = 128 }, \
-             { type = \"linear\", out-features = 80 }]",
-        )
-        .unwrap(),
-    );
-    let spec = Spec::from_str_in(&toml::to_string(&t).unwrap(), Path::new("."), "gpt").unwrap();
-    assert_eq!(spec.train.steps, 2000);
-    assert_eq!(spec.train.batch_size, 12);
-    assert_eq!(spec.data.block_size, Some(64));
+fn shakespeare_gpt_example_trains_at_toy_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = write_text(&dir.path().join("text.txt"), 400);
+    let spec = toy_spec(dir.path(), "shakespeare-gpt.toml", vocab, |t| {
+        let layers = t["model"]["layers"].as_array_mut().unwrap();
+        assert_eq!(
+            layers[7]["tie"].as_integer(),
+            Some(0),
+            "tied to the embedding"
+        );
+        layers[1]
+            .as_table_mut()
+            .unwrap()
+            .insert("max-len".into(), 16.into());
+        t["optimizer"]
+            .as_table_mut()
+            .unwrap()
+            .insert("lr".into(), 1e-2.into());
+        let train = t["train"].as_table_mut().unwrap();
+        train.insert("steps".into(), 120.into());
+        train.insert("eval-interval".into(), 40.into());
+        t["schedule"]
+            .as_table_mut()
+            .unwrap()
+            .insert("warmup-steps".into(), 10.into());
+    });
+    let spec = Spec::from_file(&spec).unwrap();
+    let run = dir.path().join("run");
+    let summary = train(&spec, &run, &mut NoopObserver).unwrap();
+    assert_eq!(summary.steps, 120);
+    let report = json(&run.join("report.json"));
+    assert_eq!(report["task"], "language-model");
+    let loss = report["loss"].as_f64().unwrap();
+    assert!(loss < 0.5 * (vocab as f64).ln(), "{loss} vs ln {vocab}");
+    let val: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "epoch")
+        .map(|v| v["val_loss"].as_f64().unwrap())
+        .collect();
+    assert!(val[2] < val[0], "validation loss did not fall: {val:?}");
 }
 
 /// k-fold would cut the text into folds without respecting its order: refused, naming the field.

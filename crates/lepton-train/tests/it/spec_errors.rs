@@ -123,9 +123,6 @@ fn resolved_spec_round_trips() {
     assert_eq!(again.optimizer, spec.optimizer);
 }
 
-/// Examples that parse only once lepton-nn has the transformer layers of issue 13.
-const NEEDS_TRANSFORMER_LAYERS: &[&str] = &["shakespeare-gpt.toml"];
-
 #[test]
 fn every_example_spec_parses_and_validates() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
@@ -136,16 +133,6 @@ fn every_example_spec_parses_and_validates() {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             let spec = match Spec::from_file(&p) {
                 Ok(spec) => spec,
-                // Written against lepton-nn's transformer layers (issue 13), which this branch
-                // does not have yet: the only accepted error is the unknown layer type.
-                Err(e) if NEEDS_TRANSFORMER_LAYERS.contains(&name.as_str()) => {
-                    let e = e.to_string();
-                    assert!(
-                        e.contains("positional-embedding") || e.contains("transformer-block"),
-                        "{name}: {e}"
-                    );
-                    continue;
-                }
                 Err(e) => panic!("{}: {e}", p.display()),
             };
             let data = spec.resolve(&spec.data.path);
