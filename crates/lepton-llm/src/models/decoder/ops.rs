@@ -45,6 +45,45 @@ pub fn rope_apply(x: &mut [f32], head_dim: usize, table: &[(f32, f32)]) {
     }
 }
 
+/// [`rope_apply`] in NeoX mode: value `i` of each head rotates with value `i + head_dim / 2`
+/// (llama.cpp's `GGML_ROPE_TYPE_NEOX`, used by Gemma, Qwen and Phi), by the same angles.
+pub fn rope_apply_neox(x: &mut [f32], head_dim: usize, table: &[(f32, f32)]) {
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        let (lo, hi) = head.split_at_mut(half);
+        for ((a, b), &(sin, cos)) in lo.iter_mut().zip(hi.iter_mut()).zip(table) {
+            let (x0, x1) = (*a, *b);
+            *a = x0 * cos - x1 * sin;
+            *b = x0 * sin + x1 * cos;
+        }
+    }
+}
+
+/// [`rms_norm`] of each `w.len()`-wide head of `x`, in place (QK-norm).
+pub fn rms_norm_heads(x: &mut [f32], w: &[f32], eps: f32) {
+    let mut tmp = vec![0f32; w.len()];
+    for head in x.chunks_exact_mut(w.len()) {
+        tmp.copy_from_slice(head);
+        rms_norm(&tmp, w, eps, head);
+    }
+}
+
+/// [`rms_norm`] of each `w.len()`-wide row of `x`, in place (Gemma's post-norms).
+pub fn rms_norm_rows(x: &mut [f32], w: &[f32], eps: f32) {
+    let mut tmp = vec![0f32; w.len()];
+    for row in x.chunks_exact_mut(w.len()) {
+        tmp.copy_from_slice(row);
+        rms_norm(&tmp, w, eps, row);
+    }
+}
+
+/// GeGLU: `gelu(gate) · up`, with ggml's f16-table GELU ([`super::arch::gelu_ggml`]).
+pub fn gelu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = super::arch::gelu_ggml(g) * u;
+    }
+}
+
 /// `x·y` with eight partial sums (vectorises without fast-math).
 #[inline(always)]
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
