@@ -12,6 +12,7 @@ mod minilm;
 mod prefix_cache;
 mod smollm2;
 mod tiny_gguf;
+mod unsupported;
 
 use std::path::PathBuf;
 
