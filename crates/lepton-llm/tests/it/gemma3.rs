@@ -1,6 +1,6 @@
 //! Gemma 3 270M (GGUF Q4_K_M, architecture `gemma3`, Q5_0/Q4_K/Q6_K/Q8_0 tensors): metadata,
 //! SentencePiece tokenizer and greedy decoding against llama.cpp's golden file
-//! (`bench/llm/gemma3_greedy.json`, written by `bench/llm/llamacpp_gemma_golden.py`).
+//! (`bench/llm/gemma3_greedy.json`, written by `bench/llm/llamacpp_greedy_cases.py`).
 //!
 //! The file is not part of the default assets (`scripts/fetch-assets.sh gemma` fetches it): when it
 //! is missing these tests print why and return, unless `LEPTON_REQUIRE_GEMMA=1`, where they fail.
@@ -12,42 +12,42 @@ use lepton_llm::sampling::argmax;
 use lepton_llm::TextModel;
 
 const FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+const GOLDEN: &str = "gemma3_greedy.json";
 
 fn model() -> Option<Arc<TextModel>> {
     static MODEL: OnceLock<Option<Arc<TextModel>>> = OnceLock::new();
     MODEL
-        .get_or_init(|| {
-            let path = crate::models_root().join(FILE);
-            if !path.exists() {
-                assert!(
-                    std::env::var_os("LEPTON_REQUIRE_GEMMA").is_none(),
-                    "{} is missing: run `scripts/fetch-assets.sh gemma`",
-                    path.display()
-                );
-                eprintln!(
-                    "skipped: {} is missing (run `scripts/fetch-assets.sh gemma`)",
-                    path.display()
-                );
-                return None;
-            }
-            Some(Arc::new(TextModel::load(&path).expect("loading Gemma 3")))
-        })
+        .get_or_init(|| optional_model(FILE, "scripts/fetch-assets.sh gemma"))
         .clone()
 }
 
-struct Case {
+/// A model that is not among the default assets: `None` (with the reason printed) when missing,
+/// unless `LEPTON_REQUIRE_GEMMA=1`, where a missing file fails the test.
+pub fn optional_model(file: &str, how: &str) -> Option<Arc<TextModel>> {
+    let path = crate::models_root().join(file);
+    if !path.exists() {
+        assert!(
+            std::env::var_os("LEPTON_REQUIRE_GEMMA").is_none(),
+            "{} is missing: run `{how}`",
+            path.display()
+        );
+        eprintln!("skipped: {} is missing (run `{how}`)", path.display());
+        return None;
+    }
+    Some(Arc::new(TextModel::load(&path).expect(file)))
+}
+
+pub struct Case {
     prompt: String,
     prompt_ids: Vec<u32>,
     generated_ids: Vec<u32>,
 }
 
-fn golden() -> Vec<Case> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../bench/llm/gemma3_greedy.json"
-    );
+/// The cases of a golden file in `bench/llm/` written by `llamacpp_greedy_cases.py`.
+pub fn golden(name: &str) -> Vec<Case> {
+    let path = format!("{}/../../bench/llm/{name}", env!("CARGO_MANIFEST_DIR"));
     let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect(path)).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).unwrap();
     let ids = |c: &serde_json::Value, k: &str| -> Vec<u32> {
         c[k].as_array()
             .unwrap()
@@ -108,7 +108,7 @@ fn gemma3_metadata_and_tokenizer_match_llama_cpp() {
         (18, 640, 4, 1, 256, 262144)
     );
     assert_eq!(c.arch.sliding_window, Some(512));
-    for case in golden() {
+    for case in golden(GOLDEN) {
         assert_eq!(
             m.tokenize(&case.prompt).unwrap(),
             case.prompt_ids,
@@ -123,10 +123,20 @@ fn gemma3_metadata_and_tokenizer_match_llama_cpp() {
 #[test]
 fn gemma3_greedy_matches_llama_cpp_32_tokens_on_every_prompt() {
     let Some(m) = model() else { return };
-    let cases = golden();
+    check_cases(&m, &golden(GOLDEN));
+}
+
+/// Greedy decoding equals llama.cpp's on at least five prompts, token for token.
+pub fn check_cases(m: &TextModel, cases: &[Case]) {
     assert!(cases.len() >= 5);
     for case in cases {
-        let ours = greedy(&m, &case.prompt_ids, case.generated_ids.len());
+        assert_eq!(
+            m.tokenize(&case.prompt).unwrap(),
+            case.prompt_ids,
+            "prompt {:?}: ids differ from llama.cpp's",
+            case.prompt
+        );
+        let ours = greedy(m, &case.prompt_ids, case.generated_ids.len());
         assert_eq!(
             ours,
             case.generated_ids,

@@ -24,7 +24,11 @@ fn unknown_architecture_is_refused_with_the_supported_list() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
     write(&path, "mamba", &[("w", qtensor(2, 32, GgmlDType::F32))]);
-    let e = GgufFile::open(&path).unwrap().llama_config().unwrap_err().to_string();
+    let e = GgufFile::open(&path)
+        .unwrap()
+        .llama_config()
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("unknown architecture mamba (supported: llama, gemma3)"),
         "{e}"

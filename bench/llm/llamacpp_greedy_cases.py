@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""Greedy token ids from llama.cpp (llama-cpp-python) for Gemma 3 270M Q4_K_M on several prompts:
-the golden file that `cargo test -p lepton-llm --test it gemma3` checks lepton's decoder against.
+"""Greedy token ids from llama.cpp (llama-cpp-python) on several plain-text prompts: the golden
+files that `cargo test -p lepton-llm --test it` checks lepton's decoder against (Gemma 3, SmolLM2
+re-quantized to K-quant mixes).
 
     py=$(bench/pyenv.sh llama-cpp-python numpy)/bin/python
-    $py bench/llm/llamacpp_gemma_golden.py $(scripts/fetch-assets.sh gemma) > bench/llm/gemma3_greedy.json
+    $py bench/llm/llamacpp_greedy_cases.py $(scripts/fetch-assets.sh gemma) > bench/llm/gemma3_greedy.json
 
-Greedy = argmax of llama.cpp's logits after each token (no sampler), 32 tokens, prompt evaluated in
-one batch with the BOS token the file asks for, then one token per step, 2 threads.
+Greedy = argmax of llama.cpp's logits after each token (no sampler), N = 32 tokens, each prompt
+evaluated in one batch with the BOS token the file asks for, then one token per step, 2 threads.
 
-As in llamacpp_golden.py (SmolLM2), a near-tie between the two best logits makes any rounding
-difference flip the text, so a prompt is kept only when llama.cpp's own run is well conditioned: at
-each of the 32 steps the best logit leads the second by at least MARGIN, and the f16- and
-f32-KV-cache runs agree. Every candidate is recorded with its smallest margin; the first
-WANT well-conditioned ones are the cases.
+A small model often has near-ties between its two best tokens; there, any rounding difference
+(llama.cpp's own f16 vs f32 KV cache) flips the choice and the rest of the text. A prompt is kept
+only when llama.cpp's own run is well conditioned: at each step the best logit leads the second by
+at least MARGIN, and the f16- and f32-KV-cache runs agree. Every candidate is recorded with its
+smallest margin; the first WANT well-conditioned ones are the cases.
 """
 import hashlib
 import json
@@ -34,16 +35,26 @@ CANDIDATES = [
     "Photosynthesis is the process by which",
     "The first rule of programming is",
     "My favourite season is autumn because",
+    "import numpy as np\n",
+    "The history of the Roman Empire",
+    "Dear John,\nI am writing to",
+    "Machine learning is a field of",
+    "The cat sat on the",
+    "Here is a list of fruits: apple, banana,",
 ]
 N = 32
-MARGIN = 0.1
+MARGIN = 0.03
 WANT = 6
 
 
-def greedy(path, text, **kw):
-    llm = llama_cpp.Llama(
+def load(path, **kw):
+    return llama_cpp.Llama(
         model_path=path, n_ctx=256, n_threads=2, n_batch=256, logits_all=True, verbose=False, **kw
     )
+
+
+def greedy(llm, text):
+    llm.reset()
     prompt = llm.tokenize(text.encode(), add_bos=True, special=False)
     llm.eval(prompt)
     out, margins = [], []
@@ -59,14 +70,14 @@ def greedy(path, text, **kw):
 def main():
     path = sys.argv[1]
     sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    f16_kv, f32_kv = load(path), load(path, type_k=0, type_v=0)
     tried, cases = [], []
     for text in CANDIDATES:
-        prompt, ids, out_text, margins = greedy(path, text)
-        f32 = greedy(path, text, type_k=0, type_v=0)[1]
-        ok = min(margins) >= MARGIN and f32 == ids
+        prompt, ids, out_text, margins = greedy(f16_kv, text)
+        f32 = greedy(f32_kv, text)[1]
         tried.append({"prompt": text, "min_margin": round(min(margins), 4), "f32_kv_agrees": f32 == ids})
         print(tried[-1], file=sys.stderr)
-        if ok:
+        if min(margins) >= MARGIN and f32 == ids:
             cases.append({"prompt": text, "prompt_ids": prompt, "generated_ids": ids, "text": out_text})
         if len(cases) == WANT:
             break
