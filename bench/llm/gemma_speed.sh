@@ -19,5 +19,5 @@ import json, sys
 o, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"prefill {o['prompt_tokens']} tokens: lepton {o['prefill_tokens_per_s']:.1f} tok/s, llama.cpp {r['prefill_tokens_per_s']:.1f} tok/s, ratio {o['prefill_tokens_per_s'] / r['prefill_tokens_per_s']:.2f}x")
 print(f"decode {o['decode_tokens']} tokens:  lepton {o['decode_tokens_per_s']:.1f} tok/s, llama.cpp {r['decode_tokens_per_s']:.1f} tok/s, ratio {o['decode_tokens_per_s'] / r['decode_tokens_per_s']:.2f}x")
-print(f"memory after load: RSS {o['rss_after_load_bytes'] / 2**20:.1f} MiB for a {o['file_bytes'] / 2**20:.1f} MiB file = {o['rss_after_load_bytes'] / o['file_bytes']:.2f}x")
+print(f"memory after load: weights {o['weight_bytes'] / 2**20:.1f} MiB for a {o['file_bytes'] / 2**20:.1f} MiB file = {o['weight_bytes'] / o['file_bytes']:.3f}x; process RSS {o['rss_after_load_bytes'] / 2**20:.1f} MiB = {o['rss_after_load_bytes'] / o['file_bytes']:.2f}x (binary, tokenizer, buffers included)")
 PY

@@ -9,10 +9,11 @@ re-quantized to K-quant mixes).
 Greedy = argmax of llama.cpp's logits after each token (no sampler), N = 32 tokens, each prompt
 evaluated in one batch with the BOS token the file asks for, then one token per step, 2 threads.
 
-A small model often has near-ties between its two best tokens; there, any rounding difference
-(llama.cpp's own f16 vs f32 KV cache) flips the choice and the rest of the text. A prompt is kept
-only when llama.cpp's own run is well conditioned: at each step the best logit leads the second by
-at least MARGIN, and the f16- and f32-KV-cache runs agree. Every candidate is recorded with its
+A small model often has near-ties between its two best tokens; there, any rounding difference flips
+the choice and the rest of the text (Gemma 3 270M's logits move by 0.1-0.5 between llama.cpp's own
+attention paths, or with an unrounded GELU). A prompt is kept only when llama.cpp's own run is well
+conditioned: at each step the best logit leads the second by at least MARGIN, and three runs with
+different rounding agree (f16 KV cache, f32 KV cache, flash attention). Every candidate is recorded with its
 smallest margin; the first WANT well-conditioned ones are the cases.
 """
 import hashlib
@@ -41,9 +42,17 @@ CANDIDATES = [
     "Machine learning is a field of",
     "The cat sat on the",
     "Here is a list of fruits: apple, banana,",
+    "The sun rises in the",
+    "Mount Everest is the",
+    "To be or not to be,",
+    "The Internet was invented",
+    "One, two, three, four,",
+    "The chemical symbol for gold is",
+    "Monday, Tuesday, Wednesday,",
+    "The Eiffel Tower is located in",
 ]
 N = 32
-MARGIN = 0.03
+MARGIN = 0.05
 WANT = 6
 
 
@@ -70,14 +79,18 @@ def greedy(llm, text):
 def main():
     path = sys.argv[1]
     sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    f16_kv, f32_kv = load(path), load(path, type_k=0, type_v=0)
+    f16_kv, f32_kv, flash = load(path), load(path, type_k=0, type_v=0), load(path, flash_attn=True)
     tried, cases = [], []
     for text in CANDIDATES:
         prompt, ids, out_text, margins = greedy(f16_kv, text)
         f32 = greedy(f32_kv, text)[1]
-        tried.append({"prompt": text, "min_margin": round(min(margins), 4), "f32_kv_agrees": f32 == ids})
+        fa = greedy(flash, text)[1]
+        tried.append({
+            "prompt": text, "min_margin": round(min(margins), 4),
+            "f32_kv_agrees": f32 == ids, "flash_attn_agrees": fa == ids,
+        })
         print(tried[-1], file=sys.stderr)
-        if min(margins) >= MARGIN and f32 == ids:
+        if min(margins) >= MARGIN and f32 == ids and fa == ids:
             cases.append({"prompt": text, "prompt_ids": prompt, "generated_ids": ids, "text": out_text})
         if len(cases) == WANT:
             break

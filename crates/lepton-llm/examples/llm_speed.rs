@@ -71,10 +71,11 @@ fn main() -> anyhow::Result<()> {
     }
     if clients == 0 {
         println!(
-            "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"rss_after_load_bytes\": {rss_after_load}, \"file_bytes\": {}}}",
+            "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"rss_after_load_bytes\": {rss_after_load}, \"weight_bytes\": {}, \"file_bytes\": {}}}",
             rayon::current_num_threads(),
             n_prompt as f64 / best_prefill,
             n_decode as f64 / best_decode,
+            llama.weight_bytes(),
             std::fs::metadata(path)?.len(),
         );
         return Ok(());

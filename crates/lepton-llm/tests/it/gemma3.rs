@@ -116,6 +116,24 @@ fn gemma3_metadata_and_tokenizer_match_llama_cpp() {
             case.prompt
         );
     }
+    let chat = m
+        .apply_chat_template(&[
+            lepton_llm::ChatMessage::new("system", "Be brief."),
+            lepton_llm::ChatMessage::new("user", " Hi "),
+            lepton_llm::ChatMessage::new("assistant", "Hello."),
+            lepton_llm::ChatMessage::new("user", "Bye"),
+        ])
+        .unwrap();
+    assert_eq!(
+        chat,
+        "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    );
+    let ids = m.tokenize(&chat).unwrap();
+    assert_eq!(ids.iter().filter(|&&t| t == 2).count(), 1, "one BOS");
+    assert!(
+        m.eos_token_ids().contains(&106),
+        "<end_of_turn> ends a turn"
+    );
     let text = "Hello, world! 123 héllo  two  spaces\n\tand 日本語";
     assert_eq!(m.detokenize(&m.tokenize(text).unwrap()[1..]).unwrap(), text);
 }

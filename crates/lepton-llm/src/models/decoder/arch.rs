@@ -112,6 +112,16 @@ impl ArchParts {
         }
     }
 
+    /// The chat template to use when the file has none (`tokenizer.chat_template`): Gemma's turns
+    /// (`<start_of_turn>user … <end_of_turn>`, the assistant's role called `model`, a system
+    /// message folded into the first user turn). No `bos_token`: tokenizing adds it.
+    pub fn default_chat_template(&self) -> Option<&'static str> {
+        match self.arch {
+            Arch::Llama => None,
+            Arch::Gemma3 => Some(GEMMA_TEMPLATE),
+        }
+    }
+
     /// Whether `layer` (0-based) attends through the sliding window.
     pub fn is_local(&self, layer: usize) -> bool {
         self.sliding_window.is_some() && (layer + 1) % self.swa_pattern != 0
@@ -125,6 +135,8 @@ impl ArchParts {
         }
     }
 }
+
+const GEMMA_TEMPLATE: &str = "{%- if messages[0]['role'] == 'system' -%}{%- set prefix = messages[0]['content'] + '\n\n' -%}{%- set turns = messages[1:] -%}{%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}{%- for m in turns -%}{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\n' + (prefix if loop.first else '') + (m['content'] | trim) + '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}";
 
 /// ggml's GELU (tanh approximation) as its CPU backend computes it: `x ≤ −10` gives 0, `x ≥ 10`
 /// gives `x`, otherwise the f16 table entry at `f16(x)`, i.e. `f16(gelu(f16(x)))`.

@@ -181,6 +181,33 @@ impl Llama {
         })
     }
 
+    /// Bytes the weights hold in memory (matrices as stored plus the f32 norms).
+    pub fn weight_bytes(&self) -> usize {
+        let norms = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |v| 4 * v.len());
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv
+                    .iter()
+                    .chain(&l.gate_up)
+                    .map(QMatrix::bytes)
+                    .sum::<usize>()
+                    + l.wo.bytes()
+                    + l.down.bytes()
+                    + 4 * (l.attn_norm.len() + l.ffn_norm.len())
+                    + norms(&l.q_norm)
+                    + norms(&l.k_norm)
+                    + norms(&l.post_attn_norm)
+                    + norms(&l.post_ffn_norm)
+            })
+            .sum();
+        layers
+            + self.embed.bytes()
+            + self.output.as_ref().map_or(0, QMatrix::bytes)
+            + 4 * self.norm.len()
+    }
+
     pub fn config(&self) -> &LlamaConfig {
         &self.config
     }
