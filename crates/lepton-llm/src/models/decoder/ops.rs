@@ -525,6 +525,32 @@ fn silu_mul_generic(gate: &[f32], up: &[f32], out: &mut [f32]) {
 mod tests {
     use super::*;
 
+    /// NeoX RoPE rotates value i with value i + d/2 (hand-computed: a quarter turn at position 1
+    /// for the first pair when theta is chosen so that angle = pi/2).
+    #[test]
+    fn neox_rope_pairs_halves() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        let table = [(1.0f32, 0.0f32), (0.0, 1.0)]; // (sin, cos): 90 degrees, then 0
+        rope_apply_neox(&mut x, 4, &table);
+        // pair (x0, x2) = (1, 3) turns by 90 degrees: (-3, 1); pair (x1, x3) stays.
+        assert_eq!(x, [-3.0, 2.0, 1.0, 4.0]);
+    }
+
+    #[test]
+    fn rms_norm_per_head_and_per_row() {
+        let mut x = [3.0f32, 4.0, 0.0, 2.0];
+        rms_norm_heads(&mut x, &[1.0, 10.0], 0.0);
+        // head (3, 4): rms = sqrt(12.5); head (0, 2): rms = sqrt(2).
+        let (a, b) = (12.5f32.sqrt(), 2f32.sqrt());
+        let want = [3.0 / a, 40.0 / a, 0.0, 20.0 / b];
+        for (g, w) in x.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{x:?}");
+        }
+        let mut rows = [3.0f32, 4.0, 0.0, 2.0];
+        rms_norm_rows(&mut rows, &[1.0, 10.0], 0.0);
+        assert_eq!(rows, x);
+    }
+
     #[test]
     fn rms_norm_by_hand() {
         // mean(x²) = (9 + 16) / 2 = 12.5
