@@ -46,12 +46,48 @@ fn main() {
     };
     let mut scratch = Vec::new();
     let blocks = [
-        ("gemma q 1024x640 q5_0", BlockType::Q5_0, GgmlDType::Q5_0, 1024, 640),
-        ("gemma gate 2048x640 q5_0", BlockType::Q5_0, GgmlDType::Q5_0, 2048, 640),
-        ("gemma o 640x1024 q4_k", BlockType::Q4K, GgmlDType::Q4K, 640, 1024),
-        ("gemma down 640x2048 q6_k", BlockType::Q6K, GgmlDType::Q6K, 640, 2048),
-        ("down 640x2048 q5_k", BlockType::Q5K, GgmlDType::Q5K, 640, 2048),
-        ("gate 2048x640 q5_1", BlockType::Q5_1, GgmlDType::Q5_1, 2048, 640),
+        (
+            "gemma q 1024x640 q5_0",
+            BlockType::Q5_0,
+            GgmlDType::Q5_0,
+            1024,
+            640,
+        ),
+        (
+            "gemma gate 2048x640 q5_0",
+            BlockType::Q5_0,
+            GgmlDType::Q5_0,
+            2048,
+            640,
+        ),
+        (
+            "gemma o 640x1024 q4_k",
+            BlockType::Q4K,
+            GgmlDType::Q4K,
+            640,
+            1024,
+        ),
+        (
+            "gemma down 640x2048 q6_k",
+            BlockType::Q6K,
+            GgmlDType::Q6K,
+            640,
+            2048,
+        ),
+        (
+            "down 640x2048 q5_k",
+            BlockType::Q5K,
+            GgmlDType::Q5K,
+            640,
+            2048,
+        ),
+        (
+            "gate 2048x640 q5_1",
+            BlockType::Q5_1,
+            GgmlDType::Q5_1,
+            2048,
+            640,
+        ),
     ];
     for (name, t, dt, n, k) in blocks {
         if !name.starts_with(&only) {
@@ -62,8 +98,8 @@ fn main() {
             .collect();
         let q = QTensor::quantize(&Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap(), dt)
             .expect("quantize");
-        let ours = QMatrix::new(QType::Blocks(t), n, k, q.data().unwrap().into_owned())
-            .expect("matrix");
+        let ours =
+            QMatrix::new(QType::Blocks(t), n, k, q.data().unwrap().into_owned()).expect("matrix");
         let theirs = QMatMul::from_qtensor(q).expect("qmatmul");
         for &m in &rows {
             let x: Vec<f32> = (0..m * k)

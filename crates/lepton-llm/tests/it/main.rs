@@ -10,7 +10,6 @@ mod gemma3;
 mod hf_llama;
 mod minilm;
 mod prefix_cache;
-mod requantized;
 mod smollm2;
 mod tiny_gguf;
 mod unsupported;

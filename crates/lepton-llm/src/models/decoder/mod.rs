@@ -96,12 +96,19 @@ fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// Stack matrices when they share a type, else keep them apart.
+/// Stack neighbouring matrices that share a type (Gemma's Q5_0 Wq and Wk beside a Q8_0 Wv: one
+/// activation quantization and one parallel loop for the two), keeping the order.
 fn fuse(parts: Vec<QMatrix>) -> Vec<QMatrix> {
-    match QMatrix::concat_rows(&parts) {
-        Some(m) => vec![m],
-        None => parts,
+    let mut out: Vec<Vec<QMatrix>> = Vec::new();
+    for p in parts {
+        match out.last_mut() {
+            Some(run) if run[0].qtype() == p.qtype() && run[0].cols() == p.cols() => run.push(p),
+            _ => out.push(vec![p]),
+        }
     }
+    out.into_iter()
+        .map(|run| QMatrix::concat_rows(&run).expect("same type and width"))
+        .collect()
 }
 
 /// `out (m × Σ rows) = x Wᵀ` for matrices stacked along the output columns.
