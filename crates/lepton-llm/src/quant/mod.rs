@@ -7,13 +7,13 @@
 //!
 //! 1. each activation row is quantized once per call to the weight type's dot-product type, exactly as
 //!    ggml does (Q4_1 → Q8_1, Q8_0 → Q8_0, see [`layout::quantize_row_q8_1`]);
-//! 2. output columns are split over the decoder's team ([`crate::runtime::pool`]); each tile of
-//!    weight rows is unpacked once per block and dotted against up to [`kernels::MAX_ROWS`]
+//! 2. output columns are split over the decoder's team (`runtime::pool`); each tile of
+//!    weight rows is unpacked once per block and dotted against up to `kernels::MAX_ROWS`
 //!    activation rows, so batched decoding reads each weight once per step.
 //!
 //! Weights and activations are laid out for the kernels at load time ([`layout`]): blocks are
 //! interleaved in groups of eight so that one multiply-accumulate chain per (weight row, activation
-//! row) pair leaves each block's exact integer dot product in its own lane ([`kernels`] gives the
+//! row) pair leaves each block's exact integer dot product in its own lane (`kernels` gives the
 //! order of operations).
 //!
 //! Every output element is computed by the same sequence of floating-point operations whatever `m` is

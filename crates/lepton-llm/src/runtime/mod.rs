@@ -1,5 +1,5 @@
 //! Running a decoder: the generation [`engine`] (scheduler, prefix cache), the per-sequence
-//! [`kv_cache`], token [`sampling`], and the thread [`pool`] the matmuls and attention share.
+//! [`kv_cache`], token [`sampling`], and the thread `pool` the matmuls and attention share.
 
 pub mod engine;
 pub mod kv_cache;

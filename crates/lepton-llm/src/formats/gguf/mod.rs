@@ -1,11 +1,14 @@
 //! Reading a GGUF file: hyper-parameters, the embedded tokenizer and chat template, and the weights.
 //!
 //! candle's `gguf_file` parses the header (metadata and tensor directory); this module turns the
-//! `llama.*` metadata into a [`LlamaConfig`] with every field resolved, builds a `tokenizers`
-//! BPE tokenizer from `tokenizer.ggml.*` (GPT-2 byte-level BPE, the `smollm`/`gpt2` pre-tokenizers),
-//! and reads tensors as [`QMatrix`] after checking their names, types and shapes.
+//! `{arch}.*` metadata (`llama`, `gemma3`) into a [`LlamaConfig`] with every field resolved and the
+//! architecture's parts ([`crate::decoder::arch`]), builds a `tokenizers` tokenizer from
+//! `tokenizer.ggml.*` (GPT-2 byte-level BPE with the `smollm`/`gpt2` pre-tokenizers, or
+//! SentencePiece-style pieces with scores, [`crate::tokenizer::spm`]), and reads tensors as
+//! [`QMatrix`] after checking their names, types and shapes: the types in [`NATIVE_TYPES`] stay
+//! quantized, others are expanded to f32 only within [`DEQUANTIZE_BUDGET`].
 //!
-//! Nothing is allocated from a number in the file before it is checked ([`bounds`]): the tensor
+//! Nothing is allocated from a number in the file before it is checked (`bounds`): the tensor
 //! directory against the file length when the file is opened, the hyper-parameters for being
 //! finite, positive and consistent, and `llama.block_count` against the tensors the file has.
 
