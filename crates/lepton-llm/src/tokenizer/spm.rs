@@ -83,6 +83,10 @@ mod tests {
     use super::*;
 
     fn toy() -> tokenizers::Tokenizer {
+        toy_with(false)
+    }
+
+    fn toy_with(add_space_prefix: bool) -> tokenizers::Tokenizer {
         // ids: 0 <unk>, 1..=3 bytes, then pieces with scores.
         let pieces = [
             ("<unk>", 0.0, 2),
@@ -99,7 +103,17 @@ mod tests {
         let tokens: Vec<String> = pieces.iter().map(|p| p.0.to_string()).collect();
         let scores: Vec<f32> = pieces.iter().map(|p| p.1).collect();
         let types: Vec<i32> = pieces.iter().map(|p| p.2).collect();
-        build(&tokens, &scores, &types, false).unwrap()
+        build(&tokens, &scores, &types, add_space_prefix).unwrap()
+    }
+
+    /// Llama-2-style files (`add_space_prefix`, Gemma's is false): a `▁` is prepended before
+    /// merging and stripped again when decoding.
+    #[test]
+    fn space_prefix_is_added_and_stripped() {
+        let tok = toy_with(true);
+        let ids = tok.encode("ab", false).unwrap().get_ids().to_vec();
+        assert_eq!(ids, [9]);
+        assert_eq!(tok.decode(&ids, false).unwrap(), "ab");
     }
 
     #[test]
