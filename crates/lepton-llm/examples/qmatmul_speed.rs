@@ -1,10 +1,13 @@
-//! Quantized matmul throughput on SmolLM2-135M's shapes, for 1 and 8 activation rows (decode
-//! alone and batched) and 64 rows (prefill): `cargo run --release -p lepton-llm --example
-//! qmatmul_speed`. Prints integer multiply-accumulates per second per shape.
+//! Quantized matmul throughput on SmolLM2-135M's and Gemma 3 270M's shapes, for 1 and 8 activation
+//! rows (decode alone and batched) and 64 rows (prefill): `cargo run --release -p lepton-llm
+//! --example qmatmul_speed`. Prints multiply-accumulates per second per shape; for the GGML-block
+//! types (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) also candle's `QMatMul` on the same weights and the ratio.
 
 use std::time::Instant;
 
-use lepton_llm::quant::{QMatrix, QType};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use lepton_llm::quant::{BlockType, QMatrix, QType};
 
 fn matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> QMatrix {
     let (block, scales) = match qtype {
@@ -42,6 +45,91 @@ fn main() {
         None => vec![1, 8, 64],
     };
     let mut scratch = Vec::new();
+    let blocks = [
+        (
+            "gemma q 1024x640 q5_0",
+            BlockType::Q5_0,
+            GgmlDType::Q5_0,
+            1024,
+            640,
+        ),
+        (
+            "gemma gate 2048x640 q5_0",
+            BlockType::Q5_0,
+            GgmlDType::Q5_0,
+            2048,
+            640,
+        ),
+        (
+            "gemma o 640x1024 q4_k",
+            BlockType::Q4K,
+            GgmlDType::Q4K,
+            640,
+            1024,
+        ),
+        (
+            "gemma down 640x2048 q6_k",
+            BlockType::Q6K,
+            GgmlDType::Q6K,
+            640,
+            2048,
+        ),
+        (
+            "down 640x2048 q5_k",
+            BlockType::Q5K,
+            GgmlDType::Q5K,
+            640,
+            2048,
+        ),
+        (
+            "gate 2048x640 q5_1",
+            BlockType::Q5_1,
+            GgmlDType::Q5_1,
+            2048,
+            640,
+        ),
+    ];
+    for (name, t, dt, n, k) in blocks {
+        if !name.starts_with(&only) {
+            continue;
+        }
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 1001.0)
+            .collect();
+        let q = QTensor::quantize(&Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap(), dt)
+            .expect("quantize");
+        let ours =
+            QMatrix::new(QType::Blocks(t), n, k, q.data().unwrap().into_owned()).expect("matrix");
+        let theirs = QMatMul::from_qtensor(q).expect("qmatmul");
+        for &m in &rows {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap();
+            let mut out = vec![0f32; m * n];
+            let reps = (5_000_000_000 / (m * n * k)).clamp(3, 5000);
+            let time = |f: &mut dyn FnMut()| {
+                f();
+                let t = Instant::now();
+                for _ in 0..reps {
+                    f();
+                }
+                t.elapsed().as_secs_f64() / reps as f64
+            };
+            let a = time(&mut || ours.matmul(&x, &mut out, &mut scratch));
+            let b = time(&mut || {
+                theirs.forward(&xt).unwrap();
+            });
+            let gmac = |s: f64| (m * n * k) as f64 / s / 1e9;
+            println!(
+                "{name:26} m={m:3}: {:8.1} us, {:6.1} GMAC/s; candle {:8.1} us; ratio {:.2}x",
+                a * 1e6,
+                gmac(a),
+                b * 1e6,
+                b / a
+            );
+        }
+    }
     for (name, qtype, n, k) in shapes {
         if !name.starts_with(&only) {
             continue;

@@ -39,6 +39,16 @@ pub enum Error {
         found: String,
         supported: &'static str,
     },
+    /// A tensor's type has no kernel and its f32 expansion exceeds the budget.
+    #[error("{path}: tensor {name} has type {found}, which would be expanded to {f32_bytes} bytes of f32 (budget {budget}); types kept quantized: {supported}")]
+    UnsupportedTensorType {
+        path: PathBuf,
+        name: String,
+        found: &'static str,
+        f32_bytes: usize,
+        budget: usize,
+        supported: &'static str,
+    },
     /// A weights file lacks a tensor the architecture needs.
     #[error("{path}: missing tensor {name} (expected shape {expected:?})")]
     MissingTensor {

@@ -1,19 +1,31 @@
 //! Pretrained transformers: loading Hugging Face model folders (BERT-family encoders, Llama-family
-//! decoders) and GGUF files, tokenization, chat templates, sampling, and a generation engine.
+//! decoders) and GGUF files (Llama, Gemma 3; Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K weights
+//! kept quantized), tokenization, chat templates, sampling, and a generation engine.
+//!
+//! # Map
+//! - [`formats`]: where weights come from — [`gguf`] files, Hugging Face folders ([`hf`],
+//!   [`hf_llama`]).
+//! - [`models`]: the networks — [`bert`] encoders and [`embed`]dings, the one [`decoder`] with its
+//!   per-architecture parts, [`TextModel`] (decoder + tokenizer + template).
+//! - [`quant`]: quantized weight matrices and their CPU kernels.
+//! - [`runtime`]: the generation [`engine`], KV caches, [`sampling`], the thread pool.
+//! - [`tokenizer`]: GGUF/Hugging Face tokenizers and [`chat_template`]s.
+//!
+//! The short paths of earlier releases (`lepton_llm::gguf`, `lepton_llm::llama`, ...) are kept as
+//! re-exports of the modules in this tree.
 
-pub mod bert;
-pub mod chat_template;
-pub mod embed;
-pub mod engine;
 mod error;
-pub mod gguf;
-pub mod hf;
-pub mod hf_llama;
-pub mod llama;
+pub mod formats;
+pub mod models;
 pub mod quant;
-pub mod sampling;
-mod text_model;
+pub mod runtime;
 pub mod tokenizer;
+
+pub use formats::{gguf, hf, hf_llama};
+pub use models::decoder as llama;
+pub use models::{bert, decoder, embed};
+pub use runtime::{engine, sampling};
+pub use tokenizer::chat_template;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use embed::{cosine, Embedder, Embeddings, Pooling};
@@ -23,6 +35,6 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use hf::{Architecture, HfFolder, ModelPath};
+pub use models::text_model::TextModel;
 pub use sampling::SamplingParams;
-pub use text_model::TextModel;
 pub use tokenizer::Tokenizer;

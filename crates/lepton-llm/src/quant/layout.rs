@@ -168,7 +168,7 @@ fn quantize_row_q8_1_generic(x: &[f32], out: &mut [u8]) {
 /// One block of [`QK`] values to codes; returns `d` and `s = d · Σq` (both rounded through f16)
 /// and `Σq`.
 #[inline(always)]
-fn quantize_block(xb: &[f32], codes: &mut [u8; QK]) -> (f32, f32, i32) {
+pub(crate) fn quantize_block(xb: &[f32], codes: &mut [u8; QK]) -> (f32, f32, i32) {
     // max |x| in eight lanes (max is exact, so the order does not matter).
     let mut m = [0f32; 8];
     for c in xb.chunks_exact(8) {

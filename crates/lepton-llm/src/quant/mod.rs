@@ -7,26 +7,32 @@
 //!
 //! 1. each activation row is quantized once per call to the weight type's dot-product type, exactly as
 //!    ggml does (Q4_1 → Q8_1, Q8_0 → Q8_0, see [`layout::quantize_row_q8_1`]);
-//! 2. output columns are split over the decoder's team ([`crate::llama::pool`]); each tile of
-//!    weight rows is unpacked once per block and dotted against up to [`kernels::MAX_ROWS`]
+//! 2. output columns are split over the decoder's team (`runtime::pool`); each tile of
+//!    weight rows is unpacked once per block and dotted against up to `kernels::MAX_ROWS`
 //!    activation rows, so batched decoding reads each weight once per step.
 //!
 //! Weights and activations are laid out for the kernels at load time ([`layout`]): blocks are
 //! interleaved in groups of eight so that one multiply-accumulate chain per (weight row, activation
-//! row) pair leaves each block's exact integer dot product in its own lane ([`kernels`] gives the
+//! row) pair leaves each block's exact integer dot product in its own lane (`kernels` gives the
 //! order of operations).
 //!
 //! Every output element is computed by the same sequence of floating-point operations whatever `m` is
 //! and whichever other rows share the call, so a sequence decoded in a batch gets bit-identical logits
-//! to the same sequence decoded alone. Types without a kernel here (K-quants, F16, ...) are
-//! dequantized to f32 at load time.
+//! to the same sequence decoded alone.
+//!
+//! Q5_0, Q5_1 and the K-quants (Q4_K, Q5_K, Q6_K) stay in GGML's own blocks ([`blocks`]): their
+//! activations are quantized to blocks of 32 (Q8_0/Q8_1 codes) or to Q8_K, and each weight block
+//! is unpacked once per group of up to four activation rows. Other types (F16, BF16, ...) are
+//! dequantized to f32 at load time, within a memory budget.
 
+pub mod blocks;
 mod kernels;
 pub mod layout;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::llama::pool::{split, Pool};
+use crate::runtime::pool::{split, Pool};
+pub use blocks::BlockType;
 use kernels::{Kind, MAX_ROWS};
 pub use layout::QK;
 use layout::{f16_at, f32_at, nibble_at, padded_blocks, quantize_row_q8_1, Q8_BYTES};
@@ -43,15 +49,40 @@ pub enum QType {
     Q4_1,
     /// GGML Q8_0: per 32 values an f16 scale `d` and 32 signed bytes.
     Q8_0,
+    /// GGML blocks kept as stored: Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (see [`blocks`]).
+    Blocks(BlockType),
 }
 
 impl QType {
-    /// Bytes per block of [`QK`] values (4 per value for F32).
+    /// Bytes per block of [`QType::block_values`] values (4 per value for F32).
     pub fn block_bytes(self) -> usize {
         match self {
             QType::F32 => 4 * QK,
             QType::Q4_1 => 20,
             QType::Q8_0 => 34,
+            QType::Blocks(t) => t.block_bytes(),
+        }
+    }
+
+    /// Values per block: [`QK`], or 256 for the K-quants.
+    pub fn block_values(self) -> usize {
+        match self {
+            QType::Blocks(t) => t.block_values(),
+            _ => QK,
+        }
+    }
+
+    /// GGML's name of the type (`Q4_K`, ...), as error messages and `lepton inspect` show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            QType::F32 => "F32",
+            QType::Q4_1 => "Q4_1",
+            QType::Q8_0 => "Q8_0",
+            QType::Blocks(BlockType::Q5_0) => "Q5_0",
+            QType::Blocks(BlockType::Q5_1) => "Q5_1",
+            QType::Blocks(BlockType::Q4K) => "Q4_K",
+            QType::Blocks(BlockType::Q5K) => "Q5_K",
+            QType::Blocks(BlockType::Q6K) => "Q6_K",
         }
     }
 }
@@ -72,14 +103,17 @@ impl std::fmt::Debug for QMatrix {
 }
 
 impl QMatrix {
-    /// Wrap raw GGML bytes. `cols` must be a multiple of 32 and `data` exactly `rows × cols` values.
+    /// Wrap raw GGML bytes. `cols` must be a multiple of the block size (32, or 256 for the
+    /// K-quants) and `data` exactly `rows × cols` values.
     pub fn new(qtype: QType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, String> {
-        if cols % QK != 0 {
+        let bv = qtype.block_values();
+        if cols % bv != 0 {
             return Err(format!(
-                "{cols} columns is not a multiple of the block size {QK}"
+                "{cols} columns is not a multiple of the {} block size {bv}",
+                qtype.name()
             ));
         }
-        let want = rows * cols / QK * qtype.block_bytes();
+        let want = rows * cols / bv * qtype.block_bytes();
         if data.len() != want {
             return Err(format!(
                 "{:?} {rows}x{cols} needs {want} bytes, got {}",
@@ -90,7 +124,7 @@ impl QMatrix {
         let data = match qtype {
             QType::Q4_1 => layout::repack_q4_1(rows, cols, &data),
             QType::Q8_0 => layout::repack_q8_0(rows, cols, &data),
-            QType::F32 => data,
+            QType::F32 | QType::Blocks(_) => data,
         };
         Ok(Self {
             qtype,
@@ -139,12 +173,27 @@ impl QMatrix {
             QType::Q4_1 => padded_blocks(self.cols) * 20,
             QType::Q8_0 => padded_blocks(self.cols) * 34,
             QType::F32 => self.cols * 4,
+            QType::Blocks(t) => self.cols / t.block_values() * t.block_bytes(),
         }
+    }
+
+    /// Bytes the matrix holds in memory.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The stored bytes (the kernel layout for Q4_1/Q8_0, GGML blocks for the others).
+    #[cfg(test)]
+    pub(crate) fn raw_bytes(&self) -> &[u8] {
+        &self.data
     }
 
     /// Dequantize one row into `out` (`cols` values): an embedding lookup.
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let bytes = &self.data[row * self.row_bytes()..(row + 1) * self.row_bytes()];
+        if let QType::Blocks(t) = self.qtype {
+            return blocks::dequantize_row(t, bytes, &mut out[..self.cols]);
+        }
         let nbp = padded_blocks(self.cols);
         if self.qtype == QType::Q4_1 {
             for (b, o) in out[..self.cols].chunks_exact_mut(QK).enumerate() {
@@ -175,7 +224,7 @@ impl QMatrix {
                         *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     }
                 }
-                QType::Q4_1 | QType::Q8_0 => unreachable!("handled above"),
+                QType::Q4_1 | QType::Q8_0 | QType::Blocks(_) => unreachable!("handled above"),
             }
         }
     }
@@ -199,8 +248,12 @@ impl QMatrix {
         assert_eq!(x.len(), m * self.cols, "matmul input length");
         assert!(offset + self.rows <= stride, "matmul output columns");
         assert!(out.len() >= m * stride, "matmul output length");
+        if let QType::Blocks(t) = self.qtype {
+            return self.matmul_blocks(t, x, m, out, stride, offset, scratch);
+        }
         let act = match self.qtype {
             QType::F32 => Activations::F32(x),
+            QType::Blocks(_) => unreachable!("handled above"),
             QType::Q4_1 | QType::Q8_0 => {
                 let len = padded_blocks(self.cols) * Q8_BYTES;
                 scratch.clear();
@@ -317,6 +370,81 @@ impl QMatrix {
                 r0 += g;
             }
         }
+    }
+
+    /// [`QMatrix::matmul_strided`] for GGML-block weights: activation rows quantized to the type's
+    /// activation blocks (split over the team when there are several), then columns in chunks.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_blocks(
+        &self,
+        t: BlockType,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        stride: usize,
+        offset: usize,
+        scratch: &mut Vec<u8>,
+    ) {
+        let len = t.act_row_bytes(self.cols);
+        scratch.clear();
+        scratch.resize(m * len, 0);
+        let pool = Pool::global();
+        let parts = pool.threads();
+        if m >= 4 {
+            let dst = SendPtr(scratch.as_mut_ptr() as *mut f32);
+            pool.run(&|part| {
+                let dst = &dst;
+                for r in split(m, parts, part, 1) {
+                    // SAFETY: each part writes its own rows of `scratch`.
+                    let sr = unsafe {
+                        std::slice::from_raw_parts_mut((dst.0 as *mut u8).add(r * len), len)
+                    };
+                    t.quantize_act(&x[r * self.cols..(r + 1) * self.cols], sr);
+                }
+            });
+        } else {
+            for (xr, sr) in x.chunks_exact(self.cols).zip(scratch.chunks_exact_mut(len)) {
+                t.quantize_act(xr, sr);
+            }
+        }
+        let a: &[u8] = scratch;
+        let level = kernels::Level::detect();
+        let n = self.rows;
+        let rb = self.row_bytes();
+        let chunk = if m >= 4 {
+            (n / (parts * 8)).max(16)
+        } else {
+            n.div_ceil(parts)
+        };
+        let next = AtomicUsize::new(0);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        pool.run(&|_| {
+            let out_ptr = &out_ptr;
+            let mut res = [0f32; kernels::BLOCK_ROWS];
+            loop {
+                let c = next.fetch_add(1, Ordering::Relaxed);
+                if c * chunk >= n {
+                    return;
+                }
+                for j in c * chunk..((c + 1) * chunk).min(n) {
+                    let w = &self.data[j * rb..(j + 1) * rb];
+                    let mut r0 = 0;
+                    while r0 < m {
+                        let g = (m - r0).min(kernels::BLOCK_ROWS);
+                        let rows: [&[u8]; kernels::BLOCK_ROWS] = std::array::from_fn(|i| {
+                            let r = r0 + i.min(g - 1);
+                            &a[r * len..(r + 1) * len]
+                        });
+                        kernels::dot_blocks(t, level, w, &rows[..g], &mut res[..g]);
+                        for (i, v) in res[..g].iter().enumerate() {
+                            // SAFETY: each (row, column) element is written by exactly one part.
+                            unsafe { *out_ptr.0.add((r0 + i) * stride + offset + j) = *v };
+                        }
+                        r0 += g;
+                    }
+                }
+            }
+        });
     }
 
     fn dot_group(&self, w: &[u8], act: &Activations<'_>, r0: usize, g: usize, res: &mut [f32]) {

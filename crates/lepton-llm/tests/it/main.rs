@@ -6,17 +6,19 @@ mod admission;
 mod crafted;
 mod engine;
 mod errors;
+mod gemma3;
 mod hf_llama;
 mod minilm;
 mod prefix_cache;
 mod smollm2;
 mod tiny_gguf;
+mod unsupported;
 
 use std::path::PathBuf;
 
-/// The folder or file of a fetched model; panics with the command to fetch it.
-pub fn model_dir(name: &str) -> PathBuf {
-    let root = match (
+/// The folder models are fetched to.
+pub fn models_root() -> PathBuf {
+    match (
         std::env::var_os("LEPTON_MODELS"),
         std::env::var_os("LEPTON_ASSETS"),
     ) {
@@ -24,8 +26,12 @@ pub fn model_dir(name: &str) -> PathBuf {
         (None, Some(a)) => PathBuf::from(a).join("models"),
         (None, None) => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
             .join(".cache/lepton-assets/models"),
-    };
-    let p = root.join(name);
+    }
+}
+
+/// The folder or file of a fetched model; panics with the command to fetch it.
+pub fn model_dir(name: &str) -> PathBuf {
+    let p = models_root().join(name);
     assert!(
         p.exists(),
         "{} is missing: run `scripts/fetch-assets.sh models` (or set LEPTON_MODELS)",

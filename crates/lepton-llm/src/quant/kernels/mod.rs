@@ -13,8 +13,13 @@
 //! accumulate them separately, each block's integer sum is complete before any rounding: fewer
 //! operations per block and a little more accuracy.
 
+pub mod blocks;
+#[cfg(target_arch = "x86_64")]
+mod blocks_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+use crate::quant::blocks::BlockType;
 
 use super::layout::{byte_code_at, f16_at, f32_at, i32_at, nibble_at, GROUP, Q8_BYTES, QK};
 
@@ -85,6 +90,49 @@ pub unsafe fn dot(
             // SAFETY: as promised by the caller.
             unsafe { *out.add(r * stride + j) = scalar(wr, a) };
         }
+    }
+}
+
+/// Most activation rows per GGML-block weight row in one [`dot_blocks`] call.
+pub const BLOCK_ROWS: usize = 4;
+
+/// `out[r] = w · rows[r]` for one weight row of GGML blocks of type `t` and 1 to [`BLOCK_ROWS`]
+/// activation rows quantized by [`BlockType::quantize_act`] (the order of operations of
+/// [`blocks::scalar`], at every level).
+pub fn dot_blocks(t: BlockType, level: Level, w: &[u8], rows: &[&[u8]], out: &mut [f32]) {
+    debug_assert!((1..=BLOCK_ROWS).contains(&rows.len()) && out.len() == rows.len());
+    #[cfg(target_arch = "x86_64")]
+    if level != Level::Scalar {
+        // SAFETY: `Level::detect` found AVX2, FMA and F16C; the rows have the same length.
+        unsafe {
+            match rows.len() {
+                1 => {
+                    blocks_x86::dot_rows::<1>(t, w, &[rows[0]], (&mut out[..1]).try_into().unwrap())
+                }
+                2 => blocks_x86::dot_rows::<2>(
+                    t,
+                    w,
+                    &[rows[0], rows[1]],
+                    (&mut out[..2]).try_into().unwrap(),
+                ),
+                3 => blocks_x86::dot_rows::<3>(
+                    t,
+                    w,
+                    &[rows[0], rows[1], rows[2]],
+                    (&mut out[..3]).try_into().unwrap(),
+                ),
+                _ => blocks_x86::dot_rows::<4>(
+                    t,
+                    w,
+                    &[rows[0], rows[1], rows[2], rows[3]],
+                    (&mut out[..4]).try_into().unwrap(),
+                ),
+            }
+        }
+        return;
+    }
+    for (o, a) in out.iter_mut().zip(rows) {
+        *o = blocks::dot(t, level, w, a);
     }
 }
 

@@ -11,10 +11,10 @@ use super::{
     EngineConfig, FinishReason, GenerationEvent, Job, Shared, Timings, Usage, KV_BLOCK_TOKENS,
     MIN_RUN_TOKENS,
 };
-use crate::llama::pool::Pool;
 use crate::llama::{KvCache, Scratch, Step};
+use crate::models::text_model::{Detokenizer, TextModel};
+use crate::runtime::pool::Pool;
 use crate::sampling::Sampler;
-use crate::text_model::{Detokenizer, TextModel};
 
 struct Sequence {
     job: Job,

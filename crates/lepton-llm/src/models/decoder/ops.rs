@@ -45,6 +45,45 @@ pub fn rope_apply(x: &mut [f32], head_dim: usize, table: &[(f32, f32)]) {
     }
 }
 
+/// [`rope_apply`] in NeoX mode: value `i` of each head rotates with value `i + head_dim / 2`
+/// (llama.cpp's `GGML_ROPE_TYPE_NEOX`, used by Gemma, Qwen and Phi), by the same angles.
+pub fn rope_apply_neox(x: &mut [f32], head_dim: usize, table: &[(f32, f32)]) {
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        let (lo, hi) = head.split_at_mut(half);
+        for ((a, b), &(sin, cos)) in lo.iter_mut().zip(hi.iter_mut()).zip(table) {
+            let (x0, x1) = (*a, *b);
+            *a = x0 * cos - x1 * sin;
+            *b = x0 * sin + x1 * cos;
+        }
+    }
+}
+
+/// [`rms_norm`] of each `w.len()`-wide head of `x`, in place (QK-norm).
+pub fn rms_norm_heads(x: &mut [f32], w: &[f32], eps: f32) {
+    let mut tmp = vec![0f32; w.len()];
+    for head in x.chunks_exact_mut(w.len()) {
+        tmp.copy_from_slice(head);
+        rms_norm(&tmp, w, eps, head);
+    }
+}
+
+/// [`rms_norm`] of each `w.len()`-wide row of `x`, in place (Gemma's post-norms).
+pub fn rms_norm_rows(x: &mut [f32], w: &[f32], eps: f32) {
+    let mut tmp = vec![0f32; w.len()];
+    for row in x.chunks_exact_mut(w.len()) {
+        tmp.copy_from_slice(row);
+        rms_norm(&tmp, w, eps, row);
+    }
+}
+
+/// GeGLU: `gelu(gate) · up`, with ggml's f16-table GELU ([`super::arch::gelu_ggml`]).
+pub fn gelu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = super::arch::gelu_ggml(g) * u;
+    }
+}
+
 /// `x·y` with eight partial sums (vectorises without fast-math).
 #[inline(always)]
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
@@ -485,6 +524,32 @@ fn silu_mul_generic(gate: &[f32], up: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NeoX RoPE rotates value i with value i + d/2 (hand-computed: a quarter turn at position 1
+    /// for the first pair when theta is chosen so that angle = pi/2).
+    #[test]
+    fn neox_rope_pairs_halves() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        let table = [(1.0f32, 0.0f32), (0.0, 1.0)]; // (sin, cos): 90 degrees, then 0
+        rope_apply_neox(&mut x, 4, &table);
+        // pair (x0, x2) = (1, 3) turns by 90 degrees: (-3, 1); pair (x1, x3) stays.
+        assert_eq!(x, [-3.0, 2.0, 1.0, 4.0]);
+    }
+
+    #[test]
+    fn rms_norm_per_head_and_per_row() {
+        let mut x = [3.0f32, 4.0, 0.0, 2.0];
+        rms_norm_heads(&mut x, &[1.0, 10.0], 0.0);
+        // head (3, 4): rms = sqrt(12.5); head (0, 2): rms = sqrt(2).
+        let (a, b) = (12.5f32.sqrt(), 2f32.sqrt());
+        let want = [3.0 / a, 40.0 / a, 0.0, 20.0 / b];
+        for (g, w) in x.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{x:?}");
+        }
+        let mut rows = [3.0f32, 4.0, 0.0, 2.0];
+        rms_norm_rows(&mut rows, &[1.0, 10.0], 0.0);
+        assert_eq!(rows, x);
+    }
 
     #[test]
     fn rms_norm_by_hand() {

@@ -1,6 +1,8 @@
-//! A Llama-family decoder on GGUF weights, with per-sequence KV caches and batched steps.
+//! The one decoder (Llama, Gemma 3) on GGUF weights, with per-sequence KV caches and batched
+//! steps. Where architectures differ, [`arch::ArchParts`] says what to do (embedding scale,
+//! activation, QK-norm, post-norms, RoPE pairing, sliding-window layers).
 //!
-//! # Maths (per layer, for every token row `x` of width `hidden`)
+//! # Maths (Llama, per layer, for every token row `x` of width `hidden`)
 //! ```text
 //! h = RMSNorm(x) · w_attn_norm
 //! q, k, v = h Wqᵀ, h Wkᵀ, h Wvᵀ            (fused into one matmul: [q | k | v])
@@ -13,6 +15,11 @@
 //! ```
 //! then `logits = RMSNorm(x_last) · w_norm · Woutᵀ` (the embedding matrix when the file ties them).
 //!
+//! Gemma 3 scales the embeddings by `sqrt(hidden)`, normalises `q` and `k` per head before RoPE
+//! (`RMSNorm(q_h) · w_q_norm`), normalises the attention and FFN outputs before each residual add
+//! (`x = x + RMSNorm(a Woᵀ) · w_post_attn`), uses GeGLU, and lets its local layers see only the
+//! last `sliding_window` positions.
+//!
 //! # Batching
 //! [`Llama::forward`] takes several [`Step`]s — a prompt to prefill (many tokens) or one token to
 //! decode — for different sequences, stacks all their rows through the matmuls (each weight block
@@ -20,21 +27,21 @@
 //! Every row goes through the same operations whatever else is in the batch, so a sequence's
 //! logits are bit-identical batched or alone.
 
-mod kv_cache;
+pub mod arch;
 pub mod ops;
-pub(crate) mod pool;
 pub mod weights;
 
-pub use kv_cache::KvCache;
+pub use crate::runtime::kv_cache::KvCache;
 pub use weights::WeightSource;
 
 use std::cell::RefCell;
 
-use pool::{split, Pool};
+use crate::runtime::pool::{split, Pool};
 
 use crate::gguf::LlamaConfig;
 use crate::quant::QMatrix;
 use crate::{Error, Result};
+use arch::{FfnActivation, RopeMode};
 
 struct Layer {
     attn_norm: Vec<f32>,
@@ -45,6 +52,12 @@ struct Layer {
     /// Wgate, Wup stacked (or separately when their types differ).
     gate_up: Vec<QMatrix>,
     down: QMatrix,
+    /// QK-norm weights (`head_dim` each), when the architecture has them.
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    /// Post-attention and post-FFN norms, when the architecture has them.
+    post_attn_norm: Option<Vec<f32>>,
+    post_ffn_norm: Option<Vec<f32>>,
 }
 
 /// The weights of a Llama-family decoder.
@@ -83,12 +96,19 @@ fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// Stack matrices when they share a type, else keep them apart.
+/// Stack neighbouring matrices that share a type (Gemma's Q5_0 Wq and Wk beside a Q8_0 Wv: one
+/// activation quantization and one parallel loop for the two), keeping the order.
 fn fuse(parts: Vec<QMatrix>) -> Vec<QMatrix> {
-    match QMatrix::concat_rows(&parts) {
-        Some(m) => vec![m],
-        None => parts,
+    let mut out: Vec<Vec<QMatrix>> = Vec::new();
+    for p in parts {
+        match out.last_mut() {
+            Some(run) if run[0].qtype() == p.qtype() && run[0].cols() == p.cols() => run.push(p),
+            _ => out.push(vec![p]),
+        }
     }
+    out.into_iter()
+        .map(|run| QMatrix::concat_rows(&run).expect("same type and width"))
+        .collect()
 }
 
 /// `out (m × Σ rows) = x Wᵀ` for matrices stacked along the output columns.
@@ -110,6 +130,8 @@ impl Llama {
             c.num_kv_heads * c.head_dim,
             c.intermediate_size,
         );
+        let qd = c.num_heads * c.head_dim;
+        let ap = &c.arch;
         let embed = file.matrix("token_embd.weight", c.vocab_size, hd)?;
         let output = if file.has_tensor("output.weight") {
             Some(file.matrix("output.weight", c.vocab_size, hd)?)
@@ -120,14 +142,34 @@ impl Llama {
         let mut layers = Vec::new();
         for i in 0..c.num_layers {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let (q_norm, k_norm) = if ap.qk_norm {
+                (
+                    Some(file.vector(&n("attn_q_norm"), c.head_dim)?),
+                    Some(file.vector(&n("attn_k_norm"), c.head_dim)?),
+                )
+            } else {
+                (None, None)
+            };
+            let (post_attn_norm, post_ffn_norm) = if ap.post_norms {
+                (
+                    Some(file.vector(&n("post_attention_norm"), hd)?),
+                    Some(file.vector(&n("post_ffw_norm"), hd)?),
+                )
+            } else {
+                (None, None)
+            };
             layers.push(Layer {
+                q_norm,
+                k_norm,
+                post_attn_norm,
+                post_ffn_norm,
                 attn_norm: file.vector(&n("attn_norm"), hd)?,
                 qkv: fuse(vec![
-                    file.matrix(&n("attn_q"), hd, hd)?,
+                    file.matrix(&n("attn_q"), qd, hd)?,
                     file.matrix(&n("attn_k"), kvd, hd)?,
                     file.matrix(&n("attn_v"), kvd, hd)?,
                 ]),
-                wo: file.matrix(&n("attn_output"), hd, hd)?,
+                wo: file.matrix(&n("attn_output"), hd, qd)?,
                 ffn_norm: file.vector(&n("ffn_norm"), hd)?,
                 gate_up: fuse(vec![
                     file.matrix(&n("ffn_gate"), ff, hd)?,
@@ -144,6 +186,33 @@ impl Llama {
             norm,
             output,
         })
+    }
+
+    /// Bytes the weights hold in memory (matrices as stored plus the f32 norms).
+    pub fn weight_bytes(&self) -> usize {
+        let norms = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |v| 4 * v.len());
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv
+                    .iter()
+                    .chain(&l.gate_up)
+                    .map(QMatrix::bytes)
+                    .sum::<usize>()
+                    + l.wo.bytes()
+                    + l.down.bytes()
+                    + 4 * (l.attn_norm.len() + l.ffn_norm.len())
+                    + norms(&l.q_norm)
+                    + norms(&l.k_norm)
+                    + norms(&l.post_attn_norm)
+                    + norms(&l.post_ffn_norm)
+            })
+            .sum();
+        layers
+            + self.embed.bytes()
+            + self.output.as_ref().map_or(0, QMatrix::bytes)
+            + 4 * self.norm.len()
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -171,9 +240,11 @@ impl Llama {
         logits: &mut Vec<f32>,
     ) -> Result<()> {
         let c = &self.config;
+        let ap = &c.arch;
         let (hd, d) = (c.hidden_size, c.head_dim);
         let kvd = c.num_kv_heads * d;
-        let qkv_w = hd + 2 * kvd;
+        let qd = c.num_heads * d;
+        let qkv_w = qd + 2 * kvd;
         let ff = c.intermediate_size;
         for s in steps.iter() {
             if s.tokens.is_empty() {
@@ -211,23 +282,35 @@ impl Llama {
             q8,
             rope,
         } = scratch;
-        // The rotary angles of every row's position, once for all layers.
+        // The rotary angles of every row's position, once for all layers: the global base, then
+        // (with local layers) the local base.
         let half = d / 2;
-        rope.resize(rows * half, (0.0, 0.0));
-        for &(r0, n, p0) in &spans {
-            for j in 0..n {
-                let t = &mut rope[(r0 + j) * half..(r0 + j + 1) * half];
-                ops::rope_table(d, p0 + j, c.rope_theta, t);
+        let local = ap.sliding_window.is_some();
+        let tables = if local { 2 } else { 1 };
+        rope.resize(tables * rows * half, (0.0, 0.0));
+        for (ti, theta) in [c.rope_theta, ap.rope_theta_local]
+            .into_iter()
+            .take(tables)
+            .enumerate()
+        {
+            for &(r0, n, p0) in &spans {
+                for j in 0..n {
+                    let at = (ti * rows + r0 + j) * half;
+                    ops::rope_table(d, p0 + j, theta, &mut rope[at..at + half]);
+                }
             }
         }
         let x = resize(x, rows * hd);
         for (row, &t) in steps.iter().flat_map(|s| s.tokens).enumerate() {
-            self.embed
-                .dequantize_row(t as usize, &mut x[row * hd..(row + 1) * hd]);
+            let xr = &mut x[row * hd..(row + 1) * hd];
+            self.embed.dequantize_row(t as usize, xr);
+            if let Some(scale) = ap.embed_scale {
+                xr.iter_mut().for_each(|v| *v *= scale);
+            }
         }
         let h = resize(h, rows * hd);
         let qkv = resize(qkv, rows * qkv_w);
-        let att = resize(att, rows * hd);
+        let att = resize(att, rows * qd);
         let gu = resize(gu, rows * 2 * ff);
         let act = resize(act, rows * ff);
         let scale = 1.0 / (d as f32).sqrt();
@@ -237,15 +320,25 @@ impl Llama {
                 ops::rms_norm(xr, &layer.attn_norm, c.rms_norm_eps, hr);
             }
             matmul_parts(&layer.qkv, h, qkv, q8);
+            let is_local = ap.is_local(li);
+            let rope_fn = match ap.rope {
+                RopeMode::Interleaved => ops::rope_apply,
+                RopeMode::Neox => ops::rope_apply_neox,
+            };
             for (si, s) in steps.iter_mut().enumerate() {
                 let (r0, n, p0) = spans[si];
                 for j in 0..n {
                     let row = &mut qkv[(r0 + j) * qkv_w..(r0 + j + 1) * qkv_w];
-                    let (q, kv) = row.split_at_mut(hd);
-                    let table = &rope[(r0 + j) * half..(r0 + j + 1) * half];
-                    ops::rope_apply(q, d, table);
+                    let (q, kv) = row.split_at_mut(qd);
+                    let at = (usize::from(is_local) * rows + r0 + j) * half;
+                    let table = &rope[at..at + half];
                     let (k, v) = kv.split_at_mut(kvd);
-                    ops::rope_apply(k, d, table);
+                    if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                        ops::rms_norm_heads(q, qn, c.rms_norm_eps);
+                        ops::rms_norm_heads(k, kn, c.rms_norm_eps);
+                    }
+                    rope_fn(q, d, table);
+                    rope_fn(k, d, table);
                     ops::round_f16(q);
                     ops::round_f16(k);
                     ops::round_f16(v);
@@ -285,17 +378,24 @@ impl Llama {
                                 // SAFETY: each (row, head unit) slice of `att` is written by one unit.
                                 let out = unsafe {
                                     std::slice::from_raw_parts_mut(
-                                        att_ptr.0.add(row * hd + h0),
+                                        att_ptr.0.add(row * qd + h0),
                                         h1 - h0,
                                     )
                                 };
-                                ops::attend_group(q, d, k, v, p0 + j + 1, scale, scores, out);
+                                // Keys from the first position the layer lets this row see.
+                                let first = ap.first_visible(li, p0 + j);
+                                let (k, v) = (&k[first * d..], &v[first * d..]);
+                                let len = p0 + j + 1 - first;
+                                ops::attend_group(q, d, k, v, len, scale, scores, out);
                             }
                         }
                     }
                 });
             });
             layer.wo.matmul(att, h, q8);
+            if let Some(w) = &layer.post_attn_norm {
+                ops::rms_norm_rows(h, w, c.rms_norm_eps);
+            }
             for (xv, hv) in x.iter_mut().zip(h.iter()) {
                 *xv += hv;
             }
@@ -317,11 +417,17 @@ impl Llama {
                     let u = &gu_ref[r * 2 * ff + ff + col..r * 2 * ff + ff + col + len];
                     // SAFETY: the parts' ranges of `act` are disjoint.
                     let a = unsafe { std::slice::from_raw_parts_mut(act_ptr.0.add(e), len) };
-                    ops::silu_mul(g, u, a);
+                    match ap.ffn {
+                        FfnActivation::Silu => ops::silu_mul(g, u, a),
+                        FfnActivation::GeluTanh => ops::gelu_mul(g, u, a),
+                    }
                     e += len;
                 }
             });
             layer.down.matmul(act, h, q8);
+            if let Some(w) = &layer.post_ffn_norm {
+                ops::rms_norm_rows(h, w, c.rms_norm_eps);
+            }
             for (xv, hv) in x.iter_mut().zip(h.iter()) {
                 *xv += hv;
             }

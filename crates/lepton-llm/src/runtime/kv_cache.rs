@@ -75,8 +75,8 @@ impl KvCache {
         let d = self.head_dim;
         for h in 0..self.num_kv_heads {
             let o = self.offset(layer, h, pos);
-            super::ops::to_f16_bits(&k[h * d..(h + 1) * d], &mut self.k[o..o + d]);
-            super::ops::to_f16_bits(&v[h * d..(h + 1) * d], &mut self.v[o..o + d]);
+            crate::llama::ops::to_f16_bits(&k[h * d..(h + 1) * d], &mut self.k[o..o + d]);
+            crate::llama::ops::to_f16_bits(&v[h * d..(h + 1) * d], &mut self.v[o..o + d]);
         }
     }
 

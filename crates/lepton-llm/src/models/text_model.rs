@@ -54,7 +54,10 @@ impl TextModel {
                 path,
                 "tokenizer.chat_template",
             )?),
-            None => None,
+            None => match config.arch.default_chat_template() {
+                Some(src) => Some(load_template(src, &special, path, "default chat template")?),
+                None => None,
+            },
         };
         let name = config.name.clone();
         let llama = Llama::load(&mut file, config)?;

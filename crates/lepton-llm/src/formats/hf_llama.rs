@@ -130,6 +130,7 @@ pub fn llama_config(folder: &HfFolder) -> Result<LlamaConfig> {
         context_length: uint("max_position_embeddings")?,
         rope_theta: float("rope_theta", Some(10_000.0))?,
         rms_norm_eps: float("rms_norm_eps", None)?,
+        arch: crate::models::decoder::arch::ArchParts::llama(),
     })
 }
 

@@ -2,6 +2,9 @@
 //! without the padding and truncation baked into the file (we pad per batch and decide on
 //! truncation per request), and reports whether an input was truncated.
 
+pub mod chat_template;
+pub mod spm;
+
 use std::path::Path;
 
 use crate::error::{Error, Result};

@@ -75,8 +75,8 @@ mod prefix_cache;
 mod scheduler;
 
 use self::scheduler::Scheduler;
+use crate::models::text_model::TextModel;
 use crate::sampling::SamplingParams;
-use crate::text_model::TextModel;
 use crate::{Error, Result};
 
 /// Positions a sequence's KV cache first reserves beyond its prompt (or all of `max_tokens` when

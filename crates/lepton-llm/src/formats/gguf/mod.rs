@@ -1,11 +1,14 @@
 //! Reading a GGUF file: hyper-parameters, the embedded tokenizer and chat template, and the weights.
 //!
 //! candle's `gguf_file` parses the header (metadata and tensor directory); this module turns the
-//! `llama.*` metadata into a [`LlamaConfig`] with every field resolved, builds a `tokenizers`
-//! BPE tokenizer from `tokenizer.ggml.*` (GPT-2 byte-level BPE, the `smollm`/`gpt2` pre-tokenizers),
-//! and reads tensors as [`QMatrix`] after checking their names, types and shapes.
+//! `{arch}.*` metadata (`llama`, `gemma3`) into a [`LlamaConfig`] with every field resolved and the
+//! architecture's parts ([`crate::decoder::arch`]), builds a `tokenizers` tokenizer from
+//! `tokenizer.ggml.*` (GPT-2 byte-level BPE with the `smollm`/`gpt2` pre-tokenizers, or
+//! SentencePiece-style pieces with scores, [`crate::tokenizer::spm`]), and reads tensors as
+//! [`QMatrix`] after checking their names, types and shapes: the types in [`NATIVE_TYPES`] stay
+//! quantized, others are expanded to f32 only within [`DEQUANTIZE_BUDGET`].
 //!
-//! Nothing is allocated from a number in the file before it is checked ([`bounds`]): the tensor
+//! Nothing is allocated from a number in the file before it is checked (`bounds`): the tensor
 //! directory against the file length when the file is opened, the hyper-parameters for being
 //! finite, positive and consistent, and `llama.block_count` against the tensors the file has.
 
@@ -17,7 +20,8 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 
-use crate::quant::{QMatrix, QType};
+use crate::models::decoder::arch::{Arch, ArchParts, SUPPORTED_ARCHITECTURES};
+use crate::quant::{BlockType, QMatrix, QType};
 use crate::{Error, Result};
 
 /// Hyper-parameters of a Llama-family decoder, all resolved (no defaults left to apply).
@@ -36,6 +40,36 @@ pub struct LlamaConfig {
     pub context_length: usize,
     pub rope_theta: f32,
     pub rms_norm_eps: f32,
+    /// The parts in which the architecture differs from Llama.
+    pub arch: ArchParts,
+}
+
+/// The tensor types kept quantized in memory, with a kernel each.
+pub const NATIVE_TYPES: &str = "F32, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K";
+
+/// Largest f32 expansion of a tensor of another type (F16, BF16, Q4_0, Q2_K, Q3_K, ...) accepted
+/// at load: 16 MiB, room for norms and small projections, never a model's weight matrices.
+pub const DEQUANTIZE_BUDGET: usize = 16 << 20;
+
+/// GGML's name of a tensor type, as llama.cpp and `gguf-py` print it.
+pub fn ggml_type_name(t: GgmlDType) -> &'static str {
+    match t {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    }
 }
 
 /// Token ids and text the tokenizer section of a GGUF file declares.
@@ -151,50 +185,77 @@ impl GgufFile {
 
     /// The architecture's hyper-parameters; errors name the missing or inconsistent key.
     pub fn llama_config(&self) -> Result<LlamaConfig> {
-        let arch = self.get_str("general.architecture")?;
-        if arch != "llama" {
+        let found = self.get_str("general.architecture")?;
+        let Some(arch) = Arch::from_gguf(found) else {
             return Err(Error::UnknownArchitecture {
                 path: self.path.clone(),
-                found: arch.into(),
-                supported: "llama",
+                found: found.into(),
+                supported: SUPPORTED_ARCHITECTURES,
             });
-        }
-        let hidden_size = self.get_size("llama.embedding_length")?;
-        let num_heads = self.get_size("llama.attention.head_count")?;
-        let num_kv_heads = match self.content.metadata.get("llama.attention.head_count_kv") {
-            Some(_) => self.get_size("llama.attention.head_count_kv")?,
+        };
+        let a = arch.gguf_name();
+        let hidden_size = self.get_size(&format!("{a}.embedding_length"))?;
+        let num_heads = self.get_size(&format!("{a}.attention.head_count"))?;
+        let num_kv_heads = match self
+            .content
+            .metadata
+            .get(&format!("{a}.attention.head_count_kv"))
+        {
+            Some(_) => self.get_size(&format!("{a}.attention.head_count_kv"))?,
             None => num_heads,
         };
-        if num_heads == 0 || hidden_size % num_heads != 0 {
+        // The head dimension is `{a}.attention.key_length` when given (Gemma: 256 with a hidden
+        // size of 640), else the hidden size over the head count.
+        let key_length = format!("{a}.attention.key_length");
+        let from_key = self.content.metadata.contains_key(&key_length);
+        let head_dim = if from_key {
+            let k = self.get_size(&key_length)?;
+            let value_length = format!("{a}.attention.value_length");
+            if self.content.metadata.contains_key(&value_length) {
+                let v = self.get_size(&value_length)?;
+                if v != k {
+                    return Err(self.err(format!(
+                        "{value_length} {v} != {key_length} {k} (different key and value sizes are not supported)"
+                    )));
+                }
+            }
+            k
+        } else if hidden_size % num_heads != 0 {
             return Err(self.err(format!(
-                "llama.embedding_length {hidden_size} is not a multiple of llama.attention.head_count {num_heads}"
+                "{a}.embedding_length {hidden_size} is not a multiple of {a}.attention.head_count {num_heads}"
             )));
-        }
+        } else {
+            hidden_size / num_heads
+        };
         if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
             return Err(self.err(format!(
-                "llama.attention.head_count {num_heads} is not a multiple of llama.attention.head_count_kv {num_kv_heads}"
+                "{a}.attention.head_count {num_heads} is not a multiple of {a}.attention.head_count_kv {num_kv_heads}"
             )));
         }
-        let head_dim = hidden_size / num_heads;
         if head_dim % 2 != 0 {
+            let source = if from_key {
+                key_length
+            } else {
+                format!("{a}.embedding_length / {a}.attention.head_count")
+            };
             return Err(self.err(format!(
-                "head dimension {head_dim} (llama.embedding_length / llama.attention.head_count) is odd; RoPE needs pairs"
+                "head dimension {head_dim} ({source}) is odd; RoPE needs pairs"
             )));
         }
         if self
             .content
             .metadata
-            .contains_key("llama.rope.dimension_count")
+            .contains_key(&format!("{a}.rope.dimension_count"))
         {
-            let rope_dim = self.get_usize("llama.rope.dimension_count")?;
+            let rope_dim = self.get_usize(&format!("{a}.rope.dimension_count"))?;
             if rope_dim != head_dim {
                 return Err(self.err(format!(
-                    "llama.rope.dimension_count {rope_dim} != head dimension {head_dim} (partial RoPE is not supported)"
+                    "{a}.rope.dimension_count {rope_dim} != head dimension {head_dim} (partial RoPE is not supported)"
                 )));
             }
         }
-        let vocab_size = match self.content.metadata.get("llama.vocab_size") {
-            Some(_) => self.get_usize("llama.vocab_size")?,
+        let vocab_size = match self.content.metadata.get(&format!("{a}.vocab_size")) {
+            Some(_) => self.get_usize(&format!("{a}.vocab_size"))?,
             None => self
                 .get("tokenizer.ggml.tokens")?
                 .to_vec()
@@ -210,36 +271,52 @@ impl GgufFile {
                 .unwrap_or_default(),
         };
         if vocab_size == 0 {
-            return Err(
-                self.err("the vocabulary is empty (llama.vocab_size or tokenizer.ggml.tokens)")
-            );
+            return Err(self.err(format!(
+                "the vocabulary is empty ({a}.vocab_size or tokenizer.ggml.tokens)"
+            )));
         }
-        let rope_theta = match self.content.metadata.get("llama.rope.freq_base") {
-            Some(_) => self.get_positive_f32("llama.rope.freq_base")?,
+        let rope_theta = match self.content.metadata.get(&format!("{a}.rope.freq_base")) {
+            Some(_) => self.get_positive_f32(&format!("{a}.rope.freq_base"))?,
             None => 10_000.0,
         };
         // Layers are loaded one by one from their tensors; a count the tensor directory cannot
         // back is refused before anything is sized by it.
-        let num_layers = self.get_size("llama.block_count")?;
+        let num_layers = self.get_size(&format!("{a}.block_count"))?;
         let last = format!("blk.{}.attn_norm.weight", num_layers - 1);
         if !self.has_tensor(&last) {
             return Err(self.err(format!(
-                "llama.block_count is {num_layers} but the file has no tensor {last} ({} tensors in all)",
+                "{a}.block_count is {num_layers} but the file has no tensor {last} ({} tensors in all)",
                 self.content.tensor_infos.len()
             )));
         }
+        let parts = match arch {
+            Arch::Llama => ArchParts::llama(),
+            Arch::Gemma3 => {
+                let window = self.get_size(&format!("{a}.attention.sliding_window"))?;
+                // llama.cpp's default for Gemma 3: five local layers, then one global.
+                let pattern_key = format!("{a}.attention.sliding_window_pattern");
+                let pattern = if self.content.metadata.contains_key(&pattern_key) {
+                    self.get_size(&pattern_key)?
+                } else {
+                    6
+                };
+                ArchParts::gemma3(hidden_size, window, pattern)
+            }
+        };
         Ok(LlamaConfig {
             name,
             vocab_size,
             hidden_size,
-            intermediate_size: self.get_size("llama.feed_forward_length")?,
+            intermediate_size: self.get_size(&format!("{a}.feed_forward_length"))?,
             num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
-            context_length: self.get_size("llama.context_length")?,
+            context_length: self.get_size(&format!("{a}.context_length"))?,
             rope_theta,
-            rms_norm_eps: self.get_positive_f32("llama.attention.layer_norm_rms_epsilon")?,
+            rms_norm_eps: self
+                .get_positive_f32(&format!("{a}.attention.layer_norm_rms_epsilon"))?,
+            arch: parts,
         })
     }
 
@@ -250,19 +327,15 @@ impl GgufFile {
             .map(str::to_owned)
     }
 
-    /// Build the embedded GPT-2-style byte-level BPE tokenizer.
+    /// Build the embedded tokenizer: GPT-2-style byte-level BPE (`tokenizer.ggml.model = gpt2`)
+    /// or SentencePiece-style with scores and byte fallback (`llama`, as Gemma stores it).
     pub fn tokenizer(&self) -> Result<(tokenizers::Tokenizer, SpecialTokens)> {
-        use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-        use tokenizers::models::bpe::BPE;
-        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-        use tokenizers::pre_tokenizers::digits::Digits;
-        use tokenizers::pre_tokenizers::sequence::Sequence;
-        use tokenizers::{AddedToken, PreTokenizerWrapper};
+        use tokenizers::AddedToken;
 
         let model = self.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(self.err(format!(
-                "tokenizer.ggml.model {model:?} is not supported (supported: gpt2)"
+                "tokenizer.ggml.model {model:?} is not supported (supported: gpt2, llama)"
             )));
         }
         let strings = |key: &str| -> Result<Vec<String>> {
@@ -279,7 +352,6 @@ impl GgufFile {
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
         let types: Vec<i32> = match self.content.metadata.get("tokenizer.ggml.token_type") {
             Some(v) => v
                 .to_vec()
@@ -296,6 +368,94 @@ impl GgufFile {
                 tokens.len()
             )));
         }
+        let mut tok = if model == "llama" {
+            let scores: Vec<f32> = self
+                .get("tokenizer.ggml.scores")?
+                .to_vec()
+                .map_err(|_| self.err("tokenizer.ggml.scores is not a list"))?
+                .iter()
+                .map(|v| v.to_f32().unwrap_or(0.0))
+                .collect();
+            if scores.len() != tokens.len() {
+                return Err(self.err(format!(
+                    "tokenizer.ggml.scores has {} entries for {} tokens",
+                    scores.len(),
+                    tokens.len()
+                )));
+            }
+            let add_space_prefix = self
+                .get("tokenizer.ggml.add_space_prefix")
+                .ok()
+                .and_then(|v| v.to_bool().ok())
+                .unwrap_or(true);
+            crate::tokenizer::spm::build(&tokens, &scores, &types, add_space_prefix)
+                .map_err(|e| self.err(format!("building the SentencePiece tokenizer: {e}")))?
+        } else {
+            self.bpe_tokenizer(&tokens)?
+        };
+        // Control (3) and user-defined (4) tokens are matched whole in the input text.
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == 3 || t == 4)
+            .map(|(s, &t)| AddedToken::from(s.clone(), t == 3))
+            .collect();
+        let _added = tok.add_special_tokens(special);
+        let id = |key: &str| -> Result<u32> {
+            let id = self.get_usize(key)?;
+            if id >= tokens.len() {
+                return Err(self.err(format!(
+                    "{key} {id} is not below the vocabulary size {}",
+                    tokens.len()
+                )));
+            }
+            Ok(id as u32)
+        };
+        let bos_id = id("tokenizer.ggml.bos_token_id")?;
+        let eos_id = id("tokenizer.ggml.eos_token_id")?;
+        let add_bos = self
+            .get("tokenizer.ggml.add_bos_token")
+            .ok()
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        // Chat models end their turn with a token of their own besides `eos`.
+        let extra_eos_ids = ["<end_of_turn>"]
+            .iter()
+            .filter_map(|t| tokens.iter().position(|s| s == t))
+            .map(|i| i as u32)
+            .filter(|&i| i != eos_id)
+            .collect();
+        let special = SpecialTokens {
+            bos_id,
+            eos_id,
+            bos: tokens[bos_id as usize].clone(),
+            eos: tokens[eos_id as usize].clone(),
+            add_bos,
+            extra_eos_ids,
+        };
+        Ok((tok, special))
+    }
+
+    /// The GPT-2-style byte-level BPE tokenizer of `tokenizer.ggml.tokens` and `.merges`.
+    fn bpe_tokenizer(&self, tokens: &[String]) -> Result<tokenizers::Tokenizer> {
+        use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::pre_tokenizers::digits::Digits;
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        use tokenizers::PreTokenizerWrapper;
+        let list = self
+            .get("tokenizer.ggml.merges")?
+            .to_vec()
+            .map_err(|_| self.err("metadata key tokenizer.ggml.merges is not a list"))?;
+        let merges: Vec<String> = list
+            .iter()
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|_| self.err("metadata key tokenizer.ggml.merges holds a non-string"))
+            })
+            .collect::<Result<_>>()?;
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
             .enumerate()
@@ -330,40 +490,7 @@ impl GgufFile {
         };
         tok.with_pre_tokenizer(Some(pre));
         tok.with_decoder(Some(ByteLevelDecoder::default()));
-        // Control (3) and user-defined (4) tokens are matched whole in the input text.
-        let special: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| t == 3 || t == 4)
-            .map(|(s, &t)| AddedToken::from(s.clone(), t == 3))
-            .collect();
-        let _added = tok.add_special_tokens(special);
-        let id = |key: &str| -> Result<u32> {
-            let id = self.get_usize(key)?;
-            if id >= tokens.len() {
-                return Err(self.err(format!(
-                    "{key} {id} is not below the vocabulary size {}",
-                    tokens.len()
-                )));
-            }
-            Ok(id as u32)
-        };
-        let bos_id = id("tokenizer.ggml.bos_token_id")?;
-        let eos_id = id("tokenizer.ggml.eos_token_id")?;
-        let add_bos = self
-            .get("tokenizer.ggml.add_bos_token")
-            .ok()
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
-        let special = SpecialTokens {
-            bos_id,
-            eos_id,
-            bos: tokens[bos_id as usize].clone(),
-            eos: tokens[eos_id as usize].clone(),
-            add_bos,
-            extra_eos_ids: Vec::new(),
-        };
-        Ok((tok, special))
+        Ok(tok)
     }
 
     /// Whether the file has a tensor called `name`.
@@ -402,8 +529,27 @@ impl GgufFile {
             GgmlDType::F32 => Some(QType::F32),
             GgmlDType::Q4_1 => Some(QType::Q4_1),
             GgmlDType::Q8_0 => Some(QType::Q8_0),
+            GgmlDType::Q5_0 => Some(QType::Blocks(BlockType::Q5_0)),
+            GgmlDType::Q5_1 => Some(QType::Blocks(BlockType::Q5_1)),
+            GgmlDType::Q4K => Some(QType::Blocks(BlockType::Q4K)),
+            GgmlDType::Q5K => Some(QType::Blocks(BlockType::Q5K)),
+            GgmlDType::Q6K => Some(QType::Blocks(BlockType::Q6K)),
             _ => None,
         };
+        if qtype.is_none() {
+            // Expanded to f32: only small tensors (a norm stored in F16, ...), within a budget.
+            let f32_bytes = rows * cols * 4;
+            if f32_bytes > DEQUANTIZE_BUDGET {
+                return Err(Error::UnsupportedTensorType {
+                    path: self.path.clone(),
+                    name: name.into(),
+                    found: ggml_type_name(dtype),
+                    f32_bytes,
+                    budget: DEQUANTIZE_BUDGET,
+                    supported: NATIVE_TYPES,
+                });
+            }
+        }
         let read_err = |path: &Path, source| Error::Io {
             path: path.into(),
             source,
