@@ -215,6 +215,13 @@ pub fn quantize_row_q8_k(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// The sum of the 16 activation codes of group `g` of a Q8_K block.
+#[inline(always)]
+pub(crate) fn bsum(ab: &[u8], g: usize) -> i32 {
+    let at = 4 + QK_K + 2 * g;
+    i16::from_le_bytes([ab[at], ab[at + 1]]) as i32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

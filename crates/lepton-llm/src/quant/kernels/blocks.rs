@@ -16,7 +16,7 @@
 //! products of ≤ 2^5 · 2^7 · 2^7 for Q6_K, less for the others), so its conversion to f32 is exact.
 
 use crate::quant::blocks::{
-    q5_code, q6k_code_scale, qk_code, scale_min_k4, BlockType, Q8K_BYTES, Q8_32_BYTES, QK_K,
+    bsum, q5_code, q6k_code_scale, qk_code, scale_min_k4, BlockType, Q8K_BYTES, Q8_32_BYTES, QK_K,
 };
 use crate::quant::layout::{f16_at, f32_at};
 
@@ -100,13 +100,6 @@ pub fn scalar(t: BlockType, w: &[u8], a: &[u8]) -> f32 {
             hsum8(acc) - summ
         }
     }
-}
-
-/// The sum of the 16 activation codes of group `g` of a Q8_K block.
-#[inline(always)]
-pub(super) fn bsum(ab: &[u8], g: usize) -> i32 {
-    let at = 4 + QK_K + 2 * g;
-    i16::from_le_bytes([ab[at], ab[at + 1]]) as i32
 }
 
 #[cfg(test)]
