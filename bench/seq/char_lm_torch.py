@@ -2,7 +2,10 @@
 
 Trains on the same text, split and evaluation windows as `lepton train`:
 - `gpt`: nanoGPT's `model.py` semantics (pre-norm blocks, GELU MLP, tied embeddings, `bias = False`
-  as nanoGPT's train.py default (--bias to add them), init
+  as nanoGPT's train.py default (--bias to add them). By default the init and optimizer are
+  lepton's (examples/shakespeare-gpt.toml): PyTorch's default layer init with the embedding tables
+  N(0, 0.02), weight decay on every parameter, warm-up lr·(t+1)/W. `--nanogpt` gives nanoGPT's
+  own: init
   N(0, 0.02) with c_proj scaled by 1/sqrt(2 n_layer)), AdamW (betas 0.9/0.99, weight decay 0.1 on
   matrices only), linear warm-up then cosine decay to lr/10, gradient clipping 1.0, no dropout.
 - `lstm` / `gru`: embedding -> 2-layer nn.LSTM / nn.GRU -> linear, AdamW, cosine decay, clip 1.
@@ -45,6 +48,7 @@ p.add_argument("--val-fraction", type=float, default=0.1)
 p.add_argument("--seed", type=int, default=1337)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--bias", action="store_true", help="GPT: biases in linear and layer-norm layers")
+p.add_argument("--nanogpt", action="store_true", help="nanoGPT's init, decay groups and warm-up")
 p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
 args = p.parse_args()
 torch.set_num_threads(args.threads)
@@ -87,7 +91,10 @@ class Gpt(nn.Module):
         self.lm_head = nn.Linear(d, V, bias=False)
         self.lm_head.weight = self.wte.weight
         for name, prm in self.named_parameters():
-            if name.endswith("bias"):
+            if not args.nanogpt:
+                if name in ("wte.weight", "wpe.weight"):
+                    nn.init.normal_(prm, 0.0, 0.02)
+            elif name.endswith("bias"):
                 nn.init.zeros_(prm)
             elif prm.dim() == 2:
                 std = 0.02 / math.sqrt(2 * args.layers) if name.endswith("proj.weight") else 0.02
@@ -114,8 +121,8 @@ class Recurrent(nn.Module):
 
 
 model = Gpt() if args.model == "gpt" else Recurrent(nn.LSTM if args.model == "lstm" else nn.GRU)
-decay = [q for q in model.parameters() if q.dim() >= 2]
-no_decay = [q for q in model.parameters() if q.dim() < 2]
+decay = [q for q in model.parameters() if q.dim() >= 2 or not args.nanogpt]
+no_decay = [q for q in model.parameters() if q.dim() < 2 and args.nanogpt]
 opt = torch.optim.AdamW(
     [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
     lr=args.lr,
@@ -126,7 +133,7 @@ min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
 
 def lr_at(step):
     if step < args.warmup:
-        return args.lr * (step + 1) / (args.warmup + 1)
+        return args.lr * (step + 1) / (args.warmup + (1 if args.nanogpt else 0))
     ratio = (step - args.warmup) / max(1, args.steps - args.warmup)
     return min_lr + 0.5 * (1 + math.cos(math.pi * min(ratio, 1.0))) * (args.lr - min_lr)
 
