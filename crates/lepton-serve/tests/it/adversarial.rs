@@ -601,13 +601,13 @@ impl LanguageModel for Recorder {
     fn chat_prompt(
         &self,
         m: &[lepton_serve::llm::ChatMessage],
-    ) -> Result<String, lepton_llm::Error> {
+    ) -> Result<String, lepton_serve::InferError> {
         Ok(m.iter()
             .map(|m| m.content.clone())
             .collect::<Vec<_>>()
             .join("\n"))
     }
-    fn count_tokens(&self, text: &str) -> Result<usize, lepton_llm::Error> {
+    fn count_tokens(&self, text: &str) -> Result<usize, lepton_serve::InferError> {
         self.tokenized.fetch_add(1, Ordering::SeqCst);
         Ok(text.split_whitespace().count())
     }
@@ -615,7 +615,7 @@ impl LanguageModel for Recorder {
         &self,
         _prompt: String,
         params: SamplingParams,
-    ) -> Result<flume::Receiver<GenerationEvent>, lepton_llm::Error> {
+    ) -> Result<flume::Receiver<GenerationEvent>, lepton_serve::InferError> {
         self.tokenized.fetch_add(1, Ordering::SeqCst);
         self.params.lock().unwrap().push(params);
         let (tx, rx) = flume::unbounded();

@@ -24,7 +24,7 @@ impl LanguageModel for FakeEmbedder {
     fn info(&self) -> &LlmInfo {
         &self.0
     }
-    fn embed(&self, texts: &[String]) -> Result<Embedded, lepton_llm::Error> {
+    fn embed(&self, texts: &[String]) -> Result<Embedded, lepton_serve::InferError> {
         Ok(Embedded {
             vectors: texts
                 .iter()
@@ -70,7 +70,7 @@ impl LanguageModel for FakeGenerator {
     fn info(&self) -> &LlmInfo {
         &self.info
     }
-    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, lepton_llm::Error> {
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, lepton_serve::InferError> {
         Ok(messages
             .iter()
             .map(|m| format!("<{}> {}", m.role, m.content))
@@ -78,21 +78,22 @@ impl LanguageModel for FakeGenerator {
             .join(" ")
             + " <assistant>")
     }
-    fn count_tokens(&self, text: &str) -> Result<usize, lepton_llm::Error> {
+    fn count_tokens(&self, text: &str) -> Result<usize, lepton_serve::InferError> {
         Ok(text.split_whitespace().count())
     }
     fn generate(
         &self,
         prompt: String,
         params: SamplingParams,
-    ) -> Result<flume::Receiver<GenerationEvent>, lepton_llm::Error> {
+    ) -> Result<flume::Receiver<GenerationEvent>, lepton_serve::InferError> {
         let prompt_tokens = prompt.split_whitespace().count();
         if prompt_tokens + params.max_tokens > 64 {
             return Err(lepton_llm::Error::ContextOverflow {
                 prompt_tokens,
                 max_tokens: params.max_tokens,
                 context_length: 64,
-            });
+            }
+            .into());
         }
         let (tx, rx) = flume::unbounded();
         let (delay, live, cancelled) = (self.delay, self.live.clone(), self.cancelled.clone());
@@ -133,7 +134,7 @@ impl LanguageModel for FakeGenerator {
                     prompt_tokens,
                     completion_tokens: n,
                 },
-                timings: lepton_llm::Timings {
+                timings: lepton_serve::llm::Timings {
                     queued: Duration::ZERO,
                     time_to_first_token: delay,
                     total: delay * n as u32,
@@ -585,7 +586,7 @@ async fn real_minilm_embeddings_through_the_router() {
         Tokens::load(None, None).unwrap(),
         None,
     );
-    let model = lepton_serve::llm_models::load_language_model(
+    let model = lepton_llm::load_language_model(
         &model_path("all-MiniLM-L6-v2"),
         lepton_llm::EngineConfig::default(),
     )
@@ -627,11 +628,9 @@ async fn real_smollm2_chat_stream_and_cancel_through_the_router() {
         None,
     );
     let engine = lepton_llm::EngineConfig::default().with_kv_cache_tokens(4096);
-    let model = lepton_serve::llm_models::load_language_model(
-        &model_path("SmolLM2-135M-Instruct.Q4_1.gguf"),
-        engine,
-    )
-    .unwrap();
+    let model =
+        lepton_llm::load_language_model(&model_path("SmolLM2-135M-Instruct.Q4_1.gguf"), engine)
+            .unwrap();
     st.inner.llms.insert("smol", model.clone(), 8);
     // The byte bound checked before tokenization: context x the longest token (>= 64 bytes).
     let info = model.info();
