@@ -113,9 +113,7 @@ impl LlmRegistry {
 /// or a stopping model 503, a missing thing 404, anything else a 500 with the detail logged.
 pub fn api_error(e: InferError) -> ApiError {
     match e {
-        InferError::BadRequest { field, message } => {
-            ApiError::BadRequest(format!("{field}: {message}"))
-        }
+        InferError::BadRequest { field, message } => ApiError::field(field, message),
         InferError::NotFound(m) => ApiError::NotFound(m),
         InferError::Overloaded(m) => ApiError::Overloaded(m),
         InferError::Cancelled => ApiError::Overloaded(InferError::Cancelled.to_string()),

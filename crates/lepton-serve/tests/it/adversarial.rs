@@ -651,7 +651,7 @@ async fn long_prompts_are_refused_by_bytes_before_tokenization() {
         let (s, v) = crate::openai::post(&state, uri, body).await;
         assert_eq!(s, 400, "{v}");
         assert!(
-            v["error"]
+            v["error"]["message"]
                 .as_str()
                 .unwrap()
                 .contains("6291456 bytes of text, the limit is 524288"),
