@@ -92,10 +92,7 @@ async fn embed(
         ));
     }
     if let Some(i) = texts.iter().position(|t| t.is_empty()) {
-        return Err(ApiError::field(
-            format!("input[{i}]"),
-            format!("empty string"),
-        ));
+        return Err(ApiError::field(format!("input[{i}]"), "empty string"));
     }
     // Bytes before tokens: the cheap bound first.
     let limit = state
