@@ -64,21 +64,43 @@ for fmt in ("float", None):  # None: the client asks for base64 and decodes it i
     check(f"embeddings ({fmt or 'base64'}): 384 dims, cosine 0.8939", len(a) == 384 and abs(cos - 0.8939) < 1e-3, f"{cos:.4f}")
     check(f"embeddings ({fmt or 'base64'}): usage", emb.usage.prompt_tokens == 15, emb.usage)
 
-for name, call, exc in [
+# Typed errors: the nested OpenAI error object ({"error": {"message", "type", "param", "code"}})
+# is what the client reads into e.body (the inner object), e.param, e.code and e.type; a flat
+# {"error": "text"} body would leave them empty.
+for name, call, exc, needle, param in [
     ("bad token -> AuthenticationError", lambda: OpenAI(base_url=base, api_key="wrong", max_retries=0)
-        .chat.completions.create(model=LLM, messages=msgs), openai.AuthenticationError),
+        .chat.completions.create(model=LLM, messages=msgs), openai.AuthenticationError, "API token", None),
     ("unknown model -> NotFoundError", lambda: client.chat.completions.create(model="nope", messages=msgs),
-        openai.NotFoundError),
+        openai.NotFoundError, "no language model named 'nope'", None),
     ("absurd max_tokens -> BadRequestError", lambda: client.completions.create(model=LLM, prompt="x",
-        max_tokens=10**12), openai.BadRequestError),
+        max_tokens=10**12), openai.BadRequestError, "context length", "max_tokens"),
     ("over-long prompt -> BadRequestError", lambda: client.completions.create(model=LLM, prompt="hi " * 9000,
-        max_tokens=4), openai.BadRequestError),
+        max_tokens=4), openai.BadRequestError, "tokens", "max_tokens"),
+    ("bad temperature -> BadRequestError", lambda: client.chat.completions.create(model=LLM, messages=msgs,
+        temperature=5), openai.BadRequestError, "outside [0, 2]", "temperature"),
+    ("empty embeddings input -> BadRequestError", lambda: client.embeddings.create(model=EMB, input=[]),
+        openai.BadRequestError, "the array is empty", "input"),
 ]:
     try:
         call()
         check(name, False, "no error")
     except exc as e:
-        check(name, True, getattr(e, "message", e))
+        body = e.body if isinstance(e.body, dict) else {}
+        message = body.get("message") or ""
+        ok = needle in message and e.param == param and isinstance(e.code, str) and isinstance(e.type, str)
+        check(name, ok, f"message={message!r} param={e.param!r} code={e.code!r} type={e.type!r}")
+    except openai.APIError as e:
+        check(name, False, f"{type(e).__name__}: {e}")
+
+# The server runs with a burst of 40 requests (openai_client.sh): the next ones are refused.
+try:
+    for _ in range(60):
+        client.embeddings.create(model=EMB, input="x")
+    check("rate limit -> RateLimitError", False, "no 429 in 60 requests")
+except openai.RateLimitError as e:
+    body = e.body if isinstance(e.body, dict) else {}
+    check("rate limit -> RateLimitError", "rate limit exceeded" in (body.get("message") or "") and e.code == "rate_limited",
+          f"message={body.get('message')!r} code={e.code!r} type={e.type!r}")
 
 print(f"openai {openai.__version__}: {'all checks passed' if not failures else f'{len(failures)} FAILED'}")
 sys.exit(1 if failures else 0)

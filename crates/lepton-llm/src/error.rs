@@ -104,6 +104,11 @@ pub enum Error {
     /// The generation engine has stopped.
     #[error("the generation engine has stopped")]
     EngineStopped,
+    /// A request refused by the inference contract's checks ([`SamplingParams::validate`]).
+    ///
+    /// [`SamplingParams::validate`]: lepton_infer::SamplingParams::validate
+    #[error(transparent)]
+    Request(#[from] lepton_infer::InferError),
 }
 
 impl Error {
@@ -122,3 +127,20 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The contract's error for a model error: request problems are [`InferError::BadRequest`]
+/// naming the field, a full queue or a stopped engine [`InferError::Overloaded`], anything else
+/// [`InferError::Internal`] with this error as the cause.
+impl From<Error> for lepton_infer::InferError {
+    fn from(e: Error) -> Self {
+        use lepton_infer::InferError as I;
+        match e {
+            Error::Request(inner) => inner,
+            Error::InvalidRequest { field, message } => I::BadRequest { field, message },
+            Error::ContextOverflow { .. } => I::bad_request("max_tokens", e.to_string()),
+            Error::InputTooLong { .. } => I::bad_request("input", e.to_string()),
+            Error::QueueFull { .. } | Error::EngineStopped => I::Overloaded(e.to_string()),
+            other => I::internal("language model", other),
+        }
+    }
+}

@@ -10,6 +10,8 @@
 //! - [`quant`]: quantized weight matrices and their CPU kernels.
 //! - [`runtime`]: the generation [`engine`], KV caches, [`sampling`], the thread pool.
 //! - [`tokenizer`]: GGUF/Hugging Face tokenizers and [`chat_template`]s.
+//! - [`serving`]: these models behind the inference contract (`lepton_infer::LanguageModel`),
+//!   [`load_language_model`] for a path.
 //!
 //! The short paths of earlier releases (`lepton_llm::gguf`, `lepton_llm::llama`, ...) are kept as
 //! re-exports of the modules in this tree.
@@ -19,6 +21,7 @@ pub mod formats;
 pub mod models;
 pub mod quant;
 pub mod runtime;
+pub mod serving;
 pub mod tokenizer;
 
 pub use formats::{gguf, hf, hf_llama};
@@ -37,4 +40,5 @@ pub use error::{Error, Result};
 pub use hf::{Architecture, HfFolder, ModelPath};
 pub use models::text_model::TextModel;
 pub use sampling::SamplingParams;
+pub use serving::{load_language_model, EmbedderModel, EngineModel};
 pub use tokenizer::Tokenizer;

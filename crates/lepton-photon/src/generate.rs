@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::model::LoadedModel;
 
 /// The most tokens one generation may produce (a bound on the work of one request).
-pub const MAX_NEW_TOKENS: usize = 1 << 16;
+pub use lepton_infer::MAX_NEW_TOKENS;
 /// The most stop strings, and the longest one in bytes.
 pub const MAX_STOP_STRINGS: usize = 16;
 pub const MAX_STOP_BYTES: usize = 256;

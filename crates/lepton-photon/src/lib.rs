@@ -37,6 +37,7 @@ mod layout;
 mod limits;
 mod model;
 mod photon;
+pub mod serving;
 
 use lepton_data::Preprocessor;
 use lepton_nn::{LossSpec, ModelSpec};

@@ -15,12 +15,13 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::backend::{Backend, Output};
 use crate::config::BatchConfig;
 use crate::error::ApiError;
+use crate::llm::{api_error, InferError};
 use crate::metrics::Metrics;
 
 struct Job {
     features: Vec<f32>,
     n: usize,
-    reply: oneshot::Sender<Result<Vec<Output>, String>>,
+    reply: oneshot::Sender<Result<Vec<Output>, Arc<InferError>>>,
 }
 
 /// The queue and pool of one model.
@@ -183,7 +184,8 @@ impl Batcher {
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || backend.predict(&features, samples))
             .await
-            .unwrap_or_else(|e| Err(format!("inference task failed: {e}")));
+            .unwrap_or_else(|e| Err(InferError::internal("inference task", e)))
+            .map_err(Arc::new);
         self.metrics
             .observe_batch(&self.name, samples, started.elapsed().as_secs_f64());
         match result {
@@ -227,7 +229,12 @@ impl Batcher {
         }
         match rx.await {
             Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(ApiError::Internal(e)),
+            Ok(Err(e)) => Err(match Arc::try_unwrap(e) {
+                Ok(e) => api_error(e),
+                Err(shared) => {
+                    api_error(InferError::internal("batched forward pass", shared.chain()))
+                }
+            }),
             Err(_) => Err(ApiError::Internal(
                 "the inference worker dropped the request".into(),
             )),

@@ -395,13 +395,13 @@ impl ServeConfig {
                 ));
             }
         }
-        if self.llm.max_tokens > lepton_photon::MAX_NEW_TOKENS {
+        if self.llm.max_tokens > lepton_infer::MAX_NEW_TOKENS {
             return Err(ServeError::config(
                 "llm.max-tokens",
                 format!(
                     "{} is more than {}, the most one generation may produce",
                     self.llm.max_tokens,
-                    lepton_photon::MAX_NEW_TOKENS
+                    lepton_infer::MAX_NEW_TOKENS
                 ),
             ));
         }

@@ -1,14 +1,33 @@
 //! One error type for the API: each variant maps to a status code and a JSON body
 //! `{"error": message, "type": kind}`. 5xx bodies are generic; the detail goes to the log.
+//! A bad request field ([`ApiError::Field`]) also tags the response with its [`ErrorParam`],
+//! which the OpenAI routes report as the error's `param` (`routes/openai/error.rs`).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+/// Response extension: the request field an error response is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorParam(pub String);
+
+impl ApiError {
+    /// A bad value of the request field `param`.
+    pub fn field(param: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        ApiError::Field {
+            param: param.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// A bad value of the request field `param` (a JSON path such as `messages[1].role`).
+    #[error("{param}: {message}")]
+    Field { param: String, message: String },
     #[error("missing or invalid API token")]
     Unauthorized,
     #[error("this token lacks the '{0}' scope")]
@@ -41,7 +60,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Field { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -58,7 +77,7 @@ impl ApiError {
 
     fn kind(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::Field { .. } => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) | ApiError::Refused(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
@@ -83,6 +102,9 @@ impl IntoResponse for ApiError {
         let body = Json(serde_json::json!({ "error": self.to_string(), "type": self.kind() }));
         let mut resp = (status, body).into_response();
         match &self {
+            ApiError::Field { param, .. } => {
+                resp.extensions_mut().insert(ErrorParam(param.clone()));
+            }
             ApiError::Unauthorized => {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

@@ -155,7 +155,7 @@ pub fn json_features(
             }
             backend.row_features(&row)
         }
-        .map_err(|e| ApiError::Unprocessable(format!("{path}: {e}")))?;
+        .map_err(|e| crate::llm::input_error(&path, e))?;
         features.extend(f);
     }
     Ok((features, items.len()))

@@ -1,99 +1,17 @@
-//! What the OpenAI-compatible routes need from a language model: the [`LanguageModel`] trait.
-//! The routes never see model internals; `llm_models.rs` implements the trait for lepton-llm's
-//! sentence embedders and generation engine, and the tests use fakes.
-//!
-//! Request and event types are lepton-llm's plain data ([`SamplingParams`], [`GenerationEvent`],
-//! [`ChatMessage`]), so the two crates agree on their meaning.
+//! The served language models: the inference contract's [`LanguageModel`] (implemented in
+//! `lepton-llm` and `lepton-photon`, fakes in the tests), each with its in-flight bound, in a
+//! registry by name; [`api_error`] maps the contract's [`InferError`] to the API's errors.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-pub use lepton_llm::{
-    ChatMessage, EngineStats, FinishReason, GenerationEvent, SamplingParams, Usage,
+pub use lepton_infer::{
+    ChatMessage, Embedded, EngineStats, FinishReason, GenerationEvent, InferError, LanguageModel,
+    LlmInfo, LlmTask, SamplingParams, Timings, Usage,
 };
 
 use crate::error::ApiError;
-
-/// What a language model does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LlmTask {
-    /// Sentence embeddings (`/v1/embeddings`).
-    Embeddings,
-    /// Text generation (`/v1/completions`, `/v1/chat/completions`).
-    Generation,
-}
-
-impl LlmTask {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LlmTask::Embeddings => "embeddings",
-            LlmTask::Generation => "text-generation",
-        }
-    }
-}
-
-/// Static facts about a served language model.
-#[derive(Debug, Clone)]
-pub struct LlmInfo {
-    pub task: LlmTask,
-    /// Most tokens one input (embeddings) or prompt + completion (generation) may have.
-    pub context_length: usize,
-    /// Vector length (embeddings); 0 for generation.
-    pub dimensions: usize,
-    /// Unix time the model was loaded (OpenAI's `created`).
-    pub created: u64,
-    /// Longest prompt in bytes that can fit the context: the context length times the longest
-    /// token in bytes. Longer prompts are refused before tokenization. `usize::MAX` when
-    /// unknown.
-    pub max_prompt_bytes: usize,
-}
-
-/// Vectors for a batch of texts.
-#[derive(Debug, Clone)]
-pub struct Embedded {
-    pub vectors: Vec<Vec<f32>>,
-    /// Tokens over all inputs.
-    pub prompt_tokens: usize,
-}
-
-/// A servable language model. Blocking calls (`embed`) run on a blocking thread; `generate`
-/// only queues and returns a receiver of events (dropping it cancels the request).
-pub trait LanguageModel: Send + Sync + 'static {
-    fn info(&self) -> &LlmInfo;
-    /// Embed texts; over-long inputs are errors naming the input.
-    fn embed(&self, _texts: &[String]) -> Result<Embedded, lepton_llm::Error> {
-        Err(unsupported("embeddings"))
-    }
-    /// Render a conversation with the model's chat template (generation prompt appended).
-    fn chat_prompt(&self, _messages: &[ChatMessage]) -> Result<String, lepton_llm::Error> {
-        Err(unsupported("chat"))
-    }
-    /// Tokens of a prompt.
-    fn count_tokens(&self, _text: &str) -> Result<usize, lepton_llm::Error> {
-        Err(unsupported("generation"))
-    }
-    /// Queue a generation; validation errors name the field. This may tokenize the prompt:
-    /// call it from a blocking thread ([`crate::offload`]).
-    fn generate(
-        &self,
-        _prompt: String,
-        _params: SamplingParams,
-    ) -> Result<flume::Receiver<GenerationEvent>, lepton_llm::Error> {
-        Err(unsupported("generation"))
-    }
-    /// Engine state for the metrics (generation models).
-    fn stats(&self) -> Option<EngineStats> {
-        None
-    }
-}
-
-fn unsupported(what: &str) -> lepton_llm::Error {
-    lepton_llm::Error::InvalidRequest {
-        field: "model",
-        message: format!("this model does not do {what}"),
-    }
-}
 
 /// One served language model with its in-flight bound (for blocking work such as embeddings).
 pub struct ServedLlm {
@@ -192,29 +110,72 @@ impl LlmRegistry {
 }
 
 /// The API error for a model error: request problems are 400 naming the field, a full queue
-/// is 503, anything else a 500 with the detail logged.
-pub fn api_error(e: lepton_llm::Error) -> ApiError {
-    use lepton_llm::Error as E;
+/// or a stopping model 503, a missing thing 404, anything else a 500 with the detail logged.
+pub fn api_error(e: InferError) -> ApiError {
     match e {
-        E::InvalidRequest { field, message } => ApiError::BadRequest(format!("{field}: {message}")),
-        E::ContextOverflow { .. } => ApiError::BadRequest(format!("max_tokens: {e}")),
-        E::InputTooLong { .. } => ApiError::BadRequest(e.to_string()),
-        E::QueueFull { .. } => ApiError::Overloaded(e.to_string()),
-        E::EngineStopped => ApiError::Overloaded(e.to_string()),
-        other => ApiError::Internal(format!("{:#}", DisplayChain(&other))),
+        InferError::BadRequest { field, message } => ApiError::field(field, message),
+        InferError::NotFound(m) => ApiError::NotFound(m),
+        InferError::Overloaded(m) => ApiError::Overloaded(m),
+        InferError::Cancelled => ApiError::Overloaded(InferError::Cancelled.to_string()),
+        e @ InferError::Internal { .. } => ApiError::Internal(e.chain()),
     }
 }
 
-struct DisplayChain<'a>(&'a dyn std::error::Error);
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cur = self.0.source();
-        while let Some(s) = cur {
-            write!(f, ": {s}")?;
-            cur = s.source();
+/// The API error for a refused input at `path` (`inputs[2]`, `request body`): the model's
+/// message after the path (422), or [`api_error`] when the model failed rather than refused.
+pub fn input_error(path: &str, e: InferError) -> ApiError {
+    match e {
+        InferError::BadRequest { message, .. } => {
+            ApiError::Unprocessable(format!("{path}: {message}"))
         }
-        Ok(())
+        InferError::NotFound(message) => ApiError::Unprocessable(format!("{path}: {message}")),
+        other => api_error(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_errors_map_to_status_codes() {
+        use axum::http::StatusCode;
+        let cases = [
+            (
+                InferError::bad_request("top_p", "2 is not in (0, 1]"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                InferError::NotFound("no such thing".into()),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                InferError::Overloaded("queue full".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (InferError::Cancelled, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                InferError::internal("forward pass", std::io::Error::other("oom")),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (e, status) in cases {
+            assert_eq!(api_error(e).status(), status);
+        }
+        let e = api_error(InferError::bad_request("top_p", "2 is not in (0, 1]"));
+        assert_eq!(e.to_string(), "top_p: 2 is not in (0, 1]");
+        let ApiError::Internal(detail) = api_error(InferError::internal(
+            "forward pass",
+            std::io::Error::other("oom"),
+        )) else {
+            panic!("not internal")
+        };
+        assert_eq!(detail, "forward pass: oom");
+        let e = input_error(
+            "inputs[1]",
+            InferError::bad_request("inputs", "expected 4 values"),
+        );
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.to_string(), "inputs[1]: expected 4 values");
     }
 }

@@ -138,7 +138,12 @@ impl LlmMetrics {
     }
 
     /// A finished generation request.
-    pub fn finished(&self, model: &str, usage: &lepton_llm::Usage, timings: &lepton_llm::Timings) {
+    pub fn finished(
+        &self,
+        model: &str,
+        usage: &lepton_infer::Usage,
+        timings: &lepton_infer::Timings,
+    ) {
         let k = l(model);
         self.ttft
             .get_or_create(&k)
@@ -170,7 +175,7 @@ impl LlmMetrics {
     }
 
     /// Engine state at scrape time.
-    pub fn engine(&self, model: &str, s: &lepton_llm::EngineStats) {
+    pub fn engine(&self, model: &str, s: &lepton_infer::EngineStats) {
         let k = l(model);
         self.queue.get_or_create(&k).set(s.queue_depth as i64);
         self.active.get_or_create(&k).set(s.active_sequences as i64);
@@ -207,7 +212,7 @@ mod tests {
     fn prefix_cache_metrics_follow_the_engine_totals() {
         let mut registry = Registry::default();
         let m = LlmMetrics::register(&mut registry);
-        let mut s = lepton_llm::EngineStats {
+        let mut s = lepton_infer::EngineStats {
             prefix_cache_hits: 2,
             prefix_tokens_reused: 70,
             prefix_cache_tokens_used: 120,

@@ -19,6 +19,22 @@ use crate::serve_error::{Result, ServeError};
 /// names the file and the failed step.
 pub type Loader = Arc<dyn Fn(&Path, &str) -> Result<Arc<dyn Backend>> + Send + Sync>;
 
+/// A [`Loader`] from a function that opens a model file as `name` (a model crate's `open`):
+/// its error becomes [`ServeError::Load`] naming the model and the file.
+pub fn loader<F, E>(open: F) -> Loader
+where
+    F: Fn(&Path, &str) -> std::result::Result<Arc<dyn Backend>, E> + Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    Arc::new(move |path: &Path, name: &str| {
+        open(path, name).map_err(|e| ServeError::Load {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
+    })
+}
+
 /// One served model.
 pub struct Served {
     pub backend: Arc<dyn Backend>,

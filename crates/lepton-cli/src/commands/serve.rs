@@ -3,9 +3,10 @@
 //! OpenAI-compatible routes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
-use lepton_serve::photon::PhotonBackend;
+use lepton_photon::serving::PhotonBackend;
 use lepton_serve::{AppState, ServeConfig, Tokens};
 
 use crate::cli::ServeArgs;
@@ -67,15 +68,16 @@ pub fn run_with(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let state = AppState::new(config, tokens, Some(PhotonBackend::loader()));
+        let photons = lepton_serve::loader(|path, name| {
+            PhotonBackend::open(path, name).map(|b| Arc::new(b) as Arc<dyn lepton_serve::Backend>)
+        });
+        let state = AppState::new(config, tokens, Some(photons));
         for (name, path) in llms {
             let (st, p, e) = (state.clone(), path.clone(), engine.clone());
             let queue = e.queue_capacity + e.max_batch;
-            let model = tokio::task::spawn_blocking(move || {
-                lepton_serve::llm_models::load_language_model(&p, e)
-            })
-            .await?
-            .with_context(|| format!("loading {}", path.display()))?;
+            let model = tokio::task::spawn_blocking(move || lepton_llm::load_language_model(&p, e))
+                .await?
+                .with_context(|| format!("loading {}", path.display()))?;
             let task = model.info().task.as_str();
             st.inner.llms.insert(&name, model, queue);
             tracing::info!(model = %name, path = %path.display(), task, "language model loaded");

@@ -9,79 +9,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Error, Result};
-
-/// Per-request generation settings (OpenAI names; defaults as OpenAI's API).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplingParams {
-    /// Softmax temperature; 0 = greedy (argmax). Default 1.0. Must be in [0, 100].
-    pub temperature: f32,
-    /// Nucleus sampling mass in (0, 1]; 1 = off. Default 1.0.
-    pub top_p: f32,
-    /// Keep only the k most likely tokens; 0 = off. Default 0.
-    pub top_k: usize,
-    /// Most tokens to generate. Default 256. Prompt + max_tokens must fit the context length.
-    pub max_tokens: usize,
-    /// RNG seed; `None` draws one from the OS. Same seed + same prompt = same output, batched or not.
-    pub seed: Option<u64>,
-    /// Generation stops before the first occurrence of any of these strings (not emitted). Default none.
-    pub stop: Vec<String>,
-    /// Penalty > 1 discourages tokens already in the sequence; 1 = off. Default 1.0. Must be in (0, 10].
-    pub repetition_penalty: f32,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: 1.0,
-            top_p: 1.0,
-            top_k: 0,
-            max_tokens: 256,
-            seed: None,
-            stop: Vec::new(),
-            repetition_penalty: 1.0,
-        }
-    }
-}
-
-impl SamplingParams {
-    /// Greedy decoding of at most `max_tokens` tokens.
-    pub fn greedy(max_tokens: usize) -> Self {
-        Self {
-            temperature: 0.0,
-            max_tokens,
-            ..Self::default()
-        }
-    }
-
-    /// Check the ranges; errors name the field.
-    pub fn validate(&self) -> Result<()> {
-        let bad =
-            |field: &'static str, message: String| Err(Error::InvalidRequest { field, message });
-        if !(0.0..=100.0).contains(&self.temperature) {
-            return bad(
-                "temperature",
-                format!("{} is not in [0, 100]", self.temperature),
-            );
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top_p", format!("{} is not in (0, 1]", self.top_p));
-        }
-        if !(self.repetition_penalty > 0.0 && self.repetition_penalty <= 10.0) {
-            return bad(
-                "repetition_penalty",
-                format!("{} is not in (0, 10]", self.repetition_penalty),
-            );
-        }
-        if self.max_tokens == 0 {
-            return bad("max_tokens", "must be at least 1".into());
-        }
-        if self.stop.iter().any(String::is_empty) {
-            return bad("stop", "stop strings must not be empty".into());
-        }
-        Ok(())
-    }
-}
+pub use lepton_infer::SamplingParams;
 
 /// The per-sequence sampler: parameters plus the seeded generator.
 #[derive(Debug, Clone)]
@@ -402,17 +330,5 @@ mod tests {
             .count();
         let f = ones as f64 / n as f64;
         assert!((f - 0.75).abs() < 0.015, "{f}");
-    }
-
-    #[test]
-    fn validate_names_the_field() {
-        let e = SamplingParams {
-            top_p: 0.0,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(e.to_string().contains("top_p"), "{e}");
-        assert!(SamplingParams::greedy(0).validate().is_err());
     }
 }

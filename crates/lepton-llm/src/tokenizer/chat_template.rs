@@ -4,26 +4,9 @@
 //! and `eos_token`, plus `raise_exception(msg)`; Python string methods (`.strip()`, `.startswith()`,
 //! ...) come from minijinja-contrib's pycompat layer, as many published templates use them.
 
-use serde::{Deserialize, Serialize};
+pub use lepton_infer::ChatMessage;
 
 use crate::{Error, Result};
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `user`, `assistant` (passed to the template as is).
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-}
 
 /// A compiled chat template.
 #[derive(Debug)]

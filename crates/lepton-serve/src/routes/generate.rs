@@ -43,8 +43,7 @@ pub struct GenerateRequest {
 impl GenerateRequest {
     fn into_body(self, model: &str, limit: usize) -> Result<GenerationBody, ApiError> {
         if let Some(n) = self.max_tokens.filter(|&n| n > limit as u64) {
-            return Err(ApiError::BadRequest(format!(
-                "max_tokens: {n} is above this server's limit of {limit} tokens per generation (llm.max-tokens)"
+            return Err(ApiError::field("max_tokens", format!("{n} is above this server's limit of {limit} tokens per generation (llm.max-tokens)"
             )));
         }
         let stop = match self.stop {
@@ -82,10 +81,13 @@ pub async fn generate(
 ) -> Result<Response, ApiError> {
     let served = state.model(&name)?;
     if !served.generates {
-        return Err(ApiError::BadRequest(format!(
-            "model: '{name}' is a {} model and does not generate text; use /v1/models/{name}/predict",
-            served.backend.info().task
-        )));
+        return Err(ApiError::field(
+            "model",
+            format!(
+                "'{name}' is a {} model and does not generate text; use /v1/models/{name}/predict",
+                served.backend.info().task
+            ),
+        ));
     }
     let req: GenerateRequest = parse_request(&state, body, "/v1/models/{name}/generate").await?;
     let llm = state.inner.llms.get(&name)?;

@@ -134,6 +134,9 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
     if resp.status().as_u16() >= 400 && !is_json(&resp) {
         resp = json_error(resp).await;
     }
+    if resp.status().as_u16() >= 400 && openai::error::is_openai(&path) {
+        resp = openai::error::nest(resp).await;
+    }
     // The OpenAI routes name their (served) model in the body; the handler reports it back.
     let model = match resp.extensions().get::<openai::ModelLabel>() {
         Some(openai::ModelLabel(m)) if model.is_empty() => m.clone(),

@@ -196,7 +196,7 @@ async fn image_features(
         let img = decode_image(&bytes, &limits, &what)?;
         backend
             .image_features(&img)
-            .map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))
+            .map_err(|e| crate::llm::input_error(&what, e))
     })
     .await?
 }

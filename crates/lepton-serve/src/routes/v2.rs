@@ -215,7 +215,7 @@ fn decode_request(
         features.extend(
             backend
                 .raw_features(raw)
-                .map_err(|e| ApiError::Unprocessable(format!("{what}[{i}]: {e}")))?,
+                .map_err(|e| crate::llm::input_error(&format!("{what}[{i}]"), e))?,
         );
     }
     Ok((req, features, n))

@@ -601,13 +601,13 @@ impl LanguageModel for Recorder {
     fn chat_prompt(
         &self,
         m: &[lepton_serve::llm::ChatMessage],
-    ) -> Result<String, lepton_llm::Error> {
+    ) -> Result<String, lepton_serve::InferError> {
         Ok(m.iter()
             .map(|m| m.content.clone())
             .collect::<Vec<_>>()
             .join("\n"))
     }
-    fn count_tokens(&self, text: &str) -> Result<usize, lepton_llm::Error> {
+    fn count_tokens(&self, text: &str) -> Result<usize, lepton_serve::InferError> {
         self.tokenized.fetch_add(1, Ordering::SeqCst);
         Ok(text.split_whitespace().count())
     }
@@ -615,7 +615,7 @@ impl LanguageModel for Recorder {
         &self,
         _prompt: String,
         params: SamplingParams,
-    ) -> Result<flume::Receiver<GenerationEvent>, lepton_llm::Error> {
+    ) -> Result<flume::Receiver<GenerationEvent>, lepton_serve::InferError> {
         self.tokenized.fetch_add(1, Ordering::SeqCst);
         self.params.lock().unwrap().push(params);
         let (tx, rx) = flume::unbounded();
@@ -651,7 +651,7 @@ async fn long_prompts_are_refused_by_bytes_before_tokenization() {
         let (s, v) = crate::openai::post(&state, uri, body).await;
         assert_eq!(s, 400, "{v}");
         assert!(
-            v["error"]
+            v["error"]["message"]
                 .as_str()
                 .unwrap()
                 .contains("6291456 bytes of text, the limit is 524288"),

@@ -83,9 +83,7 @@ async fn hugging_face_llama_folder_serves_chat_completions() {
         Tokens::load(None, None).unwrap(),
         None,
     );
-    let model =
-        lepton_serve::llm_models::load_language_model(d, lepton_llm::EngineConfig::default())
-            .unwrap();
+    let model = lepton_llm::load_language_model(d, lepton_llm::EngineConfig::default()).unwrap();
     st.inner.llms.insert("tiny", model, 8);
     let msgs = json!([{"role": "user", "content": "Hi"}]);
     let (s, v) = post(
@@ -104,12 +102,10 @@ async fn hugging_face_llama_folder_serves_chat_completions() {
     // A folder missing a tensor is refused with its name.
     tensors.retain(|(n, _, _)| n != "model.layers.1.mlp.up_proj.weight");
     write_f32_safetensors(&d.join("model.safetensors"), &tensors);
-    let e =
-        match lepton_serve::llm_models::load_language_model(d, lepton_llm::EngineConfig::default())
-        {
-            Ok(_) => panic!("loaded a folder without model.layers.1.mlp.up_proj.weight"),
-            Err(e) => e.to_string(),
-        };
+    let e = match lepton_llm::load_language_model(d, lepton_llm::EngineConfig::default()) {
+        Ok(_) => panic!("loaded a folder without model.layers.1.mlp.up_proj.weight"),
+        Err(e) => e.to_string(),
+    };
     assert!(
         e.contains("missing tensor model.layers.1.mlp.up_proj.weight"),
         "{e}"

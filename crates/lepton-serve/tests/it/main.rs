@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
-use lepton_serve::{AppState, Backend, ModelInfo, Output, ServeConfig, Tokens};
+use lepton_serve::{AppState, Backend, InferError, ModelInfo, Output, ServeConfig, Tokens};
 use tower::ServiceExt;
 
 pub struct Fake {
@@ -50,22 +50,25 @@ impl Backend for Fake {
     fn info(&self) -> &ModelInfo {
         &self.info
     }
-    fn image_features(&self, img: &image::DynamicImage) -> Result<Vec<f32>, String> {
+    fn image_features(&self, img: &image::DynamicImage) -> Result<Vec<f32>, InferError> {
         let g = img
             .resize_exact(2, 2, image::imageops::FilterType::Nearest)
             .to_luma8();
         Ok(g.as_raw().iter().map(|&p| p as f32 / 255.0).collect())
     }
-    fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, String> {
+    fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, InferError> {
         if raw.len() != 4 {
-            return Err(format!("expected 4 pixel values, got {}", raw.len()));
+            return Err(InferError::bad_request(
+                "inputs",
+                format!("expected 4 pixel values, got {}", raw.len()),
+            ));
         }
         Ok(raw.iter().map(|p| p / 255.0).collect())
     }
-    fn row_features(&self, _row: &[(String, String)]) -> Result<Vec<f32>, String> {
-        Err("this model takes images".into())
+    fn row_features(&self, _row: &[(String, String)]) -> Result<Vec<f32>, InferError> {
+        Err(InferError::bad_request("inputs", "this model takes images"))
     }
-    fn predict(&self, features: &[f32], n: usize) -> Result<Vec<Output>, String> {
+    fn predict(&self, features: &[f32], n: usize) -> Result<Vec<Output>, InferError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(self.delay);
         self.batches.lock().unwrap().push(n);

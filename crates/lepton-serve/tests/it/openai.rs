@@ -24,7 +24,7 @@ impl LanguageModel for FakeEmbedder {
     fn info(&self) -> &LlmInfo {
         &self.0
     }
-    fn embed(&self, texts: &[String]) -> Result<Embedded, lepton_llm::Error> {
+    fn embed(&self, texts: &[String]) -> Result<Embedded, lepton_serve::InferError> {
         Ok(Embedded {
             vectors: texts
                 .iter()
@@ -70,7 +70,7 @@ impl LanguageModel for FakeGenerator {
     fn info(&self) -> &LlmInfo {
         &self.info
     }
-    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, lepton_llm::Error> {
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, lepton_serve::InferError> {
         Ok(messages
             .iter()
             .map(|m| format!("<{}> {}", m.role, m.content))
@@ -78,21 +78,22 @@ impl LanguageModel for FakeGenerator {
             .join(" ")
             + " <assistant>")
     }
-    fn count_tokens(&self, text: &str) -> Result<usize, lepton_llm::Error> {
+    fn count_tokens(&self, text: &str) -> Result<usize, lepton_serve::InferError> {
         Ok(text.split_whitespace().count())
     }
     fn generate(
         &self,
         prompt: String,
         params: SamplingParams,
-    ) -> Result<flume::Receiver<GenerationEvent>, lepton_llm::Error> {
+    ) -> Result<flume::Receiver<GenerationEvent>, lepton_serve::InferError> {
         let prompt_tokens = prompt.split_whitespace().count();
         if prompt_tokens + params.max_tokens > 64 {
             return Err(lepton_llm::Error::ContextOverflow {
                 prompt_tokens,
                 max_tokens: params.max_tokens,
                 context_length: 64,
-            });
+            }
+            .into());
         }
         let (tx, rx) = flume::unbounded();
         let (delay, live, cancelled) = (self.delay, self.live.clone(), self.cancelled.clone());
@@ -133,7 +134,7 @@ impl LanguageModel for FakeGenerator {
                     prompt_tokens,
                     completion_tokens: n,
                 },
-                timings: lepton_llm::Timings {
+                timings: lepton_serve::llm::Timings {
                     queued: Duration::ZERO,
                     time_to_first_token: delay,
                     total: delay * n as u32,
@@ -456,6 +457,7 @@ async fn bad_requests_get_4xx_naming_the_part() {
         let text = String::from_utf8_lossy(&bytes);
         assert_eq!(s, status, "{uri} {body}: {text}");
         assert!(text.contains(needle), "{uri} {body}: {text} lacks {needle}");
+        assert_openai_error(&bytes, &format!("{uri} {body}"));
     }
     // Invalid UTF-8.
     let req = Request::post("/v1/chat/completions")
@@ -465,6 +467,145 @@ async fn bad_requests_get_4xx_naming_the_part() {
     let (s, _, bytes) = send(&st, req).await;
     assert_eq!(s, 400);
     assert!(String::from_utf8_lossy(&bytes).contains("not valid UTF-8 (at byte 59)"));
+    assert_openai_error(&bytes, "invalid UTF-8");
+}
+
+/// The body is OpenAI's nested error object: `{"error": {"message", "type", "param", "code"}}`
+/// with string message, type and code and a string or null param (issue 14, acceptance 5).
+#[track_caller]
+fn assert_openai_error(body: &[u8], what: &str) -> Value {
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+    let e = v["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: error is not an object: {v}"));
+    let keys: Vec<&str> = e.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["code", "message", "param", "type"], "{what}: {v}");
+    for k in ["message", "type", "code"] {
+        assert!(e[k].is_string(), "{what}: {k} is not a string: {v}");
+    }
+    assert!(
+        e["param"].is_string() || e["param"].is_null(),
+        "{what}: {v}"
+    );
+    v
+}
+
+#[tokio::test]
+async fn openai_error_bodies_are_nested_with_the_param() {
+    let (st, _) = state(None, Duration::ZERO);
+    let cases: Vec<(&str, Value, u16, Value, &str)> = vec![
+        (
+            "/v1/completions",
+            json!({"model": "gen", "prompt": "x", "temperature": 3}),
+            400,
+            json!("temperature"),
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "gen", "prompt": "x", "top_p": 0}),
+            400,
+            json!("top_p"),
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "gen", "prompt": "word ".repeat(70), "max_tokens": 8}),
+            400,
+            json!("max_tokens"),
+            "invalid_request_error",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gen", "messages": [{"role": "tool", "content": "x"}]}),
+            400,
+            json!("messages[0].role"),
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "gen", "prompt": "x", "temperature": "hot"}),
+            400,
+            json!("temperature"),
+            "invalid_request_error",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "emb", "input": "x", "dimensions": 7}),
+            400,
+            json!("dimensions"),
+            "invalid_request_error",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "emb", "input": ["a", ""]}),
+            400,
+            json!("input[1]"),
+            "invalid_request_error",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+            404,
+            Value::Null,
+            "not_found_error",
+        ),
+    ];
+    for (uri, body, status, param, kind) in cases {
+        let (s, _, bytes) = send(&st, json_req("POST", uri, &body.to_string(), None)).await;
+        let v = assert_openai_error(&bytes, &format!("{uri} {body}"));
+        assert_eq!(s, status, "{uri} {body}: {v}");
+        assert_eq!(v["error"]["param"], param, "{uri} {body}: {v}");
+        assert_eq!(v["error"]["type"], kind, "{uri} {body}: {v}");
+    }
+    // The router's own rejections on these paths: a wrong method.
+    let (s, _, bytes) = send(&st, json_req("POST", "/v1/models", "{}", None)).await;
+    assert_eq!(s, 405);
+    assert_openai_error(&bytes, "POST /v1/models");
+    // Other routes keep the flat shape.
+    let (s, _, bytes) = send(&st, json_req("POST", "/v1/models/nope/predict", "{}", None)).await;
+    assert_eq!(s, 404);
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["error"].is_string(), "{v}");
+    assert_eq!(v["type"], "not_found");
+}
+
+#[tokio::test]
+async fn openai_auth_and_rate_limit_errors_are_nested() {
+    let (st, _) = state(Some("pt:predict"), Duration::ZERO);
+    let body = json!({"model": "emb", "input": "x"}).to_string();
+    let (s, resp, bytes) = send(&st, json_req("POST", "/v1/embeddings", &body, None)).await;
+    assert_eq!(s, 401);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    let v = assert_openai_error(&bytes, "no token");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    assert_eq!(v["error"]["code"], "unauthorized");
+    let req = Request::get("/v1/models").body(Body::empty()).unwrap();
+    let (s, _, bytes) = send(&st, req).await;
+    assert_eq!(s, 401);
+    assert_openai_error(&bytes, "GET /v1/models without a token");
+
+    let mut cfg = ServeConfig::default();
+    cfg.limits.rate_limit_per_sec = 0.001;
+    cfg.limits.rate_limit_burst = 1.0;
+    let st = AppState::new(cfg, Tokens::load(None, None).unwrap(), None);
+    st.inner
+        .llms
+        .insert("gen", Arc::new(FakeGenerator::new(Duration::ZERO)), 4);
+    let body = json!({"model": "gen", "prompt": "x", "max_tokens": 1}).to_string();
+    let mut limited = None;
+    for _ in 0..3 {
+        let (s, resp, bytes) = send(&st, json_req("POST", "/v1/completions", &body, None)).await;
+        if s == 429 {
+            limited = Some((resp, bytes));
+            break;
+        }
+    }
+    let (resp, bytes) = limited.expect("a 429 within 3 requests at burst 1");
+    assert!(resp.headers().contains_key("retry-after"));
+    let v = assert_openai_error(&bytes, "rate limited");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert_eq!(v["error"]["code"], "rate_limited");
 }
 
 #[tokio::test]
@@ -585,7 +726,7 @@ async fn real_minilm_embeddings_through_the_router() {
         Tokens::load(None, None).unwrap(),
         None,
     );
-    let model = lepton_serve::llm_models::load_language_model(
+    let model = lepton_llm::load_language_model(
         &model_path("all-MiniLM-L6-v2"),
         lepton_llm::EngineConfig::default(),
     )
@@ -611,7 +752,7 @@ async fn real_minilm_embeddings_through_the_router() {
     .await;
     assert_eq!(s, 400);
     assert!(
-        v["error"]
+        v["error"]["message"]
             .as_str()
             .unwrap()
             .contains("input 1 has 302 tokens"),
@@ -627,11 +768,9 @@ async fn real_smollm2_chat_stream_and_cancel_through_the_router() {
         None,
     );
     let engine = lepton_llm::EngineConfig::default().with_kv_cache_tokens(4096);
-    let model = lepton_serve::llm_models::load_language_model(
-        &model_path("SmolLM2-135M-Instruct.Q4_1.gguf"),
-        engine,
-    )
-    .unwrap();
+    let model =
+        lepton_llm::load_language_model(&model_path("SmolLM2-135M-Instruct.Q4_1.gguf"), engine)
+            .unwrap();
     st.inner.llms.insert("smol", model.clone(), 8);
     // The byte bound checked before tokenization: context x the longest token (>= 64 bytes).
     let info = model.info();
@@ -689,7 +828,14 @@ async fn real_smollm2_chat_stream_and_cancel_through_the_router() {
     )
     .await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("max_tokens"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens"),
+        "{v}"
+    );
+    assert_eq!(v["error"]["param"], "max_tokens", "{v}");
 
     // A client that disconnects mid-stream frees its sequence in the engine.
     let body =

@@ -66,10 +66,12 @@
 //!
 //! [`Llama::forward`]: crate::llama::Llama::forward
 
+pub use lepton_infer::{EngineStats, FinishReason, GenerationEvent, Timings, Usage};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod prefix_cache;
 mod scheduler;
@@ -177,95 +179,6 @@ impl GenerationRequest {
         self.default_max_tokens = true;
         self
     }
-}
-
-/// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// End-of-sequence token or a stop string.
-    Stop,
-    /// `max_tokens` reached.
-    Length,
-}
-
-impl FinishReason {
-    /// OpenAI's name: `stop` or `length`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-        }
-    }
-}
-
-/// Token counts of a finished request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    /// Generated tokens, the end-of-sequence token included.
-    pub completion_tokens: usize,
-}
-
-/// Where a finished request's time went.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Timings {
-    /// Submit → admitted to the batch.
-    pub queued: Duration,
-    /// Submit → first token sampled (queueing and prefill included).
-    pub time_to_first_token: Duration,
-    /// Submit → done.
-    pub total: Duration,
-}
-
-impl Timings {
-    /// Mean time per output token after the first.
-    pub fn time_per_output_token(&self, usage: &Usage) -> Option<Duration> {
-        (usage.completion_tokens > 1)
-            .then(|| (self.total - self.time_to_first_token) / (usage.completion_tokens as u32 - 1))
-    }
-}
-
-/// What a request's receiver gets.
-#[derive(Debug, Clone, PartialEq)]
-pub enum GenerationEvent {
-    /// A generated token and the text it completes (may be empty while a character or a possible
-    /// stop string is incomplete).
-    Token { id: u32, text: String },
-    /// The last event of a successful request.
-    Done {
-        finish_reason: FinishReason,
-        usage: Usage,
-        timings: Timings,
-    },
-    /// The request failed after it was accepted (the last event).
-    Error(String),
-}
-
-/// A snapshot of the engine's state and running totals.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EngineStats {
-    pub queue_depth: usize,
-    pub active_sequences: usize,
-    pub kv_cache_tokens_used: usize,
-    pub kv_cache_tokens_capacity: usize,
-    pub requests_finished: u64,
-    pub requests_cancelled: u64,
-    pub prompt_tokens_total: u64,
-    pub generated_tokens_total: u64,
-    /// Sum over finished requests of the time to first token, in seconds.
-    pub time_to_first_token_seconds_sum: f64,
-    /// Forward passes run, and their total time in seconds.
-    pub steps: u64,
-    pub step_seconds_sum: f64,
-    /// Requests admitted with a prefix copied from the prefix cache, and the positions copied
-    /// (prompt tokens not run through the model).
-    pub prefix_cache_hits: u64,
-    pub prefix_tokens_reused: u64,
-    /// Positions held by the prefix cache, and its budget.
-    pub prefix_cache_tokens_used: usize,
-    pub prefix_cache_tokens_capacity: usize,
-    /// Times a running sequence was paused (its KV cache freed) to make room, see the module docs.
-    pub requests_preempted: u64,
 }
 
 struct Job {

@@ -62,33 +62,37 @@ async fn embed(
 ) -> Result<Json<Value>, ApiError> {
     let info = served.model.info().clone();
     if info.task != LlmTask::Embeddings {
-        return Err(ApiError::BadRequest(format!(
-            "model: '{}' is a {} model; use /v1/completions or /v1/chat/completions",
-            req.model,
-            info.task.as_str()
-        )));
+        return Err(ApiError::field(
+            "model",
+            format!(
+                "'{}' is a {} model; use /v1/completions or /v1/chat/completions",
+                req.model,
+                info.task.as_str()
+            ),
+        ));
     }
-    let texts =
-        match req.input {
-            EmbeddingInput::One(s) => vec![s],
-            EmbeddingInput::Many(v) => v,
-            EmbeddingInput::Tokens(_) => return Err(ApiError::BadRequest(
-                "input: token-id arrays are not supported; send a string or an array of strings"
-                    .into(),
-            )),
-        };
+    let texts = match req.input {
+        EmbeddingInput::One(s) => vec![s],
+        EmbeddingInput::Many(v) => v,
+        EmbeddingInput::Tokens(_) => {
+            return Err(ApiError::field(
+                "input",
+                "token-id arrays are not supported; send a string or an array of strings",
+            ))
+        }
+    };
     if texts.is_empty() {
-        return Err(ApiError::BadRequest("input: the array is empty".into()));
+        return Err(ApiError::field("input", "the array is empty"));
     }
     let max = state.inner.config.limits.max_batch_inputs;
     if texts.len() > max {
-        return Err(ApiError::BadRequest(format!(
-            "input: {} texts, the limit is {max}",
-            texts.len()
-        )));
+        return Err(ApiError::field(
+            "input",
+            format!("{} texts, the limit is {max}", texts.len()),
+        ));
     }
     if let Some(i) = texts.iter().position(|t| t.is_empty()) {
-        return Err(ApiError::BadRequest(format!("input[{i}]: empty string")));
+        return Err(ApiError::field(format!("input[{i}]"), "empty string"));
     }
     // Bytes before tokens: the cheap bound first.
     let limit = state
@@ -98,26 +102,30 @@ async fn embed(
         .max_prompt_bytes
         .min(info.max_prompt_bytes);
     if let Some(i) = texts.iter().position(|t| t.len() > limit) {
-        return Err(ApiError::BadRequest(format!(
-            "input[{i}]: {} bytes of text, the limit is {limit}",
-            texts[i].len()
-        )));
+        return Err(ApiError::field(
+            format!("input[{i}]"),
+            format!("{} bytes of text, the limit is {limit}", texts[i].len()),
+        ));
     }
     let base64_out = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "encoding_format: '{other}' (use float or base64)"
-            )))
+            return Err(ApiError::field(
+                "encoding_format",
+                format!("'{other}' (use float or base64)"),
+            ))
         }
     };
     if let Some(d) = req.dimensions {
         if d != info.dimensions {
-            return Err(ApiError::BadRequest(format!(
-                "dimensions: this model's vectors have {} dimensions, not {d}",
-                info.dimensions
-            )));
+            return Err(ApiError::field(
+                "dimensions",
+                format!(
+                    "this model's vectors have {} dimensions, not {d}",
+                    info.dimensions
+                ),
+            ));
         }
     }
     let _slot = served.slot(&req.model)?;

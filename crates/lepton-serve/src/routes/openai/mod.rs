@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod completions;
 pub mod embeddings;
+pub mod error;
 pub mod params;
 pub mod stream;
 
@@ -54,7 +55,7 @@ fn parse_body<T: DeserializeOwned>(
         if path == "." {
             ApiError::BadRequest(format!("request body: {inner}"))
         } else {
-            ApiError::BadRequest(format!("{path}: {inner}"))
+            ApiError::field(path, inner)
         }
     })
 }

@@ -140,7 +140,7 @@ pub struct ValidGeneration {
 }
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest(format!("{field}: {msg}"))
+    ApiError::field(field, msg)
 }
 
 fn is_set(v: &Option<Value>) -> bool {

@@ -1,16 +1,17 @@
-//! [`LanguageModel`] for lepton-llm's models: sentence embedders (Hugging Face BERT folders) and
-//! the generation engine over a Llama decoder (GGUF file or Hugging Face folder).
-//! [`load_language_model`] picks by what the path is.
+//! The inference contract ([`lepton_infer::LanguageModel`]) for this crate's models: sentence
+//! embedders (Hugging Face BERT folders) and the generation engine over a decoder (GGUF file or
+//! Hugging Face folder). [`load_language_model`] picks by what the path is. Errors cross the
+//! contract as [`InferError`] (see `From<Error> for InferError` in `error.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use lepton_llm::{Embedder, Engine, EngineConfig, GenerationRequest, ModelPath, TextModel};
-
-use crate::llm::{
-    ChatMessage, Embedded, EngineStats, GenerationEvent, LanguageModel, LlmInfo, LlmTask,
-    SamplingParams,
+use lepton_infer::{
+    ChatMessage, Embedded, EngineStats, GenerationEvent, InferError, LanguageModel, LlmInfo,
+    LlmTask, SamplingParams,
 };
+
+use crate::{Embedder, Engine, EngineConfig, GenerationRequest, ModelPath, TextModel};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -44,7 +45,7 @@ impl LanguageModel for EmbedderModel {
     fn info(&self) -> &LlmInfo {
         &self.info
     }
-    fn embed(&self, texts: &[String]) -> Result<Embedded, lepton_llm::Error> {
+    fn embed(&self, texts: &[String]) -> Result<Embedded, InferError> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let out = self.embedder.embed(&refs)?;
         Ok(Embedded {
@@ -94,18 +95,18 @@ impl LanguageModel for EngineModel {
     fn info(&self) -> &LlmInfo {
         &self.info
     }
-    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, lepton_llm::Error> {
-        self.engine.model().apply_chat_template(messages)
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, InferError> {
+        Ok(self.engine.model().apply_chat_template(messages)?)
     }
-    fn count_tokens(&self, text: &str) -> Result<usize, lepton_llm::Error> {
+    fn count_tokens(&self, text: &str) -> Result<usize, InferError> {
         Ok(self.engine.model().tokenize(text)?.len())
     }
     fn generate(
         &self,
         prompt: String,
         params: SamplingParams,
-    ) -> Result<flume::Receiver<GenerationEvent>, lepton_llm::Error> {
-        self.engine.submit(GenerationRequest::new(prompt, params))
+    ) -> Result<flume::Receiver<GenerationEvent>, InferError> {
+        Ok(self.engine.submit(GenerationRequest::new(prompt, params))?)
     }
     fn stats(&self) -> Option<EngineStats> {
         Some(self.engine.stats())
@@ -117,9 +118,9 @@ impl LanguageModel for EngineModel {
 pub fn load_language_model(
     path: &Path,
     engine: EngineConfig,
-) -> Result<Arc<dyn LanguageModel>, lepton_llm::Error> {
+) -> crate::Result<Arc<dyn LanguageModel>> {
     match ModelPath::classify(path)? {
-        ModelPath::Folder(f) if f.architecture == lepton_llm::Architecture::Bert => {
+        ModelPath::Folder(f) if f.architecture == crate::Architecture::Bert => {
             Ok(Arc::new(EmbedderModel::new(Embedder::load(path)?)))
         }
         ModelPath::Folder(f) => {

@@ -1,4 +1,4 @@
-//! [`Backend`] for `.photon` packages.
+//! The inference contract's [`Backend`] for `.photon` packages.
 //!
 //! A text classifier's sample (a text, or 1 to `max-len` token ids) becomes one `max-len` row,
 //! left-padded as the training texts were ([`LoadedModel::text_row`]), and is batched like any
@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use lepton_data::Preprocessor;
-use lepton_photon::{LoadedModel, Photon};
+use lepton_infer::{Backend, InferError, LanguageModel, ModelInfo, Output};
 
-use crate::backend::{Backend, ModelInfo, Output};
-use crate::llm::LanguageModel;
-use crate::text_generation::PhotonLanguageModel;
+use super::text_generation::PhotonLanguageModel;
+use crate::{LoadedModel, Photon};
 
 /// A loaded photon package.
 pub struct PhotonBackend {
@@ -24,16 +23,11 @@ pub struct PhotonBackend {
 
 impl PhotonBackend {
     /// Open, verify and load `path`, served as `name`.
-    pub fn open(path: &Path, name: &str) -> crate::serve_error::Result<Self> {
-        let fail = |e: lepton_photon::Error| crate::ServeError::Load {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        };
-        let photon = Photon::open(path).map_err(fail)?;
+    pub fn open(path: &Path, name: &str) -> crate::Result<Self> {
+        let photon = Photon::open(path)?;
         let m = photon.manifest();
         let pre = m.preprocessor.clone();
-        let model = photon.model().map_err(fail)?;
+        let model = photon.model()?;
         let info = ModelInfo {
             name: name.to_string(),
             sample_shape: pre.sample_shape(),
@@ -54,27 +48,25 @@ impl PhotonBackend {
         })
     }
 
-    /// A [`crate::Loader`] that opens photon files.
-    pub fn loader() -> crate::Loader {
-        Arc::new(|path: &Path, name: &str| {
-            Ok(Arc::new(PhotonBackend::open(path, name)?) as Arc<dyn Backend>)
-        })
-    }
-
     /// A text classifier's batch row for checked token ids (as f32).
-    fn text_row(&self, ids: Vec<f32>) -> Result<Vec<f32>, String> {
+    fn text_row(&self, ids: Vec<f32>) -> Result<Vec<f32>, InferError> {
         if self.model.is_language_model() {
-            return Err(format!(
+            return Err(InferError::bad_request("model", format!(
                 "'{}' is a language model: POST /v1/models/{}/generate (or /v1/completions) instead",
                 self.info.name, self.info.name
-            ));
+            )));
         }
         let ids: Vec<u32> = ids.into_iter().map(|x| x as u32).collect();
         self.model.text_row(&ids).map_err(|e| match e {
-            lepton_photon::Error::Generate { message, .. } => message,
-            other => other.to_string(),
+            crate::Error::Generate { message, .. } => InferError::bad_request("text", message),
+            other => InferError::bad_request("text", other.to_string()),
         })
     }
+}
+
+/// An input the preprocessor refuses (wrong size, unknown column, out-of-vocabulary text).
+fn refused(e: lepton_data::Error) -> InferError {
+    InferError::bad_request("inputs", e.to_string())
 }
 
 impl Backend for PhotonBackend {
@@ -82,37 +74,41 @@ impl Backend for PhotonBackend {
         &self.info
     }
 
-    fn image_features(&self, img: &image::DynamicImage) -> Result<Vec<f32>, String> {
-        self.pre.image_features(img).map_err(|e| e.to_string())
+    fn image_features(&self, img: &image::DynamicImage) -> Result<Vec<f32>, InferError> {
+        self.pre.image_features(img).map_err(refused)
     }
 
-    fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, String> {
-        let f = self.pre.raw_features(raw).map_err(|e| e.to_string())?;
+    fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, InferError> {
+        let f = self.pre.raw_features(raw).map_err(refused)?;
         match self.pre {
             Preprocessor::Text { .. } => self.text_row(f),
             _ => Ok(f),
         }
     }
 
-    fn text_features(&self, text: &str) -> Result<Vec<f32>, String> {
-        let f = self.pre.text_features(text).map_err(|e| e.to_string())?;
+    fn text_features(&self, text: &str) -> Result<Vec<f32>, InferError> {
+        let f = self.pre.text_features(text).map_err(refused)?;
         self.text_row(f)
     }
 
-    fn row_features(&self, row: &[(String, String)]) -> Result<Vec<f32>, String> {
+    fn row_features(&self, row: &[(String, String)]) -> Result<Vec<f32>, InferError> {
         let pairs: Vec<(&str, &str)> = row.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        self.pre.row_features(&pairs).map_err(|e| e.to_string())
+        self.pre.row_features(&pairs).map_err(refused)
     }
 
-    fn predict(&self, features: &[f32], n: usize) -> Result<Vec<Output>, String> {
+    fn predict(&self, features: &[f32], n: usize) -> Result<Vec<Output>, InferError> {
         let mut shape = vec![n];
         shape.extend_from_slice(&self.info.sample_shape);
-        let x = Tensor::from_slice(features, shape, &Device::Cpu).map_err(|e| e.to_string())?;
-        let y = self.model.predict(&x).map_err(|e| e.to_string())?;
+        let x = Tensor::from_slice(features, shape, &Device::Cpu)
+            .map_err(|e| InferError::internal("building the input batch", e))?;
+        let y = self
+            .model
+            .predict(&x)
+            .map_err(|e| InferError::internal("forward pass", e))?;
         let rows = y
             .flatten_from(1)
             .and_then(|t| t.to_vec2::<f32>())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| InferError::internal("reading the outputs", e))?;
         Ok(if self.info.class_names.is_empty() {
             rows.into_iter().map(|r| Output::Value(r[0])).collect()
         } else {

@@ -1,4 +1,4 @@
-//! [`LanguageModel`] for language-model photons (`Preprocessor::Text` with no classes): the
+//! The inference contract's [`LanguageModel`] for language-model photons (`Preprocessor::Text` with no classes): the
 //! OpenAI routes (`/v1/completions` with `model` = the photon's name) and
 //! `POST /v1/models/{name}/generate` reach them through the same validation, slots, streaming,
 //! timeouts and metrics as lepton-llm's engines.
@@ -6,20 +6,20 @@
 //! A generation runs on a bounded pool of blocking threads, never on the async runtime: it waits
 //! for one of the `llm.generation-concurrency` permits (a pool of its own, so long generations
 //! never starve the request parsing bounded by `limits.cpu-concurrency`), then runs
-//! [`lepton_photon::Generator`] on a blocking thread, sending one event per token. A client that
+//! [`crate::Generator`] on a blocking thread, sending one event per token. A client that
 //! goes away drops the receiver; the next send fails and the loop stops.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lepton_llm::Timings;
-use lepton_photon::{Finish, GenerateConfig, Generator, LoadedModel};
+use lepton_infer::{
+    FinishReason, GenerationEvent, InferError, LanguageModel, LlmInfo, LlmTask, SamplingParams,
+    Timings, Usage,
+};
 use tokio::sync::Semaphore;
 
-use crate::llm::{
-    FinishReason, GenerationEvent, LanguageModel, LlmInfo, LlmTask, SamplingParams, Usage,
-};
+use crate::{Finish, GenerateConfig, Generator, LoadedModel};
 
 /// A language-model photon served for generation.
 pub struct PhotonLanguageModel {
@@ -29,11 +29,8 @@ pub struct PhotonLanguageModel {
     runtime: tokio::runtime::Handle,
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> lepton_llm::Error {
-    lepton_llm::Error::InvalidRequest {
-        field,
-        message: message.into(),
-    }
+fn invalid(field: &'static str, message: impl Into<String>) -> InferError {
+    InferError::bad_request(field, message)
 }
 
 impl PhotonLanguageModel {
@@ -57,7 +54,7 @@ impl PhotonLanguageModel {
                 task: LlmTask::Generation,
                 // The model reads the last `max_len` tokens; the prompt may be longer, so the
                 // bound on one request is the generation length.
-                context_length: max_tokens.clamp(1, lepton_photon::MAX_NEW_TOKENS),
+                context_length: max_tokens.clamp(1, crate::MAX_NEW_TOKENS),
                 dimensions: 0,
                 created,
                 max_prompt_bytes: usize::MAX,
@@ -67,7 +64,7 @@ impl PhotonLanguageModel {
         })
     }
 
-    fn config(&self, params: &SamplingParams) -> Result<GenerateConfig, lepton_llm::Error> {
+    fn config(&self, params: &SamplingParams) -> Result<GenerateConfig, InferError> {
         if params.top_p != 1.0 {
             return Err(invalid(
                 "top_p",
@@ -83,7 +80,7 @@ impl PhotonLanguageModel {
         let cfg = GenerateConfig::new(params.max_tokens)
             .with_temperature(params.temperature)
             .with_top_k(params.top_k)
-            .with_seed(params.seed.unwrap_or_else(lepton_photon::random_seed))
+            .with_seed(params.seed.unwrap_or_else(crate::random_seed))
             .with_stop(params.stop.clone());
         cfg.validate().map_err(request_error)?;
         Ok(cfg)
@@ -91,9 +88,9 @@ impl PhotonLanguageModel {
 }
 
 /// A refused generation as a request error naming the request's field.
-fn request_error(e: lepton_photon::Error) -> lepton_llm::Error {
+fn request_error(e: crate::Error) -> InferError {
     match e {
-        lepton_photon::Error::Generate { field, message } => {
+        crate::Error::Generate { field, message } => {
             let field = match field.as_str() {
                 "max-tokens" => "max_tokens",
                 "temperature" => "temperature",
@@ -112,7 +109,7 @@ impl LanguageModel for PhotonLanguageModel {
         &self.info
     }
 
-    fn count_tokens(&self, text: &str) -> Result<usize, lepton_llm::Error> {
+    fn count_tokens(&self, text: &str) -> Result<usize, InferError> {
         let g = Generator::new(&self.model).map_err(request_error)?;
         Ok(g.vocab()
             .encode(text)
@@ -126,7 +123,7 @@ impl LanguageModel for PhotonLanguageModel {
         &self,
         prompt: String,
         params: SamplingParams,
-    ) -> Result<flume::Receiver<GenerationEvent>, lepton_llm::Error> {
+    ) -> Result<flume::Receiver<GenerationEvent>, InferError> {
         let cfg = self.config(&params)?;
         let g = Generator::new(&self.model).map_err(request_error)?;
         g.encode_prompt(&prompt).map_err(request_error)?;

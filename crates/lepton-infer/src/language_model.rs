@@ -1,0 +1,116 @@
+//! [`LanguageModel`]: what the OpenAI-compatible routes need from a language model. The routes
+//! never see model internals; `lepton-llm` implements it for its sentence embedders and
+//! generation engine, `lepton-photon` for language-model photons, and the tests use fakes.
+
+use crate::generation::{ChatMessage, EngineStats, GenerationEvent, SamplingParams};
+use crate::InferError;
+
+/// What a language model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmTask {
+    /// Sentence embeddings (`/v1/embeddings`).
+    Embeddings,
+    /// Text generation (`/v1/completions`, `/v1/chat/completions`).
+    Generation,
+}
+
+impl LlmTask {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LlmTask::Embeddings => "embeddings",
+            LlmTask::Generation => "text-generation",
+        }
+    }
+}
+
+/// Static facts about a served language model.
+#[derive(Debug, Clone)]
+pub struct LlmInfo {
+    pub task: LlmTask,
+    /// Most tokens one input (embeddings) or prompt + completion (generation) may have.
+    pub context_length: usize,
+    /// Vector length (embeddings); 0 for generation.
+    pub dimensions: usize,
+    /// Unix time the model was loaded (OpenAI's `created`).
+    pub created: u64,
+    /// Longest prompt in bytes that can fit the context: the context length times the longest
+    /// token in bytes. Longer prompts are refused before tokenization. `usize::MAX` when
+    /// unknown.
+    pub max_prompt_bytes: usize,
+}
+
+/// Vectors for a batch of texts.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens over all inputs.
+    pub prompt_tokens: usize,
+}
+
+/// A servable language model. Blocking calls (`embed`) run on a blocking thread; `generate`
+/// only queues and returns a receiver of events (dropping it cancels the request).
+pub trait LanguageModel: Send + Sync + 'static {
+    fn info(&self) -> &LlmInfo;
+    /// Embed texts; over-long inputs are errors naming the input.
+    fn embed(&self, _texts: &[String]) -> Result<Embedded, InferError> {
+        Err(unsupported("embeddings"))
+    }
+    /// Render a conversation with the model's chat template (generation prompt appended).
+    fn chat_prompt(&self, _messages: &[ChatMessage]) -> Result<String, InferError> {
+        Err(unsupported("chat"))
+    }
+    /// Tokens of a prompt.
+    fn count_tokens(&self, _text: &str) -> Result<usize, InferError> {
+        Err(unsupported("generation"))
+    }
+    /// Queue a generation; validation errors name the field. This may tokenize the prompt:
+    /// call it from a blocking thread.
+    fn generate(
+        &self,
+        _prompt: String,
+        _params: SamplingParams,
+    ) -> Result<flume::Receiver<GenerationEvent>, InferError> {
+        Err(unsupported("generation"))
+    }
+    /// Engine state for the metrics (generation models).
+    fn stats(&self) -> Option<EngineStats> {
+        None
+    }
+}
+
+fn unsupported(what: &str) -> InferError {
+    InferError::bad_request("model", format!("this model does not do {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Minimal(LlmInfo);
+
+    impl LanguageModel for Minimal {
+        fn info(&self) -> &LlmInfo {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn what_a_model_does_not_do_is_a_bad_request_on_model() {
+        let m = Minimal(LlmInfo {
+            task: LlmTask::Embeddings,
+            context_length: 8,
+            dimensions: 4,
+            created: 0,
+            max_prompt_bytes: usize::MAX,
+        });
+        let e = m
+            .generate("hi".into(), SamplingParams::greedy(1))
+            .unwrap_err();
+        assert!(
+            matches!(e, InferError::BadRequest { field: "model", .. }),
+            "{e}"
+        );
+        assert!(m.embed(&["x".into()]).is_err());
+        assert!(m.stats().is_none());
+    }
+}
