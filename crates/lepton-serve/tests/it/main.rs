@@ -8,6 +8,7 @@ mod bad_input;
 mod deploy;
 mod hf_folder;
 mod openai;
+mod openai_errors;
 mod text;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

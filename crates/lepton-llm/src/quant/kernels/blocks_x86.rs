@@ -128,6 +128,11 @@ pub unsafe fn dot_rows<const R: usize>(t: BlockType, w: &[u8], a: &[&[u8]; R], o
 }
 
 /// 0xFF in byte `j` where bit `j` of the 32 bits is set, else 0 (ggml's `bytes_from_bits_32`).
+///
+/// # Safety
+/// The CPU must have AVX2 (this is inlined into the `#[target_feature(enable = "avx2")]` kernels of
+/// this file, which are only called after that check); memory is read through checked slice
+/// indexing only.
 #[inline(always)]
 unsafe fn bytes_from_bits_32(qh: &[u8]) -> __m256i {
     // SAFETY: register-only operations; the features come from the calling kernel.
@@ -146,6 +151,11 @@ unsafe fn bytes_from_bits_32(qh: &[u8]) -> __m256i {
 }
 
 /// A Q4_K/Q5_K block's 8 sub-blocks of unsigned codes, their scales (i16, broadcast) and mins.
+///
+/// # Safety
+/// The CPU must have AVX2 (this is inlined into the `#[target_feature(enable = "avx2")]` kernels of
+/// this file, which are only called after that check); memory is read through checked slice
+/// indexing only.
 #[inline(always)]
 unsafe fn unpack_q45k(
     b: &[u8],
@@ -193,6 +203,11 @@ unsafe fn unpack_q45k(
 
 /// A Q6_K block's 8 chunks of 32 unsigned codes (0..64) and their two scales each (i16: the first
 /// 16 values' in the low half, the next 16 values' in the high half).
+///
+/// # Safety
+/// The CPU must have AVX2 (this is inlined into the `#[target_feature(enable = "avx2")]` kernels of
+/// this file, which are only called after that check); memory is read through checked slice
+/// indexing only.
 #[inline(always)]
 unsafe fn unpack_q6k(b: &[u8], m4: __m256i, codes: &mut [__m256i; 8], scales: &mut [__m256i; 8]) {
     // SAFETY: loads of 32 bytes inside the block (indexing checked); features from the caller.
