@@ -1,0 +1,125 @@
+//! `lepton runs list`: sorting, filtering and the table.
+
+use serde::Deserialize;
+
+use crate::run::{RunInfo, Status};
+use crate::table::{self, Table};
+
+/// Sort keys of `runs list --sort`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SortKey {
+    Name,
+    Kind,
+    Status,
+    Epochs,
+    /// Best monitored value, higher first (lower first for a `*loss*` metric).
+    Best,
+    Time,
+    Size,
+    /// Most recently changed first (the default).
+    #[default]
+    Updated,
+}
+
+impl std::str::FromStr for SortKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+            format!("unknown sort key {s:?} (name, kind, status, epochs, best, time, size, updated)")
+        })
+    }
+}
+
+/// Which runs `runs list` shows and in which order.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub sort: SortKey,
+    pub reverse: bool,
+    /// Keep runs whose name or id contains this (case-insensitive).
+    pub filter: Option<String>,
+    pub status: Option<Status>,
+    pub kind: Option<String>,
+}
+
+impl ListQuery {
+    /// Filter then sort `runs` in place.
+    pub fn apply(&self, runs: &mut Vec<RunInfo>) {
+        if let Some(f) = &self.filter {
+            let f = f.to_lowercase();
+            runs.retain(|r| r.name.to_lowercase().contains(&f) || r.id.to_lowercase().contains(&f));
+        }
+        if let Some(s) = self.status {
+            runs.retain(|r| r.status == s);
+        }
+        if let Some(k) = &self.kind {
+            runs.retain(|r| r.kind.eq_ignore_ascii_case(k));
+        }
+        let key = self.sort;
+        runs.sort_by(|a, b| {
+            use std::cmp::Ordering;
+            let by_f64 = |x: Option<f64>, y: Option<f64>| {
+                // Absent values last, whatever the direction.
+                match (x, y) {
+                    (Some(x), Some(y)) => y.total_cmp(&x),
+                    (Some(_), None) => Ordering::Less,
+                    (None, Some(_)) => Ordering::Greater,
+                    (None, None) => Ordering::Equal,
+                }
+            };
+            let ord = match key {
+                SortKey::Name => a.name.cmp(&b.name),
+                SortKey::Kind => a.kind.cmp(&b.kind),
+                SortKey::Status => a.status.cmp(&b.status),
+                SortKey::Epochs => b.epochs.cmp(&a.epochs),
+                SortKey::Best => by_f64(best_score(a), best_score(b)),
+                SortKey::Time => by_f64(Some(a.train_seconds), Some(b.train_seconds)),
+                SortKey::Size => by_f64(
+                    a.photon_bytes.map(|n| n as f64),
+                    b.photon_bytes.map(|n| n as f64),
+                ),
+                SortKey::Updated => by_f64(a.updated, b.updated),
+            };
+            ord.then_with(|| a.id.cmp(&b.id))
+        });
+        if self.reverse {
+            runs.reverse();
+        }
+    }
+}
+
+/// The best value oriented so that higher is better.
+fn best_score(r: &RunInfo) -> Option<f64> {
+    let b = r.best.as_ref()?;
+    Some(if b.metric.contains("loss") || b.metric.contains("error") {
+        -b.value
+    } else {
+        b.value
+    })
+}
+
+/// The `runs list` table.
+pub fn render(runs: &[RunInfo]) -> String {
+    let mut t = Table::new(["NAME", "ID", "KIND", "STATUS", "EPOCHS", "BEST", "TIME", "SIZE"]);
+    for r in runs {
+        let epochs = match r.epochs_planned {
+            Some(p) => format!("{}/{p}", r.epochs),
+            None => r.epochs.to_string(),
+        };
+        let best = r.best.as_ref().map_or_else(
+            || "-".into(),
+            |b| format!("{} {}", table::number(b.value), b.metric),
+        );
+        t.row([
+            r.name.clone(),
+            r.id.clone(),
+            r.kind.clone(),
+            r.status.as_str().into(),
+            epochs,
+            best,
+            table::duration(r.train_seconds),
+            r.photon_bytes.map_or_else(|| "-".into(), table::bytes),
+        ]);
+    }
+    t.render()
+}
