@@ -83,6 +83,14 @@ pub enum Command {
         after_help = "Example:\n  lepton chat ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --system \"Be brief.\""
     )]
     Chat(ChatArgs),
+    /// List, show, compare and export training runs (run directories).
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Serve the local run dashboard (runs table, learning curves, reports) in the browser.
+    #[command(
+        after_help = "Example:\n  lepton ui runs --listen 127.0.0.1:6006\n  then open http://127.0.0.1:6006"
+    )]
+    Ui(UiArgs),
 }
 
 /// Sampling flags shared by `generate` and `chat` (defaults as OpenAI's API).
@@ -300,4 +308,81 @@ pub struct ServeArgs {
     /// Allow serving on a non-loopback address without any API token.
     #[arg(long)]
     pub insecure: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Table of the runs in a runs directory (name, kind, status, epochs, best metric, time, size).
+    #[command(
+        after_help = "Example:\n  lepton runs list runs --sort best --status done\n  lepton runs list --json"
+    )]
+    List(RunsListArgs),
+    /// Details of one run: summary, last epoch, final evaluation, artifacts.
+    #[command(after_help = "Example:\n  lepton runs show runs/mnist-cnn")]
+    Show(RunsShowArgs),
+    /// Hyper-parameters that differ between runs, and their results side by side.
+    #[command(after_help = "Example:\n  lepton runs compare runs/iris-a runs/iris-b")]
+    Compare(RunsCompareArgs),
+    /// Export a run's metrics for other tools (TensorBoard event files).
+    #[command(
+        after_help = "Example:\n  lepton runs export --tensorboard runs/mnist-cnn -o tb/mnist-cnn\n  tensorboard --logdir tb"
+    )]
+    Export(RunsExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsListArgs {
+    /// Runs directory (a run directory itself lists that one run).
+    #[arg(default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Sort key: name, kind, status, epochs, best, time, size, updated (newest first).
+    #[arg(long, default_value = "updated")]
+    pub sort: String,
+    /// Reverse the order.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Keep runs whose name or id contains this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Keep runs with this status: running, done, failed.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Keep runs of this model kind (mlp, cnn, lstm, transformer, ...).
+    #[arg(long)]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsShowArgs {
+    /// Run directory.
+    pub run: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsCompareArgs {
+    /// Run directories (two or more).
+    #[arg(required = true, num_args = 2..)]
+    pub runs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsExportArgs {
+    /// Write TensorBoard event files.
+    #[arg(long, required = true)]
+    pub tensorboard: bool,
+    /// Run directory.
+    pub run: PathBuf,
+    /// Output folder (default: RUN/tensorboard).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Runs directory to show.
+    #[arg(default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Address to listen on (loopback by default: the dashboard has no authentication).
+    #[arg(long, default_value = "127.0.0.1:6006")]
+    pub listen: std::net::SocketAddr,
 }

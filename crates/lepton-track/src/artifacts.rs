@@ -148,7 +148,9 @@ pub fn resolve_file(run_dir: &Path, id: &str, name: &str) -> Result<(PathBuf, &'
     }
     let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
     let Some(&(_, mime)) = SERVED.iter().find(|(e, _)| *e == ext) else {
-        return Err(refuse("only .png, .json, .jsonl, .md and .toml files are served"));
+        return Err(refuse(
+            "only .png, .json, .jsonl, .md and .toml files are served",
+        ));
     };
     let real = std::fs::canonicalize(run_dir.join(rel)).map_err(|_| refuse("no such file"))?;
     if !real.starts_with(run_dir) {
@@ -174,7 +176,12 @@ mod tests {
         let d = dir.path();
         std::fs::create_dir_all(d.join("explain")).unwrap();
         std::fs::create_dir_all(d.join("compress")).unwrap();
-        for f in ["digit7.saliency.png", "digit7.saliency.json", "digit7.layer-conv1.png", "x.txt"] {
+        for f in [
+            "digit7.saliency.png",
+            "digit7.saliency.json",
+            "digit7.layer-conv1.png",
+            "x.txt",
+        ] {
             std::fs::write(d.join("explain").join(f), b"x").unwrap();
         }
         std::fs::write(d.join("compress/int8.json"), r#"{"size": 10}"#).unwrap();
@@ -190,10 +197,18 @@ mod tests {
             .collect();
         assert_eq!(
             methods,
-            [("digit7", "layer-conv1"), ("digit7", "saliency"), ("digit7", "saliency")]
+            [
+                ("digit7", "layer-conv1"),
+                ("digit7", "saliency"),
+                ("digit7", "saliency")
+            ]
         );
         assert_eq!(a.compression.len(), 2);
-        assert!(a.compression[0].warning.as_ref().unwrap().contains("bad.json"));
+        assert!(a.compression[0]
+            .warning
+            .as_ref()
+            .unwrap()
+            .contains("bad.json"));
         assert_eq!(a.compression[1].report.as_ref().unwrap()["size"], 10);
         assert_eq!(a.compression[1].markdown.as_deref(), Some("# int8"));
     }
@@ -208,12 +223,20 @@ mod tests {
         std::fs::write(dir.path().join("secret.json"), "{}").unwrap();
         let run = std::fs::canonicalize(&run).unwrap();
         assert!(resolve_file(&run, "r", "report.json").is_ok());
-        for bad in ["../secret.json", "/etc/passwd", "explain/../../secret.json", "best.safetensors", ".hidden.json", ""] {
+        for bad in [
+            "../secret.json",
+            "/etc/passwd",
+            "explain/../../secret.json",
+            "best.safetensors",
+            ".hidden.json",
+            "",
+        ] {
             assert!(resolve_file(&run, "r", bad).is_err(), "{bad}");
         }
         #[cfg(unix)]
         {
-            std::os::unix::fs::symlink(dir.path().join("secret.json"), run.join("link.json")).unwrap();
+            std::os::unix::fs::symlink(dir.path().join("secret.json"), run.join("link.json"))
+                .unwrap();
             let err = resolve_file(&run, "r", "link.json").unwrap_err();
             assert!(err.to_string().contains("link.json"), "{err}");
         }

@@ -65,9 +65,15 @@ pub fn compare(runs: &[Run]) -> Comparison {
         }
     };
     row("status", &|r| Some(r.info.status.as_str().to_owned()));
-    row("best metric", &|r| r.info.best.as_ref().map(|b| b.metric.clone()));
-    row("best value", &|r| r.info.best.as_ref().map(|b| table::number(b.value)));
-    row("best epoch", &|r| r.info.best.as_ref().map(|b| b.epoch.to_string()));
+    row("best metric", &|r| {
+        r.info.best.as_ref().map(|b| b.metric.clone())
+    });
+    row("best value", &|r| {
+        r.info.best.as_ref().map(|b| table::number(b.value))
+    });
+    row("best epoch", &|r| {
+        r.info.best.as_ref().map(|b| b.epoch.to_string())
+    });
     row("epochs", &|r| Some(r.info.epochs.to_string()));
     let report_keys: BTreeSet<String> = runs
         .iter()
@@ -79,7 +85,9 @@ pub fn compare(runs: &[Run]) -> Comparison {
             r.info.report.get(key)?.as_f64().map(table::number)
         });
     }
-    row("train time", &|r| Some(table::duration(r.info.train_seconds)));
+    row("train time", &|r| {
+        Some(table::duration(r.info.train_seconds))
+    });
     row("photon size", &|r| r.info.photon_bytes.map(table::bytes));
     Comparison {
         runs: labels,
@@ -156,23 +164,50 @@ mod tests {
             ),
         )
         .unwrap();
-        std::fs::write(d.join("report.json"), format!(r#"{{"accuracy": {accuracy}}}"#)).unwrap();
+        std::fs::write(
+            d.join("report.json"),
+            format!(r#"{{"accuracy": {accuracy}}}"#),
+        )
+        .unwrap();
         Run::read(&d, name).unwrap()
     }
 
     #[test]
     fn only_differing_keys_and_results_side_by_side() {
         let dir = tempfile::tempdir().unwrap();
-        let a = run(dir.path(), "a", 0.01, "[[model.layers]]\ntype = \"linear\"\nout-features = 32\n", 0.9);
+        let a = run(
+            dir.path(),
+            "a",
+            0.01,
+            "[[model.layers]]\ntype = \"linear\"\nout-features = 32\n",
+            0.9,
+        );
         let b = run(dir.path(), "b", 0.001, "[[model.layers]]\ntype = \"linear\"\nout-features = 64\n[[model.layers]]\ntype = \"relu\"\n", 0.95);
         let c = compare(&[a, b]);
         assert_eq!(c.runs, ["a", "b"]);
         let keys: Vec<&str> = c.differences.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["model.layers[0].out-features", "model.layers[1].type", "optimizer.lr"]);
-        assert_eq!(c.differences["model.layers[1].type"], [None, Some("relu".into())]);
-        let acc = c.metrics.iter().find(|(k, _)| k == "final accuracy").unwrap();
+        assert_eq!(
+            keys,
+            [
+                "model.layers[0].out-features",
+                "model.layers[1].type",
+                "optimizer.lr"
+            ]
+        );
+        assert_eq!(
+            c.differences["model.layers[1].type"],
+            [None, Some("relu".into())]
+        );
+        let acc = c
+            .metrics
+            .iter()
+            .find(|(k, _)| k == "final accuracy")
+            .unwrap();
         assert_eq!(acc.1, [Some("0.9000".into()), Some("0.9500".into())]);
         let text = c.render();
-        assert!(text.contains("optimizer.lr") && !text.contains("seed"), "{text}");
+        assert!(
+            text.contains("optimizer.lr") && !text.contains("seed"),
+            "{text}"
+        );
     }
 }

@@ -31,7 +31,11 @@ pub enum Error {
         source: serde_json::Error,
     },
     #[error("{path} is {size} bytes, over the {budget}-byte budget for this file")]
-    TooLarge { path: PathBuf, size: u64, budget: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        budget: u64,
+    },
     #[error("{path} is not a run directory (it has no spec.toml)")]
     NotARun { path: PathBuf },
     #[error("no runs found in {path}")]

@@ -26,7 +26,9 @@ impl std::str::FromStr for SortKey {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-            format!("unknown sort key {s:?} (name, kind, status, epochs, best, time, size, updated)")
+            format!(
+                "unknown sort key {s:?} (name, kind, status, epochs, best, time, size, updated)"
+            )
         })
     }
 }
@@ -100,7 +102,9 @@ fn best_score(r: &RunInfo) -> Option<f64> {
 
 /// The `runs list` table.
 pub fn render(runs: &[RunInfo]) -> String {
-    let mut t = Table::new(["NAME", "ID", "KIND", "STATUS", "EPOCHS", "BEST", "TIME", "SIZE"]);
+    let mut t = Table::new([
+        "NAME", "ID", "KIND", "STATUS", "EPOCHS", "BEST", "TIME", "SIZE",
+    ]);
     for r in runs {
         let epochs = match r.epochs_planned {
             Some(p) => format!("{}/{p}", r.epochs),

@@ -217,8 +217,16 @@ mod tests {
         let m = read_all(&path).unwrap();
         assert_eq!((m.steps.len(), m.epochs.len()), (1, 1));
         assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
-        assert!(m.warnings[0].contains("metrics.jsonl line 2"), "{:?}", m.warnings);
-        assert!(m.warnings[1].contains("metrics.jsonl line 3"), "{:?}", m.warnings);
+        assert!(
+            m.warnings[0].contains("metrics.jsonl line 2"),
+            "{:?}",
+            m.warnings
+        );
+        assert!(
+            m.warnings[1].contains("metrics.jsonl line 3"),
+            "{:?}",
+            m.warnings
+        );
     }
 
     #[test]

@@ -157,7 +157,8 @@ impl Run {
                 .iter()
                 .filter_map(|r| r.values.get("seconds"))
                 .sum(),
-            updated: updated.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            updated: updated
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs_f64()),
             photon_bytes: size(&path.join("model.photon")),
             weights_bytes: size(&path.join("best.safetensors")),
@@ -290,7 +291,10 @@ fn age(t: SystemTime) -> Duration {
 }
 
 fn size(path: &Path) -> Option<u64> {
-    std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len())
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
 }
 
 #[cfg(test)]
@@ -333,7 +337,10 @@ epochs = 3
         assert_eq!(info.name, "tiny");
         assert_eq!(info.kind, "mlp");
         assert_eq!(info.status, Status::Running);
-        assert_eq!((info.epochs, info.epochs_planned, info.steps), (2, Some(3), 8));
+        assert_eq!(
+            (info.epochs, info.epochs_planned, info.steps),
+            (2, Some(3), 8)
+        );
         assert_eq!(info.best.as_ref().unwrap().value, 0.5);
         assert_eq!(info.train_seconds, 3.5);
         assert!(info.warnings.is_empty(), "{:?}", info.warnings);
@@ -372,7 +379,11 @@ epochs = 3
         std::fs::write(dir.path().join("spec.toml"), "name = ").unwrap();
         let info = Run::read(dir.path(), "x").unwrap().info;
         assert_eq!(info.kind, "?");
-        assert!(info.warnings[0].contains("spec.toml"), "{:?}", info.warnings);
+        assert!(
+            info.warnings[0].contains("spec.toml"),
+            "{:?}",
+            info.warnings
+        );
     }
 
     #[test]
@@ -392,7 +403,10 @@ epochs = 3
             model_kind(&toml::from_str(&layers.concat()).unwrap())
         };
         assert_eq!(kind(&["conv2d", "relu", "linear"]), "cnn");
-        assert_eq!(kind(&["embedding", "transformer-block", "linear"]), "transformer");
+        assert_eq!(
+            kind(&["embedding", "transformer-block", "linear"]),
+            "transformer"
+        );
         assert_eq!(kind(&["lstm", "linear"]), "lstm");
         assert_eq!(kind(&["linear"]), "linear");
     }

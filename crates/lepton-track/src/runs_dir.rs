@@ -84,14 +84,21 @@ impl RunsDir {
             return Err(invalid("empty or longer than 512 bytes"));
         }
         if id != "." {
-            if !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)) {
-                return Err(invalid("only ASCII letters, digits, '.', '_', '-' and '/' are allowed"));
+            if !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+            {
+                return Err(invalid(
+                    "only ASCII letters, digits, '.', '_', '-' and '/' are allowed",
+                ));
             }
             if id
                 .split('/')
                 .any(|part| part.is_empty() || part == "." || part == "..")
             {
-                return Err(invalid("it must be a relative path without '.' or '..' parts"));
+                return Err(invalid(
+                    "it must be a relative path without '.' or '..' parts",
+                ));
             }
         }
         let joined = self.root.join(id);
@@ -122,7 +129,9 @@ fn walk(dir: &Path, prefix: &str, depth: usize, budget: &mut usize, ids: &mut Ve
         let name = entry.file_name().to_string_lossy().into_owned();
         // Hidden folders (and names an id cannot carry) are skipped.
         if name.starts_with('.')
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
             || !entry.file_type().is_ok_and(|t| t.is_dir())
         {
             continue;
@@ -172,7 +181,16 @@ mod tests {
     fn path_traversal_ids_are_rejected() {
         let dir = tree();
         let runs = RunsDir::open(&dir.path().join("group")).unwrap();
-        for id in ["..", "../a", "b/../../a", "/etc", "b/./", "b\\..\\..", "b%2F..", ""] {
+        for id in [
+            "..",
+            "../a",
+            "b/../../a",
+            "/etc",
+            "b/./",
+            "b\\..\\..",
+            "b%2F..",
+            "",
+        ] {
             let err = runs.resolve(id).unwrap_err();
             assert!(matches!(err, Error::InvalidRunId { .. }), "{id}: {err}");
         }

@@ -1,1 +1,250 @@
-//! placeholder
+//! `lepton ui`: the dashboard, a small axum server over a runs directory.
+//!
+//! ```text
+//! GET /                                  the page (HTML, script, styles and uPlot compiled in)
+//! GET /assets/{name}                     app.js, style.css, uPlot.iife.min.js, uPlot.min.css
+//! GET /api/runs                          {root, runs: [RunInfo], warnings}
+//! GET /api/runs/{id}                     RunDetail (spec, report, artifacts)
+//! GET /api/runs/{id}/metrics?since=B&line=N   metrics.jsonl from byte B (live tailing; at most
+//!                                        8 MiB a response, `more` says a next read follows)
+//! GET /api/runs/{id}/files/{*name}       a .png/.json/.jsonl/.md/.toml file inside the run
+//! ```
+//! Run ids are paths relative to the runs directory (`/` sent as `%2F`); they are validated and
+//! resolved to real paths inside it, and files to real paths inside their run, so nothing outside
+//! RUNS_DIR is ever read. File reads run on the blocking pool, not the async runtime.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::metrics::{self, Metrics};
+use crate::run::RunInfo;
+use crate::runs_dir::RunsDir;
+use crate::show::RunDetail;
+
+/// The embedded page and its assets: (name, content type, bytes).
+const ASSETS: [(&str, &str, &[u8]); 4] = [
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/style.css"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/uplot/uPlot.min.css"),
+    ),
+];
+const INDEX: &str = include_str!("../assets/index.html");
+/// Everything comes from this server: no CDN, no inline script.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
+
+/// The dashboard router over `runs`.
+pub fn app(runs: RunsDir) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{name}", get(asset))
+        .route("/api/runs", get(list_runs))
+        .route("/api/runs/{id}", get(run_detail))
+        .route("/api/runs/{id}/metrics", get(run_metrics))
+        .route("/api/runs/{id}/files/{*name}", get(run_file))
+        .fallback(|| async { not_found() })
+        .with_state(Arc::new(runs))
+}
+
+/// Serve the dashboard on `addr` until `shutdown` resolves.
+pub async fn serve(
+    runs: RunsDir,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = bind(addr).await?;
+    serve_on(runs, listener, shutdown).await
+}
+
+/// Bind the listener (separately, so a caller can print the real port of `:0`).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Serve on an already bound listener until `shutdown` resolves.
+pub async fn serve_on(
+    runs: RunsDir,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, app(runs))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Serve)
+}
+
+type Shared = State<Arc<RunsDir>>;
+
+async fn index() -> Response {
+    let mut r = axum::response::Html(INDEX).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    r
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, mime, bytes)) => ([(header::CONTENT_TYPE, *mime)], *bytes).into_response(),
+        None => not_found(),
+    }
+}
+
+#[derive(Serialize)]
+struct RunList {
+    root: String,
+    runs: Vec<RunInfo>,
+    warnings: Vec<String>,
+}
+
+async fn list_runs(State(runs): Shared) -> Result<Response, ApiError> {
+    let list = blocking(move || {
+        let (list, warnings) = runs.list();
+        Ok(RunList {
+            root: runs.root().display().to_string(),
+            runs: list,
+            warnings,
+        })
+    })
+    .await?;
+    Ok(no_store(Json(list)))
+}
+
+async fn run_detail(State(runs): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let detail = blocking(move || Ok(RunDetail::new(runs.read(&id)?))).await?;
+    Ok(no_store(Json(detail)))
+}
+
+/// `?since=BYTE&line=N`: where the client's last read ended.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Since {
+    #[serde(default)]
+    since: u64,
+    #[serde(default = "one")]
+    line: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+async fn run_metrics(
+    State(runs): Shared,
+    Path(id): Path<String>,
+    Query(q): Query<Since>,
+) -> Result<Response, ApiError> {
+    let m: Metrics = blocking(move || {
+        let dir = runs.resolve(&id)?;
+        metrics::read_from(
+            &dir.join("metrics.jsonl"),
+            q.since,
+            q.line,
+            metrics::CHUNK_BUDGET,
+        )
+    })
+    .await?;
+    Ok(no_store(Json(m)))
+}
+
+async fn run_file(
+    State(runs): Shared,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (bytes, mime) = blocking(move || {
+        let dir = runs.resolve(&id)?;
+        let (path, mime) = crate::artifacts::resolve_file(&dir, &id, &name)?;
+        let bytes = crate::error::read_with_budget(&path, crate::artifacts::SERVE_BUDGET)?;
+        Ok((bytes, mime))
+    })
+    .await?;
+    Ok(no_store(([(header::CONTENT_TYPE, mime)], bytes)))
+}
+
+fn no_store(r: impl IntoResponse) -> Response {
+    let mut r = r.into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError),
+        Err(join) => Err(ApiError(Error::Serve(std::io::Error::other(
+            join.to_string(),
+        )))),
+    }
+}
+
+/// An API failure: `{error, type}` with a 4xx naming the bad request part, or a generic 500 with
+/// the detail in the log.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+fn not_found() -> Response {
+    body(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route or asset".into(),
+    )
+}
+
+fn body(status: StatusCode, kind: &str, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": message, "type": kind})),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = crate::error_chain(&self.0);
+        match &self.0 {
+            Error::InvalidRunId { .. } => body(StatusCode::BAD_REQUEST, "invalid_run_id", message),
+            Error::FileNotServed { .. } => body(StatusCode::NOT_FOUND, "file_not_served", message),
+            Error::RunNotFound { .. } | Error::NotARun { .. } => {
+                body(StatusCode::NOT_FOUND, "run_not_found", message)
+            }
+            _ => {
+                tracing::error!(error = %message, "dashboard request failed");
+                body(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error (see the server log)".into(),
+                )
+            }
+        }
+    }
+}

@@ -25,10 +25,7 @@ impl RunDetail {
     pub fn new(run: Run) -> Self {
         let artifacts = artifacts::list(&run.info.path);
         Self {
-            spec: run
-                .spec
-                .as_ref()
-                .and_then(|s| serde_json::to_value(s).ok()),
+            spec: run.spec.as_ref().and_then(|s| serde_json::to_value(s).ok()),
             report_full: run.report,
             last_epoch: run.metrics.epochs.last().cloned(),
             artifacts,
@@ -39,25 +36,40 @@ impl RunDetail {
     /// The human-readable `runs show` text.
     pub fn render(&self) -> String {
         let i = &self.info;
-        let mut t = Table::new(["", ""]);
-        t.row(["name", &i.name]);
-        t.row(["path", &i.path.display().to_string()]);
-        t.row(["kind", &i.kind]);
-        t.row(["status", i.status.as_str()]);
-        let planned = i.epochs_planned.map_or_else(String::new, |p| format!(" of {p}"));
-        t.row(["epochs".into(), format!("{}{planned} ({} steps)", i.epochs, i.steps)]);
+        let mut rows: Vec<(&str, String)> = vec![
+            ("name", i.name.clone()),
+            ("path", i.path.display().to_string()),
+            ("kind", i.kind.clone()),
+            ("status", i.status.as_str().into()),
+        ];
+        let planned = i
+            .epochs_planned
+            .map_or_else(String::new, |p| format!(" of {p}"));
+        rows.push((
+            "epochs",
+            format!("{}{planned} ({} steps)", i.epochs, i.steps),
+        ));
         if let Some(b) = &i.best {
-            t.row(["best".into(), format!("{} {} (epoch {})", table::number(b.value), b.metric, b.epoch)]);
+            let best = format!(
+                "{} {} (epoch {})",
+                table::number(b.value),
+                b.metric,
+                b.epoch
+            );
+            rows.push(("best", best));
         }
-        t.row(["train time".into(), table::duration(i.train_seconds)]);
+        rows.push(("train time", table::duration(i.train_seconds)));
         if let Some(n) = i.photon_bytes {
-            t.row(["model.photon".into(), table::bytes(n)]);
+            rows.push(("model.photon", table::bytes(n)));
         }
         if let Some(n) = i.weights_bytes {
-            t.row(["best.safetensors".into(), table::bytes(n)]);
+            rows.push(("best.safetensors", table::bytes(n)));
         }
-        let mut out = t.render().lines().skip(1).collect::<Vec<_>>().join("\n");
-        out.push('\n');
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out: String = rows
+            .iter()
+            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+            .collect();
         if let Some(last) = &self.last_epoch {
             out.push_str(&format!("\nlast epoch ({}):\n", last.epoch));
             let mut t = Table::new(["metric", "value"]);
@@ -70,7 +82,12 @@ impl RunDetail {
             out.push_str("\nfinal evaluation (report.json):\n");
             let mut t = Table::new(["metric", "value"]);
             for (k, v) in &i.report {
-                let value = v.as_f64().map_or_else(|| v.to_string().replace('"', ""), table::number);
+                let value = match (v.as_u64(), v.as_f64(), v.as_str()) {
+                    (Some(n), _, _) => n.to_string(),
+                    (None, Some(x), _) => table::number(x),
+                    (None, None, Some(s)) => s.to_owned(),
+                    _ => v.to_string(),
+                };
                 t.row([k.clone(), value]);
             }
             out.push_str(&t.render());
@@ -80,7 +97,10 @@ impl RunDetail {
             out.push_str(&format!("\nplots: {}\n", a.plots.join(", ")));
         }
         if !a.explanations.is_empty() {
-            out.push_str(&format!("explanations: {} files in explain/\n", a.explanations.len()));
+            out.push_str(&format!(
+                "explanations: {} files in explain/\n",
+                a.explanations.len()
+            ));
         }
         if !a.compression.is_empty() {
             let names: Vec<&str> = a.compression.iter().map(|c| c.name.as_str()).collect();

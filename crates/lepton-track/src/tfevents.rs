@@ -148,7 +148,13 @@ pub fn export(run: &Run, dir: &Path) -> Result<(PathBuf, usize)> {
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -161,7 +167,10 @@ mod tests {
         // The CRC-32C check value (RFC 3720, "123456789") and TensorFlow's masking.
         assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
         let crc: u32 = 0xe306_9283;
-        assert_eq!(masked_crc32c(b"123456789"), ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8));
+        assert_eq!(
+            masked_crc32c(b"123456789"),
+            ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+        );
     }
 
     #[test]
@@ -179,7 +188,9 @@ mod tests {
         let e = scalar_event(1.0, 300, "a", 0.5);
         let mut want = vec![0x09];
         want.extend_from_slice(&1.0f64.to_le_bytes());
-        want.extend_from_slice(&[0x10, 0xac, 0x02, 0x2a, 0x0a, 0x0a, 0x08, 0x0a, 0x01, b'a', 0x15]);
+        want.extend_from_slice(&[
+            0x10, 0xac, 0x02, 0x2a, 0x0a, 0x0a, 0x08, 0x0a, 0x01, b'a', 0x15,
+        ]);
         want.extend_from_slice(&0.5f32.to_le_bytes());
         assert_eq!(e, want);
     }

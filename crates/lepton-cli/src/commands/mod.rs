@@ -11,8 +11,10 @@ mod generate_photon;
 mod inspect;
 mod predict;
 mod run;
+mod runs;
 mod serve;
 mod train;
+mod ui;
 
 use crate::cli::{Cli, Command};
 use crate::output::Mode;
@@ -36,6 +38,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Generate(args) => generate::run(args, mode),
         Command::Chat(args) => chat::run(args),
+        Command::Runs(cmd) => runs::run(cmd, mode),
+        Command::Ui(args) => ui::run(args),
     }
 }
 
