@@ -106,7 +106,7 @@ function renderTable() {
     return el("tr", { "data-id": r.id, class: r.id === state.focus ? "focus" : "", onclick: () => focus(r.id) },
       el("td", { class: "sel" }, box),
       el("td", { class: "name" }, el("span", { class: "swatch", style: `background:${sel ? colorOf(r.id) : "transparent"}` }), r.name,
-        el("span", { class: "id mono" }, r.id)),
+        r.id !== r.name ? el("span", { class: "id mono" }, r.id) : null),
       el("td", {}, r.kind),
       el("td", {}, el("span", { class: "status " + r.status }, r.status)),
       el("td", { class: "num" }, r.epochs + planned),
@@ -326,7 +326,10 @@ async function tick() {
   renderCharts();
 }
 function init() {
-  $("#filter").addEventListener("input", (e) => { state.filter = e.target.value; renderTable(); });
+  // "input" while typing; "change" and "search" also cover clearing (the field's x, WebDriver's clear).
+  for (const ev of ["input", "change", "search"]) {
+    $("#filter").addEventListener(ev, (e) => { if (state.filter !== e.target.value) { state.filter = e.target.value; renderTable(); } });
+  }
   for (const th of document.querySelectorAll("#runs th[data-key]")) {
     th.addEventListener("click", () => {
       const k = th.dataset.key;
