@@ -127,3 +127,124 @@ pub fn render(runs: &[RunInfo]) -> String {
     }
     t.render()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Best;
+
+    fn info(
+        id: &str,
+        kind: &str,
+        status: Status,
+        best: Option<(&str, f64)>,
+        updated: f64,
+    ) -> RunInfo {
+        RunInfo {
+            id: id.into(),
+            path: id.into(),
+            name: id.into(),
+            kind: kind.into(),
+            status,
+            epochs: 1,
+            epochs_planned: None,
+            steps: 1,
+            best: best.map(|(m, v)| Best {
+                metric: m.into(),
+                value: v,
+                epoch: 0,
+            }),
+            train_seconds: 1.0,
+            updated: Some(updated),
+            photon_bytes: None,
+            weights_bytes: None,
+            report: Default::default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn ids(runs: &[RunInfo]) -> Vec<&str> {
+        runs.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    fn runs() -> Vec<RunInfo> {
+        vec![
+            info(
+                "mnist-cnn",
+                "cnn",
+                Status::Done,
+                Some(("val-accuracy", 0.99)),
+                3.0,
+            ),
+            info(
+                "iris-a",
+                "mlp",
+                Status::Failed,
+                Some(("val-accuracy", 0.9)),
+                1.0,
+            ),
+            info("iris-b", "mlp", Status::Running, None, 2.0),
+        ]
+    }
+
+    #[test]
+    fn default_order_is_most_recent_first() {
+        let mut r = runs();
+        ListQuery::default().apply(&mut r);
+        assert_eq!(ids(&r), ["mnist-cnn", "iris-b", "iris-a"]);
+    }
+
+    #[test]
+    fn best_sorts_higher_first_with_missing_last_and_loss_lower_first() {
+        let mut r = runs();
+        let q = ListQuery {
+            sort: "best".parse().unwrap(),
+            ..ListQuery::default()
+        };
+        q.apply(&mut r);
+        assert_eq!(ids(&r), ["mnist-cnn", "iris-a", "iris-b"]);
+        let mut losses = vec![
+            info("a", "mlp", Status::Done, Some(("val-loss", 0.5)), 0.0),
+            info("b", "mlp", Status::Done, Some(("val-loss", 0.1)), 0.0),
+        ];
+        q.apply(&mut losses);
+        assert_eq!(ids(&losses), ["b", "a"]);
+    }
+
+    #[test]
+    fn filters_combine_and_reverse_applies_last() {
+        let mut r = runs();
+        ListQuery {
+            filter: Some("IRIS".into()),
+            kind: Some("mlp".into()),
+            sort: SortKey::Name,
+            reverse: true,
+            ..ListQuery::default()
+        }
+        .apply(&mut r);
+        assert_eq!(ids(&r), ["iris-b", "iris-a"]);
+        let mut r = runs();
+        ListQuery {
+            status: Some(Status::Done),
+            ..ListQuery::default()
+        }
+        .apply(&mut r);
+        assert_eq!(ids(&r), ["mnist-cnn"]);
+    }
+
+    #[test]
+    fn unknown_sort_key_names_the_choices() {
+        let err = "speed".parse::<SortKey>().unwrap_err();
+        assert!(err.contains("speed") && err.contains("updated"), "{err}");
+    }
+
+    #[test]
+    fn table_has_a_row_per_run() {
+        let text = render(&runs());
+        assert_eq!(text.lines().count(), 4);
+        assert!(
+            text.lines().nth(1).unwrap().contains("0.9900 val-accuracy"),
+            "{text}"
+        );
+    }
+}

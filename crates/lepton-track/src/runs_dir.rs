@@ -111,7 +111,7 @@ impl RunsDir {
             return Err(invalid("it leads outside the runs directory"));
         }
         if !real.join("spec.toml").is_file() {
-            return Err(not_found());
+            return Err(Error::NotARun { path: real });
         }
         Ok(real)
     }
@@ -198,6 +198,11 @@ mod tests {
         assert!(matches!(
             runs.resolve("nope").unwrap_err(),
             Error::RunNotFound { .. }
+        ));
+        std::fs::create_dir_all(dir.path().join("group/plain")).unwrap();
+        assert!(matches!(
+            runs.resolve("plain").unwrap_err(),
+            Error::NotARun { .. }
         ));
     }
 

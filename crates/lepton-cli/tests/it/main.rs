@@ -5,5 +5,6 @@ mod docs;
 mod end_to_end;
 mod errors;
 mod help;
+mod runs;
 mod support;
 mod text;
