@@ -11,7 +11,9 @@
 //! ```
 //! Run ids are paths relative to the runs directory (`/` sent as `%2F`); they are validated and
 //! resolved to real paths inside it, and files to real paths inside their run, so nothing outside
-//! RUNS_DIR is ever read. File reads run on the blocking pool, not the async runtime.
+//! RUNS_DIR is ever read. File reads run on the blocking pool, not the async runtime, at most
+//! [`MAX_BLOCKING`] at a time (a 429 beyond). Requests naming a host other than an IP address or
+//! `localhost` get a 403, so a web page cannot reach the dashboard through DNS rebinding.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,8 +60,20 @@ const INDEX: &str = include_str!("../assets/index.html");
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
                    img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
 
+/// File-reading requests served at once; more get 429.
+pub const MAX_BLOCKING: usize = 8;
+
+struct Ui {
+    runs: RunsDir,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
 /// The dashboard router over `runs`.
 pub fn app(runs: RunsDir) -> Router {
+    let ui = Ui {
+        runs,
+        permits: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING)),
+    };
     Router::new()
         .route("/", get(index))
         .route("/assets/{name}", get(asset))
@@ -68,7 +82,8 @@ pub fn app(runs: RunsDir) -> Router {
         .route("/api/runs/{id}/metrics", get(run_metrics))
         .route("/api/runs/{id}/files/{*name}", get(run_file))
         .fallback(|| async { not_found() })
-        .with_state(Arc::new(runs))
+        .layer(axum::middleware::from_fn(check_host))
+        .with_state(Arc::new(ui))
 }
 
 /// Serve the dashboard on `addr` until `shutdown` resolves.
@@ -100,7 +115,42 @@ pub async fn serve_on(
         .map_err(Error::Serve)
 }
 
-type Shared = State<Arc<RunsDir>>;
+type Shared = State<Arc<Ui>>;
+
+/// Refuse a `Host` that is a DNS name other than `localhost` (DNS rebinding); a missing `Host`
+/// (HTTP/1.0, tests) passes.
+async fn check_host(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Some(host) = req.headers().get(header::HOST) {
+        let Ok(host) = host.to_str() else {
+            return body(
+                StatusCode::FORBIDDEN,
+                "forbidden_host",
+                "Host is not text".into(),
+            );
+        };
+        if !allowed_host(host) {
+            let msg = format!(
+                "Host {host:?} is not served: open the dashboard by IP address or localhost"
+            );
+            return body(StatusCode::FORBIDDEN, "forbidden_host", msg);
+        }
+    }
+    next.run(req).await
+}
+
+fn allowed_host(host: &str) -> bool {
+    // Strip the port: `[::1]:6006`, `127.0.0.1:6006`, `localhost:6006`.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        return rest
+            .split(']')
+            .next()
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || name.ends_with(".localhost")
+}
 
 async fn index() -> Response {
     let mut r = axum::response::Html(INDEX).into_response();
@@ -125,8 +175,8 @@ struct RunList {
     warnings: Vec<String>,
 }
 
-async fn list_runs(State(runs): Shared) -> Result<Response, ApiError> {
-    let list = blocking(move || {
+async fn list_runs(State(ui): Shared) -> Result<Response, ApiError> {
+    let list = blocking(&ui, move |runs| {
         let (list, warnings) = runs.list();
         Ok(RunList {
             root: runs.root().display().to_string(),
@@ -138,8 +188,8 @@ async fn list_runs(State(runs): Shared) -> Result<Response, ApiError> {
     Ok(no_store(Json(list)))
 }
 
-async fn run_detail(State(runs): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let detail = blocking(move || Ok(RunDetail::new(runs.read(&id)?))).await?;
+async fn run_detail(State(ui): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let detail = blocking(&ui, move |runs| Ok(RunDetail::new(runs.read(&id)?))).await?;
     Ok(no_store(Json(detail)))
 }
 
@@ -158,11 +208,11 @@ fn one() -> u64 {
 }
 
 async fn run_metrics(
-    State(runs): Shared,
+    State(ui): Shared,
     Path(id): Path<String>,
     Query(q): Query<Since>,
 ) -> Result<Response, ApiError> {
-    let m: Metrics = blocking(move || {
+    let m: Metrics = blocking(&ui, move |runs| {
         let dir = runs.resolve(&id)?;
         metrics::read_from(
             &dir.join("metrics.jsonl"),
@@ -176,10 +226,10 @@ async fn run_metrics(
 }
 
 async fn run_file(
-    State(runs): Shared,
+    State(ui): Shared,
     Path((id, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (bytes, mime) = blocking(move || {
+    let (bytes, mime) = blocking(&ui, move |runs| {
         let dir = runs.resolve(&id)?;
         let (path, mime) = crate::artifacts::resolve_file(&dir, &id, &name)?;
         let bytes = crate::error::read_with_budget(&path, crate::artifacts::SERVE_BUDGET)?;
@@ -196,12 +246,24 @@ fn no_store(r: impl IntoResponse) -> Response {
     r
 }
 
+/// Run `f` over the runs directory on the blocking pool, holding one of the permits.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
+    ui: &Arc<Ui>,
+    f: impl FnOnce(&RunsDir) -> Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(ApiError),
-        Err(join) => Err(ApiError(Error::Serve(std::io::Error::other(
+    let permit = ui
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy)?;
+    let ui = Arc::clone(ui);
+    let job = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&ui.runs)
+    });
+    match job.await {
+        Ok(r) => r.map_err(ApiError::Track),
+        Err(join) => Err(ApiError::Track(Error::Serve(std::io::Error::other(
             join.to_string(),
         )))),
     }
@@ -210,7 +272,11 @@ async fn blocking<T: Send + 'static>(
 /// An API failure: `{error, type}` with a 4xx naming the bad request part, or a generic 500 with
 /// the detail in the log.
 #[derive(Debug)]
-pub struct ApiError(pub Error);
+pub enum ApiError {
+    Track(Error),
+    /// Every permit is taken: 429.
+    Busy,
+}
 
 fn not_found() -> Response {
     body(
@@ -230,13 +296,21 @@ fn body(status: StatusCode, kind: &str, message: String) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = crate::error_chain(&self.0);
-        match &self.0 {
+        let err = match self {
+            ApiError::Busy => {
+                let msg = format!("{MAX_BLOCKING} requests are being served; retry shortly");
+                return body(StatusCode::TOO_MANY_REQUESTS, "busy", msg);
+            }
+            ApiError::Track(err) => err,
+        };
+        let message = crate::error_chain(&err);
+        match &err {
             Error::InvalidRunId { .. } => body(StatusCode::BAD_REQUEST, "invalid_run_id", message),
             Error::FileNotServed { .. } => body(StatusCode::NOT_FOUND, "file_not_served", message),
             Error::RunNotFound { .. } | Error::NotARun { .. } => {
                 body(StatusCode::NOT_FOUND, "run_not_found", message)
             }
+            Error::TooLarge { .. } => body(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
             _ => {
                 tracing::error!(error = %message, "dashboard request failed");
                 body(
@@ -245,6 +319,33 @@ impl IntoResponse for ApiError {
                     "internal error (see the server log)".into(),
                 )
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "127.0.0.1:6006",
+            "localhost:6006",
+            "LOCALHOST",
+            "[::1]:6006",
+            "10.0.0.5",
+            "a.localhost:1",
+        ] {
+            assert!(allowed_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:6006",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "[evil]:1",
+        ] {
+            assert!(!allowed_host(bad), "{bad}");
         }
     }
 }

@@ -177,3 +177,27 @@ async fn page_is_self_contained() {
         (StatusCode::OK, 0)
     );
 }
+
+#[tokio::test]
+async fn dns_rebinding_host_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = RunsDir::open(dir.path()).unwrap();
+    let call = |host: &'static str| {
+        let runs = runs.clone();
+        async move {
+            app(runs)
+                .oneshot(
+                    Request::get("/api/runs")
+                        .header("host", host)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(call("attacker.example:6006").await, StatusCode::FORBIDDEN);
+    assert_eq!(call("127.0.0.1:6006").await, StatusCode::OK);
+    assert_eq!(call("localhost:6006").await, StatusCode::OK);
+}
