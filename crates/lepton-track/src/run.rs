@@ -29,6 +29,18 @@ pub enum Status {
 }
 
 impl Status {
+    /// `done` with a final report; else `running` when `metrics.jsonl` changed (`updated`)
+    /// within [`RUNNING_WINDOW`]; else `failed`.
+    pub fn infer(has_report: bool, updated: Option<SystemTime>) -> Status {
+        if has_report {
+            Status::Done
+        } else if updated.is_some_and(|t| age(t) < RUNNING_WINDOW) {
+            Status::Running
+        } else {
+            Status::Failed
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
@@ -126,13 +138,7 @@ impl Run {
             .and_then(best_from_json)
             .or_else(|| best_from_metrics(&metrics, spec.as_ref()));
         let updated = mtime(&metrics_path).or_else(|| mtime(&spec_path));
-        let status = if report.is_some() {
-            Status::Done
-        } else if updated.is_some_and(|t| age(t) < RUNNING_WINDOW) {
-            Status::Running
-        } else {
-            Status::Failed
-        };
+        let status = Status::infer(report.is_some(), updated);
         let info = RunInfo {
             id: id.to_owned(),
             path: path.to_path_buf(),

@@ -3,11 +3,18 @@
 //! A run is a directory holding `spec.toml`. The runs directory itself may be one run; otherwise
 //! runs are searched up to [`MAX_DEPTH`] levels below it (`runs/NAME-TIME`, `runs/GROUP/NAME`),
 //! looking at most at [`MAX_ENTRIES`] directory entries so a huge tree cannot stall a listing.
+//! Listings keep each run's summary with the sizes and modification times of the files it came
+//! from, and read a run again only when one of them changed: the dashboard polls the list, and a
+//! finished run's `metrics.jsonl` need not be parsed every time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::run::{Run, RunInfo};
+use crate::run::{Run, RunInfo, Status};
 
 /// How deep below the runs directory runs are searched.
 pub const MAX_DEPTH: usize = 2;
@@ -20,6 +27,29 @@ const MAX_ID: usize = 512;
 #[derive(Debug, Clone)]
 pub struct RunsDir {
     root: PathBuf,
+    cache: Arc<Mutex<HashMap<String, (Fingerprint, RunInfo)>>>,
+}
+
+/// Size and modification time of the files a run summary is made of.
+type Fingerprint = Vec<Option<(u64, SystemTime)>>;
+
+const SUMMARY_FILES: [&str; 6] = [
+    "spec.toml",
+    "metrics.jsonl",
+    "best.json",
+    "report.json",
+    "model.photon",
+    "best.safetensors",
+];
+
+fn fingerprint(dir: &Path) -> Fingerprint {
+    SUMMARY_FILES
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(dir.join(f)).ok()?;
+            Some((m.len(), m.modified().ok()?))
+        })
+        .collect()
 }
 
 impl RunsDir {
@@ -35,7 +65,10 @@ impl RunsDir {
                 source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            cache: Arc::default(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -55,12 +88,33 @@ impl RunsDir {
     }
 
     /// Read every run's summary; unreadable runs are reported as warnings, never a failure.
+    /// Runs whose files have not changed since the last listing are not read again.
     pub fn list(&self) -> (Vec<RunInfo>, Vec<String>) {
         let mut runs = Vec::new();
         let mut warnings = Vec::new();
-        for id in self.run_ids() {
-            match self.read(&id) {
-                Ok(run) => runs.push(run.info),
+        let ids = self.run_ids();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|id, _| ids.contains(id));
+        for id in ids {
+            let Ok(path) = self.resolve(&id) else {
+                continue;
+            };
+            let print = fingerprint(&path);
+            if let Some((old, info)) = cache.get(&id) {
+                if *old == print {
+                    let mut info = info.clone();
+                    // Time alone turns a quiet "running" run into "failed".
+                    let updated = print[1].or(print[0]).map(|(_, t)| t);
+                    info.status = Status::infer(print[3].is_some(), updated);
+                    runs.push(info);
+                    continue;
+                }
+            }
+            match Run::read(&path, &id) {
+                Ok(run) => {
+                    cache.insert(id, (print, run.info.clone()));
+                    runs.push(run.info);
+                }
                 Err(e) => warnings.push(crate::error_chain(&e)),
             }
         }
@@ -167,6 +221,22 @@ mod tests {
         let dir = tree();
         let runs = RunsDir::open(dir.path()).unwrap();
         assert_eq!(runs.run_ids(), ["a", "group/b"]);
+    }
+
+    #[test]
+    fn listing_rereads_only_changed_runs() {
+        let dir = tree();
+        let runs = RunsDir::open(dir.path()).unwrap();
+        let (first, _) = runs.list();
+        assert_eq!(first[0].epochs, 0);
+        let line = "{\"kind\":\"epoch\",\"epoch\":0,\"step\":1,\"seconds\":2.0}\n";
+        std::fs::write(dir.path().join("a/metrics.jsonl"), line).unwrap();
+        let (second, _) = runs.list();
+        assert_eq!((second[0].epochs, second[0].train_seconds), (1, 2.0));
+        // A cached run with an unchanged fingerprint keeps its summary.
+        let cached = runs.cache.lock().unwrap()["a"].1.epochs;
+        assert_eq!(cached, 1);
+        assert_eq!(runs.list().0[0].epochs, 1);
     }
 
     #[test]
