@@ -297,7 +297,7 @@ function renderCompression(list) {
   const keys = [...new Set(flats.flatMap((f) => Object.keys(f)))];
   $("#compress").replaceChildren(el("div", { class: "table-wrap" }, el("table", { class: "compact" },
     el("thead", {}, el("tr", {}, el("th", {}, ""), list.map((c) => el("th", { class: "num" }, c.name)))),
-    el("tbody", {}, keys.map((k) => el("tr", {}, el("td", {}, k), flats.map((f) => el("td", { class: "num" }, fmt(f[k])))))))),
+    el("tbody", {}, keys.map((k) => el("tr", {}, el("td", {}, k), flats.map((f) => el("td", { class: "num" }, fmt(f[k], 4, true)))))))),
   ...list.filter((c) => c.warning).map((c) => el("div", { class: "warnings" }, c.warning)));
 }
 

@@ -4,7 +4,7 @@
 //!   its inferred status; [`metrics`]: the tolerant, tail-able `metrics.jsonl` reader;
 //!   [`runs_dir`]: finding runs and resolving run ids without leaving the runs directory;
 //!   [`artifacts`]: plots, explanations and compression reports other commands leave in a run.
-//! - [`list`], [`show`], [`compare`]: the `lepton runs` tables ([`table`] formats them).
+//! - [`list`], [`show`], [`mod@compare`]: the `lepton runs` tables ([`table`] formats them).
 //! - [`tfevents`]: TensorBoard event-file export.
 //! - [`server`]: the `lepton ui` dashboard (axum), one self-contained page with its API.
 
