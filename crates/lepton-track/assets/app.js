@@ -248,6 +248,10 @@ async function focus(id) {
   tiles.push(tile("train time", fmtTime(d.train_seconds)), tile("model.photon", fmtBytes(d.photon_bytes)));
   $("#tiles").replaceChildren(...tiles);
   renderConfusion(d.report_full);
+  const spec = flat(d.spec ?? {}, "", {}, true);
+  $("#spec-box").hidden = !Object.keys(spec).length;
+  $("#spec").replaceChildren(el("table", { class: "compact" }, el("tbody", {},
+    Object.entries(spec).map(([k, v]) => el("tr", {}, el("td", { class: "mono" }, k), el("td", { class: "mono" }, typeof v === "string" ? v : JSON.stringify(v)))))));
   renderCompression(d.artifacts.compression);
   const fileUrl = (f) => `/api/runs/${enc(id)}/files/${f.split("/").map(encodeURIComponent).join("/")}`;
   const images = d.artifacts.explanations.filter((e) => e.file.endsWith(".png"));
@@ -282,10 +286,14 @@ function renderConfusion(rep) {
         el("td", { class: "num" }, fmt(c.recall)), el("td", { class: "num" }, fmt(c.f1)), el("td", { class: "num" }, fmt(c.support, 0, true)))))));
   }
 }
-function flat(obj, prefix = "", out = {}) {
+// Nested objects to dotted keys; with `arrays`, arrays of objects become `key[i].field` and other
+// arrays one value (as `lepton runs compare` shows a spec).
+function flat(obj, prefix = "", out = {}, arrays = false) {
   for (const [k, v] of Object.entries(obj ?? {})) {
     const key = prefix ? prefix + "." + k : k;
-    if (v && typeof v === "object" && !Array.isArray(v)) flat(v, key, out);
+    if (v && typeof v === "object" && !Array.isArray(v)) flat(v, key, out, arrays);
+    else if (arrays && Array.isArray(v) && v.some((x) => x && typeof x === "object")) v.forEach((x, i) => flat(x, `${key}[${i}]`, out, arrays));
+    else if (arrays && Array.isArray(v)) out[key] = v;
     else if (typeof v !== "object" || v === null) out[key] = v;
   }
   return out;

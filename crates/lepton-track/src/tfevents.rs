@@ -132,10 +132,18 @@ pub fn export(run: &Run, dir: &Path) -> Result<(PathBuf, usize)> {
         source,
     };
     std::fs::create_dir_all(dir).map_err(|e| write(dir, e))?;
+    // A re-export replaces this run's earlier file: two would show every scalar twice.
+    let suffix = format!(".lepton.{}", sanitize(&run.info.name));
+    let old = std::fs::read_dir(dir).map_err(|e| write(dir, e))?;
+    for entry in old.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("events.out.tfevents.") && name.ends_with(&suffix) {
+            std::fs::remove_file(entry.path()).map_err(|e| write(&entry.path(), e))?;
+        }
+    }
     let path = dir.join(format!(
-        "events.out.tfevents.{}.lepton.{}",
+        "events.out.tfevents.{}{suffix}",
         start.max(0.0) as u64,
-        sanitize(&run.info.name)
     ));
     let mut buf = record(&version_event(start));
     for (wall, step, tag, value) in &events {
@@ -168,6 +176,33 @@ mod tests {
         assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
         // ((crc >> 15) | (crc << 17)) + 0xa282ead8, computed by hand (in Python).
         assert_eq!(masked_crc32c(b"123456789"), 0xc78a_b0e5);
+    }
+
+    #[test]
+    fn re_export_replaces_the_earlier_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("spec.toml"), "name = \"r\"\n").unwrap();
+        let line = |e: u32| {
+            format!("{{\"kind\":\"epoch\",\"epoch\":{e},\"step\":{e},\"val_loss\":0.5,\"seconds\":3}}\n")
+        };
+        std::fs::write(run_dir.join("metrics.jsonl"), line(0)).unwrap();
+        let out = dir.path().join("tb");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("events.out.tfevents.1.other-run"), b"keep").unwrap();
+        let (first, n) = export(&Run::read(&run_dir, "r").unwrap(), &out).unwrap();
+        assert_eq!(n, 1);
+        std::fs::write(run_dir.join("metrics.jsonl"), line(0) + &line(1)).unwrap();
+        let (second, n) = export(&Run::read(&run_dir, "r").unwrap(), &out).unwrap();
+        assert_eq!(n, 2);
+        assert_ne!(first, second, "the start time moved with the new epoch");
+        let mut names: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        assert_eq!(names, [out.join("events.out.tfevents.1.other-run"), second]);
     }
 
     #[test]
