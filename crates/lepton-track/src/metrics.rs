@@ -105,12 +105,11 @@ pub fn read_from(path: &Path, offset: u64, line: u64, budget: u64) -> Result<Met
     };
     out.more = want == budget && out.offset < len;
     let mut number = line;
-    let lines = if complete == 0 {
-        &[][..]
-    } else {
-        &buf[..complete - 1]
-    };
-    for raw in lines.split(|&b| b == b'\n').filter(|_| complete > 0) {
+    // The complete lines, without their final newline (none at all when `complete` is 0).
+    let lines = buf[..complete]
+        .strip_suffix(b"\n")
+        .map(|body| body.split(|&b| b == b'\n'));
+    for raw in lines.into_iter().flatten() {
         if raw.iter().all(u8::is_ascii_whitespace) {
             number += 1;
             continue;
@@ -227,6 +226,16 @@ mod tests {
             "{:?}",
             m.warnings
         );
+    }
+
+    #[test]
+    fn blank_lines_count_in_the_line_numbers() {
+        let (_d, path) = write(&format!("{STEP}\n\n   \nnot json\n{EPOCH}\n"));
+        let m = read_all(&path).unwrap();
+        assert_eq!((m.steps.len(), m.epochs.len()), (1, 1));
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("line 4"), "{:?}", m.warnings);
+        assert_eq!(m.next_line, 6);
     }
 
     #[test]
