@@ -70,9 +70,13 @@ struct Ui {
 
 /// The dashboard router over `runs`.
 pub fn app(runs: RunsDir) -> Router {
+    router(runs, MAX_BLOCKING)
+}
+
+fn router(runs: RunsDir, max_blocking: usize) -> Router {
     let ui = Ui {
         runs,
-        permits: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING)),
+        permits: Arc::new(tokio::sync::Semaphore::new(max_blocking)),
     };
     Router::new()
         .route("/", get(index))
@@ -326,6 +330,24 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn busy_server_answers_429_not_a_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = RunsDir::open(dir.path()).unwrap();
+        let call = |max| {
+            let runs = runs.clone();
+            async move {
+                let req = axum::http::Request::get("/api/runs")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                router(runs, max).oneshot(req).await.unwrap().status()
+            }
+        };
+        assert_eq!(call(0).await, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(call(1).await, StatusCode::OK);
+    }
 
     #[test]
     fn hosts() {
