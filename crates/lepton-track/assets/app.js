@@ -116,6 +116,10 @@ function renderTable() {
       el("td", { class: "num" }, fmtBytes(r.photon_bytes)),
       el("td", { class: "num", title: r.updated ? new Date(r.updated * 1000).toISOString() : "" }, fmtAgo(r.updated)));
   }));
+  if (!rows.length) {
+    const why = state.runs.length ? "No run matches the filter." : "No runs yet: `lepton train SPEC --out RUNS_DIR/NAME` makes one; it appears here as it trains.";
+    body.append(el("tr", { class: "empty-row" }, el("td", { colspan: 10, class: "empty" }, why)));
+  }
   $("#select-all").checked = rows.length > 0 && rows.every((r) => state.selected.has(r.id));
 }
 function toggle(id, on) {
