@@ -5,6 +5,9 @@ set -euo pipefail
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+# The dashboard's browser test (lepton-track) drives Debian's Chromium through chromedriver.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         apt-get update -qq
