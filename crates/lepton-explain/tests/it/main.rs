@@ -1,1 +1,6 @@
-mod acceptance;
+//! The crate's integration tests: the acceptance checks of issue 17 on real models.
+
+mod completeness;
+mod mnist;
+mod randomisation;
+mod shapley;
