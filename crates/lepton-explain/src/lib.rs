@@ -10,6 +10,7 @@
 //! | [`kernel_shap`](mod@kernel_shap) | Shapley values of tabular features against a background sample |
 //! | [`permutation`] | permutation importance on a dataset |
 //! | [`feature_maps`](mod@feature_maps) | a layer's output for one input |
+//! | [`request`] | [`ExplainRequest`]: a method and its parameters, checked against [`Limits`], then run |
 //! | [`heatmap`] | PNG overlays and feature-map grids on perceptual colormaps |
 //! | [`attribution`] | [`Attribution`], [`Method`]: the answer every method returns |
 //! | [`error`] | [`Error`], [`Result`] |
@@ -26,6 +27,7 @@ pub mod integrated_gradients;
 pub mod kernel_shap;
 pub mod occlusion;
 pub mod permutation;
+pub mod request;
 pub mod saliency;
 pub mod scorer;
 
@@ -36,5 +38,6 @@ pub use integrated_gradients::{integrated_gradients, quadrature, Baseline, IgCon
 pub use kernel_shap::{kernel_shap, KernelShapConfig};
 pub use occlusion::{occlusion, OcclusionConfig};
 pub use permutation::{permutation_importance, PermutationConfig};
+pub use request::{predicted, BaselineKind, ExplainRequest, Limits};
 pub use saliency::saliency;
 pub use scorer::{FnScorer, Scorer};
