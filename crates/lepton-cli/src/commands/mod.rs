@@ -5,6 +5,7 @@ mod cv;
 mod data;
 mod embed;
 mod eval;
+mod explain;
 mod export;
 mod generate;
 mod generate_photon;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Generate(args) => generate::run(args, mode),
         Command::Chat(args) => chat::run(args),
+        Command::Explain(args) => explain::run(args, mode),
     }
 }
 
