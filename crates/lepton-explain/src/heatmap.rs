@@ -1,9 +1,9 @@
 //! Heatmap PNGs: an attribution over an image as a colour overlay on the (grey) input, and a grid
 //! of feature-map channels.
 //!
-//! Colours come from perceptually uniform colormaps (matplotlib's): `viridis` for magnitudes
-//! (saliency, feature maps) and a blue-white-red diverging map for signed attributions (integrated
-//! gradients, occlusion), both through 17 anchor colours linearly interpolated. Values are scaled
+//! Colours come from perceptually uniform colormaps (the `colorous` crate, d3's schemes): `viridis`
+//! for magnitudes (saliency, feature maps) and the blue-white-red `RdBu` for signed attributions
+//! (integrated gradients, occlusion; white is 0). Values are scaled
 //! by the 99th percentile of their magnitude (as captum's `visualize_image_attr` clips the top
 //! 1 %), and small images are enlarged (nearest neighbour) to at least [`MIN_SIDE`] pixels.
 
@@ -16,48 +16,6 @@ use crate::error::{Error, Result};
 /// Smallest side of a written image, in pixels (a 28x28 input becomes 224x224).
 pub const MIN_SIDE: usize = 224;
 
-/// viridis at 0, 1/16, ..., 1 (matplotlib `_viridis_data`, every 16th entry).
-const VIRIDIS: [[u8; 3]; 17] = [
-    [68, 1, 84],
-    [72, 23, 105],
-    [72, 40, 120],
-    [69, 55, 129],
-    [63, 71, 136],
-    [56, 86, 139],
-    [49, 100, 142],
-    [43, 113, 142],
-    [38, 126, 142],
-    [33, 139, 141],
-    [31, 152, 139],
-    [34, 165, 133],
-    [48, 177, 124],
-    [72, 189, 110],
-    [104, 199, 91],
-    [142, 207, 67],
-    [253, 231, 37],
-];
-
-/// A blue-white-red diverging map (matplotlib `RdBu_r` at 17 evenly spaced points).
-const RDBU: [[u8; 3]; 17] = [
-    [5, 48, 97],
-    [25, 85, 153],
-    [42, 113, 178],
-    [67, 147, 195],
-    [110, 172, 209],
-    [157, 203, 225],
-    [196, 222, 236],
-    [227, 238, 243],
-    [247, 247, 247],
-    [250, 231, 219],
-    [249, 202, 177],
-    [242, 164, 130],
-    [228, 128, 101],
-    [205, 82, 74],
-    [183, 33, 46],
-    [145, 13, 36],
-    [103, 0, 31],
-];
-
 /// Whether the values are signed (diverging map, centred on 0) or magnitudes (viridis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scale {
@@ -65,12 +23,13 @@ pub enum Scale {
     Signed,
 }
 
-fn lerp(map: &[[u8; 3]; 17], t: f32) -> [u8; 3] {
-    let t = t.clamp(0.0, 1.0) * 16.0;
-    let i = (t.floor() as usize).min(15);
-    let f = t - i as f32;
-    let (a, b) = (map[i], map[i + 1]);
-    std::array::from_fn(|c| (f32::from(a[c]) * (1.0 - f) + f32::from(b[c]) * f).round() as u8)
+fn rgb(c: colorous::Color) -> [u8; 3] {
+    [c.r, c.g, c.b]
+}
+
+/// viridis at `t ∈ [0, 1]` (clamped).
+fn viridis(t: f32) -> [u8; 3] {
+    rgb(colorous::VIRIDIS.eval_continuous(f64::from(t.clamp(0.0, 1.0))))
 }
 
 /// The colour of `v` on `scale` with the magnitude `max` mapped to the end of the map.
@@ -81,8 +40,12 @@ pub fn color(v: f32, max: f32, scale: Scale) -> [u8; 3] {
         1.0
     };
     match scale {
-        Scale::Magnitude => lerp(&VIRIDIS, v.abs() / max),
-        Scale::Signed => lerp(&RDBU, 0.5 + 0.5 * v / max),
+        Scale::Magnitude => viridis(v.abs() / max),
+        // d3's RdBu runs red (0) to blue (1): negative values blue, positive red.
+        Scale::Signed => {
+            rgb(colorous::RED_BLUE
+                .eval_continuous(f64::from((0.5 - 0.5 * v / max).clamp(0.0, 1.0))))
+        }
     }
 }
 
@@ -203,7 +166,7 @@ pub fn write_grid(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
         for y in 0..h * k {
             for x in 0..w * k {
                 let v = (plane[(y / k) * w + x / k] - lo) / span;
-                img.put_pixel((ox + x) as u32, (oy + y) as u32, Rgb(lerp(&VIRIDIS, v)));
+                img.put_pixel((ox + x) as u32, (oy + y) as u32, Rgb(viridis(v)));
             }
         }
     }
@@ -216,16 +179,22 @@ mod tests {
 
     #[test]
     fn colormaps_run_dark_to_bright_and_blue_white_red() {
-        assert_eq!(color(0.0, 1.0, Scale::Magnitude), VIRIDIS[0]);
-        assert_eq!(color(5.0, 1.0, Scale::Magnitude), VIRIDIS[16]);
-        assert_eq!(color(0.0, 1.0, Scale::Signed), RDBU[8]);
-        assert_eq!(color(-1.0, 1.0, Scale::Signed), RDBU[0]);
+        // matplotlib's viridis ends: #440154 and #fde725.
+        assert_eq!(color(0.0, 1.0, Scale::Magnitude), [0x44, 0x01, 0x54]);
+        assert_eq!(color(5.0, 1.0, Scale::Magnitude), [0xfd, 0xe7, 0x25]);
+        // Signed: 0 is near-white, negative blue, positive red.
+        let [r, g, b] = color(0.0, 1.0, Scale::Signed);
+        assert!(r > 230 && g > 230 && b > 230, "{r} {g} {b}");
+        let [r, _, b] = color(-1.0, 1.0, Scale::Signed);
+        assert!(b > r);
+        let [r, _, b] = color(1.0, 1.0, Scale::Signed);
+        assert!(r > b);
         // Luminance rises monotonically along viridis (perceptually ordered).
         let lum = |c: [u8; 3]| {
             0.2126 * f32::from(c[0]) + 0.7152 * f32::from(c[1]) + 0.0722 * f32::from(c[2])
         };
         for i in 0..16 {
-            assert!(lum(VIRIDIS[i + 1]) > lum(VIRIDIS[i]));
+            assert!(lum(viridis((i + 1) as f32 / 16.0)) > lum(viridis(i as f32 / 16.0)));
         }
         let v: Vec<f32> = (0..=100).map(|i| i as f32).collect();
         assert_eq!(robust_max(&v), 99.0);
@@ -248,8 +217,8 @@ mod tests {
         .unwrap();
         let img = image::open(&p).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (224, 224));
-        assert_eq!(img.get_pixel(5 * 8 + 3, 3 * 8 + 3).0, VIRIDIS[16]);
-        assert_eq!(img.get_pixel(0, 0).0, VIRIDIS[0]);
+        assert_eq!(img.get_pixel(5 * 8 + 3, 3 * 8 + 3).0, viridis(1.0));
+        assert_eq!(img.get_pixel(0, 0).0, viridis(0.0));
         let e = write_overlay(&p, &[0.0; 3], &[0.0; 3], &[3], Scale::Signed, 0.5).unwrap_err();
         assert!(e.to_string().contains("invalid input"));
     }
