@@ -8,7 +8,7 @@ examples/mnist-cnn.toml, reads the inputs, targets and our attributions from the
 ours, the ratio, and the agreement max |ours - captum| / max |captum| (per image, the worst image).
 
     py=$(bench/pyenv.sh torch numpy captum)/bin/python
-    $py bench/explain/captum_ref.py RUN_DIR OURS.json --threads 2
+    $py bench/explain/captum_ref.py RUN_DIR OURS.json --threads 2 [--methods ig50,ig256]
 """
 
 import argparse
@@ -55,6 +55,7 @@ def main():
     ap.add_argument("ours")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="append the summary as one JSON line to this file")
+    ap.add_argument("--methods", default="ig50,ig256,saliency,occlusion4x4", help="comma-separated subset")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     net = model()
@@ -78,7 +79,8 @@ def main():
     summary = {"threads": a.threads, "images": len(targets), "methods": {}}
     print(f"{len(targets)} MNIST test images, {a.threads} threads (ours: {ours['threads']})")
     print(f"{'method':<14}{'captum ms':>10}{'ours ms':>10}{'speed-up':>10}{'max rel err':>13}")
-    for name, f in methods.items():
+    for name in a.methods.split(","):
+        f = methods[name]
         x0 = xs[:1].clone().requires_grad_(name != "occlusion4x4")
         f(x0, targets[0])  # warm-up
         attrs = []
