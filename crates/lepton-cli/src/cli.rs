@@ -91,6 +91,12 @@ pub enum Command {
         after_help = "Example:\n  lepton ui runs --listen 127.0.0.1:6006\n  then open http://127.0.0.1:6006"
     )]
     Ui(UiArgs),
+    /// Explain a prediction: attributions as JSON and a heatmap over the image, kernel SHAP or
+    /// permutation importance for tabular models, or a layer's feature maps (--layer).
+    #[command(
+        after_help = "Example:\n  lepton explain runs/mnist-cnn digit.png --method integrated-gradients --steps 256\n  lepton explain mnist.photon digit.png --method occlusion --window 4 --out maps/\n  lepton explain mnist.photon digit.png --layer conv2d.1\n  lepton explain iris.photon rows.csv --method kernel-shap --background train.csv\n  lepton explain iris.photon iris.csv --method permutation --label species"
+    )]
+    Explain(ExplainArgs),
 }
 
 /// Sampling flags shared by `generate` and `chat` (defaults as OpenAI's API).
@@ -385,4 +391,67 @@ pub struct UiArgs {
     /// Address to listen on (loopback by default: the dashboard has no authentication).
     #[arg(long, default_value = "127.0.0.1:6006")]
     pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A .photon file or run directory.
+    pub model: PathBuf,
+    /// An image file (image models) or a CSV file (tabular models: each row is explained, or the
+    /// labelled dataset for --method permutation).
+    pub input: PathBuf,
+    /// saliency | gradient-x-input | integrated-gradients | occlusion | kernel-shap | permutation.
+    #[arg(long, default_value = "saliency")]
+    pub method: String,
+    /// The class (output index) to explain. Default: the predicted class.
+    #[arg(long)]
+    pub target: Option<usize>,
+    /// Output folder. Default: RUN/explain/ for a run directory, else ./explain/.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Dump and draw a layer's feature maps instead: an index (3), a type (conv2d: the first)
+    /// or a type and ordinal (conv2d.1: the second).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Integrated gradients: integration steps. Default 50.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Integrated gradients: gauss-legendre (default, as captum) or trapezoid.
+    #[arg(long, value_parser = parse_rule)]
+    pub rule: Option<lepton_explain::Rule>,
+    /// Integrated gradients: zeros (default), mean, blur or an image file.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Integrated gradients with --baseline blur: the Gaussian's sigma in pixels. Default 3.
+    #[arg(long)]
+    pub sigma: Option<f32>,
+    /// Occlusion: patch side in pixels. Default 4.
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Occlusion: patch stride in pixels. Default 1.
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Kernel SHAP: background CSV. Default: the first 100 rows of INPUT.
+    #[arg(long)]
+    pub background: Option<PathBuf>,
+    /// Kernel SHAP: sampled coalitions above 12 features. Default 2048.
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Kernel SHAP and permutation: random seed. Default 0.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Permutation: the label column of the CSV.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Permutation: shuffles per feature.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+}
+
+fn parse_rule(s: &str) -> Result<lepton_explain::Rule, String> {
+    match s {
+        "gauss-legendre" => Ok(lepton_explain::Rule::GaussLegendre),
+        "trapezoid" => Ok(lepton_explain::Rule::Trapezoid),
+        other => Err(format!("'{other}' (gauss-legendre or trapezoid)")),
+    }
 }

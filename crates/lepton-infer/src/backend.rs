@@ -35,6 +35,32 @@ pub struct ModelInfo {
     pub version: String,
 }
 
+/// The most work one explanation may ask for (the serve config's `[explain]` section); requests
+/// above a limit are refused with the field named before any model call.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ExplainLimits {
+    /// Most integrated-gradients steps. Default 1024.
+    pub max_steps: usize,
+    /// Most occlusion windows (patch positions). Default 4096.
+    pub max_positions: usize,
+    /// Most kernel-SHAP model rows (coalitions × background rows). Default 2,000,000.
+    pub max_shap_rows: usize,
+    /// Most kernel-SHAP background rows. Default 1000.
+    pub max_background: usize,
+}
+
+impl Default for ExplainLimits {
+    fn default() -> Self {
+        Self {
+            max_steps: 1024,
+            max_positions: 4096,
+            max_shap_rows: 2_000_000,
+            max_background: 1000,
+        }
+    }
+}
+
 /// A servable model. Implementations must be cheap to call from several threads at once.
 /// Bad inputs are [`InferError::BadRequest`] naming the input part; a failed forward pass is
 /// [`InferError::Internal`].
@@ -53,6 +79,22 @@ pub trait Backend: Send + Sync + 'static {
         Err(InferError::bad_request(
             "text",
             "this model does not take text",
+        ))
+    }
+    /// An attribution for one sample of preprocessed features (`sample_shape`): `request` is the
+    /// explanation request (`{"method": "integrated-gradients", "steps": 64, ...}`, see
+    /// `lepton_explain::ExplainRequest`), `background` holds kernel SHAP's background rows as
+    /// features, concatenated. Returns the attribution as JSON. CPU-heavy: call it off the async
+    /// runtime. Models that cannot explain refuse (the default).
+    fn explain(
+        &self,
+        _features: &[f32],
+        _background: &[f32],
+        _request: &serde_json::Value,
+        _limits: &ExplainLimits,
+    ) -> Result<serde_json::Value, InferError> {
+        Err(InferError::NotFound(
+            "this model does not support explanations".into(),
         ))
     }
     /// The model as a [`LanguageModel`] for the generation routes, when it is one: generations

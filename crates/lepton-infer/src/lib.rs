@@ -13,7 +13,7 @@ pub mod error;
 pub mod generation;
 pub mod language_model;
 
-pub use backend::{Backend, ModelInfo, Output};
+pub use backend::{Backend, ExplainLimits, ModelInfo, Output};
 pub use error::{InferError, Result};
 pub use generation::{
     ChatMessage, EngineStats, FinishReason, GenerationEvent, SamplingParams, Timings, Usage,

@@ -27,6 +27,10 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// The most work one `POST /v1/models/{name}/explain` may ask for (`[explain]`: max-steps
+    /// 1024, max-positions 4096, max-shap-rows 2,000,000, max-background 1000 by default).
+    #[serde(default)]
+    pub explain: lepton_infer::ExplainLimits,
     /// Batching and worker defaults for every model.
     #[serde(default)]
     pub batching: BatchConfig,

@@ -5,6 +5,7 @@ mod cv;
 mod data;
 mod embed;
 mod eval;
+mod explain;
 mod export;
 mod generate;
 mod generate_photon;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(args),
         Command::Runs(cmd) => runs::run(cmd, mode),
         Command::Ui(args) => ui::run(args),
+        Command::Explain(args) => explain::run(args, mode),
     }
 }
 

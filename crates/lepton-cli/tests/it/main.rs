@@ -4,6 +4,7 @@
 mod docs;
 mod end_to_end;
 mod errors;
+mod explain;
 mod help;
 mod runs;
 mod support;

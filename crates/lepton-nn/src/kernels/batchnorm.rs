@@ -263,7 +263,7 @@ impl CustomOp3 for Norm {
         &self,
         x: &Tensor,
         g: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -286,8 +286,17 @@ impl CustomOp3 for Norm {
         };
         // [2, C]: Σ dy and Σ dy·x̂ per channel.
         let sums = x.apply_op2_no_bwd(&dy, &GradSums(self.clone()))?;
-        let dbeta = sums.get(0)?.to_dtype(g.dtype())?;
-        let dgamma = sums.get(1)?.to_dtype(g.dtype())?;
+        // The affine parameters' gradients only when they need one (frozen for explanations).
+        let dbeta = if b.track_op() {
+            Some(sums.get(0)?.to_dtype(g.dtype())?)
+        } else {
+            None
+        };
+        let dgamma = if g.track_op() {
+            Some(sums.get(1)?.to_dtype(g.dtype())?)
+        } else {
+            None
+        };
         let dx = if x.track_op() {
             let host = sums.flatten_all()?.to_vec1::<f64>()?;
             let gamma = g.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
@@ -303,7 +312,7 @@ impl CustomOp3 for Norm {
         } else {
             None
         };
-        Ok((dx, Some(dgamma), Some(dbeta)))
+        Ok((dx, dgamma, dbeta))
     }
 }
 

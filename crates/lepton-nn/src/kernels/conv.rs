@@ -6,6 +6,8 @@
 //! with fewer images than threads the GEMM itself is parallel instead.
 //!
 //! Backward:
+//! Each gradient is computed only when its operand needs one (`Tensor::track_op`: a `Var` or
+//! the result of a tracked op); explanations differentiate the input through frozen weights.
 //! - weight: `dW = Σ_n dy[n] · cols[n]ᵀ`, accumulated over a fixed partition of the batch into at
 //!   most [`WEIGHT_CHUNKS`] chunks (one partial sum each, run in parallel) and the partials added
 //!   in chunk order, so the result does not depend on thread scheduling;
@@ -470,12 +472,23 @@ impl ConvFwd {
         }
     }
 
-    fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
-        let dy = dy.clone();
-        let dw = x.apply_op2_no_bwd(&dy, &WeightGrad(self.g))?;
-        // The first layer's input (the data) needs no gradient: skip col2im and its GEMMs.
+    /// The input and weight gradients, each only when its operand needs one: the data fed to
+    /// the first layer of a training step needs no input gradient (col2im and its GEMMs are
+    /// skipped), while an explanation's input (a `Var`) through frozen inference weights needs
+    /// only the input gradient (the weight GEMMs are skipped).
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(dy, &WeightGrad(self.g))?)
+        } else {
+            None
+        };
         let dx = if x.track_op() {
-            Some(w.apply_op2_no_bwd(&dy, &InputGrad(self.g))?)
+            Some(w.apply_op2_no_bwd(dy, &InputGrad(self.g))?)
         } else {
             None
         };
@@ -518,8 +531,7 @@ impl CustomOp2 for ConvFwd {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, w, &self.dy(res, grad)?)?;
-        Ok((dx, Some(dw)))
+        self.grads(x, w, &self.dy(res, grad)?)
     }
 }
 
@@ -561,14 +573,18 @@ impl CustomOp3 for ConvFwd {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = self.dy(res, grad)?;
         let (dx, dw) = self.grads(x, w, &dy)?;
-        let db = dy.apply_op1_no_bwd(&BiasGrad(self.g))?;
-        Ok((dx, Some(dw), Some(db)))
+        let db = if b.track_op() {
+            Some(dy.apply_op1_no_bwd(&BiasGrad(self.g))?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
     }
 }
 

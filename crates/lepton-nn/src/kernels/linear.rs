@@ -140,10 +140,24 @@ impl CustomOp3 for Linear {
         let n = w.dim(0)?;
         let dz2 = dz.reshape(((), n))?;
         let x2 = x.reshape(((), w.dim(1)?))?;
-        let dx = dz2.matmul(w)?.reshape(x.shape())?;
-        let dw = dz2.t()?.matmul(&x2)?;
-        let db = column_sums(&dz2)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        // Each gradient only when its operand needs one: no input gradient for the data of the
+        // first layer, no weight gradients through the frozen weights of an explanation.
+        let dx = if x.track_op() {
+            Some(dz2.matmul(w)?.reshape(x.shape())?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(dz2.t()?.matmul(&x2)?)
+        } else {
+            None
+        };
+        let db = if b.track_op() {
+            Some(column_sums(&dz2)?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
     }
 }
 

@@ -53,7 +53,8 @@ impl Default for Conv2dParams {
 /// kernels), `b`: `[C_out]`. Returns `[N, C_out, H_out, W_out]`.
 ///
 /// One custom op (see `conv.rs`): per-image im2col + GEMM in parallel across the batch, bias fused;
-/// the backward pass computes the input gradient only when `x` needs one (not for the first layer).
+/// the backward pass computes each gradient only when its operand needs one: no input gradient
+/// for the data of the first layer, only the input gradient through frozen weights.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
     conv2d_act(x, w, b, p, false)
 }
@@ -291,6 +292,44 @@ mod tests {
             for v in vars {
                 assert!(max_diff(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-5);
             }
+        }
+    }
+
+    #[test]
+    fn only_the_input_gradient_through_frozen_weights() {
+        // An explanation differentiates the input (a `Var`) through inference weights (plain
+        // tensors): conv (+ fused ReLU, + fused pool), linear and batch norm skip the parameter
+        // gradients, and the input gradient is still there.
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (4, 3, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+        let p = Conv2dParams {
+            padding: 1,
+            ..Default::default()
+        };
+        let c = conv2d_pool(&x, &w, Some(&b), p, true, (2, 2, 0)).unwrap();
+        let (gamma, beta) = (
+            Tensor::ones(4, candle_core::DType::F32, &dev).unwrap(),
+            b.clone(),
+        );
+        let n = batch_norm(
+            &c, &gamma, &beta, &[0.0; 4], &[1.0; 4], 1e-5, false, true, None,
+        )
+        .unwrap();
+        let lw = Tensor::randn(0f32, 1.0, (5, 64), &dev).unwrap();
+        let lb = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+        let y = linear(
+            &n.flatten_from(1).unwrap(),
+            &lw,
+            Some(&lb),
+            Activation::Relu,
+        )
+        .unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&x).is_some());
+        for t in [&w, &b, &gamma, &lw, &lb] {
+            assert!(g.get(t).is_none(), "a gradient for a frozen parameter");
         }
     }
 

@@ -285,3 +285,128 @@ fn recurrent_layers_unidirectional_and_bidirectional() {
         }
     }
 }
+
+/// The input gradient of an eval-mode model whose weights are plain tensors (as a photon loads
+/// them), against central finite differences: what explanations differentiate. No parameter
+/// gets a gradient.
+fn check_input_through_frozen_weights(layers: &str, input: &[usize], batch: usize) {
+    let spec: ModelSpec = toml::from_str(&format!("layers = [{layers}]")).unwrap();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    Model::new(&spec, input, vb).unwrap();
+    lepton_nn::init_seeded(&varmap, 5).unwrap();
+    let tensors: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .collect();
+    let frozen: Vec<Tensor> = tensors.values().cloned().collect();
+    let vb = VarBuilder::from_tensors(tensors, DType::F64, &Device::Cpu);
+    let model = Model::new(&spec, input, vb).unwrap();
+    let mut shape = vec![batch];
+    shape.extend_from_slice(input);
+    let x = Var::from_tensor(&random(&shape, 1)).unwrap();
+    let out = model.forward_t(x.as_tensor(), false).unwrap();
+    let r = random(out.dims(), 2);
+    let f = |t: &Tensor| -> f64 {
+        (model.forward_t(t, false).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let grads = (out * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    for t in &frozen {
+        assert!(
+            grads.get(t).is_none(),
+            "{layers}: a frozen weight got a gradient"
+        );
+    }
+    let analytic: Vec<f64> = grads
+        .get(x.as_tensor())
+        .unwrap_or_else(|| panic!("{layers}: no input gradient through frozen weights"))
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let base: Vec<f64> = x.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    let h = 1e-6;
+    let stride = (base.len() / 60).max(1);
+    for i in (0..base.len()).step_by(stride) {
+        let at = |d: f64| {
+            let mut v = base.clone();
+            v[i] += d;
+            f(&Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).unwrap())
+        };
+        let numeric = (at(h) - at(-h)) / (2.0 * h);
+        let err =
+            (numeric - analytic[i]).abs() / (1e-3f64).max(numeric.abs().max(analytic[i].abs()));
+        assert!(
+            err < 1e-5,
+            "{layers}: d/dinput[{i}]: autograd {} vs finite differences {numeric}",
+            analytic[i]
+        );
+    }
+}
+
+#[test]
+fn input_gradient_of_each_fused_kernel_through_frozen_weights() {
+    for (layers, input) in [
+        // Linear, alone and with the fused ReLU (an MLP).
+        (
+            r#"{ type = "linear", out-features = 6 }, { type = "relu" }, { type = "linear", out-features = 3, bias = false }"#,
+            &[7][..],
+        ),
+        // Convolution: bias or not, stride, padding, dilation, groups, uncovered rows.
+        (
+            r#"{ type = "conv2d", out-channels = 3, kernel = 3 }"#,
+            &[2, 6, 5],
+        ),
+        (
+            r#"{ type = "conv2d", out-channels = 4, kernel = 3, stride = 2, padding = 1, bias = false }"#,
+            &[2, 7, 7],
+        ),
+        (
+            r#"{ type = "conv2d", out-channels = 4, kernel = 2, groups = 2, dilation = 2 }"#,
+            &[4, 6, 6],
+        ),
+        (
+            r#"{ type = "conv2d", out-channels = 2, kernel = 3, stride = 2 }"#,
+            &[2, 8, 7],
+        ),
+        // Conv + ReLU, conv + ReLU + max-pool, conv + batch norm + ReLU + max-pool (all fused).
+        (
+            r#"{ type = "conv2d", out-channels = 3, kernel = 3, padding = 1 }, { type = "relu" }"#,
+            &[1, 6, 6],
+        ),
+        (
+            r#"{ type = "conv2d", out-channels = 3, kernel = 3, padding = 1 }, { type = "relu" }, { type = "max-pool2d", kernel = 2 }"#,
+            &[2, 6, 6],
+        ),
+        (
+            r#"{ type = "conv2d", out-channels = 3, kernel = 3, bias = false }, { type = "batch-norm2d" }, { type = "relu" }, { type = "max-pool2d", kernel = 2 }"#,
+            &[2, 8, 8],
+        ),
+        // Stand-alone pools and the batch norm of an MLP.
+        (
+            r#"{ type = "max-pool2d", kernel = 3, stride = 2, padding = 1 }, { type = "avg-pool2d", kernel = 2 }"#,
+            &[2, 9, 9],
+        ),
+        (
+            r#"{ type = "linear", out-features = 5 }, { type = "batch-norm1d" }, { type = "relu" }, { type = "linear", out-features = 2 }"#,
+            &[4],
+        ),
+        // The MNIST CNN's shape.
+        (
+            r#"{ type = "conv2d", out-channels = 4, kernel = 3 }, { type = "relu" }, { type = "max-pool2d", kernel = 2 },
+               { type = "conv2d", out-channels = 4, kernel = 3 }, { type = "relu" }, { type = "max-pool2d", kernel = 2 },
+               { type = "flatten" }, { type = "linear", out-features = 8 }, { type = "relu" }, { type = "linear", out-features = 3 }"#,
+            &[1, 14, 14],
+        ),
+    ] {
+        check_input_through_frozen_weights(layers, input, 2);
+    }
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use lepton_data::Preprocessor;
-use lepton_infer::{Backend, InferError, LanguageModel, ModelInfo, Output};
+use lepton_infer::{Backend, ExplainLimits, InferError, LanguageModel, ModelInfo, Output};
 
 use super::text_generation::PhotonLanguageModel;
 use crate::{LoadedModel, Photon};
@@ -64,6 +64,16 @@ impl PhotonBackend {
     }
 }
 
+/// An explanation error as the contract's: a bad request part stays named, the rest is internal.
+fn explain_error(e: lepton_explain::Error) -> InferError {
+    match e {
+        lepton_explain::Error::Invalid { field, message } => {
+            InferError::bad_request(field, message)
+        }
+        other => InferError::internal("explaining the prediction", other),
+    }
+}
+
 /// An input the preprocessor refuses (wrong size, unknown column, out-of-vocabulary text).
 fn refused(e: lepton_data::Error) -> InferError {
     InferError::bad_request("inputs", e.to_string())
@@ -114,6 +124,49 @@ impl Backend for PhotonBackend {
         } else {
             rows.into_iter().map(Output::Probabilities).collect()
         })
+    }
+
+    fn explain(
+        &self,
+        features: &[f32],
+        background: &[f32],
+        request: &serde_json::Value,
+        limits: &ExplainLimits,
+    ) -> Result<serde_json::Value, InferError> {
+        if matches!(self.pre, Preprocessor::Text { .. }) {
+            return Err(InferError::bad_request(
+                "model",
+                "explanations need an image or tabular model (token ids are not differentiable)",
+            ));
+        }
+        let req: lepton_explain::ExplainRequest = serde_json::from_value(request.clone())
+            .map_err(|e| InferError::bad_request("explain", e.to_string()))?;
+        let shape = &self.info.sample_shape;
+        let len: usize = shape.iter().product();
+        if features.len() != len || background.len() % len.max(1) != 0 {
+            return Err(InferError::bad_request(
+                "inputs",
+                format!("expected one sample of {len} features"),
+            ));
+        }
+        let rows = background.len() / len.max(1);
+        let limits = lepton_explain::Limits {
+            max_steps: limits.max_steps,
+            max_positions: limits.max_positions,
+            max_shap_rows: limits.max_shap_rows,
+            max_background: limits.max_background,
+        };
+        req.check(shape, rows, &limits).map_err(explain_error)?;
+        let internal = |e| InferError::internal("building the input tensor", e);
+        let x = Tensor::from_slice(features, shape.as_slice(), &Device::Cpu).map_err(internal)?;
+        let bg = match rows {
+            0 => None,
+            _ => Some(Tensor::from_slice(background, (rows, len), &Device::Cpu).map_err(internal)?),
+        };
+        let a = req
+            .run(self.model.model(), &x, bg.as_ref())
+            .map_err(explain_error)?;
+        serde_json::to_value(a).map_err(|e| InferError::internal("encoding the explanation", e))
     }
 
     fn language_model(

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod body;
 pub mod browser;
+pub mod explain;
 pub mod generate;
 pub mod guard;
 pub mod openai;
@@ -165,6 +166,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/models/{name}/predict",
             post(v1::predict).route_layer(g(Policy::work(BodyKind::Predict))),
+        )
+        .route(
+            "/v1/models/{name}/explain",
+            post(explain::explain).route_layer(g(Policy::work(BodyKind::Json))),
         )
         .route(
             "/v1/models/{name}/generate",

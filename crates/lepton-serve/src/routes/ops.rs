@@ -151,7 +151,7 @@ impl utoipa::Modify for Errors {
 #[openapi(
     info(title = "Lepton", description = "Model serving: predictions, Open Inference Protocol v2, admin, health and metrics."),
     paths(
-        crate::routes::v1::predict, crate::routes::v1::list_models, crate::routes::generate::generate,
+        crate::routes::v1::predict, crate::routes::explain::explain, crate::routes::v1::list_models, crate::routes::generate::generate,
         crate::routes::v2::live, crate::routes::v2::ready, crate::routes::v2::server_metadata, crate::routes::v2::model_metadata,
         crate::routes::v2::model_ready, crate::routes::v2::infer,
         crate::routes::admin::load, crate::routes::admin::unload,

@@ -6,6 +6,7 @@ mod alerts;
 mod api;
 mod bad_input;
 mod deploy;
+mod explain;
 mod hf_folder;
 mod openai;
 mod openai_errors;

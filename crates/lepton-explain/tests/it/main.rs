@@ -1,0 +1,6 @@
+//! The crate's integration tests: the acceptance checks of issue 17 on real models.
+
+mod completeness;
+mod mnist;
+mod randomisation;
+mod shapley;
