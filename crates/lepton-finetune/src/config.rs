@@ -243,11 +243,17 @@ impl FinetuneFile {
     /// Read a spec; relative paths resolve against the spec's folder.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = fs_err::read_to_string(path).map_err(Error::io("reading the spec", path))?;
-        let mut spec: FinetuneFile = toml::from_str(&text).map_err(|source| Error::Toml {
-            path: path.into(),
+        Self::from_str_in(&text, path)
+    }
+
+    /// Parse spec text read from `origin` (named in errors; relative paths resolve against its
+    /// folder) and validate it.
+    pub fn from_str_in(text: &str, origin: &Path) -> Result<Self> {
+        let mut spec: FinetuneFile = toml::from_str(text).map_err(|source| Error::Toml {
+            path: origin.into(),
             source,
         })?;
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = origin.parent().unwrap_or(Path::new("."));
         let f = &mut spec.finetune;
         for p in [Some(&mut f.base), Some(&mut f.data), f.val_data.as_mut()]
             .into_iter()

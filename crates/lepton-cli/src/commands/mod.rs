@@ -6,9 +6,11 @@ mod data;
 mod embed;
 mod eval;
 mod export;
+mod finetune;
 mod generate;
 mod generate_photon;
 mod inspect;
+mod lora;
 mod predict;
 mod run;
 mod serve;
@@ -36,6 +38,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Generate(args) => generate::run(args, mode),
         Command::Chat(args) => chat::run(args),
+        Command::Finetune(args) => finetune::run(args, mode),
+        Command::Lora(cmd) => lora::run(cmd, mode),
     }
 }
 
