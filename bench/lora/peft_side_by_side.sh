@@ -5,7 +5,8 @@
 # thread count. Prints trainable parameters, validation loss before/after, tokens/s and peak RSS
 # for both and the speed ratio, then the adapter cross-checks (bench/lora/peft_check.py).
 #
-#   flock /tmp/lepton-cpu.lock bench/lora/peft_side_by_side.sh      # STEPS=40 THREADS=2 by default
+#   bench/lora/peft_side_by_side.sh      # STEPS=40 THREADS=2 by default
+# Each heavy phase takes the shared CPU lock (/tmp/lepton-cpu.lock) for itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=${STEPS:-40} THREADS=${THREADS:-2} BATCH=4 SEQ=128 LR=2e-3 VALW=${VALW:-16}
@@ -14,7 +15,8 @@ gguf=$(scripts/fetch-assets.sh models)/SmolLM2-135M-Instruct.Q4_1.gguf
 scripts/fetch-assets.sh shakespeare >/dev/null
 hf=${LEPTON_SMOLLM2_F32:-$HOME/.cache/lepton-bench/smollm2-f32}
 work=$(mktemp -d /tmp/lepton-lora-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+[[ -n ${KEEP:-} ]] || trap 'rm -rf "$work"' EXIT
+echo "work folder: $work" >&2
 [[ -f $hf/model.safetensors ]] || $py bench/lora/golden.py "$gguf" "$work/golden.json" "$hf" >&2
 # 90/10 split by position; a prefix of each is enough for STEPS steps and VALW windows.
 $py - "$work" <<'PY'
@@ -24,14 +26,15 @@ cut = int(len(t) * 0.9)
 open(sys.argv[1] + "/train.txt", "w").write(t[:cut][:200_000])
 open(sys.argv[1] + "/val.txt", "w").write(t[cut:][:60_000])
 PY
-cargo build -q --release -p lepton-cli -p lepton-finetune --example lora_logits
+cargo build -q --release -p lepton-cli -p lepton-finetune --bin lepton --example lora_logits
 tgt=${CARGO_TARGET_DIR:-target}/release
 
 echo "PEFT ($THREADS threads) ..." >&2
-peft_json=$(/usr/bin/time -f "%M" -o "$work/peft.rss" $py bench/lora/peft_train.py "$hf" "$work/train.txt" \
+lock="flock /tmp/lepton-cpu.lock"
+peft_json=$($lock /usr/bin/time -f "%M" -o "$work/peft.rss" $py bench/lora/peft_train.py "$hf" "$work/train.txt" \
     "$work/val.txt" "$work/peft_adapter" "$STEPS" $BATCH $SEQ $LR "$VALW" "$THREADS" 2>"$work/peft.err" | tail -1)
 echo "Lepton ($THREADS threads) ..." >&2
-/usr/bin/time -f "%M" -o "$work/lepton.rss" "$tgt/lepton" --threads "$THREADS" --json finetune "$gguf" \
+$lock /usr/bin/time -f "%M" -o "$work/lepton.rss" "$tgt/lepton" --threads "$THREADS" --json finetune "$gguf" \
     --data "$work/train.txt" --val-data "$work/val.txt" --lora-r 8 --lora-alpha 16 --targets q_proj,v_proj \
     --steps "$STEPS" --batch-size $BATCH --seq-len $SEQ --lr $LR --no-shuffle --max-val-windows "$VALW" \
     --out "$work/run" >"$work/lepton.json"
@@ -60,8 +63,8 @@ tok = AutoTokenizer.from_pretrained(sys.argv[1])
 ids = tok(open(sys.argv[2] + "/val.txt").read()[:400], add_special_tokens=False)["input_ids"][:48]
 json.dump(ids, open(sys.argv[2] + "/probe.json", "w"))
 PY
-"$tgt/examples/lora_logits" "$gguf" "$work/run/adapter" "$work/probe.json" "$work/ll.json" 16
-"$tgt/examples/lora_logits" "$gguf" "$work/peft_adapter" "$work/probe.json" "$work/lp.json" 16
+CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS=$THREADS $lock "$tgt/examples/lora_logits" "$gguf" "$work/run/adapter" "$work/probe.json" "$work/ll.json" 16
+CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS=$THREADS $lock "$tgt/examples/lora_logits" "$gguf" "$work/peft_adapter" "$work/probe.json" "$work/lp.json" 16
 "$tgt/lepton" --quiet lora merge "$gguf" "$work/run/adapter" -o "$work/merged"
-$py bench/lora/peft_check.py "$hf" "$work/probe.json" "$work/run/adapter" "$work/ll.json" \
+$lock $py bench/lora/peft_check.py "$hf" "$work/probe.json" "$work/run/adapter" "$work/ll.json" \
     "$work/peft_adapter" "$work/lp.json" "$work/merged" 16 "$THREADS"

@@ -4,6 +4,7 @@
 mod docs;
 mod end_to_end;
 mod errors;
+mod finetune;
 mod help;
 mod support;
 mod text;
