@@ -28,7 +28,10 @@ fn greedy(d: &Decoder, prompt: &[u32], steps: usize) -> anyhow::Result<Vec<u32>>
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(args.len() >= 5, "usage: lora_logits BASE ADAPTER|- TOKENS_JSON OUT_JSON [GREEDY_STEPS]");
+    anyhow::ensure!(
+        args.len() >= 5,
+        "usage: lora_logits BASE ADAPTER|- TOKENS_JSON OUT_JSON [GREEDY_STEPS]"
+    );
     let base = Base::load(Path::new(&args[1]))?;
     let mut d = base.decoder;
     if args[2] != "-" {
@@ -41,7 +44,10 @@ fn main() -> anyhow::Result<()> {
     let m = merged(&d)?;
     let merged_logits = m.logits(&t, None)?;
     let unmerged = Tensor::new(logits.clone(), &Device::Cpu)?;
-    let diff = (merged_logits - unmerged)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    let diff = (merged_logits - unmerged)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
     let out = serde_json::json!({
         "logits": logits,
         "merged_max_abs_diff": diff,
