@@ -221,8 +221,11 @@ impl FinetuneSpec {
                 format!("must be in (0, 1) (got {})", self.val_fraction),
             ));
         }
-        if self.eval_every == Some(0) || self.checkpoint_every == Some(0) {
-            return Err(bad("eval-every", "intervals must be at least 1"));
+        if self.eval_every == Some(0) {
+            return Err(bad("eval-every", "must be at least 1"));
+        }
+        if self.checkpoint_every == Some(0) {
+            return Err(bad("checkpoint-every", "must be at least 1"));
         }
         Ok(())
     }
@@ -270,12 +273,6 @@ impl FinetuneFile {
     pub fn validate(&self) -> Result<()> {
         self.finetune.validate()?;
         self.schedule.validate()?;
-        if !matches!(
-            self.optimizer,
-            OptimizerSpec::Adam(_) | OptimizerSpec::AdamW(_) | OptimizerSpec::Sgd(_)
-        ) {
-            return Err(bad("optimizer.kind", "unsupported"));
-        }
         Ok(())
     }
 }

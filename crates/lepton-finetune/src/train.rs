@@ -267,6 +267,9 @@ pub fn train(
         f.shuffle,
     );
     let mut last_val = val_before;
+    // The step `last_val` was measured at (a run resumed from its final checkpoint trains no
+    // step and validates the loaded adapter below).
+    let mut last_val_step = if step == 0 { 0 } else { u64::MAX };
     while step < total {
         let epoch = step / steps_per_epoch;
         let within = (step % steps_per_epoch) as usize;
@@ -318,6 +321,7 @@ pub fn train(
         let eval_now = step == total || f.eval_every.is_some_and(|e| step % e == 0);
         if eval_now {
             last_val = evaluate(decoder, &splits.val, f.batch_size)?;
+            last_val_step = step;
             append(
                 &run.metrics(),
                 &serde_json::json!({"step": step, "val_loss": last_val, "val_perplexity": last_val.exp()}),
@@ -341,8 +345,7 @@ pub fn train(
             )?;
         }
     }
-    if total == step && last_val == val_before && total > 0 {
-        // Resumed at the end: validate the loaded adapter.
+    if last_val_step != total {
         last_val = evaluate(decoder, &splits.val, f.batch_size)?;
     }
     peft::save(

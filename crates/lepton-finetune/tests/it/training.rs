@@ -58,12 +58,10 @@ fn resumed_run_ends_bit_identical_to_an_uninterrupted_one() -> anyhow::Result<()
     attach(&mut a, &file)?;
     train(&mut a, &splits(), &file, full.path(), "tiny", false)?;
 
+    // Interrupted: the first 3 steps (the schedule is constant, so a 3-step run is the 6-step
+    // run's first half), a checkpoint, then a fresh decoder resumes the 6-step run from it.
     let mut half = file.clone();
-    half.finetune.steps = Some(6);
     half.finetune.checkpoint_every = Some(3);
-    // Stop after step 3: run 3 steps of a 6-step schedule by training a clone with steps = 3
-    // would change the schedule, so interrupt by truncating the checkpoint history instead:
-    // train 6 steps with checkpoints every 3, then restore the step-3 checkpoint.
     let mut b = Decoder::random(tiny_config(), 2)?;
     attach(&mut b, &half)?;
     let mut three = half.clone();
@@ -128,5 +126,21 @@ fn peft_save_load_round_trips_and_merge_equals_unmerged() -> anyhow::Result<()> 
     assert!(m.adapters().is_empty());
     let diff = max_abs_diff(&want, &m.logits(&ids, None)?)?;
     assert!(diff < 1e-4, "merged differs by {diff}");
+    Ok(())
+}
+
+#[test]
+fn resuming_a_finished_run_reports_the_loaded_adapters_validation_loss() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = tiny_file(4);
+    let mut a = Decoder::random(tiny_config(), 9)?;
+    attach(&mut a, &file)?;
+    let first = train(&mut a, &splits(), &file, dir.path(), "tiny", false)?;
+    let mut b = Decoder::random(tiny_config(), 9)?;
+    attach(&mut b, &file)?;
+    let again = train(&mut b, &splits(), &file, dir.path(), "tiny", true)?;
+    assert_eq!(again.val_loss_after, first.val_loss_after);
+    assert_eq!(again.val_loss_before, first.val_loss_before);
+    assert_ne!(again.val_loss_after, again.val_loss_before);
     Ok(())
 }
