@@ -97,6 +97,92 @@ pub enum Command {
         after_help = "Example:\n  lepton explain runs/mnist-cnn digit.png --method integrated-gradients --steps 256\n  lepton explain mnist.photon digit.png --method occlusion --window 4 --out maps/\n  lepton explain mnist.photon digit.png --layer conv2d.1\n  lepton explain iris.photon rows.csv --method kernel-shap --background train.csv\n  lepton explain iris.photon iris.csv --method permutation --label species"
     )]
     Explain(ExplainArgs),
+    /// LoRA fine-tuning of a GGUF file or Llama folder on text or chat JSONL (PEFT-format adapter).
+    #[command(
+        after_help = "Example:\n  lepton finetune ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --data data/shakespeare/input.txt --lora-r 8 --lora-alpha 16 --targets q_proj,v_proj --steps 40 --out runs/smollm2-lora\n  lepton finetune --spec examples/smollm2-lora.toml --out runs/smollm2-lora\n  lepton finetune --resume --out runs/smollm2-lora"
+    )]
+    Finetune(FinetuneArgs),
+    /// LoRA adapter tools.
+    #[command(subcommand)]
+    Lora(LoraCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// The base model: a GGUF file or a Hugging Face Llama folder (or `base` in the spec).
+    pub base: Option<PathBuf>,
+    /// A spec with a `[finetune]` section (and optional `[optimizer]`, `[schedule]`); the
+    /// options below override it.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Training data: plain text, or chat JSONL (`.jsonl`, one `{"messages": [...]}` a line).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Validation data (default: the last `val-fraction` of the data's windows).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// LoRA rank [spec default: 8].
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    /// LoRA alpha; the update is scaled by alpha / r [spec default: 16].
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Dropout on the adapter input [spec default: 0].
+    #[arg(long)]
+    pub lora_dropout: Option<f32>,
+    /// Adapted modules, comma-separated [spec default: q_proj,v_proj].
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Option<Vec<String>>,
+    /// Optimizer steps (exclusive with --epochs).
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Epochs over the training windows [default: 1].
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Tokens per window [spec default: 128].
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Windows per step [spec default: 4].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate of the optimizer (AdamW unless the spec says otherwise) [default: 2e-4].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed of the adapter initialisation, shuffling and dropout [spec default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the windows in file order.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Use at most this many validation windows.
+    #[arg(long)]
+    pub max_val_windows: Option<usize>,
+    /// The run folder (metrics.jsonl, report.json, adapter/, checkpoint/).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its checkpoint (its saved spec; other options ignored).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoraCommand {
+    /// Fold an adapter into its base and write a Hugging Face Llama folder (f32 safetensors).
+    #[command(
+        after_help = "Example:\n  lepton lora merge ~/.cache/lepton-assets/models/SmolLM2-135M-Instruct.Q4_1.gguf runs/smollm2-lora/adapter -o smollm2-merged"
+    )]
+    Merge(LoraMergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoraMergeArgs {
+    /// The base model the adapter was trained on (GGUF file or Llama folder).
+    pub base: PathBuf,
+    /// The adapter folder (adapter_config.json + adapter_model.safetensors, PEFT's layout).
+    pub adapter: PathBuf,
+    /// The folder to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
 }
 
 /// Sampling flags shared by `generate` and `chat` (defaults as OpenAI's API).

@@ -7,9 +7,11 @@ mod embed;
 mod eval;
 mod explain;
 mod export;
+mod finetune;
 mod generate;
 mod generate_photon;
 mod inspect;
+mod lora;
 mod predict;
 mod run;
 mod runs;
@@ -42,6 +44,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs(cmd) => runs::run(cmd, mode),
         Command::Ui(args) => ui::run(args),
         Command::Explain(args) => explain::run(args, mode),
+        Command::Finetune(args) => finetune::run(args, mode),
+        Command::Lora(cmd) => lora::run(cmd, mode),
     }
 }
 

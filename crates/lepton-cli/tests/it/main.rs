@@ -5,6 +5,7 @@ mod docs;
 mod end_to_end;
 mod errors;
 mod explain;
+mod finetune;
 mod help;
 mod runs;
 mod support;

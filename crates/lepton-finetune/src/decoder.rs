@@ -1,0 +1,310 @@
+//! A trainable Llama-family decoder in f32 on candle autograd, laid out as Hugging Face's
+//! `LlamaForCausalLM` (module names `model.layers.{i}.self_attn.q_proj`, ..., rotate-half RoPE),
+//! so LoRA adapters map one to one onto PEFT's.
+//!
+//! # Maths (per layer; `x: [B·T, D]`)
+//! ```text
+//! h = RMSNorm(x)·w_in                       RMSNorm(x) = x / √(mean(x²) + ε)
+//! q, k, v = h Wqᵀ, h Wkᵀ, h Wvᵀ             (each a [`LoraLinear`])
+//! q, k = q·cos + rotate_half(q)·sin, ...    (HF's RoPE, θ_i = base^(−2i/d))
+//! a = softmax(q kᵀ/√d + causal) v           (lepton-nn's fused attention; KV heads repeated)
+//! x = x + a Woᵀ
+//! x = x + down(SiLU(gate(h')) ⊙ up(h'))     h' = RMSNorm(x)·w_post
+//! ```
+//! then `logits = RMSNorm(x)·w_norm · Eᵀ` (`E` the embedding when tied).
+//!
+//! Gradients flow only to LoRA variables: base linears use [`crate::frozen::frozen_linear`], norm
+//! weights and embeddings are plain tensors (never variables). candle's `rms_norm`,
+//! `softmax_last_dim` and `rotary_emb` ops have no backward, so RMSNorm and RoPE are compositions
+//! of ops that have one.
+
+use candle_core::{DType, Device, Tensor, D};
+use lepton_nn::kernels::{attention, AttentionMask};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{CandleContext, Error, Result};
+use crate::frozen::frozen_linear;
+use crate::lora::LoraLinear;
+
+/// The module names of one layer, in PEFT's spelling.
+pub const MODULES: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// Hyper-parameters of the decoder, all resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    /// Longest sequence the base was trained for (`max_position_embeddings`).
+    pub context_length: usize,
+}
+
+/// One transformer block.
+#[derive(Clone)]
+pub struct Block {
+    pub attn_norm: Tensor,
+    pub q: LoraLinear,
+    pub k: LoraLinear,
+    pub v: LoraLinear,
+    pub o: LoraLinear,
+    pub ffn_norm: Tensor,
+    pub gate: LoraLinear,
+    pub up: LoraLinear,
+    pub down: LoraLinear,
+}
+
+impl Block {
+    /// The linear called `name` (one of [`MODULES`]).
+    pub fn module(&self, name: &str) -> Option<&LoraLinear> {
+        Some(match name {
+            "q_proj" => &self.q,
+            "k_proj" => &self.k,
+            "v_proj" => &self.v,
+            "o_proj" => &self.o,
+            "gate_proj" => &self.gate,
+            "up_proj" => &self.up,
+            "down_proj" => &self.down,
+            _ => return None,
+        })
+    }
+
+    pub fn module_mut(&mut self, name: &str) -> Option<&mut LoraLinear> {
+        Some(match name {
+            "q_proj" => &mut self.q,
+            "k_proj" => &mut self.k,
+            "v_proj" => &mut self.v,
+            "o_proj" => &mut self.o,
+            "gate_proj" => &mut self.gate,
+            "up_proj" => &mut self.up,
+            "down_proj" => &mut self.down,
+            _ => return None,
+        })
+    }
+
+    /// HF's prefix of module `name` inside a layer (`self_attn.` or `mlp.`).
+    pub fn parent(name: &str) -> &'static str {
+        if matches!(name, "gate_proj" | "up_proj" | "down_proj") {
+            "mlp"
+        } else {
+            "self_attn"
+        }
+    }
+}
+
+/// The decoder: frozen f32 base weights, LoRA pairs where attached.
+#[derive(Clone)]
+pub struct Decoder {
+    pub config: DecoderConfig,
+    /// `[V, D]`.
+    pub embed: Tensor,
+    pub layers: Vec<Block>,
+    pub norm: Tensor,
+    /// `[V, D]`; `None` when tied to [`Decoder::embed`].
+    pub lm_head: Option<Tensor>,
+}
+
+/// `x / √(mean(x²) + ε) · w` over the last dimension.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv = (ms + eps)?.sqrt()?.recip()?;
+    x.broadcast_mul(&inv)?.broadcast_mul(w)
+}
+
+/// HF's RoPE tables for positions `0..t`: `cos, sin` of shape `[1, T, 1, hd]` (each frequency
+/// twice, first half then second half, as `torch.cat((freqs, freqs), -1)`).
+pub fn rope_tables(t: usize, head_dim: usize, theta: f64) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+        .collect();
+    let (mut cos, mut sin) = (
+        Vec::with_capacity(t * head_dim),
+        Vec::with_capacity(t * head_dim),
+    );
+    for p in 0..t {
+        for _ in 0..2 {
+            for f in &inv {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+    }
+    let dev = Device::Cpu;
+    Ok((
+        Tensor::from_vec(cos, (1, t, 1, head_dim), &dev)?,
+        Tensor::from_vec(sin, (1, t, 1, head_dim), &dev)?,
+    ))
+}
+
+/// `x·cos + rotate_half(x)·sin` for `x: [B, T, H, hd]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let hd = x.dim(3)?;
+    let (x1, x2) = (x.narrow(3, 0, hd / 2)?, x.narrow(3, hd / 2, hd / 2)?);
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+    x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?
+}
+
+impl Decoder {
+    /// The linear `module` of layer `layer`; `Error::UnknownTarget` names it and lists
+    /// [`MODULES`] when it does not exist.
+    pub fn check_target(name: &str) -> Result<()> {
+        if MODULES.contains(&name) {
+            Ok(())
+        } else {
+            Err(Error::UnknownTarget {
+                name: name.into(),
+                existing: MODULES.join(", "),
+            })
+        }
+    }
+
+    /// The final hidden states `[B·T, D]` of token ids `tokens: [B, T]` (u32).
+    pub fn hidden(
+        &self,
+        tokens: &Tensor,
+        mut train: Option<&mut ChaCha8Rng>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let c = &self.config;
+        let (h, kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?;
+        let (cos, sin) = rope_tables(t, hd, c.rope_theta)?;
+        let mask = AttentionMask {
+            causal: true,
+            keys: None,
+        };
+        let scale = 1.0 / (hd as f32).sqrt();
+        let repeat = |z: Tensor| -> candle_core::Result<Tensor> {
+            if kv == h {
+                return Ok(z);
+            }
+            z.unsqueeze(3)?
+                .broadcast_as((b, t, kv, h / kv, hd))?
+                .contiguous()?
+                .reshape((b, t, h, hd))
+        };
+        for l in &self.layers {
+            let n = rms_norm(&x, &l.attn_norm, c.rms_norm_eps)?;
+            let q =
+                l.q.forward(&n, train.as_deref_mut())?
+                    .reshape((b, t, h, hd))?;
+            let k =
+                l.k.forward(&n, train.as_deref_mut())?
+                    .reshape((b, t, kv, hd))?;
+            let v =
+                l.v.forward(&n, train.as_deref_mut())?
+                    .reshape((b, t, kv, hd))?;
+            let q = rope(&q, &cos, &sin)?;
+            let k = repeat(rope(&k, &cos, &sin)?)?;
+            let v = repeat(v)?;
+            let a = attention(&q, &k, &v, scale, &mask)?.reshape((b * t, h * hd))?;
+            x = (x + l.o.forward(&a, train.as_deref_mut())?)?;
+            let n = rms_norm(&x, &l.ffn_norm, c.rms_norm_eps)?;
+            let g = l.gate.forward(&n, train.as_deref_mut())?.silu()?;
+            let u = l.up.forward(&n, train.as_deref_mut())?;
+            x = (x + l.down.forward(&(g * u)?, train.as_deref_mut())?)?;
+        }
+        rms_norm(&x, &self.norm, c.rms_norm_eps)
+    }
+
+    /// The output projection's weight `[V, D]`.
+    pub fn head(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// `logits: [B·T, V]` of `tokens: [B, T]`.
+    pub fn logits(&self, tokens: &Tensor, train: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let hidden = self.hidden(tokens, train).ctx("running the decoder")?;
+        frozen_linear(&hidden, self.head()).ctx("projecting to the vocabulary")
+    }
+
+    /// Every LoRA variable as `(layer, module, A, B)`, in layer then [`MODULES`] order.
+    pub fn adapters(&self) -> Vec<(usize, &'static str, &crate::lora::LoraPair)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for m in MODULES {
+                if let Some(pair) = l.module(m).and_then(|x| x.lora.as_ref()) {
+                    out.push((i, m, pair));
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of trainable parameters (`Σ r·(in + out)`) and of all parameters.
+    pub fn parameter_counts(&self) -> (usize, usize) {
+        let trainable: usize = self
+            .adapters()
+            .iter()
+            .map(|(_, _, p)| p.a.elem_count() + p.b.elem_count())
+            .sum();
+        let mut base = self.embed.elem_count() + self.norm.elem_count();
+        if let Some(h) = &self.lm_head {
+            base += h.elem_count();
+        }
+        for l in &self.layers {
+            base += l.attn_norm.elem_count() + l.ffn_norm.elem_count();
+            for m in MODULES {
+                base += l.module(m).map_or(0, |x| x.base.elem_count());
+            }
+        }
+        (trainable, base + trainable)
+    }
+
+    /// A random decoder of `config` (weights N(0, 0.02), norms 1), for tests.
+    pub fn random(config: DecoderConfig, seed: u64) -> Result<Self> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let dev = Device::Cpu;
+        let mut mat = |rows: usize, cols: usize| -> Result<Tensor> {
+            let v: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.random_range(-0.05f32..0.05))
+                .collect();
+            Tensor::from_vec(v, (rows, cols), &dev).ctx("creating a random weight")
+        };
+        let c = &config;
+        let (d, qd, kvd) = (
+            c.hidden_size,
+            c.num_heads * c.head_dim,
+            c.num_kv_heads * c.head_dim,
+        );
+        let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).ctx("creating a norm");
+        let embed = mat(c.vocab_size, d)?;
+        let mut layers = Vec::new();
+        for _ in 0..c.num_layers {
+            layers.push(Block {
+                attn_norm: ones(d)?,
+                q: LoraLinear::frozen(mat(qd, d)?),
+                k: LoraLinear::frozen(mat(kvd, d)?),
+                v: LoraLinear::frozen(mat(kvd, d)?),
+                o: LoraLinear::frozen(mat(d, qd)?),
+                ffn_norm: ones(d)?,
+                gate: LoraLinear::frozen(mat(c.intermediate_size, d)?),
+                up: LoraLinear::frozen(mat(c.intermediate_size, d)?),
+                down: LoraLinear::frozen(mat(d, c.intermediate_size)?),
+            });
+        }
+        Ok(Self {
+            norm: ones(d)?,
+            embed,
+            layers,
+            lm_head: None,
+            config,
+        })
+    }
+}

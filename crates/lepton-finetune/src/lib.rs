@@ -1,0 +1,30 @@
+//! LoRA fine-tuning of pretrained Llama-family decoders (GGUF or Hugging Face folders), with
+//! adapters saved in PEFT's exact layout.
+//!
+//! # Map
+//! - [`config`]: the `[finetune]` section of a spec / the CLI options.
+//! - [`base`]: loading the frozen base (GGUF dequantized to f32, or an HF folder).
+//! - [`decoder`]: the trainable f32 Llama forward on candle autograd.
+//! - [`lora`]: the LoRA linear (frozen base + A/B variables); [`frozen`]: the base matmul with
+//!   an input-only gradient; [`loss`]: fused masked cross-entropy.
+//! - [`data`]: plain text packed into windows, chat JSONL with assistant-only loss masks.
+//! - [`train`]: the training loop, validation loss/perplexity, `metrics.jsonl`, checkpoints.
+//! - [`peft`]: adapter save/load in PEFT's layout; [`merge`]: the merged HF folder.
+
+pub mod base;
+pub mod config;
+pub mod data;
+pub mod decoder;
+mod error;
+pub mod frozen;
+pub mod lora;
+pub mod loss;
+pub mod merge;
+pub mod peft;
+pub mod train;
+
+pub use base::Base;
+pub use config::FinetuneSpec;
+pub use decoder::{Decoder, DecoderConfig};
+pub use error::{Error, Result};
+pub use lora::{LoraLinear, LoraPair};

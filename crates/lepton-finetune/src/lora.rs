@@ -1,0 +1,176 @@
+//! The LoRA linear layer (Hu et al. 2021, as PEFT's `lora.Linear`): a frozen base weight plus a
+//! trainable low-rank update.
+//!
+//! # Maths and shapes
+//! ```text
+//! y = x·Wᵀ + s · dropout(x)·Aᵀ·Bᵀ        W: [out, in] frozen, A: [r, in], B: [out, r], s = α / r
+//! ```
+//! A starts Kaiming-uniform as PEFT's `kaiming_uniform_(A, a=√5)`, i.e. U(−1/√in, 1/√in); B starts
+//! at zero, so the adapted model starts equal to the base. Only A and B are [`Var`]s; the base
+//! goes through [`frozen_linear`], whose backward computes the input gradient only.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{CandleContext, Result};
+use crate::frozen::frozen_linear;
+
+/// The trainable pair of one adapted linear.
+#[derive(Clone)]
+pub struct LoraPair {
+    /// `[r, in]`.
+    pub a: Var,
+    /// `[out, r]`.
+    pub b: Var,
+    /// `α / r`.
+    pub scale: f64,
+    /// Dropout probability on the adapter's input while training (PEFT's `lora_dropout`).
+    pub dropout: f32,
+}
+
+impl LoraPair {
+    /// A fresh pair: A ~ U(−1/√in, 1/√in) from `rng`, B = 0.
+    pub fn init(
+        rng: &mut impl Rng,
+        rank: usize,
+        inputs: usize,
+        outputs: usize,
+        alpha: f64,
+        dropout: f32,
+    ) -> Result<Self> {
+        let bound = 1.0 / (inputs as f32).sqrt();
+        let a: Vec<f32> = (0..rank * inputs)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let a = Var::from_vec(a, (rank, inputs), &Device::Cpu).ctx("creating LoRA A")?;
+        let b = Var::zeros((outputs, rank), DType::F32, &Device::Cpu).ctx("creating LoRA B")?;
+        Ok(Self {
+            a,
+            b,
+            scale: alpha / rank as f64,
+            dropout,
+        })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.a.dims()[0]
+    }
+
+    /// `s·B·A`, the `[out, in]` update that merging adds to the base weight.
+    pub fn delta(&self) -> Result<Tensor> {
+        (self.b.matmul(&self.a).ctx("computing B·A")? * self.scale).ctx("scaling B·A")
+    }
+}
+
+/// A linear layer of the base, maybe adapted.
+#[derive(Clone)]
+pub struct LoraLinear {
+    /// `[out, in]`, f32, never trained.
+    pub base: Tensor,
+    pub lora: Option<LoraPair>,
+}
+
+impl LoraLinear {
+    pub fn frozen(base: Tensor) -> Self {
+        Self { base, lora: None }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.base.dims()[0]
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.base.dims()[1]
+    }
+
+    /// `x: [N, in]` → `[N, out]`; `train` applies the adapter dropout.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        train: Option<&mut ChaCha8Rng>,
+    ) -> candle_core::Result<Tensor> {
+        let y = frozen_linear(x, &self.base)?;
+        let Some(l) = &self.lora else {
+            return Ok(y);
+        };
+        let xd = match train {
+            Some(rng) if l.dropout > 0.0 => {
+                // Inverted dropout with a mask from the run's seeded generator, so a resumed run
+                // draws the same masks.
+                let keep = 1.0 - l.dropout;
+                let m: Vec<f32> = (0..x.elem_count())
+                    .map(|_| {
+                        if rng.random::<f32>() < keep {
+                            1.0 / keep
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                (x * Tensor::from_vec(m, x.shape(), x.device())?)?
+            }
+            _ => x.clone(),
+        };
+        let low = xd.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?;
+        y + (low * l.scale)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn init_matches_peft_bounds_and_starts_at_the_base() -> anyhow::Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let pair = LoraPair::init(&mut rng, 4, 64, 10, 8.0, 0.0)?;
+        assert_eq!(pair.scale, 2.0);
+        let a = pair.a.flatten_all()?.to_vec1::<f32>()?;
+        let bound = 1.0 / 8.0;
+        assert!(a.iter().all(|v| v.abs() <= bound));
+        // Spread over the whole range, not a constant.
+        let max = a.iter().copied().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(max > 0.9 * bound, "max |A| {max}");
+        assert_eq!(pair.b.flatten_all()?.to_vec1::<f32>()?, vec![0.0; 40]);
+        let base = Tensor::randn(0f32, 1.0, (10, 64), &Device::Cpu)?;
+        let layer = LoraLinear {
+            base: base.clone(),
+            lora: Some(pair),
+        };
+        let x = Tensor::randn(0f32, 1.0, (3, 64), &Device::Cpu)?;
+        let diff = (layer.forward(&x, None)? - x.matmul(&base.t()?)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn adapter_adds_scaled_low_rank_update() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let base = Tensor::randn(0f32, 1.0, (6, 5), &dev)?;
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 5), &dev)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 2), &dev)?)?;
+        let pair = LoraPair {
+            a,
+            b,
+            scale: 0.5,
+            dropout: 0.0,
+        };
+        let merged = (&base + pair.delta()?)?;
+        let layer = LoraLinear {
+            base,
+            lora: Some(pair),
+        };
+        let x = Tensor::randn(0f32, 1.0, (4, 5), &dev)?;
+        let diff = (layer.forward(&x, None)? - x.matmul(&merged.t()?)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "{diff}");
+        Ok(())
+    }
+}

@@ -1,0 +1,7 @@
+//! The integration tests of lepton-finetune.
+
+mod bad_input;
+mod golden;
+mod gradients;
+mod support;
+mod training;
