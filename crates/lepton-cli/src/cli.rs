@@ -154,6 +154,17 @@ pub struct TrainArgs {
     /// Do not write model.photon at the end.
     #[arg(long)]
     pub no_export: bool,
+    /// Data-parallel training as one rank of an MPI job: `mpirun -np N lepton train SPEC
+    /// --distributed`. Rank 0 writes the run directory (pass the same --out to every rank).
+    #[arg(long)]
+    pub distributed: bool,
+    /// With --distributed: append each step's gradient-sync timings (JSON lines) to this file;
+    /// `{rank}` in the path is replaced by the rank.
+    #[arg(long, requires = "distributed", value_name = "PATH")]
+    pub dist_timeline: Option<PathBuf>,
+    /// With --distributed: gradient bucket size in MiB.
+    #[arg(long, requires = "distributed", default_value_t = 25)]
+    pub bucket_mb: usize,
 }
 
 #[derive(Debug, Args)]

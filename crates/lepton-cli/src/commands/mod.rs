@@ -13,6 +13,7 @@ mod predict;
 mod run;
 mod serve;
 mod train;
+mod train_distributed;
 
 use crate::cli::{Cli, Command};
 use crate::output::Mode;
