@@ -714,7 +714,10 @@ mod tests {
     fn a_rank_trains_on_its_contiguous_slice_of_the_global_batch() {
         let dev = Device::Cpu;
         let batch = Batch {
-            x: Tensor::arange(0f32, 12., &dev).unwrap().reshape((6, 2)).unwrap(),
+            x: Tensor::arange(0f32, 12., &dev)
+                .unwrap()
+                .reshape((6, 2))
+                .unwrap(),
             y: Tensor::arange(0u32, 6, &dev).unwrap(),
             weights: Some(Tensor::arange(10f32, 16., &dev).unwrap()),
             indices: vec![5, 3, 1, 0, 2, 4],
@@ -726,6 +729,9 @@ mod tests {
             s.x.to_vec2::<f32>().unwrap(),
             vec![vec![6., 7.], vec![8., 9.], vec![10., 11.]]
         );
-        assert_eq!(s.weights.unwrap().to_vec1::<f32>().unwrap(), vec![13., 14., 15.]);
+        assert_eq!(
+            s.weights.unwrap().to_vec1::<f32>().unwrap(),
+            vec![13., 14., 15.]
+        );
     }
 }

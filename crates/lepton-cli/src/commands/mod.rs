@@ -14,6 +14,7 @@ mod run;
 mod serve;
 mod train;
 mod train_distributed;
+mod tune;
 
 use crate::cli::{Cli, Command};
 use crate::output::Mode;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd, mode),
         Command::Cv(args) => cv::run(args, mode),
+        Command::Tune(args) => tune::run(args, mode, cli.global.threads),
         Command::Train(args) => train::run(args, mode),
         Command::Eval(args) => eval::run(args, mode),
         Command::Predict(args) => predict::run(args, mode),

@@ -23,7 +23,8 @@ pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
     let world = lepton_dist::Communicator::world(&comm);
     let mut dp = DataParallel::new(comm).with_bucket_bytes(args.bucket_mb << 20);
     if let Some(p) = &args.dist_timeline {
-        let path = std::path::PathBuf::from(p.to_string_lossy().replace("{rank}", &rank.to_string()));
+        let path =
+            std::path::PathBuf::from(p.to_string_lossy().replace("{rank}", &rank.to_string()));
         dp = dp.with_timeline(&path)?;
     }
     // Only rank 0 reports progress; every rank logs its errors.
@@ -47,7 +48,11 @@ pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
             .clone()
             .context("--distributed needs --out: every rank must name the same run directory")?;
         if rank == 0 && mode == Mode::Human {
-            eprintln!("training {} on {world} ranks -> {}", spec.name, out.display());
+            eprintln!(
+                "training {} on {world} ranks -> {}",
+                spec.name,
+                out.display()
+            );
         }
         lepton_train::train_parallel(&spec, &out, observer, &mut dp)
             .with_context(|| format!("rank {rank} of {world}: training {}", path.display()))?

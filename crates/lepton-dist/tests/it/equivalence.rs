@@ -40,7 +40,10 @@ fn resume_with_another_rank_count_is_refused() {
     let dir = tmp.path().join("run");
     train_on(&spec, &dir, 2);
     let err = crate::common::resume_on(&dir, 1).unwrap_err().to_string();
-    assert!(err.contains("written by 2 rank(s), resumed with 1"), "{err}");
+    assert!(
+        err.contains("written by 2 rank(s), resumed with 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -50,7 +53,12 @@ fn a_rank_count_that_does_not_divide_the_batch_is_refused_before_writing() {
     write_csv(&csv, 200);
     let spec = Spec::from_str_in(&spec(&csv, "kind = \"sgd\"", 1, 10), tmp.path(), "dp").unwrap();
     let dir = tmp.path().join("run");
-    let err = crate::common::try_train_on(&spec, &dir, 3).unwrap_err().to_string();
-    assert!(err.contains("train.batch-size") && err.contains("3 ranks"), "{err}");
+    let err = crate::common::try_train_on(&spec, &dir, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train.batch-size") && err.contains("3 ranks"),
+        "{err}"
+    );
     assert!(!dir.exists(), "nothing written before the check");
 }
