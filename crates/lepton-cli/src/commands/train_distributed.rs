@@ -1,7 +1,5 @@
 //! `mpirun -np N lepton train SPEC --distributed`: one rank of a data-parallel job.
 
-use anyhow::Context;
-
 use crate::cli::TrainArgs;
 use crate::output::Mode;
 
@@ -15,6 +13,7 @@ pub fn run(_: TrainArgs, _: Mode) -> anyhow::Result<()> {
 
 #[cfg(feature = "distributed")]
 pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
+    use anyhow::Context;
     use lepton_dist::{DataParallel, MpiComm};
     use lepton_train::{NoopObserver, Observer};
 
