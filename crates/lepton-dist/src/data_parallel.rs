@@ -218,7 +218,7 @@ mod tests {
     fn gradients_are_weighted_sums_in_any_bucketing() {
         for bucket_bytes in [4, 12, 1 << 20] {
             let out: Vec<Vec<Vec<f32>>> = std::thread::scope(|s| {
-                let hs: Vec<_> = LocalGroup::new(2)
+                let hs: Vec<_> = LocalGroup::ranks(2)
                     .into_iter()
                     .map(|c| {
                         s.spawn(move || {

@@ -17,7 +17,7 @@ pub struct LocalGroup;
 
 impl LocalGroup {
     /// One communicator per rank; move each into its own thread.
-    pub fn new(world: usize) -> Vec<LocalComm> {
+    pub fn ranks(world: usize) -> Vec<LocalComm> {
         let shared = Arc::new(Shared {
             slots: Mutex::new(vec![Vec::new(); world]),
             barrier: Barrier::new(world),
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn sums_and_broadcasts_across_threads() {
         let out: Vec<(Vec<f32>, Vec<f64>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = LocalGroup::new(3)
+            let handles: Vec<_> = LocalGroup::ranks(3)
                 .into_iter()
                 .map(|mut c| {
                     s.spawn(move || {

@@ -372,6 +372,7 @@ mod tests {
             sha256: String::new(),
             metrics_len: Some(12),
             threads: Some(2),
+            world: Some(2),
         }
     }
 

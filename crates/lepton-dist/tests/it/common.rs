@@ -105,15 +105,14 @@ where
 {
     std::thread::scope(|s| {
         let f = &f;
-        let handles: Vec<_> = LocalGroup::new(world)
+        let handles: Vec<_> = LocalGroup::ranks(world)
             .into_iter()
             .map(|c| s.spawn(move || f(&mut DataParallel::new(c))))
             .collect();
         let mut out = None;
         for h in handles {
-            match h.join().unwrap()? {
-                Some(s) => out = Some(s),
-                None => {}
+            if let Some(s) = h.join().unwrap()? {
+                out = Some(s);
             }
         }
         Ok(out.expect("rank 0 returns a summary"))
