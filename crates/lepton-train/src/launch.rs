@@ -11,16 +11,10 @@ use crate::error::{Error, Result};
 use crate::evaluate;
 use crate::language_model;
 use crate::observer::{Event, Observer};
-use crate::run_dir::{LogStart, MetricsLog, RunDir};
+use crate::run_dir::{LogStart, MetricsLog, RunDir, RunFiles};
 use crate::spec::Spec;
 use crate::summary::RunSummary;
 use crate::trainer::Session;
-
-/// A run directory opened for writing.
-pub struct RunFiles {
-    pub dir: RunDir,
-    pub metrics: MetricsLog,
-}
 
 /// Train `spec` from scratch, writing the run directory `run_dir` (created; it must not hold a
 /// checkpoint already: use [`resume`]). Ends with the evaluation of the best model.
