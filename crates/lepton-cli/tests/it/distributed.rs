@@ -2,11 +2,10 @@
 //! Open MPI's `mpirun` on the PATH; skipped with a printed reason otherwise): 2 ranks x 8 equal
 //! 1 rank x 16, and a SIGKILLed rank ends the job non-zero within 5 s.
 
-use crate::support::lepton;
-
 #[cfg(not(feature = "distributed"))]
 #[test]
 fn distributed_without_the_feature_names_the_feature() {
+    use crate::support::lepton;
     let tmp = tempfile::tempdir().unwrap();
     let spec = crate::support::iris_spec(tmp.path(), 1);
     let out = tmp.path().join("run");
