@@ -3,8 +3,8 @@
 # seed, 100 steps of the MNIST MLP; final weights equal to 1e-6 relative with SGD, 1e-4 with Adam.
 #   bench/dist/equivalence.sh [path/to/lepton]   (built with --features distributed)
 set -euo pipefail
+LEPTON=$(realpath "${1:-$(dirname "$0")/../../target/release/lepton}")
 cd "$(dirname "$0")"
-LEPTON=${1:-../../target/release/lepton}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

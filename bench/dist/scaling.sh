@@ -6,8 +6,8 @@
 # runs over shared memory (Open MPI's vader BTL) and over TCP loopback (--mca btl tcp,self).
 #   bench/dist/scaling.sh [path/to/lepton]   (built with --features distributed)
 set -euo pipefail
+LEPTON=$(realpath "${1:-$(dirname "$0")/../../target/release/lepton}")
 cd "$(dirname "$0")"
-LEPTON=${1:-../../target/release/lepton}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

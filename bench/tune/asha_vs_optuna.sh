@@ -6,8 +6,8 @@
 # Scaled to fit this shared 2-core machine: 3,000 MNIST training images (600 for validation),
 # a 784-W-10 MLP; the comparison (compute fraction, best accuracy) is what the issue asks.
 set -euo pipefail
+LEPTON=$(realpath "${1:-$(dirname "$0")/../../target/release/lepton}")
 cd "$(dirname "$0")"
-LEPTON=$(realpath "${1:-../../target/release/lepton}")
 TRIALS=${2:-64}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
