@@ -45,6 +45,11 @@ pub enum Command {
         after_help = "Example:\n  lepton predict runs/mnist-cnn/model.photon digit.png\n  lepton predict iris.photon --csv rows.csv\n  lepton predict reviews.photon --text \"a fine play\"\n  lepton predict --url http://127.0.0.1:8080 --model mnist-cnn digit.png"
     )]
     Predict(PredictArgs),
+    /// Hyper-parameter search: trials of `lepton train` over a space of spec values.
+    #[command(
+        after_help = "Example:\n  lepton tune examples/mnist-mlp.toml --space space.toml --trials 64 --parallel 2 --scheduler asha --dir tune/mnist\n\nspace.toml:\n  \"optimizer.lr\" = { kind = \"log\", low = 1e-4, high = 1e-1 }\n  \"model.layers.1.out-features\" = { kind = \"int\", low = 32, high = 512 }\n  \"train.batch-size\" = { kind = \"choice\", values = [32, 64, 128] }"
+    )]
+    Tune(TuneArgs),
     /// k-fold cross-validation of a spec.
     #[command(after_help = "Example:\n  lepton cv examples/iris-mlp.toml --folds 5")]
     Cv(CvArgs),
@@ -254,6 +259,62 @@ pub struct TrainArgs {
     /// Do not write model.photon at the end.
     #[arg(long)]
     pub no_export: bool,
+    /// Data-parallel training as one rank of an MPI job: `mpirun -np N lepton train SPEC
+    /// --distributed`. Rank 0 writes the run directory (pass the same --out to every rank).
+    #[arg(long)]
+    pub distributed: bool,
+    /// With --distributed: append each step's gradient-sync timings (JSON lines) to this file;
+    /// `{rank}` in the path is replaced by the rank.
+    #[arg(long, requires = "distributed", value_name = "PATH")]
+    pub dist_timeline: Option<PathBuf>,
+    /// With --distributed: gradient bucket size in MiB.
+    #[arg(long, requires = "distributed", default_value_t = 25)]
+    pub bucket_mb: usize,
+}
+
+/// Search strategies of `lepton tune`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TuneScheduler {
+    /// Random sampling, every trial to the end.
+    Random,
+    /// The grid of every choice and `points` values of each range.
+    Grid,
+    /// Tree-structured Parzen estimator after 10 random trials.
+    Tpe,
+    /// Random sampling, trials stopped at rungs (asynchronous successive halving).
+    Asha,
+    /// ASHA brackets with growing grace periods.
+    Hyperband,
+}
+
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// The spec file (TOML) whose values are searched.
+    pub spec: PathBuf,
+    /// The search space (TOML: dotted spec key = range).
+    #[arg(long)]
+    pub space: PathBuf,
+    /// Number of trials.
+    #[arg(long, default_value_t = 16)]
+    pub trials: usize,
+    /// Trials running at once (the cores are divided between them).
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Search strategy.
+    #[arg(long, value_enum, default_value_t = TuneScheduler::Random)]
+    pub scheduler: TuneScheduler,
+    /// State directory (resumes the search it holds).
+    #[arg(long, default_value = "tune")]
+    pub dir: PathBuf,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// ASHA / Hyperband reduction factor.
+    #[arg(long, default_value_t = 3)]
+    pub eta: u64,
+    /// ASHA / Hyperband first rung, in epochs.
+    #[arg(long, default_value_t = 1)]
+    pub min_epochs: u64,
 }
 
 #[derive(Debug, Args)]

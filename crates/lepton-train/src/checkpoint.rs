@@ -80,6 +80,10 @@ pub struct CheckpointState {
     /// parallel reductions may then round differently).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// Ranks of the data-parallel group that wrote the checkpoint (absent: one); a resume with
+    /// another count is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<usize>,
 }
 
 /// [`EpochMetrics`] with lossless floats, for the checkpoint's history (`metrics.jsonl` keeps
@@ -368,6 +372,7 @@ mod tests {
             sha256: String::new(),
             metrics_len: Some(12),
             threads: Some(2),
+            world: Some(2),
         }
     }
 

@@ -49,6 +49,14 @@ pub enum Error {
     /// The loss became NaN or infinite.
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f32 },
+    /// A collective operation of a data-parallel group failed (a peer left, MPI reported an
+    /// error); `op` names what the trainer was synchronising.
+    #[error("data-parallel {op}")]
+    Collective {
+        op: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A caller passed an inconsistent argument (e.g. optimizer state for another model).
     #[error("{0}")]
     Invalid(String),

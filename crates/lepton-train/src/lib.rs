@@ -8,7 +8,9 @@
 //! | [`early_stopping`] | patience on a validation metric |
 //! | [`checkpoint`] | atomic, checksummed checkpoints |
 //! | [`observer`] | progress events for the CLI |
-//! | [`trainer`] | [`train`], [`resume`], the run directory |
+//! | [`trainer`] | the training loop ([`Session`]) |
+//! | [`launch`] | [`train`], [`resume`] and their data-parallel forms; the run directory |
+//! | [`distributed`] | the data-parallel seams: gradient sync, batch shards, reduced metrics |
 //! | [`evaluate`] | evaluation of a trained model on a dataset |
 //! | [`language_model`] | the next-token objective, its checks and perplexity / bits |
 //! | [`cross_validate`](mod@cross_validate) | k-fold cross-validation |
@@ -18,10 +20,12 @@
 
 pub mod checkpoint;
 pub mod cross_validate;
+pub mod distributed;
 pub mod early_stopping;
 pub mod error;
 pub mod evaluate;
 pub mod language_model;
+pub mod launch;
 pub mod limits;
 pub mod lossless;
 pub mod observer;
@@ -34,13 +38,15 @@ pub mod trainer;
 
 pub use checkpoint::{CheckpointPaths, CheckpointState};
 pub use cross_validate::cross_validate;
+pub use distributed::{Distributed, Single};
 pub use early_stopping::{EarlyStopping, EarlyStoppingSpec, Mode};
 pub use error::{Error, Result};
 pub use evaluate::{evaluate_run, predict, report, Predictions};
+pub use launch::{resume, resume_parallel, train, train_parallel};
 pub use observer::{Event, NoopObserver, Observer};
 pub use optim::{Adam, AdamConfig, Optimizer, OptimizerSpec, Sgd, SgdConfig};
 pub use run_dir::RunDir;
 pub use schedule::{Schedule, ScheduleKind, ScheduleSpec};
 pub use spec::{EvalSpec, Monitor, Spec, TrainSpec};
 pub use summary::{EpochMetrics, RunSummary};
-pub use trainer::{resume, train, Session};
+pub use trainer::Session;

@@ -241,6 +241,12 @@ impl MetricsLog {
     }
 }
 
+/// A run directory opened for writing.
+pub struct RunFiles {
+    pub dir: RunDir,
+    pub metrics: MetricsLog,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

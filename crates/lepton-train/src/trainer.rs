@@ -24,23 +24,26 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{ModuleT, VarMap};
 use lepton_data::{Batch, Batcher, BatcherConfig, Dataset, Prepared, Preprocessor};
 use lepton_nn::{LossSpec, Model};
 use serde_json::json;
 
 use crate::checkpoint::{CheckpointState, EpochTotals, CHECKPOINT_VERSION};
+use crate::distributed::{self, shard_range, Distributed, Single};
 use crate::early_stopping::EarlyStopping;
 use crate::error::{Error, Result, TensorContext};
 use crate::evaluate::{self, Predictions};
 use crate::language_model;
 use crate::observer::{Event, Observer};
 use crate::optim::{kernel::sum_squares, trainable_params, Optimizer};
-use crate::run_dir::{BestInfo, LogStart, MetricsLog, RunDir};
+use crate::run_dir::BestInfo;
+pub use crate::run_dir::RunFiles;
 use crate::schedule::Schedule;
 use crate::spec::{Monitor, Spec};
-use crate::summary::{EpochMetrics, RunSummary};
+use crate::summary::EpochMetrics;
 
 /// A model with its variables, optimizer and schedule, positioned somewhere in a run.
 pub struct Session {
@@ -55,7 +58,7 @@ pub struct Session {
     steps_per_epoch: u64,
     /// Epochs to train; for a language model, evaluation intervals (`steps / eval-interval`,
     /// rounded up).
-    epochs: u64,
+    pub(crate) epochs: u64,
     /// The last step (exclusive): `epochs * steps_per_epoch`, or `train.steps` for text.
     total_steps: u64,
     /// Next-token objective over `[B, T, V]` logits (`data.format = "text"`).
@@ -142,6 +145,7 @@ impl Session {
             sha256: String::new(),
             metrics_len: None,
             threads: None,
+            world: None,
         };
         Ok(Session {
             spec: spec.clone(),
@@ -236,9 +240,35 @@ impl Session {
     pub fn fit(
         &mut self,
         data: &Prepared,
-        mut run: Option<&mut RunFiles>,
+        run: Option<&mut RunFiles>,
         observer: &mut dyn Observer,
     ) -> Result<()> {
+        self.fit_parallel(data, run, observer, &mut Single)
+    }
+
+    /// [`Session::fit`] as one rank of `dist` (see [`crate::distributed`]): the same global
+    /// batches on every rank, each training on its slice, gradients and metrics reduced. Only the
+    /// rank given `run` writes.
+    pub fn fit_parallel(
+        &mut self,
+        data: &Prepared,
+        mut run: Option<&mut RunFiles>,
+        observer: &mut dyn Observer,
+        dist: &mut dyn Distributed,
+    ) -> Result<()> {
+        let (rank, world) = (dist.rank(), dist.world());
+        if data.lm.is_none() {
+            distributed::check_last_batch(
+                data.train.len(),
+                self.spec.train.batch_size,
+                self.spec.train.drop_last,
+                world,
+            )?;
+        }
+        let params = trainable_params(&self.varmap);
+        if world > 1 {
+            self.broadcast_variables(dist, false)?;
+        }
         let train = Arc::new(data.train.clone());
         let classify = !data.train.class_names().is_empty();
         let augment = match (&self.spec.preprocess.augment, &data.preprocessor) {
@@ -291,11 +321,28 @@ impl Session {
             let mut window = (Instant::now(), 0u64);
             for batch in batcher {
                 let batch = batch?;
+                let global = batch.x.dim(0).op("batch size")?;
+                let batch = shard(batch, rank, world)?;
                 let bs = batch.x.dim(0).op("batch size")?;
+                let weight = bs as f64 / global as f64;
                 // The whole step runs on a rayon worker: the kernels' parallel loops then start
                 // on the current thread instead of waking the pool and sleeping on a latch each
                 // time (dozens of hand-offs per step; +8 % LeNet training images/s).
-                let (logits, loss, lr) = rayon::scope(|_| self.train_step(&batch))?;
+                // With several ranks the gradients are synchronised between backward and the
+                // update, on this thread (MPI is called from the thread that initialised it).
+                let (logits, loss, lr) = if world > 1 {
+                    let (logits, loss, mut grads) =
+                        rayon::scope(|_| self.forward_backward(&batch))?;
+                    dist.sync_gradients(&params, &mut grads, weight)?;
+                    let lr = rayon::scope(|_| self.update(&grads, &params))?;
+                    (logits, loss, lr)
+                } else {
+                    rayon::scope(|_| {
+                        let (logits, loss, grads) = self.forward_backward(&batch)?;
+                        let lr = self.update(&grads, &params)?;
+                        Ok::<_, Error>((logits, loss, lr))
+                    })?
+                };
                 pending.add(
                     &loss,
                     bs,
@@ -305,14 +352,14 @@ impl Session {
                         None
                     },
                 )?;
-                window.1 += bs as u64;
+                window.1 += global as u64;
                 self.state.step += 1;
                 self.state.batch_in_epoch += 1;
                 self.state.lr = lr;
                 let log_now = self.state.step % tspec.log_every == 0;
                 let ckpt_now = self.state.step % tspec.checkpoint_every == 0;
                 if log_now || ckpt_now {
-                    let (loss_avg, acc_avg) = pending.flush(&mut self.state.totals)?;
+                    let (loss_avg, acc_avg) = pending.flush(&mut self.state.totals, dist)?;
                     if !loss_avg.is_finite() {
                         return Err(Error::Diverged {
                             step: self.state.step,
@@ -342,24 +389,30 @@ impl Session {
                         }
                         run.metrics.append(&line)?;
                         if ckpt_now {
-                            self.save_checkpoint(run, observer)?;
+                            self.save_checkpoint(run, observer, world)?;
                         }
                     }
                 }
             }
-            pending.flush(&mut self.state.totals)?;
-            self.end_epoch(data, classify, epoch_start, run.as_deref_mut(), observer)?;
+            pending.flush(&mut self.state.totals, dist)?;
+            self.end_epoch(
+                data,
+                classify,
+                epoch_start,
+                run.as_deref_mut(),
+                observer,
+                dist,
+            )?;
         }
         self.state.finished = true;
         if let Some(run) = run {
-            self.save_checkpoint(run, observer)?;
+            self.save_checkpoint(run, observer, world)?;
         }
         Ok(())
     }
 
-    /// Forward, loss, backward and the optimizer update for one batch; returns the logits, the
-    /// loss and the learning rate used.
-    fn train_step(&mut self, batch: &Batch) -> Result<(Tensor, Tensor, f64)> {
+    /// Forward, loss and backward for one batch; returns the logits, the loss and the gradients.
+    fn forward_backward(&mut self, batch: &Batch) -> Result<(Tensor, Tensor, GradStore)> {
         self.model.set_step(self.state.step);
         let logits = self.model.forward_t(&batch.x, true).op("forward pass")?;
         let loss = if self.language_model {
@@ -368,10 +421,16 @@ impl Session {
             lepton_nn::loss(&self.loss, &logits, &batch.y, batch.weights.as_ref())?
         };
         let grads = loss.backward().op("backward pass")?;
+        Ok((logits, loss, grads))
+    }
+
+    /// Optional clipping and the optimizer update; returns the learning rate used. With several
+    /// ranks `grads` are already the global-batch gradients, so clipping sees the global norm.
+    fn update(&mut self, grads: &GradStore, params: &[(String, Var)]) -> Result<f64> {
         let scale = match self.spec.train.clip_grad_norm {
             Some(max) => {
                 let mut sq = 0.0;
-                for (_, v) in trainable_params(&self.varmap) {
+                for (_, v) in params {
                     if let Some(g) = grads.get(v.as_tensor()) {
                         sq += sum_squares(g)?;
                     }
@@ -382,8 +441,8 @@ impl Session {
             None => 1.0,
         };
         let lr = self.schedule.lr(self.state.step);
-        self.optimizer.step(&grads, lr, scale)?;
-        Ok((logits, loss, lr))
+        self.optimizer.step(grads, lr, scale)?;
+        Ok(lr)
     }
 
     fn end_epoch(
@@ -393,8 +452,13 @@ impl Session {
         started: Instant,
         run: Option<&mut RunFiles>,
         observer: &mut dyn Observer,
+        dist: &mut dyn Distributed,
     ) -> Result<()> {
         let epoch = self.state.epoch;
+        if dist.world() > 1 {
+            // Batch-norm statistics drifted apart on the ranks' slices: evaluate rank 0's.
+            self.broadcast_variables(dist, true)?;
+        }
         let t = self.state.totals;
         let n = t.samples.max(1) as f64;
         let train_loss = t.loss_sum / n;
@@ -429,12 +493,15 @@ impl Session {
                 (Some(p.loss), acc, None)
             }
         };
-        let monitored = match (self.monitor, val_loss) {
+        let mut monitored = [match (self.monitor, val_loss) {
             (Monitor::ValAccuracy, Some(_)) => val_accuracy.unwrap_or(0.0),
             (_, Some(l)) => l,
             // No validation data: fall back to the training loss.
             (_, None) => train_loss,
-        };
+        }];
+        // Rank 0's value decides early stopping and the best model on every rank.
+        dist.broadcast_f64(&mut monitored)?;
+        let [monitored] = monitored;
         let mode = if val_loss.is_none() {
             crate::early_stopping::Mode::Min
         } else {
@@ -494,17 +561,50 @@ impl Session {
                 };
                 run.dir.save_best(&self.model_tensors(), info)?;
             }
-            self.save_checkpoint(run, observer)?;
+            self.save_checkpoint(run, observer, dist.world())?;
         }
         Ok(())
     }
 
-    fn save_checkpoint(&self, run: &mut RunFiles, observer: &mut dyn Observer) -> Result<()> {
+    /// Overwrite this rank's variables with rank 0's, in name order: every variable, or only the
+    /// buffers (batch-norm statistics).
+    fn broadcast_variables(&self, dist: &mut dyn Distributed, buffers_only: bool) -> Result<()> {
+        let data = self.varmap.data().lock().expect("VarMap lock");
+        let mut vars: Vec<(&String, &Var)> = data
+            .iter()
+            .filter(|(n, _)| !buffers_only || crate::optim::is_buffer(n))
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, var) in vars {
+            let t = var.as_tensor();
+            let dtype = t.dtype();
+            let mut host = t
+                .flatten_all()
+                .and_then(|t| t.to_dtype(DType::F32))
+                .and_then(|t| t.to_vec1::<f32>())
+                .op(format!("reading `{name}` to broadcast"))?;
+            dist.broadcast(&mut host)?;
+            let new = Tensor::from_vec(host, t.shape(), t.device())
+                .and_then(|n| n.to_dtype(dtype))
+                .op(format!("writing the broadcast `{name}`"))?;
+            var.set(&new)
+                .op(format!("writing the broadcast `{name}`"))?;
+        }
+        Ok(())
+    }
+
+    fn save_checkpoint(
+        &self,
+        run: &mut RunFiles,
+        observer: &mut dyn Observer,
+        world: usize,
+    ) -> Result<()> {
         // The log lines up to here are durable before the checkpoint names their length.
         run.metrics.sync()?;
         let state = CheckpointState {
             metrics_len: Some(run.metrics.len()),
             threads: Some(rayon::current_num_threads()),
+            world: Some(world),
             ..self.state.clone()
         };
         run.dir
@@ -549,9 +649,13 @@ impl Pending {
         Ok(())
     }
 
-    /// Read the sums back, add them to `totals`, return the window's averages.
-    fn flush(&mut self, totals: &mut EpochTotals) -> Result<(f64, Option<f64>)> {
-        let n = self.samples.max(1) as f64;
+    /// Read the sums back, sum them over the ranks, add them to `totals`, return the window's
+    /// averages.
+    fn flush(
+        &mut self,
+        totals: &mut EpochTotals,
+        dist: &mut dyn Distributed,
+    ) -> Result<(f64, Option<f64>)> {
         let loss = match self.loss.take() {
             Some(t) => t
                 .to_dtype(DType::F64)
@@ -567,6 +671,12 @@ impl Pending {
             ),
             None => None,
         };
+        let mut sums = [loss, correct.unwrap_or(0.0), self.samples as f64];
+        dist.all_reduce_sum(&mut sums)?;
+        let [loss, c, samples] = sums;
+        let correct = correct.map(|_| c);
+        self.samples = samples as u64;
+        let n = self.samples.max(1) as f64;
         totals.loss_sum += loss;
         totals.correct += correct.unwrap_or(0.0);
         totals.samples += self.samples;
@@ -576,173 +686,52 @@ impl Pending {
     }
 }
 
-/// A run directory opened for writing.
-pub struct RunFiles {
-    pub dir: RunDir,
-    pub metrics: MetricsLog,
+/// This rank's slice of a global batch (the whole batch on one rank).
+fn shard(batch: Batch, rank: usize, world: usize) -> Result<Batch> {
+    if world == 1 {
+        return Ok(batch);
+    }
+    let len = batch.indices.len();
+    let r = shard_range(len, rank, world);
+    let cut = |t: &Tensor| {
+        t.narrow(0, r.start, r.len())
+            .op("slicing this rank's batch")
+    };
+    Ok(Batch {
+        x: cut(&batch.x)?,
+        y: cut(&batch.y)?,
+        weights: batch.weights.as_ref().map(cut).transpose()?,
+        indices: batch.indices[r].to_vec(),
+    })
 }
 
-/// Train `spec` from scratch, writing the run directory `run_dir` (created; it must not hold a
-/// checkpoint already: use [`resume`]). Ends with the evaluation of the best model.
-///
-/// The resolved `spec.toml` is the first file written, before the data is loaded, so a run
-/// killed at any later moment can be resumed.
-pub fn train(spec: &Spec, run_dir: &Path, observer: &mut dyn Observer) -> Result<RunSummary> {
-    // Again: a caller may have changed the parsed spec (the CLI's `--epochs`, `--seed`).
-    spec.validate().map_err(|e| spec.with_line(e))?;
-    let dir = RunDir::new(run_dir);
-    if dir.checkpoints.state.exists() {
-        return Err(Error::checkpoint(
-            &dir.checkpoints.state,
-            "the run directory already holds a run; resume it or choose another directory",
-        ));
-    }
-    dir.create()?;
-    dir.clean_stale_temps()?;
-    crate::checkpoint::atomic_write(&dir.spec(), spec.to_toml()?.as_bytes())?;
-    start(spec, dir, observer)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
 
-/// A new run in a directory that holds its spec and no checkpoint.
-fn start(spec: &Spec, dir: RunDir, observer: &mut dyn Observer) -> Result<RunSummary> {
-    let started = Instant::now();
-    dir.reset_progress()?;
-    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
-        .map_err(|e| spec.data_error(e))?;
-    let mut session = Session::new(spec, &data)?;
-    dir.write_json(&dir.preprocessor(), &data.preprocessor)?;
-    dir.write_json(&dir.data_report(), &data.report)?;
-    let metrics = MetricsLog::open(&dir.metrics(), LogStart::Empty)?;
-    let mut run = RunFiles { dir, metrics };
-    session.fit(&data, Some(&mut run), observer)?;
-    finish(&mut session, &data, &run.dir, started, observer)
-}
-
-/// Continue the run in `run_dir` from its last checkpoint; the final weights equal those of an
-/// uninterrupted run. A run killed before its first checkpoint starts over from its `spec.toml`;
-/// a finished run is only re-evaluated. Temp files of a killed writer are removed.
-pub fn resume(run_dir: &Path, observer: &mut dyn Observer) -> Result<RunSummary> {
-    let dir = RunDir::new(run_dir);
-    let spec_path = dir.spec();
-    if !spec_path.exists() {
-        return Err(Error::checkpoint(
-            &spec_path,
-            "not found: this is not a run directory, or its run was killed before it wrote its \
-             spec (nothing to resume: train the spec again)",
-        ));
-    }
-    dir.clean_stale_temps()?;
-    let spec = Spec::from_file(&spec_path)?;
-    if !dir.checkpoints.state.exists() {
-        tracing::info!(run = %run_dir.display(), "no checkpoint yet: starting the run over");
-        return start(&spec, dir, observer);
-    }
-    let started = Instant::now();
-    let (state, tensors) = dir.checkpoints.load()?;
-    let threads = rayon::current_num_threads();
-    if state.threads.is_some_and(|t| t != threads) {
-        tracing::warn!(
-            checkpoint_threads = state.threads,
-            threads,
-            "resuming with another thread count: parallel reductions may round differently \
-             from the uninterrupted run"
+    #[test]
+    fn a_rank_trains_on_its_contiguous_slice_of_the_global_batch() {
+        let dev = Device::Cpu;
+        let batch = Batch {
+            x: Tensor::arange(0f32, 12., &dev)
+                .unwrap()
+                .reshape((6, 2))
+                .unwrap(),
+            y: Tensor::arange(0u32, 6, &dev).unwrap(),
+            weights: Some(Tensor::arange(10f32, 16., &dev).unwrap()),
+            indices: vec![5, 3, 1, 0, 2, 4],
+        };
+        let s = shard(batch, 1, 2).unwrap();
+        assert_eq!(s.indices, vec![0, 2, 4]);
+        assert_eq!(s.y.to_vec1::<u32>().unwrap(), vec![3, 4, 5]);
+        assert_eq!(
+            s.x.to_vec2::<f32>().unwrap(),
+            vec![vec![6., 7.], vec![8., 9.], vec![10., 11.]]
+        );
+        assert_eq!(
+            s.weights.unwrap().to_vec1::<f32>().unwrap(),
+            vec![13., 14., 15.]
         );
     }
-    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
-        .map_err(|e| spec.data_error(e))?;
-    let mut session = Session::new(&spec, &data)?;
-    session.restore(state, tensors, &dir.checkpoints.weights)?;
-    let log_start = match session.state.metrics_len {
-        Some(len) => LogStart::At(len),
-        None => LogStart::Lines {
-            step: session.state.step,
-            epoch: session.state.epoch,
-        },
-    };
-    let metrics = MetricsLog::open(&dir.metrics(), log_start)?;
-    let mut run = RunFiles { dir, metrics };
-    session.fit(&data, Some(&mut run), observer)?;
-    finish(&mut session, &data, &run.dir, started, observer)
-}
-
-/// Load the best weights, evaluate on test (or validation) data and write the report.
-fn finish(
-    session: &mut Session,
-    data: &Prepared,
-    dir: &RunDir,
-    started: Instant,
-    observer: &mut dyn Observer,
-) -> Result<RunSummary> {
-    let train_seconds = started.elapsed().as_secs_f64();
-    observer.event(Event::Evaluating);
-    let (best_epoch, best_metric) = if dir.best_info().exists() {
-        let (info, tensors) = dir.load_best()?;
-        session.load_model_tensors(&tensors, &dir.best_weights())?;
-        (Some(info.epoch), Some(info.value))
-    } else {
-        (None, None)
-    };
-    let (split, eval_data) = match &data.test {
-        Some(t) if !t.is_empty() || data.lm.is_some() => ("test", t),
-        _ => ("validation", &data.validation),
-    };
-    let final_metrics = if let Some(lm) = &data.lm {
-        let tokens = if split == "test" {
-            &lm.test
-        } else {
-            &lm.validation
-        };
-        match language_model::evaluate(
-            &session.model,
-            &session.loss,
-            tokens,
-            lm.block_size,
-            usize::MAX,
-            session.spec.train.eval_batch_size,
-        )? {
-            Some(r) => evaluate::write_lm_report(
-                &session.spec,
-                r.with_chars_per_token(lm.chars_per_token(split == "test")),
-                split,
-                &session.state.history,
-                &dir.root,
-            )?,
-            None => Vec::new(),
-        }
-    } else if eval_data.is_empty() {
-        Vec::new()
-    } else {
-        let preds = evaluate::predict(
-            &session.model,
-            &session.loss,
-            eval_data,
-            session.spec.train.eval_batch_size,
-        )?;
-        evaluate::write_report(
-            &session.spec,
-            &preds,
-            eval_data,
-            &data.preprocessor,
-            split,
-            &session.state.history,
-            &dir.root,
-        )?
-    };
-    let summary = RunSummary {
-        name: session.spec.name.clone(),
-        run_dir: dir.root.clone(),
-        epochs: session.state.history.len() as u64,
-        steps: session.state.step,
-        metric: session.monitor.name().into(),
-        best_metric,
-        best_epoch,
-        stopped_early: (session.state.history.len() as u64) < session.epochs,
-        eval_split: split.into(),
-        final_metrics,
-        train_seconds,
-        report: dir.root.join("report.json"),
-        best_weights: dir.best_weights(),
-    };
-    observer.event(Event::Done(&summary));
-    Ok(summary)
 }

@@ -17,6 +17,8 @@ mod run;
 mod runs;
 mod serve;
 mod train;
+mod train_distributed;
+mod tune;
 mod ui;
 
 use crate::cli::{Cli, Command};
@@ -31,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd, mode),
         Command::Cv(args) => cv::run(args, mode),
+        Command::Tune(args) => tune::run(args, mode, cli.global.threads),
         Command::Train(args) => train::run(args, mode),
         Command::Eval(args) => eval::run(args, mode),
         Command::Predict(args) => predict::run(args, mode),

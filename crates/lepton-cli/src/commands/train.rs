@@ -11,6 +11,9 @@ use crate::progress::Progress;
 
 pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
     crate::tuning::for_compute();
+    if args.distributed {
+        return super::train_distributed::run(args, mode);
+    }
     let mut progress = Progress::new(mode);
     let summary = if let Some(dir) = &args.resume {
         lepton_train::resume(dir, &mut progress)
@@ -20,14 +23,7 @@ pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
             .spec
             .as_ref()
             .expect("clap requires SPEC without --resume");
-        let mut spec = Spec::from_file(path)?;
-        if let Some(e) = args.epochs {
-            anyhow::ensure!(e > 0, "--epochs must be at least 1");
-            spec.train.epochs = e as u64;
-        }
-        if let Some(s) = args.seed {
-            spec.seed = s;
-        }
+        let spec = load_spec(path, &args)?;
         let out = args
             .out
             .clone()
@@ -38,6 +34,11 @@ pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
         lepton_train::train(&spec, &out, &mut progress)
             .with_context(|| format!("training {}", path.display()))?
     };
+    finish(&summary, &args, mode)
+}
+
+/// Export the package (unless --no-export) and print the summary.
+pub(super) fn finish(summary: &RunSummary, args: &TrainArgs, mode: Mode) -> anyhow::Result<()> {
     let photon = if args.no_export {
         None
     } else {
@@ -46,7 +47,20 @@ pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
             &summary.run_dir.join("model.photon"),
         )?)
     };
-    report(&summary, photon.as_deref(), mode)
+    report(summary, photon.as_deref(), mode)
+}
+
+/// The spec with the command line's overrides.
+pub(super) fn load_spec(path: &Path, args: &TrainArgs) -> anyhow::Result<Spec> {
+    let mut spec = Spec::from_file(path)?;
+    if let Some(e) = args.epochs {
+        anyhow::ensure!(e > 0, "--epochs must be at least 1");
+        spec.train.epochs = e as u64;
+    }
+    if let Some(s) = args.seed {
+        spec.seed = s;
+    }
+    Ok(spec)
 }
 
 fn default_run_dir(name: &str) -> PathBuf {

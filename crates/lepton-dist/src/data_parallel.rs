@@ -1,0 +1,257 @@
+//! [`DataParallel`]: the trainer's [`Distributed`] seam over a [`Communicator`].
+//!
+//! Gradient sync, per step: the gradients (in reverse parameter order, the order a backward pass
+//! produces them, as PyTorch DDP) are packed into buckets of about `bucket_bytes` (default
+//! 25 MiB), each gradient scaled by this rank's share of the global batch `n_r / N`; the buckets
+//! are summed over the ranks and unpacked into the gradient store. The sum of `g_r n_r / N` is the
+//! gradient of the mean loss over the global batch.
+//!
+//! Overlap: candle's `backward()` returns the complete gradient store at once (there is no
+//! per-tensor hook), so communication cannot start during the backward pass. What overlaps is
+//! the reduction of bucket `i` (non-blocking on MPI) with the packing of bucket `i + 1`; the
+//! per-step [`StepTiming`] records both so the timeline shows it.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+use lepton_train::Distributed;
+use serde::Serialize;
+
+use crate::comm::Communicator;
+use crate::error::{Error, Result};
+
+/// Default bucket size: 25 MiB, PyTorch DDP's `bucket_cap_mb`.
+pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
+
+/// Timings of one gradient sync, in milliseconds from the moment the backward pass returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    pub step: u64,
+    pub buckets: usize,
+    pub elements: usize,
+    /// Per bucket: `[fill start, fill end]`.
+    pub fill_ms: Vec<[f64; 2]>,
+    /// All buckets reduced.
+    pub reduced_ms: f64,
+    /// Gradients written back.
+    pub done_ms: f64,
+}
+
+/// Data parallelism over a communicator.
+pub struct DataParallel<C> {
+    comm: C,
+    bucket_bytes: usize,
+    step: u64,
+    timings: Vec<StepTiming>,
+    timeline: Option<(std::path::PathBuf, std::io::BufWriter<fs_err::File>)>,
+}
+
+impl<C: Communicator> DataParallel<C> {
+    /// Buckets of [`DEFAULT_BUCKET_BYTES`], no timeline file.
+    pub fn new(comm: C) -> Self {
+        Self {
+            comm,
+            bucket_bytes: DEFAULT_BUCKET_BYTES,
+            step: 0,
+            timings: Vec::new(),
+            timeline: None,
+        }
+    }
+
+    /// Bucket size in bytes (default 25 MiB; at least one gradient per bucket).
+    pub fn with_bucket_bytes(mut self, bytes: usize) -> Self {
+        self.bucket_bytes = bytes.max(4);
+        self
+    }
+
+    /// Append one JSON line per step ([`StepTiming`]) to `path`.
+    pub fn with_timeline(mut self, path: &Path) -> Result<Self> {
+        let file = fs_err::File::create(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        self.timeline = Some((path.into(), std::io::BufWriter::new(file)));
+        Ok(self)
+    }
+
+    /// The timings of every sync so far.
+    pub fn timings(&self) -> &[StepTiming] {
+        &self.timings
+    }
+
+    /// The communicator.
+    pub fn comm(&self) -> &C {
+        &self.comm
+    }
+
+    fn sync(&mut self, params: &[(String, Var)], grads: &mut GradStore, weight: f64) -> Result<()> {
+        let t0 = Instant::now();
+        let ms = |t: Instant| t.duration_since(t0).as_secs_f64() * 1e3;
+        // Reverse parameter order: the last layers' gradients come first out of a backward pass.
+        let with_grad: Vec<(&Var, Tensor)> = params
+            .iter()
+            .rev()
+            .filter_map(|(_, v)| grads.get(v.as_tensor()).map(|g| (v, g.clone())))
+            .collect();
+        let per_bucket = (self.bucket_bytes / 4).max(1);
+        let mut plan: Vec<Vec<usize>> = vec![];
+        let mut used = usize::MAX;
+        for (i, (v, _)) in with_grad.iter().enumerate() {
+            let n = v.elem_count();
+            if used.saturating_add(n) > per_bucket {
+                plan.push(vec![]);
+                used = 0;
+            }
+            plan.last_mut().expect("a bucket was pushed").push(i);
+            used += n;
+        }
+        let mut buckets: Vec<Vec<f32>> = plan
+            .iter()
+            .map(|b| vec![0f32; b.iter().map(|&i| with_grad[i].0.elem_count()).sum()])
+            .collect();
+        let mut fill_ms = Vec::with_capacity(plan.len());
+        let weight = weight as f32;
+        let mut fill = |i: usize, buf: &mut [f32]| -> Result<()> {
+            let start = Instant::now();
+            let mut off = 0;
+            for &k in &plan[i] {
+                let g = with_grad[k]
+                    .1
+                    .flatten_all()
+                    .and_then(|g| g.to_vec1::<f32>())
+                    .map_err(|source| Error::Tensor {
+                        op: "reading a gradient to reduce".into(),
+                        source,
+                    })?;
+                for (d, s) in buf[off..off + g.len()].iter_mut().zip(&g) {
+                    *d = s * weight;
+                }
+                off += g.len();
+            }
+            fill_ms.push([ms(start), ms(Instant::now())]);
+            Ok(())
+        };
+        self.comm.all_reduce_buckets(&mut buckets, &mut fill)?;
+        let reduced = Instant::now();
+        for (b, bucket) in plan.iter().zip(&buckets) {
+            let mut off = 0;
+            for &k in b {
+                let (var, _) = &with_grad[k];
+                let n = var.elem_count();
+                let t = Tensor::from_slice(&bucket[off..off + n], var.shape(), var.device())
+                    .map_err(|source| Error::Tensor {
+                        op: "writing a reduced gradient".into(),
+                        source,
+                    })?;
+                grads.insert(var.as_tensor(), t);
+                off += n;
+            }
+        }
+        let timing = StepTiming {
+            step: self.step,
+            buckets: plan.len(),
+            elements: buckets.iter().map(Vec::len).sum(),
+            fill_ms,
+            reduced_ms: ms(reduced),
+            done_ms: ms(Instant::now()),
+        };
+        self.step += 1;
+        if let Some((path, w)) = &mut self.timeline {
+            let line = serde_json::to_string(&timing).expect("timings serialise");
+            writeln!(w, "{line}")
+                .and_then(|()| w.flush())
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        self.timings.push(timing);
+        Ok(())
+    }
+}
+
+impl<C: Communicator> Distributed for DataParallel<C> {
+    fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+    fn world(&self) -> usize {
+        self.comm.world()
+    }
+    fn sync_gradients(
+        &mut self,
+        params: &[(String, Var)],
+        grads: &mut GradStore,
+        weight: f64,
+    ) -> lepton_train::Result<()> {
+        self.sync(params, grads, weight)
+            .map_err(|e| e.into_train("gradient all-reduce"))
+    }
+    fn all_reduce_sum(&mut self, values: &mut [f64]) -> lepton_train::Result<()> {
+        self.comm
+            .all_reduce_f64(values)
+            .map_err(|e| e.into_train("metric all-reduce"))
+    }
+    fn broadcast(&mut self, values: &mut [f32]) -> lepton_train::Result<()> {
+        self.comm
+            .broadcast_f32(values)
+            .map_err(|e| e.into_train("weight broadcast"))
+    }
+    fn broadcast_f64(&mut self, values: &mut [f64]) -> lepton_train::Result<()> {
+        self.comm
+            .broadcast_f64(values)
+            .map_err(|e| e.into_train("metric broadcast"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LocalGroup;
+    use candle_core::Device;
+
+    /// Two ranks, each with the gradient of `sum(w * x_r)` = `x_r`: the synced gradient is
+    /// `(x_0 + x_1) / 2` on both, whatever the bucket size.
+    #[test]
+    fn gradients_are_weighted_sums_in_any_bucketing() {
+        for bucket_bytes in [4, 12, 1 << 20] {
+            let out: Vec<Vec<Vec<f32>>> = std::thread::scope(|s| {
+                let hs: Vec<_> = LocalGroup::ranks(2)
+                    .into_iter()
+                    .map(|c| {
+                        s.spawn(move || {
+                            let r = c.rank() as f32;
+                            let mut dp = DataParallel::new(c).with_bucket_bytes(bucket_bytes);
+                            let dev = Device::Cpu;
+                            let a = Var::from_slice(&[1f32, 2., 3.], 3, &dev).unwrap();
+                            let b = Var::from_slice(&[4f32, 5.], 2, &dev).unwrap();
+                            let xa = Tensor::new(&[r, 2. * r, 1.], &dev).unwrap();
+                            let xb = Tensor::new(&[10. * r, 1.], &dev).unwrap();
+                            let loss = ((a.as_tensor() * &xa).unwrap().sum_all().unwrap()
+                                + (b.as_tensor() * &xb).unwrap().sum_all().unwrap())
+                            .unwrap();
+                            let mut g = loss.backward().unwrap();
+                            let params =
+                                vec![("a".to_string(), a.clone()), ("b".into(), b.clone())];
+                            dp.sync_gradients(&params, &mut g, 0.5).unwrap();
+                            vec![
+                                g.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+                                g.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+                            ]
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for got in out {
+                assert_eq!(
+                    got,
+                    vec![vec![0.5, 1.0, 1.0], vec![5.0, 1.0]],
+                    "bucket {bucket_bytes}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Data-parallel training for Lepton: the trainer's [`lepton_train::Distributed`] seam over a
+//! communicator, with gradients all-reduced in buckets.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`comm`] | the [`Communicator`] trait: sum / broadcast over ranks, bucketed all-reduce |
+//! | [`data_parallel`] | [`DataParallel`]: bucket plan, gradient averaging, per-step timeline |
+//! | [`local`] | [`LocalGroup`]: ranks as threads of one process (tests, no MPI needed) |
+//! | `mpi` (feature `mpi`) | `MpiComm`: Open MPI / MPICH through rsmpi, non-blocking all-reduce |
+//! | [`error`] | the crate's error |
+//!
+//! Launch: `mpirun -np N lepton train SPEC --distributed` (the CLI's `distributed` feature);
+//! rank 0 writes the run directory. See `docs/distributed.md` for the design, the GPU (NCCL)
+//! path and what was measured.
+
+pub mod comm;
+pub mod data_parallel;
+pub mod error;
+pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+
+pub use comm::Communicator;
+pub use data_parallel::{DataParallel, StepTiming};
+pub use error::{Error, Result};
+pub use local::{LocalComm, LocalGroup};
+#[cfg(feature = "mpi")]
+pub use mpi::MpiComm;
