@@ -24,7 +24,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout::{byte_code_at, padded_blocks, quantize_block, Q8_BYTES, QK};
-use crate::pool::{split, Pool};
+use rayon::prelude::*;
 use crate::{QMatrix, QType};
 
 /// How a layer's input is quantized to int8.
@@ -168,36 +168,38 @@ impl Int8Matrix {
 
     /// `out[r][j] = s_j · Σ_i q_ji · x̂_ri` for the `m = x.len() / cols` rows of `x`, `x̂` the
     /// activations quantized as `act` says; `out` is `m × rows`. `scratch` holds the quantized
-    /// activations between calls.
+    /// activations of a call that runs on one thread (at most [`ROWS_PER_TASK`] rows); larger
+    /// calls split their rows over rayon's threads, each block quantized and multiplied by one
+    /// thread (a descheduled thread's blocks are stolen, so a busy machine does not stall a call).
     pub fn matmul(&self, x: &[f32], act: ActScale, out: &mut [f32], scratch: &mut Vec<u8>) {
         let m = x.len() / self.cols;
         assert_eq!(x.len(), m * self.cols, "matmul input length");
         assert!(out.len() >= m * self.rows, "matmul output length");
+        if m <= ROWS_PER_TASK {
+            return self.matmul_serial(x, act, &mut out[..m * self.rows], scratch);
+        }
+        x.par_chunks(ROWS_PER_TASK * self.cols)
+            .zip(out[..m * self.rows].par_chunks_mut(ROWS_PER_TASK * self.rows))
+            .for_each_init(Vec::new, |scratch, (x, out)| {
+                self.matmul_serial(x, act, out, scratch)
+            });
+    }
+
+    /// [`Int8Matrix::matmul`] on the calling thread.
+    fn matmul_serial(&self, x: &[f32], act: ActScale, out: &mut [f32], scratch: &mut Vec<u8>) {
+        let m = x.len() / self.cols;
         if m == 0 {
             return;
         }
         let len = self.act_len();
         scratch.clear();
         scratch.resize(m * len, 0);
-        let pool = Pool::global();
-        let parts = if m >= 4 { pool.threads() } else { 1 };
-        let dst = SendPtr(scratch.as_mut_ptr());
-        let quantize = |part: usize| {
-            let dst = &dst;
-            for r in split(m, parts, part, 1) {
-                // SAFETY: each part writes its own rows of `scratch` (`m · len` bytes).
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * len), len) };
-                quantize_act_row(&x[r * self.cols..(r + 1) * self.cols], act, row);
-            }
-        };
-        if parts > 1 {
-            pool.run(&quantize);
-        } else {
-            quantize(0);
+        for (xr, row) in x.chunks_exact(self.cols).zip(scratch.chunks_exact_mut(len)) {
+            quantize_act_row(xr, act, row);
         }
-        // SAFETY: `out` holds `m` rows of `self.rows` (asserted); nothing else touches it.
-        unsafe { self.q.matmul_q8(scratch, m, out.as_mut_ptr(), self.rows, 0) };
-        for row in out[..m * self.rows].chunks_exact_mut(self.rows) {
+        // SAFETY: `out` holds `m` rows of `self.rows`; this thread owns it for the call.
+        unsafe { self.q.matmul_q8_serial(scratch, m, out.as_mut_ptr(), self.rows, 0) };
+        for row in out.chunks_exact_mut(self.rows) {
             for (o, s) in row.iter_mut().zip(&self.scales) {
                 *o *= s;
             }
@@ -205,9 +207,8 @@ impl Int8Matrix {
     }
 }
 
-struct SendPtr(*mut u8);
-// SAFETY: only used for disjoint writes inside one `matmul` call.
-unsafe impl Sync for SendPtr {}
+/// Activation rows per task of a parallel [`Int8Matrix::matmul`].
+pub const ROWS_PER_TASK: usize = 64;
 
 /// Quantize one activation row (`x.len()` values, any length) to the kernel layout `out`
 /// (`padded_blocks(⌈len/32⌉·32) · Q8_BYTES` bytes): codes, then per block the f32 scale `d`, the
@@ -276,8 +277,10 @@ mod tests {
     }
 
     /// Shapes around the vector widths: 1, 31, 32, 33 columns, odd block counts, partial groups
-    /// of eight blocks, a single row, rows not a multiple of the tile.
-    const SHAPES: [(usize, usize, usize); 9] = [
+    /// of eight blocks, a single row, rows not a multiple of the tile, and more rows than one
+    /// task takes (the parallel split, with a partial last block of rows).
+    const SHAPES: [(usize, usize, usize); 10] = [
+        (150, 7, 45),
         (1, 1, 1),
         (3, 5, 31),
         (7, 4, 32),

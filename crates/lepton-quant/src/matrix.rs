@@ -364,6 +364,27 @@ impl QMatrix {
         });
     }
 
+    /// As [`QMatrix::matmul_q8`], every column on the calling thread (callers that split rows
+    /// over their own threads: no team hand-off per call).
+    ///
+    /// # Safety
+    /// As [`QMatrix::matmul_q8`].
+    pub(crate) unsafe fn matmul_q8_serial(
+        &self,
+        a: &[u8],
+        m: usize,
+        out: *mut f32,
+        stride: usize,
+        offset: usize,
+    ) {
+        assert!(matches!(self.qtype, QType::Q4_1 | QType::Q8_0));
+        assert_eq!(a.len(), m * padded_blocks(self.cols) * Q8_BYTES, "activation bytes");
+        let level = kernels::Level::detect();
+        let out = SendPtr(out);
+        // SAFETY: as promised by the caller; all columns, one thread.
+        unsafe { self.tiled_cols(level, a, m, 0..self.rows, &out, stride, offset) };
+    }
+
     /// Columns `cols` of a quantized matmul, in tiles of weight rows × activation rows.
     ///
     /// # Safety
