@@ -24,8 +24,8 @@
 
 use crate::error::{Error, Result};
 use crate::layout::{byte_code_at, padded_blocks, quantize_block, Q8_BYTES, QK};
-use rayon::prelude::*;
 use crate::{QMatrix, QType};
+use rayon::prelude::*;
 
 /// How a layer's input is quantized to int8.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -185,8 +185,9 @@ impl Int8Matrix {
             });
     }
 
-    /// [`Int8Matrix::matmul`] on the calling thread.
-    fn matmul_serial(&self, x: &[f32], act: ActScale, out: &mut [f32], scratch: &mut Vec<u8>) {
+    /// [`Int8Matrix::matmul`] on the calling thread, whatever the number of rows (callers that
+    /// split the work themselves, e.g. one image per task).
+    pub fn matmul_serial(&self, x: &[f32], act: ActScale, out: &mut [f32], scratch: &mut Vec<u8>) {
         let m = x.len() / self.cols;
         if m == 0 {
             return;
@@ -198,7 +199,10 @@ impl Int8Matrix {
             quantize_act_row(xr, act, row);
         }
         // SAFETY: `out` holds `m` rows of `self.rows`; this thread owns it for the call.
-        unsafe { self.q.matmul_q8_serial(scratch, m, out.as_mut_ptr(), self.rows, 0) };
+        unsafe {
+            self.q
+                .matmul_q8_serial(scratch, m, out.as_mut_ptr(), self.rows, 0)
+        };
         for row in out.chunks_exact_mut(self.rows) {
             for (o, s) in row.iter_mut().zip(&self.scales) {
                 *o *= s;
@@ -235,11 +239,16 @@ pub fn quantize_act_row(x: &[f32], act: ActScale, out: &mut [u8]) {
         let (d, s, sum) = match act {
             ActScale::Dynamic => quantize_block(xb, &mut block),
             ActScale::Static(d) => {
-                let mut sum = 0i32;
-                for (o, v) in block.iter_mut().zip(xb) {
-                    let q = (v * inv).round().clamp(-127.0, 127.0) as i32;
-                    sum += q;
-                    *o = q as i8 as u8;
+                // Round half to even without a libm call (|v · inv| ≤ 127 ≪ 2^22 after the
+                // clamp), as `layout::quantize_block`; separate loops so each vectorises.
+                let mut q = [0i32; QK];
+                for (q, v) in q.iter_mut().zip(xb) {
+                    let c = (v * inv).clamp(-127.0, 127.0);
+                    *q = ((c + 12_582_912.0) - 12_582_912.0) as i32;
+                }
+                let sum: i32 = q.iter().sum();
+                for (o, q) in block.iter_mut().zip(&q) {
+                    *o = *q as i8 as u8;
                 }
                 (d, d * sum as f32, sum)
             }

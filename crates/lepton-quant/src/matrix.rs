@@ -378,7 +378,11 @@ impl QMatrix {
         offset: usize,
     ) {
         assert!(matches!(self.qtype, QType::Q4_1 | QType::Q8_0));
-        assert_eq!(a.len(), m * padded_blocks(self.cols) * Q8_BYTES, "activation bytes");
+        assert_eq!(
+            a.len(),
+            m * padded_blocks(self.cols) * Q8_BYTES,
+            "activation bytes"
+        );
         let level = kernels::Level::detect();
         let out = SendPtr(out);
         // SAFETY: as promised by the caller; all columns, one thread.

@@ -141,6 +141,12 @@ fn patches(
                         continue;
                     }
                     let src = &img[(ci * h + iy as usize) * w..][..w];
+                    // The common case: the whole kernel row inside the image, one copy.
+                    let x0 = (ox * s) as isize - p as isize;
+                    if d == 1 && x0 >= 0 && x0 as usize + k <= w {
+                        dst.copy_from_slice(&src[x0 as usize..x0 as usize + k]);
+                        continue;
+                    }
                     for (kx, v) in dst.iter_mut().enumerate() {
                         let ix = (ox * s + kx * d) as isize - p as isize;
                         *v = if ix < 0 || ix >= w as isize {
@@ -150,6 +156,22 @@ fn patches(
                         };
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Conv2dInt8 {
+    /// One image's products `[L, CO]` into its output `[CO, L]`, with bias and ReLU.
+    fn store(&self, rows: &[f32], dst: &mut [f32], l: usize) {
+        let co = self.weight.rows();
+        for (pos, r) in rows.chunks_exact(co).enumerate() {
+            for (j, v) in r.iter().enumerate() {
+                let mut v = v + self.bias.as_ref().map_or(0.0, |b| b[j]);
+                if self.relu {
+                    v = v.max(0.0);
+                }
+                dst[j * l + pos] = v;
             }
         }
     }
@@ -176,30 +198,31 @@ impl Layer for Conv2dInt8 {
         let (oh, ow) = ((h + 2 * p - span) / s + 1, (w + 2 * p - span) / s + 1);
         let l = oh * ow;
         let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let mut cols = vec![0f32; n * l * kk];
-        cols.par_chunks_mut(l * kk)
-            .zip(xs.par_chunks(c * h * w))
-            .for_each(|(dst, img)| patches(img, (c, h, w), (k, s, p, d), (oh, ow), dst));
         let co = self.weight.rows();
-        let mut rows = vec![0f32; n * l * co];
-        self.weight
-            .matmul(&cols, self.act, &mut rows, &mut Vec::new());
-        drop(cols);
-        // [N, L, CO] -> [N, CO, L] with bias and ReLU.
         let mut out = vec![0f32; n * co * l];
-        out.par_chunks_mut(co * l)
-            .zip(rows.par_chunks(l * co))
-            .for_each(|(dst, src)| {
-                for (pos, r) in src.chunks_exact(co).enumerate() {
-                    for (j, v) in r.iter().enumerate() {
-                        let mut v = v + self.bias.as_ref().map_or(0.0, |b| b[j]);
-                        if self.relu {
-                            v = v.max(0.0);
-                        }
-                        dst[j * l + pos] = v;
-                    }
-                }
-            });
+        let geom = ((c, h, w), (k, s, p, d), (oh, ow));
+        if n == 1 {
+            // One image: its patch rows split over the threads inside the matmul.
+            let mut cols = vec![0f32; l * kk];
+            patches(&xs, geom.0, geom.1, geom.2, &mut cols);
+            let mut rows = vec![0f32; l * co];
+            self.weight
+                .matmul(&cols, self.act, &mut rows, &mut Vec::new());
+            self.store(&rows, &mut out, l);
+        } else {
+            // One image per task, its buffers reused by the thread: patches, int8 rows and
+            // products stay in cache, and no batch-sized buffer is allocated.
+            out.par_chunks_mut(co * l)
+                .zip(xs.par_chunks(c * h * w))
+                .for_each_init(
+                    || (vec![0f32; l * kk], vec![0f32; l * co], Vec::new()),
+                    |(cols, rows, scratch), (dst, img)| {
+                        patches(img, geom.0, geom.1, geom.2, cols);
+                        self.weight.matmul_serial(cols, self.act, rows, scratch);
+                        self.store(rows, dst, l);
+                    },
+                );
+        }
         let y = Tensor::from_vec(out, (n, co, oh, ow), x.device())?;
         match self.pool {
             Some((k, s, p)) => kernels::max_pool2d(&y, k, s, p),
