@@ -59,6 +59,11 @@ pub enum Command {
     /// Package a run directory into a single .photon file.
     #[command(after_help = "Example:\n  lepton export runs/mnist-cnn -o mnist.photon")]
     Export(ExportArgs),
+    /// Prune and/or quantize a trained model to int8, gated by re-evaluation on held-out data.
+    #[command(
+        after_help = "Example:\n  lepton compress runs/mnist-cnn -o mnist-int8.photon --quantize int8 --calibration-samples 512\n  lepton compress runs/mnist-cnn -o small.photon --prune 0.5 --structured --finetune-epochs 1"
+    )]
+    Compress(CompressArgs),
     /// Print what is inside a .photon file and verify its checksums.
     #[command(after_help = "Example:\n  lepton inspect mnist.photon")]
     Inspect(InspectArgs),
@@ -387,6 +392,46 @@ pub struct ExportArgs {
     /// Output .photon file.
     #[arg(long, short)]
     pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompressArgs {
+    /// The run directory or .photon file (f32).
+    pub model: PathBuf,
+    /// Output .photon file.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Fraction of weights (with --structured: channels and neurons) to remove, in [0, 1).
+    #[arg(long)]
+    pub prune: Option<f64>,
+    /// Remove whole channels/neurons (L1 norm) so the model gets smaller and faster.
+    #[arg(long)]
+    pub structured: bool,
+    /// Fine-tune epochs after pruning (pruned weights stay zero).
+    #[arg(long, default_value_t = 0)]
+    pub finetune_epochs: usize,
+    /// int8 (static, calibrated activation scales) or dynamic-int8.
+    #[arg(long, value_enum)]
+    pub quantize: Option<QuantizeArg>,
+    /// Training samples that calibrate the static int8 activation scales.
+    #[arg(long, default_value_t = 512)]
+    pub calibration_samples: usize,
+    /// Largest accepted drop of held-out accuracy, in points, after any step.
+    #[arg(long, default_value_t = 0.5)]
+    pub max_drop: f64,
+    /// Write the package even when the gate refuses (the report says so).
+    #[arg(long)]
+    pub force: bool,
+    /// Labelled data for the gate (and calibration) when MODEL has no run directory.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+/// `--quantize` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum QuantizeArg {
+    Int8,
+    DynamicInt8,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,8 @@ pub struct ModelInfo {
     /// Evaluation metrics stored with the model.
     pub metrics: serde_json::Value,
     pub version: String,
+    /// The weights' precision: `f32`, or `int8` for a compressed package.
+    pub precision: String,
 }
 
 /// The most work one explanation may ask for (the serve config's `[explain]` section); requests

@@ -12,6 +12,7 @@ use crate::layers::{
     LeakyReluConfig, LinearConfig, LstmConfig, MaxPool2dConfig, Relu, ResidualConfig,
     RmsNormConfig, RnnConfig, ShapeCtx, Sigmoid, Softmax, Tanh,
 };
+use crate::layers::{Conv2dInt8Config, LinearInt8Config};
 use crate::layers::{
     MultiHeadAttentionConfig, PositionalEmbeddingConfig, SequencePoolConfig, TransformerBlockConfig,
 };
@@ -69,6 +70,10 @@ pub enum LayerSpec {
     TransformerBlock(TransformerBlockConfig),
     /// `[T, D]` -> `[D]`: last, mean or max over positions.
     SequencePool(SequencePoolConfig),
+    /// `linear` with int8 weights (written by `lepton compress`).
+    LinearInt8(LinearInt8Config),
+    /// `conv2d` with int8 weights (written by `lepton compress`).
+    Conv2dInt8(Conv2dInt8Config),
 }
 
 impl LayerSpec {
@@ -101,6 +106,8 @@ impl LayerSpec {
             LayerSpec::PositionalEmbedding(c) => c,
             LayerSpec::TransformerBlock(c) => c,
             LayerSpec::SequencePool(c) => c,
+            LayerSpec::LinearInt8(c) => c,
+            LayerSpec::Conv2dInt8(c) => c,
         }
     }
 
@@ -128,6 +135,19 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// `int8` when a layer holds int8 weights (`linear-int8`, `conv2d-int8`), else `f32`.
+    pub fn precision(&self) -> &'static str {
+        let int8 = self
+            .layers
+            .iter()
+            .any(|l| matches!(l, LayerSpec::LinearInt8(_) | LayerSpec::Conv2dInt8(_)));
+        if int8 {
+            "int8"
+        } else {
+            "f32"
+        }
+    }
+
     /// The shape after each layer (top-level layers only), or an error naming the first layer that
     /// cannot take its input.
     ///

@@ -1,6 +1,7 @@
 //! One module per command; `run` dispatches.
 
 mod chat;
+mod compress;
 mod cv;
 mod data;
 mod embed;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args, mode),
         Command::Predict(args) => predict::run(args, mode),
         Command::Export(args) => export::run(args, mode),
+        Command::Compress(args) => compress::run(args, mode),
         Command::Inspect(args) => inspect::run(args, mode),
         Command::Serve(args) => serve::run(args),
         Command::Embed(args) => embed::run(args, mode),

@@ -4,7 +4,7 @@ use crate::support::lepton;
 
 const COMMANDS: &[&str] = &[
     "train", "eval", "predict", "cv", "export", "inspect", "serve", "embed", "run", "generate",
-    "chat",
+    "chat", "compress",
 ];
 
 #[test]

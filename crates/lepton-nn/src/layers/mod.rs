@@ -10,6 +10,7 @@
 //! | `fuse.rs` | the pass that folds ReLUs and max-pools into the layer before them |
 //! | `linear.rs` | `linear` |
 //! | `conv2d.rs` | `conv2d` |
+//! | `linear_int8.rs`, `conv2d_int8.rs` | `linear-int8`, `conv2d-int8` (compressed packages) |
 //! | `pool.rs` | `max-pool2d`, `avg-pool2d`, `global-avg-pool` |
 //! | `batch_norm.rs` | `batch-norm1d`, `batch-norm2d` |
 //! | `layer_norm.rs` | `layer-norm` |
@@ -35,6 +36,7 @@ mod attention;
 mod batch_norm;
 mod config;
 mod conv2d;
+mod conv2d_int8;
 mod dropout;
 mod embedding;
 mod flatten;
@@ -43,6 +45,7 @@ mod gru;
 mod layer;
 mod layer_norm;
 mod linear;
+mod linear_int8;
 mod lstm;
 mod pool;
 mod positional;
@@ -61,6 +64,7 @@ pub use attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 pub use batch_norm::{BatchNorm, BatchNorm1dConfig, BatchNorm2dConfig, BatchNormConfig};
 pub use config::{BuildCtx, LayerConfig, ShapeCtx, Values};
 pub use conv2d::{Conv2d, Conv2dConfig};
+pub use conv2d_int8::{Conv2dInt8, Conv2dInt8Config};
 pub use dropout::{dropout, Dropout, DropoutConfig};
 pub use embedding::{Embedding, EmbeddingConfig};
 pub use flatten::Flatten;
@@ -69,6 +73,7 @@ pub use gru::GruConfig;
 pub use layer::{Ctx, Fold, Layer};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
+pub use linear_int8::{LinearInt8, LinearInt8Config};
 pub use lstm::LstmConfig;
 pub use pool::{
     AvgPool2d, AvgPool2dConfig, GlobalAvgPool, MaxPool2d, MaxPool2dConfig, Pool2dConfig,

@@ -40,6 +40,7 @@ impl PhotonBackend {
             },
             metrics: m.metrics.clone(),
             version: format!("{}", m.created_at),
+            precision: m.model.precision().to_string(),
         };
         Ok(Self {
             info,

@@ -210,7 +210,8 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, A
         .map(|(name, s)| {
             let i = s.backend.info();
             json!({"id": name, "object": "model", "task": i.task, "classes": i.class_names, "input": i.input_schema,
-                   "workers": s.batcher.worker_count(), "metrics": i.metrics, "version": i.version})
+                   "workers": s.batcher.worker_count(), "metrics": i.metrics, "version": i.version,
+                   "precision": i.precision})
         })
         .collect();
     let photons: Vec<String> = models.keys().cloned().collect();

@@ -40,6 +40,7 @@ impl Fake {
                 task: "classification".into(),
                 metrics: serde_json::json!({}),
                 version: "1".into(),
+                precision: "f32".into(),
             },
             batches: Mutex::new(Vec::new()),
             delay,

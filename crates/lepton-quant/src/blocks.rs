@@ -225,7 +225,7 @@ pub(crate) fn bsum(ab: &[u8], g: usize) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::layout::f32_at;
+    use crate::layout::f32_at;
 
     #[test]
     fn q8_k_codes_scale_and_sums() {

@@ -19,9 +19,9 @@ mod blocks_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use crate::quant::blocks::BlockType;
+use crate::blocks::BlockType;
 
-use super::layout::{byte_code_at, f16_at, f32_at, i32_at, nibble_at, GROUP, Q8_BYTES, QK};
+use crate::layout::{byte_code_at, f16_at, f32_at, i32_at, nibble_at, GROUP, Q8_BYTES, QK};
 
 /// Most activation rows per tile.
 pub const MAX_ROWS: usize = 8;

@@ -8,8 +8,8 @@
 use std::arch::x86_64::*;
 
 use super::hsum8;
-use crate::quant::blocks::{bsum, scale_min_k4, BlockType, Q8K_BYTES, Q8_32_BYTES};
-use crate::quant::layout::{f16_at, f32_at};
+use crate::blocks::{bsum, scale_min_k4, BlockType, Q8K_BYTES, Q8_32_BYTES};
+use crate::layout::{f16_at, f32_at};
 
 /// [`super::blocks::dot`] for one activation row.
 ///

@@ -3,14 +3,14 @@
 //!
 //! In a group of eight blocks, each (weight row, activation row) pair keeps one vector of eight
 //! i32 lanes: eight multiply-accumulates of 4-byte dot products over the interleaved codes leave
-//! block `b`'s integer sum in lane `b` (see [`crate::quant::layout`]). Then one conversion and
+//! block `b`'s integer sum in lane `b` (see [`crate::layout`]). Then one conversion and
 //! one fused multiply-add by the eight blocks' `d_w · d_x` per pair and group. The tail blocks
 //! (stored plainly) are summed per pair of blocks and reduced across lanes.
 
 use std::arch::x86_64::*;
 
 use super::{Kind, MAX_ROWS};
-use crate::quant::layout::{GROUP, QK};
+use crate::layout::{GROUP, QK};
 
 /// [`super::dot`] on the monomorphized kernel for the row count.
 ///

@@ -1,5 +1,5 @@
 //! Dot products of one GGML-block weight row (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, see
-//! [`crate::quant::blocks`]) with one quantized activation row.
+//! [`crate::blocks`]) with one quantized activation row.
 //!
 //! # Order of operations (the definition the SIMD kernels follow bit for bit)
 //! Every value `t` of a block belongs to lane `(t mod 32) / 4` of eight. Per block, the exact
@@ -15,10 +15,10 @@
 //! of a 32-byte vector lands in i32 lane `l`. Every `S_l` is below 2^24 in magnitude (at most 32
 //! products of ≤ 2^5 · 2^7 · 2^7 for Q6_K, less for the others), so its conversion to f32 is exact.
 
-use crate::quant::blocks::{
+use crate::blocks::{
     bsum, q5_code, q6k_code_scale, qk_code, scale_min_k4, BlockType, Q8K_BYTES, Q8_32_BYTES, QK_K,
 };
-use crate::quant::layout::{f16_at, f32_at};
+use crate::layout::{f16_at, f32_at};
 
 use super::{hsum8, Level};
 
@@ -105,7 +105,7 @@ pub fn scalar(t: BlockType, w: &[u8], a: &[u8]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::{QMatrix, QType};
+    use crate::{QMatrix, QType};
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
 

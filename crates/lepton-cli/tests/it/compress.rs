@@ -1,0 +1,154 @@
+//! `lepton compress` (issue 16): the gate refuses a compression that breaks the model and writes
+//! nothing, bad input is a clear error, and an int8 package serves unchanged with its precision
+//! in `/v1/models`.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::end_to_end::trained;
+use crate::support::{lepton_in, s};
+
+#[test]
+fn the_gate_refuses_99_percent_pruning_and_writes_no_package() {
+    let run = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("broken.photon");
+    let r = lepton_in(
+        dir.path(),
+        &["compress", s(run), "-o", s(&out), "--prune", "0.99"],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("the gate refused") && r.stderr.contains("max-drop = 0.5"),
+        "{r:?}"
+    );
+    assert!(!out.exists(), "a refused compression must write no package");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("compress/broken.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["accepted"], false);
+    assert_eq!(report["written"], false);
+    assert!(run.join("compress/broken.md").is_file());
+}
+
+#[test]
+fn bad_compress_input_is_a_clear_error() {
+    let run = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.photon");
+    let r = lepton_in(
+        dir.path(),
+        &["compress", s(run), "-o", s(&out), "--prune", "1.0"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("prune") && r.stderr.contains("outside [0, 1)"),
+        "{r:?}"
+    );
+    let r = lepton_in(dir.path(), &["compress", s(run), "-o", s(&out)]);
+    assert!(r.stderr.contains("nothing to do"), "{r:?}");
+    assert!(!out.exists());
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_int8_package_serves_unchanged_and_reports_its_precision() {
+    let run = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("iris-int8.photon");
+    let r = lepton_in(
+        dir.path(),
+        &[
+            "--json",
+            "compress",
+            s(&run.join("model.photon")),
+            "-o",
+            s(&out),
+            "--quantize",
+            "int8",
+            "--calibration-samples",
+            "64",
+            "--max-drop",
+            "10",
+        ],
+    )
+    .success();
+    let j = r.json();
+    assert_eq!(j["after"]["precision"], "int8", "{j}");
+    assert!(out.is_file());
+    // Next to OUT for a .photon input.
+    assert!(dir.path().join("iris-int8.compress.json").is_file());
+    // Compressing it again: already int8.
+    let again = lepton_in(
+        dir.path(),
+        &["compress", s(&out), "-o", "x.photon", "--quantize", "int8"],
+    );
+    assert!(again.stderr.contains("already int8"), "{again:?}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_lepton"))
+            .args(["serve", s(&out), "--listen", &listen])
+            .current_dir(dir.path())
+            .env_remove("LEPTON_TOKENS")
+            .env("LEPTON_THREADS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://{listen}");
+    let started = Instant::now();
+    while ureq::get(&format!("{base}/readyz")).call().is_err() {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            let mut err = String::new();
+            server
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("lepton serve exited ({status}): {err}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let models: serde_json::Value = serde_json::from_str(
+        &ureq::get(&format!("{base}/v1/models"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(models["data"][0]["precision"], "int8", "{models}");
+    let body = serde_json::json!({"instances": [{"sepal_length": 5.1, "sepal_width": 3.5,
+        "petal_length": 1.4, "petal_width": 0.2}]});
+    let text = ureq::post(&format!("{base}/v1/models/iris-int8/predict"))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(text.contains("setosa"), "{text}");
+}

@@ -1,0 +1,34 @@
+//! Model compression: smaller and faster models without silently losing accuracy.
+//!
+//! # Map
+//! - `config.rs`: [`CompressConfig`], the `[compress]` section and `lepton compress` options.
+//! - `pipeline.rs`: [`compress`], the steps in order and the gate after each.
+//! - `net.rs`: [`Net`] (spec, input shape, tensors), accuracy and speed measurements.
+//! - `fold.rs`: batch-norm folding into the conv/linear layer before it.
+//! - `prune.rs`: structured L1 channel pruning and global magnitude pruning.
+//! - `finetune.rs`: the masked fine-tune after pruning.
+//! - `quantize.rs`: int8 (static, calibrated) and dynamic int8 (`lepton-quant` kernels).
+//! - `report.rs`: [`Report`], JSON + Markdown.
+//!
+//! The crate works on specs, tensors and datasets; reading and writing packages is the caller's
+//! (`lepton-photon`, `lepton compress`).
+
+mod config;
+mod error;
+mod finetune;
+mod fold;
+mod net;
+mod pipeline;
+mod prune;
+mod quantize;
+mod report;
+
+pub use config::CompressConfig;
+pub use error::{Error, Result};
+pub use finetune::{finetune, Finetune};
+pub use fold::fold_batch_norms;
+pub use net::{accuracy, speed, Net, Speed};
+pub use pipeline::{compress, CompressData, Compressed};
+pub use prune::{check_ratio, prune_magnitude, prune_structured};
+pub use quantize::{quantize, Quantize};
+pub use report::{Measure, Report, StepReport};

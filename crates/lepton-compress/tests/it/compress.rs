@@ -1,0 +1,193 @@
+//! The steps and the gate.
+
+use lepton_compress::{
+    accuracy, compress, fold_batch_norms, prune_structured, quantize, CompressConfig, CompressData,
+    Error, Quantize,
+};
+use lepton_nn::LayerSpec;
+
+use crate::support::{blobs, init, loss, outputs, trained};
+
+const MLP: &str = r#"{ type = "linear", out-features = 32 }, { type = "relu" },
+    { type = "linear", out-features = 4 }"#;
+
+const CNN: &str = r#"{ type = "conv2d", out-channels = 8, kernel = 3, padding = 1 },
+    { type = "batch-norm2d" }, { type = "relu" }, { type = "max-pool2d", kernel = 2 },
+    { type = "conv2d", out-channels = 8, kernel = 3, padding = 1, bias = false },
+    { type = "relu" }, { type = "flatten" }, { type = "dropout", p = 0.1 },
+    { type = "linear", out-features = 16 }, { type = "relu" }, { type = "linear", out-features = 3 }"#;
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn the_gate_refuses_99_percent_pruning_and_says_why() {
+    let train = blobs(400, 4, &[8], 1);
+    let held = blobs(200, 4, &[8], 2);
+    let net = trained(MLP, &train, 5);
+    let base = accuracy(&net, &held, "t").unwrap();
+    assert!(base > 95.0, "the test model must be accurate first: {base}");
+    let cfg = CompressConfig {
+        prune: Some(0.99),
+        ..Default::default()
+    };
+    let data = CompressData {
+        held_out: &held,
+        train: Some(&train),
+        loss: &loss(),
+    };
+    let out = compress("mlp", net, &cfg, data).unwrap();
+    let r = &out.report;
+    assert!(!r.accepted && !r.written, "{r:?}");
+    let why = r.refusal.as_deref().unwrap();
+    assert!(
+        why.contains("after prune") && why.contains("max-drop = 0.5"),
+        "{why}"
+    );
+    assert_eq!(r.steps.last().unwrap().decision, "refused");
+    assert!(r.to_markdown().contains("nothing written"));
+    // With force the package is written anyway, and the report says so.
+    let cfg = CompressConfig { force: true, ..cfg };
+    let out = compress("mlp", trained(MLP, &train, 5), &cfg, data).unwrap();
+    assert!(!out.report.accepted && out.report.written);
+}
+
+#[test]
+fn folding_batch_norms_keeps_the_function() {
+    let data = blobs(64, 3, &[2, 6, 6], 3);
+    let mut net = trained(CNN, &data, 1);
+    // Make the running statistics non-trivial.
+    for (name, t) in net.tensors.iter_mut() {
+        if name.ends_with("running_var") {
+            *t = (t.clone() + 0.7).unwrap();
+        }
+        if name.ends_with("running_mean") {
+            *t = (t.clone() - 0.3).unwrap();
+        }
+    }
+    let before = outputs(&net, &data, 16);
+    assert_eq!(fold_batch_norms(&mut net).unwrap(), 1);
+    assert!(!net
+        .spec
+        .layers
+        .iter()
+        .any(|l| matches!(l, LayerSpec::BatchNorm2d(_))));
+    let after = outputs(&net, &data, 16);
+    assert!(
+        max_diff(&before, &after) < 1e-4,
+        "{}",
+        max_diff(&before, &after)
+    );
+}
+
+#[test]
+fn structured_pruning_removes_channels_and_shrinks_the_next_layers() {
+    let data = blobs(32, 3, &[2, 6, 6], 4);
+    let mut net = init(CNN, &[2, 6, 6]);
+    fold_batch_norms(&mut net).unwrap();
+    // Zero the first half of each prunable layer's channels: they are the smallest in L1, and
+    // removing them must not change the function (ReLU(0) = 0 feeds nothing downstream).
+    for (i, co) in [(0usize, 8usize), (3, 8), (7, 16)] {
+        for name in ["weight", "bias"] {
+            let key = format!("layers.{i}.{name}");
+            let Some(t) = net.tensors.get(&key) else {
+                continue;
+            };
+            let mut dims = t.dims().to_vec();
+            let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let per = v.len() / co;
+            v[..co / 2 * per].fill(0.0);
+            let t = candle_core::Tensor::from_vec(
+                v,
+                dims.as_mut_slice().to_vec(),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+            net.tensors.insert(key, t);
+        }
+    }
+    let before = outputs(&net, &data, 8);
+    let removed = prune_structured(&mut net, 0.5).unwrap();
+    assert_eq!(removed, 4 + 4 + 8);
+    let after = outputs(&net, &data, 8);
+    assert!(
+        max_diff(&before, &after) < 1e-5,
+        "{}",
+        max_diff(&before, &after)
+    );
+    let l = &net.spec.layers;
+    assert!(matches!(&l[0], LayerSpec::Conv2d(c) if c.out_channels == 4));
+    assert!(matches!(&l[3], LayerSpec::Conv2d(c) if c.out_channels == 4));
+    assert!(matches!(&l[7], LayerSpec::Linear(c) if c.out_features == 8));
+    assert!(
+        matches!(&l[9], LayerSpec::Linear(c) if c.out_features == 3),
+        "classes stay"
+    );
+    assert_eq!(net.tensors["layers.3.weight"].dims(), &[4, 4, 3, 3]);
+    assert_eq!(net.tensors["layers.7.weight"].dims(), &[8, 4 * 3 * 3]);
+}
+
+#[test]
+fn int8_models_stay_within_quantization_error_and_are_int8() {
+    let data = blobs(300, 3, &[2, 6, 6], 5);
+    let net = trained(CNN, &data, 3);
+    let want = outputs(&net, &data, 32);
+    let base = accuracy(&net, &data, "t").unwrap();
+    for mode in [Quantize::DynamicInt8, Quantize::Int8] {
+        let mut q = net.clone();
+        // The first conv (fan-in 2·3·3 = 18 < 32) stays f32.
+        assert_eq!(quantize(&mut q, mode, Some((&data, 128))).unwrap(), 3);
+        assert!(q.is_int8());
+        let got = outputs(&q, &data, 32);
+        let range = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert!(
+            max_diff(&want, &got) < 0.05 * range,
+            "{mode:?}: {}",
+            max_diff(&want, &got)
+        );
+        let acc = accuracy(&q, &data, "t").unwrap();
+        assert!(base - acc <= 1.0, "{mode:?}: {acc} vs {base}");
+        // int8 codes: about a quarter of the f32 bytes.
+        assert!(q.size_bytes().unwrap() * 10 < net.size_bytes().unwrap() * 4);
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let train = blobs(100, 4, &[8], 1);
+    let data = CompressData {
+        held_out: &train,
+        train: Some(&train),
+        loss: &loss(),
+    };
+    for ratio in [1.0, -0.1, 1.5, f64::NAN] {
+        let cfg = CompressConfig {
+            prune: Some(ratio),
+            ..Default::default()
+        };
+        let e = compress("m", init(MLP, &[8]), &cfg, data).unwrap_err();
+        assert!(matches!(e, Error::Setting { field: "prune", .. }), "{e}");
+        assert!(e.to_string().contains("outside [0, 1)"), "{e}");
+    }
+    // Calibration samples of the wrong shape.
+    let wrong = blobs(10, 4, &[9], 1);
+    let mut net = init(MLP, &[8]);
+    let e = quantize(&mut net, Quantize::Int8, Some((&wrong, 10))).unwrap_err();
+    assert!(
+        e.to_string().contains("calibration data") && e.to_string().contains("[9]"),
+        "{e}"
+    );
+    // An already-int8 model.
+    let mut net = init(MLP, &[8]);
+    quantize(&mut net, Quantize::DynamicInt8, None).unwrap();
+    let cfg = CompressConfig {
+        quantize: Some(Quantize::DynamicInt8),
+        ..Default::default()
+    };
+    let e = compress("m", net, &cfg, data).unwrap_err();
+    assert!(e.to_string().contains("already int8"), "{e}");
+}
