@@ -39,6 +39,11 @@ impl LoraModule {
     /// The module names, as an error message lists them.
     pub const NAMES: &'static str = "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj";
 
+    /// Position in [`LoraModule::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// PEFT's (and Hugging Face's) name of the module: `q_proj`, ...
     pub fn name(self) -> &'static str {
         match self {
