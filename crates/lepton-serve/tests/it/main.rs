@@ -7,6 +7,7 @@ mod api;
 mod bad_input;
 mod deploy;
 mod hf_folder;
+mod lora;
 mod openai;
 mod openai_errors;
 mod text;
