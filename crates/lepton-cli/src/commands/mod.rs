@@ -10,7 +10,7 @@ mod generate;
 mod generate_photon;
 mod inspect;
 mod predict;
-mod run;
+pub(crate) mod run;
 mod serve;
 mod train;
 

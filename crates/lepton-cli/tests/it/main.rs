@@ -5,5 +5,6 @@ mod docs;
 mod end_to_end;
 mod errors;
 mod help;
+mod lora;
 mod support;
 mod text;
