@@ -143,7 +143,7 @@ impl LlmRegistry {
                     names.extend(s.model.adapters().iter().map(|a| format!("{k}:{}", a.name)));
                 }
                 Err(ApiError::NotFound(format!(
-                    "model: no language model or adapter named '{model}' (served: {})",
+                    "model: no language model named '{model}' (served: {})",
                     if names.is_empty() {
                         "none".to_string()
                     } else {
