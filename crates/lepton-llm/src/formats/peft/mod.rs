@@ -740,4 +740,32 @@ mod tests {
         std::fs::write(dir.path().join(WEIGHTS_FILE), b"not safetensors").unwrap();
         assert!(err(dir.path()).contains("not a valid safetensors file"));
     }
+
+    #[test]
+    fn a_config_as_peft_0_17_writes_it_is_read() {
+        // adapter_config.json as `LoraModel.save_pretrained` writes it (peft 0.17, Llama, r=8).
+        let text = r#"{
+  "alpha_pattern": {}, "auto_mapping": null,
+  "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "bias": "none",
+  "corda_config": null, "eva_config": null, "exclude_modules": null, "fan_in_fan_out": false,
+  "inference_mode": true, "init_lora_weights": true, "layer_replication": null,
+  "layers_pattern": null, "layers_to_transform": null, "loftq_config": {}, "lora_alpha": 16,
+  "lora_bias": false, "lora_dropout": 0.05, "megatron_config": null, "megatron_core": "megatron.core",
+  "modules_to_save": null, "peft_type": "LORA", "qalora_group_size": 16, "r": 8,
+  "rank_pattern": {}, "revision": null, "target_modules": ["v_proj", "q_proj"],
+  "target_parameters": null, "task_type": "CAUSAL_LM", "trainable_token_indices": null,
+  "use_dora": false, "use_qalora": false, "use_rslora": false
+}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(CONFIG_FILE);
+        std::fs::write(&p, text).unwrap();
+        let c = PeftConfig::from_file(&p).unwrap();
+        assert_eq!((c.r, c.lora_alpha, c.scale()), (8, 16.0, 2.0));
+        assert_eq!(c.target_modules, [LoraModule::QProj, LoraModule::VProj]);
+        assert_eq!(
+            c.base_model.as_deref(),
+            Some("HuggingFaceTB/SmolLM2-135M-Instruct")
+        );
+        assert!(c.layers.is_none());
+    }
 }
