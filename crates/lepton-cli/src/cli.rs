@@ -490,6 +490,10 @@ pub struct RunArgs {
     /// `max_tokens`, so one client cannot hold the KV cache for a whole context.
     #[arg(long, default_value_t = 4096)]
     pub max_tokens_limit: usize,
+    /// A PEFT LoRA adapter folder to serve over the model as NAME (repeatable); requests pick it
+    /// with `"model": "MODEL:NAME"` or `"NAME"`.
+    #[arg(long = "lora", value_name = "NAME=PATH", value_parser = crate::commands::run::parse_lora)]
+    pub lora: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,8 @@
 //! never see model internals; `lepton-llm` implements it for its sentence embedders and
 //! generation engine, `lepton-photon` for language-model photons, and the tests use fakes.
 
+use std::path::Path;
+
 use crate::generation::{ChatMessage, EngineStats, GenerationEvent, SamplingParams};
 use crate::InferError;
 
@@ -47,6 +49,16 @@ pub struct Embedded {
     pub prompt_tokens: usize,
 }
 
+/// A LoRA adapter loaded on a generation model (see [`LanguageModel::load_adapter`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterInfo {
+    /// The name requests use (`"model": "base:name"` or `"name"`).
+    pub name: String,
+    pub rank: usize,
+    /// Values the adapter holds.
+    pub parameters: usize,
+}
+
 /// A servable language model. Blocking calls (`embed`) run on a blocking thread; `generate`
 /// only queues and returns a receiver of events (dropping it cancels the request).
 pub trait LanguageModel: Send + Sync + 'static {
@@ -71,6 +83,35 @@ pub trait LanguageModel: Send + Sync + 'static {
         _params: SamplingParams,
     ) -> Result<flume::Receiver<GenerationEvent>, InferError> {
         Err(unsupported("generation"))
+    }
+    /// [`LanguageModel::generate`] under the LoRA adapter loaded as `adapter` (`None`: the base
+    /// model). An unknown adapter is [`InferError::NotFound`]. Models without adapters know none.
+    fn generate_with_adapter(
+        &self,
+        adapter: Option<&str>,
+        prompt: String,
+        params: SamplingParams,
+    ) -> Result<flume::Receiver<GenerationEvent>, InferError> {
+        match adapter {
+            None => self.generate(prompt, params),
+            Some(name) => Err(InferError::NotFound(format!(
+                "no adapter named '{name}' (this model has none)"
+            ))),
+        }
+    }
+    /// The loaded LoRA adapters, by name.
+    fn adapters(&self) -> Vec<AdapterInfo> {
+        Vec::new()
+    }
+    /// Load the PEFT adapter folder `dir` as `name` (replacing one of that name; returns whether
+    /// one was replaced). Bad files are [`InferError::BadRequest`] on `path` naming the file and
+    /// tensor or field. Reads files: call it from a blocking thread.
+    fn load_adapter(&self, _name: &str, _dir: &Path) -> Result<bool, InferError> {
+        Err(unsupported("LoRA adapters"))
+    }
+    /// Unload adapter `name`; whether it was loaded. Running requests finish with it.
+    fn unload_adapter(&self, _name: &str) -> bool {
+        false
     }
     /// Engine state for the metrics (generation models).
     fn stats(&self) -> Option<EngineStats> {
@@ -111,6 +152,12 @@ mod tests {
             "{e}"
         );
         assert!(m.embed(&["x".into()]).is_err());
+        let e = m
+            .generate_with_adapter(Some("a"), "hi".into(), SamplingParams::greedy(1))
+            .unwrap_err();
+        assert!(matches!(e, InferError::NotFound(_)), "{e}");
+        assert!(m.adapters().is_empty() && !m.unload_adapter("a"));
+        assert!(m.load_adapter("a", Path::new("x")).is_err());
         assert!(m.stats().is_none());
     }
 }

@@ -19,4 +19,4 @@ pub use generation::{
     ChatMessage, EngineStats, FinishReason, GenerationEvent, SamplingParams, Timings, Usage,
     MAX_NEW_TOKENS,
 };
-pub use language_model::{Embedded, LanguageModel, LlmInfo, LlmTask};
+pub use language_model::{AdapterInfo, Embedded, LanguageModel, LlmInfo, LlmTask};

@@ -101,6 +101,9 @@ pub enum Error {
     /// The generation engine's queue is full; try again later.
     #[error("the generation queue is full ({capacity} requests waiting)")]
     QueueFull { capacity: usize },
+    /// A request names a LoRA adapter the engine does not have.
+    #[error("no adapter named '{name}' (loaded: {loaded})")]
+    UnknownAdapter { name: String, loaded: String },
     /// The generation engine has stopped.
     #[error("the generation engine has stopped")]
     EngineStopped,
@@ -140,6 +143,7 @@ impl From<Error> for lepton_infer::InferError {
             Error::ContextOverflow { .. } => I::bad_request("max_tokens", e.to_string()),
             Error::InputTooLong { .. } => I::bad_request("input", e.to_string()),
             Error::QueueFull { .. } | Error::EngineStopped => I::Overloaded(e.to_string()),
+            Error::UnknownAdapter { .. } => I::NotFound(e.to_string()),
             other => I::internal("language model", other),
         }
     }

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lepton_infer::{
-    ChatMessage, Embedded, EngineStats, GenerationEvent, InferError, LanguageModel, LlmInfo,
-    LlmTask, SamplingParams,
+    AdapterInfo, ChatMessage, Embedded, EngineStats, GenerationEvent, InferError, LanguageModel,
+    LlmInfo, LlmTask, SamplingParams,
 };
 
 use crate::{Embedder, Engine, EngineConfig, GenerationRequest, ModelPath, TextModel};
@@ -108,8 +108,61 @@ impl LanguageModel for EngineModel {
     ) -> Result<flume::Receiver<GenerationEvent>, InferError> {
         Ok(self.engine.submit(GenerationRequest::new(prompt, params))?)
     }
+    fn generate_with_adapter(
+        &self,
+        adapter: Option<&str>,
+        prompt: String,
+        params: SamplingParams,
+    ) -> Result<flume::Receiver<GenerationEvent>, InferError> {
+        let mut request = GenerationRequest::new(prompt, params);
+        request.adapter = adapter.map(str::to_owned);
+        Ok(self.engine.submit(request)?)
+    }
+    fn adapters(&self) -> Vec<AdapterInfo> {
+        self.engine
+            .adapters()
+            .iter()
+            .map(|a| AdapterInfo {
+                name: a.name.clone(),
+                rank: a.rank,
+                parameters: a.parameters,
+            })
+            .collect()
+    }
+    fn load_adapter(&self, name: &str, dir: &Path) -> Result<bool, InferError> {
+        self.engine.load_adapter(name, dir).map_err(adapter_error)
+    }
+    fn unload_adapter(&self, name: &str) -> bool {
+        self.engine.unload_adapter(name)
+    }
     fn stats(&self) -> Option<EngineStats> {
         Some(self.engine.stats())
+    }
+}
+
+/// The contract's error for a failed adapter load: a bad name is a bad request on its field; a
+/// folder that cannot be read or does not fit the model is a bad request on `path`, with the
+/// whole cause chain (file, field, tensor) in the message.
+fn adapter_error(e: crate::Error) -> InferError {
+    use crate::Error as E;
+    match e {
+        E::InvalidRequest { field, message } => InferError::BadRequest { field, message },
+        e @ (E::Io { .. }
+        | E::Json { .. }
+        | E::Config { .. }
+        | E::MissingFile { .. }
+        | E::MissingTensor { .. }
+        | E::TensorShape { .. }) => {
+            let mut message = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                message.push_str(": ");
+                message.push_str(&c.to_string());
+                cur = c.source();
+            }
+            InferError::bad_request("path", message)
+        }
+        other => other.into(),
     }
 }
 

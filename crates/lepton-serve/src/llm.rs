@@ -50,6 +50,15 @@ impl ServedLlm {
     }
 }
 
+/// What a request's `model` names: a served model, or one of its LoRA adapters.
+pub struct Target {
+    pub served: Arc<ServedLlm>,
+    /// The adapter, when the name was `base:adapter` or a bare adapter name.
+    pub adapter: Option<String>,
+    /// The metrics label: the model's name, or `base:adapter` (bounded by what is loaded).
+    pub label: String,
+}
+
 /// The served language models, by name.
 #[derive(Default)]
 pub struct LlmRegistry {
@@ -93,6 +102,67 @@ impl LlmRegistry {
                 }
             ))
         })
+    }
+
+    /// Resolve a request's `model`: a served model's name; `base:adapter` (an adapter loaded on
+    /// `base`); or a bare adapter name, when exactly one model has an adapter of that name. An
+    /// unknown name is 404 listing the served models and adapters, an ambiguous one 400.
+    pub fn resolve(&self, model: &str) -> Result<Target, ApiError> {
+        let models = self.models.read().expect("llm lock");
+        if let Some(served) = models.get(model) {
+            return Ok(Target {
+                served: served.clone(),
+                adapter: None,
+                label: model.to_owned(),
+            });
+        }
+        let has = |s: &ServedLlm, name: &str| s.model.adapters().iter().any(|a| a.name == name);
+        let found: Vec<(&String, &Arc<ServedLlm>, &str)> = match model.split_once(':') {
+            Some((base, adapter)) => models
+                .get_key_value(base)
+                .filter(|(_, s)| has(s, adapter))
+                .map(|(k, s)| (k, s, adapter))
+                .into_iter()
+                .collect(),
+            None => models
+                .iter()
+                .filter(|(_, s)| has(s, model))
+                .map(|(k, s)| (k, s, model))
+                .collect(),
+        };
+        match found.as_slice() {
+            [(base, served, adapter)] => Ok(Target {
+                served: Arc::clone(served),
+                adapter: Some((*adapter).to_owned()),
+                label: format!("{base}:{adapter}"),
+            }),
+            [] => {
+                let mut names = Vec::new();
+                for (k, s) in models.iter() {
+                    names.push(k.clone());
+                    names.extend(s.model.adapters().iter().map(|a| format!("{k}:{}", a.name)));
+                }
+                Err(ApiError::NotFound(format!(
+                    "model: no language model named '{model}' (served: {})",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )))
+            }
+            several => Err(ApiError::field(
+                "model",
+                format!(
+                    "adapter '{model}' is loaded on several models ({}); name one as base:{model}",
+                    several
+                        .iter()
+                        .map(|(k, _, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
     }
 
     pub fn all(&self) -> Vec<(String, Arc<ServedLlm>)> {

@@ -14,7 +14,7 @@ mod generate_photon;
 mod inspect;
 mod lora;
 mod predict;
-mod run;
+pub(crate) mod run;
 mod runs;
 mod serve;
 mod train;

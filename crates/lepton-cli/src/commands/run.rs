@@ -1,12 +1,43 @@
-//! `lepton run MODEL`: serve one language model (a Hugging Face encoder or Llama folder, or a GGUF
-//! decoder) with the OpenAI-compatible API, on the same server as `lepton serve`. Without
+//! `lepton run MODEL [--lora NAME=PATH ...]`: serve one language model (a Hugging Face encoder or
+//! Llama folder, or a GGUF decoder) with the OpenAI-compatible API, on the same server as
+//! `lepton serve`, with PEFT LoRA adapters that requests pick with `"model": "MODEL:NAME"` or
+//! `"NAME"`. Without
 //! `--config`, the per-request timeout is 300 s instead of 10 s (whole answers take a while on a
 //! small CPU).
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 
 use crate::cli::{RunArgs, ServeArgs};
 use crate::commands::serve;
+
+/// Parse one `--lora NAME=PATH`.
+pub fn parse_lora(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}': expected NAME=PATH (a PEFT adapter folder)"))?;
+    if !lepton_llm::engine::valid_adapter_name(name) {
+        return Err(format!(
+            "'{s}': the adapter name '{name}' must be 1-64 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("'{s}': the adapter path is empty"));
+    }
+    Ok((name.to_owned(), PathBuf::from(path)))
+}
+
+/// The `--lora` adapters, refusing a name given twice.
+fn adapters(lora: &[(String, PathBuf)]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    for (i, (name, _)) in lora.iter().enumerate() {
+        anyhow::ensure!(
+            lora[..i].iter().all(|(n, _)| n != name),
+            "--lora {name}: the adapter name is given twice"
+        );
+    }
+    Ok(lora.to_vec())
+}
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Language models use every core for one forward pass unless told otherwise.
@@ -40,6 +71,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         engine,
         // A whole non-streamed answer can take minutes on a small CPU.
         Some(300_000),
+        adapters(&args.lora)?,
     )
     .context("lepton run")
 }

@@ -31,7 +31,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|p| !is_photon(p))
         .map(|p| Ok((model_name(p)?, p.clone())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    run_with(args, llms, lepton_llm::EngineConfig::default(), None)
+    run_with(
+        args,
+        llms,
+        lepton_llm::EngineConfig::default(),
+        None,
+        Vec::new(),
+    )
 }
 
 /// Serve `args.models` (photons) and the language models `llms` (name, path); without a config
@@ -41,6 +47,7 @@ pub fn run_with(
     llms: Vec<(String, PathBuf)>,
     engine: lepton_llm::EngineConfig,
     timeout_ms: Option<u64>,
+    adapters: Vec<(String, PathBuf)>,
 ) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(p) => ServeConfig::from_file(p).map_err(anyhow::Error::msg)?,
@@ -78,6 +85,14 @@ pub fn run_with(
             let model = tokio::task::spawn_blocking(move || lepton_llm::load_language_model(&p, e))
                 .await?
                 .with_context(|| format!("loading {}", path.display()))?;
+            for (adapter, dir) in &adapters {
+                let (m, a, d) = (model.clone(), adapter.clone(), dir.clone());
+                tokio::task::spawn_blocking(move || m.load_adapter(&a, &d))
+                    .await?
+                    .map_err(|e| anyhow::anyhow!(e.chain()))
+                    .with_context(|| format!("--lora {adapter}={}", dir.display()))?;
+                tracing::info!(model = %name, adapter = %adapter, path = %dir.display(), "adapter loaded");
+            }
             let task = model.info().task.as_str();
             st.inner.llms.insert(&name, model, queue);
             tracing::info!(model = %name, path = %path.display(), task, "language model loaded");

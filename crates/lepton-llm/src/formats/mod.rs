@@ -1,6 +1,8 @@
 //! File formats models are loaded from: GGUF files ([`gguf`]) and Hugging Face folders ([`hf`],
-//! with the safetensors weights of a Llama-family decoder in [`hf_llama`]).
+//! with the safetensors weights of a Llama-family decoder in [`hf_llama`]), and LoRA adapters in
+//! PEFT's folder format ([`peft`]).
 
 pub mod gguf;
 pub mod hf;
 pub mod hf_llama;
+pub mod peft;

@@ -23,7 +23,8 @@ pub struct LoadRequest {
     pub path: String,
 }
 
-fn valid_name(n: &str) -> bool {
+/// Whether `n` can name a model or an adapter (no `:`, which separates them in requests).
+pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.chars()

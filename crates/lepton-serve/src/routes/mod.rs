@@ -3,6 +3,7 @@
 //! ([`browser::browser_checks`]: Origin, Host), then per route its admission [`guard::Policy`]
 //! (token, rate limit, Content-Length, Content-Type) before the handler reads any body byte.
 
+pub mod adapters;
 pub mod admin;
 pub mod body;
 pub mod browser;
@@ -194,6 +195,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/admin/models/{name}",
             delete(admin::unload).route_layer(g(Policy::admin(BodyKind::None))),
+        )
+        .route(
+            "/v1/admin/models/{model}/adapters",
+            post(adapters::load).route_layer(g(Policy::admin(BodyKind::Admin))),
+        )
+        .route(
+            "/v1/admin/models/{model}/adapters/{name}",
+            delete(adapters::unload).route_layer(g(Policy::admin(BodyKind::None))),
         )
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))

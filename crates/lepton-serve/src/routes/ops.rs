@@ -155,11 +155,12 @@ impl utoipa::Modify for Errors {
         crate::routes::v2::live, crate::routes::v2::ready, crate::routes::v2::server_metadata, crate::routes::v2::model_metadata,
         crate::routes::v2::model_ready, crate::routes::v2::infer,
         crate::routes::admin::load, crate::routes::admin::unload,
+        crate::routes::adapters::load, crate::routes::adapters::unload,
         crate::routes::openai::embeddings::embeddings, crate::routes::openai::completions::completions,
         crate::routes::openai::chat::chat_completions,
         healthz, readyz, metrics, openapi, docs
     ),
-    components(schemas(ErrorBody, crate::routes::v1::PredictRequest, crate::routes::v1::PredictResponse, crate::routes::v1::Prediction, crate::routes::v1::Scored, crate::routes::admin::LoadRequest,
+    components(schemas(ErrorBody, crate::routes::v1::PredictRequest, crate::routes::v1::PredictResponse, crate::routes::v1::Prediction, crate::routes::v1::Scored, crate::routes::admin::LoadRequest, crate::routes::adapters::AdapterRequest,
         crate::routes::openai::embeddings::EmbeddingRequest, crate::routes::openai::embeddings::EmbeddingInput,
         crate::routes::openai::params::GenerationBody, crate::routes::openai::params::Message, crate::routes::openai::params::Content,
         crate::routes::openai::params::ContentPart, crate::routes::openai::params::Stop, crate::routes::openai::params::StreamOptions, crate::routes::generate::GenerateRequest)),

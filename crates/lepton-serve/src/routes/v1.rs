@@ -232,6 +232,15 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, A
                          "task": i.task.as_str(), "context_length": i.context_length,
                          "dimensions": (i.dimensions > 0).then_some(i.dimensions)}),
         );
+        // LoRA adapters, as vLLM lists them: their own id, `parent` the base model.
+        for a in s.model.adapters() {
+            data.push(
+                json!({"id": a.name, "object": "model", "created": i.created,
+                             "owned_by": "lepton", "parent": name, "root": name,
+                             "task": i.task.as_str(), "context_length": i.context_length,
+                             "lora_rank": a.rank, "parameters": a.parameters}),
+            );
+        }
     }
     Ok(Json(json!({"object": "list", "data": data})))
 }

@@ -8,6 +8,7 @@ mod bad_input;
 mod deploy;
 mod explain;
 mod hf_folder;
+mod lora;
 mod openai;
 mod openai_errors;
 mod text;

@@ -28,10 +28,12 @@
 //! logits are bit-identical batched or alone.
 
 pub mod arch;
+pub mod lora;
 pub mod ops;
 pub mod weights;
 
 pub use crate::runtime::kv_cache::KvCache;
+pub use lora::Lora;
 pub use weights::WeightSource;
 
 use std::cell::RefCell;
@@ -39,6 +41,7 @@ use std::cell::RefCell;
 use crate::runtime::pool::{split, Pool};
 
 use crate::gguf::LlamaConfig;
+use crate::peft::LoraModule;
 use crate::quant::QMatrix;
 use crate::{Error, Result};
 use arch::{FfnActivation, RopeMode};
@@ -89,6 +92,8 @@ pub struct Scratch {
     q8: Vec<u8>,
     /// RoPE `(sin, cos)` per row, `head_dim / 2` each.
     rope: Vec<(f32, f32)>,
+    /// A LoRA row's `A x` (see [`lora`]).
+    lora_t: Vec<f32>,
 }
 
 fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -239,7 +244,35 @@ impl Llama {
         scratch: &mut Scratch,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
+        self.forward_with(steps, &[], scratch, logits)
+    }
+
+    /// [`Llama::forward`] with a LoRA adapter per step (`adapters[i]` for `steps[i]`; an empty
+    /// slice: none). Rows of steps without an adapter are computed exactly as by `forward`.
+    pub fn forward_with(
+        &self,
+        steps: &mut [Step<'_>],
+        adapters: &[Option<&Lora>],
+        scratch: &mut Scratch,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let c = &self.config;
+        if !adapters.is_empty() && adapters.len() != steps.len() {
+            return Err(Error::InvalidRequest {
+                field: "adapter",
+                message: format!(
+                    "{} adapters given for {} sequences",
+                    adapters.len(),
+                    steps.len()
+                ),
+            });
+        }
+        if adapters.iter().flatten().any(|l| !l.fits(c)) {
+            return Err(Error::InvalidRequest {
+                field: "adapter",
+                message: format!("an adapter was made for another base model than {}", c.name),
+            });
+        }
         let ap = &c.arch;
         let (hd, d) = (c.hidden_size, c.head_dim);
         let kvd = c.num_kv_heads * d;
@@ -281,7 +314,19 @@ impl Llama {
             last,
             q8,
             rope,
+            lora_t,
         } = scratch;
+        let lora_steps: Vec<_> = (0..steps.len())
+            .map(|si| {
+                let (r0, n, _) = spans[si];
+                (adapters.get(si).copied().flatten(), r0..r0 + n)
+            })
+            .collect();
+        let mut lora = lora::Apply {
+            steps: &lora_steps,
+            t: lora_t,
+        };
+        let adapted = lora.any();
         // The rotary angles of every row's position, once for all layers: the global base, then
         // (with local layers) the local base.
         let half = d / 2;
@@ -320,6 +365,14 @@ impl Llama {
                 ops::rms_norm(xr, &layer.attn_norm, c.rms_norm_eps, hr);
             }
             matmul_parts(&layer.qkv, h, qkv, q8);
+            if adapted {
+                let qkv_parts = [
+                    (LoraModule::QProj, 0),
+                    (LoraModule::KProj, qd),
+                    (LoraModule::VProj, qd + kvd),
+                ];
+                lora.add(li, &qkv_parts, h, hd, qkv, qkv_w);
+            }
             let is_local = ap.is_local(li);
             let rope_fn = match ap.rope {
                 RopeMode::Interleaved => ops::rope_apply,
@@ -393,6 +446,9 @@ impl Llama {
                 });
             });
             layer.wo.matmul(att, h, q8);
+            if adapted {
+                lora.add(li, &[(LoraModule::OProj, 0)], att, qd, h, hd);
+            }
             if let Some(w) = &layer.post_attn_norm {
                 ops::rms_norm_rows(h, w, c.rms_norm_eps);
             }
@@ -403,6 +459,10 @@ impl Llama {
                 ops::rms_norm(xr, &layer.ffn_norm, c.rms_norm_eps, hr);
             }
             matmul_parts(&layer.gate_up, h, gu, q8);
+            if adapted {
+                let gu_parts = [(LoraModule::GateProj, 0), (LoraModule::UpProj, ff)];
+                lora.add(li, &gu_parts, h, hd, gu, 2 * ff);
+            }
             let gu_ref: &[f32] = gu;
             let act_ptr = SendPtr(act.as_mut_ptr());
             pool.run(&|part| {
@@ -425,6 +485,9 @@ impl Llama {
                 }
             });
             layer.down.matmul(act, h, q8);
+            if adapted {
+                lora.add(li, &[(LoraModule::DownProj, 0)], act, ff, h, hd);
+            }
             if let Some(w) = &layer.post_ffn_norm {
                 ops::rms_norm_rows(h, w, c.rms_norm_eps);
             }

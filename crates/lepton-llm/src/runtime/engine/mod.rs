@@ -68,13 +68,17 @@
 
 pub use lepton_infer::{EngineStats, FinishReason, GenerationEvent, Timings, Usage};
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+mod adapters;
 mod prefix_cache;
 mod scheduler;
+
+pub use adapters::{valid_adapter_name, Adapter, MAX_ADAPTERS};
 
 use self::scheduler::Scheduler;
 use crate::models::text_model::TextModel;
@@ -162,6 +166,8 @@ pub struct GenerationRequest {
     /// The client did not give `max_tokens`: the engine's
     /// [`EngineConfig::default_max_tokens`] replaces `params.max_tokens`. Default false.
     pub default_max_tokens: bool,
+    /// The LoRA adapter to run under ([`Engine::load_adapter`]); `None` (the default): the base.
+    pub adapter: Option<String>,
 }
 
 impl GenerationRequest {
@@ -171,7 +177,14 @@ impl GenerationRequest {
             prompt: prompt.into(),
             params,
             default_max_tokens: false,
+            adapter: None,
         }
+    }
+
+    /// Run under the adapter loaded as `name` (see [`Engine::load_adapter`]).
+    pub fn with_adapter(mut self, name: impl Into<String>) -> Self {
+        self.adapter = Some(name.into());
+        self
     }
 
     /// The client gave no `max_tokens`: use the engine's default (see the module docs).
@@ -188,6 +201,15 @@ struct Job {
     submitted: Instant,
     /// Held back once to reuse the prefill of a sequence admitted in the same step.
     deferred: bool,
+    /// The adapter it runs under, held until it finishes.
+    adapter: Option<Arc<Adapter>>,
+}
+
+impl Job {
+    /// The prefix-cache key: 0 for the base, else the adapter's id.
+    fn prefix_key(&self) -> u64 {
+        self.adapter.as_ref().map_or(0, |a| a.id)
+    }
 }
 
 struct Shared {
@@ -210,6 +232,7 @@ pub struct Engine {
     queue: Option<flume::Sender<Job>>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    adapters: adapters::Adapters,
 }
 
 impl Engine {
@@ -239,6 +262,7 @@ impl Engine {
             queue: Some(tx),
             shared,
             thread: Some(thread),
+            adapters: Default::default(),
         })
     }
 
@@ -248,6 +272,24 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Read the PEFT adapter folder `dir` (checked against this model: every tensor's shape, the
+    /// targeted modules, the layer count) and register it as `name`, replacing an adapter of that
+    /// name (requests running under the old one finish with it). Returns whether one was
+    /// replaced. Reads the files: call it from a blocking thread.
+    pub fn load_adapter(&self, name: &str, dir: &Path) -> Result<bool> {
+        self.adapters.load(name, dir, self.model.llama().config())
+    }
+
+    /// Unregister adapter `name` (running requests finish with it); whether it was loaded.
+    pub fn unload_adapter(&self, name: &str) -> bool {
+        self.adapters.unload(name)
+    }
+
+    /// The loaded adapters, by name.
+    pub fn adapters(&self) -> Vec<Arc<Adapter>> {
+        self.adapters.all()
     }
 
     /// A snapshot; `queue_depth` counts requests in the channel plus those the scheduler holds
@@ -273,6 +315,10 @@ impl Engine {
                 .min(self.config.max_tokens_limit);
         }
         params.validate()?;
+        let adapter = match &request.adapter {
+            Some(name) => Some(self.adapters.get(name)?),
+            None => None,
+        };
         let prompt = self.model.tokenize(&request.prompt)?;
         if prompt.is_empty() {
             return Err(Error::InvalidRequest {
@@ -314,6 +360,7 @@ impl Engine {
             events,
             submitted: Instant::now(),
             deferred: false,
+            adapter,
         };
         let queue = self.queue.as_ref().ok_or(Error::EngineStopped)?;
         match queue.try_send(job) {

@@ -128,6 +128,13 @@ impl Scheduler {
             // One forward pass over every sequence.
             let started = Instant::now();
             let result = {
+                // Each sequence's adapter (none when no sequence has one: the base path).
+                let held: Vec<_> = if self.active.iter().any(|s| s.job.adapter.is_some()) {
+                    self.active.iter().map(|s| s.job.adapter.clone()).collect()
+                } else {
+                    Vec::new()
+                };
+                let adapters: Vec<_> = held.iter().map(|a| a.as_deref().map(|a| &a.lora)).collect();
                 let mut steps: Vec<Step<'_>> = self
                     .active
                     .iter_mut()
@@ -138,7 +145,7 @@ impl Scheduler {
                     .collect();
                 self.model
                     .llama()
-                    .forward(&mut steps, &mut scratch, &mut logits)
+                    .forward_with(&mut steps, &adapters, &mut scratch, &mut logits)
             };
             {
                 let mut st = self.shared.stats();
@@ -164,7 +171,7 @@ impl Scheduler {
                 if self.active[i].first_token.is_none() {
                     // Just prefilled: the prompt is in the cache.
                     let s = &self.active[i];
-                    store_prefix(&mut self.prefixes, &s.job.prompt, &s.cache);
+                    store_prefix(&mut self.prefixes, &s.job, &s.job.prompt, &s.cache);
                 }
                 let outcome = self.advance(i, sampled[row]);
                 row += 1;
@@ -173,7 +180,8 @@ impl Scheduler {
                     Outcome::Finished | Outcome::Cancelled => {
                         let s = self.active.remove(i);
                         if matches!(outcome, Outcome::Finished) {
-                            store_prefix(&mut self.prefixes, &s.tokens[..s.cache.len()], &s.cache);
+                            let done = &s.tokens[..s.cache.len()];
+                            store_prefix(&mut self.prefixes, &s.job, done, &s.cache);
                         }
                         self.kv_used -= s.cache.capacity();
                         if matches!(outcome, Outcome::Cancelled) {
@@ -248,13 +256,17 @@ impl Scheduler {
             }
             match head {
                 Waiting::New(mut job) => {
-                    let stored = self.prefixes.lookup(&job.prompt).map_or(0, |(n, _)| n);
+                    let key = job.prefix_key();
+                    let stored = self.prefixes.lookup(key, &job.prompt).map_or(0, |(n, _)| n);
                     let prefilling = self
                         .active
                         .iter()
                         .filter(|s| s.first_token.is_none())
-                        .map(|s| s.job.prompt.as_slice());
-                    if !job.deferred && self.prefixes.worth_waiting(&job.prompt, stored, prefilling)
+                        .map(|s| (s.job.prefix_key(), s.job.prompt.as_slice()));
+                    if !job.deferred
+                        && self
+                            .prefixes
+                            .worth_waiting(key, &job.prompt, stored, prefilling)
                     {
                         job.deferred = true;
                         deferred.push(job);
@@ -292,7 +304,7 @@ impl Scheduler {
         s.cache = self.model.llama().new_cache(reserve);
         s.since_admit = 0;
         let mut reused = 0;
-        if let Some((n, entry)) = self.prefixes.lookup(&s.tokens) {
+        if let Some((n, entry)) = self.prefixes.lookup(s.job.prefix_key(), &s.tokens) {
             match s.cache.copy_prefix_from(entry, n) {
                 Ok(()) => reused = n,
                 Err(e) => tracing::error!(error = %e, "prefix cache copy failed"),
@@ -486,8 +498,8 @@ impl Scheduler {
 
 /// Keep `tokens` (the first `tokens.len()` positions of `cache`) for reuse; a failure only costs
 /// the reuse, so it is logged.
-fn store_prefix(store: &mut PrefixCache, tokens: &[u32], cache: &KvCache) {
-    if let Err(e) = store.insert(tokens, cache) {
+fn store_prefix(store: &mut PrefixCache, job: &Job, tokens: &[u32], cache: &KvCache) {
+    if let Err(e) = store.insert(job.prefix_key(), tokens, cache) {
         tracing::error!(error = %e, "prefix cache insert failed");
     }
 }

@@ -21,12 +21,14 @@ pub async fn chat_completions(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: GenerationBody = parse_request(&state, body, "/v1/chat/completions").await?;
-    let served = state.inner.llms.get(&req.model)?;
-    let model = req.model.clone();
-    let r = validate(&state, req, Endpoint::Chat, &served).await;
+    let target = state.inner.llms.resolve(&req.model)?;
+    let r = validate(&state, req, Endpoint::Chat, &target.served).await;
     let r = match r {
-        Ok(valid) => stream::respond(state, served, valid, Endpoint::Chat).await,
+        Ok(mut valid) => {
+            valid.adapter = target.adapter.clone();
+            stream::respond(state, target.served, valid, Endpoint::Chat).await
+        }
         Err(e) => Err(e),
     };
-    Ok(labelled(&model, r))
+    Ok(labelled(&target.label, r))
 }

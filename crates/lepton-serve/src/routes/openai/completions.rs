@@ -17,12 +17,14 @@ use crate::state::AppState;
     security(("bearer" = [])))]
 pub async fn completions(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: GenerationBody = parse_request(&state, body, "/v1/completions").await?;
-    let served = state.inner.llms.get(&req.model)?;
-    let model = req.model.clone();
-    let r = validate(&state, req, Endpoint::Completions, &served).await;
+    let target = state.inner.llms.resolve(&req.model)?;
+    let r = validate(&state, req, Endpoint::Completions, &target.served).await;
     let r = match r {
-        Ok(valid) => stream::respond(state, served, valid, Endpoint::Completions).await,
+        Ok(mut valid) => {
+            valid.adapter = target.adapter.clone();
+            stream::respond(state, target.served, valid, Endpoint::Completions).await
+        }
         Err(e) => Err(e),
     };
-    Ok(labelled(&model, r))
+    Ok(labelled(&target.label, r))
 }

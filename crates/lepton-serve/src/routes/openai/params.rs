@@ -70,7 +70,8 @@ impl Message {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerationBody {
-    /// A served text-generation model (see `GET /v1/models`).
+    /// A served text-generation model, or one of its LoRA adapters as `base:adapter` or
+    /// `adapter` (see `GET /v1/models`).
     pub model: String,
     /// `/v1/completions`: the prompt (a string, or an array holding one string).
     #[schema(value_type = Option<String>)]
@@ -133,6 +134,8 @@ pub struct GenerationBody {
 #[derive(Debug, Clone)]
 pub struct ValidGeneration {
     pub model: String,
+    /// The LoRA adapter the request named (`"base:name"` or `"name"`); set by the route.
+    pub adapter: Option<String>,
     pub prompt: String,
     pub params: SamplingParams,
     pub stream: bool,
@@ -393,6 +396,7 @@ impl GenerationBody {
         };
         Ok(ValidGeneration {
             model: self.model,
+            adapter: None,
             prompt,
             params: SamplingParams {
                 temperature,

@@ -101,9 +101,9 @@ pub async fn respond(
     );
     let deadline = tokio::time::Instant::now() + timeout;
     let model = Arc::clone(&served.model);
-    let (prompt, params) = (v.prompt, v.params);
+    let (prompt, params, adapter) = (v.prompt, v.params, v.adapter);
     let rx = offload::run(&state, "queueing the generation", move || {
-        model.generate(prompt, params)
+        model.generate_with_adapter(adapter.as_deref(), prompt, params)
     })
     .await?
     .map_err(api_error)?;

@@ -1,0 +1,190 @@
+//! `lepton run BASE --lora NAME=PATH`: adapters served from the start (issue 15), and bad
+//! `--lora` values refused with the option named. Uses SmolLM2 from `$LEPTON_MODELS` (default
+//! `~/.cache/lepton-assets/models`, filled by `scripts/fetch-assets.sh models`).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lepton_llm::peft::{LoraModule, LoraPair, PeftAdapter, PeftConfig};
+
+use crate::support::{lepton, s};
+
+fn smollm2() -> PathBuf {
+    let root = match (
+        std::env::var_os("LEPTON_MODELS"),
+        std::env::var_os("LEPTON_ASSETS"),
+    ) {
+        (Some(m), _) => PathBuf::from(m),
+        (None, Some(a)) => PathBuf::from(a).join("models"),
+        (None, None) => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache/lepton-assets/models"),
+    };
+    let p = root.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `scripts/fetch-assets.sh models`",
+        p.display()
+    );
+    p
+}
+
+/// A `lepton run` child process, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn bad_lora_values_are_refused_naming_the_option() {
+    let model = smollm2();
+    let r = lepton(&["run", s(&model), "--lora", "no-equals-sign"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--lora") && r.stderr.contains("NAME=PATH"),
+        "{}",
+        r.stderr
+    );
+    let r = lepton(&["run", s(&model), "--lora", "a:b=x"]);
+    assert!(
+        r.code != 0 && r.stderr.contains("adapter name 'a:b'"),
+        "{}",
+        r.stderr
+    );
+    let r = lepton(&["run", s(&model), "--lora", "a=x", "--lora", "a=y"]);
+    assert!(
+        r.code != 0 && r.stderr.contains("given twice"),
+        "{}",
+        r.stderr
+    );
+    // A folder that is not an adapter: refused at start, naming the option and the file.
+    let dir = tempfile::tempdir().unwrap();
+    let arg = format!("one={}", dir.path().display());
+    let r = lepton(&["run", s(&model), "--lora", &arg, "--listen", "127.0.0.1:0"]);
+    assert!(
+        r.code != 0 && r.stderr.contains("--lora one=") && r.stderr.contains("adapter_config.json"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn run_serves_lora_adapters_given_at_start() {
+    let model = smollm2();
+    let config = lepton_llm::TextModel::load(&model)
+        .unwrap()
+        .llama()
+        .config()
+        .clone();
+    let dir = tempfile::tempdir().unwrap();
+    let adapter_dir = dir.path().join("one");
+    let mut pairs = BTreeMap::new();
+    let mut state = 5u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    for layer in 0..config.num_layers {
+        let (i, o) = LoraModule::VProj.features(&config);
+        let a = (0..4 * i).map(|_| next()).collect();
+        let b = (0..o * 4).map(|_| 0.1 * next()).collect();
+        pairs.insert(
+            (layer, LoraModule::VProj),
+            LoraPair {
+                a,
+                b,
+                rank: 4,
+                in_features: i,
+                out_features: o,
+            },
+        );
+    }
+    PeftAdapter::new(
+        PeftConfig::new(4, 8.0, &[LoraModule::VProj]),
+        pairs,
+        &config,
+    )
+    .unwrap()
+    .save(&adapter_dir)
+    .unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let lora = format!("one={}", adapter_dir.display());
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_lepton"))
+            .args([
+                "run",
+                s(&model),
+                "--name",
+                "smol",
+                "--lora",
+                &lora,
+                "--listen",
+                &listen,
+            ])
+            .env_remove("LEPTON_TOKENS")
+            .env("LEPTON_THREADS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://{listen}");
+    let started = Instant::now();
+    while ureq::get(&format!("{base}/readyz")).call().is_err() {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            let mut err = String::new();
+            server
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("lepton run exited ({status}): {err}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let models: serde_json::Value = ureq::get(&format!("{base}/v1/models"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let one = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "one")
+        .unwrap_or_else(|| panic!("{models}"));
+    assert_eq!(one["parent"], "smol");
+    let complete = |model: &str| -> String {
+        let body = serde_json::json!({"model": model, "prompt": "The sea is", "max_tokens": 6, "temperature": 0});
+        let v: serde_json::Value = ureq::post(&format!("{base}/v1/completions"))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        v["choices"][0]["text"].as_str().unwrap().to_owned()
+    };
+    assert_ne!(complete("smol:one"), complete("smol"));
+}
