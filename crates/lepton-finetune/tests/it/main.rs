@@ -1,6 +1,7 @@
 //! The integration tests of lepton-finetune.
 
 mod bad_input;
+mod examples;
 mod golden;
 mod gradients;
 mod support;
