@@ -8,6 +8,10 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # The dashboard's browser test (lepton-track) drives Debian's Chromium through chromedriver.
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# Data-parallel training (the optional `distributed` feature): Open MPI, and clang for rsmpi's bindgen.
+command -v mpirun >/dev/null || need_apt+=(openmpi-bin)
+dpkg -s libopenmpi-dev >/dev/null 2>&1 || need_apt+=(libopenmpi-dev)
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev clang)
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         apt-get update -qq

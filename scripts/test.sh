@@ -15,3 +15,6 @@ python3 scripts/check-import-cycles.py
 # Pretrained models for lepton-llm's tests (pinned, cached; the tests fail without them).
 scripts/fetch-assets.sh models >/dev/null
 cargo test --workspace --locked
+# Data-parallel training over Open MPI (the optional `distributed` feature: 2 ranks under mpirun).
+cargo clippy -p lepton-cli -p lepton-dist --features lepton-cli/distributed --all-targets --locked -- -D warnings
+cargo test -p lepton-cli --features distributed --locked --test it distributed
