@@ -20,3 +20,11 @@ pub struct RouteLabels {
 pub struct ModelLabels {
     pub model: String,
 }
+
+/// A served model and an explanation method (bounded: the methods are a fixed set, anything
+/// else is refused before it is timed).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExplainLabels {
+    pub model: String,
+    pub method: String,
+}

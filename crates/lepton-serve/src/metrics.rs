@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-pub use crate::metric_labels::{ModelLabels, RequestLabels, RouteLabels};
+pub use crate::metric_labels::{ExplainLabels, ModelLabels, RequestLabels, RouteLabels};
 
 pub struct Metrics {
     registry: Registry,
@@ -19,6 +19,7 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     batch_size: Family<ModelLabels, Histogram>,
     inference: Family<ModelLabels, Histogram>,
+    explanation: Family<ExplainLabels, Histogram>,
     queue: Family<ModelLabels, Gauge>,
     workers: Family<ModelLabels, Gauge>,
     load_seconds: Family<ModelLabels, Gauge<f64, AtomicU64>>,
@@ -50,6 +51,9 @@ impl Metrics {
         });
         let inference = Family::<ModelLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.00005, 2.0, 18))
+        });
+        let explanation = Family::<ExplainLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 20))
         });
         let queue = Family::<ModelLabels, Gauge>::default();
         let workers = Family::<ModelLabels, Gauge>::default();
@@ -84,6 +88,11 @@ impl Metrics {
             "Time of one batched forward pass",
             inference.clone(),
         );
+        registry.register(
+            "explanation_duration_seconds",
+            "Compute time of one explanation (all its forward and backward passes)",
+            explanation.clone(),
+        );
         registry.register("queue_depth", "Samples waiting for a worker", queue.clone());
         registry.register(
             "workers",
@@ -113,6 +122,7 @@ impl Metrics {
             latency,
             batch_size,
             inference,
+            explanation,
             queue,
             workers,
             load_seconds,
@@ -151,6 +161,15 @@ impl Metrics {
         };
         self.batch_size.get_or_create(&l).observe(samples as f64);
         self.inference.get_or_create(&l).observe(seconds);
+    }
+
+    pub fn observe_explanation(&self, model: &str, method: &str, seconds: f64) {
+        self.explanation
+            .get_or_create(&ExplainLabels {
+                model: model.into(),
+                method: method.into(),
+            })
+            .observe(seconds);
     }
 
     pub fn set_queue(&self, model: &str, depth: i64) {

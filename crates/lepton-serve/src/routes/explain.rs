@@ -80,7 +80,8 @@ pub async fn explain(
         for k in DATA_FIELDS {
             request.remove(k);
         }
-        backend
+        let started = std::time::Instant::now();
+        let answer = backend
             .explain(
                 &features,
                 &background,
@@ -92,7 +93,15 @@ pub async fn explain(
                     field: "inputs", ..
                 } => input_error("inputs", e),
                 other => api_error(other),
-            })
+            })?;
+        // Timed per model and method, as predict's forward passes are; the method label is the
+        // backend's own name for it (a fixed set), never the request's text.
+        if let Some(method) = answer.get("method").and_then(Value::as_str) {
+            st.inner
+                .metrics
+                .observe_explanation(&model, method, started.elapsed().as_secs_f64());
+        }
+        Ok(answer)
     })
     .await??;
     Ok(Json(json!({ "model": name, "explanation": answer })))

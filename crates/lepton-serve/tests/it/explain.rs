@@ -143,6 +143,25 @@ async fn explain_answers_with_complete_integrated_gradients_behind_the_predict_t
             36
         );
     }
+    // Explanations are timed per model and method beside the request counters predict has.
+    let (_, _, body) = send(&state, json_req("GET", "/metrics", "", None)).await;
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains(
+            "lepton_explanation_duration_seconds_count{model=\"img\",method=\"integrated-gradients\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "lepton_explanation_duration_seconds_count{model=\"img\",method=\"occlusion\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("lepton_requests_total{model=\"img\",route=\"/v1/models/{name}/explain\",status=\"200\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
