@@ -492,7 +492,7 @@ pub struct RunArgs {
     pub max_tokens_limit: usize,
     /// A PEFT LoRA adapter folder to serve over the model as NAME (repeatable); requests pick it
     /// with `"model": "MODEL:NAME"` or `"NAME"`.
-    #[arg(long = "lora", value_name = "NAME=PATH", value_parser = crate::commands::run::parse_lora)]
+    #[arg(long = "lora", value_name = "NAME=PATH", value_parser = parse_lora)]
     pub lora: Vec<(String, PathBuf)>,
 }
 
@@ -650,4 +650,20 @@ fn parse_rule(s: &str) -> Result<lepton_explain::Rule, String> {
         "trapezoid" => Ok(lepton_explain::Rule::Trapezoid),
         other => Err(format!("'{other}' (gauss-legendre or trapezoid)")),
     }
+}
+
+/// Parse one `--lora NAME=PATH`.
+fn parse_lora(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}': expected NAME=PATH (a PEFT adapter folder)"))?;
+    if !lepton_llm::engine::valid_adapter_name(name) {
+        return Err(format!(
+            "'{s}': the adapter name '{name}' must be 1-64 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("'{s}': the adapter path is empty"));
+    }
+    Ok((name.to_owned(), PathBuf::from(path)))
 }

@@ -14,7 +14,7 @@ mod generate_photon;
 mod inspect;
 mod lora;
 mod predict;
-pub(crate) mod run;
+mod run;
 mod runs;
 mod serve;
 mod train;
@@ -35,6 +35,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd, mode),
         Command::Cv(args) => cv::run(args, mode),
         Command::Tune(args) => tune::run(args, mode, cli.global.threads),
+        // One rank of a data-parallel job (the `distributed` feature; a clear error without it).
+        Command::Train(args) if args.distributed => train_distributed::run(args, mode),
         Command::Train(args) => train::run(args, mode),
         Command::Eval(args) => eval::run(args, mode),
         Command::Predict(args) => predict::run(args, mode),

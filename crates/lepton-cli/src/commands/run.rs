@@ -12,22 +12,6 @@ use anyhow::Context;
 use crate::cli::{RunArgs, ServeArgs};
 use crate::commands::serve;
 
-/// Parse one `--lora NAME=PATH`.
-pub fn parse_lora(s: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) = s
-        .split_once('=')
-        .ok_or_else(|| format!("'{s}': expected NAME=PATH (a PEFT adapter folder)"))?;
-    if !lepton_llm::engine::valid_adapter_name(name) {
-        return Err(format!(
-            "'{s}': the adapter name '{name}' must be 1-64 letters, digits, '-', '_' or '.'"
-        ));
-    }
-    if path.is_empty() {
-        return Err(format!("'{s}': the adapter path is empty"));
-    }
-    Ok((name.to_owned(), PathBuf::from(path)))
-}
-
 /// The `--lora` adapters, refusing a name given twice.
 fn adapters(lora: &[(String, PathBuf)]) -> anyhow::Result<Vec<(String, PathBuf)>> {
     for (i, (name, _)) in lora.iter().enumerate() {

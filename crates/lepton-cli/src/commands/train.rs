@@ -11,9 +11,6 @@ use crate::progress::Progress;
 
 pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
     crate::tuning::for_compute();
-    if args.distributed {
-        return super::train_distributed::run(args, mode);
-    }
     let mut progress = Progress::new(mode);
     let summary = if let Some(dir) = &args.resume {
         lepton_train::resume(dir, &mut progress)

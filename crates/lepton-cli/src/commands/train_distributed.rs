@@ -17,6 +17,7 @@ pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
     use lepton_dist::{DataParallel, MpiComm};
     use lepton_train::{NoopObserver, Observer};
 
+    crate::tuning::for_compute();
     let comm = MpiComm::init().context("starting the MPI rank")?;
     let rank = lepton_dist::Communicator::rank(&comm);
     let world = lepton_dist::Communicator::world(&comm);
