@@ -146,6 +146,8 @@ mod tests {
             name: id.into(),
             kind: kind.into(),
             status,
+            marker: None,
+            error: None,
             epochs: 1,
             epochs_planned: None,
             steps: 1,

@@ -2,9 +2,10 @@
 //! summary the tables and the dashboard show: name, model kind, status, epochs, best metric, time,
 //! size.
 //!
-//! Status: `done` when `report.json` (the final evaluation, written last) exists; `running` when
-//! not and `metrics.jsonl` changed within [`RUNNING_WINDOW`]; `failed` otherwise (the process ended
-//! before its final evaluation). The trainer writes no explicit status file, so this is inferred.
+//! Status: the trainer's `status.json` (`running`, `done`, or `failed` with the error) when it says
+//! `done` or `failed`; else `done` when `report.json` (the final evaluation, written last) exists;
+//! `running` when `metrics.jsonl` changed within [`RUNNING_WINDOW`]; `failed` otherwise (a process
+//! killed before its final evaluation leaves `running` in `status.json`, and its files go quiet).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -20,7 +21,7 @@ pub const RUNNING_WINDOW: Duration = Duration::from_secs(120);
 pub const FILE_BUDGET: u64 = 32 << 20;
 
 /// Where a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Running,
@@ -31,8 +32,14 @@ pub enum Status {
 impl Status {
     /// `done` with a final report; else `running` when `metrics.jsonl` changed (`updated`)
     /// within [`RUNNING_WINDOW`]; else `failed`.
-    pub fn infer(has_report: bool, updated: Option<SystemTime>) -> Status {
-        if has_report {
+    ///
+    /// `marker` is what the trainer's `status.json` says, if anything: its `done` and `failed`
+    /// are final; its `running` still goes quiet like a run without the file (a killed process
+    /// cannot write `failed`).
+    pub fn infer(has_report: bool, updated: Option<SystemTime>, marker: Option<Status>) -> Status {
+        if marker == Some(Status::Failed) {
+            Status::Failed
+        } else if has_report || marker == Some(Status::Done) {
             Status::Done
         } else if updated.is_some_and(|t| age(t) < RUNNING_WINDOW) {
             Status::Running
@@ -69,6 +76,12 @@ pub struct RunInfo {
     /// `mlp`, `cnn`, `lstm`, `transformer`, ... from the spec's layer types.
     pub kind: String,
     pub status: Status,
+    /// What the trainer's `status.json` says (absent for runs made before it was written).
+    #[serde(skip)]
+    pub marker: Option<Status>,
+    /// The error a failed run recorded in `status.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Epochs finished (epoch lines in `metrics.jsonl`).
     pub epochs: u64,
     /// `train.epochs` of the spec.
@@ -138,13 +151,25 @@ impl Run {
             .and_then(best_from_json)
             .or_else(|| best_from_metrics(&metrics, spec.as_ref()));
         let updated = mtime(&metrics_path).or_else(|| mtime(&spec_path));
-        let status = Status::infer(report.is_some(), updated);
+        let status_json = read_json_warn(&path.join("status.json"), &mut warnings);
+        let marker = status_json
+            .as_ref()
+            .and_then(|s| s.get("state"))
+            .and_then(|s| serde_json::from_value::<Status>(s.clone()).ok());
+        let error = status_json
+            .as_ref()
+            .and_then(|s| s.get("error"))
+            .and_then(|e| e.as_str())
+            .map(str::to_owned);
+        let status = Status::infer(report.is_some(), updated, marker);
         let info = RunInfo {
             id: id.to_owned(),
             path: path.to_path_buf(),
             name,
             kind: spec.as_ref().map_or_else(|| "?".into(), model_kind),
             status,
+            marker,
+            error,
             epochs: metrics.epochs.len() as u64,
             epochs_planned: spec
                 .as_ref()
@@ -350,6 +375,34 @@ epochs = 3
         assert_eq!(info.best.as_ref().unwrap().value, 0.5);
         assert_eq!(info.train_seconds, 3.5);
         assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+    }
+
+    #[test]
+    fn status_json_failed_is_final_and_carries_the_error() {
+        let dir = run_dir();
+        // Fresh metrics would say "running"; the trainer's own word wins.
+        std::fs::write(
+            dir.path().join("status.json"),
+            r#"{"state":"failed","pid":1,"updated":0,"error":"reading data/t.csv: not found"}"#,
+        )
+        .unwrap();
+        let info = Run::read(dir.path(), "tiny").unwrap().info;
+        assert_eq!(info.status, Status::Failed);
+        assert_eq!(info.error.as_deref(), Some("reading data/t.csv: not found"));
+        // "running" in the file still goes quiet like a run without it (a killed process).
+        std::fs::write(
+            dir.path().join("status.json"),
+            r#"{"state":"running","pid":1,"updated":0,"error":null}"#,
+        )
+        .unwrap();
+        let info = Run::read(dir.path(), "tiny").unwrap().info;
+        assert_eq!(info.status, Status::Running);
+        let old = SystemTime::now() - RUNNING_WINDOW - Duration::from_secs(1);
+        assert_eq!(Status::infer(false, Some(old), info.marker), Status::Failed);
+        assert_eq!(
+            Status::infer(false, Some(old), Some(Status::Done)),
+            Status::Done
+        );
     }
 
     #[test]

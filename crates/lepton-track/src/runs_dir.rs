@@ -33,13 +33,14 @@ pub struct RunsDir {
 /// Size and modification time of the files a run summary is made of.
 type Fingerprint = Vec<Option<(u64, SystemTime)>>;
 
-const SUMMARY_FILES: [&str; 6] = [
+const SUMMARY_FILES: [&str; 7] = [
     "spec.toml",
     "metrics.jsonl",
     "best.json",
     "report.json",
     "model.photon",
     "best.safetensors",
+    "status.json",
 ];
 
 fn fingerprint(dir: &Path) -> Fingerprint {
@@ -105,7 +106,7 @@ impl RunsDir {
                     let mut info = info.clone();
                     // Time alone turns a quiet "running" run into "failed".
                     let updated = print[1].or(print[0]).map(|(_, t)| t);
-                    info.status = Status::infer(print[3].is_some(), updated);
+                    info.status = Status::infer(print[3].is_some(), updated, info.marker);
                     runs.push(info);
                     continue;
                 }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::evaluate;
 use crate::language_model;
 use crate::observer::{Event, Observer};
-use crate::run_dir::{LogStart, MetricsLog, RunDir, RunFiles};
+use crate::run_dir::{LogStart, MetricsLog, RunDir, RunFiles, RunStatus};
 use crate::spec::Spec;
 use crate::summary::RunSummary;
 use crate::trainer::Session;
@@ -108,29 +108,32 @@ pub fn resume_parallel(
              from the uninterrupted run"
         );
     }
-    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
-        .map_err(|e| spec.data_error(e))?;
-    let mut session = Session::new(&spec, &data)?;
-    session.restore(state, tensors, &dir.checkpoints.weights)?;
-    let log_start = match session.state.metrics_len {
-        Some(len) => LogStart::At(len),
-        None => LogStart::Lines {
-            step: session.state.step,
-            epoch: session.state.epoch,
-        },
-    };
-    let mut run = on_rank0(dist, || {
-        let metrics = MetricsLog::open(&dir.metrics(), log_start)?;
-        Ok(RunFiles {
-            dir: dir.clone(),
-            metrics,
-        })
-    })?;
-    session.fit_parallel(&data, run.as_mut(), observer, dist)?;
-    match run {
-        Some(run) => finish(&mut session, &data, &run.dir, started, observer).map(Some),
-        None => Ok(None),
-    }
+    let rank = dist.rank();
+    tracked(&dir.clone(), rank, || {
+        let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
+            .map_err(|e| spec.data_error(e))?;
+        let mut session = Session::new(&spec, &data)?;
+        session.restore(state, tensors, &dir.checkpoints.weights)?;
+        let log_start = match session.state.metrics_len {
+            Some(len) => LogStart::At(len),
+            None => LogStart::Lines {
+                step: session.state.step,
+                epoch: session.state.epoch,
+            },
+        };
+        let mut run = on_rank0(dist, || {
+            let metrics = MetricsLog::open(&dir.metrics(), log_start)?;
+            Ok(RunFiles {
+                dir: dir.clone(),
+                metrics,
+            })
+        })?;
+        session.fit_parallel(&data, run.as_mut(), observer, dist)?;
+        match run {
+            Some(run) => finish(&mut session, &data, &run.dir, started, observer).map(Some),
+            None => Ok(None),
+        }
+    })
 }
 
 /// A new run in a directory that holds its spec and no checkpoint.
@@ -140,25 +143,28 @@ fn start(
     observer: &mut dyn Observer,
     dist: &mut dyn Distributed,
 ) -> Result<Option<RunSummary>> {
-    let started = Instant::now();
-    on_rank0(dist, || dir.reset_progress())?;
-    let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
-        .map_err(|e| spec.data_error(e))?;
-    let mut session = Session::new(spec, &data)?;
-    let mut run = on_rank0(dist, || {
-        dir.write_json(&dir.preprocessor(), &data.preprocessor)?;
-        dir.write_json(&dir.data_report(), &data.report)?;
-        let metrics = MetricsLog::open(&dir.metrics(), LogStart::Empty)?;
-        Ok(RunFiles {
-            dir: dir.clone(),
-            metrics,
-        })
-    })?;
-    session.fit_parallel(&data, run.as_mut(), observer, dist)?;
-    match run {
-        Some(run) => finish(&mut session, &data, &run.dir, started, observer).map(Some),
-        None => Ok(None),
-    }
+    let rank = dist.rank();
+    tracked(&dir.clone(), rank, || {
+        let started = Instant::now();
+        on_rank0(dist, || dir.reset_progress())?;
+        let data = lepton_data::prepare(&spec.data, &spec.preprocess, &spec.base_dir, spec.seed)
+            .map_err(|e| spec.data_error(e))?;
+        let mut session = Session::new(spec, &data)?;
+        let mut run = on_rank0(dist, || {
+            dir.write_json(&dir.preprocessor(), &data.preprocessor)?;
+            dir.write_json(&dir.data_report(), &data.report)?;
+            let metrics = MetricsLog::open(&dir.metrics(), LogStart::Empty)?;
+            Ok(RunFiles {
+                dir: dir.clone(),
+                metrics,
+            })
+        })?;
+        session.fit_parallel(&data, run.as_mut(), observer, dist)?;
+        match run {
+            Some(run) => finish(&mut session, &data, &run.dir, started, observer).map(Some),
+            None => Ok(None),
+        }
+    })
 }
 
 /// Load the best weights, evaluate on test (or validation) data and write the report.
@@ -241,4 +247,25 @@ fn finish(
     };
     observer.event(Event::Done(&summary));
     Ok(summary)
+}
+
+/// Runs a started run's `body`, keeping `status.json` (rank 0 only) on what it is doing:
+/// `running` from the start, then `done` or `failed` with the error, so a dashboard does not
+/// have to guess from file times. Best effort: a status that cannot be written is logged, never
+/// an error of the run.
+fn tracked(
+    dir: &RunDir,
+    rank: usize,
+    body: impl FnOnce() -> Result<Option<RunSummary>>,
+) -> Result<Option<RunSummary>> {
+    if rank != 0 {
+        return body();
+    }
+    dir.write_status(RunStatus::Running, None);
+    let result = body();
+    match &result {
+        Ok(_) => dir.write_status(RunStatus::Done, None),
+        Err(e) => dir.write_status(RunStatus::Failed, Some(&e.to_string())),
+    }
+    result
 }

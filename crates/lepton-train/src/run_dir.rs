@@ -9,6 +9,7 @@
 //! RUN_DIR/best.safetensors          model variables of the best epoch (plain names, `layers.0.weight`)
 //! RUN_DIR/best.json                 {epoch, metric, value, sha256}
 //! RUN_DIR/report.json, report.md    the final evaluation (lepton-eval)
+//! RUN_DIR/status.json               running / done / failed (with the error), for dashboards
 //! RUN_DIR/learning-curves.png, confusion-matrix.png
 //! ```
 
@@ -23,6 +24,15 @@ use crate::checkpoint::{
     atomic_write, clean_stale_temps, load_verified, save_tensors, CheckpointPaths,
 };
 use crate::error::{Error, Result};
+
+/// Where a run stands, as `status.json` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Running,
+    Done,
+    Failed,
+}
 
 /// Paths inside a run directory.
 #[derive(Debug, Clone)]
@@ -53,6 +63,28 @@ impl RunDir {
     }
     pub fn preprocessor(&self) -> PathBuf {
         self.root.join("preprocessor.json")
+    }
+    /// `status.json`: `{"state": "running"|"done"|"failed", "pid", "updated" (Unix seconds),
+    /// "error"}`, written by [`RunDir::write_status`].
+    pub fn status(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+    /// Records where the run stands (atomically; a failure is logged, not returned: the status
+    /// is for dashboards, the run must not fail for it).
+    pub fn write_status(&self, state: RunStatus, error: Option<&str>) {
+        let updated = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let body = serde_json::json!({
+            "state": state,
+            "pid": std::process::id(),
+            "updated": updated,
+            "error": error,
+        });
+        let path = self.status();
+        if let Err(e) = crate::checkpoint::atomic_write(&path, body.to_string().as_bytes()) {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the run status");
+        }
     }
     pub fn data_report(&self) -> PathBuf {
         self.root.join("data-report.json")

@@ -74,3 +74,31 @@ fn cross_validation_reports_mean_and_std_over_folds() {
     assert!(mean > 0.7, "mean accuracy {mean}");
     assert!(cv.std["accuracy"] > 0.0);
 }
+
+fn status(run: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("status.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn status_json_says_done_or_failed_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), 1);
+    let run = dir.path().join("run");
+    train(&spec, &run, &mut NoopObserver).unwrap();
+    let s = status(&run);
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["error"], serde_json::Value::Null);
+    assert_eq!(s["pid"], std::process::id());
+
+    // A run that starts and then fails (its data vanished) says so, with the error.
+    std::fs::remove_file(dir.path().join("t.csv")).unwrap();
+    let failed = dir.path().join("failed");
+    let err = train(&spec, &failed, &mut NoopObserver).unwrap_err();
+    let s = status(&failed);
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["error"], err.to_string());
+
+    // A refused start (the directory already holds a run) leaves that run's status alone.
+    assert!(train(&spec, &run, &mut NoopObserver).is_err());
+    assert_eq!(status(&run)["state"], "done");
+}
