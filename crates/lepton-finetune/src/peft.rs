@@ -18,9 +18,6 @@ use crate::lora::LoraPair;
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 pub const CONFIG_FILE: &str = "adapter_config.json";
 
-/// Largest adapter weights file accepted (bytes), checked before reading.
-pub const MAX_ADAPTER_BYTES: u64 = 2 << 30;
-
 /// PEFT's key of `layer`'s `module`, `part` = `"A"` or `"B"`.
 pub fn key(layer: usize, module: &str, part: &str) -> String {
     format!(
@@ -167,12 +164,14 @@ pub struct Adapter {
 }
 
 impl Adapter {
-    /// Read an adapter folder; errors name the file and the key.
+    /// Read an adapter folder. The format (keys, PEFT config checks, size budget) is
+    /// [`lepton_llm::peft::PeftAdapter`]'s, the reader the server uses; this adds the dropout a
+    /// resumed run needs and turns the pairs into tensors.
     pub fn load(dir: &Path) -> Result<Self> {
-        let bad = |message: String| Error::Adapter {
+        let peft = lepton_llm::peft::PeftAdapter::load(dir).map_err(|e| Error::Adapter {
             path: dir.into(),
-            message,
-        };
+            message: chain(&e),
+        })?;
         let cpath = dir.join(CONFIG_FILE);
         let text = fs_err::read_to_string(&cpath).map_err(Error::io("reading", &cpath))?;
         let config: AdapterConfig = serde_json::from_str(&text).map_err(|source| Error::Json {
@@ -180,64 +179,20 @@ impl Adapter {
             path: cpath.clone(),
             source,
         })?;
-        if config.r == 0 {
-            return Err(bad(format!("{CONFIG_FILE}: r is 0")));
-        }
-        if config.use_dora || config.use_rslora {
-            return Err(bad(format!(
-                "{CONFIG_FILE}: DoRA and rsLoRA adapters are not supported"
-            )));
-        }
-        let wpath = dir.join(WEIGHTS_FILE);
-        let len = fs_err::metadata(&wpath)
-            .map_err(Error::io("reading", &wpath))?
-            .len();
-        if len > MAX_ADAPTER_BYTES {
-            return Err(bad(format!(
-                "{WEIGHTS_FILE} is {len} bytes, over the {MAX_ADAPTER_BYTES}-byte limit"
-            )));
-        }
-        let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu)
-            .ctx(&format!("reading {}", wpath.display()))?;
-        let mut pairs = Vec::new();
-        let mut seen = 0;
-        for (name, a) in &tensors {
-            let Some(rest) = name.strip_prefix("base_model.model.model.layers.") else {
-                return Err(bad(format!("{WEIGHTS_FILE}: unexpected tensor {name}")));
-            };
-            let Some(prefix) = rest.strip_suffix(".lora_A.weight") else {
-                if rest.ends_with(".lora_B.weight") {
-                    seen += 1;
-                    continue;
-                }
-                return Err(bad(format!("{WEIGHTS_FILE}: unexpected tensor {name}")));
-            };
-            let mut parts = prefix.split('.');
-            let (Some(layer), Some(_parent), Some(module), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                return Err(bad(format!("{WEIGHTS_FILE}: unexpected tensor {name}")));
-            };
-            let layer: usize = layer
-                .parse()
-                .map_err(|_| bad(format!("{WEIGHTS_FILE}: tensor {name}: bad layer index")))?;
-            let bname = name.replace(".lora_A.", ".lora_B.");
-            let b = tensors
-                .get(&bname)
-                .ok_or_else(|| bad(format!("{WEIGHTS_FILE}: {name} has no {bname}")))?;
-            let f32 = |t: &Tensor, n: &str| {
-                t.to_dtype(candle_core::DType::F32)
-                    .ctx(&format!("converting {n}"))
-            };
-            pairs.push((layer, module.to_string(), f32(a, name)?, f32(b, &bname)?));
-        }
-        if seen != pairs.len() {
-            return Err(bad(format!(
-                "{WEIGHTS_FILE}: {seen} lora_B tensors for {} lora_A",
-                pairs.len()
-            )));
-        }
-        pairs.sort_by(|x, y| (x.0, &x.1).cmp(&(y.0, &y.1)));
+        let tensor = |v: &[f32], shape: [usize; 2]| {
+            Tensor::from_slice(v, shape.as_slice(), &Device::Cpu).ctx("loading a LoRA tensor")
+        };
+        let pairs = peft
+            .pairs()
+            .map(|(layer, module, p)| {
+                Ok((
+                    layer,
+                    module.name().to_string(),
+                    tensor(&p.a, p.a_shape())?,
+                    tensor(&p.b, p.b_shape())?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             path: dir.into(),
             config,
@@ -289,4 +244,16 @@ impl Adapter {
         }
         Ok(())
     }
+}
+
+/// `e` and its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
