@@ -2,12 +2,10 @@
 //! nothing, bad input is a clear error, and an int8 package serves unchanged with its precision
 //! in `/v1/models`.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::end_to_end::trained;
-use crate::support::{lepton_in, s};
+use crate::support::{lepton_in, s, Server};
 
 #[test]
 fn the_gate_refuses_99_percent_pruning_and_writes_no_package() {
@@ -51,15 +49,6 @@ fn bad_compress_input_is_a_clear_error() {
     assert!(!out.exists());
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn an_int8_package_serves_unchanged_and_reports_its_precision() {
     let run = trained();
@@ -94,43 +83,8 @@ fn an_int8_package_serves_unchanged_and_reports_its_precision() {
     );
     assert!(again.stderr.contains("already int8"), "{again:?}");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_lepton"))
-            .args(["serve", s(&out), "--listen", &listen])
-            .current_dir(dir.path())
-            .env_remove("LEPTON_TOKENS")
-            .env("LEPTON_THREADS", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://{listen}");
-    let started = Instant::now();
-    while ureq::get(&format!("{base}/readyz")).call().is_err() {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            let mut err = String::new();
-            server
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("lepton serve exited ({status}): {err}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = Server::start(dir.path(), &["serve", s(&out)], Duration::from_secs(30));
+    let base = server.base.clone();
     let models: serde_json::Value = serde_json::from_str(
         &ureq::get(&format!("{base}/v1/models"))
             .call()

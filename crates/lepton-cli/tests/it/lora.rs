@@ -3,14 +3,12 @@
 //! `~/.cache/lepton-assets/models`, filled by `scripts/fetch-assets.sh models`).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lepton_llm::peft::{LoraModule, LoraPair, PeftAdapter, PeftConfig};
 
-use crate::support::{lepton, s};
+use crate::support::{lepton, s, Server};
 
 fn smollm2() -> PathBuf {
     let root = match (
@@ -32,15 +30,6 @@ fn smollm2() -> PathBuf {
 }
 
 /// A `lepton run` child process, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn bad_lora_values_are_refused_naming_the_option() {
     let model = smollm2();
@@ -116,52 +105,13 @@ fn run_serves_lora_adapters_given_at_start() {
     .save(&adapter_dir)
     .unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
     let lora = format!("one={}", adapter_dir.display());
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_lepton"))
-            .args([
-                "run",
-                s(&model),
-                "--name",
-                "smol",
-                "--lora",
-                &lora,
-                "--listen",
-                &listen,
-            ])
-            .env_remove("LEPTON_TOKENS")
-            .env("LEPTON_THREADS", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let server = Server::start(
+        &adapter_dir,
+        &["run", s(&model), "--name", "smol", "--lora", &lora],
+        Duration::from_secs(180),
     );
-    let base = format!("http://{listen}");
-    let started = Instant::now();
-    while ureq::get(&format!("{base}/readyz")).call().is_err() {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            let mut err = String::new();
-            server
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("lepton run exited ({status}): {err}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "the server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let base = server.base.clone();
     let models: serde_json::Value = ureq::get(&format!("{base}/v1/models"))
         .call()
         .unwrap()

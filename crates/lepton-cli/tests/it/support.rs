@@ -105,3 +105,62 @@ log-every = 1000
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
+
+/// A `lepton serve` or `lepton run` process on a free loopback port, killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Server {
+    /// Starts `lepton ARGS --listen 127.0.0.1:PORT` in `cwd` (no tokens, one compute thread) and
+    /// waits until `/readyz` answers, at most `wait`; panics with the server's stderr if it exits
+    /// first.
+    pub fn start(cwd: &Path, args: &[&str], wait: std::time::Duration) -> Server {
+        use std::io::Read;
+        use std::process::Stdio;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_lepton"))
+            .args(args)
+            .args(["--listen", &listen])
+            .current_dir(cwd)
+            .env_remove("LEPTON_TOKENS")
+            .env("LEPTON_THREADS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut server = Server {
+            child,
+            base: format!("http://{listen}"),
+        };
+        let started = std::time::Instant::now();
+        while ureq::get(&format!("{}/readyz", server.base))
+            .call()
+            .is_err()
+        {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                let mut err = String::new();
+                let mut stderr = server.child.stderr.take().unwrap();
+                stderr.read_to_string(&mut err).unwrap();
+                panic!("lepton {} exited ({status}): {err}", args[0]);
+            }
+            assert!(started.elapsed() < wait, "the server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

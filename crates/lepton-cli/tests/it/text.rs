@@ -3,10 +3,8 @@
 //! --text` classifies; bad input exits 1 naming the part.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -14,7 +12,7 @@ use lepton_data::{Preprocessor, Vocab};
 use lepton_nn::{LossSpec, Model, ModelSpec};
 use lepton_photon::{Photon, PhotonContents};
 
-use crate::support::{lepton, s};
+use crate::support::{lepton, s, Server};
 
 const TEXT: &str = "to be or not to be, that is the question\n";
 const MAX_LEN: usize = 12;
@@ -210,15 +208,6 @@ fn predict_classifies_texts_and_names_the_bad_one() {
 }
 
 /// A `lepton serve` child process, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_server_streams_the_same_text_as_lepton_generate() {
     let dir = tempfile::tempdir().unwrap();
@@ -239,46 +228,12 @@ fn the_server_streams_the_same_text_as_lepton_generate() {
             "1234",
         ],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_lepton"))
-            .args(["serve", s(&lm), s(&cls), "--listen", &listen])
-            .current_dir(dir.path())
-            .env_remove("LEPTON_TOKENS")
-            .env("LEPTON_THREADS", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let server = Server::start(
+        dir.path(),
+        &["serve", s(&lm), s(&cls)],
+        Duration::from_secs(30),
     );
-    let base = format!("http://{listen}");
-    let started = Instant::now();
-    loop {
-        if ureq::get(&format!("{base}/readyz")).call().is_ok() {
-            break;
-        }
-        if let Some(status) = server.0.try_wait().unwrap() {
-            let mut err = String::new();
-            server
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("lepton serve exited ({status}): {err}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let base = server.base.clone();
     let body = serde_json::json!({"prompt": "to be", "max_tokens": 50, "temperature": 0.9,
         "top_k": 5, "seed": 1234, "stream": true});
     let mut resp = ureq::post(&format!("{base}/v1/models/lm/generate"))
