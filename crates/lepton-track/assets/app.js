@@ -108,7 +108,7 @@ function renderTable() {
       el("td", { class: "name" }, el("span", { class: "swatch", style: `background:${sel ? colorOf(r.id) : "transparent"}` }), r.name,
         r.id !== r.name ? el("span", { class: "id mono" }, r.id) : null),
       el("td", {}, r.kind),
-      el("td", {}, el("span", { class: "status " + r.status }, r.status)),
+      el("td", {}, el("span", { class: "status " + r.status, title: r.error || "" }, r.status)),
       el("td", { class: "num" }, r.epochs + planned),
       el("td", { class: "num" }, best),
       el("td", { class: "num" }, fmt(finalScore(r))),
@@ -244,6 +244,9 @@ async function focus(id) {
   $("#detail-title").replaceChildren(el("span", { class: "swatch", style: `background:${colorOf(id)}` }), d.name, " ",
     el("span", { class: "status " + d.status }, d.status));
   $("#detail-path").textContent = d.path;
+  // A failed run says why (the trainer's status.json), above everything else.
+  $("#detail-error").hidden = !d.error;
+  $("#detail-error").textContent = d.error ? "failed: " + d.error : "";
   const tile = (k, v) => el("div", { class: "tile" }, el("div", { class: "k" }, k), el("div", { class: "v" }, v));
   const tiles = [tile("model", d.kind), tile("epochs", d.epochs + (d.epochs_planned ? " / " + d.epochs_planned : "")),
     tile("steps", fmt(d.steps, 0, true))];

@@ -346,6 +346,36 @@ fn dashboard_renders_runs_and_curves_in_chromium() {
     writeln!(f, r#"{{"kind":"epoch","epoch":6,"step":48,"best":false,"val_loss":0.0625,"val_accuracy":0.5}}"#).unwrap();
     s.wait("return window.leptonCharts.val_loss.data[0].length === 7 && window.leptonCharts.val_loss.data.slice(1).some(y => y[6] === 0.0625)", 15, "the live update");
 
+    // A run that failed says why: the table's status carries the error as its tooltip, and the
+    // run's detail shows it in full (the trainer's status.json, rewritten here as a crash would).
+    let error = "reading data/tabular/iris.csv: line 7: expected 5 fields, found 3";
+    std::fs::write(
+        dir.path().join("iris-slow/status.json"),
+        json!({"state": "failed", "pid": 1, "updated": 0, "error": error}).to_string(),
+    )
+    .unwrap();
+    s.wait(
+        "return [...document.querySelectorAll('#runs tbody .status')].some(e => e.textContent === 'failed')",
+        15,
+        "the failed status",
+    );
+    assert_eq!(
+        s.js("return document.querySelector('#runs tbody tr[data-id=iris-slow] .status').title"),
+        json!(error)
+    );
+    s.click("#runs tbody tr[data-id=iris-slow] td.name");
+    s.wait(
+        "const e = document.querySelector('#detail-error'); return !!e && !e.hidden && e.textContent.includes('expected 5 fields')",
+        10,
+        "the failed run's error in its detail",
+    );
+    s.click("#runs tbody tr[data-id=iris-fast] td.name");
+    s.wait(
+        "return document.querySelector('#detail-error').hidden",
+        10,
+        "no error shown for a run that did not fail",
+    );
+
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lepton-track-dashboard.png");
     s.screenshot(&shot);
     let png = std::fs::read(&shot).unwrap();
