@@ -64,8 +64,10 @@ pub enum Command {
         after_help = "Example:\n  lepton compress runs/mnist-cnn -o mnist-int8.photon --quantize int8 --calibration-samples 512\n  lepton compress runs/mnist-cnn -o small.photon --prune 0.5 --structured --finetune-epochs 1"
     )]
     Compress(CompressArgs),
-    /// Print what is inside a .photon file and verify its checksums.
-    #[command(after_help = "Example:\n  lepton inspect mnist.photon")]
+    /// Print what is inside a .photon (checksums verified), a GGUF file or a Hugging Face folder.
+    #[command(
+        after_help = "Example:\n  lepton inspect mnist.photon\n  lepton inspect SmolLM2-135M-Instruct.Q4_K_M.gguf\n  lepton --json inspect all-MiniLM-L6-v2/"
+    )]
     Inspect(InspectArgs),
     /// Serve one or more .photon models over HTTP.
     #[command(
@@ -436,7 +438,9 @@ pub enum QuantizeArg {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The .photon file.
+    /// A .photon file, a GGUF file (architecture, quantization mix, parameters, context, chat
+    /// template; whether Lepton runs it), or a Hugging Face model folder (the same, from
+    /// `config.json` and the safetensors headers). Only headers are read.
     pub file: PathBuf,
 }
 

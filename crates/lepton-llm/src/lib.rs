@@ -4,7 +4,8 @@
 //!
 //! # Map
 //! - [`formats`]: where weights come from — [`gguf`] files, Hugging Face folders ([`hf`],
-//!   [`hf_llama`]), LoRA adapters in PEFT folders ([`peft`]).
+//!   [`hf_llama`]), LoRA adapters in PEFT folders ([`peft`]), and a header-only summary of either
+//!   ([`inspect`], `lepton inspect`).
 //! - [`models`]: the networks — [`bert`] encoders and [`embed`]dings, the one [`decoder`] with its
 //!   per-architecture parts, [`TextModel`] (decoder + tokenizer + template).
 //! - [`quant`]: quantized weight matrices and their CPU kernels.
@@ -24,7 +25,7 @@ pub mod runtime;
 pub mod serving;
 pub mod tokenizer;
 
-pub use formats::{gguf, hf, hf_llama, peft};
+pub use formats::{gguf, hf, hf_llama, inspect, peft};
 pub use models::decoder as llama;
 pub use models::{bert, decoder, embed};
 pub use runtime::{engine, sampling};

@@ -8,25 +8,10 @@ use std::time::Duration;
 
 use lepton_llm::peft::{LoraModule, LoraPair, PeftAdapter, PeftConfig};
 
-use crate::support::{lepton, s, Server};
+use crate::support::{lepton, model, s, Server};
 
 fn smollm2() -> PathBuf {
-    let root = match (
-        std::env::var_os("LEPTON_MODELS"),
-        std::env::var_os("LEPTON_ASSETS"),
-    ) {
-        (Some(m), _) => PathBuf::from(m),
-        (None, Some(a)) => PathBuf::from(a).join("models"),
-        (None, None) => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-            .join(".cache/lepton-assets/models"),
-    };
-    let p = root.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `scripts/fetch-assets.sh models`",
-        p.display()
-    );
-    p
+    model("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 /// A `lepton run` child process, killed when dropped.

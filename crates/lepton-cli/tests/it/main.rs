@@ -9,6 +9,7 @@ mod errors;
 mod explain;
 mod finetune;
 mod help;
+mod inspect;
 mod lora;
 mod runs;
 mod support;

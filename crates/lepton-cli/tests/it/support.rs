@@ -164,3 +164,25 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A pretrained model from `$LEPTON_MODELS` (default `$LEPTON_ASSETS/models`, i.e.
+/// `~/.cache/lepton-assets/models`, filled by `scripts/fetch-assets.sh models`); panics with the
+/// command to fetch it.
+pub fn model(name: &str) -> PathBuf {
+    let root = match (
+        std::env::var_os("LEPTON_MODELS"),
+        std::env::var_os("LEPTON_ASSETS"),
+    ) {
+        (Some(m), _) => PathBuf::from(m),
+        (None, Some(a)) => PathBuf::from(a).join("models"),
+        (None, None) => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache/lepton-assets/models"),
+    };
+    let p = root.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `scripts/fetch-assets.sh models`",
+        p.display()
+    );
+    p
+}

@@ -118,6 +118,11 @@ impl GgufFile {
         &self.path
     }
 
+    /// The parsed header: metadata and tensor directory (checked against the file when opened).
+    pub fn content(&self) -> &Content {
+        &self.content
+    }
+
     fn err(&self, message: impl Into<String>) -> Error {
         Error::Config {
             path: self.path.clone(),
