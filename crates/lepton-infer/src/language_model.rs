@@ -45,8 +45,16 @@ pub struct LlmInfo {
 #[derive(Debug, Clone)]
 pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,
+    /// Tokens of each input (so a server that batches several requests' texts into one call can
+    /// give each its own usage).
+    pub tokens: Vec<usize>,
+}
+
+impl Embedded {
     /// Tokens over all inputs.
-    pub prompt_tokens: usize,
+    pub fn prompt_tokens(&self) -> usize {
+        self.tokens.iter().sum()
+    }
 }
 
 /// A LoRA adapter loaded on a generation model (see [`LanguageModel::load_adapter`]).

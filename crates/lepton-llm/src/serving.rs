@@ -49,7 +49,7 @@ impl LanguageModel for EmbedderModel {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let out = self.embedder.embed(&refs)?;
         Ok(Embedded {
-            prompt_tokens: out.tokens.iter().sum(),
+            tokens: out.tokens,
             vectors: out.vectors,
         })
     }

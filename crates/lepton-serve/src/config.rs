@@ -137,6 +137,10 @@ pub struct LlmLimits {
     /// long generations never hold the permits of `limits.cpu-concurrency` that request parsing
     /// needs. Default: the number of cores.
     pub generation_concurrency: usize,
+    /// Most texts one embedding forward call takes: `/v1/embeddings` requests that wait at the
+    /// same time are embedded together up to this many texts (a request is never split; one
+    /// larger than this runs alone). Default 64.
+    pub embedding_batch_texts: usize,
 }
 
 impl Default for LlmLimits {
@@ -146,6 +150,7 @@ impl Default for LlmLimits {
             stream_timeout_ms: 600_000,
             max_tokens: 2048,
             generation_concurrency: cores(),
+            embedding_batch_texts: 64,
         }
     }
 }
@@ -380,6 +385,10 @@ impl ServeConfig {
             (
                 "llm.generation-concurrency",
                 self.llm.generation_concurrency as u64,
+            ),
+            (
+                "llm.embedding-batch-texts",
+                self.llm.embedding_batch_texts as u64,
             ),
         ];
         for (field, v) in positive {

@@ -5,6 +5,7 @@
 //! | [`config`] | `serve.toml`: listen address, limits, batching, logging, alerts |
 //! | [`backend`] | the [`Backend`] trait the server calls (`lepton-infer`'s contract; never the trainer) |
 //! | [`batcher`] | dynamic batching and the elastic worker pool, per model |
+//! | `embed_batcher` | dynamic batching of `/v1/embeddings` requests, per embeddings model |
 //! | [`auth`] | bearer tokens with scopes, hashed, constant-time, reloadable |
 //! | [`routes`] | `/v1` predict, `/v2` Open Inference Protocol, admin, health, metrics, OpenAPI |
 //! | [`llm`] | the served [`LanguageModel`]s (the trait is `lepton-infer`'s, implemented by the model crates) |
@@ -26,6 +27,7 @@ pub mod batcher;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub(crate) mod embed_batcher;
 pub mod error;
 pub mod images;
 pub mod inputs;

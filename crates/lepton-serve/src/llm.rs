@@ -19,8 +19,9 @@ pub struct ServedLlm {
     in_flight: AtomicUsize,
     /// Most requests running or waiting at once; more get 503.
     pub capacity: usize,
-    /// One blocking embedding batch at a time (it already uses every core).
-    pub gate: tokio::sync::Semaphore,
+    /// The embedding batcher's queue, started by the first `/v1/embeddings` request
+    /// ([`crate::embed_batcher`]); dropping it (the model removed) ends the worker.
+    embed_queue: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::embed_batcher::EmbedJob>>,
 }
 
 /// Held while a request occupies a slot of a [`ServedLlm`].
@@ -48,6 +49,29 @@ impl ServedLlm {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
+
+    /// Embed `texts` in a batch with the other requests waiting for this model (the batcher
+    /// starts with the first call; it needs a Tokio runtime). `on_batch` sees the texts of each
+    /// forward call (a metric); it must not hold the server state (the worker would keep it alive).
+    pub async fn embed_batched(
+        &self,
+        texts: Vec<String>,
+        max_texts: usize,
+        on_batch: impl Fn(usize) + Send + 'static,
+    ) -> Result<Embedded, ApiError> {
+        let queue = self.embed_queue.get_or_init(|| {
+            crate::embed_batcher::start(self.model.clone(), max_texts, self.capacity, on_batch)
+        });
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        queue
+            .send(crate::embed_batcher::EmbedJob { texts, reply })
+            .await
+            .map_err(|_| ApiError::Overloaded("the model is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| ApiError::Internal("the embedding worker stopped".into()))?
+            .map_err(api_error)
+    }
 }
 
 /// What a request's `model` names: a served model, or one of its LoRA adapters.
@@ -72,7 +96,7 @@ impl LlmRegistry {
             model,
             in_flight: AtomicUsize::new(0),
             capacity: capacity.max(1),
-            gate: tokio::sync::Semaphore::new(1),
+            embed_queue: std::sync::OnceLock::new(),
         });
         self.models
             .write()

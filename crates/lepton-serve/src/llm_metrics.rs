@@ -22,6 +22,7 @@ pub struct LlmMetrics {
     prompt_tokens: Family<ModelLabels, Counter>,
     generated_tokens: Family<ModelLabels, Counter>,
     embedded_inputs: Family<ModelLabels, Counter>,
+    embedding_batch: Family<ModelLabels, Histogram>,
     queue: Family<ModelLabels, Gauge>,
     active: Family<ModelLabels, Gauge>,
     kv_used: Family<ModelLabels, Gauge>,
@@ -54,6 +55,9 @@ impl LlmMetrics {
             prompt_tokens: Family::default(),
             generated_tokens: Family::default(),
             embedded_inputs: Family::default(),
+            embedding_batch: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 10))
+            }),
             queue: Family::default(),
             active: Family::default(),
             kv_used: Family::default(),
@@ -93,6 +97,11 @@ impl LlmMetrics {
             "embedded_inputs",
             "Texts embedded",
             m.embedded_inputs.clone(),
+        );
+        r.register(
+            "embedding_batch_texts",
+            "Texts per embedding forward call (requests waiting together are batched)",
+            m.embedding_batch.clone(),
         );
         r.register(
             "queue_depth",
@@ -172,6 +181,13 @@ impl LlmMetrics {
         self.prompt_tokens
             .get_or_create(&l(model))
             .inc_by(tokens as u64);
+    }
+
+    /// One embedding forward call of `texts` texts (several requests' when they were batched).
+    pub fn embedding_batch(&self, model: &str, texts: usize) {
+        self.embedding_batch
+            .get_or_create(&l(model))
+            .observe(texts as f64);
     }
 
     /// Engine state at scrape time.

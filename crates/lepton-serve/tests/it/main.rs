@@ -6,6 +6,7 @@ mod alerts;
 mod api;
 mod bad_input;
 mod deploy;
+mod embed_batching;
 mod explain;
 mod hf_folder;
 mod lora;

@@ -33,7 +33,10 @@ impl LanguageModel for FakeEmbedder {
                     v.iter().map(|x| x / norm).collect()
                 })
                 .collect(),
-            prompt_tokens: texts.iter().map(|t| t.split_whitespace().count() + 2).sum(),
+            tokens: texts
+                .iter()
+                .map(|t| t.split_whitespace().count() + 2)
+                .collect(),
         })
     }
 }

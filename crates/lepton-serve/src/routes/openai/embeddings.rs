@@ -6,10 +6,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::llm::{api_error, LlmTask};
+use crate::llm::LlmTask;
 use crate::routes::openai::{base64, labelled, parse_request};
 use crate::state::AppState;
 
@@ -129,22 +130,21 @@ async fn embed(
         }
     }
     let _slot = served.slot(&req.model)?;
-    let _permit = served
-        .gate
-        .acquire()
-        .await
-        .map_err(|_| ApiError::Overloaded("the model is shutting down".into()))?;
-    let model = served.model.clone();
     let n = texts.len();
-    let out = tokio::task::spawn_blocking(move || model.embed(&texts))
-        .await
-        .map_err(|e| ApiError::Internal(format!("embedding task: {e}")))?
-        .map_err(api_error)?;
+    let metrics = Arc::clone(&state.inner.metrics);
+    let label = req.model.clone();
+    let out = served
+        .embed_batched(
+            texts,
+            state.inner.config.llm.embedding_batch_texts,
+            move |texts| metrics.llm.embedding_batch(&label, texts),
+        )
+        .await?;
     state
         .inner
         .metrics
         .llm
-        .embedded(&req.model, n, out.prompt_tokens);
+        .embedded(&req.model, n, out.prompt_tokens());
     let data: Vec<Value> = out
         .vectors
         .iter()
@@ -163,6 +163,6 @@ async fn embed(
         "object": "list",
         "data": data,
         "model": req.model,
-        "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
+        "usage": {"prompt_tokens": out.prompt_tokens(), "total_tokens": out.prompt_tokens()},
     })))
 }
