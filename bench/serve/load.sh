@@ -2,12 +2,15 @@
 # Issue 4, acceptance 2: throughput and latency of the MNIST CNN served by `lepton serve` (batching
 # off and on) side by side with the reference Python server (FastAPI + uvicorn + PyTorch CPU, same
 # photon weights, best of 1 and 2 workers), with the same load generator (wrk, Debian) and the same
-# request: POST of a real 28x28 MNIST test PNG. Prints req/s, p50, p99, the ratio, and the
-# fraction of the compute cap (forward FLOPs per image x req/s / measured matmul peak).
+# requests: POST of a real 28x28 MNIST test PNG, and the same image as a JSON body of raw pixels
+# (`{"inputs": [[784 values 0-255]]}`, the most common client format; issue 19). Prints req/s, p50,
+# p99, the ratio per body kind, and the fraction of the compute cap (forward FLOPs per image x req/s
+# / measured matmul peak).
 #
 #   DURATION=60 bench/serve/load.sh        # seconds per run (default 60)
 #   CONNS=64 WRK_THREADS=1 ...             # wrk connections and threads
 #   ONLY=ours|reference ...                # run one side only (development)
+#   BODIES="png json" ...                  # which request bodies (default both)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dur=${DURATION:-60}
@@ -19,7 +22,7 @@ command -v wrk >/dev/null || { echo "load.sh: needs wrk (apt-get install wrk)" >
 photon=$(bench/serve/photon.sh)
 # uvloop + httptools: what `uvicorn[standard]` uses; without them uvicorn serves about half as fast.
 py=$(bench/pyenv.sh torch numpy pillow fastapi uvicorn uvloop httptools)/bin/python
-lepton=target/release/lepton
+lepton=${LEPTON_BIN:-${CARGO_TARGET_DIR:-target}/release/lepton}
 work=$(mktemp -d /tmp/lepton-load.XXXXXX)
 server=
 stop_server() {
@@ -39,6 +42,24 @@ local f = io.open("$PWD/$img", "rb")
 wrk.body = f:read("*a")
 f:close()
 LUA
+
+# The same image as raw pixels in JSON.
+"$py" - "$img" >"$work/body.json" <<'PY'
+import json, sys
+import numpy as np
+from PIL import Image
+a = np.asarray(Image.open(sys.argv[1]).convert("L"), dtype=np.uint8).reshape(-1)
+print(json.dumps({"inputs": [a.tolist()]}, separators=(",", ":")))
+PY
+cat >"$work/post-json.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$work/body.json", "rb")
+wrk.body = f:read("*a")
+f:close()
+LUA
+bodies=${BODIES:-png json}
+lua_of() { if [[ $1 == png ]]; then echo "$work/post.lua"; else echo "$work/post-json.lua"; fi; }
 
 wait_ready() { # url
     for _ in $(seq 1 300); do
@@ -95,7 +116,9 @@ if [[ ${ONLY:-} != reference ]]; then
         server=$!
         wait_ready "http://127.0.0.1:$port/readyz"
         [[ $mode == off ]] && run_wrk "lepton GET /healthz (empty)" "http://127.0.0.1:$port/healthz"
-        run_wrk "lepton predict, batching $mode" "http://127.0.0.1:$port/v1/models/mnist/predict" "$work/post.lua"
+        for body in $bodies; do
+            run_wrk "lepton predict $body, batching $mode" "http://127.0.0.1:$port/v1/models/mnist/predict" "$(lua_of "$body")"
+        done
         # Where the time went, from the server's own metrics.
         curl -fsS "http://127.0.0.1:$port/metrics" | awk -v dur="$dur" '
             /^lepton_batch_size_sum/ { bs = $2 } /^lepton_batch_size_count/ { bc = $2 }
@@ -114,17 +137,22 @@ if [[ ${ONLY:-} != ours ]]; then
         server=$!
         wait_ready "http://127.0.0.1:$port/empty"
         run_wrk "fastapi GET /empty, $workers worker(s)" "http://127.0.0.1:$port/empty"
-        run_wrk "fastapi+torch predict, $workers worker(s)" "http://127.0.0.1:$port/v1/models/mnist/predict" "$work/post.lua"
+        for body in $bodies; do
+            run_wrk "fastapi+torch predict $body, $workers worker(s)" "http://127.0.0.1:$port/v1/models/mnist/predict" "$(lua_of "$body")"
+        done
         stop_server
     done
 fi
 
 echo
-awk -F'|' -v flops="$flops" -v peak="$peak" '
-    /^lepton predict/ && $2 + 0 > ours { ours = $2; ours_p99 = $4 }
-    /^fastapi\+torch predict/ && $2 + 0 > ref { ref = $2; ref_p99 = $4 }
-    END {
-        if (ours) printf "best lepton: %.0f req/s (p99 %.2f ms); %.1f%% of the compute cap\n", ours, ours_p99, 100 * ours * flops / peak
-        if (ref) printf "best reference: %.0f req/s (p99 %.2f ms); %.1f%% of the compute cap\n", ref, ref_p99, 100 * ref * flops / peak
-        if (ours && ref) printf "ratio lepton / reference: %.2fx throughput, p99 %.2f vs %.2f ms\n", ours / ref, ours_p99, ref_p99
-    }' "$work/results"
+for body in $bodies; do
+    echo "$body bodies:"
+    awk -F'|' -v flops="$flops" -v peak="$peak" -v body="$body" '
+        $1 ~ "^lepton predict " body "," && $2 + 0 > ours { ours = $2; ours_p99 = $4 }
+        $1 ~ "^fastapi\\+torch predict " body "," && $2 + 0 > ref { ref = $2; ref_p99 = $4 }
+        END {
+            if (ours) printf "  best lepton: %.0f req/s (p99 %.2f ms); %.1f%% of the compute cap\n", ours, ours_p99, 100 * ours * flops / peak
+            if (ref) printf "  best reference: %.0f req/s (p99 %.2f ms); %.1f%% of the compute cap\n", ref, ref_p99, 100 * ref * flops / peak
+            if (ours && ref) printf "  ratio lepton / reference: %.2fx throughput, p99 %.2f vs %.2f ms\n", ours / ref, ours_p99, ref_p99
+        }' "$work/results"
+done

@@ -149,15 +149,28 @@ async def empty():
     return {}
 
 
+def preprocess_json(body, pre):
+    """`{"inputs": [[raw pixels 0-255, C*H*W], ...]}`, as `lepton serve` takes it."""
+    c, h, w = pre["channels"], pre["height"], pre["width"]
+    a = np.asarray(json.loads(body)["inputs"], dtype=np.float32).reshape(-1, c, h, w) / 255.0
+    mean = np.asarray(pre["mean"], dtype=np.float32)[None, :, None, None]
+    std = np.asarray(pre["std"], dtype=np.float32)[None, :, None, None]
+    return torch.from_numpy((a - mean) / std)
+
+
 @app.post("/v1/models/{name}/predict")
 async def predict(name: str, request: Request, top_k: int = 3):
     body = await request.body()
+    is_json = request.headers.get("content-type", "").startswith("application/json")
     try:
-        x = preprocess(body, PRE)
+        x = preprocess_json(body, PRE) if is_json else preprocess(body, PRE)
     except Exception as e:  # noqa: BLE001
         raise HTTPException(400, f"request body: {e}")
     with torch.inference_mode():
-        p = torch.softmax(NET(x), -1)[0]
-    vals, idx = torch.topk(p, min(top_k, len(CLASSES)))
-    top = [{"label": CLASSES[int(i)], "probability": float(v)} for v, i in zip(vals, idx)]
-    return {"model": name, "predictions": [{"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}]}
+        probs = torch.softmax(NET(x), -1)
+    out = []
+    for p in probs:
+        vals, idx = torch.topk(p, min(top_k, len(CLASSES)))
+        top = [{"label": CLASSES[int(i)], "probability": float(v)} for v, i in zip(vals, idx)]
+        out.append({"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top})
+    return {"model": name, "predictions": out}
