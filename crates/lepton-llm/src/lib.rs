@@ -4,7 +4,8 @@
 //!
 //! # Map
 //! - [`formats`]: where weights come from — [`gguf`] files, Hugging Face folders ([`hf`],
-//!   [`hf_llama`]), LoRA adapters in PEFT folders ([`peft`]).
+//!   [`hf_llama`]), LoRA adapters in PEFT folders ([`peft`]), dynamic-int8 encoder folders
+//!   ([`int8_encoder`], written by `lepton compress`).
 //! - [`models`]: the networks — [`bert`] encoders and [`embed`]dings, the one [`decoder`] with its
 //!   per-architecture parts, [`TextModel`] (decoder + tokenizer + template).
 //! - [`quant`]: quantized weight matrices and their CPU kernels.
@@ -22,9 +23,11 @@ pub mod models;
 pub mod quant;
 pub mod runtime;
 pub mod serving;
+#[doc(hidden)]
+pub mod testing;
 pub mod tokenizer;
 
-pub use formats::{gguf, hf, hf_llama, peft};
+pub use formats::{gguf, hf, hf_llama, int8_encoder, peft};
 pub use models::decoder as llama;
 pub use models::{bert, decoder, embed};
 pub use runtime::{engine, sampling};

@@ -8,6 +8,7 @@ mod engine;
 mod errors;
 mod gemma3;
 mod hf_llama;
+mod int8_encoder;
 mod lora;
 mod minilm;
 mod prefix_cache;
