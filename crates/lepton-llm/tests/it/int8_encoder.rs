@@ -56,6 +56,10 @@ fn int8_tiny_bert_loads_and_stays_within_quantization_error_of_f32() {
     assert!(mean >= 0.99 && min >= 0.98, "cosine mean {mean} min {min}");
     // The int8 model is not the f32 one under another name.
     assert!(mean < 1.0 - 1e-7, "int8 output equals f32: {mean}");
+    // `lepton serve` loads it unchanged, as an embeddings model.
+    let served = lepton_llm::load_language_model(&out, Default::default()).unwrap();
+    let v = served.embed(&["the cat sits".to_string()]).unwrap();
+    assert_eq!(v.vectors[0].len(), 64);
 }
 
 #[test]
