@@ -160,7 +160,12 @@ pub fn compress_encoder(
             ),
         });
     }
-    let llm = |step: String| move |source| Error::Encoder { step, source };
+    let llm = |step: String| {
+        move |source| Error::Encoder {
+            step,
+            source: Box::new(source),
+        }
+    };
     if Marker::read(src)
         .map_err(llm(format!("reading {}", src.display())))?
         .is_some()

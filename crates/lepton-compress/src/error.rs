@@ -36,7 +36,7 @@ pub enum Error {
     Encoder {
         step: String,
         #[source]
-        source: lepton_llm::Error,
+        source: Box<lepton_llm::Error>,
     },
     /// A report could not be written.
     #[error("writing {}", path.display())]

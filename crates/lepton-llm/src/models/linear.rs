@@ -6,7 +6,7 @@
 //!
 //! The int8 product is `y[r][j] = s_j · Σ_i q_ji · x̂_ri + b_j` with `x̂` the row `r` of `x`
 //! quantized per 32-value block at run time ([`ActScale::Dynamic`]); rows are split over rayon's
-//! threads in tasks of [`lepton_quant::int8::ROWS_PER_TASK`] rows by [`Int8Matrix::matmul`].
+//! threads in tasks of 64 rows by [`Int8Matrix::matmul`].
 
 use candle_core::{Tensor, D};
 use lepton_nn::kernels::{math, Activation, PackedLinear};
