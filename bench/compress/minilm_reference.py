@@ -9,6 +9,9 @@ import re
 import statistics
 import sys
 import time
+import warnings
+
+warnings.filterwarnings("ignore")  # torch.ao's deprecation notices
 
 
 def rate(log):
