@@ -398,9 +398,10 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct CompressArgs {
-    /// The run directory or .photon file (f32).
+    /// The run directory or .photon file (f32), or a Hugging Face encoder folder (with
+    /// --quantize dynamic-int8).
     pub model: PathBuf,
-    /// Output .photon file.
+    /// Output .photon file (a new folder for an encoder folder).
     #[arg(long, short)]
     pub output: PathBuf,
     /// Fraction of weights (with --structured: channels and neurons) to remove, in [0, 1).
@@ -421,10 +422,15 @@ pub struct CompressArgs {
     /// Largest accepted drop of held-out accuracy, in points, after any step.
     #[arg(long, default_value_t = 0.5)]
     pub max_drop: f64,
+    /// Hugging Face encoder folders: least accepted mean cosine of the int8 embeddings to the f32
+    /// ones.
+    #[arg(long, default_value_t = 0.995)]
+    pub min_cosine: f64,
     /// Write the package even when the gate refuses (the report says so).
     #[arg(long)]
     pub force: bool,
-    /// Labelled data for the gate (and calibration) when MODEL has no run directory.
+    /// Labelled data for the gate (and calibration) when MODEL has no run directory; for an
+    /// encoder folder, a text file of gate sentences, one per line (default: built-in sentences).
     #[arg(long)]
     pub data: Option<PathBuf>,
 }

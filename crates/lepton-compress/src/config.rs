@@ -36,6 +36,10 @@ pub struct CompressConfig {
     /// Default 0.5.
     #[serde(default = "default_max_drop")]
     pub max_drop: f64,
+    /// Encoder folders: least accepted mean cosine of the int8 embeddings to the f32 ones, in
+    /// `(0, 1]`. Default 0.995.
+    #[serde(default = "default_min_cosine")]
+    pub min_cosine: f64,
     /// Write the package even when the gate refuses (the report says so). Default `false`.
     #[serde(default)]
     pub force: bool,
@@ -56,6 +60,9 @@ fn default_calibration() -> usize {
 fn default_max_drop() -> f64 {
     0.5
 }
+fn default_min_cosine() -> f64 {
+    0.995
+}
 
 impl Default for CompressConfig {
     fn default() -> Self {
@@ -68,6 +75,7 @@ impl Default for CompressConfig {
             quantize: None,
             calibration_samples: default_calibration(),
             max_drop: default_max_drop(),
+            min_cosine: default_min_cosine(),
             force: false,
             seed: 0,
         }
@@ -94,6 +102,12 @@ impl CompressConfig {
             return bad(
                 "max-drop",
                 format!("{} must be a finite number of points ≥ 0", self.max_drop),
+            );
+        }
+        if !(self.min_cosine > 0.0 && self.min_cosine <= 1.0) {
+            return bad(
+                "min-cosine",
+                format!("{} must be in (0, 1]", self.min_cosine),
             );
         }
         if !(self.finetune_lr.is_finite() && self.finetune_lr > 0.0) {

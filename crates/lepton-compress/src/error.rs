@@ -31,6 +31,13 @@ pub enum Error {
         #[source]
         source: lepton_nn::Error,
     },
+    /// A Hugging Face encoder folder could not be read, written or run.
+    #[error("{step}")]
+    Encoder {
+        step: String,
+        #[source]
+        source: Box<lepton_llm::Error>,
+    },
     /// A report could not be written.
     #[error("writing {}", path.display())]
     Io {

@@ -9,11 +9,14 @@
 //! - `finetune.rs`: the masked fine-tune after pruning.
 //! - `quantize.rs`: int8 (static, calibrated) and dynamic int8 (`lepton-quant` kernels).
 //! - `report.rs`: [`Report`], JSON + Markdown.
+//! - `encoder.rs`: [`compress_encoder`], dynamic int8 for Hugging Face encoder folders, gated by
+//!   the cosine of int8 to f32 embeddings.
 //!
 //! The crate works on specs, tensors and datasets; reading and writing packages is the caller's
 //! (`lepton-photon`, `lepton compress`).
 
 mod config;
+mod encoder;
 mod error;
 mod finetune;
 mod fold;
@@ -24,6 +27,7 @@ mod quantize;
 mod report;
 
 pub use config::CompressConfig;
+pub use encoder::{compress_encoder, is_hf_folder, EncoderReport, DEFAULT_SENTENCES};
 pub use error::{Error, Result};
 pub use finetune::{finetune, Finetune};
 pub use fold::fold_batch_norms;

@@ -4,7 +4,8 @@
 //!
 //! # Map
 //! - [`formats`]: where weights come from — [`gguf`] files, Hugging Face folders ([`hf`],
-//!   [`hf_llama`]), LoRA adapters in PEFT folders ([`peft`]), and a header-only summary of either
+//!   [`hf_llama`]), LoRA adapters in PEFT folders ([`peft`]), dynamic-int8 encoder folders
+//!   ([`int8_encoder`], written by `lepton compress`), and a header-only summary of any of them
 //!   ([`inspect`], `lepton inspect`).
 //! - [`models`]: the networks — [`bert`] encoders and [`embed`]dings, the one [`decoder`] with its
 //!   per-architecture parts, [`TextModel`] (decoder + tokenizer + template).
@@ -23,9 +24,11 @@ pub mod models;
 pub mod quant;
 pub mod runtime;
 pub mod serving;
+#[doc(hidden)]
+pub mod testing;
 pub mod tokenizer;
 
-pub use formats::{gguf, hf, hf_llama, inspect, peft};
+pub use formats::{gguf, hf, hf_llama, inspect, int8_encoder, peft};
 pub use models::decoder as llama;
 pub use models::{bert, decoder, embed};
 pub use runtime::{engine, sampling};

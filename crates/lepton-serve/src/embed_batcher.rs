@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::llm::{Embedded, InferError, LanguageModel};
+use lepton_infer::{Embedded, InferError, LanguageModel};
 
 /// One request's texts and where its answer goes.
 pub(crate) struct EmbedJob {

@@ -7,6 +7,9 @@
 //!
 //! Reports: `RUN/compress/<OUT stem>.json|md` for a run directory, else `<OUT stem>.compress.json|md`
 //! beside OUT. A refused compression writes its report and no package, and exits non-zero.
+//!
+//! `lepton compress MODEL_DIR -o OUT_DIR --quantize dynamic-int8 [--min-cosine C] [--data
+//! SENTENCES.txt] [--force]` for a Hugging Face encoder folder: see `encoder_run`.
 
 use std::path::{Path, PathBuf};
 
@@ -38,9 +41,13 @@ pub fn run(args: CompressArgs, mode: Mode) -> anyhow::Result<()> {
         }),
         calibration_samples: args.calibration_samples,
         max_drop: args.max_drop,
+        min_cosine: args.min_cosine,
         force: args.force,
         ..Default::default()
     };
+    if lepton_compress::is_hf_folder(&args.model) {
+        return encoder_run(&args, &cfg, mode);
+    }
     // Cheap checks first: the settings, then the package, then the data.
     cfg.validate()?;
     let path = super::eval::photon_path(&args.model)?;
@@ -147,6 +154,60 @@ pub fn run(args: CompressArgs, mode: Mode) -> anyhow::Result<()> {
                 args.output.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// Most bytes of a `--data` sentences file for an encoder folder.
+const MAX_SENTENCES_BYTES: u64 = 16 << 20;
+
+/// An encoder folder: dynamic int8 written to the new folder OUT (`report.json|md` inside it),
+/// gated on the mean cosine of int8 to f32 embeddings of the `--data` sentences (non-empty
+/// lines) or the built-in ones. A refusal prints the report, writes nothing and exits non-zero.
+fn encoder_run(args: &CompressArgs, cfg: &CompressConfig, mode: Mode) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let sentences: Vec<String> = match &args.data {
+        Some(p) => {
+            let f = fs_err::File::open(p)?;
+            let len = f.metadata()?.len();
+            anyhow::ensure!(
+                len <= MAX_SENTENCES_BYTES,
+                "--data {}: {len} bytes is over the {MAX_SENTENCES_BYTES}-byte limit for gate sentences",
+                p.display()
+            );
+            fs_err::read_to_string(p)?
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+        None => lepton_compress::DEFAULT_SENTENCES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let r = lepton_compress::compress_encoder(&args.model, &args.output, cfg, &sentences)?;
+    if r.written {
+        let json = args.output.join("compress_report.json");
+        fs_err::write(&json, serde_json::to_string_pretty(&r)? + "\n")?;
+        fs_err::write(args.output.join("compress_report.md"), r.to_markdown())?;
+    }
+    match mode {
+        Mode::Json => print_json(&serde_json::to_value(&r)?)?,
+        Mode::Human => {
+            print!("{}", r.to_markdown());
+            match r.written {
+                true => println!("\nwrote {}", args.output.display()),
+                false => println!("\nnothing written"),
+            }
+        }
+        Mode::Quiet => {}
+    }
+    if let (Some(why), false) = (&r.refusal, r.written) {
+        anyhow::bail!(
+            "the gate refused the compression, {} not written: {why}",
+            args.output.display()
+        );
     }
     Ok(())
 }

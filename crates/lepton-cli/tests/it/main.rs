@@ -2,6 +2,7 @@
 //! `--help`, and a small train → eval → predict loop on the embedded iris data.
 
 mod compress;
+mod compress_encoder;
 mod distributed;
 mod docs;
 mod end_to_end;

@@ -3,7 +3,9 @@
 //! `config.json` is read into [`BertConfig`] (the fields BERT needs; others ignored), checked,
 //! and the weights file is checked tensor by tensor against the shapes the config implies
 //! ([`expected_tensors`]) before it is memory-mapped, so a broken folder gets an error that names
-//! the tensor.
+//! the tensor. A dynamic-int8 folder (written by `lepton compress`, see
+//! [`crate::formats::int8_encoder`]) loads through the same [`Bert::load`]: its Linear layers run
+//! on the int8 kernels, everything else as in f32.
 //!
 //! # Shapes
 //! `forward(ids [B, T] u32, type_ids [B, T] u32, mask [B, T] u32) -> [B, T, hidden] f32`.
@@ -15,10 +17,13 @@ use candle_nn::ops::layer_norm;
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert;
 use lepton_nn::kernels::{attention, Activation, AttentionMask, PackedLinear};
+use lepton_quant::Int8Matrix;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::formats::int8_encoder::{self, Marker, TypedWeights};
 use crate::hf::{check_tensors, Architecture, HfFolder};
+use crate::models::linear::{EncoderLinear, Int8Linear};
 
 fn default_act() -> String {
     "gelu".into()
@@ -138,7 +143,7 @@ impl BertConfig {
 /// entries per layer) is built from it: more layers than the file has tensors is refused here (the
 /// tensor count is bounded by the file length); a smaller mismatch gets the precise
 /// missing-tensor error from the check that follows.
-fn check_layer_count(
+pub(crate) fn check_layer_count(
     weights: &std::path::Path,
     config: &std::path::Path,
     layers: usize,
@@ -201,15 +206,15 @@ pub fn expected_tensors(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
     t
 }
 
-/// One encoder layer, with Q/K/V fused into one `[3h, h]` projection. Every linear layer's
+/// One encoder layer, with Q/K/V fused into one `[3h, h]` projection. Every f32 linear layer's
 /// weights are packed once at load time into the panels the GEMM microkernels read (see
-/// `lepton_nn::kernels::PackedLinear`).
+/// `lepton_nn::kernels::PackedLinear`); int8 ones are laid out for the int8 kernels.
 struct Layer {
-    qkv: PackedLinear,
-    attn_out: PackedLinear,
+    qkv: EncoderLinear,
+    attn_out: EncoderLinear,
     ln1: (Tensor, Tensor),
-    up: PackedLinear,
-    down: PackedLinear,
+    up: EncoderLinear,
+    down: EncoderLinear,
     ln2: (Tensor, Tensor),
 }
 
@@ -225,6 +230,8 @@ pub struct Bert {
     act: Activation,
     pub config: BertConfig,
     pub weights: PathBuf,
+    /// The folder's int8 marker; `None` for f32.
+    pub int8: Option<Marker>,
     device: Device,
 }
 
@@ -242,7 +249,16 @@ impl Bert {
         let act = config.activation(&cfg_path)?;
         let weights = folder.weights()?;
         check_layer_count(&weights, &cfg_path, config.num_hidden_layers)?;
-        let prefix = check_tensors(&weights, &expected_tensors(&config), &["", "bert."])?;
+        let int8 = Marker::read(&folder.dir)?;
+        let expected = match int8 {
+            Some(_) => int8_encoder::expected_tensors(&config),
+            None => expected_tensors(&config),
+        };
+        let prefix = check_tensors(&weights, &expected, &["", "bert."])?;
+        let typed = TypedWeights::open(&weights, &prefix)?;
+        if int8.is_none() {
+            int8_encoder::refuse_unmarked_int8(&typed, &config, &folder.dir)?;
+        }
         let device = Device::Cpu;
         // SAFETY: the file is only read; it must not be modified while the model is loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
@@ -258,9 +274,36 @@ impl Bert {
         let pack = |w: &Tensor, b: &Tensor, name: &str| {
             PackedLinear::new(w, Some(b)).map_err(err(&format!("packing {name}")))
         };
-        let linear = |p: &str, o: usize, i: usize| -> Result<PackedLinear> {
-            let w = get(&format!("{p}.weight"), &[o, i])?;
-            pack(&w, &get(&format!("{p}.bias"), &[o])?, p)
+        // The Linear layers `parts` (each `[o, in]`), fused along the outputs (Q/K/V) or alone.
+        let linear = |parts: &[&str], o: usize, i: usize| -> Result<EncoderLinear> {
+            let name = parts.join("+");
+            if int8.is_some() {
+                let (mut codes, mut scales, mut bias) = (Vec::new(), Vec::new(), Vec::new());
+                for p in parts {
+                    codes.extend(typed.i8(&format!("{p}.weight"), &[o, i])?);
+                    scales.extend(typed.f32_exact(&format!("{p}.weight_scale"), &[o])?);
+                    bias.extend(typed.f32(&format!("{p}.bias"), &[o])?);
+                }
+                let rows = o * parts.len();
+                let w =
+                    Int8Matrix::new(rows, i, &codes, scales, &name).map_err(|e| Error::Config {
+                        path: weights.clone(),
+                        message: format!("int8 layer {prefix}{name}: {e}"),
+                    })?;
+                let l = Int8Linear::new(w, bias).map_err(err(&name))?;
+                return Ok(EncoderLinear::Int8(l));
+            }
+            let ws = parts
+                .iter()
+                .map(|p| get(&format!("{p}.weight"), &[o, i]))
+                .collect::<Result<Vec<_>>>()?;
+            let bs = parts
+                .iter()
+                .map(|p| get(&format!("{p}.bias"), &[o]))
+                .collect::<Result<Vec<_>>>()?;
+            let w = Tensor::cat(&ws, 0).map_err(err(&name))?;
+            let b = Tensor::cat(&bs, 0).map_err(err(&name))?;
+            Ok(EncoderLinear::F32(pack(&w, &b, &name)?))
         };
         let norm = |p: &str| -> Result<(Tensor, Tensor)> {
             Ok((
@@ -271,23 +314,17 @@ impl Bert {
         let mut layers = Vec::new();
         for l in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
-            let part = |n: &str| -> Result<(Tensor, Tensor)> {
-                let q = format!("{p}.attention.self.{n}");
-                Ok((
-                    get(&format!("{q}.weight"), &[h, h])?,
-                    get(&format!("{q}.bias"), &[h])?,
-                ))
-            };
-            let (q, k, v) = (part("query")?, part("key")?, part("value")?);
-            let fused = format!("{p}.attention.self");
-            let w = Tensor::cat(&[&q.0, &k.0, &v.0], 0).map_err(err(&fused))?;
-            let b = Tensor::cat(&[&q.1, &k.1, &v.1], 0).map_err(err(&fused))?;
+            let s = |n: &str| format!("{p}.attention.self.{n}");
             layers.push(Layer {
-                qkv: pack(&w, &b, &fused)?,
-                attn_out: linear(&format!("{p}.attention.output.dense"), h, h)?,
+                qkv: linear(&[&s("query"), &s("key"), &s("value")], h, h)?,
+                attn_out: linear(&[&format!("{p}.attention.output.dense")], h, h)?,
                 ln1: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                up: linear(&format!("{p}.intermediate.dense"), c.intermediate_size, h)?,
-                down: linear(&format!("{p}.output.dense"), h, c.intermediate_size)?,
+                up: linear(
+                    &[&format!("{p}.intermediate.dense")],
+                    c.intermediate_size,
+                    h,
+                )?,
+                down: linear(&[&format!("{p}.output.dense")], h, c.intermediate_size)?,
                 ln2: norm(&format!("{p}.output.LayerNorm"))?,
             });
         }
@@ -306,8 +343,17 @@ impl Bert {
             act,
             config,
             weights,
+            int8,
             device,
         })
+    }
+
+    /// `int8-dynamic` for a compressed folder, else `f32`.
+    pub fn precision(&self) -> &'static str {
+        match self.int8 {
+            Some(_) => "int8-dynamic",
+            None => "f32",
+        }
     }
 
     pub fn device(&self) -> &Device {

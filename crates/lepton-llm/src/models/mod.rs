@@ -5,4 +5,5 @@
 pub mod bert;
 pub mod decoder;
 pub mod embed;
+pub mod linear;
 pub(crate) mod text_model;

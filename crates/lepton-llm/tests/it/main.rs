@@ -9,6 +9,7 @@ mod errors;
 mod gemma3;
 mod hf_llama;
 mod inspect;
+mod int8_encoder;
 mod lora;
 mod minilm;
 mod prefix_cache;
