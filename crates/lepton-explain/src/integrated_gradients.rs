@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::attribution::{Attribution, Method};
 use crate::error::{during, Error, Result};
-use crate::scorer::{target_gradient, target_scores, values, Scorer};
+use crate::scorer::{check_target, target_gradient, target_scores, values, Scorer};
 
 /// The quadrature rule for the path integral.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -242,42 +242,29 @@ pub fn integrated_gradients(
     let op = during("interpolating the path");
     let x = x.to_dtype(DType::F32).map_err(&op)?;
     let b = baseline.tensor(&x)?;
-    let diff = (&x - &b).map_err(&op)?;
     let (alphas, weights) = quadrature(cfg.rule, cfg.steps);
-    let mut shape = vec![1usize];
-    shape.extend_from_slice(x.dims());
-    let (x1, b1, d1) = (
-        x.reshape(shape.as_slice()).map_err(&op)?,
-        b.reshape(shape.as_slice()).map_err(&op)?,
-        diff.reshape(shape.as_slice()).map_err(&op)?,
-    );
-    let mut alpha_shape = vec![0usize];
-    alpha_shape.extend(std::iter::repeat_n(1, x.rank()));
-    let mut total: Option<Tensor> = None;
-    for (a, w) in alphas.chunks(cfg.batch).zip(weights.chunks(cfg.batch)) {
-        alpha_shape[0] = a.len();
-        let at = |v: &[f64]| {
-            Tensor::from_iter(v.iter().map(|&v| v as f32), x.device())
-                .and_then(|t| t.reshape(alpha_shape.as_slice()))
-        };
-        let path = at(a)
-            .and_then(|a| a.broadcast_mul(&d1)?.broadcast_add(&b1))
-            .map_err(&op)?;
-        let (g, _) = target_gradient(model, &path, target)?;
-        let s = at(w)
-            .and_then(|w| g.broadcast_mul(&w)?.sum_keepdim(0))
-            .map_err(during("summing the path gradients"))?;
-        total = Some(match total {
-            None => s,
-            Some(t) => (t + s).map_err(during("summing the path gradients"))?,
-        });
-    }
-    let total = total.expect("steps >= 2, so at least one batch");
-    let attr = (total * &d1)
-        .and_then(|t| t.squeeze(0))
-        .map_err(during("scaling by the input difference"))?;
-    let attributions = values(&attr)?;
-    let ends = target_scores(model, &Tensor::cat(&[&x1, &b1], 0).map_err(&op)?, target)?;
+    let (total, ends) = match model.piecewise_net() {
+        Some(net) => {
+            check_target(target, net.output_len())?;
+            let p = net
+                .path_gradient(
+                    &values(&x)?,
+                    &values(&b)?,
+                    &alphas,
+                    &weights,
+                    target,
+                    cfg.batch,
+                )
+                .map_err(during("integrating the path gradients"))?;
+            (p.gradient, [p.score_input, p.score_baseline])
+        }
+        None => autograd_path_gradient(model, &x, &b, &alphas, &weights, target, cfg.batch)?,
+    };
+    let attributions: Vec<f32> = total
+        .iter()
+        .zip(values(&x)?.iter().zip(values(&b)?))
+        .map(|(g, (x, b))| g * (x - b))
+        .collect();
     let delta = f64::from(ends[0]) - f64::from(ends[1]);
     let sum: f64 = attributions.iter().map(|&v| f64::from(v)).sum();
     Ok(Attribution {
@@ -301,6 +288,54 @@ pub fn integrated_gradients(
             "completeness-relative-error": (sum - delta).abs() / delta.abs().max(1e-12),
         }),
     })
+}
+
+/// `Σ_k w_k ∂y_t/∂x (b + α_k (x − b))` by candle autograd, `batch` points per forward/backward
+/// pass, and the scores `[y_t(x), y_t(b)]`: the path for models that are not a
+/// [`lepton_nn::kernels::PiecewiseNet`].
+#[allow(clippy::too_many_arguments)]
+fn autograd_path_gradient(
+    model: &dyn Scorer,
+    x: &Tensor,
+    b: &Tensor,
+    alphas: &[f64],
+    weights: &[f64],
+    target: usize,
+    batch: usize,
+) -> Result<(Vec<f32>, [f32; 2])> {
+    let op = during("interpolating the path");
+    let diff = (x - b).map_err(&op)?;
+    let mut shape = vec![1usize];
+    shape.extend_from_slice(x.dims());
+    let (x1, b1, d1) = (
+        x.reshape(shape.as_slice()).map_err(&op)?,
+        b.reshape(shape.as_slice()).map_err(&op)?,
+        diff.reshape(shape.as_slice()).map_err(&op)?,
+    );
+    let mut alpha_shape = vec![0usize];
+    alpha_shape.extend(std::iter::repeat_n(1, x.rank()));
+    let mut total: Option<Tensor> = None;
+    for (a, w) in alphas.chunks(batch).zip(weights.chunks(batch)) {
+        alpha_shape[0] = a.len();
+        let at = |v: &[f64]| {
+            Tensor::from_iter(v.iter().map(|&v| v as f32), x.device())
+                .and_then(|t| t.reshape(alpha_shape.as_slice()))
+        };
+        let path = at(a)
+            .and_then(|a| a.broadcast_mul(&d1)?.broadcast_add(&b1))
+            .map_err(&op)?;
+        let (g, _) = target_gradient(model, &path, target)?;
+        let s = at(w)
+            .and_then(|w| g.broadcast_mul(&w)?.sum_keepdim(0))
+            .map_err(during("summing the path gradients"))?;
+        total = Some(match total {
+            None => s,
+            Some(t) => (t + s).map_err(during("summing the path gradients"))?,
+        });
+    }
+    let total = total.expect("steps >= 2, so at least one batch");
+    let ends = target_scores(model, &Tensor::cat(&[&x1, &b1], 0).map_err(&op)?, target)?;
+    Ok((values(&total)?, [ends[0], ends[1]]))
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ impl Geom {
         self.co / self.groups
     }
     /// Rows of one group's column matrix = columns of its weight matrix.
-    fn gk(&self) -> usize {
+    pub(crate) fn gk(&self) -> usize {
         self.cg() * self.kk()
     }
     fn in_len(&self) -> usize {
@@ -123,7 +123,7 @@ impl Geom {
     fn cols_len(&self) -> usize {
         self.c * self.kk() * self.l()
     }
-    fn identity(&self) -> bool {
+    pub(crate) fn identity(&self) -> bool {
         self.k == 1 && self.stride == 1 && self.padding == 0
     }
 

@@ -14,6 +14,8 @@ mod linear;
 pub mod math;
 mod maxpool;
 mod packed;
+mod piecewise;
+mod piecewise_ops;
 mod recurrent;
 mod recurrent_steps;
 
@@ -22,11 +24,13 @@ pub use attention::{
     attention, attention_backward_reference, attention_qkv, attention_reference, AttentionMask,
 };
 pub use batchnorm::{batch_norm, channel_stats};
+pub use blas::Elem;
 pub use conv::{col2im, im2col, Geom as ConvGeom};
 pub use layer_norm::{layer_norm, layer_norm_reference};
 pub use linear::{linear, linear_reference, linear_train, Activation};
 pub use maxpool::max_pool2d;
 pub use packed::PackedLinear;
+pub use piecewise::{PathGradient, Piece, PiecewiseNet};
 pub use recurrent::{recurrent, recurrent_supported, RecurrentCell};
 
 /// Parameters of a 2-D convolution (PyTorch semantics).
