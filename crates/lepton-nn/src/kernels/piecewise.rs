@@ -602,11 +602,11 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
     ) -> Vec<T> {
         let (len_in, len_out) = (self.lens[i], self.lens[j]);
         let par = inner_parallelism(n);
-        // One sample: the gradient at op i's input, left in `a`.
-        let one = |(a, b, cols): &mut (Vec<T>, Vec<T>, Vec<T>), s: usize| {
+        // One sample: the gradient at op `stop`'s input, left in `a`.
+        let one = |(a, b, cols): &mut (Vec<T>, Vec<T>, Vec<T>), s: usize, stop: usize| {
             a[..len_out].copy_from_slice(&grad[s * len_out..(s + 1) * len_out]);
             let ts = &tape[s * self.tape_len..(s + 1) * self.tape_len];
-            for k in (i..j).rev() {
+            for k in (stop..j).rev() {
                 if self.ops[k].backward(
                     (self.lens[k], self.lens[k + 1]),
                     a,
@@ -627,7 +627,7 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
                 .for_each(|(c, dc)| {
                     let mut sc = self.scratch(i, j);
                     for (s, d) in (c * per..).zip(dc.chunks_mut(len_in)) {
-                        one(&mut sc, s);
+                        one(&mut sc, s, i);
                         d.copy_from_slice(&sc.0[..len_in]);
                     }
                 });
@@ -641,9 +641,18 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
                 let mut acc = vec![T::ZERO; len_in];
                 let end = ((c + 1) * per).min(n);
                 for (s, &ws) in (c * per..end).zip(&w[c * per..end]) {
-                    one(&mut sc, s);
-                    for (a, &v) in acc.iter_mut().zip(&sc.0[..len_in]) {
-                        *a += ws * v;
+                    // A first ReLU or pool adds its gradient into `acc` itself (no input-sized
+                    // pass, no zeroing); any other op's input gradient is added.
+                    let lens = (self.lens[i], self.lens[i + 1]);
+                    let ts = &tape[s * self.tape_len + self.tape_at[i]..];
+                    if self.ops[i].fused_sum() {
+                        one(&mut sc, s, i + 1);
+                        self.ops[i].add_backward(lens, &sc.0, ts, ws, &mut acc);
+                    } else {
+                        one(&mut sc, s, i);
+                        for (a, &v) in acc.iter_mut().zip(&sc.0[..len_in]) {
+                            *a += ws * v;
+                        }
                     }
                 }
                 acc
