@@ -2,7 +2,8 @@
 //! saliency of a trained MNIST CNN run directory, through the model's piecewise net and through
 //! the generic candle-autograd path (what every model took before), alternating, `REPS` rounds
 //! of `N` images each; prints the median and the minimum ms per image of each, and the ratio.
-//! On a shared machine the minimum is the better estimate of an idle machine's time.
+//! On a shared machine the minimum is the better estimate of an idle machine's time, and the
+//! CPU time (both threads, from `/proc/self/stat`, 10 ms ticks) the one least moved by load.
 //!
 //!     cargo run --release -p lepton-explain --example explain_ab -- RUN_DIR [N] [REPS]
 
@@ -78,25 +79,41 @@ fn main() -> anyhow::Result<()> {
     };
     for (method, steps) in methods {
         let mut ms: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut cpu = [0.0; 2];
         for (_, scorer) in paths {
             time(scorer, steps)?; // warm-up
         }
         for _ in 0..reps {
             for (i, (_, scorer)) in paths.iter().enumerate() {
+                let c0 = cpu_ms()?;
                 ms[i].push(time(*scorer, steps)?);
+                cpu[i] += cpu_ms()? - c0;
             }
         }
+        let per = (reps * n) as f64;
         let stat = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
             (v[v.len() / 2], v[0])
         };
         let (am, amin) = stat(&mut ms[0]);
         let (pm, pmin) = stat(&mut ms[1]);
+        let (ac, pc) = (cpu[0] / per, cpu[1] / per);
         println!(
-            "{method:>9}: autograd median {am:8.2} min {amin:8.2} | piecewise median {pm:8.2} min {pmin:8.2} ms/image | speed-up median {:.2}x min {:.2}x",
+            "{method:>9}: autograd median {am:8.2} min {amin:8.2} cpu {ac:8.2} | piecewise median {pm:8.2} min {pmin:8.2} cpu {pc:8.2} ms/image | speed-up median {:.2}x min {:.2}x cpu {:.2}x",
             am / pm,
-            amin / pmin
+            amin / pmin,
+            ac / pc
         );
     }
     Ok(())
+}
+
+/// User + system CPU time of this process so far (all threads), from `/proc/self/stat`.
+fn cpu_ms() -> anyhow::Result<f64> {
+    let stat = fs_err::read_to_string("/proc/self/stat")?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').context("/proc/self/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks * 10.0) // USER_HZ = 100 on Linux
 }

@@ -192,9 +192,10 @@ pub fn quadrature(rule: Rule, steps: usize) -> (Vec<f64>, Vec<f64>) {
         }
         Rule::GaussLegendre => {
             // Roots of P_n by Newton's method from Chebyshev-like guesses; w = 2 / ((1 − x²) P_n'²).
+            // The roots are symmetric about 0: the positive half by Newton, the rest mirrored.
             let n = steps;
             let mut nodes = Vec::with_capacity(n);
-            for i in 0..n {
+            for i in 0..n.div_ceil(2) {
                 let mut x = (std::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
                 let mut dp = 1.0;
                 for _ in 0..100 {
@@ -211,7 +212,11 @@ pub fn quadrature(rule: Rule, steps: usize) -> (Vec<f64>, Vec<f64>) {
                         break;
                     }
                 }
-                nodes.push((x, 2.0 / ((1.0 - x * x) * dp * dp)));
+                let w = 2.0 / ((1.0 - x * x) * dp * dp);
+                nodes.push((x, w));
+                if 2 * i + 1 != n {
+                    nodes.push((-x, w));
+                }
             }
             nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
             nodes

@@ -25,6 +25,8 @@
 //! Inputs are `[n, ...input]` flattened row-major (NCHW for images); outputs `[n, K]` with `K` the
 //! number of output values per sample.
 
+use std::sync::Mutex;
+
 use candle_core::{Result, Tensor, WithDType};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -132,8 +134,11 @@ pub struct PathGradient<T> {
     pub score_baseline: T,
 }
 
+/// One sample's buffers: two ping-pong activation buffers and the im2col columns.
+type Scratch<T> = (Vec<T>, Vec<T>, Vec<T>);
+
 /// See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PiecewiseNet<T> {
     ops: Vec<Op<T>>,
     /// `lens[i]`: values per sample entering op `i`; `lens[ops.len()]`: the output.
@@ -144,6 +149,9 @@ pub struct PiecewiseNet<T> {
     tape_len: usize,
     /// The leading affine ops.
     prefix: usize,
+    /// Scratch returned by finished tasks, reused by the next ones (zero-filling fresh buffers
+    /// for every task of every pass was several MB of `memset` per batch).
+    spare: Mutex<Vec<Scratch<T>>>,
 }
 
 /// Samples per parallel task: a few tasks per thread (one scratch allocation each).
@@ -319,6 +327,7 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
             tape_at,
             tape_len: tape_len.max(1),
             prefix,
+            spare: Mutex::new(Vec::new()),
         })
     }
 
@@ -489,15 +498,19 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
         cur.unwrap_or_else(|| input.materialise(n, self.lens[from]))
     }
 
-    /// Scratch for ops `i..j` of one sample: two ping-pong buffers and im2col columns.
-    fn scratch(&self, i: usize, j: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
-        let big = self.lens[i..=j].iter().copied().max().unwrap_or(0);
-        let cols = self.ops[i..j]
-            .iter()
-            .map(Op::scratch_len)
-            .max()
-            .unwrap_or(0);
-        (vec![T::ZERO; big], vec![T::ZERO; big], vec![T::ZERO; cols])
+    /// Scratch for any op of one sample: a spare one, or new. Every op writes the parts of
+    /// its buffers it reads back, so leftovers of an earlier sample do no harm.
+    fn scratch(&self) -> Scratch<T> {
+        let spare = self.spare.lock().expect("scratch lock").pop();
+        spare.unwrap_or_else(|| {
+            let big = self.lens.iter().copied().max().unwrap_or(0);
+            let cols = self.ops.iter().map(Op::scratch_len).max().unwrap_or(0);
+            (vec![T::ZERO; big], vec![T::ZERO; big], vec![T::ZERO; cols])
+        })
+    }
+
+    fn give_back(&self, s: Scratch<T>) {
+        self.spare.lock().expect("scratch lock").push(s);
     }
 
     fn forward_run(
@@ -516,7 +529,7 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
             .zip(tape.par_chunks_mut(per * self.tape_len))
             .enumerate()
             .for_each(|(c, (yc, tc))| {
-                let (mut a, mut b, mut cols) = self.scratch(i, j);
+                let (mut a, mut b, mut cols) = self.scratch();
                 let samples = yc.chunks_mut(len_out).zip(tc.chunks_mut(self.tape_len));
                 for (s, (ys, ts)) in (c * per..).zip(samples) {
                     input.sample(s, &mut a[..len_in]);
@@ -529,6 +542,7 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
                     }
                     ys.copy_from_slice(&a[..len_out]);
                 }
+                self.give_back((a, b, cols));
             });
         y
     }
@@ -625,11 +639,12 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
             dx.par_chunks_mut(per * len_in)
                 .enumerate()
                 .for_each(|(c, dc)| {
-                    let mut sc = self.scratch(i, j);
+                    let mut sc = self.scratch();
                     for (s, d) in (c * per..).zip(dc.chunks_mut(len_in)) {
                         one(&mut sc, s, i);
                         d.copy_from_slice(&sc.0[..len_in]);
                     }
+                    self.give_back(sc);
                 });
             return dx;
         };
@@ -637,7 +652,7 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
         let partials: Vec<Vec<T>> = (0..n.div_ceil(per))
             .into_par_iter()
             .map(|c| {
-                let mut sc = self.scratch(i, j);
+                let mut sc = self.scratch();
                 let mut acc = vec![T::ZERO; len_in];
                 let end = ((c + 1) * per).min(n);
                 for (s, &ws) in (c * per..end).zip(&w[c * per..end]) {
@@ -655,6 +670,7 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
                         }
                     }
                 }
+                self.give_back(sc);
                 acc
             })
             .collect();
