@@ -1,5 +1,7 @@
 //! CPU kernels used by the layers. Every function here has the semantics of the plain candle op it
-//! replaces (same shapes, same layout rules) and is tested against it.
+//! replaces (same shapes, same layout rules) and is tested against it. [`PiecewiseNet`] (with
+//! its per-sample ops in `piecewise_ops.rs`) is a whole eval-mode CNN/MLP compiled for
+//! explanations' forward and input-gradient passes, tested against the model and autograd.
 
 use candle_core::{Result, Tensor};
 
