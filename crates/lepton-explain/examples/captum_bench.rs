@@ -5,6 +5,8 @@
 //!     cargo run --release -p lepton-explain --example captum_bench -- RUN_DIR OUT.json [N] [IG_BATCH]
 //!
 //! `IG_BATCH`: interpolated inputs per forward/backward pass (default: `IgConfig`'s, 64).
+//! `METHODS=ig50,ig256,saliency,occlusion4x4` (the environment): run only those;
+//! `EXPLAIN_PATH=autograd`: the generic candle-autograd path instead of the piecewise net.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +16,8 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use lepton_explain::{
-    integrated_gradients, occlusion, predicted, saliency, Baseline, IgConfig, OcclusionConfig,
+    integrated_gradients, occlusion, predicted, saliency, Baseline, FnScorer, IgConfig,
+    OcclusionConfig, Scorer,
 };
 use lepton_nn::{Model, ModelSpec};
 use serde_json::json;
@@ -65,9 +68,16 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|x| predicted(&model, x))
         .collect::<lepton_explain::Result<_>>()?;
+    // `EXPLAIN_PATH=autograd`: the generic candle-autograd path (what every model took before
+    // the piecewise net), for an A/B in one binary.
+    let autograd = FnScorer(|x: &Tensor| model.scores(x));
+    let scorer: &dyn Scorer = match std::env::var("EXPLAIN_PATH").as_deref() {
+        Ok("autograd") => &autograd,
+        _ => &model,
+    };
     type Run<'a> = Box<dyn Fn(&Tensor, usize) -> lepton_explain::Result<Vec<f32>> + 'a>;
     let ig = |steps: usize| -> Run {
-        let model = &model;
+        let model = scorer;
         Box::new(move |x, t| {
             let cfg = IgConfig {
                 steps,
@@ -82,7 +92,7 @@ fn main() -> anyhow::Result<()> {
         ("ig256", ig(256)),
         (
             "saliency",
-            Box::new(|x, t| Ok(saliency(&model, x, t, false)?.attributions)),
+            Box::new(|x, t| Ok(saliency(scorer, x, t, false)?.attributions)),
         ),
         (
             "occlusion4x4",
@@ -93,12 +103,17 @@ fn main() -> anyhow::Result<()> {
                     baseline: 0.0,
                     batch: 128,
                 };
-                Ok(occlusion(&model, x, t, &cfg)?.attributions)
+                Ok(occlusion(scorer, x, t, &cfg)?.attributions)
             }),
         ),
     ];
+    // `METHODS=ig50,ig256` (as `captum.sh`'s): only those.
+    let only = std::env::var("METHODS").ok();
     let mut ours = serde_json::Map::new();
-    for (name, f) in &methods {
+    for (name, f) in methods.iter().filter(|(name, _)| {
+        only.as_deref()
+            .is_none_or(|m| m.split(',').any(|m| m == *name))
+    }) {
         f(&xs[0], targets[0])?; // warm-up
         let started = Instant::now();
         let attrs: Vec<Vec<f32>> = xs

@@ -5,7 +5,10 @@
 //! with a baseline `b` ([`Baseline`]), the integral by a quadrature rule ([`Rule`]): Gauss-Legendre
 //! on `[0, 1]` (captum's default, `method="gausslegendre"`) or the trapezoid rule (captum's
 //! `riemann_trapezoid`). All `steps` interpolated inputs go through the model in batches of
-//! [`IgConfig::batch`]: one forward and one backward pass per batch, not per step.
+//! [`IgConfig::batch`]: one forward and one backward pass per batch, not per step. A model that
+//! is a [`lepton_nn::kernels::PiecewiseNet`] (conv, linear, batch norm, ReLU, max-pool) runs
+//! its dedicated passes, with the leading affine layers once per explanation instead of per
+//! step (see there); any other model goes through candle autograd.
 //!
 //! Completeness, `Σ_i IG_i = y_t(x) − y_t(b)`, holds up to the quadrature error; the result's
 //! `checks` report it (two extra forward passes).
@@ -19,7 +22,7 @@ use serde_json::json;
 
 use crate::attribution::{Attribution, Method};
 use crate::error::{during, Error, Result};
-use crate::scorer::{target_gradient, target_scores, values, Scorer};
+use crate::scorer::{check_target, target_gradient, target_scores, values, Scorer};
 
 /// The quadrature rule for the path integral.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -192,9 +195,10 @@ pub fn quadrature(rule: Rule, steps: usize) -> (Vec<f64>, Vec<f64>) {
         }
         Rule::GaussLegendre => {
             // Roots of P_n by Newton's method from Chebyshev-like guesses; w = 2 / ((1 − x²) P_n'²).
+            // The roots are symmetric about 0: the positive half by Newton, the rest mirrored.
             let n = steps;
             let mut nodes = Vec::with_capacity(n);
-            for i in 0..n {
+            for i in 0..n.div_ceil(2) {
                 let mut x = (std::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
                 let mut dp = 1.0;
                 for _ in 0..100 {
@@ -211,7 +215,11 @@ pub fn quadrature(rule: Rule, steps: usize) -> (Vec<f64>, Vec<f64>) {
                         break;
                     }
                 }
-                nodes.push((x, 2.0 / ((1.0 - x * x) * dp * dp)));
+                let w = 2.0 / ((1.0 - x * x) * dp * dp);
+                nodes.push((x, w));
+                if 2 * i + 1 != n {
+                    nodes.push((-x, w));
+                }
             }
             nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
             nodes
@@ -242,42 +250,29 @@ pub fn integrated_gradients(
     let op = during("interpolating the path");
     let x = x.to_dtype(DType::F32).map_err(&op)?;
     let b = baseline.tensor(&x)?;
-    let diff = (&x - &b).map_err(&op)?;
     let (alphas, weights) = quadrature(cfg.rule, cfg.steps);
-    let mut shape = vec![1usize];
-    shape.extend_from_slice(x.dims());
-    let (x1, b1, d1) = (
-        x.reshape(shape.as_slice()).map_err(&op)?,
-        b.reshape(shape.as_slice()).map_err(&op)?,
-        diff.reshape(shape.as_slice()).map_err(&op)?,
-    );
-    let mut alpha_shape = vec![0usize];
-    alpha_shape.extend(std::iter::repeat_n(1, x.rank()));
-    let mut total: Option<Tensor> = None;
-    for (a, w) in alphas.chunks(cfg.batch).zip(weights.chunks(cfg.batch)) {
-        alpha_shape[0] = a.len();
-        let at = |v: &[f64]| {
-            Tensor::from_iter(v.iter().map(|&v| v as f32), x.device())
-                .and_then(|t| t.reshape(alpha_shape.as_slice()))
-        };
-        let path = at(a)
-            .and_then(|a| a.broadcast_mul(&d1)?.broadcast_add(&b1))
-            .map_err(&op)?;
-        let (g, _) = target_gradient(model, &path, target)?;
-        let s = at(w)
-            .and_then(|w| g.broadcast_mul(&w)?.sum_keepdim(0))
-            .map_err(during("summing the path gradients"))?;
-        total = Some(match total {
-            None => s,
-            Some(t) => (t + s).map_err(during("summing the path gradients"))?,
-        });
-    }
-    let total = total.expect("steps >= 2, so at least one batch");
-    let attr = (total * &d1)
-        .and_then(|t| t.squeeze(0))
-        .map_err(during("scaling by the input difference"))?;
-    let attributions = values(&attr)?;
-    let ends = target_scores(model, &Tensor::cat(&[&x1, &b1], 0).map_err(&op)?, target)?;
+    let (total, ends) = match model.piecewise_net() {
+        Some(net) => {
+            check_target(target, net.output_len())?;
+            let p = net
+                .path_gradient(
+                    &values(&x)?,
+                    &values(&b)?,
+                    &alphas,
+                    &weights,
+                    target,
+                    cfg.batch,
+                )
+                .map_err(during("integrating the path gradients"))?;
+            (p.gradient, [p.score_input, p.score_baseline])
+        }
+        None => autograd_path_gradient(model, &x, &b, &alphas, &weights, target, cfg.batch)?,
+    };
+    let attributions: Vec<f32> = total
+        .iter()
+        .zip(values(&x)?.iter().zip(values(&b)?))
+        .map(|(g, (x, b))| g * (x - b))
+        .collect();
     let delta = f64::from(ends[0]) - f64::from(ends[1]);
     let sum: f64 = attributions.iter().map(|&v| f64::from(v)).sum();
     Ok(Attribution {
@@ -301,6 +296,54 @@ pub fn integrated_gradients(
             "completeness-relative-error": (sum - delta).abs() / delta.abs().max(1e-12),
         }),
     })
+}
+
+/// `Σ_k w_k ∂y_t/∂x (b + α_k (x − b))` by candle autograd, `batch` points per forward/backward
+/// pass, and the scores `[y_t(x), y_t(b)]`: the path for models that are not a
+/// [`lepton_nn::kernels::PiecewiseNet`].
+#[allow(clippy::too_many_arguments)]
+fn autograd_path_gradient(
+    model: &dyn Scorer,
+    x: &Tensor,
+    b: &Tensor,
+    alphas: &[f64],
+    weights: &[f64],
+    target: usize,
+    batch: usize,
+) -> Result<(Vec<f32>, [f32; 2])> {
+    let op = during("interpolating the path");
+    let diff = (x - b).map_err(&op)?;
+    let mut shape = vec![1usize];
+    shape.extend_from_slice(x.dims());
+    let (x1, b1, d1) = (
+        x.reshape(shape.as_slice()).map_err(&op)?,
+        b.reshape(shape.as_slice()).map_err(&op)?,
+        diff.reshape(shape.as_slice()).map_err(&op)?,
+    );
+    let mut alpha_shape = vec![0usize];
+    alpha_shape.extend(std::iter::repeat_n(1, x.rank()));
+    let mut total: Option<Tensor> = None;
+    for (a, w) in alphas.chunks(batch).zip(weights.chunks(batch)) {
+        alpha_shape[0] = a.len();
+        let at = |v: &[f64]| {
+            Tensor::from_iter(v.iter().map(|&v| v as f32), x.device())
+                .and_then(|t| t.reshape(alpha_shape.as_slice()))
+        };
+        let path = at(a)
+            .and_then(|a| a.broadcast_mul(&d1)?.broadcast_add(&b1))
+            .map_err(&op)?;
+        let (g, _) = target_gradient(model, &path, target)?;
+        let s = at(w)
+            .and_then(|w| g.broadcast_mul(&w)?.sum_keepdim(0))
+            .map_err(during("summing the path gradients"))?;
+        total = Some(match total {
+            None => s,
+            Some(t) => (t + s).map_err(during("summing the path gradients"))?,
+        });
+    }
+    let total = total.expect("steps >= 2, so at least one batch");
+    let ends = target_scores(model, &Tensor::cat(&[&x1, &b1], 0).map_err(&op)?, target)?;
+    Ok((values(&total)?, [ends[0], ends[1]]))
 }
 
 #[cfg(test)]

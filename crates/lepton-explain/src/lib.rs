@@ -17,7 +17,9 @@
 //!
 //! Every method takes one sample (the model's per-sample shape) and a target output; the gradient
 //! methods need lepton-nn's kernels to differentiate the input, which they do through frozen
-//! weights without computing weight gradients.
+//! weights without computing weight gradients, and a model made of convolutions, linear layers,
+//! batch norms, ReLUs and max-pools runs as a [`lepton_nn::kernels::PiecewiseNet`]
+//! ([`Scorer::piecewise_net`]): no autograd graph at all.
 
 pub mod attribution;
 pub mod error;

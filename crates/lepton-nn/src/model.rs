@@ -2,10 +2,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use candle_core::{Tensor, D};
+use candle_core::{Tensor, WithDType, D};
 use candle_nn::{ModuleT, VarBuilder};
 
 use crate::error::Result;
+use crate::kernels::{Elem, PiecewiseNet};
 use crate::layers::{BuildCtx, Ctx, Layer};
 use crate::spec::{LayerSpec, ModelSpec};
 
@@ -69,6 +70,22 @@ impl Model {
             s += &format!("{:<6} {:<16} {:?}\n", i, spec.kind(), shape);
         }
         s
+    }
+
+    /// The model in eval mode as a [`PiecewiseNet`] (forward and input-gradient passes without
+    /// autograd, batch norms folded into the convolutions before them) when every layer is
+    /// affine, a ReLU or a max-pool (conv2d, linear, batch norm, flatten, dropout, relu,
+    /// max-pool2d); `None` otherwise. Built from the current weights on each call: a training
+    /// model's later steps do not leave it stale.
+    pub fn piecewise<T: Elem + WithDType>(&self) -> candle_core::Result<Option<PiecewiseNet<T>>> {
+        let mut pieces = Vec::new();
+        for layer in &self.layers {
+            match layer.pieces()? {
+                Some(p) => pieces.extend(p),
+                None => return Ok(None),
+            }
+        }
+        PiecewiseNet::new(pieces, &self.input).map(Some)
     }
 
     /// Predictions in eval mode, then `softmax` over classes when asked.

@@ -2,5 +2,6 @@
 
 mod completeness;
 mod mnist;
+mod piecewise;
 mod randomisation;
 mod shapley;

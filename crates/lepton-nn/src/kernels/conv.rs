@@ -111,7 +111,7 @@ impl Geom {
         self.co / self.groups
     }
     /// Rows of one group's column matrix = columns of its weight matrix.
-    fn gk(&self) -> usize {
+    pub(crate) fn gk(&self) -> usize {
         self.cg() * self.kk()
     }
     fn in_len(&self) -> usize {
@@ -123,7 +123,7 @@ impl Geom {
     fn cols_len(&self) -> usize {
         self.c * self.kk() * self.l()
     }
-    fn identity(&self) -> bool {
+    pub(crate) fn identity(&self) -> bool {
         self.k == 1 && self.stride == 1 && self.padding == 0
     }
 
@@ -141,6 +141,7 @@ impl Geom {
 /// Patches of one image `x: [C, H, W]` into `cols: [C·K·K, OH·OW]`. The loops of
 /// a per-row helper written out: through a closure the per-row work (11-26 elements for LeNet)
 /// was a call each, 12 % of a training step.
+#[inline(always)]
 pub fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
     let (l, ow, s) = (g.l(), g.ow, g.stride);
     for c in 0..g.c {
@@ -173,6 +174,7 @@ pub fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
 }
 
 /// Adds the column matrix of one image back onto `x: [C, H, W]` (the adjoint of [`im2col`]).
+#[inline(always)]
 pub fn col2im<T: Elem>(g: &Geom, cols: &[T], x: &mut [T]) {
     let (l, ow, s) = (g.l(), g.ow, g.stride);
     for c in 0..g.c {

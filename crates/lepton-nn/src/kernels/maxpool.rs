@@ -81,6 +81,7 @@ impl Geometry {
 
 /// Max-pools one plane into `o`, recording each window's first argmax (index within the plane)
 /// in `at` when given.
+#[inline(always)]
 pub fn pool_plane<T: PartialOrd + Copy>(
     g: &Geometry,
     plane: &[T],

@@ -1,5 +1,7 @@
 //! CPU kernels used by the layers. Every function here has the semantics of the plain candle op it
-//! replaces (same shapes, same layout rules) and is tested against it.
+//! replaces (same shapes, same layout rules) and is tested against it. [`PiecewiseNet`] (with
+//! its per-sample ops in `piecewise_ops.rs`) is a whole eval-mode CNN/MLP compiled for
+//! explanations' forward and input-gradient passes, tested against the model and autograd.
 
 use candle_core::{Result, Tensor};
 
@@ -14,6 +16,8 @@ mod linear;
 pub mod math;
 mod maxpool;
 mod packed;
+mod piecewise;
+mod piecewise_ops;
 mod recurrent;
 mod recurrent_steps;
 
@@ -22,11 +26,13 @@ pub use attention::{
     attention, attention_backward_reference, attention_qkv, attention_reference, AttentionMask,
 };
 pub use batchnorm::{batch_norm, channel_stats};
+pub use blas::Elem;
 pub use conv::{col2im, im2col, Geom as ConvGeom};
 pub use layer_norm::{layer_norm, layer_norm_reference};
 pub use linear::{linear, linear_reference, linear_train, Activation};
 pub use maxpool::max_pool2d;
 pub use packed::PackedLinear;
+pub use piecewise::{PathGradient, Piece, PiecewiseNet};
 pub use recurrent::{recurrent, recurrent_supported, RecurrentCell};
 
 /// Parameters of a 2-D convolution (PyTorch semantics).

@@ -12,7 +12,7 @@ use crate::kernels;
 
 /// A settings-free activation that is its own config and its own built layer.
 macro_rules! activation {
-    ($(#[$m:meta])* $name:ident, $kind:literal, |$x:ident| $forward:expr $(, fold = $fold:expr)?) => {
+    ($(#[$m:meta])* $name:ident, $kind:literal, |$x:ident| $forward:expr $(, fold = $fold:expr)? $(, piece = $piece:expr)?) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy)]
         pub struct $name;
@@ -40,13 +40,18 @@ macro_rules! activation {
                     Some($fold)
                 }
             )?
+            $(
+                fn pieces(&self) -> Result<Option<Vec<kernels::Piece>>> {
+                    Ok(Some(vec![$piece]))
+                }
+            )?
         }
     };
 }
 
 activation!(
     /// `max(x, 0)`.
-    Relu, "relu", |x| kernels::relu(x), fold = Fold::Relu
+    Relu, "relu", |x| kernels::relu(x), fold = Fold::Relu, piece = kernels::Piece::Relu
 );
 activation!(
     /// `x·Φ(x)`, the exact (erf) GELU.

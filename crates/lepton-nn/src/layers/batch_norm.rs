@@ -13,9 +13,10 @@ use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::conv2d::fold_pieces;
 use super::pool::need_image;
 use super::{eps, BuildCtx, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
-use crate::kernels;
+use crate::kernels::{self, Piece};
 
 fn bn_momentum() -> f64 {
     0.1
@@ -186,6 +187,31 @@ impl BatchNorm {
 impl Layer for BatchNorm {
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         self.forward_t(x, ctx.train)
+    }
+
+    /// `x·s + t` per channel with `s = γ/√(σ² + ε)`, `t = β − μ·s` (the running statistics),
+    /// as the kernel computes it in eval mode, then the folded ReLU and max-pool.
+    fn pieces(&self) -> Result<Option<Vec<Piece>>> {
+        let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+        let (gamma, beta) = (host(&self.weight)?, host(&self.bias)?);
+        let (mean, var) = (
+            host(self.running_mean.as_tensor())?,
+            host(self.running_var.as_tensor())?,
+        );
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(g, v)| g / (v + self.eps).sqrt())
+            .collect();
+        let shift = beta
+            .iter()
+            .zip(&mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        let mut p = vec![Piece::Scale { scale, shift }];
+        p.extend(fold_pieces(self.relu, self.pool));
+        Ok(Some(p))
     }
 
     /// A ReLU after the normalisation, and a max-pool after that, in the same kernel: the

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pool::{need_image, window_out};
 use super::{kaiming, one, yes, BuildCtx, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
-use crate::kernels::{self, Conv2dParams};
+use crate::kernels::{self, Conv2dParams, Piece};
 
 /// The `conv2d` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +156,16 @@ impl Layer for Conv2d {
         }
     }
 
+    fn pieces(&self) -> Result<Option<Vec<Piece>>> {
+        let mut p = vec![Piece::Conv {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            params: self.params,
+        }];
+        p.extend(fold_pieces(self.relu, self.pool));
+        Ok(Some(p))
+    }
+
     fn fold(&mut self, op: Fold, after_relu: bool) -> bool {
         match op {
             Fold::Relu => {
@@ -169,4 +179,20 @@ impl Layer for Conv2d {
             Fold::MaxPool(..) => false,
         }
     }
+}
+
+/// The pieces of a ReLU and a max-pool `(kernel, stride, padding)` folded into a layer.
+pub(super) fn fold_pieces(relu: bool, pool: Option<(usize, usize, usize)>) -> Vec<Piece> {
+    let mut p = Vec::new();
+    if relu {
+        p.push(Piece::Relu);
+    }
+    if let Some((kernel, stride, padding)) = pool {
+        p.push(Piece::MaxPool {
+            kernel,
+            stride,
+            padding,
+        });
+    }
+    p
 }

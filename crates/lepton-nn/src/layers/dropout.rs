@@ -56,6 +56,11 @@ impl Layer for Dropout {
             Ok(x.clone())
         }
     }
+
+    /// The identity: explanations run in eval mode.
+    fn pieces(&self) -> Result<Option<Vec<crate::kernels::Piece>>> {
+        Ok(Some(Vec::new()))
+    }
 }
 
 /// `x` with a seeded inverted-dropout mask applied: each value zeroed with probability `p`, the

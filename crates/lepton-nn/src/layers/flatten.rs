@@ -31,4 +31,8 @@ impl Layer for Flatten {
     fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
         x.flatten_from(1)
     }
+
+    fn pieces(&self) -> Result<Option<Vec<crate::kernels::Piece>>> {
+        Ok(Some(vec![crate::kernels::Piece::Flatten]))
+    }
 }

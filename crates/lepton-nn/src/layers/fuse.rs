@@ -24,6 +24,11 @@ impl Layer for Folded {
     fn folded(&self) -> Option<Fold> {
         Some(self.0)
     }
+
+    /// Nothing: the producer's pieces hold the folded operation.
+    fn pieces(&self) -> Result<Option<Vec<crate::kernels::Piece>>> {
+        Ok(Some(Vec::new()))
+    }
 }
 
 /// An `embedding` whose lookup the layer after it computes: passes the token ids through.

@@ -5,6 +5,8 @@ use std::fmt::Debug;
 
 use candle_core::{Module, Result, Tensor};
 
+use crate::kernels::Piece;
+
 /// What a forward pass needs besides the input.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
@@ -53,6 +55,13 @@ pub trait Layer: Debug + Send + Sync {
     fn fold(&mut self, op: Fold, after_relu: bool) -> bool {
         let _ = (op, after_relu);
         false
+    }
+
+    /// This layer in eval mode, with the operations folded into it, as the affine, ReLU and
+    /// max-pool [`Piece`]s of a [`crate::kernels::PiecewiseNet`] (what explanations
+    /// differentiate); `None` (the default) for any other layer.
+    fn pieces(&self) -> Result<Option<Vec<Piece>>> {
+        Ok(None)
     }
 
     /// An `embedding`'s table `[num-embeddings, dim]`, which the layer after it may fold in.

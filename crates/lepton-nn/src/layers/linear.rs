@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::{kaiming, yes, BuildCtx, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
-use crate::kernels::{self, Activation};
+use crate::kernels::{self, Activation, Piece};
 
 /// The `linear` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +135,19 @@ pub struct Linear {
 impl Layer for Linear {
     fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
         kernels::linear(x, &self.weight, self.bias.as_ref(), self.act)
+    }
+
+    fn pieces(&self) -> Result<Option<Vec<Piece>>> {
+        let mut p = vec![Piece::Linear {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+        }];
+        match self.act {
+            Activation::Identity => {}
+            Activation::Relu => p.push(Piece::Relu),
+            _ => return Ok(None),
+        }
+        Ok(Some(p))
     }
 
     fn fold(&mut self, op: Fold, _: bool) -> bool {

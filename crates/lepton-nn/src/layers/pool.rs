@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::{BuildCtx, Ctx, Fold, Layer, LayerConfig, ShapeCtx};
-use crate::kernels;
+use crate::kernels::{self, Piece};
 
 /// `(C, H, W)` of an image input, or an error.
 pub(super) fn need_image(x: &[usize], ctx: &ShapeCtx) -> crate::Result<(usize, usize, usize)> {
@@ -152,6 +152,14 @@ impl Layer for MaxPool2d {
 
     fn foldable(&self) -> Option<Fold> {
         Some(Fold::MaxPool(self.kernel, self.stride, self.padding))
+    }
+
+    fn pieces(&self) -> Result<Option<Vec<Piece>>> {
+        Ok(Some(vec![Piece::MaxPool {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+        }]))
     }
 }
 

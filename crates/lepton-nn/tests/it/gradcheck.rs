@@ -410,3 +410,37 @@ fn input_gradient_of_each_fused_kernel_through_frozen_weights() {
         check_input_through_frozen_weights(layers, input, 2);
     }
 }
+
+/// The input gradient of `Model::piecewise` (batch norms folded into the weights, ReLUs merged
+/// into the pools, leading affine ops run once per path) against central finite differences of
+/// its own forward, for every output.
+#[test]
+fn piecewise_input_gradient_against_finite_differences() {
+    for &(layers, input) in crate::piecewise::SPECS {
+        let net = crate::piecewise::model(layers, input)
+            .piecewise::<f64>()
+            .unwrap()
+            .unwrap();
+        let x = crate::piecewise::values(net.input_len(), 4);
+        let stride = (x.len() / 60).max(1);
+        for target in 0..net.output_len() {
+            let (analytic, _) = net.input_gradient(&x, 1, target).unwrap();
+            let h = 1e-6;
+            for i in (0..x.len()).step_by(stride) {
+                let at = |d: f64| {
+                    let mut v = x.clone();
+                    v[i] += d;
+                    net.forward(&v, 1).unwrap()[target]
+                };
+                let numeric = (at(h) - at(-h)) / (2.0 * h);
+                let err = (numeric - analytic[i]).abs()
+                    / (1e-3f64).max(numeric.abs().max(analytic[i].abs()));
+                assert!(
+                    err < 1e-5,
+                    "{layers}: d y[{target}] / d x[{i}]: {} vs finite differences {numeric}",
+                    analytic[i]
+                );
+            }
+        }
+    }
+}

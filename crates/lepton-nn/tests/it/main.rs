@@ -5,6 +5,7 @@
 mod budget;
 mod gradcheck;
 mod model;
+mod piecewise;
 mod recurrent;
 mod recurrent_kernel;
 mod sequence;

@@ -1,0 +1,129 @@
+//! The piecewise-linear path of the gradient methods (lepton-nn's `PiecewiseNet`: no autograd,
+//! batch norms folded, the leading convolution run once per path) gives the attributions of the
+//! generic candle-autograd path, on the in-test trained CNN and on the shape of
+//! `examples/mnist-cnn.toml` (conv-BN-ReLU-pool twice, dropout, linear-ReLU-linear).
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
+use lepton_explain::{integrated_gradients, saliency, Baseline, FnScorer, IgConfig, Rule, Scorer};
+use lepton_nn::{Model, ModelSpec};
+
+use crate::mnist::trained;
+
+const MNIST_CNN: &str = r#"
+input = [1, 28, 28]
+layers = [
+  { type = "conv2d", out-channels = 32, kernel = 3, padding = 1, bias = false }, { type = "batch-norm2d" }, { type = "relu" }, { type = "max-pool2d", kernel = 2 },
+  { type = "conv2d", out-channels = 64, kernel = 3, padding = 1, bias = false }, { type = "batch-norm2d" }, { type = "relu" }, { type = "max-pool2d", kernel = 2 },
+  { type = "flatten" }, { type = "dropout", p = 0.3 }, { type = "linear", out-features = 128 }, { type = "relu" },
+  { type = "dropout", p = 0.3 }, { type = "linear", out-features = 10 },
+]"#;
+
+/// The mnist-cnn spec with seeded weights whose batch norms hold running statistics of real
+/// images (three training-mode forwards), loaded as inference loads it (plain tensors).
+fn mnist_cnn(images: &Tensor) -> Model {
+    let spec: ModelSpec = toml::from_str(MNIST_CNN).unwrap();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = Model::new(&spec, &[1, 28, 28], vb).unwrap();
+    lepton_nn::init_seeded(&varmap, 3).unwrap();
+    for b in 0..3 {
+        model
+            .forward_t(&images.narrow(0, b * 8, 8).unwrap(), true)
+            .unwrap();
+    }
+    let tensors = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .collect();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    Model::new(&spec, &[1, 28, 28], vb).unwrap()
+}
+
+/// `max |a − b| / max |b|`.
+fn rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+}
+
+#[test]
+fn integrated_gradients_and_saliency_through_the_piecewise_net_equal_the_autograd_path() {
+    let t = trained();
+    let cnn = mnist_cnn(&t.images);
+    for (name, model) in [("in-test CNN", t.model()), ("mnist-cnn", cnn)] {
+        assert!(model.piecewise_net().is_some(), "{name}");
+        // The same model without the piecewise net: candle autograd through lepton-nn's kernels.
+        let generic = FnScorer(|x: &Tensor| model.scores(x));
+        assert!(generic.piecewise_net().is_none());
+        for i in 0..3 {
+            let x = t.image(i);
+            let target = t.labels[i] as usize;
+            // Not `Mean` with the trapezoid rule: its first point is a constant image, where
+            // max-pool windows tie exactly and the gradient is not defined (either side's choice
+            // is a valid subgradient, and rounding decides it).
+            let noise = t.image(i + 10).affine(0.5, 0.1).unwrap();
+            for (baseline, rule, steps, batch) in [
+                (Baseline::Zeros, Rule::GaussLegendre, 50, 64),
+                (Baseline::Blur { sigma: 4.0 }, Rule::GaussLegendre, 256, 64),
+                (Baseline::Mean, Rule::GaussLegendre, 20, 64),
+                (Baseline::Given(noise.clone()), Rule::GaussLegendre, 37, 16),
+                (Baseline::Given(noise.clone()), Rule::Trapezoid, 37, 16),
+                (Baseline::Zeros, Rule::Trapezoid, 50, 64),
+            ] {
+                let cfg = IgConfig { steps, rule, batch };
+                let fast = integrated_gradients(&model, &x, &baseline, target, &cfg).unwrap();
+                let slow = integrated_gradients(&generic, &x, &baseline, target, &cfg).unwrap();
+                let r = rel(&fast.attributions, &slow.attributions);
+                eprintln!("{name} image {i} {baseline:?} {rule:?} {steps}: {r:.1e}");
+                // The untrained mnist-cnn's smooth baselines (blur, mean, a scaled image) put
+                // pool windows within rounding of a tie along the path, where the batch norm
+                // folded into the convolution and the once-per-path first convolution round
+                // differently and either choice is a valid subgradient: 1e-3 there (captum's
+                // bound), 1e-5 everywhere else.
+                let bound = if name == "mnist-cnn" && !matches!(baseline, Baseline::Zeros) {
+                    1e-3
+                } else {
+                    1e-5
+                };
+                assert!(
+                    r < bound,
+                    "{name} image {i} {baseline:?}: relative difference {r}"
+                );
+                for key in ["score-input", "score-baseline"] {
+                    let (f, s) = (
+                        fast.checks[key].as_f64().unwrap(),
+                        slow.checks[key].as_f64().unwrap(),
+                    );
+                    assert!(
+                        (f - s).abs() < 1e-5 * s.abs().max(1.0),
+                        "{name} {key}: {f} vs {s}"
+                    );
+                }
+            }
+            for times_input in [false, true] {
+                let fast = saliency(&model, &x, target, times_input).unwrap();
+                let slow = saliency(&generic, &x, target, times_input).unwrap();
+                assert!(
+                    rel(&fast.attributions, &slow.attributions) < 1e-5,
+                    "{name} saliency"
+                );
+                assert!((fast.score - slow.score).abs() < 1e-5 * slow.score.abs().max(1.0));
+            }
+        }
+        let e = integrated_gradients(
+            &model,
+            &t.image(0),
+            &Baseline::Zeros,
+            10,
+            &IgConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("invalid target"), "{e}");
+    }
+}

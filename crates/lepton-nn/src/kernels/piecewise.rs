@@ -1,0 +1,686 @@
+//! [`PiecewiseNet`]: an eval-mode sequential model made only of affine maps (convolution, linear,
+//! eval batch norm, flatten) and the piecewise-linear ReLU and max-pool, compiled for what
+//! explanations need: batched forward passes and the gradient of one output with respect to the
+//! input, with no autograd graph and no parameter gradient.
+//!
+//! Compilation ([`PiecewiseNet::new`], from the layers' [`Piece`]s): a batch norm right after a
+//! convolution (or after a linear layer of features `[F]`) is folded into its weights and bias
+//! (`W' = W·s`, `b' = b·s + t` with `s = γ/√(σ² + ε)`, `t = β − μ·s`: exact, it is affine in eval
+//! mode); a ReLU next to a max-pool becomes part of the pool (they commute), which then records
+//! only the window argmax (or "no gradient" where the pooled value is ≤ 0).
+//!
+//! Execution: runs of per-sample ops (convolution as im2col + GEMM, batch-norm scale, ReLU,
+//! max-pool) go sample by sample through per-thread buffers that stay in cache, samples in
+//! parallel; a linear layer is one GEMM over the batch. The forward records only the ReLU masks
+//! and pool argmaxes (the *tape*); the backward needs nothing else, since no weight gradient is
+//! formed: `dx = Wᵀ·dy` (col2im for a convolution), the mask, the scatter to the argmax.
+//!
+//! Integrated gradients ([`PiecewiseNet::path_gradient`]) use that the leading affine ops `P`
+//! (before the first ReLU or pool) are affine: `P(b + α(x − b)) = P(b) + α(P(x) − P(b))`, so `P`
+//! runs once on `x` and once on `b`, not per step (the points are formed as
+//! `(1 − α)·P(b) + α·P(x)`), and `Σ_k w_k Jᵀ_P u_k = Jᵀ_P Σ_k w_k u_k`,
+//! so `P`'s input gradient runs once on the weighted sum of the per-step gradients at its output.
+//!
+//! # Shapes
+//! Inputs are `[n, ...input]` flattened row-major (NCHW for images); outputs `[n, K]` with `K` the
+//! number of output values per sample.
+
+use std::sync::Mutex;
+
+use candle_core::{Result, Tensor, WithDType};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::blas::{inner_parallelism, matmul, Elem, Mat};
+use super::conv::Geom;
+use super::maxpool::Geometry as PoolGeom;
+use super::piecewise_ops::Op;
+use super::Conv2dParams;
+
+/// Backward passes accumulate into at most this many partial sums (a fixed partition of the
+/// batch, summed in order: the result does not depend on thread scheduling).
+const PARTIALS: usize = 8;
+
+/// One eval-mode operation of a layer, as a layer describes itself to [`PiecewiseNet::new`]
+/// (`Layer::pieces`). Per-sample shapes; the batch dimension is implicit.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// `conv2d(x, weight) + bias` over `[C, H, W]`.
+    Conv {
+        weight: Tensor,
+        bias: Option<Tensor>,
+        params: Conv2dParams,
+    },
+    /// `x·weightᵀ + bias` over the last dimension; `weight: [out, in]`.
+    Linear {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    /// `x·scale[c] + shift[c]` per channel (the first per-sample dimension): eval batch norm.
+    Scale {
+        scale: Vec<f64>,
+        shift: Vec<f64>,
+    },
+    Relu,
+    /// Max-pool `[C, H, W]`, padding `-inf`, first maximum (PyTorch).
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    /// `[...] -> [product]`.
+    Flatten,
+}
+
+impl Piece {
+    /// The piece's name in messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Piece::Conv { .. } => "conv",
+            Piece::Linear { .. } => "linear",
+            Piece::Scale { .. } => "scale",
+            Piece::Relu => "relu",
+            Piece::MaxPool { .. } => "max-pool",
+            Piece::Flatten => "flatten",
+        }
+    }
+}
+
+/// What the forward pass reads: a batch, or the points `(1 − α)·from + α·to` of a straight
+/// path (exactly `from` at α = 0 and `to` at α = 1, so values that tie at the ends still tie).
+#[derive(Clone, Copy)]
+enum Input<'a, T> {
+    Batch(&'a [T]),
+    Path {
+        from: &'a [T],
+        to: &'a [T],
+        alphas: &'a [T],
+    },
+}
+
+impl<T: Elem> Input<'_, T> {
+    /// Sample `s` into `dst`.
+    fn sample(&self, s: usize, dst: &mut [T]) {
+        let len = dst.len();
+        match *self {
+            Input::Batch(x) => dst.copy_from_slice(&x[s * len..(s + 1) * len]),
+            Input::Path { from, to, alphas } => {
+                let a = alphas[s];
+                let c = T::ONE - a;
+                for ((d, &f), &t) in dst.iter_mut().zip(from).zip(to) {
+                    *d = c * f + a * t;
+                }
+            }
+        }
+    }
+
+    fn materialise(&self, n: usize, len: usize) -> Vec<T> {
+        let mut v = vec![T::ZERO; n * len];
+        v.par_chunks_mut(len.max(1))
+            .enumerate()
+            .for_each(|(s, d)| self.sample(s, d));
+        v
+    }
+}
+
+/// [`PiecewiseNet::path_gradient`]'s answer.
+#[derive(Debug, Clone)]
+pub struct PathGradient<T> {
+    /// `Σ_k w_k ∂y_t/∂x (b + α_k (x − b))`, the input's shape.
+    pub gradient: Vec<T>,
+    /// `y_t(x)`.
+    pub score_input: T,
+    /// `y_t(b)`.
+    pub score_baseline: T,
+}
+
+/// One sample's buffers: two ping-pong activation buffers and the im2col columns.
+type Scratch<T> = (Vec<T>, Vec<T>, Vec<T>);
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct PiecewiseNet<T> {
+    ops: Vec<Op<T>>,
+    /// `lens[i]`: values per sample entering op `i`; `lens[ops.len()]`: the output.
+    lens: Vec<usize>,
+    /// Offset of op `i`'s record in a sample's tape.
+    tape_at: Vec<usize>,
+    /// Tape entries per sample (at least 1, so per-sample chunks are never empty).
+    tape_len: usize,
+    /// The leading affine ops.
+    prefix: usize,
+    /// Scratch returned by finished tasks, reused by the next ones (zero-filling fresh buffers
+    /// for every task of every pass was several MB of `memset` per batch).
+    spare: Mutex<Vec<Scratch<T>>>,
+}
+
+/// Samples per parallel task: a few tasks per thread (one scratch allocation each).
+fn samples_per_task(n: usize) -> usize {
+    n.div_ceil((4 * rayon::current_num_threads()).clamp(1, n.max(1)))
+}
+
+fn host<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
+    t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1::<T>()
+}
+
+impl<T: Elem + WithDType> PiecewiseNet<T> {
+    /// Compile `pieces` for per-sample `input` shape; an error names the piece that does not
+    /// fit its input.
+    pub fn new(pieces: Vec<Piece>, input: &[usize]) -> Result<Self> {
+        let mut shape = input.to_vec();
+        let mut ops: Vec<Op<T>> = Vec::new();
+        let mut lens = vec![shape.iter().product::<usize>()];
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let kind = piece.kind();
+            let image = |shape: &[usize]| match *shape {
+                [c, h, w] => Ok((c, h, w)),
+                _ => {
+                    candle_core::bail!("piece {i} ({kind}) needs an image [C, H, W], got {shape:?}")
+                }
+            };
+            match piece {
+                Piece::Conv {
+                    ref weight,
+                    ref bias,
+                    params,
+                } => {
+                    let (c, h, w) = image(&shape)?;
+                    let g = Geom::new(
+                        &[1, c, h, w],
+                        weight.dims(),
+                        params.stride,
+                        params.padding,
+                        params.dilation,
+                        params.groups,
+                    )?;
+                    let b = match bias {
+                        Some(b) => host(b)?,
+                        None => vec![T::ZERO; g.co],
+                    };
+                    if b.len() != g.co {
+                        candle_core::bail!(
+                            "piece {i}: conv bias has {} values, expected {}",
+                            b.len(),
+                            g.co
+                        );
+                    }
+                    ops.push(Op::Conv {
+                        w: host(weight)?,
+                        wt: Vec::new(),
+                        b,
+                        g,
+                    });
+                    shape = vec![g.co, g.oh, g.ow];
+                }
+                Piece::Linear {
+                    ref weight,
+                    ref bias,
+                } => {
+                    let inp = *shape.last().unwrap_or(&0);
+                    let &[out, win] = weight.dims() else {
+                        candle_core::bail!(
+                            "piece {i}: linear weight must be [out, in], got {:?}",
+                            weight.dims()
+                        )
+                    };
+                    if win != inp {
+                        candle_core::bail!(
+                            "piece {i}: linear weight {:?} does not fit input {shape:?}",
+                            weight.dims()
+                        );
+                    }
+                    let b = match bias {
+                        Some(b) => host(b)?,
+                        None => vec![T::ZERO; out],
+                    };
+                    if b.len() != out {
+                        candle_core::bail!(
+                            "piece {i}: linear bias has {} values, expected {out}",
+                            b.len()
+                        );
+                    }
+                    ops.push(Op::Linear {
+                        w: host(weight)?,
+                        b,
+                        inp,
+                        out,
+                    });
+                    *shape.last_mut().expect("checked non-empty") = out;
+                }
+                Piece::Scale { scale, shift } => {
+                    if shape.is_empty() || shape[0] != scale.len() || shift.len() != scale.len() {
+                        candle_core::bail!(
+                            "piece {i}: a per-channel scale of {} channels does not fit {shape:?}",
+                            scale.len()
+                        );
+                    }
+                    // Fold into the affine op just before when its outputs are the channels.
+                    let folded = match ops.last_mut() {
+                        Some(Op::Conv { w, b, g, .. }) => Some((w, b, g.gk())),
+                        Some(Op::Linear { w, b, inp, .. }) if shape.len() == 1 => {
+                            Some((w, b, *inp))
+                        }
+                        _ => None,
+                    };
+                    if let Some((w, b, per)) = folded {
+                        for (o, (&s, &t)) in scale.iter().zip(&shift).enumerate() {
+                            for v in &mut w[o * per..(o + 1) * per] {
+                                *v = <T as Elem>::from_f64(Elem::to_f64(*v) * s);
+                            }
+                            b[o] = <T as Elem>::from_f64(Elem::to_f64(b[o]) * s + t);
+                        }
+                    } else {
+                        let inner = shape[1..].iter().product();
+                        let cast = |v: Vec<f64>| v.into_iter().map(<T as Elem>::from_f64).collect();
+                        ops.push(Op::Scale {
+                            scale: cast(scale),
+                            shift: cast(shift),
+                            inner,
+                        });
+                    }
+                }
+                Piece::Relu => match ops.last_mut() {
+                    Some(Op::Pool { relu, .. }) => *relu = true,
+                    Some(Op::Relu) => {}
+                    _ => ops.push(Op::Relu),
+                },
+                Piece::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    let (c, h, w) = image(&shape)?;
+                    let g = PoolGeom::new(&[1, c, h, w], kernel, stride, padding)?;
+                    // max-pool ∘ ReLU = ReLU ∘ max-pool (both monotone), with the same gradient.
+                    let relu = matches!(ops.last(), Some(Op::Relu));
+                    if relu {
+                        ops.pop();
+                    }
+                    ops.push(Op::Pool { g, relu });
+                    shape = vec![c, g.oh, g.ow];
+                }
+                Piece::Flatten => {
+                    ops.push(Op::Reshape);
+                    shape = vec![shape.iter().product()];
+                }
+            }
+            lens.truncate(ops.len());
+            lens.push(shape.iter().product());
+        }
+        for op in &mut ops {
+            op.finish();
+        }
+        let mut tape_at = Vec::with_capacity(ops.len());
+        let mut tape_len = 0;
+        for (i, op) in ops.iter().enumerate() {
+            tape_at.push(tape_len);
+            tape_len += match op {
+                Op::Relu => lens[i],
+                Op::Pool { .. } => lens[i + 1],
+                _ => 0,
+            };
+        }
+        let prefix = ops.iter().take_while(|op| op.affine()).count();
+        Ok(Self {
+            ops,
+            lens,
+            tape_at,
+            tape_len: tape_len.max(1),
+            prefix,
+            spare: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Values per input sample.
+    pub fn input_len(&self) -> usize {
+        self.lens[0]
+    }
+
+    /// Output values per sample (`K`).
+    pub fn output_len(&self) -> usize {
+        *self.lens.last().expect("lens has the input")
+    }
+
+    fn check(&self, x: &[T], n: usize, target: Option<usize>) -> Result<()> {
+        if x.len() != n * self.input_len() {
+            candle_core::bail!(
+                "piecewise net: {} input values for {n} samples of {}",
+                x.len(),
+                self.input_len()
+            );
+        }
+        if let Some(t) = target.filter(|&t| t >= self.output_len()) {
+            candle_core::bail!(
+                "piecewise net: target {t} out of range ({} outputs)",
+                self.output_len()
+            );
+        }
+        Ok(())
+    }
+
+    /// The outputs `[n, K]` of `n` samples `x: [n, ...input]`.
+    pub fn forward(&self, x: &[T], n: usize) -> Result<Vec<T>> {
+        self.check(x, n, None)?;
+        let mut tape = vec![0u32; n * self.tape_len];
+        Ok(self.forward_range(0, self.ops.len(), Input::Batch(x), n, &mut tape))
+    }
+
+    /// `∂y_target/∂x` per sample `[n, ...input]` and the target scores `[n]`.
+    pub fn input_gradient(&self, x: &[T], n: usize, target: usize) -> Result<(Vec<T>, Vec<T>)> {
+        self.check(x, n, Some(target))?;
+        let mut tape = vec![0u32; n * self.tape_len];
+        let y = self.forward_range(0, self.ops.len(), Input::Batch(x), n, &mut tape);
+        let (seed, scores) = self.seed(&y, n, target);
+        let g = self.backward_range(0, self.ops.len(), seed, n, &tape, None);
+        Ok((g, scores))
+    }
+
+    /// `Σ_k weights[k]·∂y_target/∂x` at the points `b + alphas[k]·(x − b)` (integrated gradients'
+    /// quadrature before the final `⊙ (x − b)`), `batch` points per pass, and `y_target` at both
+    /// ends; see the module docs.
+    pub fn path_gradient(
+        &self,
+        x: &[T],
+        b: &[T],
+        alphas: &[f64],
+        weights: &[f64],
+        target: usize,
+        batch: usize,
+    ) -> Result<PathGradient<T>> {
+        self.check(x, 1, Some(target))?;
+        self.check(b, 1, None)?;
+        if alphas.len() != weights.len() || batch == 0 {
+            candle_core::bail!(
+                "piecewise net: {} alphas, {} weights, batch {batch}",
+                alphas.len(),
+                weights.len()
+            );
+        }
+        let (p, all) = (self.prefix, self.ops.len());
+        let ends: Vec<T> = x.iter().chain(b).copied().collect();
+        let mut tape = vec![0u32; 2 * self.tape_len];
+        let ends = self.forward_range(0, p, Input::Batch(&ends), 2, &mut tape);
+        let m = self.lens[p];
+        let (px, pb) = ends.split_at(m);
+        let y = self.forward_range(p, all, Input::Batch(&ends), 2, &mut tape);
+        let k = self.output_len();
+        let (score_input, score_baseline) = (y[target], y[k + target]);
+        let mut acc = vec![T::ZERO; m];
+        let mut tape = vec![0u32; batch.min(alphas.len()) * self.tape_len];
+        for (a, w) in alphas.chunks(batch).zip(weights.chunks(batch)) {
+            let n = a.len();
+            let a: Vec<T> = a.iter().map(|&v| <T as Elem>::from_f64(v)).collect();
+            let w: Vec<T> = w.iter().map(|&v| <T as Elem>::from_f64(v)).collect();
+            let input = Input::Path {
+                from: pb,
+                to: px,
+                alphas: &a,
+            };
+            let tape = &mut tape[..n * self.tape_len];
+            let y = self.forward_range(p, all, input, n, tape);
+            let (seed, _) = self.seed(&y, n, target);
+            let g = self.backward_range(p, all, seed, n, tape, Some(&w));
+            for (s, v) in acc.iter_mut().zip(g) {
+                *s += v;
+            }
+        }
+        let gradient = self.backward_range(0, p, acc, 1, &vec![0; self.tape_len], None);
+        Ok(PathGradient {
+            gradient,
+            score_input,
+            score_baseline,
+        })
+    }
+
+    /// The one-hot output gradient of `target` and the target scores.
+    fn seed(&self, y: &[T], n: usize, target: usize) -> (Vec<T>, Vec<T>) {
+        let k = self.output_len();
+        let mut seed = vec![T::ZERO; n * k];
+        let mut scores = Vec::with_capacity(n);
+        for s in 0..n {
+            seed[s * k + target] = T::ONE;
+            scores.push(y[s * k + target]);
+        }
+        (seed, scores)
+    }
+
+    /// The end of the run of per-sample ops starting at `i` (before `to`).
+    fn run_end(&self, i: usize, to: usize) -> usize {
+        (i..to)
+            .find(|&j| matches!(self.ops[j], Op::Linear { .. }))
+            .unwrap_or(to)
+    }
+
+    /// Ops `from..to` over `n` samples, recording into `tape` (`n × tape_len`).
+    fn forward_range(
+        &self,
+        from: usize,
+        to: usize,
+        input: Input<T>,
+        n: usize,
+        tape: &mut [u32],
+    ) -> Vec<T> {
+        let mut cur: Option<Vec<T>> = None;
+        let mut i = from;
+        while i < to {
+            let src = match &cur {
+                Some(v) => Input::Batch(v.as_slice()),
+                None => input,
+            };
+            if let Op::Linear { w, b, inp, out } = &self.ops[i] {
+                let x = match src {
+                    Input::Batch(x) => std::borrow::Cow::Borrowed(x),
+                    path => std::borrow::Cow::Owned(path.materialise(n, self.lens[i])),
+                };
+                let rows = n * self.lens[i] / inp;
+                let mut y = Vec::with_capacity(rows * out);
+                for _ in 0..rows {
+                    y.extend_from_slice(b);
+                }
+                matmul(
+                    rows,
+                    *out,
+                    *inp,
+                    &mut y,
+                    Mat::rows(&x, *inp),
+                    Mat::rows_t(w, *inp),
+                    true,
+                    Parallelism::Rayon(0),
+                );
+                cur = Some(y);
+                i += 1;
+            } else {
+                let j = self.run_end(i, to);
+                cur = Some(self.forward_run(i, j, src, n, tape));
+                i = j;
+            }
+        }
+        cur.unwrap_or_else(|| input.materialise(n, self.lens[from]))
+    }
+
+    /// Scratch for any op of one sample: a spare one, or new. Every op writes the parts of
+    /// its buffers it reads back, so leftovers of an earlier sample do no harm.
+    fn scratch(&self) -> Scratch<T> {
+        let spare = self.spare.lock().expect("scratch lock").pop();
+        spare.unwrap_or_else(|| {
+            let big = self.lens.iter().copied().max().unwrap_or(0);
+            let cols = self.ops.iter().map(Op::scratch_len).max().unwrap_or(0);
+            (vec![T::ZERO; big], vec![T::ZERO; big], vec![T::ZERO; cols])
+        })
+    }
+
+    fn give_back(&self, s: Scratch<T>) {
+        self.spare.lock().expect("scratch lock").push(s);
+    }
+
+    fn forward_run(
+        &self,
+        i: usize,
+        j: usize,
+        input: Input<T>,
+        n: usize,
+        tape: &mut [u32],
+    ) -> Vec<T> {
+        let (len_in, len_out) = (self.lens[i], self.lens[j]);
+        let par = inner_parallelism(n);
+        let per = samples_per_task(n);
+        let mut y = vec![T::ZERO; n * len_out];
+        y.par_chunks_mut(per * len_out)
+            .zip(tape.par_chunks_mut(per * self.tape_len))
+            .enumerate()
+            .for_each(|(c, (yc, tc))| {
+                let (mut a, mut b, mut cols) = self.scratch();
+                let samples = yc.chunks_mut(len_out).zip(tc.chunks_mut(self.tape_len));
+                for (s, (ys, ts)) in (c * per..).zip(samples) {
+                    input.sample(s, &mut a[..len_in]);
+                    for k in i..j {
+                        let lens = (self.lens[k], self.lens[k + 1]);
+                        let t = &mut ts[self.tape_at[k]..];
+                        if self.ops[k].forward(lens, &mut a, &mut b, &mut cols, t, par) {
+                            std::mem::swap(&mut a, &mut b);
+                        }
+                    }
+                    ys.copy_from_slice(&a[..len_out]);
+                }
+                self.give_back((a, b, cols));
+            });
+        y
+    }
+
+    /// The gradient at the input of op `from` from `grad` at the output of op `to - 1`, for `n`
+    /// samples recorded in `tape`. With `weights`, the per-sample gradients are summed, weighted:
+    /// one input-sized vector.
+    fn backward_range(
+        &self,
+        from: usize,
+        to: usize,
+        grad: Vec<T>,
+        n: usize,
+        tape: &[u32],
+        weights: Option<&[T]>,
+    ) -> Vec<T> {
+        let mut g = grad;
+        let mut j = to;
+        while j > from {
+            if let Op::Linear { w, inp, out, .. } = &self.ops[j - 1] {
+                let rows = n * self.lens[j - 1] / inp;
+                let mut dx = vec![T::ZERO; rows * inp];
+                matmul(
+                    rows,
+                    *inp,
+                    *out,
+                    &mut dx,
+                    Mat::rows(&g, *out),
+                    Mat::rows(w, *inp),
+                    false,
+                    Parallelism::Rayon(0),
+                );
+                g = dx;
+                j -= 1;
+                continue;
+            }
+            let i = (from..j)
+                .rev()
+                .find(|&k| matches!(self.ops[k], Op::Linear { .. }))
+                .map_or(from, |k| k + 1);
+            let sum = if i == from { weights } else { None };
+            g = self.backward_run(i, j, &g, n, tape, sum);
+            if sum.is_some() {
+                return g;
+            }
+            j = i;
+        }
+        match weights {
+            None => g,
+            Some(w) => {
+                let len = self.lens[from];
+                let mut acc = vec![T::ZERO; len];
+                for (gs, &ws) in g.chunks(len).zip(w) {
+                    for (a, &v) in acc.iter_mut().zip(gs) {
+                        *a += ws * v;
+                    }
+                }
+                acc
+            }
+        }
+    }
+
+    fn backward_run(
+        &self,
+        i: usize,
+        j: usize,
+        grad: &[T],
+        n: usize,
+        tape: &[u32],
+        weights: Option<&[T]>,
+    ) -> Vec<T> {
+        let (len_in, len_out) = (self.lens[i], self.lens[j]);
+        let par = inner_parallelism(n);
+        // One sample: the gradient at op `stop`'s input, left in `a`.
+        let one = |(a, b, cols): &mut (Vec<T>, Vec<T>, Vec<T>), s: usize, stop: usize| {
+            a[..len_out].copy_from_slice(&grad[s * len_out..(s + 1) * len_out]);
+            let ts = &tape[s * self.tape_len..(s + 1) * self.tape_len];
+            for k in (stop..j).rev() {
+                if self.ops[k].backward(
+                    (self.lens[k], self.lens[k + 1]),
+                    a,
+                    b,
+                    cols,
+                    &ts[self.tape_at[k]..],
+                    par,
+                ) {
+                    std::mem::swap(a, b);
+                }
+            }
+        };
+        let Some(w) = weights else {
+            let per = samples_per_task(n);
+            let mut dx = vec![T::ZERO; n * len_in];
+            dx.par_chunks_mut(per * len_in)
+                .enumerate()
+                .for_each(|(c, dc)| {
+                    let mut sc = self.scratch();
+                    for (s, d) in (c * per..).zip(dc.chunks_mut(len_in)) {
+                        one(&mut sc, s, i);
+                        d.copy_from_slice(&sc.0[..len_in]);
+                    }
+                    self.give_back(sc);
+                });
+            return dx;
+        };
+        let per = n.div_ceil(n.clamp(1, PARTIALS));
+        let partials: Vec<Vec<T>> = (0..n.div_ceil(per))
+            .into_par_iter()
+            .map(|c| {
+                let mut sc = self.scratch();
+                let mut acc = vec![T::ZERO; len_in];
+                let end = ((c + 1) * per).min(n);
+                for (s, &ws) in (c * per..end).zip(&w[c * per..end]) {
+                    // A first ReLU or pool adds its gradient into `acc` itself (no input-sized
+                    // pass, no zeroing); any other op's input gradient is added.
+                    let lens = (self.lens[i], self.lens[i + 1]);
+                    let ts = &tape[s * self.tape_len + self.tape_at[i]..];
+                    if self.ops[i].fused_sum() {
+                        one(&mut sc, s, i + 1);
+                        self.ops[i].add_backward(lens, &sc.0, ts, ws, &mut acc);
+                    } else {
+                        one(&mut sc, s, i);
+                        for (a, &v) in acc.iter_mut().zip(&sc.0[..len_in]) {
+                            *a += ws * v;
+                        }
+                    }
+                }
+                self.give_back(sc);
+                acc
+            })
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut acc = parts.next().unwrap_or_else(|| vec![T::ZERO; len_in]);
+        for p in parts {
+            for (a, v) in acc.iter_mut().zip(p) {
+                *a += v;
+            }
+        }
+        acc
+    }
+}

@@ -1,0 +1,506 @@
+//! The per-sample operations of a [`super::PiecewiseNet`]: forward (recording ReLU masks and
+//! pool argmaxes into the sample's tape) and input gradient, through per-thread buffers.
+//!
+//! A convolution's input gradient is a GEMM and col2im when its output gradient is dense; when
+//! at most a tenth of it is non-zero (a one-hot output gradient, a strided pool after it), each
+//! non-zero `dy[o, y, x]` instead adds `dy · W[o, :, ky, kx]` to the
+//! `K·K` input positions it touches, in a channels-last buffer that is transposed at the end:
+//! the work is proportional to the non-zeros, and no col2im.
+
+use gemm::Parallelism;
+
+use super::blas::{matmul, Elem, Mat};
+use super::conv::{col2im, im2col, Geom};
+use super::maxpool::{pool_plane, Geometry as PoolGeom};
+
+/// A convolution's output gradient with at most one value in `SPARSE` non-zero takes the
+/// sparse input gradient. Each non-zero costs a `K·K`-tap update that is bound by loads and
+/// stores, about five times the GEMM's cost per multiply-add: behind a 2x2 max-pool and a ReLU
+/// (the MNIST CNN's second convolution, ~18 % non-zero) the sparse pass took 1.3x the dense one.
+const SPARSE: usize = 10;
+
+/// `fn $name` runs `self.$body(..)` (`#[inline(always)]`) compiled for AVX-512 or AVX2 (+FMA)
+/// when the CPU has them, so that the element loops it inlines (interpolation, im2col, pooling,
+/// masks, scatter) run 16 or 8 lanes wide; otherwise the baseline code.
+macro_rules! simd {
+    ($(#[$m:meta])* $name:ident = $body:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$m])*
+        pub(super) fn $name(&self, $($arg: $ty),*) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            {
+                /// # Safety
+                /// The CPU must support AVX-512F, AVX2 and FMA; the body is safe code.
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn v4<T: Elem>(op: &Op<T>, $($arg: $ty),*) -> bool {
+                    op.$body($($arg),*)
+                }
+                /// # Safety
+                /// The CPU must support AVX2 and FMA; the body is safe code.
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3<T: Elem>(op: &Op<T>, $($arg: $ty),*) -> bool {
+                    op.$body($($arg),*)
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked), and AVX2 and FMA with it.
+                    return unsafe { v4(self, $($arg),*) };
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA (checked).
+                    return unsafe { v3(self, $($arg),*) };
+                }
+            }
+            self.$body($($arg),*)
+        }
+    };
+}
+
+/// An argmax that receives no gradient (the pooled value was ≤ 0 under a fused ReLU).
+pub(super) const NONE: u32 = u32::MAX;
+
+/// A compiled operation.
+#[derive(Debug, Clone)]
+pub(super) enum Op<T> {
+    /// `w: [co, c/groups, k, k]`; `wt`: the same values as `[co, k, k, c/groups]` (filled by
+    /// [`Op::finish`]), for the sparse input gradient.
+    Conv {
+        w: Vec<T>,
+        wt: Vec<T>,
+        b: Vec<T>,
+        g: Geom,
+    },
+    Linear {
+        w: Vec<T>,
+        b: Vec<T>,
+        inp: usize,
+        out: usize,
+    },
+    Scale {
+        scale: Vec<T>,
+        shift: Vec<T>,
+        inner: usize,
+    },
+    Relu,
+    Pool {
+        g: PoolGeom,
+        relu: bool,
+    },
+    Reshape,
+}
+
+impl<T> Op<T> {
+    pub(super) fn affine(&self) -> bool {
+        matches!(
+            self,
+            Op::Conv { .. } | Op::Linear { .. } | Op::Scale { .. } | Op::Reshape
+        )
+    }
+}
+
+impl<T: Elem> Op<T> {
+    /// Derived data, once the weights are final (after batch-norm folding).
+    pub(super) fn finish(&mut self) {
+        if let Op::Conv { w, wt, g, .. } = self {
+            let (kk, cg) = (g.k * g.k, g.c / g.groups);
+            wt.clear();
+            wt.resize(w.len(), T::ZERO);
+            for (src, dst) in w.chunks(cg * kk).zip(wt.chunks_mut(cg * kk)) {
+                for c in 0..cg {
+                    for t in 0..kk {
+                        dst[t * cg + c] = src[c * kk + t];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether [`Op::add_backward`] handles this op.
+    pub(super) fn fused_sum(&self) -> bool {
+        matches!(self, Op::Relu | Op::Pool { .. })
+    }
+
+    /// `acc += weight · (this op's input gradient)` from the output gradient `g` of one sample,
+    /// for a ReLU (masked) or a pool (scattered to the argmaxes): integrated gradients' weighted
+    /// sum at the first nonlinearity, without an input-sized gradient per sample.
+    pub(super) fn add_backward(
+        &self,
+        (len_in, len_out): (usize, usize),
+        g: &[T],
+        tape: &[u32],
+        weight: T,
+        acc: &mut [T],
+    ) {
+        match self {
+            Op::Relu => {
+                for ((a, &v), &m) in acc[..len_in].iter_mut().zip(g).zip(&tape[..len_in]) {
+                    if m != 0 {
+                        *a += weight * v;
+                    }
+                }
+            }
+            Op::Pool { g: pg, .. } => {
+                let (pin, pout) = (pg.h * pg.w, pg.oh * pg.ow);
+                for ((d, gy), at) in acc[..len_in]
+                    .chunks_mut(pin)
+                    .zip(g[..len_out].chunks(pout))
+                    .zip(tape[..len_out].chunks(pout))
+                {
+                    for (&v, &i) in gy.iter().zip(at) {
+                        if i != NONE {
+                            d[i as usize] += weight * v;
+                        }
+                    }
+                }
+            }
+            _ => unreachable!("add_backward of an op without fused_sum"),
+        }
+    }
+
+    /// Scratch values one sample needs besides the two activation buffers.
+    pub(super) fn scratch_len(&self) -> usize {
+        match self {
+            Op::Conv { g, .. } => (g.c * g.k * g.k * g.oh * g.ow).max(g.c * g.h * g.w),
+            _ => 0,
+        }
+    }
+    simd!(
+        /// This op on one sample (`lens`: values in and out, its record in `tape`) from `a` (in
+        /// place, returns false) or into `b` (returns true).
+        forward = forward_body(lens: (usize, usize), a: &mut [T], b: &mut [T], cols: &mut [T], tape: &mut [u32], par: Parallelism)
+    );
+    simd!(
+        /// The input gradient of this op for one sample from the output gradient in `a` (in
+        /// place, returns false) or into `b` (returns true).
+        backward = backward_body(lens: (usize, usize), a: &mut [T], b: &mut [T], cols: &mut [T], tape: &[u32], par: Parallelism)
+    );
+
+    #[inline(always)]
+    fn forward_body(
+        &self,
+        (len_in, len_out): (usize, usize),
+        a: &mut [T],
+        b: &mut [T],
+        cols: &mut [T],
+        tape: &mut [u32],
+        par: Parallelism,
+    ) -> bool {
+        match self {
+            Op::Conv { w, b: bias, g, .. } => {
+                let (l, gk, cog) = (g.oh * g.ow, g.gk(), g.co / g.groups);
+                let x = &a[..len_in];
+                let src: &[T] = if g.identity() {
+                    x
+                } else {
+                    im2col(g, x, &mut cols[..gk * g.groups * l]);
+                    cols
+                };
+                let y = &mut b[..len_out];
+                for (plane, &bo) in y.chunks_mut(l).zip(bias) {
+                    plane.fill(bo);
+                }
+                for grp in 0..g.groups {
+                    matmul(
+                        cog,
+                        l,
+                        gk,
+                        &mut y[grp * cog * l..],
+                        Mat::rows(&w[grp * cog * gk..], gk),
+                        Mat::rows(&src[grp * gk * l..], l),
+                        true,
+                        par,
+                    );
+                }
+                true
+            }
+            Op::Scale {
+                scale,
+                shift,
+                inner,
+            } => {
+                for ((plane, &s), &t) in a[..len_in].chunks_mut(*inner).zip(scale).zip(shift) {
+                    for v in plane {
+                        *v = *v * s + t;
+                    }
+                }
+                false
+            }
+            Op::Relu => {
+                for (v, m) in a[..len_in].iter_mut().zip(&mut tape[..len_in]) {
+                    let on = *v > T::ZERO;
+                    *m = u32::from(on);
+                    if !on {
+                        *v = T::ZERO;
+                    }
+                }
+                false
+            }
+            Op::Pool { g, relu } => {
+                let (pin, pout) = (g.h * g.w, g.oh * g.ow);
+                let at = &mut tape[..len_out];
+                for ((plane, o), at) in a[..len_in]
+                    .chunks(pin)
+                    .zip(b[..len_out].chunks_mut(pout))
+                    .zip(at.chunks_mut(pout))
+                {
+                    pool_plane(g, plane, o, Some(at));
+                }
+                if *relu {
+                    for (v, i) in b[..len_out].iter_mut().zip(at.iter_mut()) {
+                        if *v <= T::ZERO {
+                            *v = T::ZERO;
+                            *i = NONE;
+                        }
+                    }
+                }
+                true
+            }
+            Op::Linear { .. } => unreachable!("linear ops run over the batch"),
+            Op::Reshape => false,
+        }
+    }
+
+    #[inline(always)]
+    fn backward_body(
+        &self,
+        (len_in, len_out): (usize, usize),
+        a: &mut [T],
+        b: &mut [T],
+        cols: &mut [T],
+        tape: &[u32],
+        par: Parallelism,
+    ) -> bool {
+        match self {
+            Op::Conv { w, wt, g, .. } => {
+                let (l, gk, cog) = (g.oh * g.ow, g.gk(), g.co / g.groups);
+                let dy = &a[..len_out];
+                let nonzero = dy.iter().filter(|&&v| v != T::ZERO).count();
+                if SPARSE * nonzero <= len_out {
+                    let dxt = &mut cols[..len_in];
+                    dxt.fill(T::ZERO);
+                    scatter(g, wt, dy, dxt);
+                    let hw = g.h * g.w;
+                    let dx = &mut b[..len_in];
+                    for (pos, row) in dxt.chunks_exact(g.c).enumerate() {
+                        for (ch, &v) in row.iter().enumerate() {
+                            dx[ch * hw + pos] = v;
+                        }
+                    }
+                    return true;
+                }
+                let dst: &mut [T] = if g.identity() {
+                    &mut b[..len_in]
+                } else {
+                    &mut cols[..gk * g.groups * l]
+                };
+                for grp in 0..g.groups {
+                    matmul(
+                        gk,
+                        l,
+                        cog,
+                        &mut dst[grp * gk * l..],
+                        Mat::rows_t(&w[grp * cog * gk..], gk),
+                        Mat::rows(&dy[grp * cog * l..], l),
+                        false,
+                        par,
+                    );
+                }
+                if !g.identity() {
+                    let dx = &mut b[..len_in];
+                    dx.fill(T::ZERO);
+                    col2im(g, cols, dx);
+                }
+                true
+            }
+            Op::Scale { scale, inner, .. } => {
+                for (plane, &s) in a[..len_in].chunks_mut(*inner).zip(scale) {
+                    for v in plane {
+                        let x = *v;
+                        *v = x * s;
+                    }
+                }
+                false
+            }
+            Op::Relu => {
+                for (v, &m) in a[..len_in].iter_mut().zip(&tape[..len_in]) {
+                    if m == 0 {
+                        *v = T::ZERO;
+                    }
+                }
+                false
+            }
+            Op::Pool { g, .. } => {
+                let (pin, pout) = (g.h * g.w, g.oh * g.ow);
+                let dx = &mut b[..len_in];
+                dx.fill(T::ZERO);
+                for ((d, gy), at) in dx
+                    .chunks_mut(pin)
+                    .zip(a[..len_out].chunks(pout))
+                    .zip(tape[..len_out].chunks(pout))
+                {
+                    for (&v, &i) in gy.iter().zip(at) {
+                        if i != NONE {
+                            d[i as usize] += v;
+                        }
+                    }
+                }
+                true
+            }
+            Op::Linear { .. } => unreachable!("linear ops run over the batch"),
+            Op::Reshape => false,
+        }
+    }
+}
+
+/// The sparse convolution input gradient into the channels-last `dxt: [H·W, C]` (zeroed), with
+/// `wt: [co, K, K, C/groups]`; see the module docs. Compiled for AVX-512 or AVX2 when the CPU
+/// has them, so that each `C/groups`-wide update is a few vector instructions.
+fn scatter<T: Elem>(g: &Geom, wt: &[T], dy: &[T], dxt: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// # Safety
+        /// The CPU must support AVX-512F; the body is safe code.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn v4<T: Elem>(g: &Geom, wt: &[T], dy: &[T], dxt: &mut [T]) {
+            scatter_body(g, wt, dy, dxt)
+        }
+        /// # Safety
+        /// The CPU must support AVX2; the body is safe code.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v3<T: Elem>(g: &Geom, wt: &[T], dy: &[T], dxt: &mut [T]) {
+            scatter_body(g, wt, dy, dxt)
+        }
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked).
+            return unsafe { v4(g, wt, dy, dxt) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked).
+            return unsafe { v3(g, wt, dy, dxt) };
+        }
+    }
+    scatter_body(g, wt, dy, dxt)
+}
+
+#[inline(always)]
+fn scatter_body<T: Elem>(g: &Geom, wt: &[T], dy: &[T], dxt: &mut [T]) {
+    let (l, cg, cog, k) = (g.oh * g.ow, g.c / g.groups, g.co / g.groups, g.k);
+    let (s, d, p) = (g.stride, g.dilation, g.padding as isize);
+    for (o, (dyo, wo)) in dy
+        .chunks_exact(l)
+        .zip(wt.chunks_exact(k * k * cg))
+        .enumerate()
+    {
+        let c0 = (o / cog) * cg;
+        for (pos, &v) in dyo.iter().enumerate() {
+            if v == T::ZERO {
+                continue;
+            }
+            let (oy, ox) = (pos / g.ow, pos % g.ow);
+            for ky in 0..k {
+                let iy = (oy * s + ky * d) as isize - p;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..k {
+                    let ix = (ox * s + kx * d) as isize - p;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let at = (iy as usize * g.w + ix as usize) * g.c + c0;
+                    let src = &wo[(ky * k + kx) * cg..(ky * k + kx + 1) * cg];
+                    for (dst, &w) in dxt[at..at + cg].iter_mut().zip(src) {
+                        *dst += v * w;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dx[c, iy, ix] = Σ dy[o, oy, ox] · w[o, c − c0, ky, kx]` over the taps that land there.
+    fn naive_input_grad(g: &Geom, w: &[f64], dy: &[f64]) -> Vec<f64> {
+        let (cg, cog, k) = (g.c / g.groups, g.co / g.groups, g.k);
+        let mut dx = vec![0.0; g.c * g.h * g.w];
+        for o in 0..g.co {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let v = dy[(o * g.oh + oy) * g.ow + ox];
+                    for ci in 0..cg {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy =
+                                    (oy * g.stride + ky * g.dilation) as isize - g.padding as isize;
+                                let ix =
+                                    (ox * g.stride + kx * g.dilation) as isize - g.padding as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let c = (o / cog) * cg + ci;
+                                dx[(c * g.h + iy as usize) * g.w + ix as usize] +=
+                                    v * w[((o * cg + ci) * k + ky) * k + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    #[test]
+    fn sparse_and_dense_conv_input_gradients_equal_the_definition() {
+        for (c, h, w, co, k, s, p, d, groups) in [
+            (4, 9, 8, 6, 3, 1, 1, 1, 1),
+            (4, 11, 10, 6, 2, 2, 1, 2, 2),
+            (3, 7, 7, 5, 3, 2, 0, 1, 1),
+            (2, 5, 6, 4, 1, 1, 0, 1, 2),
+        ] {
+            let g = Geom::new(&[1, c, h, w], &[co, c / groups, k, k], s, p, d, groups).unwrap();
+            let wv: Vec<f64> = (0..co * (c / groups) * k * k)
+                .map(|i| ((i * 37) % 17) as f64 / 8.0 - 1.0)
+                .collect();
+            let mut op = Op::Conv {
+                w: wv.clone(),
+                wt: Vec::new(),
+                b: vec![0.0; co],
+                g,
+            };
+            op.finish();
+            let (len_in, len_out) = (c * h * w, co * g.oh * g.ow);
+            // Every 5th value (the sparse path) and every value (the GEMM + col2im path).
+            for every in [5, 1] {
+                let dy: Vec<f64> = (0..len_out)
+                    .map(|i| {
+                        if i % every == 0 {
+                            ((i * 13) % 7) as f64 - 2.5
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let big = len_in.max(len_out);
+                let mut a = dy.clone();
+                a.resize(big, 0.0);
+                let (mut b, mut cols) = (vec![0.0; big], vec![0.0; op.scratch_len()]);
+                assert!(op.backward(
+                    (len_in, len_out),
+                    &mut a,
+                    &mut b,
+                    &mut cols,
+                    &[],
+                    Parallelism::None
+                ));
+                let want = naive_input_grad(&g, &wv, &dy);
+                for (i, (x, y)) in b[..len_in].iter().zip(&want).enumerate() {
+                    assert!(
+                        (x - y).abs() < 1e-12,
+                        "{g:?} every {every}: dx[{i}] {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! `Model::piecewise`: the compiled eval-mode net (batch norms folded, ReLU merged into pools)
+//! against the model's own forward and candle autograd, and its path gradient (the leading
+//! affine ops run once per path) against the sum of point gradients.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
+use lepton_nn::kernels::PiecewiseNet;
+use lepton_nn::{Model, ModelSpec};
+use rand::{Rng, SeedableRng};
+
+pub fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| r.random_range(-1.0..1.0)).collect()
+}
+
+/// An f64 model of `layers` with seeded weights and batch-norm running statistics moved away
+/// from (0, 1) by two training forwards, so that folding them is tested.
+pub fn model(layers: &str, input: &[usize]) -> Model {
+    let spec: ModelSpec = toml::from_str(&format!("layers = [{layers}]")).unwrap();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    let model = Model::new(&spec, input, vb).unwrap();
+    lepton_nn::init_seeded(&varmap, 5).unwrap();
+    let mut shape = vec![6];
+    shape.extend_from_slice(input);
+    let n: usize = shape.iter().product();
+    for seed in [11, 12] {
+        let x = Tensor::from_vec(values(n, seed), shape.as_slice(), &Device::Cpu).unwrap();
+        let x = x.affine(2.0, 0.5).unwrap();
+        model.forward_t(&x, true).unwrap();
+    }
+    model
+}
+
+/// Conv (groups, stride, dilation, padding), batch norm folded into a conv and a linear layer,
+/// stand-alone batch norm (after a pool), ReLU before and after pools, padded pools, dropout,
+/// flatten, MLP, and the MNIST CNN's shape.
+pub const SPECS: &[(&str, &[usize])] = &[
+    (
+        r#"{ type = "conv2d", out-channels = 4, kernel = 3, padding = 1, bias = false }, { type = "batch-norm2d" }, { type = "relu" }, { type = "max-pool2d", kernel = 2 },
+           { type = "conv2d", out-channels = 6, kernel = 3, padding = 1, bias = false }, { type = "batch-norm2d" }, { type = "relu" }, { type = "max-pool2d", kernel = 2 },
+           { type = "flatten" }, { type = "dropout", p = 0.3 }, { type = "linear", out-features = 8 }, { type = "relu" }, { type = "dropout", p = 0.3 }, { type = "linear", out-features = 3 }"#,
+        &[1, 8, 8],
+    ),
+    (
+        r#"{ type = "conv2d", out-channels = 4, kernel = 2, groups = 2, dilation = 2, stride = 2, padding = 1 }, { type = "max-pool2d", kernel = 3, stride = 2, padding = 1 }, { type = "relu" },
+           { type = "batch-norm2d" }, { type = "conv2d", out-channels = 3, kernel = 1 }, { type = "relu" }, { type = "flatten" }, { type = "linear", out-features = 2 }"#,
+        &[2, 11, 10],
+    ),
+    (
+        r#"{ type = "linear", out-features = 6 }, { type = "batch-norm1d" }, { type = "relu" }, { type = "linear", out-features = 5, bias = false }, { type = "relu" }, { type = "linear", out-features = 4 }"#,
+        &[7],
+    ),
+    (
+        r#"{ type = "relu" }, { type = "max-pool2d", kernel = 2 }, { type = "conv2d", out-channels = 2, kernel = 3 }, { type = "flatten" }"#,
+        &[3, 8, 9],
+    ),
+];
+
+fn net(model: &Model) -> PiecewiseNet<f64> {
+    model.piecewise().unwrap().expect("a piecewise-linear spec")
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn max_rel(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs() / scale))
+}
+
+#[test]
+fn the_piecewise_net_equals_the_model_forward_and_its_autograd_input_gradient() {
+    for &(layers, input) in SPECS {
+        let model = model(layers, input);
+        let net = net(&model);
+        let n = 5;
+        let mut shape = vec![n];
+        shape.extend_from_slice(input);
+        let xs = values(n * net.input_len(), 3);
+        let x = Var::from_tensor(
+            &Tensor::from_vec(xs.clone(), shape.as_slice(), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let y = model.forward_t(x.as_tensor(), false).unwrap();
+        let y = y.reshape((n, ())).unwrap();
+        assert_eq!(net.output_len(), y.dim(1).unwrap(), "{layers}");
+        let ours = net.forward(&xs, n).unwrap();
+        assert!(max_rel(&ours, &flat(&y)) < 1e-12, "{layers}: forward");
+        for target in [0, net.output_len() - 1] {
+            let g = y
+                .narrow(1, target, 1)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let want = flat(g.get(x.as_tensor()).unwrap());
+            let (got, scores) = net.input_gradient(&xs, n, target).unwrap();
+            assert!(max_rel(&got, &want) < 1e-12, "{layers}: target {target}");
+            let col = flat(&y.narrow(1, target, 1).unwrap());
+            assert!(max_rel(&scores, &col) < 1e-12, "{layers}: scores");
+        }
+    }
+}
+
+#[test]
+fn the_path_gradient_is_the_weighted_sum_of_the_point_gradients() {
+    for &(layers, input) in SPECS {
+        let model = model(layers, input);
+        let net = net(&model);
+        let len = net.input_len();
+        let (x, b) = (values(len, 7), values(len, 8));
+        let alphas = [0.0, 0.1, 0.35, 0.5, 0.8, 0.95, 1.0];
+        let weights = [0.05, 0.1, 0.2, 0.3, 0.2, 0.1, 0.05];
+        let mut want = vec![0.0; len];
+        for (&a, &w) in alphas.iter().zip(&weights) {
+            let p: Vec<f64> = x.iter().zip(&b).map(|(x, b)| b + a * (x - b)).collect();
+            let (g, _) = net.input_gradient(&p, 1, 1).unwrap();
+            for (s, v) in want.iter_mut().zip(g) {
+                *s += w * v;
+            }
+        }
+        let ends = net.forward(&[x.clone(), b.clone()].concat(), 2).unwrap();
+        let k = net.output_len();
+        // Batches that do not divide the step count, and one pass for all.
+        for batch in [1, 3, 7, 64] {
+            let got = net
+                .path_gradient(&x, &b, &alphas, &weights, 1, batch)
+                .unwrap();
+            assert!(
+                max_rel(&got.gradient, &want) < 1e-12,
+                "{layers}: batch {batch}"
+            );
+            assert!((got.score_input - ends[1]).abs() < 1e-12);
+            assert!((got.score_baseline - ends[k + 1]).abs() < 1e-12);
+        }
+    }
+}
+
+#[test]
+fn other_layers_have_no_piecewise_net_and_bad_requests_are_errors() {
+    for (layers, input) in [
+        (r#"{ type = "avg-pool2d", kernel = 2 }"#, &[1, 4, 4][..]),
+        (r#"{ type = "sigmoid" }"#, &[3]),
+        (
+            r#"{ type = "linear", out-features = 2 }, { type = "gelu" }"#,
+            &[3],
+        ),
+        (
+            r#"{ type = "residual", layers = [{ type = "linear", out-features = 3 }] }"#,
+            &[3],
+        ),
+    ] {
+        let model = model(layers, input);
+        assert!(model.piecewise::<f32>().unwrap().is_none(), "{layers}");
+    }
+    let (layers, input) = SPECS[2];
+    let net = net(&model(layers, input));
+    let x = values(7, 1);
+    let e = net.input_gradient(&x, 1, 4).unwrap_err().to_string();
+    assert!(e.contains("target 4 out of range"), "{e}");
+    let e = net.forward(&x, 2).unwrap_err().to_string();
+    assert!(e.contains("7 input values for 2 samples"), "{e}");
+}
