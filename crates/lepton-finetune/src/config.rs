@@ -9,6 +9,7 @@
 //! lora-alpha = 16
 //! targets = ["q_proj", "v_proj"]
 //! steps = 40
+//! base-precision = "f32"                    # or "quantized" (QLoRA-style, GGUF blocks)
 //!
 //! [optimizer]
 //! kind = "adamw"
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decoder::Decoder;
 use crate::error::{Error, Result};
+use crate::weight::BasePrecision;
 
 /// How the data file is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -116,6 +118,10 @@ pub struct FinetuneSpec {
     /// Gradient-norm clip (L2 over all adapter gradients). Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_grad_norm: Option<f64>,
+    /// `f32` (default: PEFT's numbers on the dequantized base) or `quantized` (the GGUF blocks
+    /// on the integer kernels, QLoRA-style: faster, less memory); see [`BasePrecision`].
+    #[serde(default)]
+    pub base_precision: BasePrecision,
 }
 
 /// A spec file: `[finetune]` plus the optional `[optimizer]` (default AdamW, lr 2e-4) and
@@ -167,6 +173,7 @@ impl FinetuneSpec {
             eval_every: None,
             checkpoint_every: None,
             max_grad_norm: None,
+            base_precision: BasePrecision::F32,
         }
     }
 
