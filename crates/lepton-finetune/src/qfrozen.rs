@@ -324,7 +324,10 @@ mod tests {
             worst = worst.max((a - b).abs() / e);
         }
         // Not vacuous: the activation rounding shows, and within the bound.
-        assert!(worst > 0.01, "forward error {worst} of the bound: not quantized?");
+        assert!(
+            worst > 0.01,
+            "forward error {worst} of the bound: not quantized?"
+        );
         // d(sum(y ⊙ c))/dx = c·W.
         let cv = random(m * n, 4, 1.0);
         let c = Tensor::from_vec(cv.clone(), (m, n), &dev)?;
@@ -363,13 +366,19 @@ mod tests {
         let c = Tensor::from_vec(cv, (m, n), &dev)?;
         let f = |xv: &[f32]| -> anyhow::Result<f64> {
             let x = Tensor::from_vec(xv.to_vec(), (m, k), &dev)?;
-            Ok((quantized_linear(&x, &qw)? * &c)?.sum_all()?.to_scalar::<f32>()? as f64)
+            Ok((quantized_linear(&x, &qw)? * &c)?
+                .sum_all()?
+                .to_scalar::<f32>()? as f64)
         };
         let x = Var::from_vec(xv.clone(), (m, k), &dev)?;
         let g = (quantized_linear(x.as_tensor(), &qw)? * &c)?
             .sum_all()?
             .backward()?;
-        let g = g.get(x.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
+        let g = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         for idx in [0, 17, 70, m * k - 1] {
             let eps = 0.25f32;
             let (mut p, mut mn) = (xv.clone(), xv.clone());

@@ -89,7 +89,10 @@ impl FrozenWeight {
                 let mut out = vec![0f32; ids.len() * k];
                 for (&id, o) in ids.iter().zip(out.chunks_exact_mut(k)) {
                     if id as usize >= q.rows() {
-                        candle_core::bail!("token id {id} is outside the vocabulary of {}", q.rows());
+                        candle_core::bail!(
+                            "token id {id} is outside the vocabulary of {}",
+                            q.rows()
+                        );
                     }
                     q.dequantize_row(id as usize, o);
                 }
