@@ -15,14 +15,16 @@
 //!
 //! Gradients flow only to LoRA variables: base linears use [`FrozenWeight::linear`], norm
 //! weights and embeddings are plain tensors (never variables). candle's `rms_norm`,
-//! `softmax_last_dim` and `rotary_emb` ops have no backward, so RMSNorm and RoPE are compositions
-//! of ops that have one.
+//! `softmax_last_dim` and `rotary_emb` ops have no backward: RMSNorm, RoPE and SwiGLU run as
+//! [`crate::fused`] ops with their own backward ([`rms_norm`] and [`rope`] here are the
+//! reference compositions they are tested against).
 
 use candle_core::{DType, Device, Tensor, D};
 use lepton_nn::kernels::{attention, AttentionMask};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{CandleContext, Error, Result};
+use crate::fused;
 use crate::lora::LoraLinear;
 use crate::weight::FrozenWeight;
 
@@ -183,7 +185,7 @@ impl Decoder {
         let c = &self.config;
         let (h, kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let mut x = self.embed.rows(&tokens.flatten_all()?)?;
-        let (cos, sin) = rope_tables(t, hd, c.rope_theta)?;
+        let (cos, sin) = fused::rope_angles(t, hd, c.rope_theta);
         let mask = AttentionMask {
             causal: true,
             keys: None,
@@ -199,7 +201,7 @@ impl Decoder {
                 .reshape((b, t, h, hd))
         };
         for l in &self.layers {
-            let n = rms_norm(&x, &l.attn_norm, c.rms_norm_eps)?;
+            let n = fused::rms_norm(&x, &l.attn_norm, c.rms_norm_eps)?;
             let q =
                 l.q.forward(&n, train.as_deref_mut())?
                     .reshape((b, t, h, hd))?;
@@ -209,17 +211,19 @@ impl Decoder {
             let v =
                 l.v.forward(&n, train.as_deref_mut())?
                     .reshape((b, t, kv, hd))?;
-            let q = rope(&q, &cos, &sin)?;
-            let k = repeat(rope(&k, &cos, &sin)?)?;
+            let q = fused::rope(&q, &cos, &sin)?;
+            let k = repeat(fused::rope(&k, &cos, &sin)?)?;
             let v = repeat(v)?;
             let a = attention(&q, &k, &v, scale, &mask)?.reshape((b * t, h * hd))?;
             x = (x + l.o.forward(&a, train.as_deref_mut())?)?;
-            let n = rms_norm(&x, &l.ffn_norm, c.rms_norm_eps)?;
-            let g = l.gate.forward(&n, train.as_deref_mut())?.silu()?;
+            let n = fused::rms_norm(&x, &l.ffn_norm, c.rms_norm_eps)?;
+            let g = l.gate.forward(&n, train.as_deref_mut())?;
             let u = l.up.forward(&n, train.as_deref_mut())?;
-            x = (x + l.down.forward(&(g * u)?, train.as_deref_mut())?)?;
+            x = (x + l
+                .down
+                .forward(&fused::swiglu(&g, &u)?, train.as_deref_mut())?)?;
         }
-        rms_norm(&x, &self.norm, c.rms_norm_eps)
+        fused::rms_norm(&x, &self.norm, c.rms_norm_eps)
     }
 
     /// The output projection's weight `[V, D]`.

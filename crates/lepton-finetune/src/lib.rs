@@ -9,6 +9,7 @@
 //! - [`lora`]: the LoRA linear (frozen base + A/B variables); [`weight`]: a frozen base weight
 //!   in f32 ([`frozen`]: the f32 matmul with an input-only gradient) or in its GGUF blocks
 //!   ([`qfrozen`]: the integer kernels, QLoRA-style); [`loss`]: fused masked cross-entropy.
+//! - [`fused`]: RMSNorm, RoPE and SwiGLU as single ops with their backward.
 //! - [`data`]: plain text packed into windows, chat JSONL with assistant-only loss masks.
 //! - [`train`]: the training loop, validation loss/perplexity, `metrics.jsonl`, checkpoints.
 //! - [`peft`]: adapter save/load in PEFT's layout; [`merge`]: the merged HF folder.
@@ -19,6 +20,7 @@ pub mod data;
 pub mod decoder;
 mod error;
 pub mod frozen;
+pub mod fused;
 pub mod lora;
 pub mod loss;
 pub mod merge;
