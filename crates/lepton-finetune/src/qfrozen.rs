@@ -165,8 +165,7 @@ impl QuantWeight {
         if m == 0 {
             return y;
         }
-        let mut scratch = Vec::new();
-        self.w.matmul(x, &mut y, &mut scratch);
+        scaled_matmul(&self.w, x, &mut y);
         if let Some(p) = &self.perm {
             let mut row = vec![0f32; n];
             for yr in y.chunks_exact_mut(n) {
@@ -184,9 +183,40 @@ impl QuantWeight {
         let (k, m) = (self.cols(), dy.len() / self.rows());
         let mut dx = vec![0f32; m * k];
         if m > 0 {
-            self.wt.matmul(dy, &mut dx, &mut Vec::new());
+            scaled_matmul(&self.wt, dy, &mut dx);
         }
         dx
+    }
+}
+
+/// `out = x·Wᵀ` with each row of `x` scaled by a power of two that brings its largest magnitude
+/// to [1, 2) before the kernel quantizes it, and the result scaled back (both exact). The
+/// kernel stores each block's scale `max|x|/127` as f16, which flushes to zero below ~6e-8:
+/// gradients of ~1e-6 (a loss averaged over 512 positions, deep in the backward) would
+/// otherwise lose their blocks.
+fn scaled_matmul(w: &QMatrix, x: &[f32], out: &mut [f32]) {
+    let (k, n) = (w.cols(), w.rows());
+    let mut xs = x.to_vec();
+    let mut scales = Vec::with_capacity(x.len() / k);
+    for row in xs.chunks_exact_mut(k) {
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let e = if amax > 0.0 && amax.is_finite() {
+            -(amax.log2().floor() as i32)
+        } else {
+            0
+        };
+        let s = 2f32.powi(e);
+        if e != 0 {
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+        scales.push(s);
+    }
+    w.matmul(&xs, out, &mut Vec::new());
+    for (row, s) in out.chunks_exact_mut(n).zip(scales) {
+        if s != 1.0 {
+            let inv = 1.0 / s;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
     }
 }
 
@@ -350,6 +380,30 @@ mod tests {
             }
         }
         assert!(grads.get(&w).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn tiny_gradients_keep_their_precision() -> anyhow::Result<()> {
+        // Regression: the kernel's f16 block scale flushed gradients of ~1e-9 to zero (SmolLM2's
+        // loss rose instead of falling with the quantized base).
+        let dev = Device::Cpu;
+        let (m, n, k) = (4, 64, 32);
+        let q = QMatrix::new(QType::Q8_0, n, k, quantize_q8_0(&random(n * k, 8, 0.2)))?;
+        let qw = Arc::new(QuantWeight::new(q, None, "test")?);
+        let w = qw.to_f32()?;
+        for scale in [1.0f32, 1e-9, 3e9] {
+            let dy = Tensor::from_vec(random(m * n, 9, scale), (m, n), &dev)?;
+            let dx = Tensor::from_vec(
+                qw.backward_rows(&dy.flatten_all()?.to_vec1::<f32>()?),
+                (m, k),
+                &dev,
+            )?;
+            let want = dy.matmul(&w)?;
+            let rel = ((dx - &want)?.abs()?.max_all()?.to_scalar::<f32>()?)
+                / want.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(rel < 0.02, "dy scale {scale}: relative error {rel}");
+        }
         Ok(())
     }
 
