@@ -308,6 +308,20 @@ mod tests {
     }
 
     #[test]
+    fn base_precision_defaults_to_f32_and_names_a_bad_value() {
+        let ok = "[finetune]\nbase = \"m.gguf\"\ndata = \"d.txt\"\n";
+        let f: FinetuneFile = toml::from_str(ok).unwrap();
+        assert_eq!(f.finetune.base_precision, BasePrecision::F32);
+        let q: FinetuneFile =
+            toml::from_str(&format!("{ok}base-precision = \"quantized\"\n")).unwrap();
+        assert_eq!(q.finetune.base_precision, BasePrecision::Quantized);
+        let e = toml::from_str::<FinetuneFile>(&format!("{ok}base-precision = \"int4\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("int4") && e.contains("quantized"), "{e}");
+    }
+
+    #[test]
     fn spec_keys_are_kebab_case_and_strict() {
         let ok = "[finetune]\nbase = \"m.gguf\"\ndata = \"d.txt\"\nlora-r = 4\nsteps = 3\n[optimizer]\nkind = \"adamw\"\nlr = 0.002\n";
         let f: FinetuneFile = toml::from_str(ok).unwrap();
