@@ -5,7 +5,7 @@
 # Same setting as bench/lora/peft_side_by_side.sh (r=8, alpha=16, q_proj/v_proj, 4x128 tokens,
 # AdamW 2e-3, the same windows in file order).
 #
-#   bench/lora/precision_ab.sh           # ROUNDS=3 STEPS=4 THREADS=2 by default
+#   bench/lora/precision_ab.sh           # ROUNDS=3 STEPS=4 THREADS=2 by default; LEPTON=binary
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3} STEPS=${STEPS:-4} THREADS=${THREADS:-2}
@@ -15,10 +15,11 @@ work=$(mktemp -d /tmp/lepton-lora-ab.XXXXXX)
 [[ -n ${KEEP:-} ]] || trap 'rm -rf "$work"' EXIT
 # The first 90 % is training text, the rest validation (as the side-by-side script).
 size=$(stat -c %s data/shakespeare/input.txt)
-head -c $((size * 9 / 10)) data/shakespeare/input.txt | head -c 200000 >"$work/train.txt"
-tail -c +$((size * 9 / 10 + 1)) data/shakespeare/input.txt | head -c 60000 >"$work/val.txt"
-cargo build -q --release -p lepton-cli --bin lepton
-lepton=${CARGO_TARGET_DIR:-target}/release/lepton
+head -c 200000 data/shakespeare/input.txt >"$work/train.txt"
+{ tail -c +$((size * 9 / 10 + 1)) data/shakespeare/input.txt | head -c 60000 >"$work/val.txt"; } || true
+# LEPTON=path skips the build and times that binary.
+lepton=${LEPTON:-${CARGO_TARGET_DIR:-target}/release/lepton}
+[[ -n ${LEPTON:-} ]] || cargo build -q --release -p lepton-cli --bin lepton
 for round in $(seq "$ROUNDS"); do
     for prec in f32 quantized; do
         out="$work/$prec-$round"
