@@ -27,7 +27,7 @@ for round in $(seq "$ROUNDS"); do
             finetune "$gguf" --data "$work/train.txt" --val-data "$work/val.txt" --lora-r 8 --lora-alpha 16 \
             --targets q_proj,v_proj --steps "$STEPS" --batch-size 4 --seq-len 128 --lr 2e-3 --no-shuffle \
             --max-val-windows 2 --base-precision "$prec" --out "$out" >/dev/null
-        tps=$(grep -o '"tokens_per_s":[0-9.]*' "$out/report.json" | cut -d: -f2)
+        tps=$(grep -o '"tokens_per_s": *[0-9.]*' "$out/report.json" | sed 's/.*: *//')
         echo "$prec $tps $(( $(tail -1 "$out.rss") / 1024 ))" | tee -a "$work/runs.txt"
     done
 done
