@@ -169,12 +169,23 @@ pub struct FinetuneArgs {
     /// Use at most this many validation windows.
     #[arg(long)]
     pub max_val_windows: Option<usize>,
+    /// How the frozen base runs: f32 (dequantized, PEFT's numbers) or quantized (GGUF blocks on
+    /// the integer kernels, QLoRA-style: faster, less memory) [spec default: f32].
+    #[arg(long, value_enum)]
+    pub base_precision: Option<BasePrecisionArg>,
     /// The run folder (metrics.jsonl, report.json, adapter/, checkpoint/).
     #[arg(long, short)]
     pub out: PathBuf,
     /// Continue the run in --out from its checkpoint (its saved spec; other options ignored).
     #[arg(long)]
     pub resume: bool,
+}
+
+/// `--base-precision` values (lepton-finetune's `BasePrecision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BasePrecisionArg {
+    F32,
+    Quantized,
 }
 
 #[derive(Debug, Subcommand)]

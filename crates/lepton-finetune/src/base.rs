@@ -17,6 +17,8 @@ use lepton_llm::llama::WeightSource;
 use crate::decoder::{Block, Decoder, DecoderConfig};
 use crate::error::{CandleContext, Error, Result};
 use crate::lora::LoraLinear;
+use crate::qfrozen::QuantWeight;
+use crate::weight::{BasePrecision, FrozenWeight};
 
 /// A loaded base model.
 pub struct Base {
@@ -75,8 +77,14 @@ fn decoder_config(c: &LlamaConfig, path: &Path) -> Result<DecoderConfig> {
     })
 }
 
-/// Read every weight of `config` from `src` as f32 tensors in HF's layout.
-fn read_decoder(src: &mut dyn WeightSource, config: DecoderConfig, path: &Path) -> Result<Decoder> {
+/// Read every weight of `config` from `src` in HF's layout: f32 tensors, or with
+/// [`BasePrecision::Quantized`] the quantized matrices in their blocks.
+fn read_decoder(
+    src: &mut dyn WeightSource,
+    config: DecoderConfig,
+    path: &Path,
+    precision: BasePrecision,
+) -> Result<Decoder> {
     let base_err = |source| Error::Base {
         path: path.into(),
         source: Box::new(source),
@@ -87,8 +95,12 @@ fn read_decoder(src: &mut dyn WeightSource, config: DecoderConfig, path: &Path) 
                   rows: usize,
                   cols: usize,
                   rope_heads: Option<usize>|
-     -> Result<Tensor> {
+     -> Result<FrozenWeight> {
         let q = src.matrix(name, rows, cols).map_err(base_err)?;
+        if precision == BasePrecision::Quantized && q.qtype() != lepton_quant::QType::F32 {
+            let w = QuantWeight::new(q, rope_heads, &format!("{} {name}", path.display()))?;
+            return Ok(FrozenWeight::Quantized(std::sync::Arc::new(w)));
+        }
         let mut v = vec![0f32; rows * cols];
         for (r, out) in v.chunks_exact_mut(cols).enumerate() {
             q.dequantize_row(r, out);
@@ -96,7 +108,9 @@ fn read_decoder(src: &mut dyn WeightSource, config: DecoderConfig, path: &Path) 
         if let Some(h) = rope_heads {
             v = unpermute_rope_rows(&v, h, cols);
         }
-        Tensor::from_vec(v, (rows, cols), &dev).ctx(&format!("storing {name}"))
+        Ok(Tensor::from_vec(v, (rows, cols), &dev)
+            .ctx(&format!("storing {name}"))?
+            .into())
     };
     let vector = |src: &mut dyn WeightSource, name: &str, len: usize| -> Result<Tensor> {
         let v = src.vector(name, len).map_err(base_err)?;
@@ -155,8 +169,14 @@ fn template(
 }
 
 impl Base {
-    /// Load a GGUF file or a Hugging Face Llama folder; errors name the file and the tensor or key.
+    /// Load a GGUF file or a Hugging Face Llama folder with an f32 base; errors name the file
+    /// and the tensor or key.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, BasePrecision::F32)
+    }
+
+    /// [`Base::load`] with the base held in `precision`.
+    pub fn load_with(path: &Path, precision: BasePrecision) -> Result<Self> {
         let base_err = |source| Error::Base {
             path: path.into(),
             source: Box::new(source),
@@ -169,7 +189,7 @@ impl Base {
             let mut src =
                 lepton_llm::hf_llama::SafetensorsWeights::open(&folder, &lc).map_err(base_err)?;
             let config = decoder_config(&lc, path)?;
-            let decoder = read_decoder(&mut src, config, path)?;
+            let decoder = read_decoder(&mut src, config, path, precision)?;
             let template = template(tpl.clone(), &special, path)?;
             let name = path
                 .file_name()
@@ -190,7 +210,7 @@ impl Base {
         let template_source = file.chat_template();
         let template = template(template_source.clone(), &special, path)?;
         let config = decoder_config(&lc, path)?;
-        let decoder = read_decoder(&mut file, config, path)?;
+        let decoder = read_decoder(&mut file, config, path, precision)?;
         Ok(Self {
             path: path.into(),
             name: lc.name.clone(),

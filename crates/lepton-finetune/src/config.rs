@@ -9,6 +9,7 @@
 //! lora-alpha = 16
 //! targets = ["q_proj", "v_proj"]
 //! steps = 40
+//! base-precision = "f32"                    # or "quantized" (QLoRA-style, GGUF blocks)
 //!
 //! [optimizer]
 //! kind = "adamw"
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decoder::Decoder;
 use crate::error::{Error, Result};
+use crate::weight::BasePrecision;
 
 /// How the data file is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -116,6 +118,10 @@ pub struct FinetuneSpec {
     /// Gradient-norm clip (L2 over all adapter gradients). Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_grad_norm: Option<f64>,
+    /// `f32` (default: PEFT's numbers on the dequantized base) or `quantized` (the GGUF blocks
+    /// on the integer kernels, QLoRA-style: faster, less memory); see [`BasePrecision`].
+    #[serde(default)]
+    pub base_precision: BasePrecision,
 }
 
 /// A spec file: `[finetune]` plus the optional `[optimizer]` (default AdamW, lr 2e-4) and
@@ -167,6 +173,7 @@ impl FinetuneSpec {
             eval_every: None,
             checkpoint_every: None,
             max_grad_norm: None,
+            base_precision: BasePrecision::F32,
         }
     }
 
@@ -298,6 +305,20 @@ mod tests {
             e.contains("\"qkv_proj\"") && e.contains("q_proj, k_proj, v_proj"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn base_precision_defaults_to_f32_and_names_a_bad_value() {
+        let ok = "[finetune]\nbase = \"m.gguf\"\ndata = \"d.txt\"\n";
+        let f: FinetuneFile = toml::from_str(ok).unwrap();
+        assert_eq!(f.finetune.base_precision, BasePrecision::F32);
+        let q: FinetuneFile =
+            toml::from_str(&format!("{ok}base-precision = \"quantized\"\n")).unwrap();
+        assert_eq!(q.finetune.base_precision, BasePrecision::Quantized);
+        let e = toml::from_str::<FinetuneFile>(&format!("{ok}base-precision = \"int4\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("int4") && e.contains("quantized"), "{e}");
     }
 
     #[test]

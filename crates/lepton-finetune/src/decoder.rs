@@ -13,18 +13,20 @@
 //! ```
 //! then `logits = RMSNorm(x)·w_norm · Eᵀ` (`E` the embedding when tied).
 //!
-//! Gradients flow only to LoRA variables: base linears use [`crate::frozen::frozen_linear`], norm
+//! Gradients flow only to LoRA variables: base linears use [`FrozenWeight::linear`], norm
 //! weights and embeddings are plain tensors (never variables). candle's `rms_norm`,
-//! `softmax_last_dim` and `rotary_emb` ops have no backward, so RMSNorm and RoPE are compositions
-//! of ops that have one.
+//! `softmax_last_dim` and `rotary_emb` ops have no backward: RMSNorm, RoPE and SwiGLU run as
+//! [`crate::fused`] ops with their own backward ([`rms_norm`] and [`rope`] here are the
+//! reference compositions they are tested against).
 
 use candle_core::{DType, Device, Tensor, D};
 use lepton_nn::kernels::{attention, AttentionMask};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{CandleContext, Error, Result};
-use crate::frozen::frozen_linear;
+use crate::fused;
 use crate::lora::LoraLinear;
+use crate::weight::FrozenWeight;
 
 /// The module names of one layer, in PEFT's spelling.
 pub const MODULES: [&str; 7] = [
@@ -110,11 +112,11 @@ impl Block {
 pub struct Decoder {
     pub config: DecoderConfig,
     /// `[V, D]`.
-    pub embed: Tensor,
+    pub embed: FrozenWeight,
     pub layers: Vec<Block>,
     pub norm: Tensor,
     /// `[V, D]`; `None` when tied to [`Decoder::embed`].
-    pub lm_head: Option<Tensor>,
+    pub lm_head: Option<FrozenWeight>,
 }
 
 /// `x / √(mean(x²) + ε) · w` over the last dimension.
@@ -182,8 +184,8 @@ impl Decoder {
         let (b, t) = tokens.dims2()?;
         let c = &self.config;
         let (h, kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?;
-        let (cos, sin) = rope_tables(t, hd, c.rope_theta)?;
+        let mut x = self.embed.rows(&tokens.flatten_all()?)?;
+        let (cos, sin) = fused::rope_angles(t, hd, c.rope_theta);
         let mask = AttentionMask {
             causal: true,
             keys: None,
@@ -199,7 +201,7 @@ impl Decoder {
                 .reshape((b, t, h, hd))
         };
         for l in &self.layers {
-            let n = rms_norm(&x, &l.attn_norm, c.rms_norm_eps)?;
+            let n = fused::rms_norm(&x, &l.attn_norm, c.rms_norm_eps)?;
             let q =
                 l.q.forward(&n, train.as_deref_mut())?
                     .reshape((b, t, h, hd))?;
@@ -209,28 +211,32 @@ impl Decoder {
             let v =
                 l.v.forward(&n, train.as_deref_mut())?
                     .reshape((b, t, kv, hd))?;
-            let q = rope(&q, &cos, &sin)?;
-            let k = repeat(rope(&k, &cos, &sin)?)?;
+            let q = fused::rope(&q, &cos, &sin)?;
+            let k = repeat(fused::rope(&k, &cos, &sin)?)?;
             let v = repeat(v)?;
             let a = attention(&q, &k, &v, scale, &mask)?.reshape((b * t, h * hd))?;
             x = (x + l.o.forward(&a, train.as_deref_mut())?)?;
-            let n = rms_norm(&x, &l.ffn_norm, c.rms_norm_eps)?;
-            let g = l.gate.forward(&n, train.as_deref_mut())?.silu()?;
+            let n = fused::rms_norm(&x, &l.ffn_norm, c.rms_norm_eps)?;
+            let g = l.gate.forward(&n, train.as_deref_mut())?;
             let u = l.up.forward(&n, train.as_deref_mut())?;
-            x = (x + l.down.forward(&(g * u)?, train.as_deref_mut())?)?;
+            x = (x + l
+                .down
+                .forward(&fused::swiglu(&g, &u)?, train.as_deref_mut())?)?;
         }
-        rms_norm(&x, &self.norm, c.rms_norm_eps)
+        fused::rms_norm(&x, &self.norm, c.rms_norm_eps)
     }
 
     /// The output projection's weight `[V, D]`.
-    pub fn head(&self) -> &Tensor {
+    pub fn head(&self) -> &FrozenWeight {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
     /// `logits: [B·T, V]` of `tokens: [B, T]`.
     pub fn logits(&self, tokens: &Tensor, train: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         let hidden = self.hidden(tokens, train).ctx("running the decoder")?;
-        frozen_linear(&hidden, self.head()).ctx("projecting to the vocabulary")
+        self.head()
+            .linear(&hidden)
+            .ctx("projecting to the vocabulary")
     }
 
     /// Every LoRA variable as `(layer, module, A, B)`, in layer then [`MODULES`] order.
@@ -266,6 +272,48 @@ impl Decoder {
         (trainable, base + trainable)
     }
 
+    /// This decoder with every f32 frozen matrix (linears, embedding, LM head) quantized to
+    /// `qtype` (Q8_0 or Q4_1, as a GGUF file would store it) and held as
+    /// [`FrozenWeight::Quantized`]: a quantized base without a file, for tests. Adapters are
+    /// shared with `self`.
+    pub fn quantized(&self, qtype: lepton_quant::QType) -> Result<Self> {
+        use crate::qfrozen::{quantize_q4_1, quantize_q8_0, QuantWeight};
+        let convert = |w: &FrozenWeight, what: &str| -> Result<FrozenWeight> {
+            let FrozenWeight::F32(t) = w else {
+                return Ok(w.clone());
+            };
+            let (n, k) = w.dims();
+            let v = t
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .ctx("reading a weight")?;
+            let bytes = match qtype {
+                lepton_quant::QType::Q4_1 => quantize_q4_1(&v),
+                _ => quantize_q8_0(&v),
+            };
+            let quant_err = |source| Error::Quantize {
+                what: what.into(),
+                source,
+            };
+            let q = lepton_quant::QMatrix::new(qtype, n, k, bytes).map_err(quant_err)?;
+            Ok(FrozenWeight::Quantized(std::sync::Arc::new(
+                QuantWeight::new(q, None, what)?,
+            )))
+        };
+        let mut out = self.clone();
+        out.embed = convert(&self.embed, "the embedding")?;
+        if let Some(h) = &self.lm_head {
+            out.lm_head = Some(convert(h, "the LM head")?);
+        }
+        for (i, l) in out.layers.iter_mut().enumerate() {
+            for m in MODULES {
+                let lin = l.module_mut(m).expect("known module");
+                lin.base = convert(&lin.base, &format!("layer {i} {m}"))?;
+            }
+        }
+        Ok(out)
+    }
+
     /// A random decoder of `config` (weights N(0, 0.02), norms 1), for tests.
     pub fn random(config: DecoderConfig, seed: u64) -> Result<Self> {
         use rand::{Rng, SeedableRng};
@@ -284,7 +332,7 @@ impl Decoder {
             c.num_kv_heads * c.head_dim,
         );
         let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).ctx("creating a norm");
-        let embed = mat(c.vocab_size, d)?;
+        let embed = mat(c.vocab_size, d)?.into();
         let mut layers = Vec::new();
         for _ in 0..c.num_layers {
             layers.push(Block {

@@ -61,6 +61,12 @@ pub enum Error {
         #[source]
         source: safetensors::SafeTensorError,
     },
+    #[error("keeping {what} quantized")]
+    Quantize {
+        what: String,
+        #[source]
+        source: lepton_quant::Error,
+    },
     #[error("optimizer or schedule")]
     Train(#[source] Box<lepton_train::Error>),
 }

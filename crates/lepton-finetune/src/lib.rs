@@ -3,10 +3,13 @@
 //!
 //! # Map
 //! - [`config`]: the `[finetune]` section of a spec / the CLI options.
-//! - [`base`]: loading the frozen base (GGUF dequantized to f32, or an HF folder).
+//! - [`base`]: loading the frozen base (GGUF dequantized to f32 or kept quantized, or an HF
+//!   folder).
 //! - [`decoder`]: the trainable f32 Llama forward on candle autograd.
-//! - [`lora`]: the LoRA linear (frozen base + A/B variables); [`frozen`]: the base matmul with
-//!   an input-only gradient; [`loss`]: fused masked cross-entropy.
+//! - [`lora`]: the LoRA linear (frozen base + A/B variables); [`weight`]: a frozen base weight
+//!   in f32 ([`frozen`]: the f32 matmul with an input-only gradient) or in its GGUF blocks
+//!   ([`qfrozen`]: the integer kernels, QLoRA-style); [`loss`]: fused masked cross-entropy.
+//! - [`fused`]: RMSNorm, RoPE and SwiGLU as single ops with their backward.
 //! - [`data`]: plain text packed into windows, chat JSONL with assistant-only loss masks.
 //! - [`train`]: the training loop, validation loss/perplexity, `metrics.jsonl`, checkpoints.
 //! - [`peft`]: adapter save/load in PEFT's layout; [`merge`]: the merged HF folder.
@@ -17,14 +20,18 @@ pub mod data;
 pub mod decoder;
 mod error;
 pub mod frozen;
+pub mod fused;
 pub mod lora;
 pub mod loss;
 pub mod merge;
 pub mod peft;
+pub mod qfrozen;
 pub mod train;
+pub mod weight;
 
 pub use base::Base;
 pub use config::FinetuneSpec;
 pub use decoder::{Decoder, DecoderConfig};
 pub use error::{Error, Result};
 pub use lora::{LoraLinear, LoraPair};
+pub use weight::{BasePrecision, FrozenWeight};

@@ -7,14 +7,14 @@
 //! ```
 //! A starts Kaiming-uniform as PEFT's `kaiming_uniform_(A, a=√5)`, i.e. U(−1/√in, 1/√in); B starts
 //! at zero, so the adapted model starts equal to the base. Only A and B are [`Var`]s; the base
-//! goes through [`frozen_linear`], whose backward computes the input gradient only.
+//! goes through [`FrozenWeight::linear`], whose backward computes the input gradient only.
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{CandleContext, Result};
-use crate::frozen::frozen_linear;
+use crate::weight::FrozenWeight;
 
 /// The trainable pair of one adapted linear.
 #[derive(Clone)]
@@ -66,22 +66,25 @@ impl LoraPair {
 /// A linear layer of the base, maybe adapted.
 #[derive(Clone)]
 pub struct LoraLinear {
-    /// `[out, in]`, f32, never trained.
-    pub base: Tensor,
+    /// `[out, in]`, never trained (f32 or GGUF blocks).
+    pub base: FrozenWeight,
     pub lora: Option<LoraPair>,
 }
 
 impl LoraLinear {
-    pub fn frozen(base: Tensor) -> Self {
-        Self { base, lora: None }
+    pub fn frozen(base: impl Into<FrozenWeight>) -> Self {
+        Self {
+            base: base.into(),
+            lora: None,
+        }
     }
 
     pub fn out_features(&self) -> usize {
-        self.base.dims()[0]
+        self.base.dims().0
     }
 
     pub fn in_features(&self) -> usize {
-        self.base.dims()[1]
+        self.base.dims().1
     }
 
     /// `x: [N, in]` → `[N, out]`; `train` applies the adapter dropout.
@@ -90,7 +93,7 @@ impl LoraLinear {
         x: &Tensor,
         train: Option<&mut ChaCha8Rng>,
     ) -> candle_core::Result<Tensor> {
-        let y = frozen_linear(x, &self.base)?;
+        let y = self.base.linear(x)?;
         let Some(l) = &self.lora else {
             return Ok(y);
         };
@@ -136,7 +139,7 @@ mod tests {
         assert_eq!(pair.b.flatten_all()?.to_vec1::<f32>()?, vec![0.0; 40]);
         let base = Tensor::randn(0f32, 1.0, (10, 64), &Device::Cpu)?;
         let layer = LoraLinear {
-            base: base.clone(),
+            base: base.clone().into(),
             lora: Some(pair),
         };
         let x = Tensor::randn(0f32, 1.0, (3, 64), &Device::Cpu)?;
@@ -162,7 +165,7 @@ mod tests {
         };
         let merged = (&base + pair.delta()?)?;
         let layer = LoraLinear {
-            base,
+            base: base.into(),
             lora: Some(pair),
         };
         let x = Tensor::randn(0f32, 1.0, (4, 5), &dev)?;

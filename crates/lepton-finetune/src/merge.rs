@@ -20,7 +20,10 @@ pub fn merged(decoder: &Decoder) -> Result<Decoder> {
         for m in MODULES {
             let lin = layer.module_mut(m).expect("known module");
             if let Some(pair) = lin.lora.take() {
-                *lin = LoraLinear::frozen((&lin.base + pair.delta()?).ctx("merging an adapter")?);
+                *lin = LoraLinear::frozen(
+                    (&lin.base.to_f32().ctx("dequantizing a base weight")? + pair.delta()?)
+                        .ctx("merging an adapter")?,
+                );
             }
         }
     }
@@ -32,10 +35,16 @@ pub fn write_hf_folder(dir: &Path, base: &Base, decoder: &Decoder) -> Result<()>
     fs_err::create_dir_all(dir).map_err(Error::io("creating", dir))?;
     let c = &decoder.config;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    tensors.insert("model.embed_tokens.weight".into(), decoder.embed.clone());
+    tensors.insert(
+        "model.embed_tokens.weight".into(),
+        decoder.embed.to_f32().ctx("dequantizing the embedding")?,
+    );
     tensors.insert("model.norm.weight".into(), decoder.norm.clone());
     if let Some(h) = &decoder.lm_head {
-        tensors.insert("lm_head.weight".into(), h.clone());
+        tensors.insert(
+            "lm_head.weight".into(),
+            h.to_f32().ctx("dequantizing the LM head")?,
+        );
     }
     for (i, l) in decoder.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
@@ -47,8 +56,10 @@ pub fn write_hf_folder(dir: &Path, base: &Base, decoder: &Decoder) -> Result<()>
         for m in MODULES {
             let lin = l.module(m).expect("known module");
             let w = match &lin.lora {
-                Some(pair) => (&lin.base + pair.delta()?).ctx("merging an adapter")?,
-                None => lin.base.clone(),
+                Some(pair) => (&lin.base.to_f32().ctx("dequantizing a base weight")?
+                    + pair.delta()?)
+                .ctx("merging an adapter")?,
+                None => lin.base.to_f32().ctx("dequantizing a base weight")?,
             };
             tensors.insert(format!("{p}.{}.{m}.weight", Block::parent(m)), w);
         }

@@ -48,6 +48,9 @@ pub struct Report {
     pub val_perplexity_after: f64,
     /// Training tokens (all window positions) per second of training steps.
     pub tokens_per_s: f64,
+    /// How the frozen base ran (`f32` or `quantized`).
+    #[serde(default)]
+    pub base_precision: crate::weight::BasePrecision,
 }
 
 /// The checkpoint's `state.json`.
@@ -366,6 +369,7 @@ pub fn train(
         val_loss_after: last_val,
         val_perplexity_after: last_val.exp(),
         tokens_per_s: (total as f64 * (f.batch_size * t_len) as f64) / train_seconds.max(1e-9),
+        base_precision: f.base_precision,
     };
     write_json(&run.report(), &report)?;
     Ok(report)
@@ -375,7 +379,7 @@ pub fn train(
 pub fn finetune(file: &FinetuneFile, out: &Path, resume: bool) -> Result<Report> {
     file.validate()?;
     let f = &file.finetune;
-    let base = crate::base::Base::load(&f.base)?;
+    let base = crate::base::Base::load_with(&f.base, f.base_precision)?;
     let splits = crate::data::load_splits(&base, f)?;
     let mut decoder = base.decoder;
     attach(&mut decoder, file)?;

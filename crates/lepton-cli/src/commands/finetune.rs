@@ -4,9 +4,10 @@
 
 use anyhow::Context;
 use lepton_finetune::config::{default_optimizer, FinetuneFile, FinetuneSpec};
+use lepton_finetune::BasePrecision;
 use lepton_train::OptimizerSpec;
 
-use crate::cli::FinetuneArgs;
+use crate::cli::{BasePrecisionArg, FinetuneArgs};
 use crate::output::{print_json, Mode};
 
 /// The spec from `--spec` (or the defaults) with every given option applied.
@@ -80,6 +81,12 @@ fn resolve(a: &FinetuneArgs) -> anyhow::Result<FinetuneFile> {
     if a.max_val_windows.is_some() {
         f.max_val_windows = a.max_val_windows;
     }
+    if let Some(p) = a.base_precision {
+        f.base_precision = match p {
+            BasePrecisionArg::F32 => BasePrecision::F32,
+            BasePrecisionArg::Quantized => BasePrecision::Quantized,
+        };
+    }
     if let Some(lr) = a.lr {
         match &mut file.optimizer {
             OptimizerSpec::Sgd(c) => c.lr = lr,
@@ -125,8 +132,9 @@ pub fn run(a: FinetuneArgs, mode: Mode) -> anyhow::Result<()> {
     if mode == Mode::Human {
         let f = &file.finetune;
         eprintln!(
-            "fine-tuning {} on {} (r={}, alpha={}, targets {})",
+            "fine-tuning {} ({:?} base) on {} (r={}, alpha={}, targets {})",
             f.base.display(),
+            f.base_precision,
             f.data.display(),
             f.lora_r,
             f.lora_alpha,

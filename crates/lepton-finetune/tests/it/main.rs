@@ -4,5 +4,7 @@ mod bad_input;
 mod examples;
 mod golden;
 mod gradients;
+mod quantized;
 mod support;
+mod tiny_gguf;
 mod training;
