@@ -19,7 +19,7 @@
 //! [`crate::fused`] ops with their own backward ([`rms_norm`] and [`rope`] here are the
 //! reference compositions they are tested against).
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use lepton_nn::kernels::{attention, AttentionMask};
 use rand_chacha::ChaCha8Rng;
 
@@ -117,48 +117,6 @@ pub struct Decoder {
     pub norm: Tensor,
     /// `[V, D]`; `None` when tied to [`Decoder::embed`].
     pub lm_head: Option<FrozenWeight>,
-}
-
-/// `x / √(mean(x²) + ε) · w` over the last dimension.
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let inv = (ms + eps)?.sqrt()?.recip()?;
-    x.broadcast_mul(&inv)?.broadcast_mul(w)
-}
-
-/// HF's RoPE tables for positions `0..t`: `cos, sin` of shape `[1, T, 1, hd]` (each frequency
-/// twice, first half then second half, as `torch.cat((freqs, freqs), -1)`).
-pub fn rope_tables(t: usize, head_dim: usize, theta: f64) -> candle_core::Result<(Tensor, Tensor)> {
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
-        .collect();
-    let (mut cos, mut sin) = (
-        Vec::with_capacity(t * head_dim),
-        Vec::with_capacity(t * head_dim),
-    );
-    for p in 0..t {
-        for _ in 0..2 {
-            for f in &inv {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-    }
-    let dev = Device::Cpu;
-    Ok((
-        Tensor::from_vec(cos, (1, t, 1, head_dim), &dev)?,
-        Tensor::from_vec(sin, (1, t, 1, head_dim), &dev)?,
-    ))
-}
-
-/// `x·cos + rotate_half(x)·sin` for `x: [B, T, H, hd]`.
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    let hd = x.dim(3)?;
-    let (x1, x2) = (x.narrow(3, 0, hd / 2)?, x.narrow(3, hd / 2, hd / 2)?);
-    let rot = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
-    x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?
 }
 
 impl Decoder {

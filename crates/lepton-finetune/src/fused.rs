@@ -9,7 +9,7 @@
 //! SwiGLU   y = silu(a)·b                           da = dy·b·σ(a)(1 + a(1 − σ(a))), db = dy·silu(a)
 //! ```
 //! Norm weights and RoPE tables are constants (no gradient), as in the compositions they replace
-//! ([`crate::decoder::rms_norm`], [`crate::decoder::rope`]).
+//! (the plain candle compositions in this file's tests).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -274,6 +274,57 @@ pub fn swiglu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
+    /// The plain candle compositions the fused ops are tested against (HF's formulas).
+    mod composition {
+        use candle_core::{Device, Tensor, D};
+
+        /// `x / √(mean(x²) + ε) · w` over the last dimension.
+        pub(super) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            let inv = (ms + eps)?.sqrt()?.recip()?;
+            x.broadcast_mul(&inv)?.broadcast_mul(w)
+        }
+
+        /// HF's RoPE tables for positions `0..t`: `cos, sin` of shape `[1, T, 1, hd]` (each frequency
+        /// twice, first half then second half, as `torch.cat((freqs, freqs), -1)`).
+        pub(super) fn rope_tables(
+            t: usize,
+            head_dim: usize,
+            theta: f64,
+        ) -> candle_core::Result<(Tensor, Tensor)> {
+            let half = head_dim / 2;
+            let inv: Vec<f32> = (0..half)
+                .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+                .collect();
+            let (mut cos, mut sin) = (
+                Vec::with_capacity(t * head_dim),
+                Vec::with_capacity(t * head_dim),
+            );
+            for p in 0..t {
+                for _ in 0..2 {
+                    for f in &inv {
+                        let a = p as f32 * f;
+                        cos.push(a.cos());
+                        sin.push(a.sin());
+                    }
+                }
+            }
+            let dev = Device::Cpu;
+            Ok((
+                Tensor::from_vec(cos, (1, t, 1, head_dim), &dev)?,
+                Tensor::from_vec(sin, (1, t, 1, head_dim), &dev)?,
+            ))
+        }
+
+        /// `x·cos + rotate_half(x)·sin` for `x: [B, T, H, hd]`.
+        pub(super) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+            let hd = x.dim(3)?;
+            let (x1, x2) = (x.narrow(3, 0, hd / 2)?, x.narrow(3, hd / 2, hd / 2)?);
+            let rot = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+            x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?
+        }
+    }
+
     use super::*;
     use candle_core::{Device, Var};
 
@@ -311,7 +362,7 @@ mod tests {
         )?;
         grads_match(
             |x| rms_norm(x, &w, 1e-5),
-            |x| crate::decoder::rms_norm(x, &w, 1e-5),
+            |x| composition::rms_norm(x, &w, 1e-5),
             &[3, 5, 24],
         )
     }
@@ -320,10 +371,10 @@ mod tests {
     fn rope_matches_the_composition_forward_and_backward() -> anyhow::Result<()> {
         let (t, hd) = (7, 8);
         let (cos, sin) = rope_angles(t, hd, 10_000.0);
-        let (ct, st) = crate::decoder::rope_tables(t, hd, 10_000.0)?;
+        let (ct, st) = composition::rope_tables(t, hd, 10_000.0)?;
         grads_match(
             |x| rope(x, &cos, &sin),
-            |x| crate::decoder::rope(x, &ct, &st),
+            |x| composition::rope(x, &ct, &st),
             &[2, t, 3, hd],
         )
     }

@@ -11,7 +11,7 @@
 //! # Row order
 //! GGUF stores Wq and Wk with each head's rows interleaved for llama.cpp's RoPE. The blocks are
 //! kept in the file's order and the op gathers the output columns into HF's order
-//! (`y[.., j] = (x·W_ggufᵀ)[.., perm[j]]`, see [`crate::base::unpermute_rope_rows`]); `Wᵀ` is
+//! (`y[.., j] = (x·W_ggufᵀ)[.., perm[j]]`, see `base::unpermute_rope_rows`); `Wᵀ` is
 //! built in HF's order, so the backward needs no gather.
 //!
 //! # Error (per output element, against the dequantized f32 composition)
@@ -331,7 +331,10 @@ mod tests {
             let src = src as usize;
             w_gguf[src * k..(src + 1) * k].copy_from_slice(&w_hf[j * k..(j + 1) * k]);
         }
-        assert_eq!(crate::base::unpermute_rope_rows(&w_gguf, heads, k), w_hf);
+        assert_eq!(
+            lepton_llm::llama::weights::permute_rope_rows(&w_hf, heads, k),
+            w_gguf
+        );
         let q = QMatrix::new(QType::Q4_1, n, k, quantize_q4_1(&w_gguf))?;
         let qw = Arc::new(QuantWeight::new(q, Some(heads), "test")?);
         let w = qw.to_f32()?; // the dequantized reference, HF order
