@@ -96,10 +96,9 @@ pub fn tpe_history<'a>(results: impl IntoIterator<Item = &'a TrialResult>) -> Ve
                 Status::Stopped => r.curve.last().copied(),
                 _ => r.best(),
             }?;
-            score.is_finite().then_some((
-                r,
-                (r.status == Status::Completed, r.curve.len(), score),
-            ))
+            score
+                .is_finite()
+                .then_some((r, (r.status == Status::Completed, r.curve.len(), score)))
         })
         .collect();
     rows.sort_by_key(|(r, _)| r.id);
@@ -246,7 +245,11 @@ mod tests {
         );
         assert_ne!(r, t, "TPE, not the random draw");
         assert_eq!(t, sample(SchedulerKind::Tpe, &s, 12, 4, &h));
-        assert_eq!(t, sample(SchedulerKind::TpeAsha, &s, 12, 4, &h), "deterministic");
+        assert_eq!(
+            t,
+            sample(SchedulerKind::TpeAsha, &s, 12, 4, &h),
+            "deterministic"
+        );
         assert_eq!(
             sample(SchedulerKind::TpeAsha, &s, 3, 4, &h[..3]),
             sample(SchedulerKind::Random, &s, 3, 4, &h[..3]),

@@ -78,7 +78,10 @@ fn tpe_asha_is_deterministic_stops_at_rungs_and_samples_near_the_best() {
     // log10(lr) = -5 + 5 u: the optimum lr = 1e-2 sits at u = 0.6. TPE's proposals (after the
     // 10 random start-up trials) are nearer to it than the random ones.
     let dist = |ts: &[lepton_tune::TrialResult]| {
-        ts.iter().map(|t| (t.params.unit[0] - 0.6).abs()).sum::<f64>() / ts.len() as f64
+        ts.iter()
+            .map(|t| (t.params.unit[0] - 0.6).abs())
+            .sum::<f64>()
+            / ts.len() as f64
     };
     let (early, late) = (dist(&a.trials[..10]), dist(&a.trials[14..]));
     assert!(late < early / 2.0, "late {late} early {early}");
