@@ -38,6 +38,9 @@ pub struct StepTiming {
     pub elements: usize,
     /// Per bucket: `[fill start, fill end]`.
     pub fill_ms: Vec<[f64; 2]>,
+    /// Per bucket: `[reduction started, reduction complete]` (started = filled: the
+    /// non-blocking all-reduce is posted right after).
+    pub reduce_ms: Vec<[f64; 2]>,
     /// All buckets reduced.
     pub reduced_ms: f64,
     /// Gradients written back.
@@ -130,7 +133,16 @@ impl<C: Communicator> DataParallel<C> {
             fill_ms.push([ms(start), ms(Instant::now())]);
             Ok(())
         };
-        self.comm.all_reduce_buckets(&mut buckets, &mut fill)?;
+        let mut reduce_end = vec![0.0; plan.len()];
+        self.comm
+            .all_reduce_buckets(&mut buckets, &mut fill, &mut |i| {
+                reduce_end[i] = ms(Instant::now())
+            })?;
+        let reduce_ms = fill_ms
+            .iter()
+            .zip(reduce_end)
+            .map(|(f, e)| [f[1], e])
+            .collect();
         let elements = buckets.iter().map(Vec::len).sum();
         let reduced = Instant::now();
         for (b, bucket) in plan.iter().zip(buckets) {
@@ -166,6 +178,7 @@ impl<C: Communicator> DataParallel<C> {
             buckets: plan.len(),
             elements,
             fill_ms,
+            reduce_ms,
             reduced_ms: ms(reduced),
             done_ms: ms(Instant::now()),
         };
@@ -247,6 +260,11 @@ mod tests {
                             let params =
                                 vec![("a".to_string(), a.clone()), ("b".into(), b.clone())];
                             dp.sync_gradients(&params, &mut g, 0.5).unwrap();
+                            let t = &dp.timings()[0];
+                            assert_eq!(t.reduce_ms.len(), t.buckets);
+                            for (f, r) in t.fill_ms.iter().zip(&t.reduce_ms) {
+                                assert!(f[0] <= f[1] && f[1] == r[0] && r[0] <= r[1]);
+                            }
                             vec![
                                 g.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
                                 g.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
