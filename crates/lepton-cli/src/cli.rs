@@ -303,6 +303,8 @@ pub enum TuneScheduler {
     Asha,
     /// ASHA brackets with growing grace periods.
     Hyperband,
+    /// TPE sampling from the completed and rung results so far, trials stopped at rungs as ASHA.
+    TpeAsha,
 }
 
 #[derive(Debug, Args)]

@@ -19,15 +19,18 @@ pub trait Communicator {
     fn broadcast_f64(&mut self, buf: &mut [f64]) -> Result<()>;
     /// Sum every bucket over ranks, in place. `fill(i, bucket)` writes bucket `i` just before its
     /// reduction is started, so an implementation with non-blocking collectives (MPI) fills
-    /// bucket `i + 1` while bucket `i` is in flight. The default reduces one bucket at a time.
+    /// bucket `i + 1` while bucket `i` is in flight; `reduced(i)` is called when bucket `i`'s
+    /// reduction is complete (for the timeline). The default reduces one bucket at a time.
     fn all_reduce_buckets(
         &mut self,
         buckets: &mut [Vec<f32>],
         fill: &mut dyn FnMut(usize, &mut [f32]) -> Result<()>,
+        reduced: &mut dyn FnMut(usize),
     ) -> Result<()> {
         for (i, b) in buckets.iter_mut().enumerate() {
             fill(i, b)?;
             self.all_reduce_f32(b)?;
+            reduced(i);
         }
         Ok(())
     }

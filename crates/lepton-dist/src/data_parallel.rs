@@ -6,6 +6,9 @@
 //! are summed over the ranks and unpacked into the gradient store. The sum of `g_r n_r / N` is the
 //! gradient of the mean loss over the global batch.
 //!
+//! Packing ([`crate::pack`]) reads each gradient from its storage in parallel, scaled, in one
+//! pass; a bucket holding one gradient becomes the reduced tensor without a copy.
+//!
 //! Overlap: candle's `backward()` returns the complete gradient store at once (there is no
 //! per-tensor hook), so communication cannot start during the backward pass. What overlaps is
 //! the reduction of bucket `i` (non-blocking on MPI) with the packing of bucket `i + 1`; the
@@ -22,6 +25,7 @@ use serde::Serialize;
 
 use crate::comm::Communicator;
 use crate::error::{Error, Result};
+use crate::pack::pack_scaled;
 
 /// Default bucket size: 25 MiB, PyTorch DDP's `bucket_cap_mb`.
 pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
@@ -34,6 +38,9 @@ pub struct StepTiming {
     pub elements: usize,
     /// Per bucket: `[fill start, fill end]`.
     pub fill_ms: Vec<[f64; 2]>,
+    /// Per bucket: `[reduction started, reduction complete]` (started = filled: the
+    /// non-blocking all-reduce is posted right after).
+    pub reduce_ms: Vec<[f64; 2]>,
     /// All buckets reduced.
     pub reduced_ms: f64,
     /// Gradients written back.
@@ -118,43 +125,60 @@ impl<C: Communicator> DataParallel<C> {
             let start = Instant::now();
             let mut off = 0;
             for &k in &plan[i] {
-                let g = with_grad[k]
-                    .1
-                    .flatten_all()
-                    .and_then(|g| g.to_vec1::<f32>())
-                    .map_err(|source| Error::Tensor {
-                        op: "reading a gradient to reduce".into(),
-                        source,
-                    })?;
-                for (d, s) in buf[off..off + g.len()].iter_mut().zip(&g) {
-                    *d = s * weight;
-                }
-                off += g.len();
+                let g = &with_grad[k].1;
+                let n = g.elem_count();
+                pack_scaled(g, weight, &mut buf[off..off + n])?;
+                off += n;
             }
             fill_ms.push([ms(start), ms(Instant::now())]);
             Ok(())
         };
-        self.comm.all_reduce_buckets(&mut buckets, &mut fill)?;
+        let mut reduce_end = vec![0.0; plan.len()];
+        self.comm
+            .all_reduce_buckets(&mut buckets, &mut fill, &mut |i| {
+                reduce_end[i] = ms(Instant::now())
+            })?;
+        let reduce_ms = fill_ms
+            .iter()
+            .zip(reduce_end)
+            .map(|(f, e)| [f[1], e])
+            .collect();
+        let elements = buckets.iter().map(Vec::len).sum();
         let reduced = Instant::now();
-        for (b, bucket) in plan.iter().zip(&buckets) {
+        for (b, bucket) in plan.iter().zip(buckets) {
+            let write = |k: usize, t: candle_core::Result<Tensor>, grads: &mut GradStore| {
+                let t = t.map_err(|source| Error::Tensor {
+                    op: "writing a reduced gradient".into(),
+                    source,
+                })?;
+                grads.insert(with_grad[k].0.as_tensor(), t);
+                Ok::<(), Error>(())
+            };
+            if let [k] = b[..] {
+                // A bucket of one gradient (the large layers) becomes its tensor without a copy.
+                let var = with_grad[k].0;
+                write(
+                    k,
+                    Tensor::from_vec(bucket, var.shape(), var.device()),
+                    grads,
+                )?;
+                continue;
+            }
             let mut off = 0;
             for &k in b {
-                let (var, _) = &with_grad[k];
+                let var = with_grad[k].0;
                 let n = var.elem_count();
-                let t = Tensor::from_slice(&bucket[off..off + n], var.shape(), var.device())
-                    .map_err(|source| Error::Tensor {
-                        op: "writing a reduced gradient".into(),
-                        source,
-                    })?;
-                grads.insert(var.as_tensor(), t);
+                let t = Tensor::from_slice(&bucket[off..off + n], var.shape(), var.device());
+                write(k, t, grads)?;
                 off += n;
             }
         }
         let timing = StepTiming {
             step: self.step,
             buckets: plan.len(),
-            elements: buckets.iter().map(Vec::len).sum(),
+            elements,
             fill_ms,
+            reduce_ms,
             reduced_ms: ms(reduced),
             done_ms: ms(Instant::now()),
         };
@@ -236,6 +260,11 @@ mod tests {
                             let params =
                                 vec![("a".to_string(), a.clone()), ("b".into(), b.clone())];
                             dp.sync_gradients(&params, &mut g, 0.5).unwrap();
+                            let t = &dp.timings()[0];
+                            assert_eq!(t.reduce_ms.len(), t.buckets);
+                            for (f, r) in t.fill_ms.iter().zip(&t.reduce_ms) {
+                                assert!(f[0] <= f[1] && f[1] == r[0] && r[0] <= r[1]);
+                            }
                             vec![
                                 g.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
                                 g.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`comm`] | the [`Communicator`] trait: sum / broadcast over ranks, bucketed all-reduce |
 //! | [`data_parallel`] | [`DataParallel`]: bucket plan, gradient averaging, per-step timeline |
+//! | [`pack`] | gradients into buckets: parallel, scaled, read through the tensor's layout |
 //! | [`local`] | [`LocalGroup`]: ranks as threads of one process (tests, no MPI needed) |
 //! | `mpi` (feature `mpi`) | `MpiComm`: Open MPI / MPICH through rsmpi, non-blocking all-reduce |
 //! | [`error`] | the crate's error |
@@ -19,6 +20,7 @@ pub mod error;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod pack;
 
 pub use comm::Communicator;
 pub use data_parallel::{DataParallel, StepTiming};

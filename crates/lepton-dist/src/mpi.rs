@@ -116,6 +116,7 @@ impl Communicator for MpiComm {
         &mut self,
         buckets: &mut [Vec<f32>],
         fill: &mut dyn FnMut(usize, &mut [f32]) -> Result<()>,
+        reduced: &mut dyn FnMut(usize),
     ) -> Result<()> {
         for b in buckets.iter() {
             check_len("all-reduce", b.len())?;
@@ -140,8 +141,9 @@ impl Communicator for MpiComm {
                     SystemOperation::sum(),
                 ));
             }
-            for r in requests {
+            for (i, r) in requests.into_iter().enumerate() {
                 r.wait();
+                reduced(i);
             }
             failed.map_or(Ok(()), Err)
         });

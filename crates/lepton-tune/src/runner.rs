@@ -1,5 +1,5 @@
 //! The search loop: trials as `lepton train` child processes, `parallel` at a time with the
-//! cores divided between them, stopped at rungs by ASHA / Hyperband, resumable from the state
+//! cores divided between them, stopped at rungs by ASHA / Hyperband / TPE-ASHA, resumable from the state
 //! directory.
 //!
 //! State directory: `tune.json` (the settings and the spec and space texts: a resume with other
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::sampler::{grid_size, sample, SchedulerKind};
+use crate::sampler::{grid_size, sample, tpe_history, SchedulerKind};
 use crate::space::{assign, lookup, Space};
 use crate::stopper::{Decision, Stopper};
 use crate::trial::{read_curve, read_json, write_json, Params, Status, TrialDir, TrialResult};
@@ -197,14 +197,7 @@ pub fn tune(cfg: &TuneConfig) -> Result<Summary> {
             if next >= trials {
                 break;
             }
-            let history: Vec<(Vec<f64>, f64)> = done
-                .values()
-                .filter_map(|r| {
-                    r.best()
-                        .filter(|b| b.is_finite())
-                        .map(|b| (r.params.unit.clone(), b))
-                })
-                .collect();
+            let history = tpe_history(done.values());
             let t = TrialDir::new(&cfg.dir, next);
             let params = match read_json::<Params>(&t.params())? {
                 Some(p) => p,

@@ -24,6 +24,7 @@ pub fn run(args: TuneArgs, mode: Mode, threads: Option<usize>) -> anyhow::Result
         TuneScheduler::Tpe => SchedulerKind::Tpe,
         TuneScheduler::Asha => SchedulerKind::Asha,
         TuneScheduler::Hyperband => SchedulerKind::Hyperband,
+        TuneScheduler::TpeAsha => SchedulerKind::TpeAsha,
     };
     if mode == Mode::Human {
         eprintln!(
