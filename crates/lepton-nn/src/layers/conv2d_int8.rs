@@ -164,11 +164,16 @@ struct Plan {
     pw: usize,
 }
 
-/// Per-thread buffers: the image of codes and the products `[H'·W'][padded channels]`.
+/// Per-thread buffers: the image of codes, one plane's codes, the products `[H'·W'][padded
+/// channels]`, one pooled position, the per-channel output scales, one position's outputs.
 #[derive(Default)]
 struct Scratch {
     codes: Vec<u8>,
+    plane: Vec<u8>,
     prod: Vec<i32>,
+    pooled: Vec<i32>,
+    scale: Vec<f32>,
+    vals: Vec<f32>,
 }
 
 /// The input range covered by pool output `o` (kernel `k`, stride `s`, padding `p`) along an axis
@@ -246,44 +251,71 @@ impl Conv2dInt8 {
             ActScale::Dynamic => x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0,
         };
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        // The image of codes: the zero code (128) in the border and the padding channels.
+        // The image of codes: each plane quantized in one vectorizable pass, then its codes
+        // spread to every `cp`-th byte; the zero code (128) in the border and padding channels.
         buf.codes.clear();
         buf.codes.resize(plan.img, 128);
+        buf.plane.resize(plan.h * plan.w, 128);
         for (ci, plane) in x.chunks_exact(plan.h * plan.w).enumerate() {
-            for (y, row) in plane.chunks_exact(plan.w).enumerate() {
+            for (q, &v) in buf.plane.iter_mut().zip(plane) {
+                *q = code_u8(v, inv);
+            }
+            for (y, row) in buf.plane.chunks_exact(plan.w).enumerate() {
                 let at = ((y + p) * plan.wp + p) * plan.cp + ci;
-                for (xx, &v) in row.iter().enumerate() {
-                    buf.codes[at + xx * plan.cp] = code_u8(v, inv);
+                for (xx, &q) in row.iter().enumerate() {
+                    buf.codes[at + xx * plan.cp] = q;
                 }
             }
         }
         let np = self.weight.padded_rows();
+        let co = self.weight.rows();
         buf.prod.resize(plan.rows.len() * np, 0);
         self.weight
             .products(&buf.codes, &plan.rows, &plan.segs, &mut buf.prod);
-        // y = (d s_j) P + b_j, then ReLU; the pool's max taken on P first.
+        // y = (d s_j) P + b_j, then ReLU, the pool's max taken on P first (across the channels
+        // of a position at once: contiguous), each output position's channels then scattered.
+        buf.scale.clear();
+        buf.scale.extend(self.weight.scales().iter().map(|s| d * s));
+        buf.pooled.resize(np, 0);
+        buf.vals.resize(co, 0.0);
         let l = plan.ph * plan.pw;
-        for (j, out) in dst.chunks_exact_mut(l).enumerate() {
-            let scale = d * self.weight.scales()[j];
-            let bias = self.bias.as_ref().map_or(0.0, |b| b[j]);
-            let at = |pos: usize| buf.prod[pos * np + j];
-            for (i, o) in out.iter_mut().enumerate() {
-                let acc = match self.pool {
-                    None => at(i),
-                    Some(g) => {
-                        let (ylo, yhi) = span(i / plan.pw, g, plan.oh);
-                        let (xlo, xhi) = span(i % plan.pw, g, plan.ow);
-                        let mut m = i32::MIN;
-                        for y in ylo..yhi {
-                            for xx in xlo..xhi {
-                                m = m.max(at(y * plan.ow + xx));
+        for i in 0..l {
+            let acc: &[i32] = match self.pool {
+                None => &buf.prod[i * np..(i + 1) * np],
+                Some(g) => {
+                    let (ylo, yhi) = span(i / plan.pw, g, plan.oh);
+                    let (xlo, xhi) = span(i % plan.pw, g, plan.ow);
+                    buf.pooled.fill(i32::MIN);
+                    for y in ylo..yhi {
+                        for xx in xlo..xhi {
+                            let pos = y * plan.ow + xx;
+                            for (m, &v) in buf
+                                .pooled
+                                .iter_mut()
+                                .zip(&buf.prod[pos * np..(pos + 1) * np])
+                            {
+                                *m = (*m).max(v);
                             }
                         }
-                        m
                     }
-                };
-                let v = acc as f32 * scale + bias;
-                *o = if self.relu { v.max(0.0) } else { v };
+                    &buf.pooled
+                }
+            };
+            for ((v, &a), &s) in buf.vals.iter_mut().zip(acc).zip(&buf.scale) {
+                *v = a as f32 * s;
+            }
+            if let Some(b) = &self.bias {
+                for (v, b) in buf.vals.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+            if self.relu {
+                for v in buf.vals.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            for (j, &v) in buf.vals.iter().enumerate() {
+                dst[j * l + i] = v;
             }
         }
     }
