@@ -31,7 +31,7 @@ pub use encoder::{compress_encoder, is_hf_folder, EncoderReport, DEFAULT_SENTENC
 pub use error::{Error, Result};
 pub use finetune::{finetune, Finetune};
 pub use fold::fold_batch_norms;
-pub use net::{accuracy, speed, Net, Speed};
+pub use net::{accuracy, speeds, Net, Speed};
 pub use pipeline::{compress, CompressData, Compressed};
 pub use prune::{check_ratio, prune_magnitude, prune_structured};
 pub use quantize::{quantize, Quantize};

@@ -172,11 +172,16 @@ pub struct Speed {
     pub throughput: f64,
 }
 
-/// Measure `net` on the first samples of `data` (repeated if fewer than 64): `reps` timed passes
-/// at each batch size after one warm-up, medians.
-pub fn speed(net: &Net, data: &Dataset, reps: usize) -> Result<Speed> {
-    check_shape(net, data, "timing data")?;
-    let model = net.model("timing")?;
+/// Measure the models of `nets` on the first samples of `data` (repeated if fewer than 64):
+/// after one warm-up each, `reps` rounds, each timing every model once in turn at batch 1 and
+/// then at batch 64; medians. Alternating keeps a load change on a shared machine from favouring
+/// one model (the before/after ratio is the robust number).
+pub fn speeds<const N: usize>(nets: [&Net; N], data: &Dataset, reps: usize) -> Result<[Speed; N]> {
+    let mut models = Vec::with_capacity(N);
+    for net in nets {
+        check_shape(net, data, "timing data")?;
+        models.push(net.model("timing")?);
+    }
     let per = data.sample_len();
     let batch = |b: usize| -> Result<Tensor> {
         let v: Vec<f32> = (0..b)
@@ -189,24 +194,32 @@ pub fn speed(net: &Net, data: &Dataset, reps: usize) -> Result<Speed> {
         shape.extend_from_slice(&data.sample_shape);
         Tensor::from_vec(v, shape, &Device::Cpu).map_err(Error::tensor("timing batch"))
     };
-    let time = |x: &Tensor| -> Result<f64> {
-        model.forward_t(x, false).map_err(Error::tensor("timing"))?;
-        let mut t: Vec<f64> = (0..reps.max(1))
-            .map(|_| {
-                let s = Instant::now();
-                model
-                    .forward_t(x, false)
-                    .map_err(Error::tensor("timing"))
-                    .map(|_| s.elapsed().as_secs_f64())
-            })
-            .collect::<Result<_>>()?;
-        t.sort_by(f64::total_cmp);
-        Ok(t[t.len() / 2])
+    let (one, many) = (batch(1)?, batch(64)?);
+    let pass = |m: &lepton_nn::Model, x: &Tensor| -> Result<f64> {
+        let s = Instant::now();
+        m.forward_t(x, false).map_err(Error::tensor("timing"))?;
+        Ok(s.elapsed().as_secs_f64())
     };
-    let one = time(&batch(1)?)?;
-    let many = time(&batch(64)?)?;
-    Ok(Speed {
-        latency_ms: one * 1e3,
-        throughput: 64.0 / many,
-    })
+    for m in &models {
+        pass(m, &one)?;
+        pass(m, &many)?;
+    }
+    let mut times = vec![(Vec::new(), Vec::new()); N];
+    for _ in 0..reps.max(1) {
+        for (m, (t1, t64)) in models.iter().zip(&mut times) {
+            t1.push(pass(m, &one)?);
+            t64.push(pass(m, &many)?);
+        }
+    }
+    let median = |t: &mut Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    Ok(std::array::from_fn(|i| {
+        let (t1, t64) = &mut times[i];
+        Speed {
+            latency_ms: median(t1) * 1e3,
+            throughput: 64.0 / median(t64),
+        }
+    }))
 }

@@ -11,7 +11,7 @@ use lepton_nn::LossSpec;
 use crate::error::{Error, Result};
 use crate::finetune::{finetune, Finetune};
 use crate::fold::fold_batch_norms;
-use crate::net::{accuracy, check_shape, speed, Net};
+use crate::net::{accuracy, check_shape, speeds, Net};
 use crate::prune::{prune_magnitude, prune_structured};
 use crate::quantize::quantize;
 use crate::report::{Measure, Report, StepReport};
@@ -71,7 +71,7 @@ pub fn compress(
         None => {}
     }
     let base = accuracy(&net, data.held_out, "evaluating the original model")?;
-    let before = Measure::new(&net, base, speed(&net, data.held_out, SPEED_REPS)?)?;
+    let original = net.clone();
     let mut net = net;
     let mut steps = Vec::new();
     let mut refusal = None;
@@ -160,7 +160,10 @@ pub fn compress(
     }
     let _ = go;
     let after_acc = steps.last().map_or(base, |s| s.accuracy);
-    let after = Measure::new(&net, after_acc, speed(&net, data.held_out, SPEED_REPS)?)?;
+    // Both models timed at the end, in turn (see `speeds`).
+    let [speed_before, speed_after] = speeds([&original, &net], data.held_out, SPEED_REPS)?;
+    let before = Measure::new(&original, base, speed_before)?;
+    let after = Measure::new(&net, after_acc, speed_after)?;
     let accepted = refusal.is_none();
     let report = Report {
         name: name.to_string(),

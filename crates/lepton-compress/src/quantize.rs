@@ -112,21 +112,9 @@ pub fn quantize(
         }
     };
     let mut count = 0;
-    let shapes = net.spec.shapes(&net.input).map_err(|source| Error::Build {
-        step: "quantize".into(),
-        source,
-    })?;
     for i in 0..net.spec.layers.len() {
-        // A convolution with a fan-in below one 32-value block (the first conv over one to
-        // three channels: 9 to 27 values) would pad every patch to 64 codes and quantize tens
-        // of thousands of patch rows: it is cheap in f32 and stays f32 (as commonly done for a
-        // network's first layer).
-        let x = if i == 0 { &net.input } else { &shapes[i - 1] };
-        if let LayerSpec::Conv2d(c) = &net.spec.layers[i] {
-            if x[0] * c.kernel * c.kernel < lepton_quant::QK {
-                continue;
-            }
-        }
+        // Every convolution, the first (fan-in 9 to 27) too: the int8 kernel reads patches in
+        // place (no padded patch rows), and its fused pool replaces the f32 path's.
         let scale = ranges
             .as_ref()
             .map(|r| (r[i] / 127.0).max(f32::MIN_POSITIVE));

@@ -1,6 +1,6 @@
 //! [`Int8Matrix`]: per-output-channel symmetric int8 weights, `W[j][i] ≈ s_j · q_ji` with
 //! `q_ji ∈ [-127, 127]` and `s_j = max_i |W[j][i]| / 127`, the weights of compressed packages
-//! (linear layers and im2col convolutions).
+//! (dynamic `linear-int8` layers; the static layers run on [`crate::PackedI8`]).
 //!
 //! The matmul runs on the Q8_0 kernels of [`crate::QMatrix`] (i8 × i8 products accumulated exactly
 //! in i32 by `vpdpbusd` on AVX-512 VNNI, `vpmaddubsw`/`vpmaddwd` on AVX2, or the scalar definition):

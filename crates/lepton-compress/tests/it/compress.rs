@@ -139,8 +139,8 @@ fn int8_models_stay_within_quantization_error_and_are_int8() {
     let base = accuracy(&net, &data, "t").unwrap();
     for mode in [Quantize::DynamicInt8, Quantize::Int8] {
         let mut q = net.clone();
-        // The first conv (fan-in 2·3·3 = 18 < 32) stays f32.
-        assert_eq!(quantize(&mut q, mode, Some((&data, 128))).unwrap(), 3);
+        // Every conv and linear, the first conv (fan-in 2·3·3 = 18) too.
+        assert_eq!(quantize(&mut q, mode, Some((&data, 128))).unwrap(), 4);
         assert!(q.is_int8());
         let got = outputs(&q, &data, 32);
         let range = want.iter().fold(0f32, |a, v| a.max(v.abs()));

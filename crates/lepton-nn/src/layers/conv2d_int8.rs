@@ -1,23 +1,28 @@
-//! `conv2d-int8`: a `conv2d` (groups 1) with per-output-channel symmetric int8 weights, run as an
-//! im2col matmul of i8 × i8 → i32 products (`lepton_quant::Int8Matrix`). Written by
-//! `lepton compress --quantize`; inference only.
+//! `conv2d-int8`: a `conv2d` (groups 1) with per-output-channel symmetric int8 weights, run as
+//! u8 × i8 → i32 products (`lepton_quant::PackedI8`: AVX-512 VNNI, AVX2 or the portable loop).
+//! Written by `lepton compress --quantize`; inference only.
+//!
+//! Each image is quantized once, with the calibrated `activation-scale` (static) or its own
+//! `max |x| / 127` (dynamic), into a zero-padded height × width × channels image of codes
+//! (channels padded to 4). The kernel reads each output position's patch straight from it (an
+//! implicit im2col: a kernel row of `K · C` codes is contiguous), so no patch rows are built;
+//! the weights are packed once at load in the same `(ky, kx, c)` order. The epilogue takes the
+//! folded max-pool on the integer sums (a scale ≥ 0, the bias and ReLU are monotone, so the max
+//! commutes with them), then `y = s_x s_j · P + b_j` and the folded ReLU.
 //!
 //! # Shapes
 //! `[C, H, W]` -> `[out-channels, H', W']` as `conv2d`; tensors `weight: [out-channels, C·K·K]`
 //! (u8 holding the i8 codes, PyTorch's `[out, C, K, K]` flattened), `weight_scale: [out-channels]`,
-//! `bias: [out-channels]` (f32). Each output position's patch (`C·K·K` values, channel-major like
-//! the weight) is one activation row, quantized per 32-value block at run time or with the
-//! calibrated `activation-scale`. A following ReLU and max-pool are folded in.
+//! `bias: [out-channels]` (f32).
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use lepton_quant::{ActScale, Int8Matrix};
+use lepton_quant::{code_u8, ActScale, PackedI8};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::linear_int8::{act_scale, int8_weight};
+use super::linear_int8::{act_scale, int8_codes};
 use super::{one, yes, BuildCtx, Conv2dConfig, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
-use crate::kernels;
 
 /// The `conv2d-int8` settings (those of `conv2d`, groups 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,8 +83,24 @@ impl LayerConfig for Conv2dInt8Config {
     }
 
     fn build(&self, x: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
-        let cols = x[0] * self.kernel * self.kernel;
-        let weight = int8_weight(&vb, self.out_channels, cols)?;
+        let (c, k) = (x[0], self.kernel);
+        let (codes, scales) = int8_codes(&vb, self.out_channels, c * k * k)?;
+        // `[co][c][ky][kx]` -> `[co][ky][kx][c padded to 4]`, the order the kernel reads codes.
+        let cp = c.next_multiple_of(4);
+        let mut packed = vec![0i8; self.out_channels * k * k * cp];
+        for (src, dst) in codes
+            .chunks_exact(c * k * k)
+            .zip(packed.chunks_exact_mut(k * k * cp))
+        {
+            for ci in 0..c {
+                for t in 0..k * k {
+                    dst[t * cp + ci] = src[ci * k * k + t];
+                }
+            }
+        }
+        let what = format!("{}.weight", vb.prefix());
+        let weight = PackedI8::new(self.out_channels, k * k * cp, &packed, scales, &what)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let bias = if self.bias {
             Some(
                 vb.get_with_hints_dtype(self.out_channels, "bias", Init::Const(0.0), DType::F32)?
@@ -95,6 +116,7 @@ impl LayerConfig for Conv2dInt8Config {
                 Some(s) => ActScale::Static(s),
                 None => ActScale::Dynamic,
             },
+            in_channels: c,
             kernel: self.kernel,
             stride: self.stride,
             padding: self.padding,
@@ -108,9 +130,11 @@ impl LayerConfig for Conv2dInt8Config {
 /// A built `conv2d-int8` layer.
 #[derive(Debug, Clone)]
 pub struct Conv2dInt8 {
-    weight: Int8Matrix,
+    /// Codes in `(ky, kx, c padded to 4)` order.
+    weight: PackedI8,
     bias: Option<Vec<f32>>,
     act: ActScale,
+    in_channels: usize,
     kernel: usize,
     stride: usize,
     padding: usize,
@@ -119,59 +143,179 @@ pub struct Conv2dInt8 {
     pool: Option<(usize, usize, usize)>,
 }
 
-/// One image's patches `[OH·OW, C·K·K]` (row-major; zeros outside the image).
-#[allow(clippy::too_many_arguments)]
-fn patches(
-    img: &[f32],
-    (c, h, w): (usize, usize, usize),
-    (k, s, p, d): (usize, usize, usize, usize),
-    (oh, ow): (usize, usize),
-    out: &mut [f32],
-) {
-    let kk = c * k * k;
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let row = &mut out[(oy * ow + ox) * kk..][..kk];
-            for ci in 0..c {
-                for ky in 0..k {
-                    let iy = (oy * s + ky * d) as isize - p as isize;
-                    let dst = &mut row[(ci * k + ky) * k..][..k];
-                    if iy < 0 || iy >= h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &img[(ci * h + iy as usize) * w..][..w];
-                    // The common case: the whole kernel row inside the image, one copy.
-                    let x0 = (ox * s) as isize - p as isize;
-                    if d == 1 && x0 >= 0 && x0 as usize + k <= w {
-                        dst.copy_from_slice(&src[x0 as usize..x0 as usize + k]);
-                        continue;
-                    }
-                    for (kx, v) in dst.iter_mut().enumerate() {
-                        let ix = (ox * s + kx * d) as isize - p as isize;
-                        *v = if ix < 0 || ix >= w as isize {
-                            0.0
-                        } else {
-                            src[ix as usize]
-                        };
-                    }
-                }
-            }
-        }
-    }
+/// Where one image's codes are read from and its outputs go (the same for every image).
+struct Plan {
+    /// Input `(C, H, W)`, channels padded to 4, padded width.
+    c: usize,
+    h: usize,
+    w: usize,
+    cp: usize,
+    wp: usize,
+    /// Bytes of one image of codes.
+    img: usize,
+    /// Each output position's first code.
+    rows: Vec<usize>,
+    /// Each segment's offset from a position's first code.
+    segs: Vec<usize>,
+    /// Convolution output `(H', W')`, and the stored output (after the folded pool).
+    oh: usize,
+    ow: usize,
+    ph: usize,
+    pw: usize,
+}
+
+/// Per-thread buffers: the image of codes, one plane's codes, the products `[H'·W'][padded
+/// channels]`, one pooled position, the per-channel output scales, one position's outputs.
+#[derive(Default)]
+struct Scratch {
+    codes: Vec<u8>,
+    plane: Vec<u8>,
+    prod: Vec<i32>,
+    pooled: Vec<i32>,
+    scale: Vec<f32>,
+    vals: Vec<f32>,
+}
+
+/// The input range covered by pool output `o` (kernel `k`, stride `s`, padding `p`) along an axis
+/// of length `len` (as `max-pool2d`: padded cells are skipped).
+fn span(o: usize, (k, s, p): (usize, usize, usize), len: usize) -> (usize, usize) {
+    let start = (o * s) as isize - p as isize;
+    (
+        start.max(0) as usize,
+        ((start + k as isize) as usize).min(len),
+    )
 }
 
 impl Conv2dInt8 {
-    /// One image's products `[L, CO]` into its output `[CO, L]`, with bias and ReLU.
-    fn store(&self, rows: &[f32], dst: &mut [f32], l: usize) {
-        let co = self.weight.rows();
-        for (pos, r) in rows.chunks_exact(co).enumerate() {
-            for (j, v) in r.iter().enumerate() {
-                let mut v = v + self.bias.as_ref().map_or(0.0, |b| b[j]);
-                if self.relu {
-                    v = v.max(0.0);
+    fn plan(&self, dims: &[usize]) -> Result<Plan> {
+        let &[_, c, h, w] = dims else {
+            candle_core::bail!("conv2d-int8 expects [N, C, H, W], got {dims:?}")
+        };
+        let (k, s, p, d) = (self.kernel, self.stride, self.padding, self.dilation);
+        if c != self.in_channels {
+            candle_core::bail!(
+                "conv2d-int8: input {dims:?} has {c} channels, the weight {}",
+                self.in_channels
+            );
+        }
+        let span = d * (k - 1) + 1;
+        if h + 2 * p < span || w + 2 * p < span {
+            candle_core::bail!("conv2d-int8: kernel {k} does not fit input {dims:?}");
+        }
+        let (oh, ow) = ((h + 2 * p - span) / s + 1, (w + 2 * p - span) / s + 1);
+        let (ph, pw) = match self.pool {
+            Some((pk, ps, pp)) => {
+                if pk == 0 || ps == 0 || 2 * pp > pk || oh + 2 * pp < pk || ow + 2 * pp < pk {
+                    candle_core::bail!(
+                        "max-pool2d: kernel {pk}, stride {ps}, padding {pp} do not fit the conv2d-int8 output {oh}x{ow}"
+                    );
                 }
-                dst[j * l + pos] = v;
+                ((oh + 2 * pp - pk) / ps + 1, (ow + 2 * pp - pk) / ps + 1)
+            }
+            None => (oh, ow),
+        };
+        let cp = c.next_multiple_of(4);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let rows = (0..oh * ow)
+            .map(|i| ((i / ow) * s * wp + (i % ow) * s) * cp)
+            .collect();
+        // A kernel row of `K · C` codes is contiguous unless the kernel is dilated.
+        let segs = if d == 1 {
+            (0..k).map(|ky| ky * wp * cp).collect()
+        } else {
+            (0..k * k)
+                .map(|t| ((t / k) * d * wp + (t % k) * d) * cp)
+                .collect()
+        };
+        Ok(Plan {
+            c,
+            h,
+            w,
+            cp,
+            wp,
+            img: hp * wp * cp,
+            rows,
+            segs,
+            oh,
+            ow,
+            ph,
+            pw,
+        })
+    }
+
+    /// One image `[C, H, W]` into its output `[CO, H'', W'']` (after the folded pool).
+    fn image(&self, plan: &Plan, x: &[f32], dst: &mut [f32], buf: &mut Scratch) {
+        let p = self.padding;
+        let d = match self.act {
+            ActScale::Static(d) => d,
+            ActScale::Dynamic => x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0,
+        };
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        // The image of codes: each plane quantized in one vectorizable pass, then its codes
+        // spread to every `cp`-th byte; the zero code (128) in the border and padding channels.
+        buf.codes.clear();
+        buf.codes.resize(plan.img, 128);
+        buf.plane.resize(plan.h * plan.w, 128);
+        for (ci, plane) in x.chunks_exact(plan.h * plan.w).enumerate() {
+            for (q, &v) in buf.plane.iter_mut().zip(plane) {
+                *q = code_u8(v, inv);
+            }
+            for (y, row) in buf.plane.chunks_exact(plan.w).enumerate() {
+                let at = ((y + p) * plan.wp + p) * plan.cp + ci;
+                for (xx, &q) in row.iter().enumerate() {
+                    buf.codes[at + xx * plan.cp] = q;
+                }
+            }
+        }
+        let np = self.weight.padded_rows();
+        let co = self.weight.rows();
+        buf.prod.resize(plan.rows.len() * np, 0);
+        self.weight
+            .products(&buf.codes, &plan.rows, &plan.segs, &mut buf.prod);
+        // y = (d s_j) P + b_j, then ReLU, the pool's max taken on P first (across the channels
+        // of a position at once: contiguous), each output position's channels then scattered.
+        buf.scale.clear();
+        buf.scale.extend(self.weight.scales().iter().map(|s| d * s));
+        buf.pooled.resize(np, 0);
+        buf.vals.resize(co, 0.0);
+        let l = plan.ph * plan.pw;
+        for i in 0..l {
+            let acc: &[i32] = match self.pool {
+                None => &buf.prod[i * np..(i + 1) * np],
+                Some(g) => {
+                    let (ylo, yhi) = span(i / plan.pw, g, plan.oh);
+                    let (xlo, xhi) = span(i % plan.pw, g, plan.ow);
+                    buf.pooled.fill(i32::MIN);
+                    for y in ylo..yhi {
+                        for xx in xlo..xhi {
+                            let pos = y * plan.ow + xx;
+                            for (m, &v) in buf
+                                .pooled
+                                .iter_mut()
+                                .zip(&buf.prod[pos * np..(pos + 1) * np])
+                            {
+                                *m = (*m).max(v);
+                            }
+                        }
+                    }
+                    &buf.pooled
+                }
+            };
+            for ((v, &a), &s) in buf.vals.iter_mut().zip(acc).zip(&buf.scale) {
+                *v = a as f32 * s;
+            }
+            if let Some(b) = &self.bias {
+                for (v, b) in buf.vals.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+            if self.relu {
+                for v in buf.vals.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            for (j, &v) in buf.vals.iter().enumerate() {
+                dst[j * l + i] = v;
             }
         }
     }
@@ -179,55 +323,25 @@ impl Conv2dInt8 {
 
 impl Layer for Conv2dInt8 {
     fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
-        let &[n, c, h, w] = x.dims() else {
-            candle_core::bail!("conv2d-int8 expects [N, C, H, W], got {:?}", x.dims())
-        };
-        let (k, s, p, d) = (self.kernel, self.stride, self.padding, self.dilation);
-        let kk = c * k * k;
-        if kk != self.weight.cols() {
-            candle_core::bail!(
-                "conv2d-int8: input {:?} does not fit a weight of {} columns",
-                x.dims(),
-                self.weight.cols()
-            );
-        }
-        let span = d * (k - 1) + 1;
-        if h + 2 * p < span || w + 2 * p < span {
-            candle_core::bail!("conv2d-int8: kernel {k} does not fit input {:?}", x.dims());
-        }
-        let (oh, ow) = ((h + 2 * p - span) / s + 1, (w + 2 * p - span) / s + 1);
-        let l = oh * ow;
+        let plan = self.plan(x.dims())?;
+        let n = x.dim(0)?;
         let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let co = self.weight.rows();
-        let mut out = vec![0f32; n * co * l];
-        let geom = ((c, h, w), (k, s, p, d), (oh, ow));
+        let per_out = co * plan.ph * plan.pw;
+        let per_in = plan.c * plan.h * plan.w;
+        let mut out = vec![0f32; n * per_out];
         if n == 1 {
-            // One image: its patch rows split over the threads inside the matmul.
-            let mut cols = vec![0f32; l * kk];
-            patches(&xs, geom.0, geom.1, geom.2, &mut cols);
-            let mut rows = vec![0f32; l * co];
-            self.weight
-                .matmul(&cols, self.act, &mut rows, &mut Vec::new());
-            self.store(&rows, &mut out, l);
+            // One image on the calling thread: no hand-off to the thread pool.
+            self.image(&plan, &xs, &mut out, &mut Scratch::default());
         } else {
-            // One image per task, its buffers reused by the thread: patches, int8 rows and
-            // products stay in cache, and no batch-sized buffer is allocated.
-            out.par_chunks_mut(co * l)
-                .zip(xs.par_chunks(c * h * w))
-                .for_each_init(
-                    || (vec![0f32; l * kk], vec![0f32; l * co], Vec::new()),
-                    |(cols, rows, scratch), (dst, img)| {
-                        patches(img, geom.0, geom.1, geom.2, cols);
-                        self.weight.matmul_serial(cols, self.act, rows, scratch);
-                        self.store(rows, dst, l);
-                    },
-                );
+            // One image per task, its buffers reused by the thread (they stay in cache).
+            out.par_chunks_mut(per_out)
+                .zip(xs.par_chunks(per_in))
+                .for_each_init(Scratch::default, |buf, (dst, img)| {
+                    self.image(&plan, img, dst, buf)
+                });
         }
-        let y = Tensor::from_vec(out, (n, co, oh, ow), x.device())?;
-        match self.pool {
-            Some((k, s, p)) => kernels::max_pool2d(&y, k, s, p),
-            None => Ok(y),
-        }
+        Tensor::from_vec(out, (n, co, plan.ph, plan.pw), x.device())
     }
 
     fn fold(&mut self, op: Fold, after_relu: bool) -> bool {
@@ -253,6 +367,159 @@ mod tests {
     use candle_nn::{ModuleT, VarMap};
 
     use crate::{Model, ModelSpec};
+
+    /// A small deterministic generator (no test dependency).
+    struct Lcg(u64);
+    impl Lcg {
+        fn int(&mut self, lo: i32, hi: i32) -> i32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lo + ((self.0 >> 33) % (hi - lo + 1) as u64) as i32
+        }
+    }
+
+    /// Integer inputs and codes with scales 1 (`activation-scale = 1`): the layer, with its folded
+    /// ReLU and max-pool, must give exactly the plain i64 convolution + bias (+ ReLU) (+ max-pool)
+    /// on random shapes: odd channel counts (1, 3, 5, 33: not multiples of 4 or of the 8/32-channel
+    /// tiles), odd sizes, stride 2, padding, dilation 2, a pool with padding, batch 1 and 3.
+    #[test]
+    fn int8_conv_equals_the_exact_integer_convolution_on_random_shapes() {
+        let dev = Device::Cpu;
+        let mut g = Lcg(5);
+        // (n, c, h, w, co, k, stride, padding, dilation, relu, pool (k, s, p))
+        type Case = (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            bool,
+            Option<(usize, usize, usize)>,
+        );
+        let cases: [Case; 8] = [
+            (1, 1, 5, 4, 1, 1, 1, 0, 1, false, None),
+            (3, 3, 9, 7, 5, 3, 1, 1, 1, true, Some((2, 2, 0))),
+            (2, 5, 11, 8, 33, 3, 2, 1, 1, true, None),
+            (1, 33, 6, 7, 7, 3, 1, 2, 2, false, None),
+            (3, 4, 7, 9, 64, 2, 1, 0, 1, true, Some((3, 2, 1))),
+            (2, 2, 8, 8, 3, 5, 3, 2, 1, false, Some((2, 1, 0))),
+            (1, 32, 14, 14, 64, 3, 1, 1, 1, true, Some((2, 2, 0))),
+            (2, 7, 5, 5, 9, 3, 1, 0, 2, true, None),
+        ];
+        for (n, c, h, w, co, k, s, p, d, relu, pool) in cases {
+            let kk = c * k * k;
+            let codes: Vec<i32> = (0..co * kk).map(|_| g.int(-127, 127)).collect();
+            let bias: Vec<i32> = (0..co).map(|_| g.int(-3000, 3000)).collect();
+            let x: Vec<i32> = (0..n * c * h * w).map(|_| g.int(-127, 127)).collect();
+            let mut tensors = HashMap::new();
+            let bytes: Vec<u8> = codes.iter().map(|&c| c as i8 as u8).collect();
+            let f = |v: &[i32]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            tensors.insert(
+                "layers.0.weight".to_string(),
+                Tensor::from_vec(bytes, (co, kk), &dev).unwrap(),
+            );
+            tensors.insert(
+                "layers.0.weight_scale".to_string(),
+                Tensor::from_vec(vec![1f32; co], co, &dev).unwrap(),
+            );
+            tensors.insert(
+                "layers.0.bias".to_string(),
+                Tensor::from_vec(f(&bias), co, &dev).unwrap(),
+            );
+            let mut layers = format!(
+                r#"{{ type = "conv2d-int8", out-channels = {co}, kernel = {k}, stride = {s}, padding = {p}, dilation = {d}, activation-scale = 1.0 }}"#
+            );
+            if relu {
+                layers += r#", { type = "relu" }"#;
+            }
+            if let Some((pk, ps, pp)) = pool {
+                layers += &format!(
+                    r#", {{ type = "max-pool2d", kernel = {pk}, stride = {ps}, padding = {pp} }}"#
+                );
+            }
+            let spec: ModelSpec = toml::from_str(&format!("layers = [{layers}]")).unwrap();
+            let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev);
+            let model = Model::new(&spec, &[c, h, w], vb).unwrap();
+            let xt = Tensor::from_vec(f(&x), (n, c, h, w), &dev).unwrap();
+            let got = model.forward_t(&xt, false).unwrap();
+
+            // The reference: plain integer arithmetic.
+            let span = d * (k - 1) + 1;
+            let (oh, ow) = ((h + 2 * p - span) / s + 1, (w + 2 * p - span) / s + 1);
+            let mut conv = vec![0i64; n * co * oh * ow];
+            for b in 0..n {
+                for j in 0..co {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = bias[j] as i64;
+                            for ci in 0..c {
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let iy = (oy * s + ky * d) as isize - p as isize;
+                                        let ix = (ox * s + kx * d) as isize - p as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xv =
+                                            x[((b * c + ci) * h + iy as usize) * w + ix as usize];
+                                        acc += xv as i64
+                                            * codes[j * kk + (ci * k + ky) * k + kx] as i64;
+                                    }
+                                }
+                            }
+                            conv[((b * co + j) * oh + oy) * ow + ox] =
+                                if relu { acc.max(0) } else { acc };
+                        }
+                    }
+                }
+            }
+            let (want, (ph, pw)) = match pool {
+                None => (conv, (oh, ow)),
+                Some((pk, ps, pp)) => {
+                    let (ph, pw) = ((oh + 2 * pp - pk) / ps + 1, (ow + 2 * pp - pk) / ps + 1);
+                    let mut out = vec![i64::MIN; n * co * ph * pw];
+                    for bj in 0..n * co {
+                        for py in 0..ph {
+                            for px in 0..pw {
+                                for dy in 0..pk {
+                                    for dx in 0..pk {
+                                        let y = (py * ps + dy) as isize - pp as isize;
+                                        let xx = (px * ps + dx) as isize - pp as isize;
+                                        if y < 0 || xx < 0 || y >= oh as isize || xx >= ow as isize
+                                        {
+                                            continue;
+                                        }
+                                        let o = &mut out[(bj * ph + py) * pw + px];
+                                        *o = (*o)
+                                            .max(conv[(bj * oh + y as usize) * ow + xx as usize]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    (out, (ph, pw))
+                }
+            };
+            assert_eq!(
+                got.dims(),
+                &[n, co, ph, pw],
+                "case {n}x{c}x{h}x{w} -> {co}, k {k} s {s} p {p} d {d}"
+            );
+            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+            assert_eq!(
+                got, want,
+                "case {n}x{c}x{h}x{w} -> {co}, k {k} s {s} p {p} d {d}"
+            );
+        }
+    }
 
     /// An f32 conv + ReLU + pool + flatten + linear model against the same model with its
     /// weights quantized per channel: the outputs agree within the int8 rounding, dynamic and static.

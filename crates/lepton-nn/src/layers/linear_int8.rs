@@ -1,16 +1,22 @@
 //! `linear-int8`: `y = s ⊙ (Q x̂) + b`, a `linear` layer with per-output-channel symmetric int8
-//! weights, run as i8 × i8 → i32 products (`lepton_quant::Int8Matrix`: AVX-512 VNNI, AVX2 or the
-//! portable kernel). Written by `lepton compress --quantize`; inference only.
+//! weights, run as integer products accumulated in i32 (AVX-512 VNNI, AVX2 or the portable
+//! kernel). Written by `lepton compress --quantize`; inference only.
+//!
+//! - Static (the spec has the calibrated `activation-scale` `d`): each input row becomes u8 codes
+//!   `round(x / d) + 128` and runs on `lepton_quant::PackedI8` (weights packed once at load),
+//!   `y_j = d s_j · P_j + b_j`.
+//! - Dynamic: the input is quantized per 32-value block at run time (`lepton_quant::Int8Matrix`).
+//!
+//! A following ReLU is folded into the epilogue.
 //!
 //! # Shapes
 //! `[..., in]` -> `[..., out-features]`; tensors `weight: [out-features, in]` (u8 holding the i8
 //! codes, two's complement), `weight_scale: [out-features]` (f32), `bias: [out-features]` (f32).
-//! The input `x̂` is quantized per 32-value block at run time, or with the calibrated
-//! `activation-scale` when the spec has one. A following ReLU is folded into the epilogue.
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use lepton_quant::{ActScale, Int8Matrix};
+use lepton_quant::{code_u8, ActScale, Int8Matrix, PackedI8};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{yes, BuildCtx, Ctx, Fold, Layer, LayerConfig, LinearConfig, ShapeCtx, Values};
@@ -53,8 +59,9 @@ pub(super) fn act_scale(scale: Option<f32>, ctx: &ShapeCtx) -> crate::Result<Act
     }
 }
 
-/// Read the int8 weight `weight` (u8 codes `[rows, cols]`) and `weight_scale` (`[rows]`) under `vb`.
-pub(super) fn int8_weight(vb: &VarBuilder, rows: usize, cols: usize) -> Result<Int8Matrix> {
+/// Read the int8 weight `weight` (u8 codes `[rows, cols]`) and `weight_scale` (`[rows]`) under
+/// `vb`: the codes (row-major i8) and the scales.
+pub(super) fn int8_codes(vb: &VarBuilder, rows: usize, cols: usize) -> Result<(Vec<i8>, Vec<f32>)> {
     let zero = Init::Const(0.0);
     let codes = vb.get_with_hints_dtype((rows, cols), "weight", zero, DType::U8)?;
     let scales = vb.get_with_hints_dtype(rows, "weight_scale", zero, DType::F32)?;
@@ -64,9 +71,11 @@ pub(super) fn int8_weight(vb: &VarBuilder, rows: usize, cols: usize) -> Result<I
         .into_iter()
         .map(|c| c as i8)
         .collect();
-    let what = format!("{}.weight", vb.prefix());
-    Int8Matrix::new(rows, cols, &codes, scales.to_vec1()?, &what)
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    Ok((codes, scales.to_vec1()?))
+}
+
+fn quant_error(e: lepton_quant::Error) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
 }
 
 impl LayerConfig for LinearInt8Config {
@@ -89,7 +98,19 @@ impl LayerConfig for LinearInt8Config {
 
     fn build(&self, x: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
         let cols = *x.last().expect("shapes checked");
-        let weight = int8_weight(&vb, self.out_features, cols)?;
+        let (codes, scales) = int8_codes(&vb, self.out_features, cols)?;
+        let what = format!("{}.weight", vb.prefix());
+        let weight = match self.activation_scale {
+            Some(d) => Kernel::Static(
+                PackedI8::new(self.out_features, cols, &codes, scales, &what)
+                    .map_err(quant_error)?,
+                d,
+            ),
+            None => Kernel::Dynamic(
+                Int8Matrix::new(self.out_features, cols, &codes, scales, &what)
+                    .map_err(quant_error)?,
+            ),
+        };
         let bias = if self.bias {
             Some(
                 vb.get_with_hints_dtype(self.out_features, "bias", Init::Const(0.0), DType::F32)?
@@ -98,41 +119,98 @@ impl LayerConfig for LinearInt8Config {
         } else {
             None
         };
-        let act = match self.activation_scale {
-            Some(s) => ActScale::Static(s),
-            None => ActScale::Dynamic,
-        };
         Ok(Box::new(LinearInt8 {
             weight,
             bias,
-            act,
             relu: false,
         }))
     }
 }
 
+/// The weights as the activation mode runs them.
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// Packed for u8 codes at the calibrated input scale.
+    Static(PackedI8, f32),
+    /// Q8_0 layout, activations quantized per block at run time.
+    Dynamic(Int8Matrix),
+}
+
 /// A built `linear-int8` layer.
 #[derive(Debug, Clone)]
 pub struct LinearInt8 {
-    weight: Int8Matrix,
+    weight: Kernel,
     bias: Option<Vec<f32>>,
-    act: ActScale,
     /// The ReLU after this layer, computed in the epilogue (see `fuse.rs`).
     relu: bool,
+}
+
+/// Input rows per task of a parallel static product.
+const ROWS_PER_TASK: usize = 16;
+
+/// Static `out = d s ⊙ (W q(x))` (`m × n`) for the rows of `x` (`m × k`), on this thread.
+fn static_rows(w: &PackedI8, d: f32, x: &[f32], out: &mut [f32], buf: &mut (Vec<u8>, Vec<i32>)) {
+    let (k, n, np) = (w.cols(), w.rows(), w.padded_rows());
+    let kp = k.next_multiple_of(4);
+    let m = x.len() / k;
+    let inv = 1.0 / d;
+    let (codes, prod) = buf;
+    codes.clear();
+    codes.resize(m * kp, 128);
+    for (xr, cr) in x.chunks_exact(k).zip(codes.chunks_exact_mut(kp)) {
+        for (c, &v) in cr.iter_mut().zip(xr) {
+            *c = code_u8(v, inv);
+        }
+    }
+    let rows: Vec<usize> = (0..m).map(|r| r * kp).collect();
+    prod.resize(m * np, 0);
+    w.products(codes, &rows, &[0], prod);
+    for (o, p) in out.chunks_exact_mut(n).zip(prod.chunks_exact(np)) {
+        for ((o, &p), s) in o.iter_mut().zip(p).zip(w.scales()) {
+            *o = p as f32 * (d * s);
+        }
+    }
+}
+
+impl LinearInt8 {
+    fn rows(&self) -> usize {
+        match &self.weight {
+            Kernel::Static(w, _) => w.rows(),
+            Kernel::Dynamic(w) => w.rows(),
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match &self.weight {
+            Kernel::Static(w, _) => w.cols(),
+            Kernel::Dynamic(w) => w.cols(),
+        }
+    }
 }
 
 impl Layer for LinearInt8 {
     fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
         let dims = x.dims().to_vec();
-        let k = self.weight.cols();
+        let k = self.cols();
         if dims.last() != Some(&k) {
             candle_core::bail!("linear-int8 expects [..., {k}], got {dims:?}");
         }
         let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let n = self.weight.rows();
+        let n = self.rows();
         let m = xs.len() / k;
         let mut out = vec![0f32; m * n];
-        self.weight.matmul(&xs, self.act, &mut out, &mut Vec::new());
+        match &self.weight {
+            Kernel::Static(w, d) if m <= ROWS_PER_TASK => {
+                static_rows(w, *d, &xs, &mut out, &mut Default::default())
+            }
+            Kernel::Static(w, d) => xs
+                .par_chunks(ROWS_PER_TASK * k)
+                .zip(out.par_chunks_mut(ROWS_PER_TASK * n))
+                .for_each_init(Default::default, |buf, (x, o)| {
+                    static_rows(w, *d, x, o, buf)
+                }),
+            Kernel::Dynamic(w) => w.matmul(&xs, ActScale::Dynamic, &mut out, &mut Vec::new()),
+        }
         epilogue(&mut out, n, self.bias.as_deref(), self.relu);
         let mut shape = dims;
         *shape.last_mut().expect("checked") = n;
@@ -160,6 +238,84 @@ pub(super) fn epilogue(out: &mut [f32], n: usize, bias: Option<&[f32]>, relu: bo
             for o in row.iter_mut() {
                 *o = o.max(0.0);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::ModuleT;
+
+    use crate::{Model, ModelSpec};
+
+    /// Static `linear-int8` with integer inputs, codes and bias and scales 1: exactly the i64
+    /// product (+ ReLU), on shapes with reduction lengths not a multiple of 4 or 32, output counts
+    /// not a multiple of the channel tiles, and row counts on both sides of the parallel split.
+    #[test]
+    fn static_int8_linear_equals_the_exact_integer_product() {
+        let dev = Device::Cpu;
+        let mut state = 9u64;
+        let mut int = |lo: i32, hi: i32| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lo + ((state >> 33) % (hi - lo + 1) as u64) as i32
+        };
+        for (m, k, n, relu) in [
+            (1, 1, 1, false),
+            (5, 7, 10, true),
+            (40, 33, 33, false),
+            (17, 3136, 128, true),
+            (3, 130, 65, false),
+        ] {
+            let codes: Vec<i32> = (0..n * k).map(|_| int(-127, 127)).collect();
+            let bias: Vec<i32> = (0..n).map(|_| int(-3000, 3000)).collect();
+            let x: Vec<i32> = (0..m * k).map(|_| int(-127, 127)).collect();
+            let f = |v: &[i32]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            let bytes: Vec<u8> = codes.iter().map(|&c| c as i8 as u8).collect();
+            let tensors = HashMap::from([
+                (
+                    "layers.0.weight".to_string(),
+                    Tensor::from_vec(bytes, (n, k), &dev).unwrap(),
+                ),
+                (
+                    "layers.0.weight_scale".to_string(),
+                    Tensor::from_vec(vec![1f32; n], n, &dev).unwrap(),
+                ),
+                (
+                    "layers.0.bias".to_string(),
+                    Tensor::from_vec(f(&bias), n, &dev).unwrap(),
+                ),
+            ]);
+            let relu_layer = if relu { r#", { type = "relu" }"# } else { "" };
+            let spec: ModelSpec = toml::from_str(&format!(
+                r#"layers = [{{ type = "linear-int8", out-features = {n}, activation-scale = 1.0 }}{relu_layer}]"#
+            ))
+            .unwrap();
+            let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev);
+            let model = Model::new(&spec, &[k], vb).unwrap();
+            let xt = Tensor::from_vec(f(&x), (m, k), &dev).unwrap();
+            let got: Vec<f32> = model
+                .forward_t(&xt, false)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut want = Vec::with_capacity(m * n);
+            for r in 0..m {
+                for j in 0..n {
+                    let acc: i64 = bias[j] as i64
+                        + (0..k)
+                            .map(|i| x[r * k + i] as i64 * codes[j * k + i] as i64)
+                            .sum::<i64>();
+                    want.push(if relu { acc.max(0) } else { acc } as f32);
+                }
+            }
+            assert_eq!(got, want, "{m}x{k} -> {n}");
         }
     }
 }

@@ -17,6 +17,8 @@ pub mod blocks;
 #[cfg(target_arch = "x86_64")]
 mod blocks_x86;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod packed_x86;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 use crate::blocks::BlockType;

@@ -229,7 +229,7 @@ unsafe fn dpb<const VNNI: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i
 /// The CPU must have AVX2, AVX512-VNNI and AVX512-VL.
 #[inline]
 #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+pub(super) unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     // SAFETY: the caller upholds this function's `# Safety` contract (CPU features,
     // pointer ranges), which is what every unsafe operation below relies on.
     unsafe {
