@@ -18,6 +18,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 nice -n 5 cargo build -q --release -p lepton-explain --example captum_bench
 bin=${CARGO_TARGET_DIR:-target}/release/examples/captum_bench
-RAYON_NUM_THREADS=$threads "$bin" "$run" "$out/ours.json" "$images" ${IG_BATCH:-64}
+# Our side runs with the process settings `lepton explain` gives itself (lepton-cli/src/tuning.rs:
+# candle's element-wise pool off, glibc keeping freed blocks instead of returning them to the kernel).
+CANDLE_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647 \
+    RAYON_NUM_THREADS=$threads "$bin" "$run" "$out/ours.json" "$images" ${IG_BATCH:-64}
 OMP_NUM_THREADS=$threads "$py" bench/explain/captum_ref.py "$run" "$out/ours.json" --threads "$threads" \
     --methods "${METHODS:-ig50,ig256,saliency,occlusion4x4}" ${LEPTON_BENCH_JSON:+--json "$LEPTON_BENCH_JSON"}

@@ -1,5 +1,5 @@
-//! Process settings for CPU compute (training, cross-validation, embedding), applied before the
-//! first tensor operation.
+//! Process settings for CPU compute (training, cross-validation, embedding, evaluation, compression,
+//! explanations), applied before the first tensor operation.
 //!
 //! Both were measured on a 2-core machine (bench/RESULTS.md, issue 3):
 //! - candle 0.11 runs elementwise ops on its own spinning, core-pinned thread pool, which fights
@@ -7,7 +7,8 @@
 //!   to 429 samples/s. A `CANDLE_NUM_THREADS` set by the user is kept.
 //! - glibc returns every large freed tensor to the kernel, so each step page-faults its
 //!   activations back in (22 % of a LeNet step): keeping freed blocks up to 4 GiB in the heap took
-//!   the same spec from 429 to 651 samples/s.
+//!   the same spec from 429 to 651 samples/s, and integrated gradients (50 steps, mnist-cnn) from
+//!   11.4 to 9.4 ms per image (bench/RESULTS.md, issue 17).
 
 /// Applies the settings. Call at the start of a compute command, before any thread or tensor
 /// exists.

@@ -31,6 +31,7 @@ fn run_dir(model: &Path) -> Option<PathBuf> {
 }
 
 pub fn run(args: CompressArgs, mode: Mode) -> anyhow::Result<()> {
+    crate::tuning::for_compute();
     let cfg = CompressConfig {
         prune: args.prune,
         structured: args.structured,

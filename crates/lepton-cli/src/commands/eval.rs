@@ -27,6 +27,7 @@ pub fn photon_path(model: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub fn run(args: EvalArgs, mode: Mode) -> anyhow::Result<()> {
+    crate::tuning::for_compute();
     let path = photon_path(&args.model)?;
     let photon = Photon::open(&path)?;
     let pre = &photon.manifest().preprocessor;

@@ -26,6 +26,7 @@ use crate::output::{print_json, Mode};
 const DEFAULT_BACKGROUND_ROWS: usize = 100;
 
 pub fn run(args: ExplainArgs, mode: Mode) -> anyhow::Result<()> {
+    crate::tuning::for_compute();
     let path = super::eval::photon_path(&args.model)?;
     let photon = Photon::open(&path)?;
     let out = args.out.clone().unwrap_or_else(|| {
