@@ -20,7 +20,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$py" bench/llm/embeddings_reference.py sentences "$n" >"$work/sentences.txt"
 export RAYON_NUM_THREADS=$threads
-lepton=target/release/lepton
+lepton=${CARGO_TARGET_DIR:-target}/release/lepton
 # The gate runs on the benchmark sentences.
 $lepton --threads "$threads" --json compress "$model" -o "$work/int8" --quantize dynamic-int8 \
     --data "$work/sentences.txt" >"$work/compress.json"
