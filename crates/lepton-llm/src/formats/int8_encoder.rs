@@ -14,8 +14,8 @@
 //!   (per-output-channel symmetric, [`lepton_quant::quantize_per_channel`]); biases, embeddings
 //!   and LayerNorms stay F32. Tensors the encoder does not use (a pooler) are not written.
 //!
-//! At run time each Linear's input is quantized per 32-value block of each row
-//! ([`lepton_quant::ActScale::Dynamic`]) and multiplied by the int8 kernels.
+//! At run time each Linear's input is quantized with one scale per row (its largest magnitude / 127)
+//! and multiplied exactly in i32 by [`lepton_quant::PackedI8`] (see `models/linear.rs`).
 //!
 //! Loading checks, before any tensor data is read: the marker; every tensor's presence, shape and
 //! dtype (I8 codes, F32 scales with one scale per output channel); that the file is as long as its

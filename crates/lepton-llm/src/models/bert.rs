@@ -17,7 +17,7 @@ use candle_nn::ops::layer_norm;
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert;
 use lepton_nn::kernels::{attention, Activation, AttentionMask, PackedLinear};
-use lepton_quant::Int8Matrix;
+use lepton_quant::PackedI8;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -286,7 +286,7 @@ impl Bert {
                 }
                 let rows = o * parts.len();
                 let w =
-                    Int8Matrix::new(rows, i, &codes, scales, &name).map_err(|e| Error::Config {
+                    PackedI8::new(rows, i, &codes, scales, &name).map_err(|e| Error::Config {
                         path: weights.clone(),
                         message: format!("int8 layer {prefix}{name}: {e}"),
                     })?;

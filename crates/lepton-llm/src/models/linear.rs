@@ -4,13 +4,19 @@
 //! # Shapes
 //! `forward(x [.., in]) -> [.., out]`, `act(x Wᵀ + b)`.
 //!
-//! The int8 product is `y[r][j] = s_j · Σ_i q_ji · x̂_ri + b_j` with `x̂` the row `r` of `x`
-//! quantized per 32-value block at run time ([`ActScale::Dynamic`]); rows are split over rayon's
-//! threads in tasks of 64 rows by [`Int8Matrix::matmul`].
+//! The int8 product is `y[r][j] = s_j · d_r · Σ_i q_ji · (c_ri − 128) + b_j`: row `r` of `x`
+//! quantized at run time with one scale `d_r = max_i |x_ri| / 127` into u8 codes `c_ri`
+//! ([`code_u8`]), the sum taken exactly in i32 over the whole row by [`PackedI8`] (weights packed
+//! once at load; VNNI/AVX2/scalar give the same integers); rows are split over rayon's threads in
+//! tasks of [`ROWS_PER_TASK`] rows.
 
 use candle_core::{Tensor, D};
 use lepton_nn::kernels::{math, Activation, PackedLinear};
-use lepton_quant::{ActScale, Int8Matrix};
+use lepton_quant::{code_u8, PackedI8};
+use rayon::prelude::*;
+
+/// Input rows per parallel task of an int8 product.
+const ROWS_PER_TASK: usize = 16;
 
 /// A Linear layer of an encoder in either precision.
 pub enum EncoderLinear {
@@ -30,13 +36,13 @@ impl EncoderLinear {
 
 /// Int8 weights with their f32 bias.
 pub struct Int8Linear {
-    w: Int8Matrix,
+    w: PackedI8,
     bias: Vec<f32>,
 }
 
 impl Int8Linear {
     /// `w` is `out × in`; `bias` has `out` values.
-    pub fn new(w: Int8Matrix, bias: Vec<f32>) -> candle_core::Result<Self> {
+    pub fn new(w: PackedI8, bias: Vec<f32>) -> candle_core::Result<Self> {
         if bias.len() != w.rows() {
             candle_core::bail!("{} bias values for {} outputs", bias.len(), w.rows());
         }
@@ -44,7 +50,7 @@ impl Int8Linear {
     }
 
     /// The weights.
-    pub fn weights(&self) -> &Int8Matrix {
+    pub fn weights(&self) -> &PackedI8 {
         &self.w
     }
 
@@ -69,8 +75,12 @@ impl Int8Linear {
             };
             let data = cpu.as_slice::<f32>()?;
             let xs = &data[layout.start_offset()..layout.start_offset() + m * cols];
-            self.w
-                .matmul(xs, ActScale::Dynamic, &mut out, &mut Vec::new());
+            out.par_chunks_mut(ROWS_PER_TASK * n)
+                .zip(xs.par_chunks(ROWS_PER_TASK * cols))
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |buf, (o, x)| dynamic_rows(&self.w, x, o, buf),
+                );
         }
         for row in out.chunks_exact_mut(n) {
             math::zip_map_inplace(row, &self.bias, |y, b| y + b);
@@ -87,6 +97,36 @@ impl Int8Linear {
     }
 }
 
+/// `out = (d ⊙ s) (W c(x))` for the rows of `x` (`m × k`) on this thread, each row quantized with
+/// its own scale `max |x_r| / 127` (1 for an all-zero row).
+fn dynamic_rows(w: &PackedI8, x: &[f32], out: &mut [f32], buf: &mut (Vec<u8>, Vec<i32>)) {
+    let (k, n, np) = (w.cols(), w.rows(), w.padded_rows());
+    let kp = k.next_multiple_of(4);
+    let m = x.len() / k;
+    let (codes, prod) = buf;
+    codes.clear();
+    codes.resize(m * kp, 128);
+    let mut d = Vec::with_capacity(m);
+    for (xr, cr) in x.chunks_exact(k).zip(codes.chunks_exact_mut(kp)) {
+        let amax = xr.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let dr = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        let inv = 1.0 / dr;
+        for (c, &v) in cr.iter_mut().zip(xr) {
+            *c = code_u8(v, inv);
+        }
+        d.push(dr);
+    }
+    let rows: Vec<usize> = (0..m).map(|r| r * kp).collect();
+    prod.clear();
+    prod.resize(m * np, 0);
+    w.products(codes, &rows, &[0], prod);
+    for ((o, p), dr) in out.chunks_exact_mut(n).zip(prod.chunks_exact(np)).zip(d) {
+        for ((o, &p), s) in o.iter_mut().zip(p).zip(w.scales()) {
+            *o = p as f32 * (dr * s);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,7 +140,7 @@ mod tests {
         let codes: Vec<i8> = (0..n * k)
             .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
             .collect();
-        // Every 32-block of every row holds a ±127, so its dynamic scale is exactly 1.
+        // Every row holds a 127, so its dynamic scale is exactly 1.
         let x: Vec<f32> = (0..m * k)
             .map(|idx| match idx % k {
                 i if i % 32 == 3 => 127.0,
@@ -108,7 +148,7 @@ mod tests {
             })
             .collect();
         let bias: Vec<f32> = (0..n).map(|j| j as f32 - 4.0).collect();
-        let w = Int8Matrix::new(n, k, &codes, vec![1.0; n], "w").unwrap();
+        let w = PackedI8::new(n, k, &codes, vec![1.0; n], "w").unwrap();
         let l = Int8Linear::new(w, bias.clone()).unwrap();
         let xt = Tensor::from_vec(x.clone(), (1, m, k), &Device::Cpu).unwrap();
         let y = l.forward(&xt, Activation::Identity).unwrap();
@@ -134,11 +174,11 @@ mod tests {
 
     #[test]
     fn a_wrong_input_width_is_an_error() {
-        let w = Int8Matrix::new(2, 3, &[1; 6], vec![1.0; 2], "w").unwrap();
+        let w = PackedI8::new(2, 3, &[1; 6], vec![1.0; 2], "w").unwrap();
         let l = Int8Linear::new(w, vec![0.0; 2]).unwrap();
         let x = Tensor::zeros((2, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(l.forward(&x, Activation::Identity).is_err());
-        let w = Int8Matrix::new(2, 3, &[1; 6], vec![1.0; 2], "w").unwrap();
+        let w = PackedI8::new(2, 3, &[1; 6], vec![1.0; 2], "w").unwrap();
         assert!(Int8Linear::new(w, vec![0.0; 3]).is_err());
     }
 }
