@@ -73,6 +73,49 @@ pub fn quantize_per_channel(rows: usize, cols: usize, w: &[f32]) -> (Vec<i8>, Ve
     (codes, scales)
 }
 
+/// The checks every int8 weight matrix passes before it is packed: a non-empty `rows × cols`
+/// shape, as many codes, one finite non-negative scale per row, and no code −128 (symmetric codes
+/// are in `[-127, 127]`); errors name `what`.
+pub(crate) fn check_weights(
+    rows: usize,
+    cols: usize,
+    codes: &[i8],
+    scales: &[f32],
+    what: &str,
+) -> Result<()> {
+    let err = |message: String| Error::Int8 {
+        what: what.to_string(),
+        message,
+    };
+    if rows == 0 || cols == 0 {
+        return Err(err(format!("empty shape {rows}x{cols}")));
+    }
+    if rows.checked_mul(cols) != Some(codes.len()) {
+        return Err(err(format!(
+            "{} codes for a {rows}x{cols} matrix",
+            codes.len()
+        )));
+    }
+    if scales.len() != rows {
+        return Err(err(format!(
+            "{} scales for {rows} output channels",
+            scales.len()
+        )));
+    }
+    if let Some(j) = scales.iter().position(|s| !s.is_finite() || *s < 0.0) {
+        return Err(err(format!(
+            "scale {j} is {} (must be finite and ≥ 0)",
+            scales[j]
+        )));
+    }
+    if codes.contains(&i8::MIN) {
+        return Err(err(
+            "a code is -128 (symmetric codes are in [-127, 127])".into()
+        ));
+    }
+    Ok(())
+}
+
 impl Int8Matrix {
     /// Wrap codes (`rows × cols`, row-major, in `[-127, 127]`) and one f32 scale per row; `what`
     /// names the weight in errors.
@@ -83,36 +126,7 @@ impl Int8Matrix {
         scales: Vec<f32>,
         what: &str,
     ) -> Result<Self> {
-        let err = |message: String| Error::Int8 {
-            what: what.to_string(),
-            message,
-        };
-        if rows == 0 || cols == 0 {
-            return Err(err(format!("empty shape {rows}x{cols}")));
-        }
-        if rows.checked_mul(cols) != Some(codes.len()) {
-            return Err(err(format!(
-                "{} codes for a {rows}x{cols} matrix",
-                codes.len()
-            )));
-        }
-        if scales.len() != rows {
-            return Err(err(format!(
-                "{} scales for {rows} output channels",
-                scales.len()
-            )));
-        }
-        if let Some(j) = scales.iter().position(|s| !s.is_finite() || *s < 0.0) {
-            return Err(err(format!(
-                "scale {j} is {} (must be finite and ≥ 0)",
-                scales[j]
-            )));
-        }
-        if codes.contains(&i8::MIN) {
-            return Err(err(
-                "a code is -128 (symmetric codes are in [-127, 127])".into()
-            ));
-        }
+        check_weights(rows, cols, codes, &scales, what)?;
         // GGML Q8_0 blocks with scale 1 (f16 0x3c00), the row padded with zero codes.
         let kp = cols.next_multiple_of(QK);
         let nb = kp / QK;

@@ -24,7 +24,7 @@
 //! kernel tap when dilated. Weights sit as `[k / 4][n padded to 32][4]`, so one 32-byte load
 //! gives 4 reduction steps of 8 output channels.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::Level;
 
 /// Output channels are padded to a multiple of this (the widest tile of channels).
@@ -56,33 +56,7 @@ impl PackedI8 {
     /// Pack `codes` (`n × k`, row-major, in `[-127, 127]`, `k` in the order the activations are
     /// read) with one f32 scale per output channel; `what` names the weight in errors.
     pub fn new(n: usize, k: usize, codes: &[i8], scales: Vec<f32>, what: &str) -> Result<Self> {
-        let err = |message: String| Error::Int8 {
-            what: what.to_string(),
-            message,
-        };
-        if n == 0 || k == 0 {
-            return Err(err(format!("empty shape {n}x{k}")));
-        }
-        if n.checked_mul(k) != Some(codes.len()) {
-            return Err(err(format!("{} codes for a {n}x{k} matrix", codes.len())));
-        }
-        if scales.len() != n {
-            return Err(err(format!(
-                "{} scales for {n} output channels",
-                scales.len()
-            )));
-        }
-        if let Some(j) = scales.iter().position(|s| !s.is_finite() || *s < 0.0) {
-            return Err(err(format!(
-                "scale {j} is {} (must be finite and ≥ 0)",
-                scales[j]
-            )));
-        }
-        if codes.contains(&i8::MIN) {
-            return Err(err(
-                "a code is -128 (symmetric codes are in [-127, 127])".into()
-            ));
-        }
+        crate::int8::check_weights(n, k, codes, &scales, what)?;
         let np = n.next_multiple_of(CHANNEL_TILE);
         let k4 = k.div_ceil(4);
         let mut w = vec![0i8; k4 * np * 4];
