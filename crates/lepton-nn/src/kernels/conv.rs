@@ -354,9 +354,39 @@ fn weight_grad<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     dw
 }
 
+/// The input gradient of one image: `dx = col2im(Wᵀ · dy)` (the GEMM writes `dx` directly for a
+/// 1x1 stride-1 unpadded conv). `cols` holds at least [`Geom::cols_len`] values unless the conv is
+/// an identity; `dx` is overwritten.
+pub(crate) fn input_grad_image<T: Elem>(
+    g: &Geom,
+    w: &[T],
+    dy: &[T],
+    cols: &mut [T],
+    dx: &mut [T],
+    par: Parallelism,
+) {
+    let (l, gk, cog) = (g.l(), g.gk(), g.cog());
+    let dst: &mut [T] = if g.identity() { &mut *dx } else { &mut *cols };
+    for grp in 0..g.groups {
+        matmul(
+            gk,
+            l,
+            cog,
+            &mut dst[grp * gk * l..],
+            Mat::rows_t(&w[grp * cog * gk..], gk),
+            Mat::rows(&dy[grp * cog * l..], l),
+            false,
+            par,
+        );
+    }
+    if !g.identity() {
+        dx.fill(T::ZERO);
+        col2im(g, cols, dx);
+    }
+}
+
 /// Input gradient: `col2im(Wᵀ · dy[n])` per image.
 fn input_grad<T: Elem>(g: &Geom, w: &[T], dy: &[T]) -> Vec<T> {
-    let (l, gk, cog) = (g.l(), g.gk(), g.cog());
     let par = inner_parallelism(g.n);
     let cols_len = if g.identity() { 0 } else { g.cols_len() };
     par_chunks_init(
@@ -366,22 +396,7 @@ fn input_grad<T: Elem>(g: &Geom, w: &[T], dy: &[T]) -> Vec<T> {
         || vec![T::ZERO; cols_len],
         |cols, n, dxn| {
             let dyn_ = &dy[n * g.out_len()..(n + 1) * g.out_len()];
-            let dst: &mut [T] = if g.identity() { dxn } else { cols };
-            for grp in 0..g.groups {
-                matmul(
-                    gk,
-                    l,
-                    cog,
-                    &mut dst[grp * gk * l..],
-                    Mat::rows_t(&w[grp * cog * gk..], gk),
-                    Mat::rows(&dyn_[grp * cog * l..], l),
-                    false,
-                    par,
-                );
-            }
-            if !g.identity() {
-                col2im(g, cols, dxn);
-            }
+            input_grad_image(g, w, dyn_, cols, dxn, par);
         },
     )
 }

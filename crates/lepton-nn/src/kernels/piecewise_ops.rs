@@ -10,7 +10,7 @@
 use gemm::Parallelism;
 
 use super::blas::{matmul, Elem, Mat};
-use super::conv::{col2im, im2col, Geom};
+use super::conv::{im2col, input_grad_image, Geom};
 use super::maxpool::{pool_plane, Geometry as PoolGeom};
 
 /// A convolution's output gradient with at most one value in `SPARSE` non-zero takes the
@@ -270,7 +270,7 @@ impl<T: Elem> Op<T> {
     ) -> bool {
         match self {
             Op::Conv { w, wt, g, .. } => {
-                let (l, gk, cog) = (g.oh * g.ow, g.gk(), g.co / g.groups);
+                let (l, gk) = (g.oh * g.ow, g.gk());
                 let dy = &a[..len_out];
                 let nonzero = dy.iter().filter(|&&v| v != T::ZERO).count();
                 if SPARSE * nonzero <= len_out {
@@ -286,28 +286,12 @@ impl<T: Elem> Op<T> {
                     }
                     return true;
                 }
-                let dst: &mut [T] = if g.identity() {
-                    &mut b[..len_in]
+                let cols = if g.identity() {
+                    cols
                 } else {
                     &mut cols[..gk * g.groups * l]
                 };
-                for grp in 0..g.groups {
-                    matmul(
-                        gk,
-                        l,
-                        cog,
-                        &mut dst[grp * gk * l..],
-                        Mat::rows_t(&w[grp * cog * gk..], gk),
-                        Mat::rows(&dy[grp * cog * l..], l),
-                        false,
-                        par,
-                    );
-                }
-                if !g.identity() {
-                    let dx = &mut b[..len_in];
-                    dx.fill(T::ZERO);
-                    col2im(g, cols, dx);
-                }
+                input_grad_image(g, w, dy, cols, &mut b[..len_in], par);
                 true
             }
             Op::Scale { scale, inner, .. } => {
