@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::backend::Backend;
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::numeric_json;
 
 /// Nesting depth of a JSON document, scanned without parsing (strings skipped).
 pub fn json_depth(bytes: &[u8]) -> usize {
@@ -33,8 +34,8 @@ pub fn json_depth(bytes: &[u8]) -> usize {
     max
 }
 
-/// Parse a JSON body after the depth check.
-pub fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, ApiError> {
+/// Refuse a body nested deeper than the limit, before any parsing.
+fn check_depth(bytes: &[u8], limits: &Limits) -> Result<(), ApiError> {
     let d = json_depth(bytes);
     if d > limits.max_json_depth {
         return Err(ApiError::BadRequest(format!(
@@ -42,32 +43,41 @@ pub fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, ApiError> {
             limits.max_json_depth
         )));
     }
+    Ok(())
+}
+
+/// Parse a JSON body after the depth check.
+pub fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, ApiError> {
+    check_depth(bytes, limits)?;
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))
 }
 
-fn flatten_numbers(v: &Value, out: &mut Vec<f32>, path: &str) -> Result<(), ApiError> {
+/// Append the numbers of `v` (a number or nested arrays of numbers) to `out`. On an error,
+/// `at` holds the indices of the offending element below the sample, so the path is formatted
+/// only then (a per-number path string was a tenth of a JSON request's server time).
+fn flatten_numbers(v: &Value, out: &mut Vec<f32>, at: &mut Vec<usize>) -> Result<(), String> {
     match v {
-        Value::Number(n) => {
-            let x = n
-                .as_f64()
-                .ok_or_else(|| ApiError::Unprocessable(format!("{path}: not a number")))?;
-            if !(x as f32).is_finite() {
-                return Err(ApiError::Unprocessable(format!(
-                    "{path}: not a finite 32-bit float"
-                )));
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if (x as f32).is_finite() => {
+                out.push(x as f32);
+                Ok(())
             }
-            out.push(x as f32);
+            Some(_) => Err("not a finite 32-bit float".into()),
+            None => Err("not a number".into()),
+        },
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                at.push(i);
+                flatten_numbers(x, out, at)?;
+                at.pop();
+            }
             Ok(())
         }
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, x)| flatten_numbers(x, out, &format!("{path}[{i}]"))),
-        other => Err(ApiError::Unprocessable(format!(
-            "{path}: expected a number or an array of numbers, got {}",
+        other => Err(format!(
+            "expected a number or an array of numbers, got {}",
             kind(other)
-        ))),
+        )),
     }
 }
 
@@ -80,6 +90,35 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// The features of a JSON prediction body. The common numeric form is read straight into numbers
+/// ([`numeric_json`]); every other form (and every error) goes through [`json_features`]. `log`
+/// sees the parsed body when payload logging wants it (then the general path is taken).
+pub fn body_features(
+    bytes: &[u8],
+    backend: &dyn Backend,
+    limits: &Limits,
+    log: Option<&dyn Fn(&Value)>,
+) -> Result<(Vec<f32>, usize), ApiError> {
+    check_depth(bytes, limits)?;
+    if log.is_none() {
+        if let Some(inputs) = numeric_json::parse(bytes, limits.max_batch_inputs) {
+            let mut features = Vec::with_capacity(inputs.values.len());
+            for (i, raw) in inputs.samples().enumerate() {
+                let f = backend
+                    .raw_features(raw)
+                    .map_err(|e| crate::llm::input_error(&format!("inputs[{i}]"), e))?;
+                features.extend(f);
+            }
+            return Ok((features, inputs.ends.len()));
+        }
+    }
+    let body = parse_json(bytes, limits)?;
+    if let Some(log) = log {
+        log(&body);
+    }
+    json_features(&body, backend, limits)
 }
 
 /// `{"inputs": [[...], ...]}` (raw numbers per sample, or token ids for a text model),
@@ -130,8 +169,11 @@ pub fn json_features(
             }
             backend.text_features(text)
         } else if field == "inputs" {
-            let mut raw = Vec::new();
-            flatten_numbers(item, &mut raw, &path)?;
+            let (mut raw, mut at) = (Vec::new(), Vec::new());
+            flatten_numbers(item, &mut raw, &mut at).map_err(|m| {
+                let idx: String = at.iter().map(|i| format!("[{i}]")).collect();
+                ApiError::Unprocessable(format!("{path}{idx}: {m}"))
+            })?;
             backend.raw_features(&raw)
         } else {
             let o = item.as_object().ok_or_else(|| {
@@ -162,8 +204,32 @@ pub fn json_features(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The samples of a `{"inputs": [...]}` body as the general path reads them.
+    pub(crate) fn general_numbers(body: &str) -> Vec<Vec<f32>> {
+        let v: Value = serde_json::from_str(body).unwrap();
+        v["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                let mut out = Vec::new();
+                flatten_numbers(item, &mut out, &mut Vec::new()).unwrap();
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bad_number_is_named_by_its_full_path() {
+        let v: Value = serde_json::from_str(r#"[[1, 2], [3, "x"]]"#).unwrap();
+        let mut at = Vec::new();
+        let e = flatten_numbers(&v, &mut Vec::new(), &mut at).unwrap_err();
+        assert_eq!(at, [1, 1]);
+        assert!(e.contains("got a string"), "{e}");
+    }
 
     #[test]
     fn depth_scanner_skips_strings() {

@@ -18,6 +18,7 @@
 //! | [`tensor_data`] | v2 datatypes: ranges, JSON and binary decoding |
 //! | [`serve_error`] | [`ServeError`]: configuration, tokens, model loading, socket errors |
 //! | [`images`] | image bodies: header checks, bounded decoding |
+//! | [`inputs`] | JSON bodies to features ([`numeric_json`]: the plain-numbers form without a `Value` per number) |
 //! | [`alerts`] | in-process alert rules and their webhook |
 
 pub mod alerts;
@@ -36,6 +37,7 @@ pub mod llm_metrics;
 pub mod mask;
 pub mod metric_labels;
 pub mod metrics;
+pub mod numeric_json;
 pub mod offload;
 pub mod rate_limit;
 pub mod routes;

@@ -15,10 +15,15 @@ use crate::backend::{Backend, Output};
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::images::decode_image;
-use crate::inputs::{json_features, parse_json};
+use crate::inputs::body_features;
 use crate::offload;
 use crate::routes::log_payload;
 use crate::state::AppState;
+
+/// JSON bodies up to this size are read on the request's own task: parsing 16 KiB (a few
+/// thousand numbers) takes tens of microseconds, less than the hand-off to a blocking thread
+/// and back; larger bodies are parsed off the async runtime ([`offload`]).
+const INLINE_JSON_BYTES: usize = 16 * 1024;
 
 /// Query parameters of `predict`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -163,12 +168,18 @@ pub async fn predict(
         } else {
             let st = state.clone();
             let model = name.clone();
-            offload::run(&state, "JSON body", move || {
-                let body = parse_json(&bytes, &limits)?;
-                log_payload(&st, &model, &body);
-                json_features(&body, backend.as_ref(), &limits)
-            })
-            .await??
+            let inline = bytes.len() <= INLINE_JSON_BYTES;
+            let features = move || {
+                let log = |body: &Value| log_payload(&st, &model, body);
+                let logs = st.inner.config.logging.log_payloads;
+                let log: Option<&dyn Fn(&Value)> = if logs { Some(&log) } else { None };
+                body_features(&bytes, backend.as_ref(), &limits, log)
+            };
+            if inline {
+                features()?
+            } else {
+                offload::run(&state, "JSON body", features).await??
+            }
         }
     };
     let outputs = served.batcher.submit(features, n).await?;
