@@ -2,7 +2,8 @@
 //! format (PNG or JPEG), the side and pixel count, the decoded size in bytes (width x height x
 //! channels x bytes per sample, so 16-bit images count double), and whether the file is large
 //! enough to hold what it declares. Decoding itself runs under `image`'s allocation limit.
-//! Call [`decode_image`] from a blocking thread ([`crate::offload`]).
+//! Call [`decode_image`] from a blocking thread ([`crate::offload`]) unless [`decoded_bytes`]
+//! says the image is small.
 
 use std::io::Cursor;
 
@@ -28,8 +29,33 @@ fn fits_in_file(format: ImageFormat, w: u64, h: u64, bits_per_pixel: u64, len: u
     }
 }
 
+/// The bytes a PNG or JPEG body decodes to, after every header check of [`decode_image`]
+/// (nothing is decoded): what the caller weighs to decide where the decoding runs.
+pub fn decoded_bytes(bytes: &[u8], limits: &Limits, what: &str) -> Result<u64, ApiError> {
+    checked_decoder(bytes, limits, what).map(|(_, decoded)| decoded)
+}
+
 /// Decode a PNG or JPEG body after the header checks; `what` names the request part.
 pub fn decode_image(bytes: &[u8], limits: &Limits, what: &str) -> Result<DynamicImage, ApiError> {
+    let (mut decoder, decoded) = checked_decoder(bytes, limits, what)?;
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(limits.max_image_side);
+    l.max_image_height = Some(limits.max_image_side);
+    // The output buffer plus the decoder's own working memory.
+    l.max_alloc = Some(decoded.saturating_mul(2).max(1 << 20));
+    decoder
+        .set_limits(l)
+        .map_err(|e| ApiError::PayloadTooLarge(format!("{what}: {e}")))?;
+    DynamicImage::from_decoder(decoder)
+        .map_err(|e| ApiError::BadRequest(format!("{what}: cannot decode the image: {e}")))
+}
+
+/// The body's decoder once its header passed every check, and the bytes it decodes to.
+fn checked_decoder<'a>(
+    bytes: &'a [u8],
+    limits: &Limits,
+    what: &str,
+) -> Result<(impl ImageDecoder + 'a, u64), ApiError> {
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))?;
@@ -41,7 +67,7 @@ pub fn decode_image(bytes: &[u8], limits: &Limits, what: &str) -> Result<Dynamic
             )))
         }
     };
-    let mut decoder = reader
+    let decoder = reader
         .into_decoder()
         .map_err(|e| ApiError::BadRequest(format!("{what}: cannot read the image header: {e}")))?;
     let (w, h) = decoder.dimensions();
@@ -72,16 +98,7 @@ pub fn decode_image(bytes: &[u8], limits: &Limits, what: &str) -> Result<Dynamic
             bytes.len()
         )));
     }
-    let mut l = image::Limits::default();
-    l.max_image_width = Some(limits.max_image_side);
-    l.max_image_height = Some(limits.max_image_side);
-    // The output buffer plus the decoder's own working memory.
-    l.max_alloc = Some(decoded.saturating_mul(2).max(1 << 20));
-    decoder
-        .set_limits(l)
-        .map_err(|e| ApiError::PayloadTooLarge(format!("{what}: {e}")))?;
-    DynamicImage::from_decoder(decoder)
-        .map_err(|e| ApiError::BadRequest(format!("{what}: cannot decode the image: {e}")))
+    Ok((decoder, decoded))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::backend::{Backend, Output};
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::images::decode_image;
+use crate::images::{decode_image, decoded_bytes};
 use crate::inputs::body_features;
 use crate::offload;
 use crate::routes::log_payload;
@@ -24,6 +24,11 @@ use crate::state::AppState;
 /// thousand numbers) takes tens of microseconds, less than the hand-off to a blocking thread
 /// and back; larger bodies are parsed off the async runtime ([`offload`]).
 const INLINE_JSON_BYTES: usize = 16 * 1024;
+
+/// Images that decode to at most this many bytes (64x64 RGBA), for a model whose input has at
+/// most this many values, are decoded on the request's task, for the same reason: the header
+/// checks bound the work before it starts.
+const INLINE_IMAGE_BYTES: u64 = 16 * 1024;
 
 /// Query parameters of `predict`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -202,14 +207,22 @@ async fn image_features(
     limits: &Limits,
     what: String,
 ) -> Result<Vec<f32>, ApiError> {
+    // Small on both sides: the image, and the model input it is resized to.
+    let sample: usize = backend.info().sample_shape.iter().product();
+    let small = decoded_bytes(&bytes, limits, &what)? <= INLINE_IMAGE_BYTES
+        && sample as u64 <= INLINE_IMAGE_BYTES;
     let (backend, limits) = (Arc::clone(backend), limits.clone());
-    offload::run(state, "image decoding", move || {
+    let features = move || {
         let img = decode_image(&bytes, &limits, &what)?;
         backend
             .image_features(&img)
             .map_err(|e| crate::llm::input_error(&what, e))
-    })
-    .await?
+    };
+    if small {
+        features()
+    } else {
+        offload::run(state, "image decoding", features).await?
+    }
 }
 
 /// The served models.
