@@ -30,7 +30,9 @@ fn unknown_architecture_is_refused_with_the_supported_list() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("unknown architecture mamba (supported: llama, gemma3)"),
+        e.contains(
+            "unknown architecture mamba (supported: llama, qwen2, qwen3, phi3, gemma2, gemma3)"
+        ),
         "{e}"
     );
 }
