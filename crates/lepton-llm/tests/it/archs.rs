@@ -249,3 +249,90 @@ fn random_files_mix_native_tensor_types() {
         ["F16", "F32", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"]
     );
 }
+
+/// A file without `tokenizer.chat_template` chats through its architecture's template, and the
+/// turn's end token stops generation (Qwen's ChatML, Phi-3's, Gemma's).
+#[test]
+fn files_without_a_template_use_their_architectures_chat_template() {
+    use lepton_llm::ChatMessage;
+    let messages = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Hi"),
+    ];
+    let cases = [
+        ("qwen2", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>"),
+        ("qwen3", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>"),
+        ("phi3", "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n", "<|end|>"),
+        ("gemma2", "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n", "<end_of_turn>"),
+    ];
+    for (arch, want, end) in cases {
+        let model = load(arch);
+        let file = GgufFile::open(&dir().join(format!("{arch}.gguf"))).unwrap();
+        assert!(
+            file.chat_template().is_none(),
+            "{arch} has its own template"
+        );
+        assert_eq!(
+            model.apply_chat_template(&messages).unwrap(),
+            want,
+            "{arch}"
+        );
+        // The markers are single control tokens, and the turn's end stops generation.
+        let ids = model.tokenize(end).unwrap();
+        let end_id = *ids.last().unwrap();
+        assert_eq!(ids.len(), 2, "{arch}: BOS and {end} as one token: {ids:?}");
+        assert!(
+            model.eos_token_ids().contains(&end_id),
+            "{arch}: {end} ({end_id}) does not end generation: {:?}",
+            model.eos_token_ids()
+        );
+    }
+}
+
+/// Phi-3's LongRoPE (the 128k-context files' `rope_factors_long`) is refused at load, named.
+#[test]
+fn phi3_long_rope_is_refused_by_name() {
+    use candle_core::quantized::gguf_file;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let src = dir().join("phi3.gguf");
+    let mut f = std::fs::File::open(&src).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let mut tensors: Vec<(String, QTensor)> = content
+        .tensor_infos
+        .keys()
+        .map(|n| {
+            (
+                n.clone(),
+                content
+                    .tensor(&mut f, n, &candle_core::Device::Cpu)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let factors =
+        candle_core::Tensor::ones(32, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    tensors.push((
+        "rope_factors_long.weight".into(),
+        QTensor::quantize(&factors, GgmlDType::F32).unwrap(),
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("phi3-128k.gguf");
+    let meta: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &meta, &refs).unwrap();
+    let e = GgufFile::open(&path)
+        .unwrap()
+        .llama_config()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("rope_factors_long.weight") && e.contains("LongRoPE"),
+        "{e}"
+    );
+    // The same file without the factors loads.
+    GgufFile::open(&src).unwrap().llama_config().unwrap();
+}
