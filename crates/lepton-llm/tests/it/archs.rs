@@ -199,8 +199,9 @@ fn each_architecture_equals_llama_cpp_logits_on_a_random_weight_file() {
     );
 }
 
-/// Each architecture's own part matters on its file: without it the logits leave the tolerance by
-/// far (so the equality above is not reached by a Llama decoder that ignores the part).
+/// Each architecture's own part matters on its file: without it the logits leave the tolerance
+/// (by far for the structural parts), so the equality above is not reached by a decoder that
+/// ignores the part.
 #[test]
 fn each_architecture_part_is_needed_to_match_llama_cpp() {
     type Flip = fn(&mut lepton_llm::llama::arch::ArchParts);
@@ -322,41 +323,52 @@ fn files_without_a_template_use_their_architectures_chat_template() {
     }
 }
 
-/// Phi-3's LongRoPE (the 128k-context files' `rope_factors_long`) is refused at load, named.
-#[test]
-fn phi3_long_rope_is_refused_by_name() {
+/// `arch.gguf` of `bench/llm/archs/` with metadata values replaced or added and tensors added,
+/// written to a new file in `out`.
+fn rewritten(
+    arch: &str,
+    edits: &[(&str, candle_core::quantized::gguf_file::Value)],
+    extra: Vec<(String, candle_core::quantized::QTensor)>,
+    out: &std::path::Path,
+) -> PathBuf {
     use candle_core::quantized::gguf_file;
-    use candle_core::quantized::{GgmlDType, QTensor};
-    let src = dir().join("phi3.gguf");
-    let mut f = std::fs::File::open(&src).unwrap();
-    let content = gguf_file::Content::read(&mut f).unwrap();
-    let mut tensors: Vec<(String, QTensor)> = content
+    let mut f = std::fs::File::open(dir().join(format!("{arch}.gguf"))).unwrap();
+    let mut content = gguf_file::Content::read(&mut f).unwrap();
+    let mut tensors: Vec<(String, candle_core::quantized::QTensor)> = content
         .tensor_infos
         .keys()
         .map(|n| {
-            (
-                n.clone(),
-                content
-                    .tensor(&mut f, n, &candle_core::Device::Cpu)
-                    .unwrap(),
-            )
+            let t = content.tensor(&mut f, n, &candle_core::Device::Cpu);
+            (n.clone(), t.unwrap())
         })
         .collect();
-    let factors =
-        candle_core::Tensor::ones(32, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    tensors.push((
-        "rope_factors_long.weight".into(),
-        QTensor::quantize(&factors, GgmlDType::F32).unwrap(),
-    ));
-    let out = tempfile::tempdir().unwrap();
-    let path = out.path().join("phi3-128k.gguf");
+    tensors.extend(extra);
+    for (k, v) in edits {
+        content.metadata.insert(k.to_string(), v.clone());
+    }
+    let path = out.join(format!("{arch}-edited.gguf"));
     let meta: Vec<(&str, &gguf_file::Value)> = content
         .metadata
         .iter()
         .map(|(k, v)| (k.as_str(), v))
         .collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let refs: Vec<_> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &meta, &refs).unwrap();
+    path
+}
+
+fn f32_tensor(n: usize) -> candle_core::quantized::QTensor {
+    let t = candle_core::Tensor::ones(n, candle_core::DType::F32, &candle_core::Device::Cpu);
+    candle_core::quantized::QTensor::quantize(&t.unwrap(), candle_core::quantized::GgmlDType::F32)
+        .unwrap()
+}
+
+/// Phi-3's LongRoPE (the 128k-context files' `rope_factors_long`) is refused at load, named.
+#[test]
+fn phi3_long_rope_is_refused_by_name() {
+    let out = tempfile::tempdir().unwrap();
+    let extra = vec![("rope_factors_long.weight".to_string(), f32_tensor(32))];
+    let path = rewritten("phi3", &[], extra, out.path());
     let e = GgufFile::open(&path)
         .unwrap()
         .llama_config()
@@ -367,5 +379,30 @@ fn phi3_long_rope_is_refused_by_name() {
         "{e}"
     );
     // The same file without the factors loads.
+    let src = dir().join("phi3.gguf");
     GgufFile::open(&src).unwrap().llama_config().unwrap();
+}
+
+/// Gemma 2 27B (46 layers) scales queries by `1 / sqrt(hidden / heads)` as llama.cpp does (its
+/// `query_pre_attn_scalar` is 144 with 128-wide heads); the other sizes by `1 / sqrt(head_dim)`.
+#[test]
+fn gemma2_27b_scales_queries_by_the_hidden_size_per_head() {
+    use candle_core::quantized::gguf_file::Value;
+    let out = tempfile::tempdir().unwrap();
+    let config = |layers: u32| {
+        // Heads of 16 in a hidden size of 64 over 2 heads, so the two rules differ.
+        let edits = [
+            ("gemma2.block_count", Value::U32(layers)),
+            ("gemma2.attention.key_length", Value::U32(16)),
+            ("gemma2.attention.value_length", Value::U32(16)),
+            ("gemma2.rope.dimension_count", Value::U32(16)),
+        ];
+        let last = format!("blk.{}.attn_norm.weight", layers - 1);
+        let path = rewritten("gemma2", &edits, vec![(last, f32_tensor(64))], out.path());
+        GgufFile::open(&path).unwrap().llama_config().unwrap()
+    };
+    let big = config(46);
+    assert_eq!(big.head_dim, 16);
+    assert_eq!(big.arch.attn_scale, Some(1.0 / 32f32.sqrt()));
+    assert_eq!(config(26).arch.attn_scale, None, "2B: 1 / sqrt(head_dim)");
 }
