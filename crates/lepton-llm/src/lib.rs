@@ -1,6 +1,7 @@
 //! Pretrained transformers: loading Hugging Face model folders (BERT-family encoders, Llama-family
-//! decoders) and GGUF files (Llama, Gemma 3; Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K weights
-//! kept quantized), tokenization, chat templates, sampling, and a generation engine.
+//! decoders) and GGUF files (Llama/Mistral, Qwen2/2.5, Qwen3, Phi-3, Gemma 2, Gemma 3; Q4_1, Q8_0,
+//! Q5_0, Q5_1, Q4_K, Q5_K and Q6_K weights kept quantized), tokenization, chat templates, sampling,
+//! and a generation engine.
 //!
 //! # Map
 //! - [`formats`]: where weights come from — [`gguf`] files, Hugging Face folders ([`hf`],

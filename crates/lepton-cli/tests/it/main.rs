@@ -1,6 +1,7 @@
 //! The `lepton` binary, run as a user runs it: exit codes, `--json` shapes, error messages and
 //! `--help`, and a small train → eval → predict loop on the embedded iris data.
 
+mod archs;
 mod compress;
 mod compress_encoder;
 mod distributed;

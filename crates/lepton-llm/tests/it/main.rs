@@ -3,6 +3,7 @@
 //! `scripts/fetch-assets.sh models`) and fail, never skip, when it is missing.
 
 mod admission;
+mod archs;
 mod crafted;
 mod engine;
 mod errors;

@@ -30,7 +30,9 @@ fn unknown_architecture_is_refused_with_the_supported_list() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("unknown architecture mamba (supported: llama, gemma3)"),
+        e.contains(
+            "unknown architecture mamba (supported: llama, qwen2, qwen3, phi3, gemma2, gemma3)"
+        ),
         "{e}"
     );
 }
@@ -66,4 +68,24 @@ fn tensor_type_without_a_kernel_is_refused_above_the_f32_budget() {
     let k = f.matrix("k", 4, cols).unwrap();
     assert_eq!(k.qtype().name(), "Q4_K");
     assert_eq!(k.bytes(), 4 * 144);
+}
+
+/// Mistral's GGUF files use `llama` (run); `mistral3` (Ministral 3: YaRN RoPE and an attention
+/// temperature) is not a Llama with another name and is refused by name, not run wrongly.
+#[test]
+fn mistral3_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write(&path, "mistral3", &[("w", qtensor(2, 32, GgmlDType::F32))]);
+    let e = GgufFile::open(&path)
+        .unwrap()
+        .llama_config()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "unknown architecture mistral3 (supported: llama, qwen2, qwen3, phi3, gemma2, gemma3)"
+        ),
+        "{e}"
+    );
 }

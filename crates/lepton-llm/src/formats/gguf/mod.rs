@@ -1,7 +1,7 @@
 //! Reading a GGUF file: hyper-parameters, the embedded tokenizer and chat template, and the weights.
 //!
 //! candle's `gguf_file` parses the header (metadata and tensor directory); this module turns the
-//! `{arch}.*` metadata (`llama`, `gemma3`) into a [`LlamaConfig`] with every field resolved and the
+//! `{arch}.*` metadata (`llama`, `qwen2`, `qwen3`, `phi3`, `gemma2`, `gemma3`) into a [`LlamaConfig`] with every field resolved and the
 //! architecture's parts ([`crate::decoder::arch`]), builds a `tokenizers` tokenizer from
 //! `tokenizer.ggml.*` (GPT-2 byte-level BPE with the `smollm`/`gpt2` pre-tokenizers, or
 //! SentencePiece-style pieces with scores, [`crate::tokenizer::spm`]), and reads tensors as
@@ -294,8 +294,33 @@ impl GgufFile {
                 self.content.tensor_infos.len()
             )));
         }
-        let parts = match arch {
+        let opt_f32 = |key: &str, default: f32| -> Result<f32> {
+            let key = format!("{a}.{key}");
+            match self.content.metadata.get(&key) {
+                Some(_) => self.get_positive_f32(&key),
+                None => Ok(default),
+            }
+        };
+        let mut parts = match arch {
             Arch::Llama => ArchParts::llama(),
+            Arch::Qwen2 => ArchParts::qwen2(),
+            Arch::Qwen3 => ArchParts::qwen3(),
+            Arch::Phi3 => {
+                if self.has_tensor("rope_factors_long.weight") {
+                    return Err(self.err(
+                        "tensor rope_factors_long.weight: Phi-3's LongRoPE (128k-context files) is not supported",
+                    ));
+                }
+                ArchParts::phi3()
+            }
+            Arch::Gemma2 => ArchParts::gemma2(
+                hidden_size,
+                self.get_size(&format!("{a}.attention.sliding_window"))?,
+                // llama.cpp's defaults when the keys are absent.
+                opt_f32("attn_logit_softcapping", 50.0)?,
+                opt_f32("final_logit_softcapping", 30.0)?,
+                rope_theta,
+            ),
             Arch::Gemma3 => {
                 let window = self.get_size(&format!("{a}.attention.sliding_window"))?;
                 // llama.cpp's default for Gemma 3: five local layers, then one global.
@@ -308,6 +333,12 @@ impl GgufFile {
                 ArchParts::gemma3(hidden_size, window, pattern)
             }
         };
+        // llama.cpp scales the queries of the 27B Gemmas (46 and 62 layers) by
+        // `1 / sqrt(hidden / heads)` (their `query_pre_attn_scalar`), the others by `1 / sqrt(head_dim)`.
+        if (arch == Arch::Gemma2 && num_layers == 46) || (arch == Arch::Gemma3 && num_layers == 62)
+        {
+            parts.attn_scale = Some(1.0 / ((hidden_size / num_heads) as f32).sqrt());
+        }
         Ok(LlamaConfig {
             name,
             vocab_size,
@@ -423,8 +454,9 @@ impl GgufFile {
             .ok()
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(false);
-        // Chat models end their turn with a token of their own besides `eos`.
-        let extra_eos_ids = ["<end_of_turn>"]
+        // Chat models end their turn with a token of their own besides `eos` (Gemma, Qwen's
+        // ChatML, Phi-3).
+        let extra_eos_ids = ["<end_of_turn>", "<|im_end|>", "<|end|>"]
             .iter()
             .filter_map(|t| tokens.iter().position(|s| s == t))
             .map(|i| i as u32)

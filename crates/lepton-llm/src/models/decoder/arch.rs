@@ -1,25 +1,36 @@
 //! The parts in which the decoder architectures differ, resolved from a file's metadata into
 //! plain values: the one decoder ([`super::Llama`]) reads them, no architecture has its own copy.
 //!
-//! | part | `llama` | `gemma3` |
-//! |---|---|---|
-//! | input embedding | as stored | times `sqrt(hidden)` |
-//! | feed-forward | `SiLU(gate) ⊙ up` | `GELU-tanh(gate) ⊙ up` (GeGLU) |
-//! | norms | pre-attention, pre-FFN | also after attention and after the FFN (before the residual adds) |
-//! | Q/K | — | RMSNorm per head (QK-norm) before RoPE |
-//! | RoPE pairs | interleaved `(2i, 2i+1)` | halves `(i, i + d/2)` (NeoX) |
-//! | attention | causal | local layers see the last `sliding_window` positions, RoPE base 10 000; every `pattern`-th layer global |
+//! | part | `llama` (Mistral) | `qwen2` | `qwen3` | `phi3` | `gemma2` | `gemma3` |
+//! |---|---|---|---|---|---|---|
+//! | input embedding | as stored | as stored | as stored | as stored | times `sqrt(hidden)` | times `sqrt(hidden)` |
+//! | feed-forward | SwiGLU | SwiGLU | SwiGLU | SwiGLU, gate and up in one `ffn_up` | GeGLU | GeGLU |
+//! | Q/K/V | separate | separate, with biases | separate | one `attn_qkv` (or separate) | separate | separate |
+//! | norms | pre | pre | pre | pre | pre and post (`post_attention_norm`, `post_ffw_norm`) | pre and post |
+//! | Q/K | — | — | RMSNorm per head | — | — | RMSNorm per head |
+//! | RoPE pairs | interleaved | NeoX halves | NeoX | NeoX | NeoX | NeoX |
+//! | attention | causal | causal | causal | causal | soft-capped scores; even layers local | odd ones: 5 local, 1 global |
+//! | logits | — | — | — | — | soft-capped (`tanh(l / c) · c`) | — |
+//!
+//! `SwiGLU` is `SiLU(gate) ⊙ up`, `GeGLU` `GELU-tanh(gate) ⊙ up`. Mistral's GGUF files use the
+//! `llama` architecture (llama.cpp reads them as Llama and ignores their sliding window); `mistral3`
+//! (Ministral 3: YaRN RoPE and a position-dependent attention temperature) is not supported and is
+//! refused by name. Phi-3's LongRoPE (`rope_factors_long`, the 128k-context files) is refused too.
 //!
 //! GGUF files store Gemma's norm weights with the `+1` already added (`convert_hf_to_gguf.py`
 //! shifts them), so every norm here is a plain `x / rms · w`.
 
 /// The architectures [`super::Llama`] runs, as `general.architecture` names them.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, gemma3";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3, phi3, gemma2, gemma3";
 
 /// A decoder architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     Llama,
+    Qwen2,
+    Qwen3,
+    Phi3,
+    Gemma2,
     Gemma3,
 }
 
@@ -28,6 +39,10 @@ impl Arch {
     pub fn from_gguf(name: &str) -> Option<Arch> {
         match name {
             "llama" => Some(Arch::Llama),
+            "qwen2" => Some(Arch::Qwen2),
+            "qwen3" => Some(Arch::Qwen3),
+            "phi3" => Some(Arch::Phi3),
+            "gemma2" => Some(Arch::Gemma2),
             "gemma3" => Some(Arch::Gemma3),
             _ => None,
         }
@@ -37,6 +52,10 @@ impl Arch {
     pub fn gguf_name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Phi3 => "phi3",
+            Arch::Gemma2 => "gemma2",
             Arch::Gemma3 => "gemma3",
         }
     }
@@ -78,6 +97,21 @@ pub struct ArchParts {
     pub swa_pattern: usize,
     /// RoPE frequency base of the local layers.
     pub rope_theta_local: f32,
+    /// Biases added to the Q, K and V projections (`attn_q.bias`, `attn_k.bias`, `attn_v.bias`).
+    pub qkv_bias: bool,
+    /// Gate and up projections stored as one `ffn_up` of `2 · ff` rows, gate first (Phi-3).
+    pub fused_gate_up: bool,
+    /// Attention scores `s` become `c · tanh(s / c)` before the softmax (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// Logits `l` become `c · tanh(l / c)` (Gemma 2).
+    pub final_softcap: Option<f32>,
+    /// The factor on `q · k` when it is not `1 / sqrt(head_dim)` (Gemma 2 and 3 27B:
+    /// `1 / sqrt(hidden / heads)`).
+    pub attn_scale: Option<f32>,
+    /// Multiply the queries by the attention scale before they are rounded to f16 for the dot
+    /// products (llama.cpp's graphs for Phi-3 and Gemma: `Qcur = ggml_scale(Qcur, ..)`), rather
+    /// than the scores after (Llama, Qwen). The same maths, rounded differently.
+    pub scale_queries: bool,
 }
 
 impl ArchParts {
@@ -93,6 +127,72 @@ impl ArchParts {
             sliding_window: None,
             swa_pattern: 1,
             rope_theta_local: 10_000.0,
+            qkv_bias: false,
+            fused_gate_up: false,
+            attn_softcap: None,
+            final_softcap: None,
+            attn_scale: None,
+            scale_queries: false,
+        }
+    }
+
+    /// Qwen2 / Qwen2.5's parts (llama.cpp's `LLM_ARCH_QWEN2`): Llama's with biases on Q, K and V
+    /// and NeoX RoPE.
+    pub fn qwen2() -> Self {
+        Self {
+            arch: Arch::Qwen2,
+            rope: RopeMode::Neox,
+            qkv_bias: true,
+            ..Self::llama()
+        }
+    }
+
+    /// Qwen3's parts (`LLM_ARCH_QWEN3`): per-head RMSNorm of Q and K before NeoX RoPE, no biases.
+    pub fn qwen3() -> Self {
+        Self {
+            arch: Arch::Qwen3,
+            rope: RopeMode::Neox,
+            qk_norm: true,
+            ..Self::llama()
+        }
+    }
+
+    /// Phi-3's parts (`LLM_ARCH_PHI3`): NeoX RoPE, gate and up in one matrix (Q, K and V are
+    /// usually one `attn_qkv` too, which any architecture may have). llama.cpp disables Phi-3's
+    /// sliding window, and so does this.
+    pub fn phi3() -> Self {
+        Self {
+            arch: Arch::Phi3,
+            rope: RopeMode::Neox,
+            fused_gate_up: true,
+            scale_queries: true,
+            ..Self::llama()
+        }
+    }
+
+    /// Gemma 2's parts (`LLM_ARCH_GEMMA2`): Gemma's embedding scale, GeGLU and post-norms, no
+    /// QK-norm, a window of `sliding_window` positions on every other layer (the first local),
+    /// soft-capped attention scores and logits, one RoPE base for all layers.
+    pub fn gemma2(
+        hidden: usize,
+        sliding_window: usize,
+        attn_softcap: f32,
+        final_softcap: f32,
+        rope_theta: f32,
+    ) -> Self {
+        Self {
+            arch: Arch::Gemma2,
+            embed_scale: Some((hidden as f32).sqrt()),
+            ffn: FfnActivation::GeluTanh,
+            rope: RopeMode::Neox,
+            post_norms: true,
+            sliding_window: Some(sliding_window),
+            swa_pattern: 2,
+            rope_theta_local: rope_theta,
+            attn_softcap: Some(attn_softcap),
+            final_softcap: Some(final_softcap),
+            scale_queries: true,
+            ..Self::llama()
         }
     }
 
@@ -109,16 +209,22 @@ impl ArchParts {
             sliding_window: Some(sliding_window),
             swa_pattern,
             rope_theta_local: 10_000.0,
+            scale_queries: true,
+            ..Self::llama()
         }
     }
 
-    /// The chat template to use when the file has none (`tokenizer.chat_template`): Gemma's turns
-    /// (`<start_of_turn>user … <end_of_turn>`, the assistant's role called `model`, a system
-    /// message folded into the first user turn). No `bos_token`: tokenizing adds it.
+    /// The chat template to use when the file has none (`tokenizer.chat_template`): Qwen's ChatML
+    /// (`<|im_start|>role\n … <|im_end|>\n`), Phi-3's (`<|user|>\n … <|end|>\n`, then
+    /// `<|assistant|>\n`), Gemma's turns (`<start_of_turn>user … <end_of_turn>`, the assistant's
+    /// role called `model`, a system message folded into the first user turn). No `bos_token`:
+    /// tokenizing adds it where the file asks for it.
     pub fn default_chat_template(&self) -> Option<&'static str> {
         match self.arch {
             Arch::Llama => None,
-            Arch::Gemma3 => Some(GEMMA_TEMPLATE),
+            Arch::Qwen2 | Arch::Qwen3 => Some(CHATML_TEMPLATE),
+            Arch::Phi3 => Some(PHI3_TEMPLATE),
+            Arch::Gemma2 | Arch::Gemma3 => Some(GEMMA_TEMPLATE),
         }
     }
 
@@ -135,6 +241,10 @@ impl ArchParts {
         }
     }
 }
+
+const CHATML_TEMPLATE: &str = "{%- for m in messages -%}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}";
+
+const PHI3_TEMPLATE: &str = "{%- for m in messages -%}{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|assistant|>\n' }}{%- endif -%}";
 
 const GEMMA_TEMPLATE: &str = "{%- if messages[0]['role'] == 'system' -%}{%- set prefix = messages[0]['content'] + '\n\n' -%}{%- set turns = messages[1:] -%}{%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}{%- for m in turns -%}{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\n' + (prefix if loop.first else '') + (m['content'] | trim) + '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}";
 

@@ -1,4 +1,4 @@
-//! The one decoder (Llama, Gemma 3) on GGUF weights, with per-sequence KV caches and batched
+//! The one decoder (Llama/Mistral, Qwen2, Qwen3, Phi-3, Gemma 2, Gemma 3) on GGUF weights, with per-sequence KV caches and batched
 //! steps. Where architectures differ, [`arch::ArchParts`] says what to do (embedding scale,
 //! activation, QK-norm, post-norms, RoPE pairing, sliding-window layers).
 //!
@@ -50,6 +50,8 @@ struct Layer {
     attn_norm: Vec<f32>,
     /// Wq, Wk, Wv stacked (or separately when their types differ).
     qkv: Vec<QMatrix>,
+    /// The biases of `[q | k | v]`, when the architecture has them.
+    qkv_bias: Option<Vec<f32>>,
     wo: QMatrix,
     ffn_norm: Vec<f32>,
     /// Wgate, Wup stacked (or separately when their types differ).
@@ -163,23 +165,45 @@ impl Llama {
             } else {
                 (None, None)
             };
+            // One `attn_qkv` (Phi-3) or three matrices.
+            let qkv = if file.has_tensor(&n("attn_qkv")) {
+                vec![file.matrix(&n("attn_qkv"), qd + 2 * kvd, hd)?]
+            } else {
+                fuse(vec![
+                    file.matrix(&n("attn_q"), qd, hd)?,
+                    file.matrix(&n("attn_k"), kvd, hd)?,
+                    file.matrix(&n("attn_v"), kvd, hd)?,
+                ])
+            };
+            let qkv_bias = if ap.qkv_bias {
+                let b = |s: &str| format!("blk.{i}.{s}.bias");
+                let mut bias = file.vector(&b("attn_q"), qd)?;
+                bias.extend(file.vector(&b("attn_k"), kvd)?);
+                bias.extend(file.vector(&b("attn_v"), kvd)?);
+                Some(bias)
+            } else {
+                None
+            };
+            // Gate and up: one `ffn_up` of both (gate first, Phi-3) or two matrices.
+            let gate_up = if ap.fused_gate_up {
+                vec![file.matrix(&n("ffn_up"), 2 * ff, hd)?]
+            } else {
+                fuse(vec![
+                    file.matrix(&n("ffn_gate"), ff, hd)?,
+                    file.matrix(&n("ffn_up"), ff, hd)?,
+                ])
+            };
             layers.push(Layer {
+                qkv,
+                qkv_bias,
+                gate_up,
                 q_norm,
                 k_norm,
                 post_attn_norm,
                 post_ffn_norm,
                 attn_norm: file.vector(&n("attn_norm"), hd)?,
-                qkv: fuse(vec![
-                    file.matrix(&n("attn_q"), qd, hd)?,
-                    file.matrix(&n("attn_k"), kvd, hd)?,
-                    file.matrix(&n("attn_v"), kvd, hd)?,
-                ]),
                 wo: file.matrix(&n("attn_output"), hd, qd)?,
                 ffn_norm: file.vector(&n("ffn_norm"), hd)?,
-                gate_up: fuse(vec![
-                    file.matrix(&n("ffn_gate"), ff, hd)?,
-                    file.matrix(&n("ffn_up"), ff, hd)?,
-                ]),
                 down: file.matrix(&n("ffn_down"), hd, ff)?,
             });
         }
@@ -212,6 +236,7 @@ impl Llama {
                     + norms(&l.k_norm)
                     + norms(&l.post_attn_norm)
                     + norms(&l.post_ffn_norm)
+                    + norms(&l.qkv_bias)
             })
             .sum();
         layers
@@ -358,13 +383,25 @@ impl Llama {
         let att = resize(att, rows * qd);
         let gu = resize(gu, rows * 2 * ff);
         let act = resize(act, rows * ff);
-        let scale = 1.0 / (d as f32).sqrt();
+        let scale = ap.attn_scale.unwrap_or(1.0 / (d as f32).sqrt());
+        // Queries scaled before their f16 rounding, or scores after (see `ArchParts::scale_queries`).
+        let (q_scale, scale) = if ap.scale_queries {
+            (Some(scale), 1.0)
+        } else {
+            (None, scale)
+        };
+        let softcap = ap.attn_softcap;
         let group = c.num_heads / c.num_kv_heads;
         for (li, layer) in self.layers.iter().enumerate() {
             for (xr, hr) in x.chunks_exact(hd).zip(h.chunks_exact_mut(hd)) {
                 ops::rms_norm(xr, &layer.attn_norm, c.rms_norm_eps, hr);
             }
             matmul_parts(&layer.qkv, h, qkv, q8);
+            if let Some(bias) = &layer.qkv_bias {
+                for row in qkv.chunks_exact_mut(qkv_w) {
+                    row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                }
+            }
             if adapted {
                 let qkv_parts = [
                     (LoraModule::QProj, 0),
@@ -392,6 +429,9 @@ impl Llama {
                     }
                     rope_fn(q, d, table);
                     rope_fn(k, d, table);
+                    if let Some(f) = q_scale {
+                        q.iter_mut().for_each(|v| *v *= f);
+                    }
                     ops::round_f16(q);
                     ops::round_f16(k);
                     ops::round_f16(v);
@@ -439,7 +479,7 @@ impl Llama {
                                 let first = ap.first_visible(li, p0 + j);
                                 let (k, v) = (&k[first * d..], &v[first * d..]);
                                 let len = p0 + j + 1 - first;
-                                ops::attend_group(q, d, k, v, len, scale, scores, out);
+                                ops::attend_group(q, d, k, v, len, scale, softcap, scores, out);
                             }
                         }
                     }
@@ -510,6 +550,11 @@ impl Llama {
             .as_ref()
             .unwrap_or(&self.embed)
             .matmul(last, logits, q8);
+        if let Some(cap) = ap.final_softcap {
+            // As ggml: scale by 1/cap, tanh, scale by cap.
+            let inv = 1.0 / cap;
+            logits.iter_mut().for_each(|l| *l = (*l * inv).tanh() * cap);
+        }
         for (s, &(_, n, _)) in steps.iter_mut().zip(&spans) {
             s.cache.advance(n);
         }

@@ -128,12 +128,14 @@ fn f16_bits(b: u16) -> f32 {
 /// Causal attention of one query head over `len` cached positions:
 /// `out = softmax(q·Kᵀ · scale) V` with `K`, `V` rows of `head_dim` f16 values (bit patterns);
 /// the attention weights are rounded to f16 before they multiply `V`, as llama.cpp's f16 cache.
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
     q: &[f32],
     k: &[u16],
     v: &[u16],
     len: usize,
     scale: f32,
+    softcap: Option<f32>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
@@ -143,9 +145,9 @@ pub fn attend(
         && std::is_x86_feature_detected!("f16c")
     {
         // SAFETY: the CPU features were just checked.
-        return unsafe { attend_avx2(q, k, v, len, scale, scores, out) };
+        return unsafe { attend_avx2(q, k, v, len, scale, softcap, scores, out) };
     }
-    attend_generic(q, k, v, len, scale, scores, out)
+    attend_generic(q, k, v, len, scale, softcap, scores, out)
 }
 
 /// [`attend_generic`] with explicit AVX2/F16C vectors, bit-identical: the same lanes, the same
@@ -156,12 +158,14 @@ pub fn attend(
 /// are asserted before any pointer is read).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
     q: &[f32],
     k: &[u16],
     v: &[u16],
     len: usize,
     scale: f32,
+    softcap: Option<f32>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
@@ -188,7 +192,7 @@ unsafe fn attend_avx2(
             let s = _mm_add_ss(s, _mm_shuffle_ps::<0b11>(h, h));
             scores.push(_mm_cvtss_f32(s) * scale);
         }
-        let inv = softmax_weights(scores);
+        let inv = softmax_weights(scores, softcap);
         if d == 64 {
             // SmolLM2's head size: the eight output vectors stay in registers.
             let mut o = [_mm256_setzero_ps(); 8];
@@ -237,6 +241,7 @@ pub fn attend_group(
     v: &[u16],
     len: usize,
     scale: f32,
+    softcap: Option<f32>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
@@ -249,9 +254,21 @@ pub fn attend_group(
     {
         // SAFETY: the CPU features were just checked.
         match heads {
-            2 => return unsafe { attend_group64_avx2::<2>(qs, k, v, len, scale, scores, out) },
-            3 => return unsafe { attend_group64_avx2::<3>(qs, k, v, len, scale, scores, out) },
-            4 => return unsafe { attend_group64_avx2::<4>(qs, k, v, len, scale, scores, out) },
+            2 => {
+                return unsafe {
+                    attend_group64_avx2::<2>(qs, k, v, len, scale, softcap, scores, out)
+                }
+            }
+            3 => {
+                return unsafe {
+                    attend_group64_avx2::<3>(qs, k, v, len, scale, softcap, scores, out)
+                }
+            }
+            4 => {
+                return unsafe {
+                    attend_group64_avx2::<4>(qs, k, v, len, scale, softcap, scores, out)
+                }
+            }
             _ => {}
         }
     }
@@ -259,7 +276,7 @@ pub fn attend_group(
         .chunks_exact(head_dim)
         .zip(out.chunks_exact_mut(head_dim))
     {
-        attend(q, k, v, len, scale, scores, o);
+        attend(q, k, v, len, scale, softcap, scores, o);
     }
 }
 
@@ -271,12 +288,14 @@ pub fn attend_group(
 /// The CPU must have AVX2 and F16C (the lengths are asserted before any pointer is read).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attend_group64_avx2<const G: usize>(
     qs: &[f32],
     k: &[u16],
     v: &[u16],
     len: usize,
     scale: f32,
+    softcap: Option<f32>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
@@ -349,7 +368,7 @@ unsafe fn attend_group64_avx2<const G: usize>(
         // Per head: softmax, then the weights rounded to f16 as attend_avx2 rounds them.
         for h in 0..G {
             let row = &mut scores[h * len..(h + 1) * len];
-            let inv = softmax_weights(row);
+            let inv = softmax_weights(row, softcap);
             for p in row.iter_mut() {
                 *p = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
                     _mm_set_ss(*p * inv),
@@ -383,9 +402,15 @@ unsafe fn attend_group64_avx2<const G: usize>(
     }
 }
 
-/// `scores ← exp(scores − max)`; returns `1 / Σ scores` (summed in f64).
+/// `scores ← exp(scores − max)`; returns `1 / Σ scores` (summed in f64). With a soft cap `c`
+/// each score `s` first becomes `c · tanh(s / c)` (Gemma 2, as llama.cpp before its softmax).
 #[inline(always)]
-fn softmax_weights(scores: &mut [f32]) -> f32 {
+fn softmax_weights(scores: &mut [f32], softcap: Option<f32>) -> f32 {
+    if let Some(c) = softcap {
+        // As ggml: scale by 1/c, tanh, scale by c.
+        let inv = 1.0 / c;
+        scores.iter_mut().for_each(|s| *s = (*s * inv).tanh() * c);
+    }
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
     for s in scores.iter_mut() {
         *s = (*s - max).exp();
@@ -398,12 +423,14 @@ fn softmax_weights(scores: &mut [f32]) -> f32 {
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn attend_generic(
     q: &[f32],
     k: &[u16],
     v: &[u16],
     len: usize,
     scale: f32,
+    softcap: Option<f32>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
@@ -414,7 +441,7 @@ fn attend_generic(
             .chunks_exact(d)
             .map(|kt| dot_f16(q, kt) * scale),
     );
-    let inv = softmax_weights(scores);
+    let inv = softmax_weights(scores, softcap);
     out.fill(0.0);
     for (p, vt) in scores.iter().zip(v[..len * d].chunks_exact(d)) {
         let p = half::f16::from_f32(p * inv).to_f32();
@@ -585,7 +612,7 @@ mod tests {
         let k = f16s(&[0.0, 0.0, 1.0, 0.0]);
         let v = f16s(&[4.0, 0.0, 0.0, 8.0]);
         let mut out = [0f32; 2];
-        attend(&q, &k, &v, 2, 1.0, &mut Vec::new(), &mut out);
+        attend(&q, &k, &v, 2, 1.0, None, &mut Vec::new(), &mut out);
         let e = 1f32.exp();
         let w0 = half::f16::from_f32(1.0 / (1.0 + e)).to_f32();
         let w1 = half::f16::from_f32(e / (1.0 + e)).to_f32();
@@ -594,8 +621,29 @@ mod tests {
             "{out:?}"
         );
         // Only the first position visible: its value comes back unchanged.
-        attend(&q, &k, &v, 1, 1.0, &mut Vec::new(), &mut out);
+        attend(&q, &k, &v, 1, 1.0, None, &mut Vec::new(), &mut out);
         assert_eq!(out, [4.0, 0.0]);
+    }
+
+    #[test]
+    fn soft_capped_attention_by_hand() {
+        // Scores [0, 3] capped at 0.5 become [0, 0.5 · tanh(6)]: the weights are far more even
+        // than without the cap.
+        let q = [3.0f32, 0.0];
+        let k = f16s(&[0.0, 0.0, 1.0, 0.0]);
+        let v = f16s(&[4.0, 0.0, 0.0, 8.0]);
+        let mut out = [0f32; 2];
+        attend(&q, &k, &v, 2, 1.0, Some(0.5), &mut Vec::new(), &mut out);
+        let e = (0.5 * 6f32.tanh()).exp();
+        let w0 = half::f16::from_f32(1.0 / (1.0 + e)).to_f32();
+        let w1 = half::f16::from_f32(e / (1.0 + e)).to_f32();
+        assert!(
+            (out[0] - 4.0 * w0).abs() < 1e-6 && (out[1] - 8.0 * w1).abs() < 1e-6,
+            "{out:?}"
+        );
+        let mut uncapped = [0f32; 2];
+        attend(&q, &k, &v, 2, 1.0, None, &mut Vec::new(), &mut uncapped);
+        assert!(uncapped[0] < 0.5 * out[0], "{uncapped:?} {out:?}");
     }
 
     /// The AVX2 path against the plain one, bit for bit, on 64- and 32-wide heads.
@@ -615,9 +663,11 @@ mod tests {
         let v = f16s(&(0..len * d).map(|i| val(i * 5 + 2)).collect::<Vec<_>>());
         let mut a = vec![0f32; d];
         let mut b = vec![0f32; d];
-        attend(&q, &k, &v, len, 0.125, &mut Vec::new(), &mut a);
-        attend_generic(&q, &k, &v, len, 0.125, &mut Vec::new(), &mut b);
-        assert_eq!(a, b);
+        for cap in [None, Some(0.3)] {
+            attend(&q, &k, &v, len, 0.125, cap, &mut Vec::new(), &mut a);
+            attend_generic(&q, &k, &v, len, 0.125, cap, &mut Vec::new(), &mut b);
+            assert_eq!(a, b);
+        }
     }
 
     /// The grouped kernel against one `attend` per head, bit for bit (3 heads share the KV head,
@@ -625,14 +675,29 @@ mod tests {
     #[test]
     fn grouped_attention_equals_attention_per_head() {
         let val = |i: usize| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.9;
-        for (d, heads, len) in [(64, 3, 41), (64, 2, 1), (64, 4, 9), (32, 3, 17)] {
+        for (d, heads, len, cap) in [
+            (64, 3, 41, None),
+            (64, 2, 1, None),
+            (64, 4, 9, Some(0.4)),
+            (32, 3, 17, Some(0.4)),
+        ] {
             let qs: Vec<f32> = (0..heads * d)
                 .map(|i| half::f16::from_f32(val(i + 11)).to_f32())
                 .collect();
             let k = f16s(&(0..len * d).map(|i| val(i * 3 + 1)).collect::<Vec<_>>());
             let v = f16s(&(0..len * d).map(|i| val(i * 5 + 2)).collect::<Vec<_>>());
             let mut grouped = vec![0f32; heads * d];
-            attend_group(&qs, d, &k, &v, len, 0.125, &mut Vec::new(), &mut grouped);
+            attend_group(
+                &qs,
+                d,
+                &k,
+                &v,
+                len,
+                0.125,
+                cap,
+                &mut Vec::new(),
+                &mut grouped,
+            );
             for h in 0..heads {
                 let mut one = vec![0f32; d];
                 attend(
@@ -641,6 +706,7 @@ mod tests {
                     &v,
                     len,
                     0.125,
+                    cap,
                     &mut Vec::new(),
                     &mut one,
                 );
