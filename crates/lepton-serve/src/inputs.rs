@@ -204,11 +204,11 @@ pub fn json_features(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     /// The samples of a `{"inputs": [...]}` body as the general path reads them.
-    pub(crate) fn general_numbers(body: &str) -> Vec<Vec<f32>> {
+    fn general_numbers(body: &str) -> Vec<Vec<f32>> {
         let v: Value = serde_json::from_str(body).unwrap();
         v["inputs"]
             .as_array()
@@ -220,6 +220,21 @@ pub(crate) mod tests {
                 out
             })
             .collect()
+    }
+
+    #[test]
+    fn reads_the_numeric_form_like_the_general_path() {
+        for body in [
+            r#"{"inputs": [[1, 2.5, -3e2], [4, 5, 6]]}"#,
+            r#"{"model": "x", "inputs": [[[0, 255], [7, 8]]], "top_k": 3}"#,
+            r#"{"inputs": [1.5, 2]}"#,
+            r#"{"inputs": [[18446744073709551615, -9223372036854775808, 1e-40]]}"#,
+        ] {
+            let fast = numeric_json::parse(body.as_bytes(), 64).unwrap_or_else(|| panic!("{body}"));
+            let general = general_numbers(body);
+            let samples: Vec<Vec<f32>> = fast.samples().map(<[f32]>::to_vec).collect();
+            assert_eq!(samples, general, "{body}");
+        }
     }
 
     #[test]

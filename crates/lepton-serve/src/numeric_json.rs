@@ -163,22 +163,6 @@ impl<'de> Visitor<'de> for Numbers<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inputs::tests::general_numbers;
-
-    #[test]
-    fn reads_the_numeric_form_like_the_general_path() {
-        for body in [
-            r#"{"inputs": [[1, 2.5, -3e2], [4, 5, 6]]}"#,
-            r#"{"model": "x", "inputs": [[[0, 255], [7, 8]]], "top_k": 3}"#,
-            r#"{"inputs": [1.5, 2]}"#,
-            r#"{"inputs": [[18446744073709551615, -9223372036854775808, 1e-40]]}"#,
-        ] {
-            let fast = parse(body.as_bytes(), 64).unwrap_or_else(|| panic!("{body}"));
-            let general = general_numbers(body);
-            let samples: Vec<Vec<f32>> = fast.samples().map(<[f32]>::to_vec).collect();
-            assert_eq!(samples, general, "{body}");
-        }
-    }
 
     #[test]
     fn leaves_everything_else_to_the_general_path() {
