@@ -122,3 +122,29 @@ fn integrated_gradients_and_saliency_through_the_piecewise_net_equal_the_autogra
         assert!(e.contains("invalid target"), "{e}");
     }
 }
+
+/// A model the piecewise net cannot express (an average pool, a GELU) takes the generic
+/// candle-autograd path: integrated gradients still satisfy completeness on it.
+#[test]
+fn models_outside_the_piecewise_net_fall_back_to_autograd() {
+    let t = trained();
+    for layers in [
+        r#"{ type = "conv2d", out-channels = 4, kernel = 3, padding = 1 }, { type = "relu" }, { type = "avg-pool2d", kernel = 2 }, { type = "flatten" }, { type = "linear", out-features = 10 }"#,
+        r#"{ type = "flatten" }, { type = "linear", out-features = 16 }, { type = "gelu" }, { type = "linear", out-features = 10 }"#,
+    ] {
+        let spec: ModelSpec = toml::from_str(&format!("layers = [{layers}]")).unwrap();
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = Model::new(&spec, &[1, 28, 28], vb).unwrap();
+        lepton_nn::init_seeded(&varmap, 9).unwrap();
+        assert!(model.piecewise_net().is_none(), "{layers}");
+        let cfg = IgConfig {
+            steps: 256,
+            ..IgConfig::default()
+        };
+        let ig = integrated_gradients(&model, &t.image(0), &Baseline::Zeros, 3, &cfg).unwrap();
+        let err = ig.checks["completeness-relative-error"].as_f64().unwrap();
+        assert!(err < 0.01, "{layers}: completeness off by {err}");
+        assert!(ig.attributions.iter().any(|&v| v != 0.0), "{layers}");
+    }
+}
