@@ -1,5 +1,6 @@
 //! The piecewise-linear path of the gradient methods (lepton-nn's `PiecewiseNet`: no autograd,
-//! batch norms folded, the leading convolution run once per path) gives the attributions of the
+//! rounding as the model's forward, the leading convolution's input gradient once per path) gives
+//! the attributions of the
 //! generic candle-autograd path, on the in-test trained CNN and on the shape of
 //! `examples/mnist-cnn.toml` (conv-BN-ReLU-pool twice, dropout, linear-ReLU-linear).
 

@@ -363,7 +363,8 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
 
     /// `Σ_k weights[k]·∂y_target/∂x` at the points `b + alphas[k]·(x − b)` (integrated gradients'
     /// quadrature before the final `⊙ (x − b)`), `batch` points per pass, and `y_target` at both
-    /// ends; see the module docs.
+    /// ends; see the module docs. Each point is formed as `alphas[k]·(x − b) + b` in `T` (as the
+    /// autograd path forms it) and runs the whole net: its masks are the model's at that point.
     pub fn path_gradient(
         &self,
         x: &[T],

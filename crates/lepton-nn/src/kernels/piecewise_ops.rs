@@ -97,7 +97,7 @@ impl<T> Op<T> {
 }
 
 impl<T: Elem> Op<T> {
-    /// Derived data, once the weights are final (after batch-norm folding).
+    /// Derived data, once the weights are final.
     pub(super) fn finish(&mut self) {
         if let Op::Conv { w, wt, g, .. } = self {
             let (kk, cg) = (g.k * g.k, g.c / g.groups);

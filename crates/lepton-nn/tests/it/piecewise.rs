@@ -1,6 +1,7 @@
-//! `Model::piecewise`: the compiled eval-mode net (batch norms folded, ReLU merged into pools)
-//! against the model's own forward and candle autograd, and its path gradient (the leading
-//! affine ops run once per path) against the sum of point gradients.
+//! `Model::piecewise`: the compiled eval-mode net (batch norms as the kernel computes them, ReLU
+//! merged into pools) against the model's own forward and candle autograd, its path gradient
+//! (the leading affine ops' input gradient once per path) against the sum of point gradients,
+//! and max-pool near-ties decided as the model decides them.
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
@@ -14,7 +15,7 @@ pub fn values(n: usize, seed: u64) -> Vec<f64> {
 }
 
 /// An f64 model of `layers` with seeded weights and batch-norm running statistics moved away
-/// from (0, 1) by two training forwards, so that folding them is tested.
+/// from (0, 1) by two training forwards, so that the batch norms are not identities.
 pub fn model(layers: &str, input: &[usize]) -> Model {
     let spec: ModelSpec = toml::from_str(&format!("layers = [{layers}]")).unwrap();
     let varmap = VarMap::new();
@@ -32,7 +33,7 @@ pub fn model(layers: &str, input: &[usize]) -> Model {
     model
 }
 
-/// Conv (groups, stride, dilation, padding), batch norm folded into a conv and a linear layer,
+/// Conv (groups, stride, dilation, padding), batch norm after a conv and after a linear layer,
 /// stand-alone batch norm (after a pool), ReLU before and after pools, padded pools, dropout,
 /// flatten, MLP, and the MNIST CNN's shape.
 pub const SPECS: &[(&str, &[usize])] = &[
