@@ -7,7 +7,8 @@
 #   METHODS=ig50,ig256,saliency IG_BATCH=64 bench/explain/captum.sh RUN_DIR   # a subset; our IG batch
 #
 # RUN_DIR is an examples/mnist-cnn.toml run (spec.toml, best.safetensors, preprocessor.json), e.g.
-# the quickstart run. CPU-heavy: run it under `flock /tmp/lepton-cpu.lock` on a shared machine.
+# the quickstart run. Exits non-zero when integrated gradients miss the 1e-3 agreement on any image
+# (captum_ref.py prints the worst image's index). CPU-heavy: run it under `flock /tmp/lepton-cpu.lock` on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 run=${1:?usage: bench/explain/captum.sh RUN_DIR [IMAGES] [THREADS]}

@@ -5,7 +5,9 @@ examples/mnist-cnn.toml, reads the inputs, targets and our attributions from the
 `cargo run --release -p lepton-explain --example captum_bench`, runs captum's IntegratedGradients
 (50 and 256 steps, its default Gauss-Legendre rule, zero baseline), Saliency (abs) and Occlusion
 (4x4 window, stride 1, zero baseline) one image per call, and prints per method: time per image,
-ours, the ratio, and the agreement max |ours - captum| / max |captum| (per image, the worst image).
+ours, the ratio, and the agreement max |ours - captum| / max |captum| (per image, the worst image,
+and that image's index). Exits with status 1 when an integrated-gradients method misses the 1e-3
+agreement bar on any image (issue 17, acceptance 2).
 
     py=$(bench/pyenv.sh torch numpy captum)/bin/python
     $py bench/explain/captum_ref.py RUN_DIR OURS.json --threads 2 [--methods ig50,ig256]
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import struct
+import sys
 import time
 
 import numpy as np
@@ -49,6 +52,10 @@ def model():
     )
 
 
+# Issue 17, acceptance 2: integrated gradients agree with captum's to this relative error on every image.
+IG_BAR = 1e-3
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -78,7 +85,8 @@ def main():
     }
     summary = {"threads": a.threads, "images": len(targets), "methods": {}}
     print(f"{len(targets)} MNIST test images, {a.threads} threads (ours: {ours['threads']})")
-    print(f"{'method':<14}{'captum ms':>10}{'ours ms':>10}{'speed-up':>10}{'max rel err':>13}")
+    print(f"{'method':<14}{'captum ms':>10}{'ours ms':>10}{'speed-up':>10}{'max rel err':>13}{'worst image':>13}")
+    failed = []
     for name in a.methods.split(","):
         f = methods[name]
         x0 = xs[:1].clone().requires_grad_(name != "occlusion4x4")
@@ -91,13 +99,23 @@ def main():
         ms = (time.perf_counter() - t0) * 1e3 / len(targets)
         mine = np.asarray(ours["ours"][name]["attributions"], dtype=np.float64)
         theirs = np.asarray(attrs, dtype=np.float64)
-        rel = max(np.abs(m - c).max() / max(np.abs(c).max(), 1e-12) for m, c in zip(mine, theirs))
+        per_image = [np.abs(m - c).max() / max(np.abs(c).max(), 1e-12) for m, c in zip(mine, theirs)]
+        worst = int(np.argmax(per_image))
+        rel = float(per_image[worst])
         our_ms = ours["ours"][name]["ms_per_image"]
-        print(f"{name:<14}{ms:>10.2f}{our_ms:>10.2f}{ms / our_ms:>9.1f}x{rel:>13.2e}")
-        summary["methods"][name] = {"captum_ms": ms, "ours_ms": our_ms, "speedup": ms / our_ms, "max_rel_err": rel}
+        print(f"{name:<14}{ms:>10.2f}{our_ms:>10.2f}{ms / our_ms:>9.1f}x{rel:>13.2e}{worst:>13}")
+        summary["methods"][name] = {
+            "captum_ms": ms, "ours_ms": our_ms, "speedup": ms / our_ms, "max_rel_err": rel, "worst_image": worst,
+        }
+        if name.startswith("ig") and rel > IG_BAR:
+            bad = [i for i, r in enumerate(per_image) if r > IG_BAR]
+            failed.append(f"{name}: images {bad} differ from captum by more than {IG_BAR:g} (worst: image {worst}, {rel:.2e})")
     if a.json:
         with open(a.json, "a") as f:
             f.write(json.dumps(summary) + "\n")
+    if failed:
+        print("AGREEMENT NOT MET:\n  " + "\n  ".join(failed), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

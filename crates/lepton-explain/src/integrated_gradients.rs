@@ -7,8 +7,10 @@
 //! `riemann_trapezoid`). All `steps` interpolated inputs go through the model in batches of
 //! [`IgConfig::batch`]: one forward and one backward pass per batch, not per step. A model that
 //! is a [`lepton_nn::kernels::PiecewiseNet`] (conv, linear, batch norm, ReLU, max-pool) runs
-//! its dedicated passes, with the leading affine layers once per explanation instead of per
-//! step (see there); any other model goes through candle autograd.
+//! its dedicated passes, which round every point's forward as the model's own eval forward (so
+//! its ReLU masks and max-pool choices, near-ties included, are the model's) and run the leading
+//! affine layers' input gradient once per explanation instead of per step (see there); any other
+//! model goes through candle autograd.
 //!
 //! Completeness, `Σ_i IG_i = y_t(x) − y_t(b)`, holds up to the quadrature error; the result's
 //! `checks` report it (two extra forward passes).

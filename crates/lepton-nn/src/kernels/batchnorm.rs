@@ -168,6 +168,37 @@ pub fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     Ok((mean.to_vec(), var.to_vec()))
 }
 
+/// `1/√(var + eps)`, as the kernel computes it.
+fn inverse_std(var: f64, eps: f64) -> f64 {
+    1.0 / (var + eps).sqrt()
+}
+
+/// The per-channel `(a, b)` of `y = x·a + b` from `γ`, `β`, the mean and `1/√(σ² + ε)`, in f64
+/// (the kernel rounds both to the element type before use).
+fn scale_shift(gamma: f64, beta: f64, mean: f64, invstd: f64) -> (f64, f64) {
+    let a = gamma * invstd;
+    (a, beta - mean * a)
+}
+
+/// Eval-mode batch norm as one per-channel affine map `y = x·scale + shift`: the values the
+/// kernel ([`batch_norm`] with running statistics) computes with, to the last bit once rounded
+/// to the element type, so that a caller applying `x·scale + shift` in that type (the
+/// piecewise net) rounds every value exactly as the model's own forward does.
+pub fn eval_affine(
+    gamma: &[f64],
+    beta: &[f64],
+    mean: &[f64],
+    var: &[f64],
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    gamma
+        .iter()
+        .zip(beta)
+        .zip(mean.iter().zip(var))
+        .map(|((&g, &b), (&m, &v))| scale_shift(g, b, m, inverse_std(v, eps)))
+        .unzip()
+}
+
 /// The normalisation with fixed per-channel statistics.
 #[derive(Clone)]
 struct Norm {
@@ -187,11 +218,13 @@ impl Norm {
     /// `y = x·a + b` per channel, into one plane.
     fn plane<T: Elem>(&self, i: usize, xs: &[T], g: &[T], beta: &[T], ys: &mut [T]) {
         let ch = i % self.d.c;
-        let a = g[ch].to_f64() * self.invstd[ch];
-        let (a, b) = (
-            T::from_f64(a),
-            T::from_f64(beta[ch].to_f64() - self.mean[ch] * a),
+        let (a, b) = scale_shift(
+            g[ch].to_f64(),
+            beta[ch].to_f64(),
+            self.mean[ch],
+            self.invstd[ch],
         );
+        let (a, b) = (T::from_f64(a), T::from_f64(b));
         for (y, &x) in ys.iter_mut().zip(xs) {
             *y = x * a + b;
         }
@@ -439,7 +472,7 @@ pub fn batch_norm(
     let norm = Norm {
         d,
         mean: mean.to_vec(),
-        invstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+        invstd: var.iter().map(|&v| inverse_std(v, eps)).collect(),
         batch_stats,
         relu,
         pool,

@@ -213,9 +213,11 @@ fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
     }
 }
 
-/// One image: `yn = conv(xn, w) + b`, then `max(yn, 0)` with `relu`.
+/// One image: `yn = conv(xn, w) + b`, then `max(yn, 0)` with `relu`. The piecewise net calls
+/// it too, so that its forward rounds exactly as the model's.
 #[allow(clippy::too_many_arguments)]
-fn conv_image<T: Elem>(
+#[inline(always)]
+pub(crate) fn conv_image<T: Elem>(
     g: &Geom,
     xn: &[T],
     w: &[T],

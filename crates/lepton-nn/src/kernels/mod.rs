@@ -25,7 +25,7 @@ pub use activation::relu;
 pub use attention::{
     attention, attention_backward_reference, attention_qkv, attention_reference, AttentionMask,
 };
-pub use batchnorm::{batch_norm, channel_stats};
+pub use batchnorm::{batch_norm, channel_stats, eval_affine};
 pub use blas::Elem;
 pub use conv::{col2im, im2col, Geom as ConvGeom};
 pub use layer_norm::{layer_norm, layer_norm_reference};

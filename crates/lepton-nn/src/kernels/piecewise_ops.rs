@@ -9,8 +9,8 @@
 
 use gemm::Parallelism;
 
-use super::blas::{matmul, Elem, Mat};
-use super::conv::{im2col, input_grad_image, Geom};
+use super::blas::Elem;
+use super::conv::{conv_image, input_grad_image, Geom};
 use super::maxpool::{pool_plane, Geometry as PoolGeom};
 
 /// A convolution's output gradient with at most one value in `SPARSE` non-zero takes the
@@ -65,7 +65,7 @@ pub(super) enum Op<T> {
     Conv {
         w: Vec<T>,
         wt: Vec<T>,
-        b: Vec<T>,
+        b: Option<Vec<T>>,
         g: Geom,
     },
     Linear {
@@ -97,7 +97,7 @@ impl<T> Op<T> {
 }
 
 impl<T: Elem> Op<T> {
-    /// Derived data, once the weights are final (after batch-norm folding).
+    /// Derived data, once the weights are final.
     pub(super) fn finish(&mut self) {
         if let Op::Conv { w, wt, g, .. } = self {
             let (kk, cg) = (g.k * g.k, g.c / g.groups);
@@ -185,30 +185,14 @@ impl<T: Elem> Op<T> {
     ) -> bool {
         match self {
             Op::Conv { w, b: bias, g, .. } => {
-                let (l, gk, cog) = (g.oh * g.ow, g.gk(), g.co / g.groups);
-                let x = &a[..len_in];
-                let src: &[T] = if g.identity() {
-                    x
-                } else {
-                    im2col(g, x, &mut cols[..gk * g.groups * l]);
+                // The model's own per-image convolution: the same GEMM, the same rounding.
+                let cols = if g.identity() {
                     cols
+                } else {
+                    &mut cols[..g.gk() * g.groups * g.oh * g.ow]
                 };
-                let y = &mut b[..len_out];
-                for (plane, &bo) in y.chunks_mut(l).zip(bias) {
-                    plane.fill(bo);
-                }
-                for grp in 0..g.groups {
-                    matmul(
-                        cog,
-                        l,
-                        gk,
-                        &mut y[grp * cog * l..],
-                        Mat::rows(&w[grp * cog * gk..], gk),
-                        Mat::rows(&src[grp * gk * l..], l),
-                        true,
-                        par,
-                    );
-                }
+                let (x, y) = (&a[..len_in], &mut b[..len_out]);
+                conv_image(g, x, w, bias.as_deref(), false, cols, y, par);
                 true
             }
             Op::Scale {
@@ -449,7 +433,7 @@ mod tests {
             let mut op = Op::Conv {
                 w: wv.clone(),
                 wt: Vec::new(),
-                b: vec![0.0; co],
+                b: None,
                 g,
             };
             op.finish();

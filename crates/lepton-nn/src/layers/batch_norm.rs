@@ -190,25 +190,17 @@ impl Layer for BatchNorm {
     }
 
     /// `x·s + t` per channel with `s = γ/√(σ² + ε)`, `t = β − μ·s` (the running statistics),
-    /// as the kernel computes it in eval mode, then the folded ReLU and max-pool.
+    /// the values the kernel computes with in eval mode ([`kernels::eval_affine`]), then the
+    /// folded ReLU and max-pool.
     fn pieces(&self) -> Result<Option<Vec<Piece>>> {
         let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
-        let (gamma, beta) = (host(&self.weight)?, host(&self.bias)?);
-        let (mean, var) = (
-            host(self.running_mean.as_tensor())?,
-            host(self.running_var.as_tensor())?,
+        let (scale, shift) = kernels::eval_affine(
+            &host(&self.weight)?,
+            &host(&self.bias)?,
+            &host(self.running_mean.as_tensor())?,
+            &host(self.running_var.as_tensor())?,
+            self.eps,
         );
-        let scale: Vec<f64> = gamma
-            .iter()
-            .zip(&var)
-            .map(|(g, v)| g / (v + self.eps).sqrt())
-            .collect();
-        let shift = beta
-            .iter()
-            .zip(&mean)
-            .zip(&scale)
-            .map(|((b, m), s)| b - m * s)
-            .collect();
         let mut p = vec![Piece::Scale { scale, shift }];
         p.extend(fold_pieces(self.relu, self.pool));
         Ok(Some(p))
