@@ -1,5 +1,6 @@
 //! A sequential model built from a [`ModelSpec`].
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{Tensor, WithDType, D};
@@ -101,18 +102,58 @@ impl Model {
 
 impl ModuleT for Model {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.forward_range(x, 0..self.layers.len(), train)
+    }
+}
+
+/// Layer ranges: a forward pass over part of the model, for a backward pass run in segments
+/// (data-parallel training reduces a segment's gradients while the segments before it are
+/// still differentiated). `forward_range(x, 0..a) ` then `forward_range(y, a..n)` is the same
+/// computation as `forward_t(x)`: the same layers with the same context (dropout masks depend
+/// on the model seed, the step and the layer's own number, never on the range).
+impl Model {
+    /// Number of top-level layers (`model.layers` in the spec).
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Layers `range` over `x` (the output of the layer before `range.start`, or the model
+    /// input); `train` as in `forward_t`.
+    pub fn forward_range(
+        &self,
+        x: &Tensor,
+        range: Range<usize>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        if range.start > range.end || range.end > self.layers.len() {
+            return Err(candle_core::Error::Msg(format!(
+                "layer range {range:?} outside the model's {} layers",
+                self.layers.len()
+            )));
+        }
         let ctx = Ctx {
             train,
             seed: self.seed.load(Ordering::Relaxed),
             step: self.step.load(Ordering::Relaxed),
         };
         let mut y = x.clone();
-        for (i, l) in self.layers.iter().enumerate() {
-            y = l.forward(&y, &ctx).map_err(|e| {
+        for i in range {
+            y = self.layers[i].forward(&y, &ctx).map_err(|e| {
                 // Name the layer (`model.layers[i] (kind)`) above the layer's own message.
                 e.context(format!("model.layers[{i}] ({})", self.specs[i].kind()))
             })?;
         }
         Ok(y)
+    }
+
+    /// The top-level layer a variable named `name` (as in the model's `VarMap`:
+    /// `layers.{i}.…`) belongs to. A layer tied to an earlier layer's table (an output
+    /// projection sharing an embedding) uses a variable of that earlier layer.
+    pub fn layer_of(name: &str) -> Option<usize> {
+        name.strip_prefix("layers.")?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()
     }
 }

@@ -42,6 +42,7 @@ use crate::optim::{kernel::sum_squares, trainable_params, Optimizer};
 use crate::run_dir::BestInfo;
 pub use crate::run_dir::RunFiles;
 use crate::schedule::Schedule;
+use crate::segments::{self, SegmentPlan, SegmentSink};
 use crate::spec::{Monitor, Spec};
 use crate::summary::EpochMetrics;
 
@@ -269,6 +270,9 @@ impl Session {
         if world > 1 {
             self.broadcast_variables(dist, false)?;
         }
+        // Gradients reduced per segment while the earlier segments are differentiated.
+        let plan = (world > 1 && dist.overlap_segments() > 1)
+            .then(|| SegmentPlan::new(&self.model, &params, dist.overlap_segments()));
         let train = Arc::new(data.train.clone());
         let classify = !data.train.class_names().is_empty();
         let augment = match (&self.spec.preprocess.augment, &data.preprocessor) {
@@ -330,7 +334,13 @@ impl Session {
                 // time (dozens of hand-offs per step; +8 % LeNet training images/s).
                 // With several ranks the gradients are synchronised between backward and the
                 // update, on this thread (MPI is called from the thread that initialised it).
-                let (logits, loss, lr) = if world > 1 {
+                let (logits, loss, lr) = if let Some(plan) = &plan {
+                    let (logits, loss, mut grads) =
+                        self.forward_backward_segmented(&batch, plan, dist, weight)?;
+                    dist.finish_gradients(&mut grads)?;
+                    let lr = rayon::scope(|_| self.update(&grads, &params))?;
+                    (logits, loss, lr)
+                } else if world > 1 {
                     let (logits, loss, mut grads) =
                         rayon::scope(|_| self.forward_backward(&batch))?;
                     dist.sync_gradients(&params, &mut grads, weight)?;
@@ -422,6 +432,49 @@ impl Session {
         };
         let grads = loss.backward().op("backward pass")?;
         Ok((logits, loss, grads))
+    }
+
+    /// [`Session::forward_backward`] with the backward pass in `plan`'s segments, each
+    /// segment's gradients handed to `dist` as soon as they are complete (see
+    /// [`crate::segments`]); returns the logits, the loss and the (not yet reduced) gradients.
+    fn forward_backward_segmented(
+        &mut self,
+        batch: &Batch,
+        plan: &SegmentPlan,
+        dist: &mut dyn Distributed,
+        weight: f64,
+    ) -> Result<(Tensor, Tensor, GradStore)> {
+        self.model.set_step(self.state.step);
+        let (spec, lm) = (&self.loss, self.language_model);
+        let loss = |logits: &Tensor| {
+            if lm {
+                language_model::loss(spec, logits, &batch.y)
+            } else {
+                lepton_nn::loss(spec, logits, &batch.y, batch.weights.as_ref()).map_err(Into::into)
+            }
+        };
+        /// Hands each completed segment to the process group.
+        struct Overlap<'a> {
+            dist: &'a mut dyn Distributed,
+            plan: &'a SegmentPlan,
+            weight: f64,
+        }
+        impl SegmentSink for Overlap<'_> {
+            fn segment_done(
+                &mut self,
+                s: usize,
+                grads: &GradStore,
+                span: [Instant; 2],
+            ) -> Result<()> {
+                self.dist
+                    .start_gradients(&self.plan.params[s], grads, self.weight, span)
+            }
+            fn progress(&mut self) -> Result<bool> {
+                self.dist.progress()
+            }
+        }
+        let mut sink = Overlap { dist, plan, weight };
+        segments::forward_backward(&self.model, plan, &batch.x, loss, &mut sink)
     }
 
     /// Optional clipping and the optimizer update; returns the learning rate used. With several
