@@ -20,7 +20,8 @@ seg_of = s.get("bucket_segment", [])
 rows = []  # (label, start, end, char)
 if back:
     for i, b in enumerate(back):
-        rows.append((f"segment {i} backward", b[0], b[1], "#"))
+        part = " (last layers)" if i == 0 else " (first layers)" if i == len(back) - 1 else ""
+        rows.append((f"backward {i + 1}/{len(back)}{part}", b[0], b[1], "#"))
         for k, seg in enumerate(seg_of):
             if seg == i:
                 rows.append((f"  bucket {k} pack", *s["fill_ms"][k], "="))
@@ -40,8 +41,8 @@ print(f"step {s['step']}: {s['buckets']} buckets, {s['elements'] * 4 / 2**20:.2f
 print("| span | start ms | end ms |\n|---|---:|---:|")
 for label, a, b, _ in rows:
     print(f"| {label.strip()} | {a:.2f} | {b:.2f} |")
-print(f"\n```\n{'':26}0{'':{width - 8}}{end:7.1f} ms")
+print(f"\n```\n{'':32}0{'':{width - 8}}{end:7.1f} ms")
 for label, a, b, c in rows:
     i, j = int(a / end * width), max(int(b / end * width), int(a / end * width) + 1)
-    print(f"{label:<26}|{' ' * i}{c * (j - i)}{' ' * (width - j)}|")
+    print(f"{label:<32}|{' ' * i}{c * (j - i)}{' ' * (width - j)}|")
 print("```")

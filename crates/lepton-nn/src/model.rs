@@ -157,3 +157,50 @@ impl Model {
             .ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    /// Two ranges in sequence are the whole forward pass, dropout and batch norm in training
+    /// mode included; a range past the last layer is an error naming the layer count.
+    #[test]
+    fn ranges_in_sequence_are_the_whole_forward_pass() {
+        let spec: ModelSpec = toml::from_str(
+            r#"layers = [
+                { type = "conv2d", out-channels = 3, kernel = 3 }, { type = "batch-norm2d" },
+                { type = "relu" }, { type = "flatten" }, { type = "dropout", p = 0.5 },
+                { type = "linear", out-features = 4 },
+            ]"#,
+        )
+        .unwrap();
+        let x = Tensor::randn(0f32, 1., (3, 1, 6, 6), &Device::Cpu).unwrap();
+        let run = |cut: Option<usize>| {
+            let varmap = VarMap::new();
+            let m = Model::new(&spec, &[1, 6, 6], crate::var_builder(&varmap, 3)).unwrap();
+            m.set_seed(9);
+            m.set_step(2);
+            let y = match cut {
+                None => m.forward_t(&x, true).unwrap(),
+                Some(c) => {
+                    let h = m.forward_range(&x, 0..c, true).unwrap();
+                    m.forward_range(&h, c..m.layer_count(), true).unwrap()
+                }
+            };
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let whole = run(None);
+        for cut in 0..=6 {
+            assert_eq!(run(Some(cut)), whole, "cut at {cut}");
+        }
+        let varmap = VarMap::new();
+        let m = Model::new(&spec, &[1, 6, 6], crate::var_builder(&varmap, 3)).unwrap();
+        let err = m.forward_range(&x, 2..7, false).unwrap_err().to_string();
+        assert!(err.contains("2..7") && err.contains("6 layers"), "{err}");
+        assert_eq!(Model::layer_of("layers.12.weight"), Some(12));
+        assert_eq!(Model::layer_of("layers.3.cells.0.bias"), Some(3));
+        assert_eq!(Model::layer_of("head.weight"), None);
+    }
+}
