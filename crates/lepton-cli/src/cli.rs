@@ -290,8 +290,8 @@ pub struct TrainArgs {
     pub bucket_mb: usize,
     /// With --distributed: run the backward pass in segments of layers and start each
     /// segment's gradient all-reduce while the earlier segments are differentiated (`true` or
-    /// `false`; the default is what measured faster here, see docs/distributed.md).
-    #[arg(long, requires = "distributed", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    /// `false`; default `true`: it measured faster here, see docs/distributed.md).
+    #[arg(long, requires = "distributed", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub overlap: bool,
     /// With --overlap true: the number of segments (at most; about equal parameter bytes).
     #[arg(long, requires = "distributed", default_value_t = 4, value_name = "N")]
