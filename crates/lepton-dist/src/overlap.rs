@@ -2,13 +2,13 @@
 //!
 //! The trainer runs the backward pass in segments of layers, last segment first
 //! (`lepton_train::segments`). As soon as a segment's gradients are complete,
-//! [`DataParallel::start_segment`] packs them (reverse parameter order, scaled by the rank's
+//! `DataParallel::start_segment` packs them (reverse parameter order, scaled by the rank's
 //! share `n_r / N`) into buckets of about `bucket_bytes` and starts each bucket's non-blocking
 //! all-reduce ([`Communicator::start_all_reduce_f32`]: `MPI_Iallreduce`). While the next segment's
 //! backward runs on the compute pool, the training thread calls
-//! [`DataParallel::progress_segments`] (`MPI_Test` on each bucket in flight: Open MPI progresses
+//! `DataParallel::progress_segments` (`MPI_Test` on each bucket in flight: Open MPI progresses
 //! a non-blocking collective only inside MPI calls, and MPI is funneled through this thread).
-//! [`DataParallel::finish_segments`] waits for the rest and writes the sums back as gradients.
+//! `DataParallel::finish_segments` waits for the rest and writes the sums back as gradients.
 //!
 //! The sums are the same as without overlap: each bucket holds whole gradients, scaled the same
 //! way, and an element-wise sum over ranks does not depend on how gradients are grouped.

@@ -109,7 +109,7 @@ pub trait SegmentSink {
     /// Segment `s`'s parameters (`plan.params[s]`) have their complete gradients in `grads`;
     /// its backward pass ran over `span`. Called on the calling thread, last segment first.
     fn segment_done(&mut self, s: usize, grads: &GradStore, span: [Instant; 2]) -> Result<()>;
-    /// Called on the calling thread every [`POLL`] while a segment's backward runs on the
+    /// Called on the calling thread every `POLL` (200 µs) while a segment's backward runs on the
     /// compute pool; returns whether it wants to be called again during this segment.
     fn progress(&mut self) -> Result<bool> {
         Ok(false)
@@ -198,7 +198,7 @@ pub fn forward_backward(
     Ok((logits, loss, total))
 }
 
-/// Run `f` on the rayon pool while the calling thread calls `sink.progress()` every [`POLL`]
+/// Run `f` on the rayon pool while the calling thread calls `sink.progress()` every `POLL` (200 µs)
 /// (until it returns `false`), then wait for `f`.
 fn on_pool<T: Send>(f: impl FnOnce() -> Result<T> + Send, sink: &mut dyn SegmentSink) -> Result<T> {
     let done = AtomicBool::new(false);

@@ -1,11 +1,11 @@
-//! The training loop: [`train`], [`resume`] and the in-memory [`Session`] they share with
+//! The training loop: [`train`](crate::train), [`resume`](crate::resume) and the in-memory [`Session`] they share with
 //! cross-validation.
 //!
 //! Determinism: with a fixed seed and thread count a run is reproducible. Initial weights come
 //! from `lepton_nn::var_builder(varmap, seed)` (each layer's init hint, seeded), the batch order and augmentation from `(seed, epoch)`
 //! (lepton-data's batcher), dropout masks from the model's step counter. A checkpoint holds the
 //! model variables (including batch-norm statistics), the optimizer state and the position
-//! (epoch, batch, step), so [`resume`] reproduces the uninterrupted run bit for bit.
+//! (epoch, batch, step), so [`resume`](crate::resume) reproduces the uninterrupted run bit for bit.
 //!
 //! Everything a later step depends on is either a pure function of `(seed, step/epoch)` or in the
 //! checkpoint: the position, the optimizer buffers, batch-norm statistics, the early-stopping
@@ -13,7 +13,7 @@
 //! the length of `metrics.jsonl`. Parameters are visited in name order (never `HashMap` order,
 //! which differs per process); no decision depends on wall-clock time; the rayon thread count is
 //! recorded and a resume with another count warns. A run killed before its first checkpoint
-//! has only its `spec.toml` (written first): [`resume`] starts it over from scratch.
+//! has only its `spec.toml` (written first): [`resume`](crate::resume) starts it over from scratch.
 //!
 //! Per step the loop does forward, backward, optional clipping (one read of each gradient), and the
 //! fused optimizer update. Loss and accuracy are accumulated as tensors and read back only every
