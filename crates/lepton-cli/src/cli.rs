@@ -288,6 +288,14 @@ pub struct TrainArgs {
     /// With --distributed: gradient bucket size in MiB.
     #[arg(long, requires = "distributed", default_value_t = 25)]
     pub bucket_mb: usize,
+    /// With --distributed: run the backward pass in segments of layers and start each
+    /// segment's gradient all-reduce while the earlier segments are differentiated (`true` or
+    /// `false`; default `true`: it measured faster here, see docs/distributed.md).
+    #[arg(long, requires = "distributed", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub overlap: bool,
+    /// With --overlap true: the number of segments (at most; about equal parameter bytes).
+    #[arg(long, requires = "distributed", default_value_t = 4, value_name = "N")]
+    pub overlap_segments: usize,
 }
 
 /// Search strategies of `lepton tune`.

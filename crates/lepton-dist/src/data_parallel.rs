@@ -10,9 +10,11 @@
 //! pass; a bucket holding one gradient becomes the reduced tensor without a copy.
 //!
 //! Overlap: candle's `backward()` returns the complete gradient store at once (there is no
-//! per-tensor hook), so communication cannot start during the backward pass. What overlaps is
-//! the reduction of bucket `i` (non-blocking on MPI) with the packing of bucket `i + 1`; the
-//! per-step [`StepTiming`] records both so the timeline shows it.
+//! per-tensor hook). Without overlap (the default) the reduction of bucket `i` (non-blocking on
+//! MPI) overlaps the packing of bucket `i + 1`, after the backward pass. With
+//! [`DataParallel::with_overlap`] the trainer runs the backward pass in segments of layers and
+//! each segment's buckets start reducing while the earlier segments are differentiated
+//! ([`crate::overlap`]). The per-step [`StepTiming`] records the spans so a timeline shows it.
 
 use std::io::Write;
 use std::path::Path;
@@ -45,15 +47,34 @@ pub struct StepTiming {
     pub reduced_ms: f64,
     /// Gradients written back.
     pub done_ms: f64,
+    /// Time the training thread spent on the sync outside the backward pass: packing, starting
+    /// and waiting for the reductions, writing back (all of `done_ms` without overlap).
+    pub exposed_ms: f64,
+    /// Since the previous sync ended: the step period (0 for the first step).
+    pub step_ms: f64,
+    /// Overlapped with the backward pass ([`DataParallel::with_overlap`]): per segment, last
+    /// segment first, `[backward start, backward end]`; all times of an overlapped step count
+    /// from the first of these starts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backward_ms: Vec<[f64; 2]>,
+    /// Overlapped: the segment (index into `backward_ms`) whose gradients each bucket holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bucket_segment: Vec<usize>,
 }
 
 /// Data parallelism over a communicator.
 pub struct DataParallel<C> {
-    comm: C,
-    bucket_bytes: usize,
+    pub(crate) comm: C,
+    pub(crate) bucket_bytes: usize,
     step: u64,
     timings: Vec<StepTiming>,
     timeline: Option<(std::path::PathBuf, std::io::BufWriter<fs_err::File>)>,
+    /// Segments of the backward pass when overlapped (1: not overlapped).
+    pub(crate) segments: usize,
+    /// The overlapped step in progress.
+    pub(crate) overlap: Option<crate::overlap::OverlapStep>,
+    /// When the previous sync ended.
+    last_done: Option<Instant>,
 }
 
 impl<C: Communicator> DataParallel<C> {
@@ -65,7 +86,20 @@ impl<C: Communicator> DataParallel<C> {
             step: 0,
             timings: Vec::new(),
             timeline: None,
+            segments: 1,
+            overlap: None,
+            last_done: None,
         }
+    }
+
+    /// Overlap the reductions with the backward pass: the trainer runs it in up to `segments`
+    /// segments of the model's layers (about equal parameter bytes, see
+    /// `lepton_train::segments`) and each segment's buckets start reducing as soon as its
+    /// gradients exist, while the segments before it are differentiated. 0 or 1: off (the
+    /// default; one backward pass, then the bucketed reduction).
+    pub fn with_overlap(mut self, segments: usize) -> Self {
+        self.segments = segments.max(1);
+        self
     }
 
     /// Bucket size in bytes (default 25 MiB; at least one gradient per bucket).
@@ -103,18 +137,10 @@ impl<C: Communicator> DataParallel<C> {
             .rev()
             .filter_map(|(_, v)| grads.get(v.as_tensor()).map(|g| (v, g.clone())))
             .collect();
-        let per_bucket = (self.bucket_bytes / 4).max(1);
-        let mut plan: Vec<Vec<usize>> = vec![];
-        let mut used = usize::MAX;
-        for (i, (v, _)) in with_grad.iter().enumerate() {
-            let n = v.elem_count();
-            if used.saturating_add(n) > per_bucket {
-                plan.push(vec![]);
-                used = 0;
-            }
-            plan.last_mut().expect("a bucket was pushed").push(i);
-            used += n;
-        }
+        let plan = plan_buckets(
+            with_grad.iter().map(|(v, _)| v.elem_count()),
+            self.bucket_bytes,
+        );
         let mut buckets: Vec<Vec<f32>> = plan
             .iter()
             .map(|b| vec![0f32; b.iter().map(|&i| with_grad[i].0.elem_count()).sum()])
@@ -146,42 +172,34 @@ impl<C: Communicator> DataParallel<C> {
         let elements = buckets.iter().map(Vec::len).sum();
         let reduced = Instant::now();
         for (b, bucket) in plan.iter().zip(buckets) {
-            let write = |k: usize, t: candle_core::Result<Tensor>, grads: &mut GradStore| {
-                let t = t.map_err(|source| Error::Tensor {
-                    op: "writing a reduced gradient".into(),
-                    source,
-                })?;
-                grads.insert(with_grad[k].0.as_tensor(), t);
-                Ok::<(), Error>(())
-            };
-            if let [k] = b[..] {
-                // A bucket of one gradient (the large layers) becomes its tensor without a copy.
-                let var = with_grad[k].0;
-                write(
-                    k,
-                    Tensor::from_vec(bucket, var.shape(), var.device()),
-                    grads,
-                )?;
-                continue;
-            }
-            let mut off = 0;
-            for &k in b {
-                let var = with_grad[k].0;
-                let n = var.elem_count();
-                let t = Tensor::from_slice(&bucket[off..off + n], var.shape(), var.device());
-                write(k, t, grads)?;
-                off += n;
-            }
+            let vars: Vec<&Var> = b.iter().map(|&k| with_grad[k].0).collect();
+            unpack(&vars, bucket, grads)?;
         }
+        let done = ms(Instant::now());
         let timing = StepTiming {
-            step: self.step,
+            step: 0,
             buckets: plan.len(),
             elements,
             fill_ms,
             reduce_ms,
             reduced_ms: ms(reduced),
-            done_ms: ms(Instant::now()),
+            done_ms: done,
+            exposed_ms: done,
+            step_ms: 0.0,
+            backward_ms: Vec::new(),
+            bucket_segment: Vec::new(),
         };
+        self.record(timing)
+    }
+
+    /// Number the step, write its timeline line, keep it.
+    pub(crate) fn record(&mut self, mut timing: StepTiming) -> Result<()> {
+        let now = Instant::now();
+        timing.step = self.step;
+        timing.step_ms = self
+            .last_done
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64() * 1e3);
+        self.last_done = Some(now);
         self.step += 1;
         if let Some((path, w)) = &mut self.timeline {
             let line = serde_json::to_string(&timing).expect("timings serialise");
@@ -195,6 +213,49 @@ impl<C: Communicator> DataParallel<C> {
         self.timings.push(timing);
         Ok(())
     }
+}
+
+/// Indices of consecutive items (of `sizes` elements) grouped into buckets of at most
+/// `bucket_bytes` (an item larger than a bucket gets its own).
+pub(crate) fn plan_buckets(
+    sizes: impl Iterator<Item = usize>,
+    bucket_bytes: usize,
+) -> Vec<Vec<usize>> {
+    let per_bucket = (bucket_bytes / 4).max(1);
+    let mut plan: Vec<Vec<usize>> = vec![];
+    let mut used = usize::MAX;
+    for (i, n) in sizes.enumerate() {
+        if used.saturating_add(n) > per_bucket {
+            plan.push(vec![]);
+            used = 0;
+        }
+        plan.last_mut().expect("a bucket was pushed").push(i);
+        used += n;
+    }
+    plan
+}
+
+/// Write a reduced bucket back as the gradients of `vars` (packed in this order); a bucket of
+/// one gradient (the large layers) becomes its tensor without a copy.
+pub(crate) fn unpack(vars: &[&Var], bucket: Vec<f32>, grads: &mut GradStore) -> Result<()> {
+    let err = |source| Error::Tensor {
+        op: "writing a reduced gradient".into(),
+        source,
+    };
+    if let [var] = vars {
+        let t = Tensor::from_vec(bucket, var.shape(), var.device()).map_err(err)?;
+        grads.insert(var.as_tensor(), t);
+        return Ok(());
+    }
+    let mut off = 0;
+    for var in vars {
+        let n = var.elem_count();
+        let t =
+            Tensor::from_slice(&bucket[off..off + n], var.shape(), var.device()).map_err(err)?;
+        grads.insert(var.as_tensor(), t);
+        off += n;
+    }
+    Ok(())
 }
 
 impl<C: Communicator> Distributed for DataParallel<C> {
@@ -212,6 +273,27 @@ impl<C: Communicator> Distributed for DataParallel<C> {
     ) -> lepton_train::Result<()> {
         self.sync(params, grads, weight)
             .map_err(|e| e.into_train("gradient all-reduce"))
+    }
+    fn overlap_segments(&self) -> usize {
+        self.segments
+    }
+    fn start_gradients(
+        &mut self,
+        params: &[(String, Var)],
+        grads: &GradStore,
+        weight: f64,
+        backward: [Instant; 2],
+    ) -> lepton_train::Result<()> {
+        self.start_segment(params, grads, weight, backward)
+            .map_err(|e| e.into_train("gradient all-reduce (overlapped)"))
+    }
+    fn progress(&mut self) -> lepton_train::Result<bool> {
+        self.progress_segments()
+            .map_err(|e| e.into_train("gradient all-reduce (overlapped)"))
+    }
+    fn finish_gradients(&mut self, grads: &mut GradStore) -> lepton_train::Result<()> {
+        self.finish_segments(grads)
+            .map_err(|e| e.into_train("gradient all-reduce (overlapped)"))
     }
     fn all_reduce_sum(&mut self, values: &mut [f64]) -> lepton_train::Result<()> {
         self.comm

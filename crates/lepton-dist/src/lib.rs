@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`comm`] | the [`Communicator`] trait: sum / broadcast over ranks, bucketed all-reduce |
 //! | [`data_parallel`] | [`DataParallel`]: bucket plan, gradient averaging, per-step timeline |
+//! | [`overlap`] | reductions started per segment of the backward pass, progressed while it runs |
 //! | [`pack`] | gradients into buckets: parallel, scaled, read through the tensor's layout |
 //! | [`local`] | [`LocalGroup`]: ranks as threads of one process (tests, no MPI needed) |
 //! | `mpi` (feature `mpi`) | `MpiComm`: Open MPI / MPICH through rsmpi, non-blocking all-reduce |
@@ -20,9 +21,10 @@ pub mod error;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod overlap;
 pub mod pack;
 
-pub use comm::Communicator;
+pub use comm::{Communicator, InFlight, Ready};
 pub use data_parallel::{DataParallel, StepTiming};
 pub use error::{Error, Result};
 pub use local::{LocalComm, LocalGroup};

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::environment::Universe;
+use mpi::request::{Request, StaticScope};
 use mpi::topology::{Communicator as _, SimpleCommunicator};
 use mpi::Threading;
 
-use crate::comm::Communicator;
+use crate::comm::{Communicator, InFlight};
 use crate::error::{Error, Result};
 
 /// One rank of an MPI job (the world communicator).
@@ -100,6 +101,27 @@ impl Communicator for MpiComm {
         self.guarded(|w| w.all_reduce_into(&send[..], buf, SystemOperation::sum()));
         Ok(())
     }
+    /// `MPI_Iallreduce` on buffers owned by the returned request (they must outlive the call
+    /// that starts it, so they are moved in and handed back on completion).
+    fn start_all_reduce_f32(&mut self, buf: Vec<f32>) -> Result<Box<dyn InFlight>> {
+        check_len("all-reduce", buf.len())?;
+        let n = buf.len();
+        let send = Box::into_raw(buf.into_boxed_slice());
+        let recv = Box::into_raw(vec![0f32; n].into_boxed_slice());
+        // SAFETY: both pointers come from `Box::into_raw` just above and are only freed by
+        // `MpiInFlight::complete`, after the request has completed (MPI no longer reads `send`
+        // or writes `recv`); nothing else accesses them until then.
+        let (s, r): (&'static [f32], &'static mut [f32]) = unsafe { (&*send, &mut *recv) };
+        let request =
+            self.world
+                .immediate_all_reduce_into(StaticScope, s, r, SystemOperation::sum());
+        Ok(Box::new(MpiInFlight {
+            request: Some(request),
+            buffers: Some((send, recv)),
+            busy_since: self.busy_since.clone(),
+            epoch: self.epoch,
+        }))
+    }
     fn broadcast_f32(&mut self, buf: &mut [f32]) -> Result<()> {
         check_len("broadcast", buf.len())?;
         self.guarded(|w| w.process_at_rank(0).broadcast_into(buf));
@@ -149,5 +171,60 @@ impl Communicator for MpiComm {
         });
         self.busy_since.store(0, Ordering::Relaxed);
         out
+    }
+}
+
+/// A non-blocking all-reduce and the buffers it owns.
+struct MpiInFlight {
+    /// `None` once complete.
+    request: Option<Request<'static, [f32]>>,
+    /// The send and receive buffers, from `Box::into_raw`; `None` once reclaimed.
+    buffers: Option<(*mut [f32], *mut [f32])>,
+    busy_since: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl MpiInFlight {
+    /// Wait for the request (if not complete yet), then reclaim the buffers: the summed values.
+    fn complete(&mut self) -> Vec<f32> {
+        if let Some(r) = self.request.take() {
+            let now = (self.epoch.elapsed().as_millis() as u64).max(1);
+            self.busy_since.store(now, Ordering::Relaxed);
+            r.wait_without_status();
+            self.busy_since.store(0, Ordering::Relaxed);
+        }
+        let Some((send, recv)) = self.buffers.take() else {
+            return Vec::new();
+        };
+        // SAFETY: `send` and `recv` came from `Box::into_raw` in `start_all_reduce_f32`, the
+        // request using them has completed (MPI no longer touches them), and `buffers` is
+        // `None` from here on, so each is reclaimed once.
+        unsafe {
+            drop(Box::from_raw(send));
+            Box::from_raw(recv).into_vec()
+        }
+    }
+}
+
+impl InFlight for MpiInFlight {
+    fn test(&mut self) -> Result<bool> {
+        if let Some(r) = self.request.take() {
+            if let Err(pending) = r.test() {
+                self.request = Some(pending);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+    fn wait(mut self: Box<Self>) -> Result<Vec<f32>> {
+        Ok(self.complete())
+    }
+}
+
+impl Drop for MpiInFlight {
+    /// A reduction dropped before it completed (an error elsewhere in the step) is waited for:
+    /// MPI may still write its buffers.
+    fn drop(&mut self) {
+        drop(self.complete());
     }
 }

@@ -23,6 +23,7 @@
 //! SyncBatchNorm) and are broadcast from rank 0 before every validation.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::Var;
@@ -46,6 +47,42 @@ pub trait Distributed {
         grads: &mut GradStore,
         weight: f64,
     ) -> Result<()>;
+    /// Run the backward pass in this many segments of the model's layers (at most), reducing
+    /// each segment's gradients while the segments before it are still differentiated
+    /// ([`Distributed::start_gradients`], [`Distributed::progress`],
+    /// [`Distributed::finish_gradients`] instead of [`Distributed::sync_gradients`]); 1 (the
+    /// default): one backward pass, then `sync_gradients`.
+    fn overlap_segments(&self) -> usize {
+        1
+    }
+    /// Overlapped sync, once per segment, last segment first: the parameters `params` (one
+    /// segment's, the same on every rank) have their complete gradients in `grads`; start
+    /// reducing them, scaled by `weight` as in [`Distributed::sync_gradients`], without
+    /// waiting where the implementation can. `backward` is when the segment's backward pass
+    /// started and ended (for a timeline).
+    fn start_gradients(
+        &mut self,
+        params: &[(String, Var)],
+        grads: &GradStore,
+        weight: f64,
+        backward: [Instant; 2],
+    ) -> Result<()> {
+        let _ = (params, grads, weight, backward);
+        Err(Error::Invalid(
+            "this process group does not reduce gradients per segment".into(),
+        ))
+    }
+    /// Let the reductions in flight progress (called on the training thread while a segment's
+    /// backward pass runs on the compute pool); returns whether any is still in flight.
+    fn progress(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Wait for every reduction started since the last call and write the reduced gradients
+    /// into `grads`.
+    fn finish_gradients(&mut self, grads: &mut GradStore) -> Result<()> {
+        let _ = grads;
+        Ok(())
+    }
     /// Sum `values` over ranks, in place.
     fn all_reduce_sum(&mut self, values: &mut [f64]) -> Result<()>;
     /// Overwrite `values` with rank 0's.

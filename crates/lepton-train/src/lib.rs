@@ -11,6 +11,7 @@
 //! | [`trainer`] | the training loop ([`Session`]) |
 //! | [`launch`] | [`train`], [`resume`] and their data-parallel forms; the run directory |
 //! | [`distributed`] | the data-parallel seams: gradient sync, batch shards, reduced metrics |
+//! | [`segments`] | the backward pass in segments of layers, for reductions overlapped with it |
 //! | [`evaluate`] | evaluation of a trained model on a dataset |
 //! | [`language_model`] | the next-token objective, its checks and perplexity / bits |
 //! | [`cross_validate`](mod@cross_validate) | k-fold cross-validation |
@@ -32,6 +33,7 @@ pub mod observer;
 pub mod optim;
 pub mod run_dir;
 pub mod schedule;
+pub mod segments;
 pub mod spec;
 pub mod summary;
 pub mod trainer;

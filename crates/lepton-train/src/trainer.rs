@@ -1,11 +1,11 @@
-//! The training loop: [`train`], [`resume`] and the in-memory [`Session`] they share with
+//! The training loop: [`train`](crate::train), [`resume`](crate::resume) and the in-memory [`Session`] they share with
 //! cross-validation.
 //!
 //! Determinism: with a fixed seed and thread count a run is reproducible. Initial weights come
 //! from `lepton_nn::var_builder(varmap, seed)` (each layer's init hint, seeded), the batch order and augmentation from `(seed, epoch)`
 //! (lepton-data's batcher), dropout masks from the model's step counter. A checkpoint holds the
 //! model variables (including batch-norm statistics), the optimizer state and the position
-//! (epoch, batch, step), so [`resume`] reproduces the uninterrupted run bit for bit.
+//! (epoch, batch, step), so [`resume`](crate::resume) reproduces the uninterrupted run bit for bit.
 //!
 //! Everything a later step depends on is either a pure function of `(seed, step/epoch)` or in the
 //! checkpoint: the position, the optimizer buffers, batch-norm statistics, the early-stopping
@@ -13,7 +13,7 @@
 //! the length of `metrics.jsonl`. Parameters are visited in name order (never `HashMap` order,
 //! which differs per process); no decision depends on wall-clock time; the rayon thread count is
 //! recorded and a resume with another count warns. A run killed before its first checkpoint
-//! has only its `spec.toml` (written first): [`resume`] starts it over from scratch.
+//! has only its `spec.toml` (written first): [`resume`](crate::resume) starts it over from scratch.
 //!
 //! Per step the loop does forward, backward, optional clipping (one read of each gradient), and the
 //! fused optimizer update. Loss and accuracy are accumulated as tensors and read back only every
@@ -42,6 +42,7 @@ use crate::optim::{kernel::sum_squares, trainable_params, Optimizer};
 use crate::run_dir::BestInfo;
 pub use crate::run_dir::RunFiles;
 use crate::schedule::Schedule;
+use crate::segments::{self, SegmentPlan, SegmentSink};
 use crate::spec::{Monitor, Spec};
 use crate::summary::EpochMetrics;
 
@@ -269,6 +270,9 @@ impl Session {
         if world > 1 {
             self.broadcast_variables(dist, false)?;
         }
+        // Gradients reduced per segment while the earlier segments are differentiated.
+        let plan = (world > 1 && dist.overlap_segments() > 1)
+            .then(|| SegmentPlan::new(&self.model, &params, dist.overlap_segments()));
         let train = Arc::new(data.train.clone());
         let classify = !data.train.class_names().is_empty();
         let augment = match (&self.spec.preprocess.augment, &data.preprocessor) {
@@ -330,7 +334,13 @@ impl Session {
                 // time (dozens of hand-offs per step; +8 % LeNet training images/s).
                 // With several ranks the gradients are synchronised between backward and the
                 // update, on this thread (MPI is called from the thread that initialised it).
-                let (logits, loss, lr) = if world > 1 {
+                let (logits, loss, lr) = if let Some(plan) = &plan {
+                    let (logits, loss, mut grads) =
+                        self.forward_backward_segmented(&batch, plan, dist, weight)?;
+                    dist.finish_gradients(&mut grads)?;
+                    let lr = rayon::scope(|_| self.update(&grads, &params))?;
+                    (logits, loss, lr)
+                } else if world > 1 {
                     let (logits, loss, mut grads) =
                         rayon::scope(|_| self.forward_backward(&batch))?;
                     dist.sync_gradients(&params, &mut grads, weight)?;
@@ -422,6 +432,49 @@ impl Session {
         };
         let grads = loss.backward().op("backward pass")?;
         Ok((logits, loss, grads))
+    }
+
+    /// [`Session::forward_backward`] with the backward pass in `plan`'s segments, each
+    /// segment's gradients handed to `dist` as soon as they are complete (see
+    /// [`crate::segments`]); returns the logits, the loss and the (not yet reduced) gradients.
+    fn forward_backward_segmented(
+        &mut self,
+        batch: &Batch,
+        plan: &SegmentPlan,
+        dist: &mut dyn Distributed,
+        weight: f64,
+    ) -> Result<(Tensor, Tensor, GradStore)> {
+        self.model.set_step(self.state.step);
+        let (spec, lm) = (&self.loss, self.language_model);
+        let loss = |logits: &Tensor| {
+            if lm {
+                language_model::loss(spec, logits, &batch.y)
+            } else {
+                lepton_nn::loss(spec, logits, &batch.y, batch.weights.as_ref()).map_err(Into::into)
+            }
+        };
+        /// Hands each completed segment to the process group.
+        struct Overlap<'a> {
+            dist: &'a mut dyn Distributed,
+            plan: &'a SegmentPlan,
+            weight: f64,
+        }
+        impl SegmentSink for Overlap<'_> {
+            fn segment_done(
+                &mut self,
+                s: usize,
+                grads: &GradStore,
+                span: [Instant; 2],
+            ) -> Result<()> {
+                self.dist
+                    .start_gradients(&self.plan.params[s], grads, self.weight, span)
+            }
+            fn progress(&mut self) -> Result<bool> {
+                self.dist.progress()
+            }
+        }
+        let mut sink = Overlap { dist, plan, weight };
+        segments::forward_backward(&self.model, plan, &batch.x, loss, &mut sink)
     }
 
     /// Optional clipping and the optimizer update; returns the learning rate used. With several

@@ -22,6 +22,9 @@ pub fn run(args: TrainArgs, mode: Mode) -> anyhow::Result<()> {
     let rank = lepton_dist::Communicator::rank(&comm);
     let world = lepton_dist::Communicator::world(&comm);
     let mut dp = DataParallel::new(comm).with_bucket_bytes(args.bucket_mb << 20);
+    if args.overlap {
+        dp = dp.with_overlap(args.overlap_segments);
+    }
     if let Some(p) = &args.dist_timeline {
         let path =
             std::path::PathBuf::from(p.to_string_lossy().replace("{rank}", &rank.to_string()));

@@ -85,21 +85,52 @@ pub fn try_train_on(
     dir: &Path,
     world: usize,
 ) -> lepton_train::Result<lepton_train::RunSummary> {
-    on_ranks(world, |dp| {
+    try_train_overlapped(spec, dir, world, 1)
+}
+
+/// [`try_train_on`] with the backward pass in up to `segments` segments, each segment's
+/// gradients reduced while the earlier ones are differentiated (1: not overlapped).
+pub fn try_train_overlapped(
+    spec: &Spec,
+    dir: &Path,
+    world: usize,
+    segments: usize,
+) -> lepton_train::Result<lepton_train::RunSummary> {
+    on_ranks(world, segments, None, |dp| {
         lepton_train::train_parallel(spec, dir, &mut NoopObserver, dp)
     })
 }
 
+/// [`try_train_overlapped`], each rank writing its per-step timeline to
+/// `timeline/rank{r}.jsonl`.
+pub fn train_with_timeline(
+    spec: &Spec,
+    dir: &Path,
+    world: usize,
+    segments: usize,
+    timeline: &Path,
+) -> lepton_train::RunSummary {
+    on_ranks(world, segments, Some(timeline), |dp| {
+        lepton_train::train_parallel(spec, dir, &mut NoopObserver, dp)
+    })
+    .unwrap()
+}
+
 /// Resume `dir` on `world` ranks.
 pub fn resume_on(dir: &Path, world: usize) -> lepton_train::Result<lepton_train::RunSummary> {
-    on_ranks(world, |dp| {
+    on_ranks(world, 1, None, |dp| {
         lepton_train::resume_parallel(dir, &mut NoopObserver, dp)
     })
 }
 
 type Rank = DataParallel<lepton_dist::LocalComm>;
 
-fn on_ranks<F>(world: usize, f: F) -> lepton_train::Result<lepton_train::RunSummary>
+fn on_ranks<F>(
+    world: usize,
+    segments: usize,
+    timeline: Option<&Path>,
+    f: F,
+) -> lepton_train::Result<lepton_train::RunSummary>
 where
     F: Fn(&mut Rank) -> lepton_train::Result<Option<lepton_train::RunSummary>> + Sync,
 {
@@ -107,7 +138,17 @@ where
         let f = &f;
         let handles: Vec<_> = LocalGroup::ranks(world)
             .into_iter()
-            .map(|c| s.spawn(move || f(&mut DataParallel::new(c))))
+            .map(|c| {
+                s.spawn(move || {
+                    let r = lepton_dist::Communicator::rank(&c);
+                    let mut dp = DataParallel::new(c).with_overlap(segments);
+                    if let Some(t) = timeline {
+                        std::fs::create_dir_all(t).unwrap();
+                        dp = dp.with_timeline(&t.join(format!("rank{r}.jsonl"))).unwrap();
+                    }
+                    f(&mut dp)
+                })
+            })
             .collect();
         let mut out = None;
         for h in handles {
