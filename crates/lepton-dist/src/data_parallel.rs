@@ -23,44 +23,15 @@ use std::time::Instant;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use lepton_train::Distributed;
-use serde::Serialize;
 
 use crate::comm::Communicator;
 use crate::error::{Error, Result};
-use crate::pack::pack_scaled;
+use crate::overlap::OverlapStep;
+use crate::pack::{pack_scaled, plan_buckets, unpack};
+use crate::timing::StepTiming;
 
 /// Default bucket size: 25 MiB, PyTorch DDP's `bucket_cap_mb`.
 pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
-
-/// Timings of one gradient sync, in milliseconds from the moment the backward pass returned.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepTiming {
-    pub step: u64,
-    pub buckets: usize,
-    pub elements: usize,
-    /// Per bucket: `[fill start, fill end]`.
-    pub fill_ms: Vec<[f64; 2]>,
-    /// Per bucket: `[reduction started, reduction complete]` (started = filled: the
-    /// non-blocking all-reduce is posted right after).
-    pub reduce_ms: Vec<[f64; 2]>,
-    /// All buckets reduced.
-    pub reduced_ms: f64,
-    /// Gradients written back.
-    pub done_ms: f64,
-    /// Time the training thread spent on the sync outside the backward pass: packing, starting
-    /// and waiting for the reductions, writing back (all of `done_ms` without overlap).
-    pub exposed_ms: f64,
-    /// Since the previous sync ended: the step period (0 for the first step).
-    pub step_ms: f64,
-    /// Overlapped with the backward pass ([`DataParallel::with_overlap`]): per segment, last
-    /// segment first, `[backward start, backward end]`; all times of an overlapped step count
-    /// from the first of these starts.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub backward_ms: Vec<[f64; 2]>,
-    /// Overlapped: the segment (index into `backward_ms`) whose gradients each bucket holds.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub bucket_segment: Vec<usize>,
-}
 
 /// Data parallelism over a communicator.
 pub struct DataParallel<C> {
@@ -72,7 +43,7 @@ pub struct DataParallel<C> {
     /// Segments of the backward pass when overlapped (1: not overlapped).
     pub(crate) segments: usize,
     /// The overlapped step in progress.
-    pub(crate) overlap: Option<crate::overlap::OverlapStep>,
+    pub(crate) overlap: Option<OverlapStep>,
     /// When the previous sync ended.
     last_done: Option<Instant>,
 }
@@ -193,6 +164,45 @@ impl<C: Communicator> DataParallel<C> {
     }
 
     /// Number the step, write its timeline line, keep it.
+    /// Pack the complete gradients of one segment's `params` and start their reductions.
+    fn start_segment(
+        &mut self,
+        params: &[(String, Var)],
+        grads: &GradStore,
+        weight: f64,
+        backward: [Instant; 2],
+    ) -> Result<()> {
+        let step = self
+            .overlap
+            .get_or_insert_with(|| OverlapStep::new(backward[0]));
+        step.start_segment(
+            &mut self.comm,
+            self.bucket_bytes,
+            params,
+            grads,
+            weight,
+            backward,
+        )
+    }
+
+    /// Let the reductions in flight progress; whether any is still in flight.
+    fn progress_segments(&mut self) -> Result<bool> {
+        self.overlap
+            .as_mut()
+            .map_or(Ok(false), OverlapStep::progress)
+    }
+
+    /// Wait for every bucket of the overlapped step, write the sums back, record the timing.
+    fn finish_segments(&mut self, grads: &mut GradStore) -> Result<()> {
+        match self.overlap.take() {
+            Some(step) => {
+                let timing = step.finish(grads)?;
+                self.record(timing)
+            }
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn record(&mut self, mut timing: StepTiming) -> Result<()> {
         let now = Instant::now();
         timing.step = self.step;
@@ -213,49 +223,6 @@ impl<C: Communicator> DataParallel<C> {
         self.timings.push(timing);
         Ok(())
     }
-}
-
-/// Indices of consecutive items (of `sizes` elements) grouped into buckets of at most
-/// `bucket_bytes` (an item larger than a bucket gets its own).
-pub(crate) fn plan_buckets(
-    sizes: impl Iterator<Item = usize>,
-    bucket_bytes: usize,
-) -> Vec<Vec<usize>> {
-    let per_bucket = (bucket_bytes / 4).max(1);
-    let mut plan: Vec<Vec<usize>> = vec![];
-    let mut used = usize::MAX;
-    for (i, n) in sizes.enumerate() {
-        if used.saturating_add(n) > per_bucket {
-            plan.push(vec![]);
-            used = 0;
-        }
-        plan.last_mut().expect("a bucket was pushed").push(i);
-        used += n;
-    }
-    plan
-}
-
-/// Write a reduced bucket back as the gradients of `vars` (packed in this order); a bucket of
-/// one gradient (the large layers) becomes its tensor without a copy.
-pub(crate) fn unpack(vars: &[&Var], bucket: Vec<f32>, grads: &mut GradStore) -> Result<()> {
-    let err = |source| Error::Tensor {
-        op: "writing a reduced gradient".into(),
-        source,
-    };
-    if let [var] = vars {
-        let t = Tensor::from_vec(bucket, var.shape(), var.device()).map_err(err)?;
-        grads.insert(var.as_tensor(), t);
-        return Ok(());
-    }
-    let mut off = 0;
-    for var in vars {
-        let n = var.elem_count();
-        let t =
-            Tensor::from_slice(&bucket[off..off + n], var.shape(), var.device()).map_err(err)?;
-        grads.insert(var.as_tensor(), t);
-        off += n;
-    }
-    Ok(())
 }
 
 impl<C: Communicator> Distributed for DataParallel<C> {
@@ -363,6 +330,68 @@ mod tests {
                     "bucket {bucket_bytes}"
                 );
             }
+        }
+    }
+
+    /// Two segments handed over one after the other on two ranks: the same weighted sums as
+    /// the one-shot sync, and a timeline with one backward span per segment and the buckets
+    /// started after their segment's backward ended.
+    #[test]
+    fn segments_reduce_to_the_weighted_sum_with_a_timeline() {
+        let out: Vec<Vec<Vec<f32>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = LocalGroup::ranks(2)
+                .into_iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        let r = c.rank() as f32;
+                        let mut dp = DataParallel::new(c).with_bucket_bytes(8).with_overlap(2);
+                        assert_eq!(dp.overlap_segments(), 2);
+                        let dev = Device::Cpu;
+                        let a = Var::from_slice(&[1f32, 2., 3.], 3, &dev).unwrap();
+                        let b = Var::from_slice(&[4f32, 5.], 2, &dev).unwrap();
+                        let xa = Tensor::new(&[r, 2. * r, 1.], &dev).unwrap();
+                        let xb = Tensor::new(&[10. * r, 1.], &dev).unwrap();
+                        let loss = ((a.as_tensor() * &xa).unwrap().sum_all().unwrap()
+                            + (b.as_tensor() * &xb).unwrap().sum_all().unwrap())
+                        .unwrap();
+                        let mut g = loss.backward().unwrap();
+                        let t = Instant::now();
+                        let pa = vec![("a".to_string(), a.clone())];
+                        let pb = vec![("b".to_string(), b.clone())];
+                        dp.start_gradients(&pb, &g, 0.5, [t, Instant::now()])
+                            .unwrap();
+                        while dp.progress().unwrap() {}
+                        dp.start_gradients(&pa, &g, 0.5, [Instant::now(), Instant::now()])
+                            .unwrap();
+                        dp.finish_gradients(&mut g).unwrap();
+                        let tm = &dp.timings()[0];
+                        assert_eq!(tm.backward_ms.len(), 2);
+                        // b: 2 values in one 8-byte bucket; a: 3 values, a bucket of its own.
+                        assert_eq!(tm.bucket_segment, vec![0, 1]);
+                        assert_eq!(tm.reduce_ms.len(), tm.buckets);
+                        for (i, (f, red)) in tm.fill_ms.iter().zip(&tm.reduce_ms).enumerate() {
+                            let seg = tm.backward_ms[tm.bucket_segment[i]];
+                            assert!(seg[1] <= f[0] && f[0] <= f[1] && f[1] == red[0]);
+                            assert!(red[0] <= red[1] && red[1] <= tm.reduced_ms);
+                        }
+                        assert!(tm.exposed_ms <= tm.done_ms);
+                        // A second step starts a new timeline.
+                        dp.start_gradients(&pa, &g, 1.0, [Instant::now(), Instant::now()])
+                            .unwrap();
+                        dp.finish_gradients(&mut g).unwrap();
+                        assert_eq!(dp.timings()[1].backward_ms.len(), 1);
+                        vec![
+                            g.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+                            g.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+                        ]
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for got in out {
+            // a: reduced twice (second step with weight 1: 2 x the first sum).
+            assert_eq!(got, vec![vec![1.0, 2.0, 2.0], vec![5.0, 1.0]]);
         }
     }
 }

@@ -4,9 +4,10 @@
 //! | module | what |
 //! |---|---|
 //! | [`comm`] | the [`Communicator`] trait: sum / broadcast over ranks, bucketed all-reduce |
-//! | [`data_parallel`] | [`DataParallel`]: bucket plan, gradient averaging, per-step timeline |
+//! | [`data_parallel`] | [`DataParallel`]: gradient averaging over ranks, the timeline's recorder |
 //! | [`overlap`] | reductions started per segment of the backward pass, progressed while it runs |
-//! | [`pack`] | gradients into buckets: parallel, scaled, read through the tensor's layout |
+//! | [`pack`] | gradients into buckets: the bucket plan, parallel scaled packing through the tensor's layout, unpacking |
+//! | [`timing`] | [`StepTiming`]: what each gradient sync cost (the per-step timeline) |
 //! | [`local`] | [`LocalGroup`]: ranks as threads of one process (tests, no MPI needed) |
 //! | `mpi` (feature `mpi`) | `MpiComm`: Open MPI / MPICH through rsmpi, non-blocking all-reduce |
 //! | [`error`] | the crate's error |
@@ -23,10 +24,12 @@ pub mod local;
 pub mod mpi;
 pub mod overlap;
 pub mod pack;
+pub mod timing;
 
 pub use comm::{Communicator, InFlight, Ready};
-pub use data_parallel::{DataParallel, StepTiming};
+pub use data_parallel::DataParallel;
 pub use error::{Error, Result};
 pub use local::{LocalComm, LocalGroup};
 #[cfg(feature = "mpi")]
 pub use mpi::MpiComm;
+pub use timing::StepTiming;

@@ -8,7 +8,8 @@
 //! scaled copy, a 2-D strided one a parallel tiled transpose; any other layout falls back to
 //! candle's copy.
 
-use candle_core::{CpuStorage, Storage, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, Storage, Tensor, Var};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -87,6 +88,49 @@ fn strided_2d(src: &[f32], off: usize, cols: usize, [rs, cs]: [usize; 2], w: f32
                 }
             }
         });
+}
+
+/// Indices of consecutive items (of `sizes` elements) grouped into buckets of at most
+/// `bucket_bytes` (an item larger than a bucket gets its own).
+pub(crate) fn plan_buckets(
+    sizes: impl Iterator<Item = usize>,
+    bucket_bytes: usize,
+) -> Vec<Vec<usize>> {
+    let per_bucket = (bucket_bytes / 4).max(1);
+    let mut plan: Vec<Vec<usize>> = vec![];
+    let mut used = usize::MAX;
+    for (i, n) in sizes.enumerate() {
+        if used.saturating_add(n) > per_bucket {
+            plan.push(vec![]);
+            used = 0;
+        }
+        plan.last_mut().expect("a bucket was pushed").push(i);
+        used += n;
+    }
+    plan
+}
+
+/// Write a reduced bucket back as the gradients of `vars` (packed in this order); a bucket of
+/// one gradient (the large layers) becomes its tensor without a copy.
+pub(crate) fn unpack(vars: &[&Var], bucket: Vec<f32>, grads: &mut GradStore) -> Result<()> {
+    let err = |source| Error::Tensor {
+        op: "writing a reduced gradient".into(),
+        source,
+    };
+    if let [var] = vars {
+        let t = Tensor::from_vec(bucket, var.shape(), var.device()).map_err(err)?;
+        grads.insert(var.as_tensor(), t);
+        return Ok(());
+    }
+    let mut off = 0;
+    for var in vars {
+        let n = var.elem_count();
+        let t =
+            Tensor::from_slice(&bucket[off..off + n], var.shape(), var.device()).map_err(err)?;
+        grads.insert(var.as_tensor(), t);
+        off += n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
