@@ -74,9 +74,9 @@ impl Model {
     }
 
     /// The model in eval mode as a [`PiecewiseNet`] (forward and input-gradient passes without
-    /// autograd, batch norms folded into the convolutions before them) when every layer is
-    /// affine, a ReLU or a max-pool (conv2d, linear, batch norm, flatten, dropout, relu,
-    /// max-pool2d); `None` otherwise. Built from the current weights on each call: a training
+    /// autograd, rounding as the eval forward does: batch norms stay per-channel affines after
+    /// their convolutions) when every layer is affine, a ReLU or a max-pool (conv2d, linear,
+    /// batch norm, flatten, dropout, relu, max-pool2d); `None` otherwise. Built from the current weights on each call: a training
     /// model's later steps do not leave it stale.
     pub fn piecewise<T: Elem + WithDType>(&self) -> candle_core::Result<Option<PiecewiseNet<T>>> {
         let mut pieces = Vec::new();
