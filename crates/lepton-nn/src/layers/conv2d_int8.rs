@@ -375,8 +375,11 @@ impl Conv2dInt8 {
                     }
                 }
                 Output::U8(dst, inv) => {
-                    for (j, &v) in buf.vals.iter().enumerate() {
-                        dst[j * l + i] = code_u8(v, *inv);
+                    // The codes in one contiguous (vectorized) pass, then scattered.
+                    buf.plane.clear();
+                    buf.plane.extend(buf.vals.iter().map(|&v| code_u8(v, *inv)));
+                    for (j, &q) in buf.plane.iter().enumerate() {
+                        dst[j * l + i] = q;
                     }
                 }
             }
