@@ -7,7 +7,10 @@
 //!   `y_j = d s_j · P_j + b_j`.
 //! - Dynamic: the input is quantized per 32-value block at run time (`lepton_quant::Int8Matrix`).
 //!
-//! A following ReLU is folded into the epilogue.
+//! A following ReLU is folded into the epilogue. With `output-scale` (static chains written by
+//! `lepton compress`) the output is the next int8 layer's u8 codes (a `u8` tensor), which that
+//! layer reads as they are: consecutive int8 layers (`conv2d-int8` too) hand over codes, not f32
+//! tensors quantized again (`Input`, `Output` and `Activations` here serve both).
 //!
 //! # Shapes
 //! `[..., in]` -> `[..., out-features]`; tensors `weight: [out-features, in]` (u8 holding the i8
