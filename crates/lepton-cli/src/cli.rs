@@ -440,6 +440,10 @@ pub struct CompressArgs {
     /// Training samples that calibrate the static int8 activation scales.
     #[arg(long, default_value_t = 512)]
     pub calibration_samples: usize,
+    /// How static int8 picks each activation range: mse (least expected squared quantization
+    /// error, from a histogram) or minmax (the largest |x|).
+    #[arg(long, value_enum, default_value = "mse")]
+    pub calibration: CalibrationArg,
     /// Largest accepted drop of held-out accuracy, in points, after any step.
     #[arg(long, default_value_t = 0.5)]
     pub max_drop: f64,
@@ -461,6 +465,13 @@ pub struct CompressArgs {
 pub enum QuantizeArg {
     Int8,
     DynamicInt8,
+}
+
+/// `--calibration` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CalibrationArg {
+    Mse,
+    Minmax,
 }
 
 #[derive(Debug, Args)]

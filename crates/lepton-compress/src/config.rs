@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::Calibration;
 use crate::error::{Error, Result};
 use crate::prune::check_ratio;
 use crate::quantize::Quantize;
@@ -32,6 +33,11 @@ pub struct CompressConfig {
     /// Training samples whose activation ranges set the static int8 scales. Default 512.
     #[serde(default = "default_calibration")]
     pub calibration_samples: usize,
+    /// How static int8 picks each activation range: `mse` (the range with the least expected
+    /// squared quantization error, from a histogram, as PyTorch's `HistogramObserver`) or
+    /// `minmax` (the largest `|x|`). Default `mse`.
+    #[serde(default)]
+    pub calibration: Calibration,
     /// Largest accepted drop of the held-out metric (accuracy, in points) after any step.
     /// Default 0.5.
     #[serde(default = "default_max_drop")]
@@ -74,6 +80,7 @@ impl Default for CompressConfig {
             finetune_batch_size: default_batch(),
             quantize: None,
             calibration_samples: default_calibration(),
+            calibration: Calibration::default(),
             max_drop: default_max_drop(),
             min_cosine: default_min_cosine(),
             force: false,

@@ -7,6 +7,8 @@
 //! - `fold.rs`: batch-norm folding into the conv/linear layer before it.
 //! - `prune.rs`: structured L1 channel pruning and global magnitude pruning.
 //! - `finetune.rs`: the masked fine-tune after pruning.
+//! - `calibrate.rs`: [`Calibration`], the static int8 activation ranges (least-error histogram
+//!   or min-max).
 //! - `quantize.rs`: int8 (static, calibrated) and dynamic int8 (`lepton-quant` kernels).
 //! - `report.rs`: [`Report`], JSON + Markdown.
 //! - `encoder.rs`: [`compress_encoder`], dynamic int8 for Hugging Face encoder folders, gated by
@@ -15,6 +17,7 @@
 //! The crate works on specs, tensors and datasets; reading and writing packages is the caller's
 //! (`lepton-photon`, `lepton compress`).
 
+mod calibrate;
 mod config;
 mod encoder;
 mod error;
@@ -26,6 +29,7 @@ mod prune;
 mod quantize;
 mod report;
 
+pub use calibrate::{input_ranges, Calibration, Histogram};
 pub use config::CompressConfig;
 pub use encoder::{compress_encoder, is_hf_folder, EncoderReport, DEFAULT_SENTENCES};
 pub use error::{Error, Result};

@@ -148,7 +148,9 @@ pub fn compress(
     }
     if go {
         if let Some(mode) = cfg.quantize {
-            let calibration = data.train.map(|t| (t, cfg.calibration_samples));
+            let calibration = data
+                .train
+                .map(|t| (t, cfg.calibration_samples, cfg.calibration));
             let n = quantize(&mut net, mode, calibration)?;
             go = gate(
                 &net,

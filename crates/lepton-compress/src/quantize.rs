@@ -2,20 +2,22 @@
 //! `linear-int8` with per-output-channel symmetric int8 weights (`lepton_quant`), after batch
 //! norms are folded into them ([`crate::fold`]).
 //!
-//! - [`Quantize::Int8`] (static): each quantized layer's input scale is `max |x| / 127` over the
-//!   calibration samples (the layer's inputs computed by the f32 model before it).
+//! - [`Quantize::Int8`] (static): each quantized layer's input scale is `c / 127` for the range
+//!   `c` [`crate::calibrate`] chooses from the calibration samples (the layer's inputs computed
+//!   by the f32 model before it): the least-error range by default, or `max |x|`.
 //! - [`Quantize::DynamicInt8`]: activations are quantized per 32-value block at run time (no
 //!   calibration), the choice for linear-heavy models and transformers.
 
 use candle_core::Tensor;
 use lepton_data::Dataset;
 use lepton_nn::layers::{Conv2dInt8Config, LinearInt8Config};
-use lepton_nn::{LayerSpec, ModelSpec};
+use lepton_nn::LayerSpec;
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::{input_ranges, Calibration};
 use crate::error::{Error, Result};
 use crate::fold::{fold_batch_norms, to_vec};
-use crate::net::{check_shape, logits, Net};
+use crate::net::{check_shape, Net};
 
 /// The quantization mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,54 +38,19 @@ impl Quantize {
     }
 }
 
-/// Most calibration samples per forward pass.
-const CALIBRATION_BATCH: usize = 256;
-
-/// `max |x|` of the input of each layer over `samples` (the first of `data`).
-fn input_ranges(net: &Net, data: &Dataset, samples: usize) -> Result<Vec<f32>> {
-    let n = samples.min(data.len());
-    let mut amax = vec![0f32; net.spec.layers.len()];
-    // The input of layer i is the output of the model cut after layer i - 1.
-    for (i, a) in amax.iter_mut().enumerate() {
-        let upto = if i == 0 {
-            None
-        } else {
-            let spec = ModelSpec {
-                input: net.spec.input.clone(),
-                layers: net.spec.layers[..i].to_vec(),
-            };
-            Some(Net::new(spec, net.input.clone(), net.tensors.clone()).model("calibration")?)
-        };
-        for start in (0..n).step_by(CALIBRATION_BATCH) {
-            let end = (start + CALIBRATION_BATCH).min(n);
-            let x = match &upto {
-                Some(m) => logits(m, data, start..end)?,
-                None => {
-                    let per = data.sample_len();
-                    Tensor::from_slice(
-                        &data.features[start * per..end * per],
-                        end * per - start * per,
-                        &candle_core::Device::Cpu,
-                    )
-                    .map_err(Error::tensor("calibration"))?
-                }
-            };
-            let m: f32 = x
-                .abs()
-                .and_then(|t| t.flatten_all()?.max(0)?.to_scalar())
-                .map_err(Error::tensor("calibration ranges"))?;
-            *a = a.max(m);
-        }
-    }
-    Ok(amax)
+/// Whether layer `spec` becomes int8.
+fn quantizable(spec: &LayerSpec) -> bool {
+    matches!(spec, LayerSpec::Conv2d(c) if c.groups == 1)
+        || matches!(spec, LayerSpec::Linear(c) if c.tie.is_none())
 }
 
-/// Quantize `net` in place; `calibration` (with at least one sample) is required for
-/// [`Quantize::Int8`]. Returns how many layers became int8.
+/// Quantize `net` in place; `calibration` (data with at least one sample, the number of samples
+/// and how ranges are chosen) is required for [`Quantize::Int8`]. Returns how many layers became
+/// int8.
 pub fn quantize(
     net: &mut Net,
     mode: Quantize,
-    calibration: Option<(&Dataset, usize)>,
+    calibration: Option<(&Dataset, usize, Calibration)>,
 ) -> Result<usize> {
     if net.is_int8() {
         return Err(Error::Model {
@@ -94,7 +61,7 @@ pub fn quantize(
     fold_batch_norms(net)?;
     let ranges = match (mode, calibration) {
         (Quantize::DynamicInt8, _) => None,
-        (Quantize::Int8, Some((data, samples))) => {
+        (Quantize::Int8, Some((data, samples, method))) => {
             check_shape(net, data, "calibration data")?;
             if samples == 0 {
                 return Err(Error::Setting {
@@ -102,7 +69,8 @@ pub fn quantize(
                     message: "must be at least 1 for static int8".into(),
                 });
             }
-            Some(input_ranges(net, data, samples)?)
+            let wanted: Vec<bool> = net.spec.layers.iter().map(quantizable).collect();
+            Some(input_ranges(net, data, samples, &wanted, method)?)
         }
         (Quantize::Int8, None) => {
             return Err(Error::Data {
@@ -127,12 +95,14 @@ pub fn quantize(
                 dilation: c.dilation,
                 bias: c.bias,
                 activation_scale: scale,
+                output_scale: None,
             }),
             LayerSpec::Linear(c) if c.tie.is_none() => LayerSpec::LinearInt8(LinearInt8Config {
                 out_features: c.out_features,
                 in_features: c.in_features,
                 bias: c.bias,
                 activation_scale: scale,
+                output_scale: None,
             }),
             _ => continue,
         };
@@ -158,5 +128,138 @@ pub fn quantize(
         net.spec.layers[i] = new;
         count += 1;
     }
+    chain_codes(&mut net.spec.layers);
     Ok(count)
+}
+
+/// Let each static int8 layer write its output as the u8 codes of the next static int8 layer
+/// (its `output-scale`) when only operations its epilogue computes or that pass codes through
+/// lie between: a convolution's ReLU then max-pool, or a linear layer's ReLU (folded into the
+/// layer when built), then flattens and dropouts. Consecutive int8 layers then hand over codes
+/// instead of f32 tensors quantized again. Returns how many layers were chained.
+pub(crate) fn chain_codes(layers: &mut [LayerSpec]) -> usize {
+    let mut chained = 0;
+    for i in 0..layers.len() {
+        let conv = match &layers[i] {
+            LayerSpec::Conv2dInt8(c) if c.activation_scale.is_some() => true,
+            LayerSpec::LinearInt8(c) if c.activation_scale.is_some() => false,
+            _ => continue,
+        };
+        let mut j = i + 1;
+        if matches!(layers.get(j), Some(LayerSpec::Relu {})) {
+            j += 1;
+        }
+        if conv && matches!(layers.get(j), Some(LayerSpec::MaxPool2d(_))) {
+            j += 1;
+        }
+        while matches!(
+            layers.get(j),
+            Some(LayerSpec::Flatten {} | LayerSpec::Dropout(_))
+        ) {
+            j += 1;
+        }
+        let next = match layers.get(j) {
+            Some(LayerSpec::Conv2dInt8(c)) => c.activation_scale,
+            Some(LayerSpec::LinearInt8(c)) => c.activation_scale,
+            _ => None,
+        };
+        let Some(scale) = next else { continue };
+        match &mut layers[i] {
+            LayerSpec::Conv2dInt8(c) => c.output_scale = Some(scale),
+            LayerSpec::LinearInt8(c) => c.output_scale = Some(scale),
+            _ => unreachable!("matched above"),
+        }
+        chained += 1;
+    }
+    chained
+}
+
+#[cfg(test)]
+mod tests {
+    use lepton_nn::ModelSpec;
+
+    use super::*;
+
+    fn layers(toml: &str) -> Vec<LayerSpec> {
+        let spec: ModelSpec = toml::from_str(&format!("layers = [{toml}]")).unwrap();
+        spec.layers
+    }
+
+    fn output_scales(layers: &[LayerSpec]) -> Vec<Option<f32>> {
+        layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerSpec::Conv2dInt8(c) => Some(c.output_scale),
+                LayerSpec::LinearInt8(c) => Some(c.output_scale),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Codes pass on over a folded ReLU + max-pool, flattens and dropouts into a static int8
+    /// layer; not over a ReLU after a pool (it would run on codes), an average pool, into a
+    /// dynamic layer or a float layer, nor out of the last layer.
+    #[test]
+    fn codes_chain_only_over_what_the_epilogue_computes_or_passes_through() {
+        let conv =
+            |s: &str| format!(r#"{{ type = "conv2d-int8", out-channels = 4, kernel = 3{s} }}"#);
+        let lin = |s: &str| format!(r#"{{ type = "linear-int8", out-features = 4{s} }}"#);
+        let st = |v: f32| format!(", activation-scale = {v}");
+        let relu = r#"{ type = "relu" }"#;
+        let pool = r#"{ type = "max-pool2d", kernel = 2 }"#;
+        let flat = r#"{ type = "flatten" }"#;
+        let drop = r#"{ type = "dropout", p = 0.1 }"#;
+        let cases = [
+            (
+                format!(
+                    "{}, {relu}, {pool}, {}, {relu}, {pool}, {flat}, {drop}, {}, {relu}, {}",
+                    conv(&st(0.1)),
+                    conv(&st(0.2)),
+                    lin(&st(0.3)),
+                    lin(&st(0.4))
+                ),
+                vec![Some(0.2), Some(0.3), Some(0.4), None],
+            ),
+            (
+                format!("{}, {pool}, {relu}, {}", conv(&st(0.1)), conv(&st(0.2))),
+                vec![None, None],
+            ),
+            (
+                format!(
+                    r#"{}, {{ type = "avg-pool2d", kernel = 2 }}, {}"#,
+                    conv(&st(0.1)),
+                    conv(&st(0.2))
+                ),
+                vec![None, None],
+            ),
+            (
+                format!(
+                    "{}, {relu}, {}, {relu}, {}",
+                    lin(&st(0.1)),
+                    lin(""),
+                    lin(&st(0.3))
+                ),
+                vec![None, None, None],
+            ),
+            (
+                format!(
+                    r#"{}, {relu}, {{ type = "linear", out-features = 3 }}, {}"#,
+                    lin(&st(0.1)),
+                    lin(&st(0.3))
+                ),
+                vec![None, None],
+            ),
+            // A linear layer's max-pool is not folded: no codes over it.
+            (
+                format!("{flat}, {}, {pool}, {}", lin(&st(0.1)), lin(&st(0.3))),
+                vec![None, None],
+            ),
+        ];
+        for (spec, want) in cases {
+            let mut l = layers(&spec);
+            let n = chain_codes(&mut l);
+            assert_eq!(output_scales(&l), want, "{spec}");
+            assert_eq!(n, want.iter().flatten().count(), "{spec}");
+        }
+    }
 }

@@ -177,10 +177,13 @@ impl PackedI8 {
 /// even) clamped to `[-127, 127]`, plus 128.
 #[inline]
 pub fn code_u8(x: f32, inv: f32) -> u8 {
-    // |c| ≤ 127 ≪ 2^22 after the clamp: adding and removing 1.5 · 2^23 rounds half to even
-    // without a libm call (NaN clamps to NaN and casts to 0: the code of zero).
+    // |c| ≤ 127 ≪ 2^22 after the clamp: adding 1.5 · 2^23 rounds half to even and leaves the
+    // integer in the low bits of the mantissa (0x4B40_0000 + c, low byte c mod 256), so the code
+    // is that byte + 128, with no float-to-int conversion (whose saturation checks kept the
+    // loops of codes scalar). NaN becomes 0: the code of zero.
     let c = (x * inv).clamp(-127.0, 127.0);
-    (((c + 12_582_912.0) - 12_582_912.0) as i32 + 128) as u8
+    let c = if c.is_nan() { 0.0 } else { c };
+    ((c + 12_582_912.0).to_bits() as u8).wrapping_add(128)
 }
 
 #[cfg(test)]
@@ -283,6 +286,18 @@ mod tests {
         assert_eq!(code_u8(1e9, 1.0), 255);
         assert_eq!(code_u8(-1e9, 1.0), 1);
         assert_eq!(code_u8(f32::NAN, 1.0), 128);
+        assert_eq!(code_u8(-f32::NAN, 1.0), 128);
+        assert_eq!(code_u8(f32::INFINITY, 1.0), 255);
+        assert_eq!(code_u8(f32::NEG_INFINITY, 1.0), 1);
+        // Every code against the plain rounding, at and between the half steps.
+        for i in -1300..=1300 {
+            let x = i as f32 * 0.1;
+            let want = (x.round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8;
+            assert_eq!(code_u8(x, 1.0), want, "{x}");
+            let h = i as f32 + 0.5;
+            let want = (h.round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8;
+            assert_eq!(code_u8(h, 1.0), want, "{h}");
+        }
     }
 
     #[test]

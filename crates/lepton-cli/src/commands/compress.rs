@@ -41,6 +41,10 @@ pub fn run(args: CompressArgs, mode: Mode) -> anyhow::Result<()> {
             crate::cli::QuantizeArg::DynamicInt8 => lepton_compress::Quantize::DynamicInt8,
         }),
         calibration_samples: args.calibration_samples,
+        calibration: match args.calibration {
+            crate::cli::CalibrationArg::Mse => lepton_compress::Calibration::Mse,
+            crate::cli::CalibrationArg::Minmax => lepton_compress::Calibration::Minmax,
+        },
         max_drop: args.max_drop,
         min_cosine: args.min_cosine,
         force: args.force,

@@ -1,8 +1,8 @@
 //! The steps and the gate.
 
 use lepton_compress::{
-    accuracy, compress, fold_batch_norms, prune_structured, quantize, CompressConfig, CompressData,
-    Error, Quantize,
+    accuracy, compress, fold_batch_norms, prune_structured, quantize, Calibration, CompressConfig,
+    CompressData, Error, Quantize,
 };
 use lepton_nn::LayerSpec;
 
@@ -140,7 +140,10 @@ fn int8_models_stay_within_quantization_error_and_are_int8() {
     for mode in [Quantize::DynamicInt8, Quantize::Int8] {
         let mut q = net.clone();
         // Every conv and linear, the first conv (fan-in 2·3·3 = 18) too.
-        assert_eq!(quantize(&mut q, mode, Some((&data, 128))).unwrap(), 4);
+        assert_eq!(
+            quantize(&mut q, mode, Some((&data, 128, Calibration::Mse))).unwrap(),
+            4
+        );
         assert!(q.is_int8());
         let got = outputs(&q, &data, 32);
         let range = want.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -176,7 +179,12 @@ fn bad_input_is_a_clear_error() {
     // Calibration samples of the wrong shape.
     let wrong = blobs(10, 4, &[9], 1);
     let mut net = init(MLP, &[8]);
-    let e = quantize(&mut net, Quantize::Int8, Some((&wrong, 10))).unwrap_err();
+    let e = quantize(
+        &mut net,
+        Quantize::Int8,
+        Some((&wrong, 10, Calibration::Minmax)),
+    )
+    .unwrap_err();
     assert!(
         e.to_string().contains("calibration data") && e.to_string().contains("[9]"),
         "{e}"

@@ -3,10 +3,12 @@
 //! Written by `lepton compress --quantize`; inference only.
 //!
 //! Each image is quantized once, with the calibrated `activation-scale` (static) or its own
-//! `max |x| / 127` (dynamic), into a zero-padded height × width × channels image of codes
-//! (channels padded to 4). The kernel reads each output position's patch straight from it (an
-//! implicit im2col: a kernel row of `K · C` codes is contiguous), so no patch rows are built;
-//! the weights are packed once at load in the same `(ky, kx, c)` order. The epilogue takes the
+//! `max |x| / 127` (dynamic), into a zero-padded height × width × channels image of codes.
+//! With `C` a multiple of 4 the kernel reads each output position's patch straight from it (an
+//! implicit im2col: a kernel row of `K · C` codes is contiguous, whole 4-code groups), so no
+//! patch rows are built; otherwise (a first convolution over 1 or 3 channels) each position's
+//! `K · K · C` codes are gathered into one row padded to 4. The weights are packed once at load
+//! in the same `(ky, kx, c)` order. The epilogue takes the
 //! folded max-pool on the integer sums (a scale ≥ 0, the bias and ReLU are monotone, so the max
 //! commutes with them), then `y = s_x s_j · P + b_j` and the folded ReLU.
 //!
@@ -18,11 +20,11 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use lepton_quant::{code_u8, ActScale, PackedI8};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::linear_int8::{act_scale, int8_codes};
+use super::linear_int8::{act_scale, blocks, int8_codes, out_scale, Activations, Input, Output};
 use super::{one, yes, BuildCtx, Conv2dConfig, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
+use rayon::prelude::*;
 
 /// The `conv2d-int8` settings (those of `conv2d`, groups 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,12 @@ pub struct Conv2dInt8Config {
     /// Default: none, each patch is quantized per block at run time (dynamic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_scale: Option<f32>,
+    /// The input scale of the next int8 layer, when only a ReLU and a max-pool (both folded
+    /// here), flattens or dropouts lie between (`lepton compress` writes it): the output is
+    /// then that layer's codes (a `u8` tensor, see `lepton_quant::code_u8`) instead of f32, and
+    /// the next layer reads them as they are. Default: none (f32 output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_scale: Option<f32>,
 }
 
 impl Conv2dInt8Config {
@@ -71,6 +79,7 @@ impl LayerConfig for Conv2dInt8Config {
 
     fn output_shape(&self, x: &[usize], ctx: &mut ShapeCtx) -> crate::Result<Vec<usize>> {
         act_scale(self.activation_scale, ctx)?;
+        out_scale(self.output_scale, ctx)?;
         self.as_f32().output_shape(x, ctx)
     }
 
@@ -85,21 +94,20 @@ impl LayerConfig for Conv2dInt8Config {
     fn build(&self, x: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
         let (c, k) = (x[0], self.kernel);
         let (codes, scales) = int8_codes(&vb, self.out_channels, c * k * k)?;
-        // `[co][c][ky][kx]` -> `[co][ky][kx][c padded to 4]`, the order the kernel reads codes.
-        let cp = c.next_multiple_of(4);
-        let mut packed = vec![0i8; self.out_channels * k * k * cp];
+        // `[co][c][ky][kx]` -> `[co][ky][kx][c]`, the order the kernel reads codes.
+        let mut packed = vec![0i8; self.out_channels * k * k * c];
         for (src, dst) in codes
             .chunks_exact(c * k * k)
-            .zip(packed.chunks_exact_mut(k * k * cp))
+            .zip(packed.chunks_exact_mut(k * k * c))
         {
             for ci in 0..c {
                 for t in 0..k * k {
-                    dst[t * cp + ci] = src[ci * k * k + t];
+                    dst[t * c + ci] = src[ci * k * k + t];
                 }
             }
         }
         let what = format!("{}.weight", vb.prefix());
-        let weight = PackedI8::new(self.out_channels, k * k * cp, &packed, scales, &what)
+        let weight = PackedI8::new(self.out_channels, k * k * c, &packed, scales, &what)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let bias = if self.bias {
             Some(
@@ -123,8 +131,17 @@ impl LayerConfig for Conv2dInt8Config {
             dilation: self.dilation,
             relu: false,
             pool: None,
+            out: self.output_scale,
         }))
     }
+}
+
+/// Whether the patches of a `c`-channel input are gathered: when `c` is not a multiple of 4, a
+/// kernel row of the image is not a whole number of 4-code groups, so each output position's
+/// patch of `K · K · c` codes is gathered into one row padded to 4 (a first convolution over one
+/// grey channel reads 12 codes per position, not 36 with its channels padded to 4).
+fn gathers(c: usize) -> bool {
+    c % 4 != 0
 }
 
 /// A built `conv2d-int8` layer.
@@ -141,15 +158,16 @@ pub struct Conv2dInt8 {
     dilation: usize,
     relu: bool,
     pool: Option<(usize, usize, usize)>,
+    /// Output codes at this scale (the next int8 layer's input scale) instead of f32.
+    out: Option<f32>,
 }
 
 /// Where one image's codes are read from and its outputs go (the same for every image).
 struct Plan {
-    /// Input `(C, H, W)`, channels padded to 4, padded width.
+    /// Input `(C, H, W)`, padded width.
     c: usize,
     h: usize,
     w: usize,
-    cp: usize,
     wp: usize,
     /// Bytes of one image of codes.
     img: usize,
@@ -157,6 +175,10 @@ struct Plan {
     rows: Vec<usize>,
     /// Each segment's offset from a position's first code.
     segs: Vec<usize>,
+    /// Gathered patches: each kernel tap's offset from a position's first code in the image,
+    /// and the padded patch length (empty and 0 when the image is read in place).
+    taps: Vec<usize>,
+    patch: usize,
     /// Convolution output `(H', W')`, and the stored output (after the folded pool).
     oh: usize,
     ow: usize,
@@ -169,6 +191,7 @@ struct Plan {
 #[derive(Default)]
 struct Scratch {
     codes: Vec<u8>,
+    patches: Vec<u8>,
     plane: Vec<u8>,
     prod: Vec<i32>,
     pooled: Vec<i32>,
@@ -214,28 +237,32 @@ impl Conv2dInt8 {
             }
             None => (oh, ow),
         };
-        let cp = c.next_multiple_of(4);
         let (hp, wp) = (h + 2 * p, w + 2 * p);
-        let rows = (0..oh * ow)
-            .map(|i| ((i / ow) * s * wp + (i % ow) * s) * cp)
-            .collect();
-        // A kernel row of `K · C` codes is contiguous unless the kernel is dilated.
-        let segs = if d == 1 {
-            (0..k).map(|ky| ky * wp * cp).collect()
+        let first = |i: usize| ((i / ow) * s * wp + (i % ow) * s) * c;
+        let tap = |t: usize| ((t / k) * d * wp + (t % k) * d) * c;
+        let (rows, segs, taps, patch) = if gathers(c) {
+            let patch = (k * k * c).next_multiple_of(4);
+            let rows = (0..oh * ow).map(|i| i * patch).collect();
+            (rows, vec![0], (0..k * k).map(tap).collect(), patch)
         } else {
-            (0..k * k)
-                .map(|t| ((t / k) * d * wp + (t % k) * d) * cp)
-                .collect()
+            // A kernel row of `K · C` codes is contiguous unless the kernel is dilated.
+            let segs = if d == 1 {
+                (0..k).map(|ky| ky * wp * c).collect()
+            } else {
+                (0..k * k).map(tap).collect()
+            };
+            ((0..oh * ow).map(first).collect(), segs, Vec::new(), 0)
         };
         Ok(Plan {
             c,
             h,
             w,
-            cp,
             wp,
-            img: hp * wp * cp,
+            img: hp * wp * c,
             rows,
             segs,
+            taps,
+            patch,
             oh,
             ow,
             ph,
@@ -244,34 +271,61 @@ impl Conv2dInt8 {
     }
 
     /// One image `[C, H, W]` into its output `[CO, H'', W'']` (after the folded pool).
-    fn image(&self, plan: &Plan, x: &[f32], dst: &mut [f32], buf: &mut Scratch) {
+    fn image(&self, plan: &Plan, x: Input, mut dst: Output, buf: &mut Scratch) {
         let p = self.padding;
-        let d = match self.act {
-            ActScale::Static(d) => d,
-            ActScale::Dynamic => x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0,
+        let d = match (self.act, &x) {
+            (ActScale::Static(d), _) => d,
+            (ActScale::Dynamic, Input::F32(x)) => {
+                x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0
+            }
+            (ActScale::Dynamic, Input::U8(_)) => unreachable!("checked in forward"),
         };
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        // The image of codes: each plane quantized in one vectorizable pass, then its codes
-        // spread to every `cp`-th byte; the zero code (128) in the border and padding channels.
+        // The image of codes: each plane quantized in one vectorizable pass (or taken as the
+        // codes the layer before wrote), then spread to every `C`-th byte; the zero code (128) in
+        // the border.
         buf.codes.clear();
         buf.codes.resize(plan.img, 128);
         buf.plane.resize(plan.h * plan.w, 128);
-        for (ci, plane) in x.chunks_exact(plan.h * plan.w).enumerate() {
-            for (q, &v) in buf.plane.iter_mut().zip(plane) {
-                *q = code_u8(v, inv);
-            }
-            for (y, row) in buf.plane.chunks_exact(plan.w).enumerate() {
-                let at = ((y + p) * plan.wp + p) * plan.cp + ci;
+        for ci in 0..plan.c {
+            let plane = match x {
+                Input::F32(x) => {
+                    for (q, &v) in buf.plane.iter_mut().zip(&x[ci * plan.h * plan.w..]) {
+                        *q = code_u8(v, inv);
+                    }
+                    &buf.plane[..]
+                }
+                Input::U8(x) => &x[ci * plan.h * plan.w..(ci + 1) * plan.h * plan.w],
+            };
+            for (y, row) in plane.chunks_exact(plan.w).enumerate() {
+                let at = ((y + p) * plan.wp + p) * plan.c + ci;
                 for (xx, &q) in row.iter().enumerate() {
-                    buf.codes[at + xx * plan.cp] = q;
+                    buf.codes[at + xx * plan.c] = q;
                 }
             }
         }
         let np = self.weight.padded_rows();
         let co = self.weight.rows();
         buf.prod.resize(plan.rows.len() * np, 0);
-        self.weight
-            .products(&buf.codes, &plan.rows, &plan.segs, &mut buf.prod);
+        if plan.taps.is_empty() {
+            self.weight
+                .products(&buf.codes, &plan.rows, &plan.segs, &mut buf.prod);
+        } else {
+            // Each position's `K · K · C` codes in `(ky, kx, c)` order, padded with zero codes.
+            let (c, s) = (plan.c, self.stride);
+            buf.patches.clear();
+            buf.patches.resize(plan.rows.len() * plan.patch, 128);
+            for (i, row) in buf.patches.chunks_exact_mut(plan.patch).enumerate() {
+                let at = ((i / plan.ow) * s * plan.wp + (i % plan.ow) * s) * plan.c;
+                for (dst, &off) in row.chunks_exact_mut(c).zip(&plan.taps) {
+                    for (q, &u) in dst.iter_mut().zip(&buf.codes[at + off..]) {
+                        *q = u;
+                    }
+                }
+            }
+            self.weight
+                .products(&buf.patches, &plan.rows, &plan.segs, &mut buf.prod);
+        }
         // y = (d s_j) P + b_j, then ReLU, the pool's max taken on P first (across the channels
         // of a position at once: contiguous), each output position's channels then scattered.
         buf.scale.clear();
@@ -314,8 +368,20 @@ impl Conv2dInt8 {
                     *v = v.max(0.0);
                 }
             }
-            for (j, &v) in buf.vals.iter().enumerate() {
-                dst[j * l + i] = v;
+            match &mut dst {
+                Output::F32(dst) => {
+                    for (j, &v) in buf.vals.iter().enumerate() {
+                        dst[j * l + i] = v;
+                    }
+                }
+                Output::U8(dst, inv) => {
+                    // The codes in one contiguous (vectorized) pass, then scattered.
+                    buf.plane.clear();
+                    buf.plane.extend(buf.vals.iter().map(|&v| code_u8(v, *inv)));
+                    for (j, &q) in buf.plane.iter().enumerate() {
+                        dst[j * l + i] = q;
+                    }
+                }
             }
         }
     }
@@ -325,23 +391,34 @@ impl Layer for Conv2dInt8 {
     fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
         let plan = self.plan(x.dims())?;
         let n = x.dim(0)?;
-        let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let xs = Activations::read(x, "conv2d-int8", self.act)?;
         let co = self.weight.rows();
         let per_out = co * plan.ph * plan.pw;
         let per_in = plan.c * plan.h * plan.w;
-        let mut out = vec![0f32; n * per_out];
-        if n == 1 {
-            // One image on the calling thread: no hand-off to the thread pool.
-            self.image(&plan, &xs, &mut out, &mut Scratch::default());
+        let mut out = Activations::zeros(n * per_out, self.out.is_some());
+        // One contiguous block of images per thread, its buffers reused across the block (in
+        // cache); a single block runs on the calling thread, with no hand-off to the pool.
+        let per_task = n.div_ceil(rayon::current_num_threads()).max(1);
+        let run = |(mut dst, src): (Output, Input)| {
+            let mut buf = Scratch::default();
+            for i in 0..src.len() / per_in {
+                let src = src.slice(i * per_in, per_in);
+                self.image(&plan, src, dst.slice(i * per_out, per_out), &mut buf);
+            }
+        };
+        let mut tasks = blocks(
+            &mut out,
+            self.out,
+            per_task * per_out,
+            &xs,
+            per_task * per_in,
+        );
+        if tasks.len() == 1 {
+            run(tasks.pop().expect("one block"));
         } else {
-            // One image per task, its buffers reused by the thread (they stay in cache).
-            out.par_chunks_mut(per_out)
-                .zip(xs.par_chunks(per_in))
-                .for_each_init(Scratch::default, |buf, (dst, img)| {
-                    self.image(&plan, img, dst, buf)
-                });
+            tasks.into_par_iter().for_each(run);
         }
-        Tensor::from_vec(out, (n, co, plan.ph, plan.pw), x.device())
+        out.into_tensor(&[n, co, plan.ph, plan.pw], x.device())
     }
 
     fn fold(&mut self, op: Fold, after_relu: bool) -> bool {
@@ -519,6 +596,108 @@ mod tests {
                 "case {n}x{c}x{h}x{w} -> {co}, k {k} s {s} p {p} d {d}"
             );
         }
+    }
+
+    /// A static int8 chain (conv over 2 channels (gathered patches) + ReLU + pool, conv over 4
+    /// (read in place) + ReLU + pool, flatten, linear + ReLU, linear) run with each layer handing the next its u8
+    /// codes (`output-scale`) gives exactly the same logits as the same layers handing over f32
+    /// tensors that the next layer quantizes: the same codes either way. Batch 1 and 5 (blocks
+    /// per thread), odd sizes.
+    #[test]
+    fn code_hand_off_equals_the_per_layer_f32_path_bit_for_bit() {
+        let dev = Device::Cpu;
+        let mut g = Lcg(11);
+        let input = [2, 11, 9];
+        let shapes = [("layers.0", 4, 2 * 9), ("layers.3", 8, 4 * 9)];
+        let mut tensors = HashMap::new();
+        let mut put = |name: &str, rows: usize, cols: usize, g: &mut Lcg| {
+            let codes: Vec<u8> = (0..rows * cols)
+                .map(|_| g.int(-127, 127) as i8 as u8)
+                .collect();
+            let scales: Vec<f32> = (0..rows).map(|_| g.int(1, 100) as f32 * 1e-3).collect();
+            let bias: Vec<f32> = (0..rows).map(|_| g.int(-100, 100) as f32 * 1e-2).collect();
+            tensors.insert(
+                format!("{name}.weight"),
+                Tensor::from_vec(codes, (rows, cols), &dev).unwrap(),
+            );
+            tensors.insert(
+                format!("{name}.weight_scale"),
+                Tensor::from_vec(scales, rows, &dev).unwrap(),
+            );
+            tensors.insert(
+                format!("{name}.bias"),
+                Tensor::from_vec(bias, rows, &dev).unwrap(),
+            );
+        };
+        for (name, rows, cols) in shapes {
+            put(name, rows, cols, &mut g);
+        }
+        // 11x9 -> conv pad 1 -> 11x9 -> pool 2 -> 5x4 -> conv pad 1 -> 5x4 -> pool 2 -> 2x2.
+        put("layers.7", 10, 8 * 2 * 2, &mut g);
+        put("layers.9", 3, 10, &mut g);
+        let spec = |chain: bool| -> ModelSpec {
+            let o = |s: &str| {
+                if chain {
+                    format!(", output-scale = {s}")
+                } else {
+                    String::new()
+                }
+            };
+            toml::from_str(&format!(
+                r#"layers = [
+                {{ type = "conv2d-int8", out-channels = 4, kernel = 3, padding = 1, activation-scale = 0.02{} }},
+                {{ type = "relu" }}, {{ type = "max-pool2d", kernel = 2 }},
+                {{ type = "conv2d-int8", out-channels = 8, kernel = 3, padding = 1, activation-scale = 0.015{} }},
+                {{ type = "relu" }}, {{ type = "max-pool2d", kernel = 2 }},
+                {{ type = "flatten" }}, {{ type = "linear-int8", out-features = 10, activation-scale = 0.05{} }},
+                {{ type = "relu" }}, {{ type = "linear-int8", out-features = 3, activation-scale = 0.04 }}]"#,
+                o("0.015"),
+                o("0.05"),
+                o("0.04")
+            ))
+            .unwrap()
+        };
+        let build = |chain| {
+            let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
+            Model::new(&spec(chain), &input, vb).unwrap()
+        };
+        let (plain, chained) = (build(false), build(true));
+        for n in [1, 5] {
+            let x = Tensor::randn(0f32, 1.0, (n, 2, 11, 9), &dev).unwrap();
+            let run = |m: &Model| -> Vec<f32> {
+                let y = m.forward_t(&x, false).unwrap();
+                assert_eq!(y.dims(), &[n, 3]);
+                y.flatten_all().unwrap().to_vec1().unwrap()
+            };
+            let (want, got) = (run(&plain), run(&chained));
+            assert!(want.iter().any(|&v| v != 0.0), "a degenerate test");
+            assert_eq!(got, want, "batch {n}");
+        }
+    }
+
+    /// A u8 tensor (codes) into a dynamic int8 layer is an error naming the layer, not garbage.
+    #[test]
+    fn codes_into_a_dynamic_layer_are_refused() {
+        let dev = Device::Cpu;
+        let tensors = HashMap::from([
+            (
+                "layers.0.weight".to_string(),
+                Tensor::from_vec(vec![1u8; 6], (2, 3), &dev).unwrap(),
+            ),
+            (
+                "layers.0.weight_scale".to_string(),
+                Tensor::from_vec(vec![1f32; 2], 2, &dev).unwrap(),
+            ),
+        ]);
+        let spec: ModelSpec = toml::from_str(
+            r#"layers = [{ type = "linear-int8", out-features = 2, bias = false }]"#,
+        )
+        .unwrap();
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev);
+        let model = Model::new(&spec, &[3], vb).unwrap();
+        let x = Tensor::from_vec(vec![128u8; 3], (1, 3), &dev).unwrap();
+        let e = model.forward_t(&x, false).unwrap_err().to_string();
+        assert!(e.contains("linear-int8") && e.contains("codes"), "{e}");
     }
 
     /// An f32 conv + ReLU + pool + flatten + linear model against the same model with its

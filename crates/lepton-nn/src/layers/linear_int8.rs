@@ -7,7 +7,10 @@
 //!   `y_j = d s_j · P_j + b_j`.
 //! - Dynamic: the input is quantized per 32-value block at run time (`lepton_quant::Int8Matrix`).
 //!
-//! A following ReLU is folded into the epilogue.
+//! A following ReLU is folded into the epilogue. With `output-scale` (static chains written by
+//! `lepton compress`) the output is the next int8 layer's u8 codes (a `u8` tensor), which that
+//! layer reads as they are: consecutive int8 layers (`conv2d-int8` too) hand over codes, not f32
+//! tensors quantized again (`Input`, `Output` and `Activations` here serve both).
 //!
 //! # Shapes
 //! `[..., in]` -> `[..., out-features]`; tensors `weight: [out-features, in]` (u8 holding the i8
@@ -37,6 +40,11 @@ pub struct LinearInt8Config {
     /// Default: none, the input is quantized per block at run time (dynamic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_scale: Option<f32>,
+    /// The input scale of the next int8 layer, when only a ReLU (folded here), flattens or
+    /// dropouts lie between (`lepton compress` writes it): the output is then that layer's codes
+    /// (a `u8` tensor) instead of f32. Default: none (f32 output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_scale: Option<f32>,
 }
 
 impl LinearInt8Config {
@@ -57,6 +65,130 @@ pub(super) fn act_scale(scale: Option<f32>, ctx: &ShapeCtx) -> crate::Result<Act
         Some(s) if s.is_finite() && s > 0.0 => Ok(ActScale::Static(s)),
         Some(s) => Err(ctx.error(format!("activation-scale = {s} must be finite and > 0"))),
     }
+}
+
+/// The `output-scale` of a spec, checked.
+pub(super) fn out_scale(scale: Option<f32>, ctx: &ShapeCtx) -> crate::Result<()> {
+    match scale {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            Err(ctx.error(format!("output-scale = {s} must be finite and > 0")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An int8 layer's input block: f32 values, or u8 codes at the layer's own input scale (the
+/// output of an int8 layer before it with `output-scale`).
+#[derive(Clone, Copy)]
+pub(super) enum Input<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+}
+
+impl<'a> Input<'a> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Input::F32(x) => x.len(),
+            Input::U8(x) => x.len(),
+        }
+    }
+
+    pub(super) fn slice(self, at: usize, len: usize) -> Input<'a> {
+        match self {
+            Input::F32(x) => Input::F32(&x[at..at + len]),
+            Input::U8(x) => Input::U8(&x[at..at + len]),
+        }
+    }
+}
+
+/// An int8 layer's output block: f32 values, or the next layer's codes (with `1 / output-scale`).
+pub(super) enum Output<'a> {
+    F32(&'a mut [f32]),
+    U8(&'a mut [u8], f32),
+}
+
+impl Output<'_> {
+    pub(super) fn slice(&mut self, at: usize, len: usize) -> Output<'_> {
+        match self {
+            Output::F32(x) => Output::F32(&mut x[at..at + len]),
+            Output::U8(x, inv) => Output::U8(&mut x[at..at + len], *inv),
+        }
+    }
+}
+
+/// A whole batch of an int8 layer's inputs or outputs.
+pub(super) enum Activations {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+impl Activations {
+    /// The values of `x`: a `u8` tensor holds codes, which only a static layer can read.
+    pub(super) fn read(x: &Tensor, what: &str, act: ActScale) -> Result<Self> {
+        if x.dtype() == DType::U8 {
+            if act == ActScale::Dynamic {
+                candle_core::bail!(
+                    "{what}: u8 codes as input need the static activation-scale they were written at"
+                );
+            }
+            return Ok(Activations::U8(x.flatten_all()?.to_vec1()?));
+        }
+        Ok(Activations::F32(
+            x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+        ))
+    }
+
+    /// `len` zeros, codes when `codes`.
+    pub(super) fn zeros(len: usize, codes: bool) -> Self {
+        if codes {
+            Activations::U8(vec![128; len])
+        } else {
+            Activations::F32(vec![0.0; len])
+        }
+    }
+
+    /// The whole batch as one input block.
+    pub(super) fn input(&self) -> Input<'_> {
+        match self {
+            Activations::F32(x) => Input::F32(x),
+            Activations::U8(x) => Input::U8(x),
+        }
+    }
+
+    /// The batch in blocks of `per` values.
+    pub(super) fn inputs(&self, per: usize) -> Vec<Input<'_>> {
+        match self {
+            Activations::F32(x) => x.chunks(per).map(Input::F32).collect(),
+            Activations::U8(x) => x.chunks(per).map(Input::U8).collect(),
+        }
+    }
+
+    pub(super) fn into_tensor(self, shape: &[usize], dev: &candle_core::Device) -> Result<Tensor> {
+        match self {
+            Activations::F32(v) => Tensor::from_vec(v, shape, dev),
+            Activations::U8(v) => Tensor::from_vec(v, shape, dev),
+        }
+    }
+}
+
+/// `out` and `x` cut into matching blocks of `per_out` and `per_in` values (the work of one
+/// task each); `out_scale` is the scale of codes written to a `u8` output.
+pub(super) fn blocks<'a>(
+    out: &'a mut Activations,
+    out_scale: Option<f32>,
+    per_out: usize,
+    x: &'a Activations,
+    per_in: usize,
+) -> Vec<(Output<'a>, Input<'a>)> {
+    let inputs = x.inputs(per_in);
+    let outputs: Vec<Output> = match out {
+        Activations::F32(o) => o.chunks_mut(per_out).map(Output::F32).collect(),
+        Activations::U8(o) => {
+            let inv = 1.0 / out_scale.expect("codes out only with an output scale");
+            o.chunks_mut(per_out).map(|o| Output::U8(o, inv)).collect()
+        }
+    };
+    outputs.into_iter().zip(inputs).collect()
 }
 
 /// Read the int8 weight `weight` (u8 codes `[rows, cols]`) and `weight_scale` (`[rows]`) under
@@ -85,6 +217,7 @@ impl LayerConfig for LinearInt8Config {
 
     fn output_shape(&self, x: &[usize], ctx: &mut ShapeCtx) -> crate::Result<Vec<usize>> {
         act_scale(self.activation_scale, ctx)?;
+        out_scale(self.output_scale, ctx)?;
         self.as_f32().output_shape(x, ctx)
     }
 
@@ -123,6 +256,7 @@ impl LayerConfig for LinearInt8Config {
             weight,
             bias,
             relu: false,
+            out: self.output_scale,
         }))
     }
 }
@@ -143,28 +277,43 @@ pub struct LinearInt8 {
     bias: Option<Vec<f32>>,
     /// The ReLU after this layer, computed in the epilogue (see `fuse.rs`).
     relu: bool,
+    /// Output codes at this scale (the next int8 layer's input scale) instead of f32.
+    out: Option<f32>,
 }
 
 /// Input rows per task of a parallel static product.
 const ROWS_PER_TASK: usize = 16;
 
-/// Static `out = d s ⊙ (W q(x))` (`m × n`) for the rows of `x` (`m × k`), on this thread.
-fn static_rows(w: &PackedI8, d: f32, x: &[f32], out: &mut [f32], buf: &mut (Vec<u8>, Vec<i32>)) {
+/// Static `out = d s ⊙ (W q(x))` (`m × n`) for the rows of `x` (`m × k`; f32, or codes at scale
+/// `d`), on this thread.
+fn static_rows(w: &PackedI8, d: f32, x: Input, out: &mut [f32], buf: &mut (Vec<u8>, Vec<i32>)) {
     let (k, n, np) = (w.cols(), w.rows(), w.padded_rows());
     let kp = k.next_multiple_of(4);
     let m = x.len() / k;
     let inv = 1.0 / d;
     let (codes, prod) = buf;
-    codes.clear();
-    codes.resize(m * kp, 128);
-    for (xr, cr) in x.chunks_exact(k).zip(codes.chunks_exact_mut(kp)) {
-        for (c, &v) in cr.iter_mut().zip(xr) {
-            *c = code_u8(v, inv);
+    // Rows of codes padded to whole 4-code groups: the codes as they came when already so.
+    let src: &[u8] = match x {
+        Input::U8(x) if k == kp => x,
+        _ => {
+            codes.clear();
+            codes.resize(m * kp, 128);
+            for (r, cr) in codes.chunks_exact_mut(kp).enumerate() {
+                match x {
+                    Input::F32(x) => {
+                        for (c, &v) in cr.iter_mut().zip(&x[r * k..(r + 1) * k]) {
+                            *c = code_u8(v, inv);
+                        }
+                    }
+                    Input::U8(x) => cr[..k].copy_from_slice(&x[r * k..(r + 1) * k]),
+                }
+            }
+            codes
         }
-    }
+    };
     let rows: Vec<usize> = (0..m).map(|r| r * kp).collect();
     prod.resize(m * np, 0);
-    w.products(codes, &rows, &[0], prod);
+    w.products(src, &rows, &[0], prod);
     for (o, p) in out.chunks_exact_mut(n).zip(prod.chunks_exact(np)) {
         for ((o, &p), s) in o.iter_mut().zip(p).zip(w.scales()) {
             *o = p as f32 * (d * s);
@@ -195,26 +344,37 @@ impl Layer for LinearInt8 {
         if dims.last() != Some(&k) {
             candle_core::bail!("linear-int8 expects [..., {k}], got {dims:?}");
         }
-        let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let act = match &self.weight {
+            Kernel::Static(_, d) => ActScale::Static(*d),
+            Kernel::Dynamic(_) => ActScale::Dynamic,
+        };
+        let xs = Activations::read(x, "linear-int8", act)?;
         let n = self.rows();
-        let m = xs.len() / k;
+        let m = xs.input().len() / k;
         let mut out = vec![0f32; m * n];
-        match &self.weight {
-            Kernel::Static(w, d) if m <= ROWS_PER_TASK => {
-                static_rows(w, *d, &xs, &mut out, &mut Default::default())
+        match (&self.weight, &xs) {
+            (Kernel::Static(w, d), _) if m <= ROWS_PER_TASK => {
+                static_rows(w, *d, xs.input(), &mut out, &mut Default::default())
             }
-            Kernel::Static(w, d) => xs
-                .par_chunks(ROWS_PER_TASK * k)
-                .zip(out.par_chunks_mut(ROWS_PER_TASK * n))
-                .for_each_init(Default::default, |buf, (x, o)| {
+            (Kernel::Static(w, d), _) => out
+                .par_chunks_mut(ROWS_PER_TASK * n)
+                .zip(xs.inputs(ROWS_PER_TASK * k))
+                .for_each_init(Default::default, |buf, (o, x)| {
                     static_rows(w, *d, x, o, buf)
                 }),
-            Kernel::Dynamic(w) => w.matmul(&xs, ActScale::Dynamic, &mut out, &mut Vec::new()),
+            (Kernel::Dynamic(w), Activations::F32(xs)) => {
+                w.matmul(xs, ActScale::Dynamic, &mut out, &mut Vec::new())
+            }
+            (Kernel::Dynamic(_), Activations::U8(_)) => unreachable!("read refuses codes"),
         }
         epilogue(&mut out, n, self.bias.as_deref(), self.relu);
         let mut shape = dims;
         *shape.last_mut().expect("checked") = n;
-        Tensor::from_vec(out, shape, x.device())
+        let out = match self.out {
+            Some(o) => Activations::U8(out.iter().map(|&v| code_u8(v, 1.0 / o)).collect()),
+            None => Activations::F32(out),
+        };
+        out.into_tensor(&shape, x.device())
     }
 
     fn fold(&mut self, op: Fold, _: bool) -> bool {
