@@ -6,6 +6,12 @@
 # AdamW 2e-3, the same windows in file order).
 #
 #   bench/lora/precision_ab.sh           # ROUNDS=3 STEPS=4 THREADS=2 by default; LEPTON=binary
+#
+# Two builds of ours instead (an optimisation's A/B): BASELINE=old-binary times it ("old")
+# against LEPTON ("new"), both at the base precision PREC (default quantized); NEW_ENV="K=V ..."
+# sets environment variables for the new side only (e.g. allocator settings).
+#
+#   BASELINE=/tmp/lepton-old LEPTON=target/release/lepton bench/lora/precision_ab.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3} STEPS=${STEPS:-4} THREADS=${THREADS:-2}
@@ -20,21 +26,30 @@ head -c 200000 data/shakespeare/input.txt >"$work/train.txt"
 # LEPTON=path skips the build and times that binary.
 lepton=${LEPTON:-${CARGO_TARGET_DIR:-target}/release/lepton}
 [[ -n ${LEPTON:-} ]] || cargo build -q --release -p lepton-cli --bin lepton
+if [[ -n ${BASELINE:-} ]]; then
+    variants=("old $BASELINE ${PREC:-quantized}" "new $lepton ${PREC:-quantized}")
+else
+    variants=("f32 $lepton f32" "quantized $lepton quantized")
+fi
 for round in $(seq "$ROUNDS"); do
-    for prec in f32 quantized; do
-        out="$work/$prec-$round"
-        flock /tmp/lepton-cpu.lock /usr/bin/time -f "%M" -o "$out.rss" "$lepton" --threads "$THREADS" --json \
+    for v in "${variants[@]}"; do
+        read -r label bin prec <<<"$v"
+        extra=()
+        [[ $label != new ]] || read -r -a extra <<<"${NEW_ENV:-}"
+        out="$work/$label-$round"
+        flock /tmp/lepton-cpu.lock env "${extra[@]}" /usr/bin/time -f "%M" -o "$out.rss" "$bin" --threads "$THREADS" --json \
             finetune "$gguf" --data "$work/train.txt" --val-data "$work/val.txt" --lora-r 8 --lora-alpha 16 \
             --targets q_proj,v_proj --steps "$STEPS" --batch-size 4 --seq-len 128 --lr 2e-3 --no-shuffle \
             --max-val-windows 2 --base-precision "$prec" --out "$out" >/dev/null
         tps=$(grep -o '"tokens_per_s": *[0-9.]*' "$out/report.json" | sed 's/.*: *//')
-        echo "$prec $tps $(( $(tail -1 "$out.rss") / 1024 ))" | tee -a "$work/runs.txt"
+        echo "$label $tps $(( $(tail -1 "$out.rss") / 1024 ))" | tee -a "$work/runs.txt"
     done
 done
-awk '{t[$1] = t[$1] " " $2; r[$1] = r[$1] " " $3}
+a=$(echo "${variants[0]}" | cut -d' ' -f1) b=$(echo "${variants[1]}" | cut -d' ' -f1)
+awk -v A="$a" -v B="$b" '{t[$1] = t[$1] " " $2; r[$1] = r[$1] " " $3}
 function median(s,   a, n, i, j, x) { n = split(s, a, " ");
     for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-END { tf = median(t["f32"]); tq = median(t["quantized"]);
-    printf "median tokens/s: f32 %.1f, quantized %.1f (speed-up %.2fx)\n", tf, tq, tq / tf;
-    printf "median peak RSS MB: f32 %d, quantized %d\n", median(r["f32"]), median(r["quantized"]) }' "$work/runs.txt"
+END { tf = median(t[A]); tq = median(t[B]);
+    printf "median tokens/s: %s %.1f, %s %.1f (speed-up %.2fx)\n", A, tf, B, tq, tq / tf;
+    printf "median peak RSS MB: %s %d, %s %d\n", A, median(r[A]), B, median(r[B]) }' "$work/runs.txt"

@@ -197,6 +197,23 @@ impl Decoder {
             .ctx("projecting to the vocabulary")
     }
 
+    /// The mean next-token loss over the positions where `mask` is true (a scalar) of
+    /// `tokens: [B, T]` against `targets` (`B·T` ids), through [`crate::loss::head_cross_entropy`]
+    /// (the logits never exist in full). With `train` (the dropout generator) the op keeps the
+    /// hidden states' gradient for `backward`; without, it computes the loss only.
+    pub fn loss(
+        &self,
+        tokens: &Tensor,
+        targets: &[u32],
+        mask: &[bool],
+        train: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let grad = train.is_some();
+        let hidden = self.hidden(tokens, train).ctx("running the decoder")?;
+        crate::loss::head_cross_entropy(&hidden, self.head(), targets, mask, grad)
+            .ctx("computing the loss over the vocabulary")
+    }
+
     /// Every LoRA variable as `(layer, module, A, B)`, in layer then [`MODULES`] order.
     pub fn adapters(&self) -> Vec<(usize, &'static str, &crate::lora::LoraPair)> {
         let mut out = Vec::new();

@@ -40,38 +40,7 @@ impl CustomOp1 for Frozen {
         if dims.last() != Some(&k) {
             candle_core::bail!("frozen linear: x {dims:?} does not end in the weight's {k} inputs");
         }
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
-        let m = x.len() / k.max(1);
-        let mut y = vec![0f32; m * n];
-        if m > 0 && n > 0 && k > 0 {
-            // SAFETY: y is m×n row-major (dst strides 1, n), x is m×k row-major (strides 1, k),
-            // Wᵀ element (kk, j) is w[j·k + kk] (strides k, 1 as column, row); all three slices
-            // hold exactly those elements (checked lengths above), and read_dst = false means the
-            // uninitialised-value contract of `gemm` does not apply (y is zero-filled anyway).
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    y.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                );
-            }
-        }
+        let y = matmul_xwt(&x[x0..x1], &w[w0..w1], n, k);
         let mut out = dims.to_vec();
         *out.last_mut().expect("x has a last dimension") = n;
         Ok((CpuStorage::F32(y), Shape::from(out)))
@@ -82,6 +51,87 @@ impl CustomOp1 for Frozen {
         let dx = dy.reshape(((), n))?.matmul(&self.w)?;
         Ok(Some(dx.reshape(x.shape())?))
     }
+}
+
+/// `y = x·Wᵀ` for the `m = x.len() / k` rows of `x` (`m × k`) and `W` (`n × k`), both
+/// row-major: `m × n`, on `gemm` over rayon's threads.
+pub(crate) fn matmul_xwt(x: &[f32], w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let m = x.len() / k.max(1);
+    let mut y = vec![0f32; m * n];
+    if m > 0 && n > 0 && k > 0 {
+        assert!(
+            x.len() == m * k && w.len() == n * k,
+            "matmul_xwt: operand lengths"
+        );
+        // SAFETY: y is m×n row-major (dst strides 1, n), x is m×k row-major (strides 1, k),
+        // Wᵀ element (kk, j) is w[j·k + kk] (strides k, 1 as column, row); all three slices
+        // hold exactly those elements (asserted above), and read_dst = false means the
+        // uninitialised-value contract of `gemm` does not apply (y is zero-filled anyway).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                y.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+    }
+    y
+}
+
+/// `dx = dy·W` for the `m = dy.len() / n` rows of `dy` (`m × n`) and `W` (`n × k`), both
+/// row-major: `m × k`.
+pub(crate) fn matmul_dyw(dy: &[f32], w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let m = dy.len() / n.max(1);
+    let mut dx = vec![0f32; m * k];
+    if m > 0 && n > 0 && k > 0 {
+        assert!(
+            dy.len() == m * n && w.len() == n * k,
+            "matmul_dyw: operand lengths"
+        );
+        // SAFETY: dx is m×k row-major (strides 1, k), dy m×n row-major (strides 1, n), W n×k
+        // row-major (strides 1, k); the slices hold exactly those elements (asserted above);
+        // read_dst = false.
+        unsafe {
+            gemm::gemm(
+                m,
+                k,
+                n,
+                dx.as_mut_ptr(),
+                1,
+                k as isize,
+                false,
+                dy.as_ptr(),
+                1,
+                n as isize,
+                w.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+    }
+    dx
 }
 
 /// `x·Wᵀ` with a gradient for `x` only (see the module docs). Other dtypes or devices take a

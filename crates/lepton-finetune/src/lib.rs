@@ -8,7 +8,8 @@
 //! - [`decoder`]: the trainable f32 Llama forward on candle autograd.
 //! - [`lora`]: the LoRA linear (frozen base + A/B variables); [`weight`]: a frozen base weight
 //!   in f32 ([`frozen`]: the f32 matmul with an input-only gradient) or in its GGUF blocks
-//!   ([`qfrozen`]: the integer kernels, QLoRA-style); [`loss`]: fused masked cross-entropy.
+//!   ([`qfrozen`]: the integer kernels, QLoRA-style); [`loss`]: fused masked cross-entropy,
+//!   and the LM head + loss as one op over chunks of rows (the `[N, V]` logits never in full).
 //! - [`fused`]: RMSNorm, RoPE and SwiGLU as single ops with their backward.
 //! - [`data`]: plain text packed into windows, chat JSONL with assistant-only loss masks.
 //! - [`train`]: the training loop, validation loss/perplexity, `metrics.jsonl`, checkpoints.

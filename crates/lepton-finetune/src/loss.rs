@@ -6,9 +6,18 @@
 //! `∂loss/∂logits_i = w_i · (softmax(logits_i) − onehot(t_i))`. One pass per row forward and one
 //! backward (the softmax recomputed from the row), instead of candle's log-softmax composition
 //! that keeps four `[N, V]` temporaries alive and walks them again in the backward.
+//!
+//! [`head_cross_entropy`] goes one step further for training: the LM head (`[V, D]`, SmolLM2's
+//! 49,152 × 576) and the loss as one op on the hidden states `h: [N, D]`, which makes the logits
+//! a few rows at a time and turns each chunk into its gradient and `∂loss/∂h` right away, so the
+//! `[N, V]` logits, their gradient and the quantized copy of it never exist in full.
+
+use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::weight::FrozenWeight;
 
 struct MaskedCe {
     targets: Vec<u32>,
@@ -94,16 +103,143 @@ pub fn masked_cross_entropy(logits: &Tensor, targets: &[u32], mask: &[bool]) -> 
     if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
         candle_core::bail!("masked cross-entropy: target {t} is outside the vocabulary of {vocab}");
     }
-    let count = mask.iter().filter(|m| **m).count().max(1) as f32;
-    let weights = mask
-        .iter()
-        .map(|&m| if m { 1.0 / count } else { 0.0 })
-        .collect();
+    let weights = loss_weights(mask);
     logits
         .contiguous()?
         .apply_op1(MaskedCe {
             targets: targets.to_vec(),
             weights,
+        })?
+        .sum_all()
+}
+
+/// Each position's weight in the mean: `1/count` where `mask` is true, 0 elsewhere.
+fn loss_weights(mask: &[bool]) -> Vec<f32> {
+    let count = mask.iter().filter(|m| **m).count().max(1) as f32;
+    mask.iter()
+        .map(|&m| if m { 1.0 / count } else { 0.0 })
+        .collect()
+}
+
+/// Rows of logits [`head_cross_entropy`] holds at a time (64 × 49,152 f32 = 12.6 MB for
+/// SmolLM2's vocabulary, instead of the whole `[N, V]` matrix and its gradient).
+const HEAD_ROWS: usize = 64;
+
+/// The LM head and the masked cross-entropy as one op over the final hidden states.
+struct HeadCe {
+    head: FrozenWeight,
+    targets: Vec<u32>,
+    weights: Vec<f32>,
+    grad: bool,
+    /// `∂loss_i/∂h_i` for `dy_i = 1`, `[N, D]`, filled by the forward when `grad`.
+    dh: Mutex<Vec<f32>>,
+}
+
+impl CustomOp1 for HeadCe {
+    fn name(&self) -> &'static str {
+        "lepton-head-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, n, d) = rows(s, l)?;
+        let (vocab, inputs) = self.head.dims();
+        if n != self.targets.len() || d != inputs {
+            candle_core::bail!(
+                "head cross-entropy: hidden states [{n}, {d}] for {} targets and a head of \
+                 {inputs} inputs",
+                self.targets.len()
+            );
+        }
+        let mut losses = vec![0f32; n];
+        let mut dh = if self.grad {
+            vec![0f32; n * d]
+        } else {
+            Vec::new()
+        };
+        for start in (0..n).step_by(HEAD_ROWS) {
+            let end = (start + HEAD_ROWS).min(n);
+            let w = &self.weights[start..end];
+            // Cheap check first: a chunk without loss positions (chat prompts) costs nothing.
+            if w.iter().all(|&w| w == 0.0) {
+                continue;
+            }
+            let mut logits = self.head.forward_rows(&x[start * d..end * d])?;
+            logits
+                .par_chunks_mut(vocab)
+                .zip(losses[start..end].par_iter_mut())
+                .zip(w.par_iter().zip(&self.targets[start..end]))
+                .for_each(|((row, loss), (&w, &t))| {
+                    if w == 0.0 {
+                        row.fill(0.0);
+                        return;
+                    }
+                    let lse = logsumexp(row);
+                    *loss = w * (lse - row[t as usize]);
+                    if self.grad {
+                        // The row becomes its gradient w·(softmax − onehot), as MaskedCe's.
+                        for v in row.iter_mut() {
+                            *v = w * (*v - lse).exp();
+                        }
+                        row[t as usize] -= w;
+                    }
+                });
+            if self.grad {
+                let g = self.head.input_grad_rows(&logits)?;
+                dh[start * d..end * d].copy_from_slice(&g);
+            }
+        }
+        *self.dh.lock().unwrap_or_else(|e| e.into_inner()) = dh;
+        Ok((CpuStorage::F32(losses), Shape::from(n)))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        if !self.grad {
+            candle_core::bail!("head cross-entropy: built without its gradient (grad = false)");
+        }
+        let dy = dy.to_vec1::<f32>()?;
+        let d = x.dim(1)?;
+        let dh = self.dh.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dx = dh.clone();
+        dx.par_chunks_mut(d).zip(&dy).for_each(|(r, &s)| {
+            if s != 1.0 {
+                r.iter_mut().for_each(|v| *v *= s);
+            }
+        });
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// `masked_cross_entropy(hidden·headᵀ, targets, mask)` without the `[N, V]` logits: the head's
+/// logits are made [`HEAD_ROWS`] rows at a time and, with `grad`, turned into their gradient and
+/// projected back to `∂loss/∂hidden` at once (the backward only scales those rows by the
+/// incoming gradient). Same numbers as the composition: each row goes through the same head
+/// matmul and the same loss/gradient formulas. `hidden: [N, D]`, `head: [V, D]`.
+pub fn head_cross_entropy(
+    hidden: &Tensor,
+    head: &FrozenWeight,
+    targets: &[u32],
+    mask: &[bool],
+    grad: bool,
+) -> Result<Tensor> {
+    let vocab = head.dims().0;
+    if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
+        candle_core::bail!("head cross-entropy: target {t} is outside the vocabulary of {vocab}");
+    }
+    if mask.len() != targets.len() {
+        candle_core::bail!(
+            "head cross-entropy: {} mask values for {} targets",
+            mask.len(),
+            targets.len()
+        );
+    }
+    hidden
+        .contiguous()?
+        .apply_op1(HeadCe {
+            head: head.clone(),
+            targets: targets.to_vec(),
+            weights: loss_weights(mask),
+            grad,
+            dh: Mutex::new(Vec::new()),
         })?
         .sum_all()
 }
@@ -135,6 +271,101 @@ mod tests {
         assert!(dl < 1e-5, "loss differs by {dl}");
         let dg = (got - wgrad)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(dg < 1e-6, "gradient differs by {dg}");
+        Ok(())
+    }
+
+    /// The fused head + loss against `masked_cross_entropy(frozen head(h))`, loss and `∂/∂h`,
+    /// over more rows than one chunk (a chunk without loss positions included), for an f32
+    /// and a quantized head; the quantized one runs the same row kernels, so it must match
+    /// bit for bit.
+    #[test]
+    fn head_cross_entropy_equals_the_head_then_the_loss() -> anyhow::Result<()> {
+        use crate::qfrozen::{quantize_q8_0, QuantWeight};
+        use std::sync::Arc;
+        let dev = Device::Cpu;
+        let (n, d, vocab) = (HEAD_ROWS * 2 + 5, 64, 96);
+        let w = Tensor::randn(0f32, 0.3, (vocab, d), &dev)?;
+        let wv = w.flatten_all()?.to_vec1::<f32>()?;
+        let q =
+            lepton_quant::QMatrix::new(lepton_quant::QType::Q8_0, vocab, d, quantize_q8_0(&wv))?;
+        let heads = [
+            FrozenWeight::F32(w),
+            FrozenWeight::Quantized(Arc::new(QuantWeight::new(q, None, "test")?)),
+        ];
+        let targets: Vec<u32> = (0..n).map(|i| (i * 7 % vocab) as u32).collect();
+        // The second chunk has no loss position; the last rows some.
+        let mask: Vec<bool> = (0..n)
+            .map(|i| !(HEAD_ROWS..2 * HEAD_ROWS).contains(&i) && i % 5 != 3)
+            .collect();
+        for (which, head) in heads.iter().enumerate() {
+            let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, d), &dev)?)?;
+            let fused = head_cross_entropy(h.as_tensor(), head, &targets, &mask, true)?;
+            let g = fused.backward()?;
+            let got = g.get(h.as_tensor()).expect("gradient").clone();
+            let h2 = Var::from_tensor(h.as_tensor())?;
+            let want = masked_cross_entropy(&head.linear(h2.as_tensor())?, &targets, &mask)?;
+            let wg = want.backward()?;
+            let wgrad = wg.get(h2.as_tensor()).expect("gradient");
+            let (lf, lw) = (fused.to_scalar::<f32>()?, want.to_scalar::<f32>()?);
+            let dg = (&got - wgrad)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let scale = wgrad.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                scale > 1e-4,
+                "head {which}: a vanishing gradient proves nothing"
+            );
+            if which == 1 {
+                assert_eq!(lf, lw, "quantized head: loss");
+                assert_eq!(dg, 0.0, "quantized head: gradient");
+            } else {
+                assert!((lf - lw).abs() < 1e-5, "f32 head: loss {lf} vs {lw}");
+                assert!(dg < 1e-5 * scale, "f32 head: gradient differs by {dg}");
+            }
+            // The rows without loss get no gradient.
+            let rows = got.narrow(0, HEAD_ROWS, HEAD_ROWS)?.abs()?.max_all()?;
+            assert_eq!(rows.to_scalar::<f32>()?, 0.0);
+            // Without `grad` the loss is the same and there is no backward.
+            let eval = head_cross_entropy(h.as_tensor(), head, &targets, &mask, false)?;
+            assert_eq!(eval.to_scalar::<f32>()?, lf);
+        }
+        Ok(())
+    }
+
+    /// Finite differences of the fused op's loss (f32 head) in a few hidden values.
+    #[test]
+    fn head_cross_entropy_gradient_matches_finite_differences() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let (n, d, vocab) = (6, 8, 11);
+        let w = FrozenWeight::F32(
+            Tensor::randn(0f64, 0.5, (vocab, d), &dev)?.to_dtype(candle_core::DType::F32)?,
+        );
+        let targets = [1u32, 4, 10, 0, 3, 3];
+        let mask = [true, true, false, true, true, true];
+        let hv: Vec<f32> = (0..n * d).map(|i| ((i as f32) * 0.61).sin()).collect();
+        let f = |hv: &[f32]| -> anyhow::Result<f64> {
+            let h = Tensor::from_vec(hv.to_vec(), (n, d), &dev)?;
+            Ok(head_cross_entropy(&h, &w, &targets, &mask, false)?.to_scalar::<f32>()? as f64)
+        };
+        let h = Var::from_vec(hv.clone(), (n, d), &dev)?;
+        let g = head_cross_entropy(h.as_tensor(), &w, &targets, &mask, true)?.backward()?;
+        let g = g
+            .get(h.as_tensor())
+            .expect("gradient")
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for idx in [0, 9, 17, 2 * d + 3, n * d - 1] {
+            let eps = 1e-2f32;
+            let (mut p, mut m) = (hv.clone(), hv.clone());
+            p[idx] += eps;
+            m[idx] -= eps;
+            let numeric = (f(&p)? - f(&m)?) / (2.0 * eps as f64);
+            let analytic = g[idx] as f64;
+            assert!(
+                (numeric - analytic).abs() < 2e-3 + 1e-2 * analytic.abs(),
+                "element {idx}: numeric {numeric} analytic {analytic}"
+            );
+        }
+        // Row 2 has no loss: its gradient is exactly zero.
+        assert!(g[2 * d..3 * d].iter().all(|&v| v == 0.0));
         Ok(())
     }
 }

@@ -159,7 +159,7 @@ impl QuantWeight {
     }
 
     /// `y = x·Wᵀ` for `m` rows of `x` (`m × in`): `m × out`.
-    fn forward_rows(&self, x: &[f32]) -> Vec<f32> {
+    pub(crate) fn forward_rows(&self, x: &[f32]) -> Vec<f32> {
         let (n, m) = (self.rows(), x.len() / self.cols());
         let mut y = vec![0f32; m * n];
         if m == 0 {
@@ -179,7 +179,7 @@ impl QuantWeight {
     }
 
     /// `dx = dy·W` for `m` rows of `dy` (`m × out`): `m × in`.
-    fn backward_rows(&self, dy: &[f32]) -> Vec<f32> {
+    pub(crate) fn backward_rows(&self, dy: &[f32]) -> Vec<f32> {
         let (k, m) = (self.cols(), dy.len() / self.rows());
         let mut dx = vec![0f32; m * k];
         if m > 0 {

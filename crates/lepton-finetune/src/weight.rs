@@ -79,6 +79,30 @@ impl FrozenWeight {
         }
     }
 
+    /// `y = x·Wᵀ` on plain rows (`x`: `m × in`, `y`: `m × out`), the same numbers as
+    /// [`FrozenWeight::linear`] gives for those rows.
+    pub(crate) fn forward_rows(&self, x: &[f32]) -> candle_core::Result<Vec<f32>> {
+        match self {
+            FrozenWeight::F32(w) => {
+                let (n, k) = self.dims();
+                with_f32(w, |w| crate::frozen::matmul_xwt(x, w, n, k))
+            }
+            FrozenWeight::Quantized(q) => Ok(q.forward_rows(x)),
+        }
+    }
+
+    /// `dx = dy·W` on plain rows (`dy`: `m × out`, `dx`: `m × in`): the input gradient of
+    /// [`FrozenWeight::forward_rows`].
+    pub(crate) fn input_grad_rows(&self, dy: &[f32]) -> candle_core::Result<Vec<f32>> {
+        match self {
+            FrozenWeight::F32(w) => {
+                let (n, k) = self.dims();
+                with_f32(w, |w| crate::frozen::matmul_dyw(dy, w, n, k))
+            }
+            FrozenWeight::Quantized(q) => Ok(q.backward_rows(dy)),
+        }
+    }
+
     /// Rows `ids` of `W` (an embedding lookup): `[ids.len(), in]`, no gradient.
     pub fn rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         match self {
@@ -100,4 +124,16 @@ impl FrozenWeight {
             }
         }
     }
+}
+
+/// `f` on the contiguous f32 values of a CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) =
+        (&*s, l.contiguous_offsets())
+    else {
+        candle_core::bail!("frozen weight: expected contiguous f32 values on the CPU");
+    };
+    Ok(f(&v[a..b]))
 }

@@ -637,7 +637,7 @@ mod tests {
     }
 
     fn every_tile_and_kernel_level_for(dtype: candle_core::quantized::GgmlDType, blocks: usize) {
-        let (n, k) = (5, 32 * blocks);
+        let (n, k) = (6, 32 * blocks);
         let w = lcg(n * k, 4 + blocks as u64);
         let (ours, q) = quantize_with_candle(dtype, n, k, &w);
         let deq: Vec<f32> = q
@@ -673,31 +673,31 @@ mod tests {
             levels.push(kernels::Level::Vnni);
         }
         for level in levels {
-            // Weight rows 1..5 (a tile of four and a single row) against 1 to 8 activation rows.
+            // Weight rows 1..6 (a tile of four and a single row) against 1 to 8 activation rows.
             for g in 1..=MAX_ROWS {
-                let mut out = vec![f32::NAN; g * 6];
-                // SAFETY: `out` has g rows of stride 6 ≥ 4 weight rows.
+                let mut out = vec![f32::NAN; g * 7];
+                // SAFETY: `out` has g rows of stride 7 ≥ 5 weight rows.
                 unsafe {
                     kernels::dot(
                         kind,
                         level,
-                        &ours.data[rb..5 * rb],
+                        &ours.data[rb..6 * rb],
                         rb,
                         &rows[..g],
                         out.as_mut_ptr(),
-                        6,
+                        7,
                     )
                 };
                 for r in 0..g {
-                    for j in 0..4 {
+                    for j in 0..5 {
                         let want = scalar(&ours.data[(j + 1) * rb..(j + 2) * rb], rows[r]);
                         assert_eq!(
-                            out[r * 6 + j].to_bits(),
+                            out[r * 7 + j].to_bits(),
                             want.to_bits(),
                             "{dtype:?} {level:?}, {blocks} blocks, {g} rows: ({r}, {j})"
                         );
                     }
-                    assert!(out[r * 6 + 4].is_nan(), "wrote past the tile");
+                    assert!(out[r * 7 + 5].is_nan(), "wrote past the tile");
                 }
             }
         }

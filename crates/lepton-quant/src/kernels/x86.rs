@@ -378,9 +378,13 @@ unsafe fn load(p: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
-/// Every weight row of `w` against the `G` activation rows: tiles of four weight rows for one
-/// activation row (more loads in flight while decoding), of one weight row otherwise (a tile's
-/// accumulators then fit in registers).
+/// Every weight row of `w` against the `G` activation rows in tiles of four weight rows (the
+/// rest one by one): each activation load serves four weight rows, and with one activation row
+/// more loads are in flight while decoding. Four-row tiles against eight activation rows
+/// (training, prefill: m = 512) took a Q4_1 1536×576 matmul from 105.8 to 72.3 ms and a Q8_0
+/// 576×1536 one from 93.4 to 60.9 ms against one-row tiles (medians of 9, same process, a loaded
+/// machine; bench/RESULTS.md, issue 15 session 10); the accumulators no longer all fit in
+/// registers, but they are touched once per eight blocks.
 macro_rules! drive {
     ($imp:ident, $vnni:expr, $g:ident, $w:ident, $rb:ident, $rows:ident, $out:ident, $stride:ident) => {{
         let n = $w.len() / $rb;
@@ -388,15 +392,15 @@ macro_rules! drive {
         let base = $w.as_ptr();
         let mut res = [0f32; 4 * MAX_ROWS];
         let mut j = 0;
-        if $g == 1 {
-            while j + 4 <= n {
-                let ws: [*const u8; 4] = std::array::from_fn(|t| base.add((j + t) * $rb));
-                $imp::<4, $g, $vnni>(&ws, &a, $rb, j + 4 < n, &mut res);
-                for (t, v) in res[..4].iter().enumerate() {
-                    *$out.add(j + t) = *v;
+        while j + 4 <= n {
+            let ws: [*const u8; 4] = std::array::from_fn(|t| base.add((j + t) * $rb));
+            $imp::<4, $g, $vnni>(&ws, &a, $rb, j + 4 < n, &mut res);
+            for t in 0..4 {
+                for r in 0..$g {
+                    *$out.add(r * $stride + j + t) = res[t * $g + r];
                 }
-                j += 4;
             }
+            j += 4;
         }
         while j < n {
             $imp::<1, $g, $vnni>(&[base.add(j * $rb)], &a, $rb, j + 1 < n, &mut res);
