@@ -98,12 +98,9 @@ fn resolve(a: &FinetuneArgs) -> anyhow::Result<FinetuneFile> {
 }
 
 pub fn run(a: FinetuneArgs, mode: Mode) -> anyhow::Result<()> {
-    // candle's element-wise ops run on its own spinning barrier pool beside rayon's (which the
-    // GEMMs use); on a shared 2-core machine the spinning took 37 % of a training step (perf,
-    // SmolLM2, 4x128 tokens): keep those ops on the calling thread unless the user chose.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    // candle's element-wise pool off (it spun beside rayon: 37 % of a step) and freed blocks
+    // kept by glibc (page faults were 10 % of a quantized step): see `tuning`.
+    crate::tuning::for_compute();
     let saved = a.out.join("finetune.toml");
     let file = if a.resume {
         FinetuneFile::from_file(&saved).with_context(|| {
