@@ -163,7 +163,6 @@ impl<C: Communicator> DataParallel<C> {
         self.record(timing)
     }
 
-    /// Number the step, write its timeline line, keep it.
     /// Pack the complete gradients of one segment's `params` and start their reductions.
     fn start_segment(
         &mut self,
@@ -203,6 +202,7 @@ impl<C: Communicator> DataParallel<C> {
         }
     }
 
+    /// Number the step, write its timeline line, keep it.
     pub(crate) fn record(&mut self, mut timing: StepTiming) -> Result<()> {
         let now = Instant::now();
         timing.step = self.step;

@@ -49,6 +49,11 @@ fn check_depth(bytes: &[u8], limits: &Limits) -> Result<(), ApiError> {
 /// Parse a JSON body after the depth check.
 pub fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, ApiError> {
     check_depth(bytes, limits)?;
+    parse_checked(bytes)
+}
+
+/// Parse a JSON body whose depth was checked.
+fn parse_checked(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))
 }
@@ -114,7 +119,7 @@ pub fn body_features(
             return Ok((features, inputs.ends.len()));
         }
     }
-    let body = parse_json(bytes, limits)?;
+    let body = parse_checked(bytes)?;
     if let Some(log) = log {
         log(&body);
     }
