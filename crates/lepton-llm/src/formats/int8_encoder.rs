@@ -309,7 +309,7 @@ pub fn write_int8_encoder(src: &Path, out: &Path) -> Result<Int8Written> {
         });
     }
     let config: BertConfig = folder.typed_config()?;
-    config.to_candle(&cfg_path)?;
+    config.check(&cfg_path)?;
     let weights = folder.weights()?;
     crate::bert::check_layer_count(&weights, &cfg_path, config.num_hidden_layers)?;
     let prefix = crate::hf::check_tensors(

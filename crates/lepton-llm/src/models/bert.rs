@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::layer_norm;
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert;
 use lepton_nn::kernels::{attention, Activation, AttentionMask, PackedLinear};
 use lepton_quant::PackedI8;
 use serde::Deserialize;
@@ -61,18 +60,9 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
-    /// The MLP activation named by `hidden_act`, checked.
-    fn activation(&self, path: &std::path::Path) -> Result<Activation> {
-        self.to_candle(path)?;
-        Ok(match self.hidden_act.as_str() {
-            "gelu" => Activation::GeluErf,
-            "relu" => Activation::Relu,
-            _ => Activation::GeluTanh,
-        })
-    }
-
-    /// Check the config and turn it into candle's (the reference implementation's).
-    pub fn to_candle(&self, path: &std::path::Path) -> Result<bert::Config> {
+    /// Check the config (sizes, epsilon, heads, position embeddings, activation) and return the
+    /// MLP activation it names.
+    pub fn check(&self, path: &std::path::Path) -> Result<Activation> {
         let bad = |message: String| Error::Config {
             path: path.to_path_buf(),
             message,
@@ -108,34 +98,14 @@ impl BertConfig {
                 )));
             }
         }
-        let hidden_act = match self.hidden_act.as_str() {
-            "gelu" => bert::HiddenAct::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" => bert::HiddenAct::GeluApproximate,
-            "relu" => bert::HiddenAct::Relu,
-            other => {
-                return Err(bad(format!(
+        match self.hidden_act.as_str() {
+            "gelu" => Ok(Activation::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            other => Err(bad(format!(
                 "hidden_act \"{other}\" is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)"
-            )))
-            }
-        };
-        Ok(bert::Config {
-            vocab_size: self.vocab_size,
-            hidden_size: self.hidden_size,
-            num_hidden_layers: self.num_hidden_layers,
-            num_attention_heads: self.num_attention_heads,
-            intermediate_size: self.intermediate_size,
-            hidden_act,
-            hidden_dropout_prob: 0.0,
-            max_position_embeddings: self.max_position_embeddings,
-            type_vocab_size: self.type_vocab_size,
-            initializer_range: 0.02,
-            layer_norm_eps: self.layer_norm_eps,
-            pad_token_id: self.pad_token_id,
-            position_embedding_type: bert::PositionEmbeddingType::Absolute,
-            use_cache: false,
-            classifier_dropout: None,
-            model_type: Some("bert".into()),
-        })
+            ))),
+        }
     }
 }
 
@@ -246,7 +216,7 @@ impl Bert {
             });
         }
         let config: BertConfig = folder.typed_config()?;
-        let act = config.activation(&cfg_path)?;
+        let act = config.check(&cfg_path)?;
         let weights = folder.weights()?;
         check_layer_count(&weights, &cfg_path, config.num_hidden_layers)?;
         let int8 = Marker::read(&folder.dir)?;

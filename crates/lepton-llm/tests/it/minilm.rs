@@ -69,6 +69,37 @@ fn minilm_truncation_keeps_the_trailing_separator() {
     assert!(e.truncated());
 }
 
+/// Our checked config as candle-transformers' BERT config (the reference implementation's).
+fn candle_config(
+    cfg: &lepton_llm::bert::BertConfig,
+    path: &std::path::Path,
+) -> candle_transformers::models::bert::Config {
+    use candle_transformers::models::bert;
+    cfg.check(path).unwrap();
+    bert::Config {
+        vocab_size: cfg.vocab_size,
+        hidden_size: cfg.hidden_size,
+        num_hidden_layers: cfg.num_hidden_layers,
+        num_attention_heads: cfg.num_attention_heads,
+        intermediate_size: cfg.intermediate_size,
+        hidden_act: match cfg.hidden_act.as_str() {
+            "gelu" => bert::HiddenAct::Gelu,
+            "relu" => bert::HiddenAct::Relu,
+            _ => bert::HiddenAct::GeluApproximate,
+        },
+        hidden_dropout_prob: 0.0,
+        max_position_embeddings: cfg.max_position_embeddings,
+        type_vocab_size: cfg.type_vocab_size,
+        initializer_range: 0.02,
+        layer_norm_eps: cfg.layer_norm_eps,
+        pad_token_id: cfg.pad_token_id,
+        position_embedding_type: bert::PositionEmbeddingType::Absolute,
+        use_cache: false,
+        classifier_dropout: None,
+        model_type: Some("bert".into()),
+    }
+}
+
 /// Lepton's fused BERT forward against candle-transformers' BERT (an independent implementation)
 /// on a padded batch: hidden states of every real token agree.
 #[test]
@@ -87,7 +118,7 @@ fn fused_bert_matches_candle_transformers_bert() {
         candle_nn::VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu)
     }
     .unwrap();
-    let theirs = BertModel::load(vb, &cfg.to_candle(&weights).unwrap()).unwrap();
+    let theirs = BertModel::load(vb, &candle_config(&cfg, &weights)).unwrap();
 
     let tk = Tokenizer::from_file(&folder.dir.join("tokenizer.json")).unwrap();
     let texts = [
