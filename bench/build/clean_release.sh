@@ -5,19 +5,25 @@
 # sources must already be downloaded (`cargo fetch`), so the time is compile time only.
 #
 #   bench/build/clean_release.sh          # JOBS=$(nproc)
+#   TARGET=dir bench/build/clean_release.sh   # build into dir (its release/ removed first) and keep it
 #
 # Run it on an idle machine: it takes the CPU lock the benches share.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 jobs=${JOBS:-$(nproc)}
-target=$(mktemp -d)
-trap 'rm -rf "$target"' EXIT
+if [[ -n ${TARGET:-} ]]; then
+    target=$TARGET
+    rm -rf "$target/release"
+else
+    target=$(mktemp -d)
+    trap 'rm -rf "$target"' EXIT
+fi
 cargo fetch -q
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg), jobs $jobs, rustc $(rustc --version | cut -d' ' -f2)"
 start=$(date +%s.%N)
 flock /tmp/lepton-cpu.lock env CARGO_TARGET_DIR="$target" cargo build --release -p lepton-cli --timings -j "$jobs" 2>&1 | tail -2
 end=$(date +%s.%N)
-report=$(ls "$target"/cargo-timings/cargo-timing-*.html | head -1)
+report=$(ls -t "$target"/cargo-timings/cargo-timing-*.html | head -1)
 cp "$report" bench/build/cargo-timing.html
 python3 - "$report" > bench/build/timing-summary.txt <<'PY'
 import json, re, sys
