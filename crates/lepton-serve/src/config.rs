@@ -44,10 +44,12 @@ pub struct ServeConfig {
     pub models_dir: Option<PathBuf>,
     #[serde(default)]
     pub alerts: AlertConfig,
-    /// Threads one forward pass may use (candle's CPU thread pool; the `CANDLE_NUM_THREADS`
-    /// environment variable wins when set). Default 1: requests run in parallel across the
-    /// workers instead, which on a small CPU is about twice as fast as several workers sharing
-    /// candle's spinning pool (bench/RESULTS.md, issue 4).
+    /// Threads one forward pass may use: each inference worker runs its forward passes on a
+    /// compute pool of this many threads, which is also candle's CPU thread count (the
+    /// `CANDLE_NUM_THREADS` environment variable wins when set). Default 1: requests run in
+    /// parallel across the workers (`max-workers`, default one per core) instead, which on a
+    /// small CPU is faster than several workers sharing every core (bench/RESULTS.md, issues 4
+    /// and 19).
     #[serde(default = "one")]
     pub compute_threads: usize,
     #[serde(default)]
