@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Our server against our server: two `lepton` binaries (OLD, NEW) serving the same photon with
-# batching on (bench/serve/load.sh's settings), the same wrk load (64 connections, PNG and JSON
-# bodies), alternating OLD/NEW for ROUNDS rounds (the order swapped every round), then the median
-# req/s, p99 and server CPU time per request of each, and the ratio NEW/OLD per body. The CPU time
-# per request (user + system of the server process over the run / requests answered) moves much
-# less than req/s when other work shares the cores. Run it under the CPU lock on a shared machine;
-# one round of both binaries and both bodies takes about 4 x (DURATION + 3) seconds.
+# batching on (bench/serve/load.sh's settings: each binary's default batch size unless BATCH is
+# set), the same wrk load (64 connections, PNG and JSON bodies), alternating OLD/NEW for ROUNDS
+# rounds (the order swapped every round), then the median req/s, p99 and server CPU time per
+# request of each, and the ratio NEW/OLD per body. The CPU time per request (user + system of the
+# server process over the run / requests answered) moves much less than req/s when other work
+# shares the cores. Run it under the CPU lock on a shared machine; one round of both binaries and
+# both bodies takes about 4 x (DURATION + 3) seconds.
 #
 #   flock /tmp/lepton-cpu.lock env OLD=/tmp/lepton-old NEW=target/release/lepton \
 #       PHOTON=/tmp/mnist.photon bench/serve/ab.sh
-#   ROUNDS=3 DURATION=10 CONNS=64 BODIES="png json" BATCH=32 MAX_WAIT_US=2000 ...
+#   ROUNDS=3 DURATION=10 CONNS=64 BODIES="png json" BATCH=16 MAX_WAIT_US=2000 ...
 #   OLD_ENV="TOKIO_WORKER_THREADS=1" NEW_ENV=... # environment of one side (settings A/B, same binary)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -51,7 +52,8 @@ wrk.body = f:read("*a")
 f:close()
 LUA
 done
-printf '[batching]\nmax-batch-size = %d\nmax-wait-us = %d\n' "${BATCH:-32}" "${MAX_WAIT_US:-2000}" >"$work/serve.toml"
+# Each binary's own default batch size unless BATCH is given.
+{ echo '[batching]'; [[ -n ${BATCH:-} ]] && echo "max-batch-size = $BATCH"; echo "max-wait-us = ${MAX_WAIT_US:-2000}"; } >"$work/serve.toml"
 url=http://127.0.0.1:$port/v1/models/mnist/predict
 # The photon is served as "mnist" whatever its file name.
 ln -s "$(realpath "$photon")" "$work/mnist.photon"
@@ -83,7 +85,7 @@ run_one() {
     stop_server
 }
 
-echo "OLD=$OLD ${OLD_ENV:-} NEW=$NEW ${NEW_ENV:-} photon=$photon; $rounds rounds, wrk -t1 -c$conns -d${dur}s, batching ${BATCH:-32}/${MAX_WAIT_US:-2000}us"
+echo "OLD=$OLD ${OLD_ENV:-} NEW=$NEW ${NEW_ENV:-} photon=$photon; $rounds rounds, wrk -t1 -c$conns -d${dur}s, batching ${BATCH:-default}/${MAX_WAIT_US:-2000}us"
 echo "label body req/s p99_ms errors server_cpu_us_per_request"
 : >"$work/rows"
 for r in $(seq 1 "$rounds"); do

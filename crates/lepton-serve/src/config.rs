@@ -239,7 +239,11 @@ impl Default for Limits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct BatchConfig {
-    /// Most samples merged into one forward pass. Default 32; 1 turns batching off.
+    /// Most samples merged into one forward pass. Default 16; 1 turns batching off. Larger
+    /// batches save little per sample once a worker runs its forward on its own thread, and
+    /// with a few dozen clients a batch of 32 left no request being received while the
+    /// workers computed: 16 served 1.13-1.17x the requests per second at 64 connections
+    /// (bench/RESULTS.md, issue 19).
     pub max_batch_size: usize,
     /// Longest wait for more requests once one is queued, in microseconds. Default 2000.
     pub max_wait_us: u64,
@@ -256,7 +260,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_batch_size: 32,
+            max_batch_size: 16,
             max_wait_us: 2000,
             queue_capacity: 1024,
             min_workers: 1,
