@@ -11,6 +11,7 @@
 #   CONNS=64 WRK_THREADS=1 ...             # wrk connections and threads
 #   ONLY=ours|reference ...                # run one side only (development)
 #   BODIES="png json" ...                  # which request bodies (default both)
+#   BATCH=32 MAX_WAIT_US=2000 ...          # batching on: batch size (default: the server's), wait
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dur=${DURATION:-60}
@@ -110,8 +111,9 @@ printf "%-38s %10s %9s %9s %7s\n" run "req/s" "p50 ms" "p99 ms" errors
 
 if [[ ${ONLY:-} != reference ]]; then
     for mode in off on; do
-        if [[ $mode == off ]]; then bs=1; else bs=${BATCH:-32}; fi
-        printf '[batching]\nmax-batch-size = %d\nmax-wait-us = %d\n' "$bs" "${MAX_WAIT_US:-2000}" >"$work/serve.toml"
+        # Batching on: the server's default batch size unless BATCH is given.
+        if [[ $mode == off ]]; then bs=1; else bs=${BATCH:-}; fi
+        { echo '[batching]'; [[ -n $bs ]] && echo "max-batch-size = $bs"; echo "max-wait-us = ${MAX_WAIT_US:-2000}"; } >"$work/serve.toml"
         "$lepton" serve "$photon" --config "$work/serve.toml" --listen "127.0.0.1:$port" 2>"$work/server.log" >/dev/null &
         server=$!
         wait_ready "http://127.0.0.1:$port/readyz"

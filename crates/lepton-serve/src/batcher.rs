@@ -2,15 +2,22 @@
 //!
 //! Requests put their samples on a bounded queue (full queue = `Overloaded`, answered 503 at
 //! once). Workers take the first waiting job, then keep taking jobs until `max-batch-size`
-//! samples or `max-wait` has passed, run one forward pass on the blocking pool, and answer each
-//! job. A supervisor adds a worker while samples wait and the pool is below `max-workers`; a
-//! worker idle for `idle` retires while the pool is above `min-workers`.
+//! samples or `max-wait` has passed, run one forward pass, and answer each job. A supervisor
+//! adds a worker while samples wait and the pool is below `max-workers`; a worker idle for
+//! `idle` retires while the pool is above `min-workers`.
+//!
+//! Each worker runs its forward passes on a compute pool of its own with `compute-threads`
+//! threads (a rayon pool: the model's kernels split a batch over `rayon::current_num_threads()`
+//! threads of the pool they run in). Without it every forward spread over rayon's global pool,
+//! one thread per core, so two workers on two cores ran two forwards on the same two threads,
+//! each waiting on the other's work, and the threads that handed the forward over slept in between.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tracing::warn;
 
 use crate::backend::{Backend, Output};
 use crate::config::BatchConfig;
@@ -31,6 +38,8 @@ pub struct Batcher {
     queued: Arc<AtomicUsize>,
     workers: Arc<AtomicUsize>,
     cfg: BatchConfig,
+    /// Threads of each worker's compute pool (`compute-threads`).
+    threads: usize,
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     name: String,
@@ -55,11 +64,13 @@ mod tokio_util_shutdown {
 }
 
 impl Batcher {
-    /// Start the pool (needs a Tokio runtime).
+    /// Start the pool (needs a Tokio runtime); each worker's forward passes use `threads`
+    /// threads (`compute-threads`, at least 1).
     pub fn start(
         name: &str,
         backend: Arc<dyn Backend>,
         cfg: BatchConfig,
+        threads: usize,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
@@ -69,6 +80,7 @@ impl Batcher {
             queued: Arc::new(AtomicUsize::new(0)),
             workers: Arc::new(AtomicUsize::new(0)),
             cfg,
+            threads: threads.max(1),
             backend,
             metrics,
             name: name.to_string(),
@@ -125,6 +137,15 @@ impl Batcher {
 
     async fn worker(self: Arc<Self>) {
         let idle = Duration::from_millis(self.cfg.idle_ms);
+        let name = self.name.clone();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .thread_name(move |i| format!("compute-{name}-{i}"))
+            .build()
+            .map_err(|e| {
+                warn!(model = %self.name, error = %e, "cannot start a compute pool: forward passes run on the blocking pool");
+            })
+            .ok();
         loop {
             let first = {
                 let mut rx = self.rx.lock().await;
@@ -171,21 +192,44 @@ impl Batcher {
                 }
             }
             self.queued.fetch_sub(samples, Ordering::SeqCst);
-            self.run(jobs, samples).await;
+            self.run(pool.as_ref(), jobs, samples).await;
         }
     }
 
-    async fn run(&self, jobs: Vec<Job>, samples: usize) {
+    async fn run(&self, pool: Option<&rayon::ThreadPool>, jobs: Vec<Job>, samples: usize) {
         let mut features = Vec::with_capacity(jobs.iter().map(|j| j.features.len()).sum());
         for j in &jobs {
             features.extend_from_slice(&j.features);
         }
         let backend = Arc::clone(&self.backend);
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || backend.predict(&features, samples))
-            .await
-            .unwrap_or_else(|e| Err(InferError::internal("inference task", e)))
-            .map_err(Arc::new);
+        let forward = move || backend.predict(&features, samples);
+        let result = match pool {
+            Some(pool) => {
+                let (tx, rx) = oneshot::channel();
+                pool.spawn(move || {
+                    // A panic must not reach rayon's handler (which aborts the process).
+                    let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                        forward,
+                    )));
+                });
+                match rx.await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(panic)) => Err(InferError::internal(
+                        "inference task",
+                        format!("the forward pass panicked: {}", panic_message(&*panic)),
+                    )),
+                    Err(_) => Err(InferError::internal(
+                        "inference task",
+                        "the compute pool dropped the forward pass",
+                    )),
+                }
+            }
+            None => tokio::task::spawn_blocking(forward)
+                .await
+                .unwrap_or_else(|e| Err(InferError::internal("inference task", e))),
+        }
+        .map_err(Arc::new);
         self.metrics
             .observe_batch(&self.name, samples, started.elapsed().as_secs_f64());
         match result {
@@ -239,5 +283,109 @@ impl Batcher {
                 "the inference worker dropped the request".into(),
             )),
         }
+    }
+}
+
+/// The message of a panic payload (`panic!` with a literal or a formatted string).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ModelInfo;
+
+    /// Records how many threads each forward pass could use; panics on a NaN feature.
+    struct Probe {
+        info: ModelInfo,
+        threads: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl Probe {
+        fn new() -> Arc<Self> {
+            Arc::new(Probe {
+                info: ModelInfo {
+                    name: "probe".into(),
+                    sample_shape: vec![1],
+                    class_names: Vec::new(),
+                    input_schema: serde_json::Value::Null,
+                    task: "regression".into(),
+                    metrics: serde_json::Value::Null,
+                    version: "1".into(),
+                    precision: "f32".into(),
+                },
+                threads: Default::default(),
+            })
+        }
+    }
+
+    impl Backend for Probe {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+        fn image_features(&self, _img: &image::DynamicImage) -> Result<Vec<f32>, InferError> {
+            unreachable!()
+        }
+        fn raw_features(&self, raw: &[f32]) -> Result<Vec<f32>, InferError> {
+            Ok(raw.to_vec())
+        }
+        fn row_features(&self, _row: &[(String, String)]) -> Result<Vec<f32>, InferError> {
+            unreachable!()
+        }
+        fn predict(&self, features: &[f32], _n: usize) -> Result<Vec<Output>, InferError> {
+            assert!(!features[0].is_nan(), "a NaN feature");
+            self.threads
+                .lock()
+                .unwrap()
+                .push(rayon::current_num_threads());
+            Ok(features.iter().map(|&x| Output::Value(2.0 * x)).collect())
+        }
+    }
+
+    fn config() -> BatchConfig {
+        BatchConfig {
+            max_wait_us: 0,
+            ..BatchConfig::default()
+        }
+    }
+
+    /// Issue 19: every forward pass ran on rayon's global pool (one thread per core), whatever
+    /// `compute-threads` said, so concurrent workers fought over the same threads.
+    #[tokio::test]
+    async fn forward_passes_use_compute_threads_threads() {
+        for threads in [1, 3] {
+            let probe = Probe::new();
+            let b = Batcher::start(
+                "probe",
+                probe.clone(),
+                config(),
+                threads,
+                Default::default(),
+            );
+            let out = b.submit(vec![1.0, 2.0], 2).await.unwrap();
+            assert!(matches!(out[..], [Output::Value(2.0), Output::Value(4.0)]));
+            assert_eq!(*probe.threads.lock().unwrap(), [threads]);
+            b.stop();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_forward_pass_is_an_internal_error_and_the_worker_goes_on() {
+        let b = Batcher::start("probe", Probe::new(), config(), 1, Default::default());
+        let e = b.submit(vec![f32::NAN], 1).await.unwrap_err();
+        match e {
+            ApiError::Internal(detail) => assert!(
+                detail.contains("the forward pass panicked: a NaN feature"),
+                "{detail}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let out = b.submit(vec![1.5], 1).await.unwrap();
+        assert!(matches!(out[..], [Output::Value(3.0)]));
     }
 }

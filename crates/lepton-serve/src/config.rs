@@ -44,10 +44,12 @@ pub struct ServeConfig {
     pub models_dir: Option<PathBuf>,
     #[serde(default)]
     pub alerts: AlertConfig,
-    /// Threads one forward pass may use (candle's CPU thread pool; the `CANDLE_NUM_THREADS`
-    /// environment variable wins when set). Default 1: requests run in parallel across the
-    /// workers instead, which on a small CPU is about twice as fast as several workers sharing
-    /// candle's spinning pool (bench/RESULTS.md, issue 4).
+    /// Threads one forward pass may use: each inference worker runs its forward passes on a
+    /// compute pool of this many threads, which is also candle's CPU thread count (the
+    /// `CANDLE_NUM_THREADS` environment variable wins when set). Default 1: requests run in
+    /// parallel across the workers (`max-workers`, default one per core) instead, which on a
+    /// small CPU is faster than several workers sharing every core (bench/RESULTS.md, issues 4
+    /// and 19).
     #[serde(default = "one")]
     pub compute_threads: usize,
     #[serde(default)]
@@ -237,7 +239,11 @@ impl Default for Limits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct BatchConfig {
-    /// Most samples merged into one forward pass. Default 32; 1 turns batching off.
+    /// Most samples merged into one forward pass. Default 16; 1 turns batching off. Larger
+    /// batches save little per sample once a worker runs its forward on its own thread, and
+    /// with a few dozen clients a batch of 32 left no request being received while the
+    /// workers computed: 16 served 1.13-1.17x the requests per second at 64 connections
+    /// (bench/RESULTS.md, issue 19).
     pub max_batch_size: usize,
     /// Longest wait for more requests once one is queued, in microseconds. Default 2000.
     pub max_wait_us: u64,
@@ -254,7 +260,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_batch_size: 32,
+            max_batch_size: 16,
             max_wait_us: 2000,
             queue_capacity: 1024,
             min_workers: 1,

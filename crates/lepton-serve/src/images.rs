@@ -37,7 +37,32 @@ pub fn decoded_bytes(bytes: &[u8], limits: &Limits, what: &str) -> Result<u64, A
 
 /// Decode a PNG or JPEG body after the header checks; `what` names the request part.
 pub fn decode_image(bytes: &[u8], limits: &Limits, what: &str) -> Result<DynamicImage, ApiError> {
-    let (mut decoder, decoded) = checked_decoder(bytes, limits, what)?;
+    let (decoder, decoded) = checked_decoder(bytes, limits, what)?;
+    decode_checked(decoder, decoded, limits, what)
+}
+
+/// [`decode_image`] when the body decodes to at most `small` bytes (then it is cheap enough to
+/// decode on the caller's thread), `None` otherwise: the header is read and checked once.
+pub fn decode_small_image(
+    bytes: &[u8],
+    limits: &Limits,
+    what: &str,
+    small: u64,
+) -> Result<Option<DynamicImage>, ApiError> {
+    let (decoder, decoded) = checked_decoder(bytes, limits, what)?;
+    if decoded > small {
+        return Ok(None);
+    }
+    decode_checked(decoder, decoded, limits, what).map(Some)
+}
+
+/// Decode under `image`'s allocation limits, from a decoder whose header passed the checks.
+fn decode_checked(
+    mut decoder: impl ImageDecoder,
+    decoded: u64,
+    limits: &Limits,
+    what: &str,
+) -> Result<DynamicImage, ApiError> {
     let mut l = image::Limits::default();
     l.max_image_width = Some(limits.max_image_side);
     l.max_image_height = Some(limits.max_image_side);

@@ -61,6 +61,9 @@ pub struct Inner {
     pub rate_limiter: RateLimiter,
     /// `security.trusted-proxies`, parsed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Threads of each inference worker's compute pool: `CANDLE_NUM_THREADS` when set, else
+    /// `compute-threads`.
+    pub compute_threads: usize,
     /// Bounds the CPU-heavy request work on blocking threads (`limits.cpu-concurrency`).
     pub cpu: Arc<tokio::sync::Semaphore>,
     /// Bounds the photon generations running at once (`llm.generation-concurrency`).
@@ -76,6 +79,11 @@ impl AppState {
         if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
             std::env::set_var("CANDLE_NUM_THREADS", config.compute_threads.to_string());
         }
+        let compute_threads = std::env::var("CANDLE_NUM_THREADS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(config.compute_threads);
         let l = &config.limits;
         let rate_limiter = RateLimiter::new(
             l.rate_limit_per_sec,
@@ -102,6 +110,7 @@ impl AppState {
                 loader,
                 rate_limiter,
                 trusted_proxies,
+                compute_threads,
                 cpu,
                 generation,
                 ready: std::sync::atomic::AtomicBool::new(true),
@@ -121,6 +130,7 @@ impl AppState {
             name,
             Arc::clone(&backend),
             self.inner.config.batch_for(name),
+            self.inner.compute_threads,
             Arc::clone(&self.inner.metrics),
         );
         let served = Arc::new(Served {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::backend::{Backend, Output};
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::images::{decode_image, decoded_bytes};
+use crate::images::{decode_image, decode_small_image, decoded_bytes};
 use crate::inputs::body_features;
 use crate::offload;
 use crate::routes::log_payload;
@@ -209,8 +209,16 @@ async fn image_features(
 ) -> Result<Vec<f32>, ApiError> {
     // Small on both sides: the image, and the model input it is resized to.
     let sample: usize = backend.info().sample_shape.iter().product();
-    let small = decoded_bytes(&bytes, limits, &what)? <= INLINE_IMAGE_BYTES
-        && sample as u64 <= INLINE_IMAGE_BYTES;
+    if sample as u64 <= INLINE_IMAGE_BYTES {
+        if let Some(img) = decode_small_image(&bytes, limits, &what, INLINE_IMAGE_BYTES)? {
+            return backend
+                .image_features(&img)
+                .map_err(|e| crate::llm::input_error(&what, e));
+        }
+    } else {
+        // Refuse a bad header before waiting for a CPU permit.
+        decoded_bytes(&bytes, limits, &what)?;
+    }
     let (backend, limits) = (Arc::clone(backend), limits.clone());
     let features = move || {
         let img = decode_image(&bytes, &limits, &what)?;
@@ -218,11 +226,7 @@ async fn image_features(
             .image_features(&img)
             .map_err(|e| crate::llm::input_error(&what, e))
     };
-    if small {
-        features()
-    } else {
-        offload::run(state, "image decoding", features).await?
-    }
+    offload::run(state, "image decoding", features).await?
 }
 
 /// The served models.
