@@ -2,8 +2,8 @@
 //! with a sliding window keep only their last positions, in a ring.
 //!
 //! # Sliding-window layers
-//! A layer whose queries see only the last `w` positions (Gemma 2/3's local layers) keeps a ring
-//! of `S = min(capacity, 2w)` positions instead of `capacity`: position `p` lives in slot
+//! A layer whose queries see only the last `w` positions (Gemma 2/3's local layers) keeps, once the
+//! capacity exceeds `4w`, a ring of `S = 2w` positions instead of `capacity`: position `p` lives in slot
 //! `p mod S`, written twice (rows `p mod S` and `p mod S + S` of a doubled buffer), so that any
 //! run of at most `S` consecutive positions is one contiguous slice and attention reads it
 //! exactly as from a full cache (same keys, same order: bit-identical results). A forward pass
@@ -37,6 +37,9 @@ pub struct KvCache {
     windows: Vec<Option<usize>>,
     /// First row of each layer (rows of all KV heads before it).
     base: Vec<usize>,
+    /// Positions before this one were never copied into the window layers (a prefix copied from
+    /// a ring): they hold nothing to read.
+    window_from: usize,
 }
 
 impl KvCache {
@@ -46,7 +49,7 @@ impl KvCache {
     }
 
     /// A cache whose layer `l` keeps only its last positions when `windows[l]` is `Some(w)` (a
-    /// ring of `min(capacity, 2w)` positions; `w ≥ 1`).
+    /// ring of `2w` positions once `capacity > 4w`; `w ≥ 1`).
     pub fn with_windows(
         num_kv_heads: usize,
         head_dim: usize,
@@ -72,19 +75,24 @@ impl KvCache {
             len: 0,
             windows,
             base,
+            window_from: 0,
         }
     }
 
-    /// Ring slots of a layer with window `w` in a cache of `capacity` (0: not a ring).
+    /// Ring slots of a layer with window `w` in a cache of `capacity`: `2w`, or 0 (every position
+    /// kept) while the doubled ring would not be smaller than the capacity.
     fn slots_for(w: Option<usize>, capacity: usize) -> usize {
-        w.map_or(0, |w| capacity.min(2 * w))
+        match w {
+            Some(w) if capacity > 4 * w => 2 * w,
+            _ => 0,
+        }
     }
 
     /// Rows per KV head of a layer: `capacity`, or twice the ring's slots.
     fn rows_for(w: Option<usize>, capacity: usize) -> usize {
-        match w {
-            Some(_) => 2 * Self::slots_for(w, capacity),
-            None => capacity,
+        match Self::slots_for(w, capacity) {
+            0 => capacity,
+            slots => 2 * slots,
         }
     }
 
@@ -123,10 +131,9 @@ impl KvCache {
     pub fn max_step(&self) -> usize {
         self.windows
             .iter()
-            .filter_map(|&w| {
-                let w = w?;
-                let s = Self::slots_for(Some(w), self.capacity);
-                (s < self.capacity).then(|| s + 1 - w)
+            .filter_map(|&w| match Self::slots_for(w, self.capacity) {
+                0 => None,
+                s => Some(s + 1 - w?),
             })
             .min()
             .unwrap_or(usize::MAX)
@@ -154,11 +161,12 @@ impl KvCache {
 
     /// The first position `layer` still holds.
     fn held_from(&self, layer: usize) -> usize {
-        match self.windows[layer] {
-            Some(_) => self
-                .len
-                .saturating_sub(Self::slots_for(self.windows[layer], self.capacity)),
-            None => 0,
+        if self.windows[layer].is_none() {
+            return 0;
+        }
+        match Self::slots_for(self.windows[layer], self.capacity) {
+            0 => self.window_from,
+            slots => self.len.saturating_sub(slots).max(self.window_from),
         }
     }
 
@@ -263,14 +271,16 @@ impl KvCache {
         let d = self.head_dim;
         for layer in 0..self.num_layers {
             let slots = Self::slots_for(self.windows[layer], self.capacity);
-            // Positions lo..n: everything, or what both rings hold.
-            let lo = if slots == 0 {
-                0
-            } else {
-                source.held_from(layer).max(n.saturating_sub(slots))
-            };
+            let from_ring = Self::slots_for(source.windows[layer], source.capacity) != 0;
+            // Positions lo..n: everything, or (a window's layer) what the source holds and this
+            // layer keeps; a window's layer never reads positions before n − w.
+            let keep = if slots == 0 { n } else { slots };
+            let lo = source.held_from(layer).max(n.saturating_sub(keep));
+            if self.windows[layer].is_some() {
+                self.window_from = self.window_from.max(lo);
+            }
             for head in 0..self.num_kv_heads {
-                if slots == 0 {
+                if slots == 0 && !from_ring {
                     // Every position: one contiguous copy.
                     let (from, to) = (source.offset(layer, head, 0), self.offset(layer, head, 0));
                     self.k[to..to + n * d].copy_from_slice(&source.k[from..from + n * d]);
@@ -279,7 +289,12 @@ impl KvCache {
                 }
                 for pos in lo..n {
                     let (k, v) = source.window(layer, head, pos, 1);
-                    for row in [pos % slots, pos % slots + slots] {
+                    let rows = if slots == 0 {
+                        [pos, pos]
+                    } else {
+                        [pos % slots, pos % slots + slots]
+                    };
+                    for row in rows {
                         let to = self.offset(layer, head, row);
                         self.k[to..to + d].copy_from_slice(k);
                         self.v[to..to + d].copy_from_slice(v);
@@ -435,6 +450,38 @@ mod tests {
         assert!(err.to_string().contains("sliding-window"), "{err}");
         let snap = c.snapshot(20).unwrap();
         assert_eq!(snap.window(0, 0, 17, 3), c.window(0, 0, 17, 3));
+        // Grown past the ring's size from a small capacity: the old positions are kept.
+        let mut g = KvCache::with_windows(1, d, 8, vec![Some(3), None]);
+        for pos in 0..8 {
+            for layer in 0..2 {
+                g.store(
+                    layer,
+                    pos,
+                    &[pos as f32, layer as f32],
+                    &[-(pos as f32), 1.0],
+                );
+            }
+        }
+        g.advance(8);
+        assert!(g.can_copy_prefix(8) && g.can_copy_prefix(3));
+        let before = (
+            g.window(0, 0, 5, 3).0.to_vec(),
+            g.window(1, 0, 0, 8).0.to_vec(),
+        );
+        g.grow(20);
+        assert_eq!(g.bytes(), c.bytes());
+        assert_eq!(g.window(0, 0, 5, 3).0, &before.0[..]);
+        assert_eq!(g.window(1, 0, 0, 8).0, &before.1[..]);
+        assert!(g.can_copy_prefix(8) && g.can_copy_prefix(5) && !g.can_copy_prefix(4));
+        // A copy into a layout without a ring still knows what it was never given.
+        let mut small = KvCache::with_windows(1, d, 12, vec![Some(3), None]);
+        let (k17, _) = c.window(0, 0, 17, 1);
+        let k17 = k17.to_vec();
+        let mut late = KvCache::with_windows(1, d, 20, vec![Some(3), None]);
+        late.copy_prefix_from(&c, 20).unwrap();
+        assert!(!late.can_copy_prefix(16) && late.can_copy_prefix(17));
+        assert!(small.copy_prefix_from(&late, 12).is_err());
+        assert_eq!(late.window(0, 0, 17, 1).0, &k17[..]);
         assert_eq!(snap.window(1, 0, 0, 20), c.window(1, 0, 0, 20));
         // Without rings (or before one can wrap) a step is unbounded.
         assert_eq!(

@@ -206,3 +206,51 @@ fn ring_caches_grow_copy_prefixes_and_batch_like_full_caches() {
     same_bits(&ga, &want[0], "batched a");
     same_bits(&gb, &want[1], "batched b");
 }
+
+/// The engine on the Gemma 3 file: concurrent sequences past the window and a multi-turn
+/// conversation reusing its prefix give the same tokens with the prefix cache on and off (ring
+/// caches grown by the scheduler, prefixes copied between rings), and the prefix is reused.
+#[test]
+fn engine_with_rings_equals_itself_without_the_prefix_cache() {
+    use lepton_llm::{Engine, EngineConfig, GenerationRequest, SamplingParams};
+    let m = std::sync::Arc::new(load("gemma3"));
+    let config = EngineConfig::default().with_max_batch(4);
+    let off = Engine::new(m.clone(), config.clone().with_prefix_cache_tokens(0)).unwrap();
+    let on = Engine::new(m.clone(), config.with_prefix_cache_tokens(4096)).unwrap();
+    let params = |seed, max_tokens| SamplingParams {
+        temperature: 0.8,
+        seed: Some(seed),
+        max_tokens,
+        ..Default::default()
+    };
+    let prompts: Vec<String> = (0..3).map(|i| format!("a fox {i} jumps")).collect();
+    let run_all = |e: &Engine, prompts: &[String], n: usize| -> Vec<Vec<u32>> {
+        let rx: Vec<_> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                e.submit(GenerationRequest::new(p.clone(), params(i as u64, n)))
+                    .unwrap()
+            })
+            .collect();
+        rx.into_iter()
+            .map(|r| crate::engine::collect(r).ids)
+            .collect()
+    };
+    // Concurrent, past the window (prompt + 60 tokens > 4 · 16 positions: rings).
+    let (a, b) = (run_all(&off, &prompts, 60), run_all(&on, &prompts, 60));
+    assert_eq!(a, b);
+    assert!(a.iter().all(|ids| ids.len() == 60));
+    // A second turn: the first turn's text and a new question; on `on` its prefix is reused.
+    let turn2: Vec<String> = prompts
+        .iter()
+        .zip(&a)
+        .map(|(p, ids)| format!("{p}{} and then", m.detokenize(ids).unwrap()))
+        .collect();
+    let hits = on.stats().prefix_cache_hits;
+    assert_eq!(run_all(&off, &turn2, 16), run_all(&on, &turn2, 16));
+    assert!(
+        on.stats().prefix_cache_hits > hits,
+        "the second turn reused a prefix"
+    );
+}
