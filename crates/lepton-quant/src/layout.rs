@@ -58,10 +58,12 @@ pub fn nibble_at(nbp: usize, b: usize, v: usize) -> (usize, u32) {
     }
 }
 
+#[inline]
 pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
 }
 
+#[inline]
 pub(crate) fn f32_at(b: &[u8], at: usize) -> f32 {
     f32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }

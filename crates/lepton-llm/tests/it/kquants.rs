@@ -3,8 +3,11 @@
 //! (`bench/llm/smollm2_q4_k_m_greedy.json`, written by `bench/llm/llamacpp_greedy_cases.py`: only
 //! prompts on which llama.cpp's own f16-KV, f32-KV and flash-attention runs agree with a margin).
 //!
-//! The all-Q6_K file's golden (`smollm2_q6_k_greedy.json`) is committed but not yet met: on its
-//! first prompt our greedy tokens leave llama.cpp's at step 28 (open in issue 14).
+//! The all-Q6_K file's golden (`smollm2_q6_k_greedy.json`) is committed but not met (2 of its 6
+//! prompts leave llama.cpp's tokens, at steps 28 and 1), and is not tested here: SmolLM2 turns
+//! rounding differences into logit changes of ~0.3 among its best tokens, as large as between
+//! llama.cpp's own f16-KV and f32-KV runs, so a golden kept at a 0.05 margin is decided by
+//! rounding (`bench/llm/logits_vs_llamacpp.py`; issue 14's notes in `bench/RESULTS.md`).
 //!
 //! The files are made by `scripts/fetch-assets.sh kquants` (llama.cpp's quantizer on the Q4_1
 //! file, pinned by SHA-256; deterministic); when missing these tests print why and return, unless

@@ -15,6 +15,7 @@ mod kquants;
 mod lora;
 mod minilm;
 mod prefix_cache;
+mod sliding_window;
 mod smollm2;
 mod tiny_gguf;
 mod unsupported;

@@ -236,6 +236,104 @@ mod tests {
         }
     }
 
+    /// Random raw blocks (every byte random: negative Q6_K scales, all code patterns, the
+    /// 6-bit scales and mins of Q4_K/Q5_K at their extremes), not only what a quantizer writes.
+    /// Each block's f16 scales are set to finite values of ±2^-8..2^-2.
+    fn random_blocks(t: BlockType, blocks: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u32
+        };
+        let mut w: Vec<u8> = (0..blocks * t.block_bytes())
+            .map(|_| next() as u8)
+            .collect();
+        for b in w.chunks_exact_mut(t.block_bytes()) {
+            let mut scale = || {
+                let v =
+                    (1.0 + (next() % 1000) as f32 / 1000.0) * 2f32.powi(-((next() % 7) as i32) - 2);
+                let v = if next() % 2 == 0 { v } else { -v };
+                half::f16::from_f32(v).to_bits().to_le_bytes()
+            };
+            match t {
+                BlockType::Q6K => b[208..210].copy_from_slice(&scale()),
+                BlockType::Q4K | BlockType::Q5K => {
+                    b[0..2].copy_from_slice(&scale());
+                    b[2..4].copy_from_slice(&scale());
+                }
+                _ => b[0..2].copy_from_slice(&scale()),
+            }
+        }
+        w
+    }
+
+    /// The K-quant kernels on random raw blocks: our dequantization equals the reference
+    /// dequantizer (candle's port of ggml's `dequantize_row_*`) bit for bit, and every kernel
+    /// level's dot product equals the exact sum `Σ w_t · d_x · x_t` of the dequantized weights and
+    /// the activation codes to f32 rounding (at most 1e-6 of `Σ |w_t · d_x · x_t|`).
+    #[test]
+    fn k_quants_on_random_raw_blocks_match_the_reference_dequantizer() {
+        for (t, dt) in [
+            (BlockType::Q4K, GgmlDType::Q4K),
+            (BlockType::Q5K, GgmlDType::Q5K),
+            (BlockType::Q6K, GgmlDType::Q6K),
+        ] {
+            for (blocks, seed) in [(1usize, 7u64), (3, 8), (6, 9)] {
+                let k = blocks * QK_K;
+                let w = random_blocks(t, blocks, seed + t.block_bytes() as u64);
+                let storage = candle_core::quantized::QStorage::from_data(
+                    std::borrow::Cow::Borrowed(&w),
+                    &Device::Cpu,
+                    dt,
+                )
+                .unwrap();
+                let reference: Vec<f32> = QTensor::new(storage, (1, k))
+                    .unwrap()
+                    .dequantize(&Device::Cpu)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let mut ours = vec![0f32; k];
+                crate::blocks::dequantize_row(t, &w, &mut ours);
+                for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{t:?} value {i}: {a} vs {b}");
+                }
+                let x = lcg(k, seed * 31);
+                let mut act = vec![0u8; t.act_row_bytes(k)];
+                t.quantize_act(&x, &mut act);
+                let (mut exact, mut terms) = (0f64, 0f64);
+                for (bi, ab) in act.chunks_exact(Q8K_BYTES).enumerate() {
+                    let dx = f32_at(ab, 0) as f64;
+                    for v in 0..QK_K {
+                        let term = reference[bi * QK_K + v] as f64 * dx * (ab[4 + v] as i8 as f64);
+                        exact += term;
+                        terms += term.abs();
+                    }
+                }
+                let mut levels = vec![Level::Scalar];
+                if Level::detect() != Level::Scalar {
+                    levels.push(Level::Avx2);
+                }
+                for level in levels {
+                    let got = dot(t, level, &w, &act);
+                    assert!(
+                        (got as f64 - exact).abs() <= 1e-6 * terms,
+                        "{t:?} {level:?} {blocks} blocks: {got} vs exact {exact} (terms {terms})"
+                    );
+                    assert_eq!(
+                        got.to_bits(),
+                        scalar(t, &w, &act).to_bits(),
+                        "{t:?} {level:?}"
+                    );
+                }
+            }
+        }
+    }
+
     fn ours_bytes(m: &QMatrix) -> &[u8] {
         m.raw_bytes()
     }

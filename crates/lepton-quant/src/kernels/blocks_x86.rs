@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use super::hsum8;
 use crate::blocks::{bsum, scale_min_k4, BlockType, Q8K_BYTES, Q8_32_BYTES};
-use crate::layout::{f16_at, f32_at};
+use crate::layout::f32_at;
 
 /// [`super::blocks::dot`] for one activation row.
 ///
@@ -45,7 +45,7 @@ pub unsafe fn dot_rows<const R: usize>(t: BlockType, w: &[u8], a: &[&[u8]; R], o
                     let qs = _mm_loadu_si128(b[qs_at..qs_at + 16].as_ptr().cast());
                     let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), m4);
                     let bits = bytes_from_bits_32(&b[qh_at..qh_at + 4]);
-                    let d = f16_at(b, 0);
+                    let d = f16c_at(b, 0);
                     for r in 0..R {
                         let ab = &a[r][i * Q8_32_BYTES..(i + 1) * Q8_32_BYTES];
                         let x = _mm256_loadu_si256(ab.as_ptr().cast());
@@ -57,7 +57,7 @@ pub unsafe fn dot_rows<const R: usize>(t: BlockType, w: &[u8], a: &[&[u8]; R], o
                             );
                             _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q))
                         } else {
-                            summ[r] = f16_at(b, 2).mul_add(f32_at(ab, 36), summ[r]);
+                            summ[r] = f16c_at(b, 2).mul_add(f32_at(ab, 36), summ[r]);
                             let q = _mm256_or_si256(
                                 nib,
                                 _mm256_and_si256(bits, _mm256_set1_epi8(0x10)),
@@ -78,7 +78,7 @@ pub unsafe fn dot_rows<const R: usize>(t: BlockType, w: &[u8], a: &[&[u8]; R], o
                 for (i, b) in w.chunks_exact(bb).enumerate() {
                     let (d, dmin) = if t == BlockType::Q6K {
                         unpack_q6k(b, m4, &mut codes, &mut scales);
-                        (f16_at(b, 208), 0.0)
+                        (f16c_at(b, 208), 0.0)
                     } else {
                         unpack_q45k(
                             b,
@@ -88,7 +88,7 @@ pub unsafe fn dot_rows<const R: usize>(t: BlockType, w: &[u8], a: &[&[u8]; R], o
                             &mut scales,
                             &mut mins,
                         );
-                        (f16_at(b, 0), f16_at(b, 2))
+                        (f16c_at(b, 0), f16c_at(b, 2))
                     };
                     for r in 0..R {
                         let ab = &a[r][i * Q8K_BYTES..(i + 1) * Q8K_BYTES];
@@ -124,6 +124,22 @@ pub unsafe fn dot_rows<const R: usize>(t: BlockType, w: &[u8], a: &[&[u8]; R], o
                 BlockType::Q4K | BlockType::Q5K => hsum8(lanes) - summ[r],
             };
         }
+    }
+}
+
+/// The f16 at byte `at` of `b` as f32, by F16C in the calling kernel (no out-of-line call and
+/// no run-time feature check per block; the same value as `half`'s conversion, which is exact).
+///
+/// # Safety
+/// The CPU must have F16C (inlined into the `#[target_feature(enable = "avx2,fma,f16c")]`
+/// kernels of this file, which are only called after that check); `b[at..at + 2]` is read
+/// through checked indexing.
+#[inline(always)]
+unsafe fn f16c_at(b: &[u8], at: usize) -> f32 {
+    // SAFETY: register-only operations; the features come from the calling kernel.
+    unsafe {
+        let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
 }
 

@@ -249,16 +249,26 @@ impl Llama {
         &self.config
     }
 
-    /// An empty cache for a sequence of at most `capacity` positions.
+    /// An empty cache for a sequence of at most `capacity` positions; sliding-window layers keep
+    /// only their window (see [`KvCache`]).
     pub fn new_cache(&self, capacity: usize) -> KvCache {
+        let c = &self.config;
+        let windows = (0..c.num_layers)
+            .map(|l| c.arch.sliding_window.filter(|_| c.arch.is_local(l)))
+            .collect();
+        KvCache::with_windows(c.num_kv_heads, c.head_dim, capacity, windows)
+    }
+
+    /// An empty cache that keeps every position on every layer, sliding-window ones included
+    /// (the same outputs as [`Llama::new_cache`] in more memory).
+    pub fn new_full_cache(&self, capacity: usize) -> KvCache {
         let c = &self.config;
         KvCache::new(c.num_layers, c.num_kv_heads, c.head_dim, capacity)
     }
 
-    /// Bytes a cache of `positions` positions takes.
+    /// Bytes a cache of `positions` positions takes (made by [`Llama::new_cache`]).
     pub fn cache_bytes(&self, positions: usize) -> usize {
-        let c = &self.config;
-        2 * 2 * c.num_layers * c.num_kv_heads * c.head_dim * positions
+        self.new_cache(0).bytes_at(positions)
     }
 
     /// Run `steps` through the model; `logits` gets `steps.len() × vocab` values, the next-token
@@ -275,6 +285,76 @@ impl Llama {
     /// [`Llama::forward`] with a LoRA adapter per step (`adapters[i]` for `steps[i]`; an empty
     /// slice: none). Rows of steps without an adapter are computed exactly as by `forward`.
     pub fn forward_with(
+        &self,
+        steps: &mut [Step<'_>],
+        adapters: &[Option<&Lora>],
+        scratch: &mut Scratch,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        if steps.iter().all(|s| s.tokens.len() <= s.cache.max_step()) {
+            return self.forward_pass(steps, adapters, scratch, logits);
+        }
+        // A sliding-window ring cannot take the whole step at once: passes of at most
+        // `max_step` tokens per sequence (every row is computed alone, so the bits are those of
+        // one pass). Checked first, so that no pass runs when a later one would fail.
+        let vocab = self.config.vocab_size;
+        for s in steps.iter() {
+            if s.tokens.is_empty() {
+                return Err(Error::InvalidRequest {
+                    field: "prompt",
+                    message: "no tokens to run".into(),
+                });
+            }
+            s.cache.check_room(s.tokens.len())?;
+            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= vocab) {
+                return Err(Error::InvalidRequest {
+                    field: "prompt",
+                    message: format!("token id {t} is not below the vocabulary size {vocab}"),
+                });
+            }
+        }
+        if !adapters.is_empty() && adapters.len() != steps.len() {
+            return self.forward_pass(steps, adapters, scratch, logits);
+        }
+        resize(logits, steps.len() * vocab).fill(0.0);
+        let mut done = vec![0usize; steps.len()];
+        let mut part = Vec::new();
+        loop {
+            let mut which = Vec::new();
+            let mut sub = Vec::new();
+            let mut sub_adapters = Vec::new();
+            for (i, s) in steps.iter_mut().enumerate() {
+                let total = s.tokens.len();
+                if done[i] == total {
+                    continue;
+                }
+                let n = (total - done[i]).min(s.cache.max_step());
+                which.push((i, done[i] + n == total));
+                sub.push(Step {
+                    tokens: &s.tokens[done[i]..done[i] + n],
+                    cache: &mut *s.cache,
+                });
+                if !adapters.is_empty() {
+                    sub_adapters.push(adapters[i]);
+                }
+                done[i] += n;
+            }
+            if sub.is_empty() {
+                break;
+            }
+            self.forward_pass(&mut sub, &sub_adapters, scratch, &mut part)?;
+            for (k, &(i, last)) in which.iter().enumerate() {
+                if last {
+                    logits[i * vocab..(i + 1) * vocab]
+                        .copy_from_slice(&part[k * vocab..(k + 1) * vocab]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass of [`Llama::forward_with`]: every step's tokens at once.
+    fn forward_pass(
         &self,
         steps: &mut [Step<'_>],
         adapters: &[Option<&Lora>],
@@ -459,7 +539,6 @@ impl Llama {
                     for (si, s) in steps_ref.iter().enumerate() {
                         let (r0, n, p0) = spans[si];
                         for u in 0..c.num_heads / per_unit {
-                            let (k, v) = s.cache.head(li, u * per_unit / group);
                             for j in 0..n {
                                 unit += 1;
                                 if unit % parts != part {
@@ -477,8 +556,8 @@ impl Llama {
                                 };
                                 // Keys from the first position the layer lets this row see.
                                 let first = ap.first_visible(li, p0 + j);
-                                let (k, v) = (&k[first * d..], &v[first * d..]);
                                 let len = p0 + j + 1 - first;
+                                let (k, v) = s.cache.window(li, u * per_unit / group, first, len);
                                 ops::attend_group(q, d, k, v, len, scale, softcap, scores, out);
                             }
                         }

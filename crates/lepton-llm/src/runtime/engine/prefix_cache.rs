@@ -58,8 +58,9 @@ impl PrefixCache {
         self.clock
     }
 
-    /// The longest stored prefix of `prompt` that leaves at least one prompt token to run, if it
-    /// is at least [`MIN_REUSE`] positions: its length and the cache holding it (marked used).
+    /// The longest stored prefix of `prompt` that leaves at least one prompt token to run and
+    /// that its entry still holds (see [`KvCache::can_copy_prefix`]), if it is at least
+    /// [`MIN_REUSE`] positions: its length and the cache holding it (marked used).
     pub(crate) fn lookup(&mut self, key: u64, prompt: &[u32]) -> Option<(usize, &KvCache)> {
         let cap = prompt.len().saturating_sub(1);
         let (best, n) = self
@@ -68,6 +69,18 @@ impl PrefixCache {
             .enumerate()
             .filter(|(_, e)| e.key == key)
             .map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(cap)))
+            // A sliding-window layer's ring holds only the entry's last positions: a shorter
+            // prefix needs older ones (llama.cpp's SWA cache has the same limit).
+            .map(|(i, n)| {
+                (
+                    i,
+                    if self.entries[i].cache.can_copy_prefix(n) {
+                        n
+                    } else {
+                        0
+                    },
+                )
+            })
             .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))?;
         if n < MIN_REUSE {
             return None;
