@@ -8,6 +8,7 @@
 #
 #   bench/speed/train_cli.sh [SPEC] [EPOCHS]   # examples/mnist-cnn.toml, 3 epochs; THREADS=2 ROUNDS=1
 #   LEPTON=path/to/lepton bench/speed/train_cli.sh     # another binary (default target/release/lepton)
+#   OUT=dir bench/speed/train_cli.sh                   # keep the run directories in dir
 #
 # Ours come from the run directory: the `seconds` of each epoch line of metrics.jsonl (training and
 # validation, as PyTorch's clock) and report.json (the test accuracy of the best-validation epoch,
@@ -35,8 +36,14 @@ if ((torch)); then
     py=$(PIP_INDEX_URL=${PIP_INDEX_URL:-https://download.pytorch.org/whl/cpu} \
         PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL:-https://pypi.org/simple} bench/pyenv.sh torch numpy)/bin/python
 fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [[ -n ${OUT:-} ]]; then
+    work=$OUT # kept: the run directories and PyTorch's JSON lines
+    mkdir -p "$work"
+    rm -rf "$work"/ours-* "$work"/torch-*
+else
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+fi
 echo "spec $spec, $epochs epochs, $threads threads, $rounds round(s), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for ((r = 0; r < rounds; r++)); do
     start=$(date +%s.%N)
@@ -55,7 +62,7 @@ from pathlib import Path
 
 work, rounds, torch = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 def lines(p):
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+    return [json.loads(l) for l in p.read_text().splitlines() if l.startswith("{")]
 
 ours, theirs = [], []
 for r in range(rounds):
