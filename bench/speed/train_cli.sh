@@ -21,7 +21,7 @@ spec=${1:-examples/mnist-cnn.toml}
 epochs=${2:-3}
 threads=${THREADS:-2}
 rounds=${ROUNDS:-1}
-lepton=${LEPTON:-target/release/lepton}
+lepton=${LEPTON:-${CARGO_TARGET_DIR:-target}/release/lepton}
 
 scripts/fetch-assets.sh mnist >/dev/null
 if [[ -z ${LEPTON:-} ]]; then
