@@ -107,7 +107,6 @@ mod tests {
         assert!(t.data >= 0.020 && t.validation >= 0.010, "{t:?}");
         assert_eq!((t.steps, t.logging, t.checkpoint), (0.0, 0.0, 0.0));
         assert!(t.total() <= wall + 1e-9, "{} > {wall}", t.total());
-        assert!(t.data > t.validation, "{t:?}");
         // Taken times are gone; the next lap counts from the last one.
         std::thread::sleep(Duration::from_millis(5));
         clock.lap(Phase::Steps);
