@@ -159,6 +159,7 @@ mod exact_history {
                 monitored: m.monitored,
                 best: m.best,
                 seconds: m.seconds,
+                phases: None,
             })
             .collect())
     }
@@ -396,6 +397,7 @@ mod tests {
             monitored: 0.9868995633187773,
             best: true,
             seconds: 0.123456789012345,
+            phases: None,
         };
         let mut st = state();
         st.lr = 0.012345678901234568;

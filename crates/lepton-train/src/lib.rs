@@ -18,6 +18,7 @@
 //! | [`limits`] | budgets a spec must respect (epochs, batch sizes, model integers, activations) |
 //! | [`lossless`] | exact `f64` fields in JSON state |
 //! | [`summary`] | per-epoch metrics and the run summary |
+//! | [`phases`] | where an epoch's wall time goes (data, steps, logging, checkpoints, validation) |
 
 pub mod checkpoint;
 pub mod cross_validate;
@@ -31,6 +32,7 @@ pub mod limits;
 pub mod lossless;
 pub mod observer;
 pub mod optim;
+pub mod phases;
 pub mod run_dir;
 pub mod schedule;
 pub mod segments;
@@ -47,6 +49,7 @@ pub use evaluate::{evaluate_run, predict, report, Predictions};
 pub use launch::{resume, resume_parallel, train, train_parallel};
 pub use observer::{Event, NoopObserver, Observer};
 pub use optim::{Adam, AdamConfig, Optimizer, OptimizerSpec, Sgd, SgdConfig};
+pub use phases::{Phase, PhaseClock, PhaseTimes};
 pub use run_dir::RunDir;
 pub use schedule::{Schedule, ScheduleKind, ScheduleSpec};
 pub use spec::{EvalSpec, Monitor, Spec, TrainSpec};

@@ -5,6 +5,7 @@
 //! RUN_DIR/preprocessor.json         the fitted lepton_data::Preprocessor
 //! RUN_DIR/data-report.json          what was loaded (counts, class balance, pins)
 //! RUN_DIR/metrics.jsonl             {"kind":"step",...} every log-every steps, {"kind":"epoch",...} per epoch
+//!                                   (the epoch line's `phases`: where the time went, see crate::phases)
 //! RUN_DIR/checkpoints/last.*        see [`crate::checkpoint`]
 //! RUN_DIR/best.safetensors          model variables of the best epoch (plain names, `layers.0.weight`)
 //! RUN_DIR/best.json                 {epoch, metric, value, sha256}

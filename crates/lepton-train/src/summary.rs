@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::phases::PhaseTimes;
+
 /// Metrics of one finished epoch (one line of `metrics.jsonl` with `"kind": "epoch"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
@@ -31,6 +33,10 @@ pub struct EpochMetrics {
     pub best: bool,
     /// Wall time of the epoch in seconds (training + validation).
     pub seconds: f64,
+    /// Where the wall time since the previous epoch line went (see [`crate::phases`]). Not
+    /// kept in checkpoints: `None` in a history read back from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<PhaseTimes>,
 }
 
 /// What a finished run reports.

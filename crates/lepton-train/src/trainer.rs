@@ -39,6 +39,7 @@ use crate::evaluate::{self, Predictions};
 use crate::language_model;
 use crate::observer::{Event, Observer};
 use crate::optim::{kernel::sum_squares, trainable_params, Optimizer};
+use crate::phases::{Phase, PhaseClock};
 use crate::run_dir::BestInfo;
 pub use crate::run_dir::RunFiles;
 use crate::schedule::Schedule;
@@ -290,6 +291,7 @@ impl Session {
             start_epoch: self.state.epoch,
             start_step: self.state.step,
         });
+        let mut clock = PhaseClock::new();
         while self.state.epoch < epochs && !self.state.finished {
             let epoch = self.state.epoch;
             let epoch_start = Instant::now();
@@ -324,6 +326,7 @@ impl Session {
             let mut pending = Pending::default();
             let mut window = (Instant::now(), 0u64);
             for batch in batcher {
+                clock.lap(Phase::Data);
                 let batch = batch?;
                 let global = batch.x.dim(0).op("batch size")?;
                 let batch = shard(batch, rank, world)?;
@@ -353,6 +356,7 @@ impl Session {
                         Ok::<_, Error>((logits, loss, lr))
                     })?
                 };
+                clock.lap(Phase::Steps);
                 pending.add(
                     &loss,
                     bs,
@@ -399,12 +403,16 @@ impl Session {
                         }
                         run.metrics.append(&line)?;
                         if ckpt_now {
+                            clock.lap(Phase::Logging);
                             self.save_checkpoint(run, observer, world)?;
+                            clock.lap(Phase::Checkpoint);
                         }
                     }
                 }
+                clock.lap(Phase::Logging);
             }
             pending.flush(&mut self.state.totals, dist)?;
+            clock.lap(Phase::Logging);
             self.end_epoch(
                 data,
                 classify,
@@ -412,6 +420,7 @@ impl Session {
                 run.as_deref_mut(),
                 observer,
                 dist,
+                &mut clock,
             )?;
         }
         self.state.finished = true;
@@ -498,6 +507,9 @@ impl Session {
         Ok(lr)
     }
 
+    /// The validation pass, early stopping, the epoch line (with `clock`'s phases), the best
+    /// model and the epoch's checkpoint.
+    #[allow(clippy::too_many_arguments)]
     fn end_epoch(
         &mut self,
         data: &Prepared,
@@ -506,6 +518,7 @@ impl Session {
         run: Option<&mut RunFiles>,
         observer: &mut dyn Observer,
         dist: &mut dyn Distributed,
+        clock: &mut PhaseClock,
     ) -> Result<()> {
         let epoch = self.state.epoch;
         if dist.world() > 1 {
@@ -546,6 +559,7 @@ impl Session {
                 (Some(p.loss), acc, None)
             }
         };
+        clock.lap(Phase::Validation);
         let mut monitored = [match (self.monitor, val_loss) {
             (Monitor::ValAccuracy, Some(_)) => val_accuracy.unwrap_or(0.0),
             (_, Some(l)) => l,
@@ -583,8 +597,9 @@ impl Session {
             monitored,
             best,
             seconds: started.elapsed().as_secs_f64(),
+            phases: None,
         };
-        observer.event(Event::EpochEnd(&metrics));
+        // The history keeps no timings: it is what a checkpoint restores.
         self.state.history.push(metrics.clone());
         self.state.epoch += 1;
         self.state.batch_in_epoch = 0;
@@ -596,6 +611,12 @@ impl Session {
         {
             self.state.finished = true;
         }
+        clock.lap(Phase::Logging);
+        let metrics = EpochMetrics {
+            phases: Some(clock.take()),
+            ..metrics
+        };
+        observer.event(Event::EpochEnd(&metrics));
         if let Some(run) = run {
             let mut line = serde_json::to_value(&metrics).map_err(|source| Error::Json {
                 op: "encoding",
@@ -612,9 +633,13 @@ impl Session {
                     value: monitored,
                     sha256: String::new(),
                 };
+                clock.lap(Phase::Logging);
                 run.dir.save_best(&self.model_tensors(), info)?;
+                clock.lap(Phase::Checkpoint);
             }
+            clock.lap(Phase::Logging);
             self.save_checkpoint(run, observer, dist.world())?;
+            clock.lap(Phase::Checkpoint);
         }
         Ok(())
     }

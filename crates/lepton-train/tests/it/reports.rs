@@ -62,6 +62,44 @@ fn a_run_writes_its_report_plots_and_best_model() {
     assert_eq!(report.metrics()["accuracy"], acc);
 }
 
+/// Issue 19: each epoch line says where the wall time since the previous one went (data wait,
+/// steps, logging, checkpoints, validation), so a slow epoch can be diagnosed from the run.
+#[test]
+fn epoch_lines_split_the_wall_time_into_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), 3);
+    let run = dir.path().join("run");
+    train(&spec, &run, &mut NoopObserver).unwrap();
+    let epochs: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "epoch")
+        .collect();
+    assert_eq!(epochs.len(), 3);
+    for (i, e) in epochs.iter().enumerate() {
+        let p: lepton_train::PhaseTimes = serde_json::from_value(e["phases"].clone())
+            .unwrap_or_else(|err| panic!("epoch {i}: no phases ({err}): {e}"));
+        for (name, v) in [
+            ("data", p.data),
+            ("steps", p.steps),
+            ("logging", p.logging),
+            ("checkpoint", p.checkpoint),
+            ("validation", p.validation),
+        ] {
+            assert!(v.is_finite() && v >= 0.0, "epoch {i}: {name} = {v}");
+        }
+        assert!(p.steps > 0.0 && p.validation > 0.0, "epoch {i}: {p:?}");
+        // The phases cover the epoch (`seconds`) and what came before it since the last line.
+        let secs = e["seconds"].as_f64().unwrap();
+        assert!(p.total() >= secs, "epoch {i}: {} < {secs}", p.total());
+        if i > 0 {
+            // The previous epoch's checkpoint is charged to this line.
+            assert!(p.checkpoint > 0.0, "epoch {i}: {p:?}");
+        }
+    }
+}
+
 #[test]
 fn cross_validation_reports_mean_and_std_over_folds() {
     let dir = tempfile::tempdir().unwrap();
