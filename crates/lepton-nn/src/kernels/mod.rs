@@ -20,6 +20,7 @@ mod piecewise;
 mod piecewise_ops;
 mod recurrent;
 mod recurrent_steps;
+mod sparse_grad;
 
 pub use activation::relu;
 pub use attention::{
