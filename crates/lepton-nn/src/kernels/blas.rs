@@ -20,6 +20,8 @@ pub trait Elem:
     const ONE: Self;
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
+    /// `self · a + b` with one rounding (an FMA instruction where the code is compiled with FMA).
+    fn mul_add(self, a: Self, b: Self) -> Self;
 }
 
 impl Elem for f32 {
@@ -31,6 +33,9 @@ impl Elem for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
 }
 
 impl Elem for f64 {
@@ -41,6 +46,9 @@ impl Elem for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
     }
 }
 

@@ -11,6 +11,7 @@ mod batchnorm;
 mod blas;
 mod buffer;
 mod conv;
+mod conv_eval;
 mod layer_norm;
 mod linear;
 pub mod math;
@@ -20,6 +21,7 @@ mod piecewise;
 mod piecewise_ops;
 mod recurrent;
 mod recurrent_steps;
+mod sparse_grad;
 
 pub use activation::relu;
 pub use attention::{
@@ -28,6 +30,7 @@ pub use attention::{
 pub use batchnorm::{batch_norm, channel_stats, eval_affine};
 pub use blas::Elem;
 pub use conv::{col2im, im2col, Geom as ConvGeom};
+pub use conv_eval::conv2d_eval_block;
 pub use layer_norm::{layer_norm, layer_norm_reference};
 pub use linear::{linear, linear_reference, linear_train, Activation};
 pub use maxpool::max_pool2d;

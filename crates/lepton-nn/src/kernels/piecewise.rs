@@ -38,7 +38,8 @@ use rayon::prelude::*;
 use super::blas::{inner_parallelism, matmul, Elem, Mat};
 use super::conv::Geom;
 use super::maxpool::Geometry as PoolGeom;
-use super::piecewise_ops::Op;
+use super::piecewise_ops::{Op, SPARSE};
+use super::sparse_grad;
 use super::Conv2dParams;
 
 /// Backward passes accumulate into at most this many partial sums (a fixed partition of the
@@ -137,8 +138,8 @@ pub struct PathGradient<T> {
     pub score_baseline: T,
 }
 
-/// One sample's buffers: two ping-pong activation buffers and the im2col columns.
-type Scratch<T> = (Vec<T>, Vec<T>, Vec<T>);
+/// One sample's buffers: two ping-pong activation buffers, the im2col columns, and indices.
+type Scratch<T> = (Vec<T>, Vec<T>, Vec<T>, Vec<u32>);
 
 /// See the module docs.
 #[derive(Debug)]
@@ -152,14 +153,20 @@ pub struct PiecewiseNet<T> {
     tape_len: usize,
     /// The leading affine ops.
     prefix: usize,
+    /// `fused[k]`: for a max-pool `k` right after a one-group convolution `c` (and a scale), `c`:
+    /// the backward goes from the pool's output gradient to the convolution's input gradient in
+    /// one sparse pass ([`sparse_grad::from_pool`]).
+    fused: Vec<Option<usize>>,
     /// Scratch returned by finished tasks, reused by the next ones (zero-filling fresh buffers
     /// for every task of every pass was several MB of `memset` per batch).
     spare: Mutex<Vec<Scratch<T>>>,
 }
 
-/// Samples per parallel task: a few tasks per thread (one scratch allocation each).
-fn samples_per_task(n: usize) -> usize {
-    n.div_ceil((4 * rayon::current_num_threads()).clamp(1, n.max(1)))
+/// Samples per parallel task: one. A sample is ~0.1 ms of work against a few µs of task and
+/// scratch hand-over, and rayon then splits the samples evenly over the threads; with four
+/// tasks per thread, 50 samples went as 7 × 7 + 1, i.e. 28 to one thread and 22 to the other.
+fn samples_per_task(_n: usize) -> usize {
+    1
 }
 
 fn host<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
@@ -307,12 +314,21 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
             };
         }
         let prefix = ops.iter().take_while(|op| op.affine()).count();
+        let conv = |c: usize| matches!(ops[c], Op::Conv { g, .. } if g.groups == 1);
+        let fused = (0..ops.len())
+            .map(|k| match (&ops[k], k.checked_sub(1).map(|k| &ops[k])) {
+                (Op::Pool { .. }, Some(Op::Conv { .. })) if conv(k - 1) => Some(k - 1),
+                (Op::Pool { .. }, Some(Op::Scale { .. })) if k >= 2 && conv(k - 2) => Some(k - 2),
+                _ => None,
+            })
+            .collect();
         Ok(Self {
             ops,
             lens,
             tape_at,
             tape_len: tape_len.max(1),
             prefix,
+            fused,
             spare: Mutex::new(Vec::new()),
         })
     }
@@ -491,8 +507,24 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
         let spare = self.spare.lock().expect("scratch lock").pop();
         spare.unwrap_or_else(|| {
             let big = self.lens.iter().copied().max().unwrap_or(0);
-            let cols = self.ops.iter().map(Op::scratch_len).max().unwrap_or(0);
-            (vec![T::ZERO; big], vec![T::ZERO; big], vec![T::ZERO; cols])
+            let (mut cols, mut idx) = (0, 0);
+            for (k, op) in self.ops.iter().enumerate() {
+                cols = cols.max(op.scratch_len());
+                idx = idx.max(op.index_len());
+                if let (Some(c), Op::Pool { g: pg, .. }) = (self.fused[k], op) {
+                    let Op::Conv { g, .. } = &self.ops[c] else {
+                        unreachable!("fused pools follow a convolution")
+                    };
+                    cols = cols.max(self.lens[c] + sparse_grad::pool_work_len(g, pg));
+                    idx = idx.max(sparse_grad::pool_index_len(g, pg));
+                }
+            }
+            (
+                vec![T::ZERO; big],
+                vec![T::ZERO; big],
+                vec![T::ZERO; cols],
+                vec![0; idx],
+            )
         })
     }
 
@@ -516,7 +548,7 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
             .zip(tape.par_chunks_mut(per * self.tape_len))
             .enumerate()
             .for_each(|(c, (yc, tc))| {
-                let (mut a, mut b, mut cols) = self.scratch();
+                let (mut a, mut b, mut cols, idx) = self.scratch();
                 let samples = yc.chunks_mut(len_out).zip(tc.chunks_mut(self.tape_len));
                 for (s, (ys, ts)) in (c * per..).zip(samples) {
                     input.sample(s, &mut a[..len_in]);
@@ -529,7 +561,7 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
                     }
                     ys.copy_from_slice(&a[..len_out]);
                 }
-                self.give_back((a, b, cols));
+                self.give_back((a, b, cols, idx));
             });
         y
     }
@@ -592,6 +624,43 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
         }
     }
 
+    /// Ops `c..=k` backward at once (a convolution `c`, maybe a scale, the max-pool `k`, see
+    /// `fused`), from the pool's output gradient in `a` into `b`, for one sample with tape `ts`;
+    /// false (nothing written) when the gradient is too dense for the sparse pass to pay.
+    #[allow(clippy::too_many_arguments)]
+    fn pooled_conv_backward(
+        &self,
+        c: usize,
+        k: usize,
+        a: &[T],
+        b: &mut [T],
+        cols: &mut [T],
+        idx: &mut [u32],
+        ts: &[u32],
+    ) -> bool {
+        let (Op::Conv { wt, g, .. }, Op::Pool { g: pg, .. }) = (&self.ops[c], &self.ops[k]) else {
+            unreachable!("fused ops are a convolution and a pool")
+        };
+        let scale = match &self.ops[c + 1] {
+            Op::Scale { scale, .. } if c + 1 < k => Some(scale.as_slice()),
+            _ => None,
+        };
+        let (dxt, work) = cols.split_at_mut(self.lens[c]);
+        sparse_grad::from_pool(
+            g,
+            wt,
+            scale,
+            pg,
+            &a[..self.lens[k + 1]],
+            &ts[self.tape_at[k]..],
+            SPARSE,
+            b,
+            dxt,
+            work,
+            idx,
+        )
+    }
+
     fn backward_run(
         &self,
         i: usize,
@@ -604,15 +673,24 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
         let (len_in, len_out) = (self.lens[i], self.lens[j]);
         let par = inner_parallelism(n);
         // One sample: the gradient at op `stop`'s input, left in `a`.
-        let one = |(a, b, cols): &mut (Vec<T>, Vec<T>, Vec<T>), s: usize, stop: usize| {
+        let one = |(a, b, cols, idx): &mut Scratch<T>, s: usize, stop: usize| {
             a[..len_out].copy_from_slice(&grad[s * len_out..(s + 1) * len_out]);
             let ts = &tape[s * self.tape_len..(s + 1) * self.tape_len];
-            for k in (stop..j).rev() {
+            let mut k = j;
+            while k > stop {
+                k -= 1;
+                if let Some(c) = self.fused[k].filter(|&c| c >= stop) {
+                    if self.pooled_conv_backward(c, k, a, b, cols, idx, ts) {
+                        std::mem::swap(a, b);
+                        k = c;
+                        continue;
+                    }
+                }
                 if self.ops[k].backward(
                     (self.lens[k], self.lens[k + 1]),
                     a,
                     b,
-                    cols,
+                    (cols, idx),
                     &ts[self.tape_at[k]..],
                     par,
                 ) {
@@ -635,14 +713,17 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
                 });
             return dx;
         };
-        let per = n.div_ceil(n.clamp(1, PARTIALS));
-        let partials: Vec<Vec<T>> = (0..n.div_ceil(per))
+        // Chunk `c` of `chunks` holds samples `c·n/chunks..(c + 1)·n/chunks`: sizes that differ
+        // by at most one, so that each half of the chunks (what rayon gives each of two
+        // threads) has half the samples.
+        let chunks = n.clamp(1, PARTIALS);
+        let partials: Vec<Vec<T>> = (0..chunks)
             .into_par_iter()
             .map(|c| {
                 let mut sc = self.scratch();
                 let mut acc = vec![T::ZERO; len_in];
-                let end = ((c + 1) * per).min(n);
-                for (s, &ws) in (c * per..end).zip(&w[c * per..end]) {
+                let (start, end) = (c * n / chunks, (c + 1) * n / chunks);
+                for (s, &ws) in (start..end).zip(&w[start..end]) {
                     // A first ReLU or pool adds its gradient into `acc` itself (no input-sized
                     // pass, no zeroing); any other op's input gradient is added.
                     let lens = (self.lens[i], self.lens[i + 1]);

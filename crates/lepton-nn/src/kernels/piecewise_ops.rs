@@ -2,22 +2,23 @@
 //! pool argmaxes into the sample's tape) and input gradient, through per-thread buffers.
 //!
 //! A convolution's input gradient is a GEMM and col2im when its output gradient is dense; when
-//! at most a tenth of it is non-zero (a one-hot output gradient, a strided pool after it), each
-//! non-zero `dy[o, y, x]` instead adds `dy · W[o, :, ky, kx]` to the
-//! `K·K` input positions it touches, in a channels-last buffer that is transposed at the end:
-//! the work is proportional to the non-zeros, and no col2im.
+//! at most a third of it is non-zero (a one-hot output gradient, a strided pool after it), the
+//! sparse input gradient of [`super::sparse_grad`] instead: the work is proportional to the
+//! non-zeros, and no col2im.
 
 use gemm::Parallelism;
 
 use super::blas::Elem;
 use super::conv::{conv_image, input_grad_image, Geom};
 use super::maxpool::{pool_plane, Geometry as PoolGeom};
+use super::sparse_grad::{self, taps_last};
 
 /// A convolution's output gradient with at most one value in `SPARSE` non-zero takes the
-/// sparse input gradient. Each non-zero costs a `K·K`-tap update that is bound by loads and
-/// stores, about five times the GEMM's cost per multiply-add: behind a 2x2 max-pool and a ReLU
-/// (the MNIST CNN's second convolution, ~18 % non-zero) the sparse pass took 1.3x the dense one.
-const SPARSE: usize = 10;
+/// sparse input gradient ([`sparse_grad`]). Its cost is a multiply-add per non-zero and weight
+/// plus a pass over the output gradient; on the MNIST CNN's second convolution (32→64 channels,
+/// 3x3, 14x14) it took half the dense GEMM + col2im's time at 18 % non-zero (what a 2x2 max-pool
+/// and a ReLU after it leave) and broke even near 40 %.
+pub(super) const SPARSE: usize = 3;
 
 /// `fn $name` runs `self.$body(..)` (`#[inline(always)]`) compiled for AVX-512 or AVX2 (+FMA)
 /// when the CPU has them, so that the element loops it inlines (interpolation, im2col, pooling,
@@ -100,16 +101,7 @@ impl<T: Elem> Op<T> {
     /// Derived data, once the weights are final.
     pub(super) fn finish(&mut self) {
         if let Op::Conv { w, wt, g, .. } = self {
-            let (kk, cg) = (g.k * g.k, g.c / g.groups);
-            wt.clear();
-            wt.resize(w.len(), T::ZERO);
-            for (src, dst) in w.chunks(cg * kk).zip(wt.chunks_mut(cg * kk)) {
-                for c in 0..cg {
-                    for t in 0..kk {
-                        dst[t * cg + c] = src[c * kk + t];
-                    }
-                }
-            }
+            *wt = taps_last(g, w);
         }
     }
 
@@ -158,7 +150,18 @@ impl<T: Elem> Op<T> {
     /// Scratch values one sample needs besides the two activation buffers.
     pub(super) fn scratch_len(&self) -> usize {
         match self {
-            Op::Conv { g, .. } => (g.c * g.k * g.k * g.oh * g.ow).max(g.c * g.h * g.w),
+            Op::Conv { g, .. } => {
+                let sparse = g.c * g.h * g.w + sparse_grad::dense_work_len(g);
+                (g.c * g.k * g.k * g.oh * g.ow).max(sparse)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Index scratch one sample needs (the sparse convolution input gradient's channel lists).
+    pub(super) fn index_len(&self) -> usize {
+        match self {
+            Op::Conv { g, .. } => sparse_grad::dense_index_len(g),
             _ => 0,
         }
     }
@@ -170,7 +173,7 @@ impl<T: Elem> Op<T> {
     simd!(
         /// The input gradient of this op for one sample from the output gradient in `a` (in
         /// place, returns false) or into `b` (returns true).
-        backward = backward_body(lens: (usize, usize), a: &mut [T], b: &mut [T], cols: &mut [T], tape: &[u32], par: Parallelism)
+        backward = backward_body(lens: (usize, usize), a: &mut [T], b: &mut [T], work: (&mut [T], &mut [u32]), tape: &[u32], par: Parallelism)
     );
 
     #[inline(always)]
@@ -248,7 +251,7 @@ impl<T: Elem> Op<T> {
         (len_in, len_out): (usize, usize),
         a: &mut [T],
         b: &mut [T],
-        cols: &mut [T],
+        (cols, idx): (&mut [T], &mut [u32]),
         tape: &[u32],
         par: Parallelism,
     ) -> bool {
@@ -258,16 +261,8 @@ impl<T: Elem> Op<T> {
                 let dy = &a[..len_out];
                 let nonzero = dy.iter().filter(|&&v| v != T::ZERO).count();
                 if SPARSE * nonzero <= len_out {
-                    let dxt = &mut cols[..len_in];
-                    dxt.fill(T::ZERO);
-                    scatter(g, wt, dy, dxt);
-                    let hw = g.h * g.w;
-                    let dx = &mut b[..len_in];
-                    for (pos, row) in dxt.chunks_exact(g.c).enumerate() {
-                        for (ch, &v) in row.iter().enumerate() {
-                            dx[ch * hw + pos] = v;
-                        }
-                    }
+                    let (dxt, work) = cols.split_at_mut(len_in);
+                    sparse_grad::from_dense(g, wt, dy, b, dxt, work, idx);
                     return true;
                 }
                 let cols = if g.identity() {
@@ -314,72 +309,6 @@ impl<T: Elem> Op<T> {
             }
             Op::Linear { .. } => unreachable!("linear ops run over the batch"),
             Op::Reshape => false,
-        }
-    }
-}
-
-/// The sparse convolution input gradient into the channels-last `dxt: [H·W, C]` (zeroed), with
-/// `wt: [co, K, K, C/groups]`; see the module docs. Compiled for AVX-512 or AVX2 when the CPU
-/// has them, so that each `C/groups`-wide update is a few vector instructions.
-fn scatter<T: Elem>(g: &Geom, wt: &[T], dy: &[T], dxt: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// # Safety
-        /// The CPU must support AVX-512F; the body is safe code.
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn v4<T: Elem>(g: &Geom, wt: &[T], dy: &[T], dxt: &mut [T]) {
-            scatter_body(g, wt, dy, dxt)
-        }
-        /// # Safety
-        /// The CPU must support AVX2; the body is safe code.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn v3<T: Elem>(g: &Geom, wt: &[T], dy: &[T], dxt: &mut [T]) {
-            scatter_body(g, wt, dy, dxt)
-        }
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked).
-            return unsafe { v4(g, wt, dy, dxt) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked).
-            return unsafe { v3(g, wt, dy, dxt) };
-        }
-    }
-    scatter_body(g, wt, dy, dxt)
-}
-
-#[inline(always)]
-fn scatter_body<T: Elem>(g: &Geom, wt: &[T], dy: &[T], dxt: &mut [T]) {
-    let (l, cg, cog, k) = (g.oh * g.ow, g.c / g.groups, g.co / g.groups, g.k);
-    let (s, d, p) = (g.stride, g.dilation, g.padding as isize);
-    for (o, (dyo, wo)) in dy
-        .chunks_exact(l)
-        .zip(wt.chunks_exact(k * k * cg))
-        .enumerate()
-    {
-        let c0 = (o / cog) * cg;
-        for (pos, &v) in dyo.iter().enumerate() {
-            if v == T::ZERO {
-                continue;
-            }
-            let (oy, ox) = (pos / g.ow, pos % g.ow);
-            for ky in 0..k {
-                let iy = (oy * s + ky * d) as isize - p;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                for kx in 0..k {
-                    let ix = (ox * s + kx * d) as isize - p;
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let at = (iy as usize * g.w + ix as usize) * g.c + c0;
-                    let src = &wo[(ky * k + kx) * cg..(ky * k + kx + 1) * cg];
-                    for (dst, &w) in dxt[at..at + cg].iter_mut().zip(src) {
-                        *dst += v * w;
-                    }
-                }
-            }
         }
     }
 }
@@ -453,11 +382,12 @@ mod tests {
                 let mut a = dy.clone();
                 a.resize(big, 0.0);
                 let (mut b, mut cols) = (vec![0.0; big], vec![0.0; op.scratch_len()]);
+                let mut idx = vec![0; op.index_len()];
                 assert!(op.backward(
                     (len_in, len_out),
                     &mut a,
                     &mut b,
-                    &mut cols,
+                    (&mut cols, &mut idx),
                     &[],
                     Parallelism::None
                 ));

@@ -123,6 +123,8 @@ pub struct BatchNorm {
     relu: bool,
     /// A max-pool `(kernel, stride, padding)` folded after it (see `fuse.rs`).
     pool: Option<(usize, usize, usize)>,
+    /// In eval mode the convolution before it computes it (see `fuse.rs`): pass through.
+    eval_absorbed: bool,
 }
 
 impl BatchNorm {
@@ -142,7 +144,32 @@ impl BatchNorm {
             eps,
             relu: false,
             pool: None,
+            eval_absorbed: false,
         })
+    }
+
+    /// The eval-mode per-channel `(scale, shift)` of `y = x·scale + shift` from the running
+    /// statistics, as the kernel computes them ([`kernels::eval_affine`]).
+    pub fn eval_scale_shift(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+        Ok(kernels::eval_affine(
+            &host(&self.weight)?,
+            &host(&self.bias)?,
+            &host(self.running_mean.as_tensor())?,
+            &host(self.running_var.as_tensor())?,
+            self.eps,
+        ))
+    }
+
+    /// Whether its affine parameters are variables or results of tracked ops (a gradient can
+    /// be asked for).
+    pub fn tracks_gradient(&self) -> bool {
+        self.weight.track_op() || self.bias.track_op()
+    }
+
+    /// The ReLU and the max-pool `(kernel, stride, padding)` folded into it.
+    pub fn folds(&self) -> (bool, Option<(usize, usize, usize)>) {
+        (self.relu, self.pool)
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -186,6 +213,10 @@ impl BatchNorm {
 
 impl Layer for BatchNorm {
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        // Pass through exactly when the convolution before computed this layer.
+        if self.eval_absorbed && !ctx.train && !x.track_op() && !self.tracks_gradient() {
+            return Ok(x.clone());
+        }
         self.forward_t(x, ctx.train)
     }
 
@@ -193,17 +224,18 @@ impl Layer for BatchNorm {
     /// the values the kernel computes with in eval mode ([`kernels::eval_affine`]), then the
     /// folded ReLU and max-pool.
     fn pieces(&self) -> Result<Option<Vec<Piece>>> {
-        let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
-        let (scale, shift) = kernels::eval_affine(
-            &host(&self.weight)?,
-            &host(&self.bias)?,
-            &host(self.running_mean.as_tensor())?,
-            &host(self.running_var.as_tensor())?,
-            self.eps,
-        );
+        let (scale, shift) = self.eval_scale_shift()?;
         let mut p = vec![Piece::Scale { scale, shift }];
         p.extend(fold_pieces(self.relu, self.pool));
         Ok(Some(p))
+    }
+
+    fn eval_norm(&self) -> Option<BatchNorm> {
+        Some(self.clone())
+    }
+
+    fn set_eval_absorbed(&mut self) {
+        self.eval_absorbed = true;
     }
 
     /// A ReLU after the normalisation, and a max-pool after that, in the same kernel: the

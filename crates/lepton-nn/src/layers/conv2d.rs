@@ -10,6 +10,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::batch_norm::BatchNorm;
 use super::pool::{need_image, window_out};
 use super::{kaiming, one, yes, BuildCtx, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
 use crate::kernels::{self, Conv2dParams, Piece};
@@ -131,6 +132,7 @@ impl LayerConfig for Conv2dConfig {
             },
             relu: false,
             pool: None,
+            eval_norm: None,
         }))
     }
 }
@@ -145,11 +147,27 @@ pub struct Conv2d {
     relu: bool,
     /// The max-pool `(kernel, stride, padding)` after this layer (and its ReLU) is computed here.
     pool: Option<(usize, usize, usize)>,
+    /// The batch norm after this layer (with its ReLU and pool), computed here in eval mode when
+    /// no gradient can be asked for (inference on loaded weights: serving, `lepton predict`,
+    /// explanations' piecewise net; [`kernels::conv2d_eval_block`], see `fuse.rs`); it shares
+    /// the batch norm's tensors.
+    eval_norm: Option<Box<BatchNorm>>,
 }
 
 impl Layer for Conv2d {
-    fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let (w, b) = (&self.weight, self.bias.as_ref());
+        // Only where no gradient can be asked for: the block has no backward pass.
+        let tracked = x.track_op() || w.track_op() || b.is_some_and(Tensor::track_op);
+        if let Some(norm) = self
+            .eval_norm
+            .as_ref()
+            .filter(|n| !ctx.train && !tracked && !n.tracks_gradient())
+        {
+            let (scale, shift) = norm.eval_scale_shift()?;
+            let (relu, pool) = norm.folds();
+            return kernels::conv2d_eval_block(x, w, b, self.params, scale, shift, relu, pool);
+        }
         match self.pool {
             Some(pool) => kernels::conv2d_pool(x, w, b, self.params, self.relu, pool),
             None => kernels::conv2d_act(x, w, b, self.params, self.relu),
@@ -164,6 +182,15 @@ impl Layer for Conv2d {
         }];
         p.extend(fold_pieces(self.relu, self.pool));
         Ok(Some(p))
+    }
+
+    /// Only a batch norm right after the convolution itself (no ReLU or pool folded here).
+    fn absorb_eval_norm(&mut self, norm: &BatchNorm) -> bool {
+        if self.relu || self.pool.is_some() || self.eval_norm.is_some() {
+            return false;
+        }
+        self.eval_norm = Some(Box::new(norm.clone()));
+        true
     }
 
     fn fold(&mut self, op: Fold, after_relu: bool) -> bool {

@@ -62,6 +62,16 @@ pub fn fuse(layers: &mut [Box<dyn Layer>]) {
             layers[i] = Box::new(Folded(pool));
         }
     }
+    // After the ReLUs and pools, so that the batch norm carries them: in eval mode the
+    // convolution before it computes the whole block.
+    for i in 1..layers.len() {
+        let Some(norm) = layers[i].eval_norm() else {
+            continue;
+        };
+        if layers[i - 1].absorb_eval_norm(&norm) {
+            layers[i].set_eval_absorbed();
+        }
+    }
     for i in 1..layers.len() {
         let Some(table) = layers[i - 1].lookup_table().cloned() else {
             continue;

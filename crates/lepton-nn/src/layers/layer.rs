@@ -64,6 +64,24 @@ pub trait Layer: Debug + Send + Sync {
         Ok(None)
     }
 
+    /// A batch norm (with what is folded into it) that the layer before it may compute in eval
+    /// mode, as [`crate::layers::BatchNorm`] (sharing its tensors); `None` (the default) for
+    /// any other layer.
+    fn eval_norm(&self) -> Option<super::BatchNorm> {
+        None
+    }
+
+    /// Compute `norm` (the batch norm after this layer) inside this layer's kernel in eval
+    /// mode; returns whether it did (the batch norm then passes its input through in eval mode).
+    fn absorb_eval_norm(&mut self, norm: &super::BatchNorm) -> bool {
+        let _ = norm;
+        false
+    }
+
+    /// In eval mode, pass the input through: the layer before computes this one (a batch norm
+    /// after [`Layer::absorb_eval_norm`]).
+    fn set_eval_absorbed(&mut self) {}
+
     /// An `embedding`'s table `[num-embeddings, dim]`, which the layer after it may fold in.
     fn lookup_table(&self) -> Option<&Tensor> {
         None

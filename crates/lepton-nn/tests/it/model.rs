@@ -146,3 +146,56 @@ fn a_huge_layer_is_an_error_before_allocation() {
         .to_string();
     assert!(e.contains("out-features"), "{e}");
 }
+
+/// Eval mode on loaded (untracked) weights computes each conv + batch norm (+ ReLU, max-pool)
+/// block in one kernel (`kernels::conv2d_eval_block`); it must equal the layer-by-layer
+/// forward (what runs whenever a gradient can be asked for, here through an input `Var`) bit
+/// for bit, and the batch norm must still run on its own in training and on tracked inputs.
+#[test]
+fn eval_conv_batch_norm_blocks_equal_the_layer_by_layer_forward_bit_for_bit() {
+    let layers = r#"layers = [
+        { type = "conv2d", out-channels = 6, kernel = 3, padding = 1, bias = false }, { type = "batch-norm2d" }, { type = "relu" }, { type = "max-pool2d", kernel = 2 },
+        { type = "conv2d", out-channels = 5, kernel = 3, padding = 1 }, { type = "batch-norm2d" }, { type = "relu" },
+        { type = "conv2d", out-channels = 4, kernel = 1 }, { type = "batch-norm2d" },
+        { type = "flatten" }, { type = "linear", out-features = 3 }]"#;
+    let spec: ModelSpec = toml::from_str(layers).unwrap();
+    let input = [2, 8, 8];
+    let (varmap, trained) = {
+        let varmap = VarMap::new();
+        let model = Model::new(
+            &spec,
+            &input,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        init_seeded(&varmap, 3).unwrap();
+        // Running statistics away from (0, 1).
+        let x = (Tensor::randn(0f32, 2.0, (8, 2, 8, 8), &Device::Cpu).unwrap() + 0.7).unwrap();
+        model.forward_t(&x, true).unwrap();
+        (varmap, model)
+    };
+    let tensors: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .collect();
+    let loaded = Model::new(
+        &spec,
+        &input,
+        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let x = Tensor::randn(0f32, 1.0, (5, 2, 8, 8), &Device::Cpu).unwrap();
+    let fused = loaded.forward_t(&x, false).unwrap();
+    let var = candle_core::Var::from_tensor(&x).unwrap();
+    let layered = loaded.forward_t(var.as_tensor(), false).unwrap();
+    let on_vars = trained.forward_t(&x, false).unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(flat(&fused), flat(&layered));
+    assert_eq!(flat(&fused), flat(&on_vars));
+    // The fused path really ran: its result tracks no op (the layer-by-layer one does).
+    assert!(!fused.track_op(), "fused tracks");
+    assert!(layered.track_op(), "layered does not track");
+}
