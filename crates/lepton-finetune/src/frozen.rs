@@ -7,6 +7,8 @@
 //! `x: [.., in]` (any leading dimensions, contiguous), `W: [out, in]` → `y: [.., out]`.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use lepton_nn::kernels::{matmul, Mat};
 
 /// The op; holds the frozen weight.
 struct Frozen {
@@ -58,39 +60,8 @@ impl CustomOp1 for Frozen {
 pub(crate) fn matmul_xwt(x: &[f32], w: &[f32], n: usize, k: usize) -> Vec<f32> {
     let m = x.len() / k.max(1);
     let mut y = vec![0f32; m * n];
-    if m > 0 && n > 0 && k > 0 {
-        assert!(
-            x.len() == m * k && w.len() == n * k,
-            "matmul_xwt: operand lengths"
-        );
-        // SAFETY: y is m×n row-major (dst strides 1, n), x is m×k row-major (strides 1, k),
-        // Wᵀ element (kk, j) is w[j·k + kk] (strides k, 1 as column, row); all three slices
-        // hold exactly those elements (asserted above), and read_dst = false means the
-        // uninitialised-value contract of `gemm` does not apply (y is zero-filled anyway).
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                y.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-    }
+    let (x, wt) = (Mat::rows(x, k), Mat::rows_t(w, k));
+    matmul(m, n, k, &mut y, x, wt, false, Parallelism::Rayon(0));
     y
 }
 
@@ -99,38 +70,8 @@ pub(crate) fn matmul_xwt(x: &[f32], w: &[f32], n: usize, k: usize) -> Vec<f32> {
 pub(crate) fn matmul_dyw(dy: &[f32], w: &[f32], n: usize, k: usize) -> Vec<f32> {
     let m = dy.len() / n.max(1);
     let mut dx = vec![0f32; m * k];
-    if m > 0 && n > 0 && k > 0 {
-        assert!(
-            dy.len() == m * n && w.len() == n * k,
-            "matmul_dyw: operand lengths"
-        );
-        // SAFETY: dx is m×k row-major (strides 1, k), dy m×n row-major (strides 1, n), W n×k
-        // row-major (strides 1, k); the slices hold exactly those elements (asserted above);
-        // read_dst = false.
-        unsafe {
-            gemm::gemm(
-                m,
-                k,
-                n,
-                dx.as_mut_ptr(),
-                1,
-                k as isize,
-                false,
-                dy.as_ptr(),
-                1,
-                n as isize,
-                w.as_ptr(),
-                1,
-                k as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-    }
+    let (dy, w) = (Mat::rows(dy, n), Mat::rows(w, k));
+    matmul(m, k, n, &mut dx, dy, w, false, Parallelism::Rayon(0));
     dx
 }
 

@@ -28,7 +28,7 @@ pub use attention::{
     attention, attention_backward_reference, attention_qkv, attention_reference, AttentionMask,
 };
 pub use batchnorm::{batch_norm, channel_stats, eval_affine};
-pub use blas::Elem;
+pub use blas::{matmul, Elem, Mat};
 pub use conv::{col2im, im2col, Geom as ConvGeom};
 pub use conv_eval::conv2d_eval_block;
 pub use layer_norm::{layer_norm, layer_norm_reference};

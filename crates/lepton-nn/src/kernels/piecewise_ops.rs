@@ -11,7 +11,7 @@ use gemm::Parallelism;
 use super::blas::Elem;
 use super::conv::{conv_image, input_grad_image, Geom};
 use super::maxpool::{pool_plane, Geometry as PoolGeom};
-use super::sparse_grad::{self, taps_last};
+use super::sparse_grad::{self, taps_last, NONE};
 
 /// A convolution's output gradient with at most one value in `SPARSE` non-zero takes the
 /// sparse input gradient ([`sparse_grad`]). Its cost is a multiply-add per non-zero and weight
@@ -54,9 +54,6 @@ macro_rules! simd {
         }
     };
 }
-
-/// An argmax that receives no gradient (the pooled value was ≤ 0 under a fused ReLU).
-pub(super) const NONE: u32 = u32::MAX;
 
 /// A compiled operation.
 #[derive(Debug, Clone)]

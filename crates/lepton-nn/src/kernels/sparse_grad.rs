@@ -18,7 +18,9 @@
 use super::blas::Elem;
 use super::conv::Geom;
 use super::maxpool::Geometry as PoolGeom;
-use super::piecewise_ops::NONE;
+
+/// An argmax that receives no gradient (the pooled value was ≤ 0 under a fused ReLU).
+pub(super) const NONE: u32 = u32::MAX;
 
 /// Values per register block of [`axpy_rows`]: six AVX-512 (twelve AVX2) vectors of f32, enough
 /// independent multiply-add chains to hide their latency.

@@ -13,7 +13,7 @@ use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::conv2d::fold_pieces;
+use super::fuse::fold_pieces;
 use super::pool::need_image;
 use super::{eps, BuildCtx, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
 use crate::kernels::{self, Piece};

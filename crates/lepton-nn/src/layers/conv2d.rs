@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::batch_norm::BatchNorm;
+use super::fuse::fold_pieces;
 use super::pool::{need_image, window_out};
 use super::{kaiming, one, yes, BuildCtx, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
 use crate::kernels::{self, Conv2dParams, Piece};
@@ -206,20 +207,4 @@ impl Layer for Conv2d {
             Fold::MaxPool(..) => false,
         }
     }
-}
-
-/// The pieces of a ReLU and a max-pool `(kernel, stride, padding)` folded into a layer.
-pub(super) fn fold_pieces(relu: bool, pool: Option<(usize, usize, usize)>) -> Vec<Piece> {
-    let mut p = Vec::new();
-    if relu {
-        p.push(Piece::Relu);
-    }
-    if let Some((kernel, stride, padding)) = pool {
-        p.push(Piece::MaxPool {
-            kernel,
-            stride,
-            padding,
-        });
-    }
-    p
 }

@@ -11,6 +11,7 @@
 use candle_core::{Result, Tensor};
 
 use super::{Ctx, Fold, Layer};
+use crate::kernels::Piece;
 
 /// A layer computed by the layer before it (an identity here).
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +81,22 @@ pub fn fuse(layers: &mut [Box<dyn Layer>]) {
             layers[i - 1] = Box::new(TokenIds);
         }
     }
+}
+
+/// The pieces of a ReLU and a max-pool `(kernel, stride, padding)` folded into a layer.
+pub(super) fn fold_pieces(relu: bool, pool: Option<(usize, usize, usize)>) -> Vec<Piece> {
+    let mut p = Vec::new();
+    if relu {
+        p.push(Piece::Relu);
+    }
+    if let Some((kernel, stride, padding)) = pool {
+        p.push(Piece::MaxPool {
+            kernel,
+            stride,
+            padding,
+        });
+    }
+    p
 }
 
 #[cfg(test)]
