@@ -4,13 +4,13 @@
 # slowest units). The build goes into a fresh target directory so nothing is reused; the registry
 # sources must already be downloaded (`cargo fetch`), so the time is compile time only.
 #
-#   bench/build/clean_release.sh          # JOBS=$(nproc)
+#   bench/build/clean_release.sh          # BUILD_JOBS=$(nproc)
 #   TARGET=dir bench/build/clean_release.sh   # build into dir (its release/ removed first) and keep it
 #
 # Run it on an idle machine: it takes the CPU lock the benches share.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-jobs=${JOBS:-$(nproc)}
+jobs=${BUILD_JOBS:-$(nproc)}
 if [[ -n ${TARGET:-} ]]; then
     target=$TARGET
     rm -rf "$target/release"
