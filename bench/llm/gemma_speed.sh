@@ -10,7 +10,7 @@ threads=${1:-2} prompt=${2:-200} decode=${3:-64}
 model=$(scripts/fetch-assets.sh gemma)
 py=$(bench/pyenv.sh llama-cpp-python numpy)/bin/python
 cargo build --release -q -p lepton-llm --example llm_speed
-ours=$(RAYON_NUM_THREADS=$threads target/release/examples/llm_speed "$model" "$prompt" "$decode" 0)
+ours=$(RAYON_NUM_THREADS=$threads "${CARGO_TARGET_DIR:-target}"/release/examples/llm_speed "$model" "$prompt" "$decode" 0)
 ref=$("$py" bench/llm/llamacpp_speed.py "$model" "$prompt" "$decode" "$threads")
 echo "lepton:    $ours"
 echo "llama.cpp: $ref"

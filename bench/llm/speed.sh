@@ -11,7 +11,7 @@ threads=${1:-2} prompt=${2:-200} decode=${3:-128} clients=${4:-8}
 model=$(scripts/fetch-assets.sh models)/SmolLM2-135M-Instruct.Q4_1.gguf
 py=$(bench/pyenv.sh llama-cpp-python numpy)/bin/python
 cargo build --release -q -p lepton-llm --example llm_speed
-ours=$(RAYON_NUM_THREADS=$threads target/release/examples/llm_speed "$model" "$prompt" "$decode" "$clients")
+ours=$(RAYON_NUM_THREADS=$threads "${CARGO_TARGET_DIR:-target}"/release/examples/llm_speed "$model" "$prompt" "$decode" "$clients")
 ref=$("$py" bench/llm/llamacpp_speed.py "$model" "$prompt" "$decode" "$threads")
 echo "lepton:    $ours"
 echo "llama.cpp: $ref"

@@ -28,7 +28,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 echo "threads $threads, $rounds rounds x $repeats repeats, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for ((i = 0; i < repeats; i++)); do
-    target/release/examples/speed_bench "$rounds" "$workloads" >>"$out/ours.jsonl"
+    "${CARGO_TARGET_DIR:-target}"/release/examples/speed_bench "$rounds" "$workloads" >>"$out/ours.jsonl"
     "$py" bench/speed/torch_bench.py "$rounds" "$workloads" >>"$out/torch.jsonl"
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

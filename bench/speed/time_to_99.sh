@@ -29,7 +29,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "threads $threads, target $target, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== lepton =="
-target/release/examples/time_to_accuracy examples/mnist-cnn.toml "$work/run" --target "$target" | tee "$work/ours.log"
+"${CARGO_TARGET_DIR:-target}"/release/examples/time_to_accuracy examples/mnist-cnn.toml "$work/run" --target "$target" | tee "$work/ours.log"
 echo "== pytorch =="
 "$py" bench/speed/mnist_cnn_torch.py --threads "$threads" --stop-at "$target" | tee "$work/torch.log"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
