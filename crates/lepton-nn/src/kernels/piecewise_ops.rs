@@ -312,37 +312,8 @@ impl<T: Elem> Op<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::sparse_grad::tests::naive_input_grad;
     use super::*;
-
-    /// `dx[c, iy, ix] = Σ dy[o, oy, ox] · w[o, c − c0, ky, kx]` over the taps that land there.
-    fn naive_input_grad(g: &Geom, w: &[f64], dy: &[f64]) -> Vec<f64> {
-        let (cg, cog, k) = (g.c / g.groups, g.co / g.groups, g.k);
-        let mut dx = vec![0.0; g.c * g.h * g.w];
-        for o in 0..g.co {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let v = dy[(o * g.oh + oy) * g.ow + ox];
-                    for ci in 0..cg {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let iy =
-                                    (oy * g.stride + ky * g.dilation) as isize - g.padding as isize;
-                                let ix =
-                                    (ox * g.stride + kx * g.dilation) as isize - g.padding as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
-                                }
-                                let c = (o / cog) * cg + ci;
-                                dx[(c * g.h + iy as usize) * g.w + ix as usize] +=
-                                    v * w[((o * cg + ci) * k + ky) * k + kx];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        dx
-    }
 
     #[test]
     fn sparse_and_dense_conv_input_gradients_equal_the_definition() {

@@ -291,7 +291,7 @@ pub(super) fn taps_last<T: Elem>(g: &Geom, w: &[T]) -> Vec<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::kernels::maxpool::pool_plane;
 
