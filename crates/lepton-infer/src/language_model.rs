@@ -39,6 +39,10 @@ pub struct LlmInfo {
     /// token in bytes. Longer prompts are refused before tokenization. `usize::MAX` when
     /// unknown.
     pub max_prompt_bytes: usize,
+    /// The weights' number format as `/v1/models` reports it: a GGUF file's llama.cpp type
+    /// (`Q4_K_M`, `Q8_0`, ...), a Hugging Face folder's tensor types (`F32`, `BF16+F32`, `I8+F32`
+    /// for a dynamic-int8 encoder), `f32` for a photon.
+    pub precision: String,
 }
 
 /// Vectors for a batch of texts.
@@ -151,6 +155,7 @@ mod tests {
             dimensions: 4,
             created: 0,
             max_prompt_bytes: usize::MAX,
+            precision: "f32".into(),
         });
         let e = m
             .generate("hi".into(), SamplingParams::greedy(1))

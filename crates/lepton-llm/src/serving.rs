@@ -27,7 +27,7 @@ pub struct EmbedderModel {
 
 impl EmbedderModel {
     /// Wrap an embedder; over-long inputs are refused (400), not silently truncated.
-    pub fn new(mut embedder: Embedder) -> Self {
+    pub fn new(mut embedder: Embedder, precision: String) -> Self {
         embedder.truncate = false;
         let info = LlmInfo {
             task: LlmTask::Embeddings,
@@ -36,6 +36,7 @@ impl EmbedderModel {
             created: now(),
             // WordPiece maps any over-long word to one [UNK]: no byte bound per token.
             max_prompt_bytes: usize::MAX,
+            precision,
         };
         EmbedderModel { embedder, info }
     }
@@ -78,7 +79,7 @@ fn longest_token_bytes(model: &TextModel) -> usize {
 }
 
 impl EngineModel {
-    pub fn new(engine: Engine) -> Self {
+    pub fn new(engine: Engine, precision: String) -> Self {
         let context_length = engine.model().context_length();
         let info = LlmInfo {
             task: LlmTask::Generation,
@@ -86,6 +87,7 @@ impl EngineModel {
             dimensions: 0,
             created: now(),
             max_prompt_bytes: context_length.saturating_mul(longest_token_bytes(engine.model())),
+            precision,
         };
         EngineModel { engine, info }
     }
@@ -172,17 +174,29 @@ pub fn load_language_model(
     path: &Path,
     engine: EngineConfig,
 ) -> crate::Result<Arc<dyn LanguageModel>> {
+    // The header's number formats, as `lepton inspect` names them (reads metadata only).
+    let summary = crate::inspect::ModelSummary::read(path)?;
+    let precision = summary
+        .quantization
+        .or_else(|| summary.types.first().map(|t| t.dtype.clone()))
+        .unwrap_or_else(|| "unknown".into());
     match ModelPath::classify(path)? {
-        ModelPath::Folder(f) if f.architecture == crate::Architecture::Bert => {
-            Ok(Arc::new(EmbedderModel::new(Embedder::load(path)?)))
-        }
+        ModelPath::Folder(f) if f.architecture == crate::Architecture::Bert => Ok(Arc::new(
+            EmbedderModel::new(Embedder::load(path)?, precision),
+        )),
         ModelPath::Folder(f) => {
             let model = TextModel::load_folder(&f.dir)?;
-            Ok(Arc::new(EngineModel::new(Engine::new(model, engine)?)))
+            Ok(Arc::new(EngineModel::new(
+                Engine::new(model, engine)?,
+                precision,
+            )))
         }
         ModelPath::Gguf(p) => {
             let model = TextModel::load(&p)?;
-            Ok(Arc::new(EngineModel::new(Engine::new(model, engine)?)))
+            Ok(Arc::new(EngineModel::new(
+                Engine::new(model, engine)?,
+                precision,
+            )))
         }
     }
 }

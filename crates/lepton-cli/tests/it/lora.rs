@@ -110,6 +110,14 @@ fn run_serves_lora_adapters_given_at_start() {
         .find(|m| m["id"] == "one")
         .unwrap_or_else(|| panic!("{models}"));
     assert_eq!(one["parent"], "smol");
+    let smol = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "smol")
+        .unwrap_or_else(|| panic!("{models}"));
+    // The base's number format, as the GGUF header names it.
+    assert_eq!(smol["precision"], "Q4_1", "{models}");
     let complete = |model: &str| -> String {
         let body = serde_json::json!({"model": model, "prompt": "The sea is", "max_tokens": 6, "temperature": 0});
         let v: serde_json::Value = ureq::post(&format!("{base}/v1/completions"))

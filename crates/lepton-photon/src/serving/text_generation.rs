@@ -58,6 +58,7 @@ impl PhotonLanguageModel {
                 dimensions: 0,
                 created,
                 max_prompt_bytes: usize::MAX,
+                precision: "f32".into(),
             },
             permits,
             runtime: tokio::runtime::Handle::current(),

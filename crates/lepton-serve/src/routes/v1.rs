@@ -258,7 +258,8 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, A
         data.push(
             json!({"id": name, "object": "model", "created": i.created, "owned_by": "lepton",
                          "task": i.task.as_str(), "context_length": i.context_length,
-                         "dimensions": (i.dimensions > 0).then_some(i.dimensions)}),
+                         "dimensions": (i.dimensions > 0).then_some(i.dimensions),
+                         "precision": i.precision}),
         );
         // LoRA adapters, as vLLM lists them: their own id, `parent` the base model.
         for a in s.model.adapters() {

@@ -586,6 +586,7 @@ impl Recorder {
                 dimensions: 0,
                 created: 1,
                 max_prompt_bytes,
+                precision: "f32".into(),
             },
             tokenized: AtomicUsize::new(0),
             params: Mutex::new(Vec::new()),

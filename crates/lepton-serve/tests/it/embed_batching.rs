@@ -54,6 +54,7 @@ fn state(delay: Duration, batch_texts: usize) -> (AppState, Arc<SlowEmbedder>) {
             dimensions: 2,
             created: 1,
             max_prompt_bytes: usize::MAX,
+            precision: "f32".into(),
         },
         delay,
         calls: Mutex::default(),

@@ -59,6 +59,7 @@ impl FakeGenerator {
                 dimensions: 0,
                 created: 1,
                 max_prompt_bytes: 4096,
+                precision: "Q4_K_M".into(),
             },
             delay,
             live: Arc::default(),
@@ -168,6 +169,7 @@ pub(crate) fn state(tokens: Option<&str>, delay: Duration) -> (AppState, Arc<Fak
         dimensions: 3,
         created: 1,
         max_prompt_bytes: usize::MAX,
+        precision: "I8+F32".into(),
     });
     state.inner.llms.insert("emb", Arc::new(emb), 16);
     (state, gen)
@@ -364,6 +366,9 @@ async fn models_list_and_llm_metrics() {
     assert_eq!(ids, ["emb", "gen"]);
     assert_eq!(v["data"][1]["task"], "text-generation");
     assert_eq!(v["data"][0]["dimensions"], 3);
+    // Each model's number format, as the backend reports it.
+    assert_eq!(v["data"][0]["precision"], "I8+F32");
+    assert_eq!(v["data"][1]["precision"], "Q4_K_M");
     post(
         &st,
         "/v1/completions",
