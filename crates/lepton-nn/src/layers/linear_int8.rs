@@ -384,6 +384,35 @@ impl Layer for LinearInt8 {
         }
         false
     }
+
+    /// Static layers take codes of a `[C, H, W]` activation in height × width × channels order
+    /// by permuting their weight columns once (so the products are the same).
+    fn take_hwc_codes(&mut self, [c, h, w]: [usize; 3]) -> bool {
+        let Kernel::Static(weight, _) = &mut self.weight else {
+            return false;
+        };
+        let k = c * h * w;
+        if weight.cols() != k {
+            return false;
+        }
+        let codes = weight.codes();
+        let mut hwc = vec![0i8; codes.len()];
+        for (src, dst) in codes.chunks_exact(k).zip(hwc.chunks_exact_mut(k)) {
+            for ci in 0..c {
+                for p in 0..h * w {
+                    dst[p * c + ci] = src[ci * h * w + p];
+                }
+            }
+        }
+        let scales = weight.scales().to_vec();
+        match PackedI8::new(weight.rows(), k, &hwc, scales, "linear-int8 weight") {
+            Ok(w) => {
+                *weight = w;
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// Bias and ReLU over rows of `n` outputs.
