@@ -24,7 +24,12 @@
 //! order.
 
 use candle_core::Result;
-use lepton_quant::{code_u8, PackedI8};
+use lepton_quant::{code_u8, PackedI8, CHANNEL_TILE};
+
+/// Output channels per step of the epilogue (one AVX-512 vector of i32 or f32); the product
+/// rows are padded to [`CHANNEL_TILE`], a multiple of it.
+const LANES: usize = 16;
+const _: () = assert!(CHANNEL_TILE % LANES == 0);
 
 /// A `conv2d-int8` layer's geometry (groups 1, square kernel) and folded max-pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,16 +187,15 @@ pub enum ConvDst<'a> {
 }
 
 /// The buffers one thread reuses over its images: the image of codes (border written once),
-/// one plane's codes, the products `[H'·W'][padded channels]`, one pooled position's sums, the
-/// per-channel output scales and one position's outputs.
+/// one plane's codes, the products `[H'·W'][padded channels]`, the per-channel output scales
+/// and biases (padded as the products).
 #[derive(Default)]
 pub struct ConvScratch {
     codes: Vec<u8>,
     plane: Vec<u8>,
     prod: Vec<i32>,
-    pooled: Vec<i32>,
     scale: Vec<f32>,
-    vals: Vec<f32>,
+    bias: Vec<f32>,
 }
 
 /// The input range covered by pool output `o` (kernel `k`, stride `s`, padding `p`) along an axis
@@ -345,19 +349,21 @@ impl ConvPlan {
         let np = weight.padded_rows();
         let co = weight.rows();
         buf.prod.resize(self.rows.len() * np, 0);
+        // The scales `d s_j` and biases, padded with zeros to the product rows' `np` channels.
         buf.scale.clear();
         buf.scale.extend(weight.scales().iter().map(|s| d * s));
-        buf.pooled.resize(np, 0);
-        buf.vals.resize(co, 0.0);
+        buf.scale.resize(np, 0.0);
+        buf.bias.clear();
+        buf.bias.extend_from_slice(bias);
+        buf.bias.resize(np, 0.0);
         let l = self.ph * self.pw;
         let ow = self.ow;
+        let single = (1, 1, 0);
+        let (pk, ps, pp) = self.geom.pool.unwrap_or(single);
         // Conv rows `[0, done)` have their products.
         let mut done = 0;
         for py in 0..self.ph {
-            let (ylo, yhi) = match self.geom.pool {
-                Some(g) => span(py, g, self.oh),
-                None => (py, py + 1),
-            };
+            let (ylo, yhi) = span(py, (pk, ps, pp), self.oh);
             if yhi > done {
                 let (a, b) = (done * ow, yhi * ow);
                 weight.products(
@@ -370,48 +376,47 @@ impl ConvPlan {
             }
             for px in 0..self.pw {
                 let i = py * self.pw + px;
-                let acc: &[i32] = match self.geom.pool {
-                    None => &buf.prod[i * np..i * np + co],
-                    Some(g) => {
-                        let (xlo, xhi) = span(px, g, ow);
-                        let m = &mut buf.pooled[..co];
-                        m.fill(i32::MIN);
-                        for y in ylo..yhi {
-                            for x in xlo..xhi {
-                                let pos = (y * ow + x) * np;
-                                for (m, &v) in m.iter_mut().zip(&buf.prod[pos..pos + co]) {
-                                    *m = (*m).max(v);
-                                }
+                let (xlo, xhi) = span(px, (pk, ps, pp), ow);
+                // LANES channels at a time, each step in registers: the pool's max over the
+                // window's sums, `y = (d s_j) P + b_j`, the ReLU, the output.
+                for j0 in (0..co).step_by(LANES) {
+                    let mut m = [i32::MIN; LANES];
+                    for y in ylo..yhi {
+                        for x in xlo..xhi {
+                            let at = (y * ow + x) * np + j0;
+                            let p: &[i32; LANES] = buf.prod[at..at + LANES].try_into().unwrap();
+                            for t in 0..LANES {
+                                m[t] = m[t].max(p[t]);
                             }
                         }
-                        m
                     }
-                };
-                let vals = &mut buf.vals;
-                let terms = acc.iter().zip(&buf.scale).zip(bias);
-                if relu {
-                    for (v, ((&a, &s), &b)) in vals.iter_mut().zip(terms) {
-                        *v = (a as f32 * s + b).max(0.0);
-                    }
-                } else {
-                    for (v, ((&a, &s), &b)) in vals.iter_mut().zip(terms) {
-                        *v = a as f32 * s + b;
-                    }
-                }
-                match &mut dst {
-                    ConvDst::Hwc(out, inv) => {
-                        for (q, &v) in out[i * co..(i + 1) * co].iter_mut().zip(vals.iter()) {
-                            *q = code_u8(v, *inv);
+                    let s: &[f32; LANES] = buf.scale[j0..j0 + LANES].try_into().unwrap();
+                    let b: &[f32; LANES] = buf.bias[j0..j0 + LANES].try_into().unwrap();
+                    let mut v = [0f32; LANES];
+                    for t in 0..LANES {
+                        v[t] = m[t] as f32 * s[t] + b[t];
+                        if relu {
+                            v[t] = v[t].max(0.0);
                         }
                     }
-                    ConvDst::F32(out) => {
-                        for (j, &v) in vals.iter().enumerate() {
-                            out[j * l + i] = v;
+                    let n = LANES.min(co - j0);
+                    match &mut dst {
+                        ConvDst::Hwc(out, inv) => {
+                            let mut q = [0u8; LANES];
+                            for t in 0..LANES {
+                                q[t] = code_u8(v[t], *inv);
+                            }
+                            out[i * co + j0..i * co + j0 + n].copy_from_slice(&q[..n]);
                         }
-                    }
-                    ConvDst::Chw(out, inv) => {
-                        for (j, &v) in vals.iter().enumerate() {
-                            out[j * l + i] = code_u8(v, *inv);
+                        ConvDst::F32(out) => {
+                            for (t, &v) in v[..n].iter().enumerate() {
+                                out[(j0 + t) * l + i] = v;
+                            }
+                        }
+                        ConvDst::Chw(out, inv) => {
+                            for (t, &v) in v[..n].iter().enumerate() {
+                                out[(j0 + t) * l + i] = code_u8(v, *inv);
+                            }
                         }
                     }
                 }
