@@ -25,7 +25,9 @@ use candle_nn::{Init, VarBuilder};
 use lepton_quant::{ActScale, PackedI8};
 use serde::{Deserialize, Serialize};
 
-use super::linear_int8::{act_scale, blocks, int8_codes, out_scale, Activations, Input, Output};
+use super::linear_int8::{
+    act_scale, blocks, input_tensor, input_view, int8_codes, out_scale, Activations, Input, Output,
+};
 use super::{one, yes, BuildCtx, Conv2dConfig, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
 use crate::kernels::{ConvDst, ConvInt8Geom, ConvScratch, ConvSrc};
 use rayon::prelude::*;
@@ -174,7 +176,9 @@ impl Layer for Conv2dInt8 {
             );
         }
         let plan = self.geom.plan(h, w)?;
-        let xs = Activations::read(x, "conv2d-int8", self.act)?;
+        let held = input_tensor(x, "conv2d-int8", self.act)?;
+        let held = held.storage_and_layout();
+        let xs = input_view(&held.0, held.1, "conv2d-int8")?;
         let co = self.weight.rows();
         let (ph, pw) = plan.out_hw();
         let per_out = co * ph * pw;
@@ -195,7 +199,7 @@ impl Layer for Conv2dInt8 {
                     (ActScale::Dynamic, Input::F32(x)) => {
                         x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0
                     }
-                    (ActScale::Dynamic, Input::U8(_)) => unreachable!("refused by read"),
+                    (ActScale::Dynamic, Input::U8(_)) => unreachable!("refused by input_tensor"),
                 };
                 let src = match src {
                     Input::F32(x) => ConvSrc::F32(x, if d > 0.0 { 1.0 / d } else { 0.0 }),
@@ -214,7 +218,7 @@ impl Layer for Conv2dInt8 {
             &mut out,
             self.out,
             per_task * per_out,
-            &xs,
+            xs,
             per_task * per_in,
         );
         if tasks.len() == 1 {
