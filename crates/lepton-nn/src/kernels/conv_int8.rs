@@ -406,7 +406,15 @@ impl ConvPlan {
                             for t in 0..LANES {
                                 q[t] = code_u8(v[t], *inv);
                             }
-                            out[i * co + j0..i * co + j0 + n].copy_from_slice(&q[..n]);
+                            let at = i * co + j0;
+                            if n == LANES {
+                                // A fixed-size copy: one store, not a call to memcpy.
+                                let o: &mut [u8; LANES] =
+                                    (&mut out[at..at + LANES]).try_into().unwrap();
+                                *o = q;
+                            } else {
+                                out[at..at + n].copy_from_slice(&q[..n]);
+                            }
                         }
                         ConvDst::F32(out) => {
                             for (t, &v) in v[..n].iter().enumerate() {
