@@ -100,6 +100,17 @@ impl PackedI8 {
         &self.scales
     }
 
+    /// The codes as [`PackedI8::new`] took them (`rows × cols`, row-major).
+    pub fn codes(&self) -> Vec<i8> {
+        let mut codes = vec![0i8; self.n * self.k];
+        for (j, row) in codes.chunks_exact_mut(self.k).enumerate() {
+            for (i, c) in row.iter_mut().enumerate() {
+                *c = self.w[((i / 4) * self.np + j) * 4 + i % 4];
+            }
+        }
+        codes
+    }
+
     /// `out[r · padded_rows + j] = Σ_k (u_rk - 128) · w_jk` for each of `rows.len()` activation
     /// rows read from `src` as the module docs say (`g = ⌈k / 4⌉ / segs.len()` groups per
     /// segment); channels past [`PackedI8::rows`] get 0. Runs on the calling thread. The bytes
@@ -240,6 +251,7 @@ mod tests {
                 })
                 .collect();
             let w = PackedI8::new(n, k, &codes, vec![1.0; n], "w").unwrap();
+            assert_eq!(w.codes(), codes, "{n}x{k} unpacked");
             let k4 = k.div_ceil(4);
             let gs = k4 / nseg;
             assert_eq!(gs * nseg, k4, "test shape");

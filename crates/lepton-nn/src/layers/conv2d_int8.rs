@@ -3,14 +3,17 @@
 //! Written by `lepton compress --quantize`; inference only.
 //!
 //! Each image is quantized once, with the calibrated `activation-scale` (static) or its own
-//! `max |x| / 127` (dynamic), into a zero-padded height × width × channels image of codes.
-//! With `C` a multiple of 4 the kernel reads each output position's patch straight from it (an
-//! implicit im2col: a kernel row of `K · C` codes is contiguous, whole 4-code groups), so no
-//! patch rows are built; otherwise (a first convolution over 1 or 3 channels) each position's
-//! `K · K · C` codes are gathered into one row padded to 4. The weights are packed once at load
-//! in the same `(ky, kx, c)` order. The epilogue takes the
-//! folded max-pool on the integer sums (a scale ≥ 0, the bias and ReLU are monotone, so the max
-//! commutes with them), then `y = s_x s_j · P + b_j` and the folded ReLU.
+//! `max |x| / 127` (dynamic), into a zero-padded height × width × channels image of codes that
+//! the kernel reads in place (an implicit im2col, `kernels/conv_int8.rs`); the weights are
+//! packed once at load in the order it reads them. The epilogue takes the folded max-pool on
+//! the integer sums, then `y = s_x s_j · P + b_j` and the folded ReLU.
+//!
+//! # Codes between layers
+//! With `output-scale` the output is the next int8 layer's u8 codes. When the fusion pass finds
+//! that the next int8 layer (past flattens and dropouts) can read them in height × width ×
+//! channels order ([`Layer::take_hwc_codes`]: a convolution reads them as its image rows, a
+//! linear layer permutes its weight columns once), they are written so: a `u8` tensor
+//! `[N, H', W', C']`, with no transposition on either side. Otherwise `[N, C', H', W']`.
 //!
 //! # Shapes
 //! `[C, H, W]` -> `[out-channels, H', W']` as `conv2d`; tensors `weight: [out-channels, C·K·K]`
@@ -19,11 +22,14 @@
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use lepton_quant::{code_u8, ActScale, PackedI8};
+use lepton_quant::{ActScale, PackedI8};
 use serde::{Deserialize, Serialize};
 
-use super::linear_int8::{act_scale, blocks, int8_codes, out_scale, Activations, Input, Output};
+use super::linear_int8::{
+    act_scale, blocks, input_tensor, input_view, int8_codes, out_scale, Activations, Input, Output,
+};
 use super::{one, yes, BuildCtx, Conv2dConfig, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
+use crate::kernels::{ConvDst, ConvInt8Geom, ConvScratch, ConvSrc};
 use rayon::prelude::*;
 
 /// The `conv2d-int8` settings (those of `conv2d`, groups 1).
@@ -47,7 +53,7 @@ pub struct Conv2dInt8Config {
     #[serde(default = "yes")]
     pub bias: bool,
     /// Static quantization: the input scale `max|x| / 127` from calibration (finite, > 0).
-    /// Default: none, each patch is quantized per block at run time (dynamic).
+    /// Default: none, each image is quantized with its own `max|x| / 127` at run time (dynamic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_scale: Option<f32>,
     /// The input scale of the next int8 layer, when only a ReLU and a max-pool (both folded
@@ -92,30 +98,25 @@ impl LayerConfig for Conv2dInt8Config {
     }
 
     fn build(&self, x: &[usize], vb: VarBuilder, _: &mut BuildCtx) -> Result<Box<dyn Layer>> {
-        let (c, k) = (x[0], self.kernel);
-        let (codes, scales) = int8_codes(&vb, self.out_channels, c * k * k)?;
-        // `[co][c][ky][kx]` -> `[co][ky][kx][c]`, the order the kernel reads codes.
-        let mut packed = vec![0i8; self.out_channels * k * k * c];
-        for (src, dst) in codes
-            .chunks_exact(c * k * k)
-            .zip(packed.chunks_exact_mut(k * k * c))
-        {
-            for ci in 0..c {
-                for t in 0..k * k {
-                    dst[t * c + ci] = src[ci * k * k + t];
-                }
-            }
-        }
+        let (c, k, co) = (x[0], self.kernel, self.out_channels);
+        let (codes, scales) = int8_codes(&vb, co, c * k * k)?;
+        let geom = ConvInt8Geom {
+            c,
+            kernel: k,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            pool: None,
+        };
         let what = format!("{}.weight", vb.prefix());
-        let weight = PackedI8::new(self.out_channels, k * k * c, &packed, scales, &what)
+        let packed = geom.pack_weights(&codes, co);
+        let weight = PackedI8::new(co, geom.packed_len(), &packed, scales, &what)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let bias = if self.bias {
-            Some(
-                vb.get_with_hints_dtype(self.out_channels, "bias", Init::Const(0.0), DType::F32)?
-                    .to_vec1()?,
-            )
+            vb.get_with_hints_dtype(co, "bias", Init::Const(0.0), DType::F32)?
+                .to_vec1()?
         } else {
-            None
+            vec![0.0; co]
         };
         Ok(Box::new(Conv2dInt8 {
             weight,
@@ -124,293 +125,100 @@ impl LayerConfig for Conv2dInt8Config {
                 Some(s) => ActScale::Static(s),
                 None => ActScale::Dynamic,
             },
-            in_channels: c,
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-            dilation: self.dilation,
+            geom,
+            input: [x[0], x[1], x[2]],
             relu: false,
-            pool: None,
             out: self.output_scale,
+            hwc_in: false,
+            hwc_out: false,
         }))
     }
-}
-
-/// Whether the patches of a `c`-channel input are gathered: when `c` is not a multiple of 4, a
-/// kernel row of the image is not a whole number of 4-code groups, so each output position's
-/// patch of `K · K · c` codes is gathered into one row padded to 4 (a first convolution over one
-/// grey channel reads 12 codes per position, not 36 with its channels padded to 4).
-fn gathers(c: usize) -> bool {
-    c % 4 != 0
 }
 
 /// A built `conv2d-int8` layer.
 #[derive(Debug, Clone)]
 pub struct Conv2dInt8 {
-    /// Codes in `(ky, kx, c padded to 4)` order.
+    /// Codes in the order `ConvInt8Geom::pack_weights` gives.
     weight: PackedI8,
-    bias: Option<Vec<f32>>,
+    /// One value per output channel (zeros without a bias).
+    bias: Vec<f32>,
     act: ActScale,
-    in_channels: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
+    /// The shape and the folded max-pool.
+    geom: ConvInt8Geom,
+    /// The input `[C, H, W]` of the spec.
+    input: [usize; 3],
     relu: bool,
-    pool: Option<(usize, usize, usize)>,
     /// Output codes at this scale (the next int8 layer's input scale) instead of f32.
     out: Option<f32>,
-}
-
-/// Where one image's codes are read from and its outputs go (the same for every image).
-struct Plan {
-    /// Input `(C, H, W)`, padded width.
-    c: usize,
-    h: usize,
-    w: usize,
-    wp: usize,
-    /// Bytes of one image of codes.
-    img: usize,
-    /// Each output position's first code.
-    rows: Vec<usize>,
-    /// Each segment's offset from a position's first code.
-    segs: Vec<usize>,
-    /// Gathered patches: each kernel tap's offset from a position's first code in the image,
-    /// and the padded patch length (empty and 0 when the image is read in place).
-    taps: Vec<usize>,
-    patch: usize,
-    /// Convolution output `(H', W')`, and the stored output (after the folded pool).
-    oh: usize,
-    ow: usize,
-    ph: usize,
-    pw: usize,
-}
-
-/// Per-thread buffers: the image of codes, one plane's codes, the products `[H'·W'][padded
-/// channels]`, one pooled position, the per-channel output scales, one position's outputs.
-#[derive(Default)]
-struct Scratch {
-    codes: Vec<u8>,
-    patches: Vec<u8>,
-    plane: Vec<u8>,
-    prod: Vec<i32>,
-    pooled: Vec<i32>,
-    scale: Vec<f32>,
-    vals: Vec<f32>,
-}
-
-/// The input range covered by pool output `o` (kernel `k`, stride `s`, padding `p`) along an axis
-/// of length `len` (as `max-pool2d`: padded cells are skipped).
-fn span(o: usize, (k, s, p): (usize, usize, usize), len: usize) -> (usize, usize) {
-    let start = (o * s) as isize - p as isize;
-    (
-        start.max(0) as usize,
-        ((start + k as isize) as usize).min(len),
-    )
-}
-
-impl Conv2dInt8 {
-    fn plan(&self, dims: &[usize]) -> Result<Plan> {
-        let &[_, c, h, w] = dims else {
-            candle_core::bail!("conv2d-int8 expects [N, C, H, W], got {dims:?}")
-        };
-        let (k, s, p, d) = (self.kernel, self.stride, self.padding, self.dilation);
-        if c != self.in_channels {
-            candle_core::bail!(
-                "conv2d-int8: input {dims:?} has {c} channels, the weight {}",
-                self.in_channels
-            );
-        }
-        let span = d * (k - 1) + 1;
-        if h + 2 * p < span || w + 2 * p < span {
-            candle_core::bail!("conv2d-int8: kernel {k} does not fit input {dims:?}");
-        }
-        let (oh, ow) = ((h + 2 * p - span) / s + 1, (w + 2 * p - span) / s + 1);
-        let (ph, pw) = match self.pool {
-            Some((pk, ps, pp)) => {
-                if pk == 0 || ps == 0 || 2 * pp > pk || oh + 2 * pp < pk || ow + 2 * pp < pk {
-                    candle_core::bail!(
-                        "max-pool2d: kernel {pk}, stride {ps}, padding {pp} do not fit the conv2d-int8 output {oh}x{ow}"
-                    );
-                }
-                ((oh + 2 * pp - pk) / ps + 1, (ow + 2 * pp - pk) / ps + 1)
-            }
-            None => (oh, ow),
-        };
-        let (hp, wp) = (h + 2 * p, w + 2 * p);
-        let first = |i: usize| ((i / ow) * s * wp + (i % ow) * s) * c;
-        let tap = |t: usize| ((t / k) * d * wp + (t % k) * d) * c;
-        let (rows, segs, taps, patch) = if gathers(c) {
-            let patch = (k * k * c).next_multiple_of(4);
-            let rows = (0..oh * ow).map(|i| i * patch).collect();
-            (rows, vec![0], (0..k * k).map(tap).collect(), patch)
-        } else {
-            // A kernel row of `K · C` codes is contiguous unless the kernel is dilated.
-            let segs = if d == 1 {
-                (0..k).map(|ky| ky * wp * c).collect()
-            } else {
-                (0..k * k).map(tap).collect()
-            };
-            ((0..oh * ow).map(first).collect(), segs, Vec::new(), 0)
-        };
-        Ok(Plan {
-            c,
-            h,
-            w,
-            wp,
-            img: hp * wp * c,
-            rows,
-            segs,
-            taps,
-            patch,
-            oh,
-            ow,
-            ph,
-            pw,
-        })
-    }
-
-    /// One image `[C, H, W]` into its output `[CO, H'', W'']` (after the folded pool).
-    fn image(&self, plan: &Plan, x: Input, mut dst: Output, buf: &mut Scratch) {
-        let p = self.padding;
-        let d = match (self.act, &x) {
-            (ActScale::Static(d), _) => d,
-            (ActScale::Dynamic, Input::F32(x)) => {
-                x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0
-            }
-            (ActScale::Dynamic, Input::U8(_)) => unreachable!("checked in forward"),
-        };
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        // The image of codes: each plane quantized in one vectorizable pass (or taken as the
-        // codes the layer before wrote), then spread to every `C`-th byte; the zero code (128) in
-        // the border.
-        buf.codes.clear();
-        buf.codes.resize(plan.img, 128);
-        buf.plane.resize(plan.h * plan.w, 128);
-        for ci in 0..plan.c {
-            let plane = match x {
-                Input::F32(x) => {
-                    for (q, &v) in buf.plane.iter_mut().zip(&x[ci * plan.h * plan.w..]) {
-                        *q = code_u8(v, inv);
-                    }
-                    &buf.plane[..]
-                }
-                Input::U8(x) => &x[ci * plan.h * plan.w..(ci + 1) * plan.h * plan.w],
-            };
-            for (y, row) in plane.chunks_exact(plan.w).enumerate() {
-                let at = ((y + p) * plan.wp + p) * plan.c + ci;
-                for (xx, &q) in row.iter().enumerate() {
-                    buf.codes[at + xx * plan.c] = q;
-                }
-            }
-        }
-        let np = self.weight.padded_rows();
-        let co = self.weight.rows();
-        buf.prod.resize(plan.rows.len() * np, 0);
-        if plan.taps.is_empty() {
-            self.weight
-                .products(&buf.codes, &plan.rows, &plan.segs, &mut buf.prod);
-        } else {
-            // Each position's `K · K · C` codes in `(ky, kx, c)` order, padded with zero codes.
-            let (c, s) = (plan.c, self.stride);
-            buf.patches.clear();
-            buf.patches.resize(plan.rows.len() * plan.patch, 128);
-            for (i, row) in buf.patches.chunks_exact_mut(plan.patch).enumerate() {
-                let at = ((i / plan.ow) * s * plan.wp + (i % plan.ow) * s) * plan.c;
-                for (dst, &off) in row.chunks_exact_mut(c).zip(&plan.taps) {
-                    for (q, &u) in dst.iter_mut().zip(&buf.codes[at + off..]) {
-                        *q = u;
-                    }
-                }
-            }
-            self.weight
-                .products(&buf.patches, &plan.rows, &plan.segs, &mut buf.prod);
-        }
-        // y = (d s_j) P + b_j, then ReLU, the pool's max taken on P first (across the channels
-        // of a position at once: contiguous), each output position's channels then scattered.
-        buf.scale.clear();
-        buf.scale.extend(self.weight.scales().iter().map(|s| d * s));
-        buf.pooled.resize(np, 0);
-        buf.vals.resize(co, 0.0);
-        let l = plan.ph * plan.pw;
-        for i in 0..l {
-            let acc: &[i32] = match self.pool {
-                None => &buf.prod[i * np..(i + 1) * np],
-                Some(g) => {
-                    let (ylo, yhi) = span(i / plan.pw, g, plan.oh);
-                    let (xlo, xhi) = span(i % plan.pw, g, plan.ow);
-                    buf.pooled.fill(i32::MIN);
-                    for y in ylo..yhi {
-                        for xx in xlo..xhi {
-                            let pos = y * plan.ow + xx;
-                            for (m, &v) in buf
-                                .pooled
-                                .iter_mut()
-                                .zip(&buf.prod[pos * np..(pos + 1) * np])
-                            {
-                                *m = (*m).max(v);
-                            }
-                        }
-                    }
-                    &buf.pooled
-                }
-            };
-            for ((v, &a), &s) in buf.vals.iter_mut().zip(acc).zip(&buf.scale) {
-                *v = a as f32 * s;
-            }
-            if let Some(b) = &self.bias {
-                for (v, b) in buf.vals.iter_mut().zip(b) {
-                    *v += b;
-                }
-            }
-            if self.relu {
-                for v in buf.vals.iter_mut() {
-                    *v = v.max(0.0);
-                }
-            }
-            match &mut dst {
-                Output::F32(dst) => {
-                    for (j, &v) in buf.vals.iter().enumerate() {
-                        dst[j * l + i] = v;
-                    }
-                }
-                Output::U8(dst, inv) => {
-                    // The codes in one contiguous (vectorized) pass, then scattered.
-                    buf.plane.clear();
-                    buf.plane.extend(buf.vals.iter().map(|&v| code_u8(v, *inv)));
-                    for (j, &q) in buf.plane.iter().enumerate() {
-                        dst[j * l + i] = q;
-                    }
-                }
-            }
-        }
-    }
+    /// u8 inputs are codes in `[N, H, W, C]` order (else `[N, C, H, W]`).
+    hwc_in: bool,
+    /// Codes out in `[N, H', W', C']` order (else `[N, C', H', W']`).
+    hwc_out: bool,
 }
 
 impl Layer for Conv2dInt8 {
     fn forward(&self, x: &Tensor, _: &Ctx) -> Result<Tensor> {
-        let plan = self.plan(x.dims())?;
-        let n = x.dim(0)?;
-        let xs = Activations::read(x, "conv2d-int8", self.act)?;
+        let dims = x.dims();
+        let hwc = self.hwc_in && x.dtype() == DType::U8;
+        let (n, c, h, w) = match (dims, hwc) {
+            (&[n, h, w, c], true) => (n, c, h, w),
+            (&[n, c, h, w], false) => (n, c, h, w),
+            _ => candle_core::bail!(
+                "conv2d-int8 expects [N, {}] ({}), got {dims:?}",
+                if hwc { "H, W, C" } else { "C, H, W" },
+                if hwc { "codes" } else { "values" }
+            ),
+        };
+        if c != self.geom.c {
+            candle_core::bail!(
+                "conv2d-int8: input {dims:?} has {c} channels, the weight {}",
+                self.geom.c
+            );
+        }
+        let plan = self.geom.plan(h, w)?;
+        let held = input_tensor(x, "conv2d-int8", self.act)?;
+        let held = held.storage_and_layout();
+        let xs = input_view(&held.0, held.1, "conv2d-int8")?;
         let co = self.weight.rows();
-        let per_out = co * plan.ph * plan.pw;
-        let per_in = plan.c * plan.h * plan.w;
+        let (ph, pw) = plan.out_hw();
+        let per_out = co * ph * pw;
+        let per_in = plan.in_len();
         let mut out = Activations::zeros(n * per_out, self.out.is_some());
         // One contiguous block of images per thread, its buffers reused across the block (in
         // cache); a single block runs on the calling thread, with no hand-off to the pool.
         let per_task = n.div_ceil(rayon::current_num_threads()).max(1);
         let run = |(mut dst, src): (Output, Input)| {
-            let mut buf = Scratch::default();
+            let mut buf = ConvScratch::default();
             for i in 0..src.len() / per_in {
-                let src = src.slice(i * per_in, per_in);
-                self.image(&plan, src, dst.slice(i * per_out, per_out), &mut buf);
+                let (src, dst) = (
+                    src.slice(i * per_in, per_in),
+                    dst.slice(i * per_out, per_out),
+                );
+                let d = match (self.act, src) {
+                    (ActScale::Static(d), _) => d,
+                    (ActScale::Dynamic, Input::F32(x)) => {
+                        x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0
+                    }
+                    (ActScale::Dynamic, Input::U8(_)) => unreachable!("refused by input_tensor"),
+                };
+                let src = match src {
+                    Input::F32(x) => ConvSrc::F32(x, if d > 0.0 { 1.0 / d } else { 0.0 }),
+                    Input::U8(x) if hwc => ConvSrc::Hwc(x),
+                    Input::U8(x) => ConvSrc::Chw(x),
+                };
+                let dst = match dst {
+                    Output::F32(o) => ConvDst::F32(o),
+                    Output::U8(o, inv) if self.hwc_out => ConvDst::Hwc(o, inv),
+                    Output::U8(o, inv) => ConvDst::Chw(o, inv),
+                };
+                plan.image(&self.weight, &self.bias, self.relu, d, src, dst, &mut buf);
             }
         };
         let mut tasks = blocks(
             &mut out,
             self.out,
             per_task * per_out,
-            &xs,
+            xs,
             per_task * per_in,
         );
         if tasks.len() == 1 {
@@ -418,21 +226,44 @@ impl Layer for Conv2dInt8 {
         } else {
             tasks.into_par_iter().for_each(run);
         }
-        out.into_tensor(&[n, co, plan.ph, plan.pw], x.device())
+        if self.hwc_out && self.out.is_some() {
+            out.into_tensor(&[n, ph, pw, co], x.device())
+        } else {
+            out.into_tensor(&[n, co, ph, pw], x.device())
+        }
     }
 
     fn fold(&mut self, op: Fold, after_relu: bool) -> bool {
         match op {
-            Fold::Relu if !self.relu && self.pool.is_none() => {
+            Fold::Relu if !self.relu && self.geom.pool.is_none() => {
                 self.relu = true;
                 true
             }
-            Fold::MaxPool(k, s, p) if self.pool.is_none() && (!after_relu || self.relu) => {
-                self.pool = Some((k, s, p));
+            Fold::MaxPool(k, s, p) if self.geom.pool.is_none() && (!after_relu || self.relu) => {
+                self.geom.pool = Some((k, s, p));
                 true
             }
             _ => false,
         }
+    }
+
+    fn hwc_codes_out(&self) -> Option<[usize; 3]> {
+        self.out?;
+        let [_, h, w] = self.input;
+        let (ph, pw) = self.geom.plan(h, w).ok()?.out_hw();
+        Some([self.weight.rows(), ph, pw])
+    }
+
+    fn set_hwc_codes_out(&mut self) {
+        self.hwc_out = true;
+    }
+
+    fn take_hwc_codes(&mut self, chw: [usize; 3]) -> bool {
+        if self.act == ActScale::Dynamic || chw != self.input {
+            return false;
+        }
+        self.hwc_in = true;
+        true
     }
 }
 
@@ -672,6 +503,16 @@ mod tests {
             let (want, got) = (run(&plain), run(&chained));
             assert!(want.iter().any(|&v| v != 0.0), "a degenerate test");
             assert_eq!(got, want, "batch {n}");
+            // The chain hands its codes over in height × width × channels order: conv → conv
+            // ([N, 5, 4, 4 channels], not [N, 4, 5, 4]) and conv → flatten → linear.
+            for (end, dims) in [(3, [n, 5, 4, 4]), (6, [n, 2, 2, 8])] {
+                let y = chained.forward_range(&x, 0..end, false).unwrap();
+                assert_eq!(
+                    (y.dtype(), y.dims()),
+                    (DType::U8, &dims[..]),
+                    "layers 0..{end}"
+                );
+            }
         }
     }
 

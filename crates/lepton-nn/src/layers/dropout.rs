@@ -61,6 +61,11 @@ impl Layer for Dropout {
     fn pieces(&self) -> Result<Option<Vec<crate::kernels::Piece>>> {
         Ok(Some(Vec::new()))
     }
+
+    /// Int8 models run in eval mode, where a dropout is the identity.
+    fn passes_codes(&self) -> bool {
+        true
+    }
 }
 
 /// `x` with a seeded inverted-dropout mask applied: each value zeroed with probability `p`, the

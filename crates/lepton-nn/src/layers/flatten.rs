@@ -35,4 +35,8 @@ impl Layer for Flatten {
     fn pieces(&self) -> Result<Option<Vec<crate::kernels::Piece>>> {
         Ok(Some(vec![crate::kernels::Piece::Flatten]))
     }
+
+    fn passes_codes(&self) -> bool {
+        true
+    }
 }

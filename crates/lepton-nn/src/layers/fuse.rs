@@ -6,7 +6,9 @@
 //! [`Layer::fold`]; this pass knows no layer type. An embedding's lookup folds forward into the
 //! layer after it when that layer can use the table directly ([`Layer::fold_lookup`]: a
 //! recurrent layer projects the table once instead of every token); the embedding then passes
-//! the token ids through ([`TokenIds`]).
+//! the token ids through ([`TokenIds`]). Last, an int8 layer that writes codes and the int8
+//! layer that reads them agree on height × width × channels order when both can
+//! ([`Layer::hwc_codes_out`], [`Layer::take_hwc_codes`]).
 
 use candle_core::{Result, Tensor};
 
@@ -24,6 +26,10 @@ impl Layer for Folded {
 
     fn folded(&self) -> Option<Fold> {
         Some(self.0)
+    }
+
+    fn passes_codes(&self) -> bool {
+        true
     }
 
     /// Nothing: the producer's pieces hold the folded operation.
@@ -71,6 +77,19 @@ pub fn fuse(layers: &mut [Box<dyn Layer>]) {
         };
         if layers[i - 1].absorb_eval_norm(&norm) {
             layers[i].set_eval_absorbed();
+        }
+    }
+    // Codes handed from one int8 layer to the next in height × width × channels order when
+    // the reader can take them so (no transposition on either side).
+    for i in 0..layers.len() {
+        let Some(chw) = layers[i].hwc_codes_out() else {
+            continue;
+        };
+        let Some(j) = (i + 1..layers.len()).find(|&j| !layers[j].passes_codes()) else {
+            continue;
+        };
+        if layers[j].take_hwc_codes(chw) {
+            layers[i].set_hwc_codes_out();
         }
     }
     for i in 1..layers.len() {

@@ -82,6 +82,31 @@ pub trait Layer: Debug + Send + Sync {
     /// after [`Layer::absorb_eval_norm`]).
     fn set_eval_absorbed(&mut self) {}
 
+    /// When this layer writes u8 codes (an int8 layer with `output-scale`) of an output
+    /// `[C, H, W]` and could write them in height × width × channels order instead: that shape.
+    /// The fusion pass then asks the int8 layer that reads them ([`Layer::take_hwc_codes`]).
+    fn hwc_codes_out(&self) -> Option<[usize; 3]> {
+        None
+    }
+
+    /// Write the codes in height × width × channels order (a `u8` tensor `[N, H, W, C]`): the
+    /// layer that reads them agreed.
+    fn set_hwc_codes_out(&mut self) {}
+
+    /// Read u8 codes of a `[C, H, W]` activation (`chw`) stored in height × width × channels
+    /// order from now on; returns whether this layer can (the default: no).
+    fn take_hwc_codes(&mut self, chw: [usize; 3]) -> bool {
+        let _ = chw;
+        false
+    }
+
+    /// Whether this layer passes u8 codes through with their order unchanged (a flatten, a
+    /// dropout, a folded layer), so that the codes' producer and reader may agree on an order
+    /// across it.
+    fn passes_codes(&self) -> bool {
+        false
+    }
+
     /// An `embedding`'s table `[num-embeddings, dim]`, which the layer after it may fold in.
     fn lookup_table(&self) -> Option<&Tensor> {
         None

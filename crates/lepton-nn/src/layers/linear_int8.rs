@@ -93,6 +93,14 @@ impl<'a> Input<'a> {
         }
     }
 
+    /// The values in blocks of `per`.
+    pub(super) fn chunks(self, per: usize) -> Vec<Input<'a>> {
+        match self {
+            Input::F32(x) => x.chunks(per).map(Input::F32).collect(),
+            Input::U8(x) => x.chunks(per).map(Input::U8).collect(),
+        }
+    }
+
     pub(super) fn slice(self, at: usize, len: usize) -> Input<'a> {
         match self {
             Input::F32(x) => Input::F32(&x[at..at + len]),
@@ -116,6 +124,37 @@ impl Output<'_> {
     }
 }
 
+/// `x` as an int8 layer reads it: a contiguous `u8` tensor (codes, which only a static layer can
+/// read) or f32 tensor (converted when of another type). [`input_view`] then borrows its values.
+pub(super) fn input_tensor(x: &Tensor, what: &str, act: ActScale) -> Result<Tensor> {
+    if x.dtype() == DType::U8 {
+        if act == ActScale::Dynamic {
+            candle_core::bail!(
+                "{what}: u8 codes as input need the static activation-scale they were written at"
+            );
+        }
+        return x.contiguous();
+    }
+    x.to_dtype(DType::F32)?.contiguous()
+}
+
+/// The values of a tensor from [`input_tensor`] (its storage and layout), borrowed: no copy.
+pub(super) fn input_view<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+    what: &str,
+) -> Result<Input<'a>> {
+    use candle_core::{CpuStorage, Storage};
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{what}: the input is not contiguous");
+    };
+    match storage {
+        Storage::Cpu(CpuStorage::U8(v)) => Ok(Input::U8(&v[a..b])),
+        Storage::Cpu(CpuStorage::F32(v)) => Ok(Input::F32(&v[a..b])),
+        _ => candle_core::bail!("{what}: the input must be a CPU u8 or f32 tensor"),
+    }
+}
+
 /// A whole batch of an int8 layer's inputs or outputs.
 pub(super) enum Activations {
     F32(Vec<f32>),
@@ -123,43 +162,12 @@ pub(super) enum Activations {
 }
 
 impl Activations {
-    /// The values of `x`: a `u8` tensor holds codes, which only a static layer can read.
-    pub(super) fn read(x: &Tensor, what: &str, act: ActScale) -> Result<Self> {
-        if x.dtype() == DType::U8 {
-            if act == ActScale::Dynamic {
-                candle_core::bail!(
-                    "{what}: u8 codes as input need the static activation-scale they were written at"
-                );
-            }
-            return Ok(Activations::U8(x.flatten_all()?.to_vec1()?));
-        }
-        Ok(Activations::F32(
-            x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
-        ))
-    }
-
     /// `len` zeros, codes when `codes`.
     pub(super) fn zeros(len: usize, codes: bool) -> Self {
         if codes {
             Activations::U8(vec![128; len])
         } else {
             Activations::F32(vec![0.0; len])
-        }
-    }
-
-    /// The whole batch as one input block.
-    pub(super) fn input(&self) -> Input<'_> {
-        match self {
-            Activations::F32(x) => Input::F32(x),
-            Activations::U8(x) => Input::U8(x),
-        }
-    }
-
-    /// The batch in blocks of `per` values.
-    pub(super) fn inputs(&self, per: usize) -> Vec<Input<'_>> {
-        match self {
-            Activations::F32(x) => x.chunks(per).map(Input::F32).collect(),
-            Activations::U8(x) => x.chunks(per).map(Input::U8).collect(),
         }
     }
 
@@ -177,10 +185,10 @@ pub(super) fn blocks<'a>(
     out: &'a mut Activations,
     out_scale: Option<f32>,
     per_out: usize,
-    x: &'a Activations,
+    x: Input<'a>,
     per_in: usize,
 ) -> Vec<(Output<'a>, Input<'a>)> {
-    let inputs = x.inputs(per_in);
+    let inputs = x.chunks(per_in);
     let outputs: Vec<Output> = match out {
         Activations::F32(o) => o.chunks_mut(per_out).map(Output::F32).collect(),
         Activations::U8(o) => {
@@ -348,24 +356,26 @@ impl Layer for LinearInt8 {
             Kernel::Static(_, d) => ActScale::Static(*d),
             Kernel::Dynamic(_) => ActScale::Dynamic,
         };
-        let xs = Activations::read(x, "linear-int8", act)?;
+        let held = input_tensor(x, "linear-int8", act)?;
+        let held = held.storage_and_layout();
+        let xs = input_view(&held.0, held.1, "linear-int8")?;
         let n = self.rows();
-        let m = xs.input().len() / k;
+        let m = xs.len() / k;
         let mut out = vec![0f32; m * n];
-        match (&self.weight, &xs) {
+        match (&self.weight, xs) {
             (Kernel::Static(w, d), _) if m <= ROWS_PER_TASK => {
-                static_rows(w, *d, xs.input(), &mut out, &mut Default::default())
+                static_rows(w, *d, xs, &mut out, &mut Default::default())
             }
             (Kernel::Static(w, d), _) => out
                 .par_chunks_mut(ROWS_PER_TASK * n)
-                .zip(xs.inputs(ROWS_PER_TASK * k))
+                .zip(xs.chunks(ROWS_PER_TASK * k))
                 .for_each_init(Default::default, |buf, (o, x)| {
                     static_rows(w, *d, x, o, buf)
                 }),
-            (Kernel::Dynamic(w), Activations::F32(xs)) => {
+            (Kernel::Dynamic(w), Input::F32(xs)) => {
                 w.matmul(xs, ActScale::Dynamic, &mut out, &mut Vec::new())
             }
-            (Kernel::Dynamic(_), Activations::U8(_)) => unreachable!("read refuses codes"),
+            (Kernel::Dynamic(_), Input::U8(_)) => unreachable!("input_tensor refuses codes"),
         }
         epilogue(&mut out, n, self.bias.as_deref(), self.relu);
         let mut shape = dims;
@@ -383,6 +393,35 @@ impl Layer for LinearInt8 {
             return true;
         }
         false
+    }
+
+    /// Static layers take codes of a `[C, H, W]` activation in height × width × channels order
+    /// by permuting their weight columns once (so the products are the same).
+    fn take_hwc_codes(&mut self, [c, h, w]: [usize; 3]) -> bool {
+        let Kernel::Static(weight, _) = &mut self.weight else {
+            return false;
+        };
+        let k = c * h * w;
+        if weight.cols() != k {
+            return false;
+        }
+        let codes = weight.codes();
+        let mut hwc = vec![0i8; codes.len()];
+        for (src, dst) in codes.chunks_exact(k).zip(hwc.chunks_exact_mut(k)) {
+            for ci in 0..c {
+                for p in 0..h * w {
+                    dst[p * c + ci] = src[ci * h * w + p];
+                }
+            }
+        }
+        let scales = weight.scales().to_vec();
+        match PackedI8::new(weight.rows(), k, &hwc, scales, "linear-int8 weight") {
+            Ok(w) => {
+                *weight = w;
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
