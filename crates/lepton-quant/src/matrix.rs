@@ -472,19 +472,23 @@ impl QMatrix {
             (n / (parts * 8)).max(16)
         } else {
             n.div_ceil(parts)
-        };
+        }
+        .next_multiple_of(kernels::TILE_W);
         let next = AtomicUsize::new(0);
         let out_ptr = SendPtr(out.as_mut_ptr());
         pool.run(&|_| {
             let out_ptr = &out_ptr;
-            let mut res = [0f32; kernels::BLOCK_ROWS];
             loop {
                 let c = next.fetch_add(1, Ordering::Relaxed);
                 if c * chunk >= n {
                     return;
                 }
-                for j in c * chunk..((c + 1) * chunk).min(n) {
-                    let w = &self.data[j * rb..(j + 1) * rb];
+                let end = ((c + 1) * chunk).min(n);
+                // Tiles of up to `TILE_W` weight rows × `BLOCK_ROWS` activation rows.
+                let mut j = c * chunk;
+                while j < end {
+                    let tw = (end - j).min(kernels::TILE_W);
+                    let w = &self.data[j * rb..(j + tw) * rb];
                     let mut r0 = 0;
                     while r0 < m {
                         let g = (m - r0).min(kernels::BLOCK_ROWS);
@@ -492,13 +496,22 @@ impl QMatrix {
                             let r = r0 + i.min(g - 1);
                             &a[r * len..(r + 1) * len]
                         });
-                        kernels::dot_blocks(t, level, w, &rows[..g], &mut res[..g]);
-                        for (i, v) in res[..g].iter().enumerate() {
-                            // SAFETY: each (row, column) element is written by exactly one part.
-                            unsafe { *out_ptr.0.add((r0 + i) * stride + offset + j) = *v };
-                        }
+                        // SAFETY: each (row, column) element is written by exactly one part;
+                        // `out` holds `m` rows of `stride ≥ offset + n`.
+                        unsafe {
+                            kernels::dot_blocks_tile(
+                                t,
+                                level,
+                                w,
+                                rb,
+                                &rows[..g],
+                                out_ptr.0.add(r0 * stride + offset + j),
+                                stride,
+                            )
+                        };
                         r0 += g;
                     }
+                    j += tw;
                 }
             }
         });
