@@ -22,7 +22,9 @@
 //!
 //! Q5_0, Q5_1 and the K-quants (Q4_K, Q5_K, Q6_K) stay in GGML's own blocks ([`blocks`]): their
 //! activations are quantized to blocks of 32 (Q8_0/Q8_1 codes) or to Q8_K, and each weight block
-//! is unpacked once per group of up to four activation rows. Other types (F16, BF16, ...) are
+//! is unpacked once per group of up to four activation rows; with AVX512-VNNI, Q5_0/Q5_1 run in
+//! tiles of up to four weight rows × four activation rows (each activation block loaded once per
+//! tile, `kernels::dot_blocks_tile`). Other types (F16, BF16, ...) are
 //! dequantized to f32 at load time, within a memory budget.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

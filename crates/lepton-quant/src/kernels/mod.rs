@@ -151,7 +151,7 @@ pub const TILE_W: usize = 4;
 /// dotted with each of `rows` (1 to [`BLOCK_ROWS`] activation rows quantized by
 /// [`BlockType::quantize_act`]): weight row `j` · activation row `r` goes to `out[r · stride + j]`,
 /// by the order of operations of [`blocks::scalar`] at every level. Q5_0/Q5_1 at the VNNI level
-/// run as one tile ([`blocks_vnni`]); the rest one weight row at a time ([`dot_blocks`]).
+/// run as one tile (`blocks_vnni`); the rest one weight row at a time ([`dot_blocks`]).
 ///
 /// # Safety
 /// `out` must be valid for writes at those offsets, and no other thread may access them.
