@@ -33,11 +33,13 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker waits for the next loop before it parks.
 const SPIN: Duration = Duration::from_millis(2);
-/// How long the caller of [`Pool::run`], once its own part is done, spins waiting for the other
-/// parts before it yields the CPU at every check. On a machine with more runnable threads than
+/// How long a waiting thread (an idle worker, or the caller waiting for the other parts) spins on
+/// the CPU before it yields it at every check. On a machine with more runnable threads than
 /// cores a part's thread is often preempted: a caller that only spun kept its core for the whole
 /// time slice while the part it waited for could not run (profile of a Gemma 3 prefill at load
-/// average 8 on 2 cores: 35 % of the samples in the pool's spin loops).
+/// average 8 on 2 cores: 35 % of the samples in the pool's spin loops). On an idle machine a
+/// yield returns at once, so the wait is a spin as before. (Yielding in the caller only, not in
+/// the workers, measured worse at load average 6: bench/RESULTS.md, issue 14, session 12.)
 const SPIN_HOT: Duration = Duration::from_micros(50);
 
 type Job = *const (dyn Fn(usize) + Sync);
@@ -186,15 +188,11 @@ impl Pool {
 fn worker(s: &Shared, index: usize) {
     let mut seen = 0usize;
     loop {
-        // Spin, then park until the next generation. (Not yielding: between loops the caller
-        // works alone, often for more than `SPIN_HOT` between two tokens, and a worker that gave
-        // its core to another process then started the next loop late.)
-        let start = Instant::now();
-        let mut spins = 0u32;
+        // Spin (yielding after `SPIN_HOT`), then park until the next generation.
+        let mut wait = Wait::new();
         while s.generation.load(Ordering::Acquire) == seen {
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && start.elapsed() > SPIN {
+            wait.pause();
+            if wait.spins % 64 == 0 && wait.start.elapsed() > SPIN {
                 let mut g = s.park.lock().unwrap_or_else(|e| e.into_inner());
                 s.sleepers.fetch_add(1, Ordering::SeqCst);
                 while s.generation.load(Ordering::SeqCst) == seen {
@@ -219,8 +217,7 @@ fn worker(s: &Shared, index: usize) {
     }
 }
 
-/// The caller's wait for the other parts: spins, then yields the CPU at every check once it has
-/// spun for [`SPIN_HOT`].
+/// A spin-wait that yields the CPU at every check once it has spun for [`SPIN_HOT`].
 struct Wait {
     start: Instant,
     spins: u32,

@@ -43,6 +43,8 @@ mod tests {
     fn freed_small_blocks_under_a_live_block_are_returned() {
         let strings: Vec<Vec<u8>> = (0..65_536).map(|i| vec![i as u8; 1000]).collect();
         let live: Box<[u8]> = vec![7u8; 100].into_boxed_slice();
+        // Kept from being optimised away (an unused allocation may be elided).
+        std::hint::black_box((&strings, &live));
         drop(strings);
         let before = rss();
         super::release_freed();
