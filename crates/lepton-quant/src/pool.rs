@@ -16,7 +16,7 @@
 //! A caller whose other parallel work runs on rayon (training: f32 GEMMs, element-wise ops,
 //! the loss) calls [`share_rayon_threads`]: from then on every loop's parts run as rayon tasks
 //! (`rayon::scope`) and the team's workers stay parked. Otherwise the team's workers spin for up
-//! to [`SPIN`] after each loop while rayon's threads want the same cores (profile of a LoRA
+//! to `SPIN` (2 ms) after each loop while rayon's threads want the same cores (profile of a LoRA
 //! training step on 2 cores: 24 % of the samples in the team's spin and wait).
 //!
 //! # Panics
