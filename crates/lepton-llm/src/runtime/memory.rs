@@ -41,6 +41,24 @@ mod tests {
     /// 1 KiB strings (like a GGUF vocabulary) under a small live block allocated after them.
     #[test]
     fn freed_small_blocks_under_a_live_block_are_returned() {
+        // Run alone in a process of its own: RSS and `malloc_trim` are process-wide, and other
+        // tests of this binary load models (which call `release_freed`) in parallel.
+        const CHILD: &str = "LEPTON_MEMORY_TEST_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let name = "runtime::memory::tests::freed_small_blocks_under_a_live_block_are_returned";
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
         let strings: Vec<Vec<u8>> = (0..65_536).map(|i| vec![i as u8; 1000]).collect();
         let live: Box<[u8]> = vec![7u8; 100].into_boxed_slice();
         // Kept from being optimised away (an unused allocation may be elided).
