@@ -22,7 +22,9 @@
 //!
 //! Q5_0, Q5_1 and the K-quants (Q4_K, Q5_K, Q6_K) stay in GGML's own blocks ([`blocks`]): their
 //! activations are quantized to blocks of 32 (Q8_0/Q8_1 codes) or to Q8_K, and each weight block
-//! is unpacked once per group of up to four activation rows. Other types (F16, BF16, ...) are
+//! is unpacked once per group of up to four activation rows; with AVX512-VNNI, Q5_0/Q5_1 run in
+//! tiles of up to four weight rows × four activation rows (each activation block loaded once per
+//! tile, `kernels::dot_blocks_tile`). Other types (F16, BF16, ...) are
 //! dequantized to f32 at load time, within a memory budget.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -472,19 +474,23 @@ impl QMatrix {
             (n / (parts * 8)).max(16)
         } else {
             n.div_ceil(parts)
-        };
+        }
+        .next_multiple_of(kernels::TILE_W);
         let next = AtomicUsize::new(0);
         let out_ptr = SendPtr(out.as_mut_ptr());
         pool.run(&|_| {
             let out_ptr = &out_ptr;
-            let mut res = [0f32; kernels::BLOCK_ROWS];
             loop {
                 let c = next.fetch_add(1, Ordering::Relaxed);
                 if c * chunk >= n {
                     return;
                 }
-                for j in c * chunk..((c + 1) * chunk).min(n) {
-                    let w = &self.data[j * rb..(j + 1) * rb];
+                let end = ((c + 1) * chunk).min(n);
+                // Tiles of up to `TILE_W` weight rows × `BLOCK_ROWS` activation rows.
+                let mut j = c * chunk;
+                while j < end {
+                    let tw = (end - j).min(kernels::TILE_W);
+                    let w = &self.data[j * rb..(j + tw) * rb];
                     let mut r0 = 0;
                     while r0 < m {
                         let g = (m - r0).min(kernels::BLOCK_ROWS);
@@ -492,13 +498,22 @@ impl QMatrix {
                             let r = r0 + i.min(g - 1);
                             &a[r * len..(r + 1) * len]
                         });
-                        kernels::dot_blocks(t, level, w, &rows[..g], &mut res[..g]);
-                        for (i, v) in res[..g].iter().enumerate() {
-                            // SAFETY: each (row, column) element is written by exactly one part.
-                            unsafe { *out_ptr.0.add((r0 + i) * stride + offset + j) = *v };
-                        }
+                        // SAFETY: each (row, column) element is written by exactly one part;
+                        // `out` holds `m` rows of `stride ≥ offset + n`.
+                        unsafe {
+                            kernels::dot_blocks_tile(
+                                t,
+                                level,
+                                w,
+                                rb,
+                                &rows[..g],
+                                out_ptr.0.add(r0 * stride + offset + j),
+                                stride,
+                            )
+                        };
                         r0 += g;
                     }
+                    j += tw;
                 }
             }
         });

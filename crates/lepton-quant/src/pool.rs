@@ -16,7 +16,7 @@
 //! A caller whose other parallel work runs on rayon (training: f32 GEMMs, element-wise ops,
 //! the loss) calls [`share_rayon_threads`]: from then on every loop's parts run as rayon tasks
 //! (`rayon::scope`) and the team's workers stay parked. Otherwise the team's workers spin for up
-//! to [`SPIN`] after each loop while rayon's threads want the same cores (profile of a LoRA
+//! to `SPIN` (2 ms) after each loop while rayon's threads want the same cores (profile of a LoRA
 //! training step on 2 cores: 24 % of the samples in the team's spin and wait).
 //!
 //! # Panics
@@ -31,8 +31,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
-/// How long an idle worker spins before it parks.
+/// How long an idle worker waits for the next loop before it parks.
 const SPIN: Duration = Duration::from_millis(2);
+/// How long a waiting thread (an idle worker, or the caller waiting for the other parts) spins on
+/// the CPU before it yields it at every check. On a machine with more runnable threads than
+/// cores a part's thread is often preempted: a caller that only spun kept its core for the whole
+/// time slice while the part it waited for could not run (profile of a Gemma 3 prefill at load
+/// average 8 on 2 cores: 35 % of the samples in the pool's spin loops). On an idle machine a
+/// yield returns at once, so the wait is a spin as before. (Yielding in the caller only, not in
+/// the workers, measured worse at load average 6: bench/RESULTS.md, issue 14, session 12.)
+const SPIN_HOT: Duration = Duration::from_micros(50);
 
 type Job = *const (dyn Fn(usize) + Sync);
 
@@ -161,8 +169,9 @@ impl Pool {
             s.wake.notify_all();
         }
         let own = catch_unwind(AssertUnwindSafe(|| f(0)));
+        let mut wait = Wait::new();
         while s.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            wait.pause();
         }
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let worker_panic = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -179,13 +188,11 @@ impl Pool {
 fn worker(s: &Shared, index: usize) {
     let mut seen = 0usize;
     loop {
-        // Spin, then park until the next generation.
-        let start = Instant::now();
-        let mut spins = 0u32;
+        // Spin (yielding after `SPIN_HOT`), then park until the next generation.
+        let mut wait = Wait::new();
         while s.generation.load(Ordering::Acquire) == seen {
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && start.elapsed() > SPIN {
+            wait.pause();
+            if wait.spins % 64 == 0 && wait.start.elapsed() > SPIN {
                 let mut g = s.park.lock().unwrap_or_else(|e| e.into_inner());
                 s.sleepers.fetch_add(1, Ordering::SeqCst);
                 while s.generation.load(Ordering::SeqCst) == seen {
@@ -206,6 +213,35 @@ fn worker(s: &Shared, index: usize) {
                 first.get_or_insert(payload);
             }
             s.pending.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+/// A spin-wait that yields the CPU at every check once it has spun for [`SPIN_HOT`].
+struct Wait {
+    start: Instant,
+    spins: u32,
+    hot: bool,
+}
+
+impl Wait {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            spins: 0,
+            hot: true,
+        }
+    }
+
+    fn pause(&mut self) {
+        self.spins = self.spins.wrapping_add(1);
+        if self.hot {
+            std::hint::spin_loop();
+            if self.spins % 64 == 0 && self.start.elapsed() > SPIN_HOT {
+                self.hot = false;
+            }
+        } else {
+            std::thread::yield_now();
         }
     }
 }

@@ -61,6 +61,10 @@ impl TextModel {
         };
         let name = config.name.clone();
         let llama = Llama::load(&mut file, config)?;
+        // The metadata (every token as a string) and the tokenizer's build buffers are freed
+        // by now; give their pages back (see `runtime::memory`).
+        drop(file);
+        crate::runtime::memory::release_freed();
         Ok(Self {
             name,
             llama,
@@ -106,6 +110,8 @@ impl TextModel {
         }
         let name = config.name.clone();
         let llama = Llama::load(&mut weights, config)?;
+        drop(weights);
+        crate::runtime::memory::release_freed();
         Ok(Self {
             name,
             llama,

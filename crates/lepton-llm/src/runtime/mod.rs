@@ -1,7 +1,9 @@
 //! Running a decoder: the generation [`engine`] (scheduler, prefix cache), the per-sequence
-//! [`kv_cache`], token [`sampling`], and the thread `pool` the matmuls and attention share.
+//! [`kv_cache`], token [`sampling`], the thread `pool` the matmuls and attention share, and giving a load's freed
+//! [`memory`] back.
 
 pub mod engine;
 pub mod kv_cache;
+pub mod memory;
 pub(crate) mod pool;
 pub mod sampling;

@@ -135,7 +135,7 @@ pub unsafe fn dot_rows<const R: usize>(t: BlockType, w: &[u8], a: &[&[u8]; R], o
 /// kernels of this file, which are only called after that check); `b[at..at + 2]` is read
 /// through checked indexing.
 #[inline(always)]
-unsafe fn f16c_at(b: &[u8], at: usize) -> f32 {
+pub(super) unsafe fn f16c_at(b: &[u8], at: usize) -> f32 {
     // SAFETY: register-only operations; the features come from the calling kernel.
     unsafe {
         let bits = u16::from_le_bytes([b[at], b[at + 1]]);
@@ -150,7 +150,7 @@ unsafe fn f16c_at(b: &[u8], at: usize) -> f32 {
 /// this file, which are only called after that check); memory is read through checked slice
 /// indexing only.
 #[inline(always)]
-unsafe fn bytes_from_bits_32(qh: &[u8]) -> __m256i {
+pub(super) unsafe fn bytes_from_bits_32(qh: &[u8]) -> __m256i {
     // SAFETY: register-only operations; the features come from the calling kernel.
     unsafe {
         let x = i32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);

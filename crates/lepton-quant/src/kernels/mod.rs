@@ -15,6 +15,8 @@
 
 pub mod blocks;
 #[cfg(target_arch = "x86_64")]
+mod blocks_vnni;
+#[cfg(target_arch = "x86_64")]
 mod blocks_x86;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod packed_x86;
@@ -135,6 +137,76 @@ pub fn dot_blocks(t: BlockType, level: Level, w: &[u8], rows: &[&[u8]], out: &mu
     }
     for (o, a) in out.iter_mut().zip(rows) {
         *o = blocks::dot(t, level, w, a);
+    }
+}
+
+/// Most weight rows per [`dot_blocks_tile`] call.
+#[cfg(target_arch = "x86_64")]
+pub const TILE_W: usize = blocks_vnni::TILE_W;
+/// Most weight rows per [`dot_blocks_tile`] call.
+#[cfg(not(target_arch = "x86_64"))]
+pub const TILE_W: usize = 4;
+
+/// Every weight row of `w` (1 to [`TILE_W`] whole rows of `row_bytes`, GGML blocks of type `t`)
+/// dotted with each of `rows` (1 to [`BLOCK_ROWS`] activation rows quantized by
+/// [`BlockType::quantize_act`]): weight row `j` · activation row `r` goes to `out[r · stride + j]`,
+/// by the order of operations of [`blocks::scalar`] at every level. Q5_0/Q5_1 at the VNNI level
+/// run as one tile (`blocks_vnni`); the rest one weight row at a time ([`dot_blocks`]).
+///
+/// # Safety
+/// `out` must be valid for writes at those offsets, and no other thread may access them.
+pub unsafe fn dot_blocks_tile(
+    t: BlockType,
+    level: Level,
+    w: &[u8],
+    row_bytes: usize,
+    rows: &[&[u8]],
+    out: *mut f32,
+    stride: usize,
+) {
+    let nw = w.len() / row_bytes;
+    debug_assert!((1..=TILE_W).contains(&nw) && w.len() == nw * row_bytes);
+    debug_assert!((1..=BLOCK_ROWS).contains(&rows.len()));
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Vnni && matches!(t, BlockType::Q5_0 | BlockType::Q5_1) {
+        macro_rules! tile {
+            ($($w:literal),*; $($r:literal),*) => {
+                tile!(@w [$($w),*] [$($r),*])
+            };
+            (@w [$($w:literal),*] $rs:tt) => {
+                match nw {
+                    $($w => tile!(@r $w $rs),)*
+                    _ => unreachable!("1 to TILE_W weight rows"),
+                }
+            };
+            (@r $w:literal [$($r:literal),*]) => {
+                match rows.len() {
+                    // SAFETY: `Level::Vnni` was detected (AVX2, FMA, F16C, AVX512-VNNI/VL);
+                    // `w` holds `$w` rows; `out` as promised by the caller.
+                    $($r => unsafe {
+                        blocks_vnni::dot_tile_q5::<$w, $r>(
+                            t,
+                            w,
+                            row_bytes,
+                            &std::array::from_fn(|i| rows[i]),
+                            out,
+                            stride,
+                        )
+                    },)*
+                    _ => unreachable!("1 to BLOCK_ROWS activation rows"),
+                }
+            };
+        }
+        tile!(1, 2, 3, 4; 1, 2, 3, 4);
+        return;
+    }
+    let mut res = [0f32; BLOCK_ROWS];
+    for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
+        dot_blocks(t, level, wr, rows, &mut res[..rows.len()]);
+        for (r, v) in res[..rows.len()].iter().enumerate() {
+            // SAFETY: as promised by the caller.
+            unsafe { *out.add(r * stride + j) = *v };
+        }
     }
 }
 
