@@ -160,6 +160,8 @@ pub struct PiecewiseNet<T> {
     /// Scratch returned by finished tasks, reused by the next ones (zero-filling fresh buffers
     /// for every task of every pass was several MB of `memset` per batch).
     spare: Mutex<Vec<Scratch<T>>>,
+    /// No piece's tensor is a candle variable; see [`PiecewiseNet::frozen`].
+    frozen: bool,
 }
 
 /// Samples per parallel task: one. A sample is ~0.1 ms of work against a few µs of task and
@@ -177,6 +179,13 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
     /// Compile `pieces` for per-sample `input` shape; an error names the piece that does not
     /// fit its input.
     pub fn new(pieces: Vec<Piece>, input: &[usize]) -> Result<Self> {
+        let variable = |t: &Tensor| t.is_variable();
+        let frozen = !pieces.iter().any(|p| match p {
+            Piece::Conv { weight, bias, .. } | Piece::Linear { weight, bias } => {
+                variable(weight) || bias.as_ref().is_some_and(variable)
+            }
+            _ => false,
+        });
         let mut shape = input.to_vec();
         let mut ops: Vec<Op<T>> = Vec::new();
         let mut lens = vec![shape.iter().product::<usize>()];
@@ -330,7 +339,25 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
             prefix,
             fused,
             spare: Mutex::new(Vec::new()),
+            frozen,
         })
+    }
+
+    /// Whether the weights this net copied at compilation cannot change after it: no
+    /// convolution or linear weight was a candle `Var` (a training model's weights are; a loaded
+    /// model's, from `VarBuilder::from_tensors`, are plain tensors, which candle never mutates),
+    /// and no [`PiecewiseNet::with_variable_weights`] since. A frozen net may be kept for the
+    /// model's lifetime; any other one is stale after the next optimizer step.
+    pub fn frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Marks the net as compiled from weights that may change (a batch norm's statistics or
+    /// scale held in candle `Var`s, which [`Piece::Scale`] no longer shows): not
+    /// [`PiecewiseNet::frozen`].
+    pub fn with_variable_weights(mut self) -> Self {
+        self.frozen = false;
+        self
     }
 
     /// Values per input sample.
