@@ -26,6 +26,9 @@ pub(super) const NONE: u32 = u32::MAX;
 /// independent multiply-add chains to hide their latency.
 const BLOCK: usize = 96;
 
+/// Lanes of [`axpy_rows`]' short-tail block (one AVX-512 vector of f32).
+const TAIL: usize = 16;
+
 /// `fn $name(..)` runs `$body(..)` compiled for AVX-512 or AVX2 + FMA when the CPU has them (the
 /// loops it inlines then run 16 or 8 lanes wide, the multiply-adds fused), else the baseline.
 macro_rules! dispatch {
@@ -165,13 +168,15 @@ fn from_pool_body<T: Elem>(
     let (ends, ent) = idx.split_at_mut(l + 1);
     let ent = &mut ent[..cells];
     // `ends[p + 1]`: entries at position p, then (prefix sums) where position p's entries end.
+    // Branch-free (about half the windows are live, in no pattern a predictor learns: the
+    // branches cost more than the work): a dead window adds 0 to `ends[0]`.
     ends.fill(0);
     let mut live = 0;
     for (&v, &a) in gy.iter().zip(at) {
-        if a != NONE && v != T::ZERO {
-            ends[a as usize + 1] += 1;
-            live += 1;
-        }
+        let on = (a != NONE) & (v != T::ZERO);
+        let p = if on { a as usize + 1 } else { 0 };
+        ends[p] += u32::from(on);
+        live += usize::from(on);
     }
     if sparse * live > g.co * l {
         return false;
@@ -181,16 +186,18 @@ fn from_pool_body<T: Elem>(
     }
     let (acc, rest) = work.split_at_mut(row);
     let vals = &mut rest[..cells];
-    // Fill: `ends[p]` moves from the start of position p's entries to their end.
+    // Fill: `ends[p]` moves from the start of position p's entries to their end. Branch-free
+    // too: a dead window writes to slot `ends[l]` (= `live`, past every entry, and below `cells`
+    // whenever a window is dead) and does not advance it.
     for (o, (gyo, ato)) in gy.chunks_exact(pout).zip(at.chunks_exact(pout)).enumerate() {
         let s = scale.map_or(T::ONE, |s| s[o]);
         for (&v, &a) in gyo.iter().zip(ato) {
-            if a != NONE && v != T::ZERO {
-                let slot = &mut ends[a as usize];
-                vals[*slot as usize] = v * s;
-                ent[*slot as usize] = o as u32;
-                *slot += 1;
-            }
+            let on = (a != NONE) & (v != T::ZERO);
+            let p = if on { a as usize } else { l };
+            let slot = ends[p] as usize;
+            vals[slot] = v * s;
+            ent[slot] = o as u32;
+            ends[p] += u32::from(on);
         }
     }
     let dxt = &mut dxt[..g.c * g.h * g.w];
@@ -226,7 +233,31 @@ fn axpy_rows<T: Elem>(acc: &mut [T], rows: &[T], vals: &[T], idx: &[u32]) {
         }
         acc[start..full.min(start + BLOCK)].copy_from_slice(&r);
     }
-    if full < len {
+    let t = len - full;
+    if 0 < t && t <= TAIL {
+        // A short tail (a 3x3 convolution of one input channel has rows of 9) as one fixed
+        // block of `TAIL` lanes, reading past the row into the next one where there is one (the
+        // extra lanes are dropped): registers instead of a scalar loop per entry.
+        // The last row's entries go to `q`: `r` is only ever touched whole, so it stays in
+        // registers.
+        let (mut r, mut q) = ([T::ZERO; TAIL], [T::ZERO; TAIL]);
+        for (&v, &o) in vals.iter().zip(idx) {
+            let at = o as usize * len + full;
+            if at + TAIL <= rows.len() {
+                let w: &[T; TAIL] = rows[at..at + TAIL].try_into().expect("a whole block");
+                for (r, &w) in r.iter_mut().zip(w) {
+                    *r = v.mul_add(w, *r);
+                }
+            } else {
+                for (q, &w) in q.iter_mut().zip(&rows[at..at + t]) {
+                    *q = v.mul_add(w, *q);
+                }
+            }
+        }
+        for ((a, &r), &q) in acc[full..].iter_mut().zip(&r).zip(&q) {
+            *a = r + q;
+        }
+    } else if full < len {
         let tail = &mut acc[full..];
         tail.fill(T::ZERO);
         for (&v, &o) in vals.iter().zip(idx) {
@@ -380,6 +411,8 @@ pub(super) mod tests {
             (32, 6, 4, 3, (2, 2, 0)),
             (2, 7, 3, 3, (3, 1, 1)),
             (4, 9, 2, 1, (2, 2, 0)),
+            // One input channel, 3x3: rows of 9, the short-tail block (past the last row too).
+            (1, 8, 4, 3, (2, 2, 0)),
         ] {
             let g = Geom::new(&[1, c, hw, hw], &[co, c, k, k], 1, k / 2, 1, 1).unwrap();
             let pg = PoolGeom::new(&[1, co, g.oh, g.ow], pk, ps, pp).unwrap();
