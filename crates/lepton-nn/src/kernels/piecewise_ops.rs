@@ -220,7 +220,7 @@ impl<T: Elem> Op<T> {
                 let [a0, a1, a2, a3] = acc;
                 let mut lanes = T::ZERO;
                 for k in 0..L {
-                    lanes = lanes + ((a0[k] + a1[k]) + (a2[k] + a3[k]));
+                    lanes += (a0[k] + a1[k]) + (a2[k] + a3[k]);
                 }
                 *yj = bj + (lanes + sum);
             }
