@@ -168,15 +168,13 @@ fn from_pool_body<T: Elem>(
     let (ends, ent) = idx.split_at_mut(l + 1);
     let ent = &mut ent[..cells];
     // `ends[p + 1]`: entries at position p, then (prefix sums) where position p's entries end.
-    // Branch-free (about half the windows are live, in no pattern a predictor learns: the
-    // branches cost more than the work): a dead window adds 0 to `ends[0]`.
     ends.fill(0);
     let mut live = 0;
     for (&v, &a) in gy.iter().zip(at) {
-        let on = (a != NONE) & (v != T::ZERO);
-        let p = if on { a as usize + 1 } else { 0 };
-        ends[p] += u32::from(on);
-        live += usize::from(on);
+        if a != NONE && v != T::ZERO {
+            ends[a as usize + 1] += 1;
+            live += 1;
+        }
     }
     if sparse * live > g.co * l {
         return false;
@@ -186,18 +184,16 @@ fn from_pool_body<T: Elem>(
     }
     let (acc, rest) = work.split_at_mut(row);
     let vals = &mut rest[..cells];
-    // Fill: `ends[p]` moves from the start of position p's entries to their end. Branch-free
-    // too: a dead window writes to slot `ends[l]` (= `live`, past every entry, and below `cells`
-    // whenever a window is dead) and does not advance it.
+    // Fill: `ends[p]` moves from the start of position p's entries to their end.
     for (o, (gyo, ato)) in gy.chunks_exact(pout).zip(at.chunks_exact(pout)).enumerate() {
         let s = scale.map_or(T::ONE, |s| s[o]);
         for (&v, &a) in gyo.iter().zip(ato) {
-            let on = (a != NONE) & (v != T::ZERO);
-            let p = if on { a as usize } else { l };
-            let slot = ends[p] as usize;
-            vals[slot] = v * s;
-            ent[slot] = o as u32;
-            ends[p] += u32::from(on);
+            if a != NONE && v != T::ZERO {
+                let slot = &mut ends[a as usize];
+                vals[*slot as usize] = v * s;
+                ent[*slot as usize] = o as u32;
+                *slot += 1;
+            }
         }
     }
     let dxt = &mut dxt[..g.c * g.h * g.w];
