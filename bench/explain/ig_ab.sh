@@ -7,7 +7,8 @@
 #
 # Build a binary with `cargo build --release -p lepton-explain --example captum_bench` and copy
 # `$CARGO_TARGET_DIR/release/examples/captum_bench` away before building the other side.
-# METHOD: ig50 (default) or ig256. CPU-heavy: takes /tmp/lepton-cpu.lock itself.
+# METHOD: ig50 (default), ig256 or saliency (give saliency a few hundred IMAGES: 40 take ~20 ms).
+# THREADS (default 2): the rayon threads of both sides. CPU-heavy: takes /tmp/lepton-cpu.lock itself.
 set -euo pipefail
 old=${1:?usage: ig_ab.sh OLD_BIN NEW_BIN RUN_DIR [IMAGES] [ROUNDS] [METHOD]}
 new=${2:?}

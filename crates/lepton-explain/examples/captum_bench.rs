@@ -7,6 +7,10 @@
 //! `IG_BATCH`: interpolated inputs per forward/backward pass (default: `IgConfig`'s, 64).
 //! `METHODS=ig50,ig256,saliency,occlusion4x4` (the environment): run only those;
 //! `EXPLAIN_PATH=autograd`: the generic candle-autograd path instead of the piecewise net.
+//!
+//! The model is held as the server and `lepton explain` hold a loaded model: in an
+//! [`Explainer`], which compiles its piecewise net on the first explanation (the warm-up, as
+//! captum's side warms up too) and keeps it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,7 +20,7 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use lepton_explain::{
-    integrated_gradients, occlusion, predicted, saliency, Baseline, FnScorer, IgConfig,
+    integrated_gradients, occlusion, predicted, saliency, Baseline, Explainer, FnScorer, IgConfig,
     OcclusionConfig, Scorer,
 };
 use lepton_nn::{Model, ModelSpec};
@@ -71,9 +75,10 @@ fn main() -> anyhow::Result<()> {
     // `EXPLAIN_PATH=autograd`: the generic candle-autograd path (what every model took before
     // the piecewise net), for an A/B in one binary.
     let autograd = FnScorer(|x: &Tensor| model.scores(x));
+    let explainer = Explainer::new(&model);
     let scorer: &dyn Scorer = match std::env::var("EXPLAIN_PATH").as_deref() {
         Ok("autograd") => &autograd,
-        _ => &model,
+        _ => &explainer,
     };
     type Run<'a> = Box<dyn Fn(&Tensor, usize) -> lepton_explain::Result<Vec<f32>> + 'a>;
     let ig = |steps: usize| -> Run {

@@ -1,11 +1,18 @@
-//! A/B of the two gradient paths in one process: integrated gradients (50 and 256 steps) and
-//! saliency of a trained MNIST CNN run directory, through the model's piecewise net and through
-//! the generic candle-autograd path (what every model took before), alternating, `REPS` rounds
-//! of `N` images each; prints the median and the minimum ms per image of each, and the ratio.
-//! On a shared machine the minimum is the better estimate of an idle machine's time, and the
-//! CPU time (both threads, from `/proc/self/stat`, 10 ms ticks) the one least moved by load.
+//! A/B of the gradient paths in one process: integrated gradients (50 and 256 steps) and
+//! saliency of a trained MNIST CNN run directory through
+//! - `autograd`: the generic candle-autograd path (what every model took before the piecewise net),
+//! - `per-call`: the model's piecewise net compiled on every call (`lepton_nn::Model` as a scorer),
+//! - `kept`: the net compiled once and kept ([`lepton_explain::Explainer`], as a loaded model has it),
+//!
+//! alternating, `REPS` rounds of `N` images each; prints the median and the minimum ms per image
+//! of each, the CPU ms per image, and each path's ratios to the last one. On a shared machine the
+//! minimum is the better estimate of an idle machine's time, and the CPU time (all threads, from
+//! `/proc/self/stat`, 10 ms ticks) the one least moved by load.
 //!
 //!     cargo run --release -p lepton-explain --example explain_ab -- RUN_DIR [N] [REPS]
+//!
+//! `PATHS=per-call,kept` and `METHODS=saliency,ig50` (the environment) pick a subset (also for
+//! profiling one path with `perf record`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +22,7 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use lepton_explain::{
-    integrated_gradients, predicted, saliency, Baseline, FnScorer, IgConfig, Scorer,
+    integrated_gradients, predicted, saliency, Baseline, Explainer, FnScorer, IgConfig, Scorer,
 };
 use lepton_nn::{Model, ModelSpec};
 
@@ -60,7 +67,20 @@ fn main() -> anyhow::Result<()> {
         .map(|x| predicted(&model, x))
         .collect::<lepton_explain::Result<_>>()?;
     let autograd = FnScorer(|x: &Tensor| model.scores(x));
-    let paths: [(&str, &dyn Scorer); 2] = [("autograd", &autograd), ("piecewise", &model)];
+    let kept = Explainer::new(&model);
+    let all: [(&str, &dyn Scorer); 3] = [
+        ("autograd", &autograd),
+        ("per-call", &model),
+        ("kept", &kept),
+    ];
+    let pick = |var: &str, name: &str| {
+        std::env::var(var)
+            .map(|v| v.split(',').any(|p| p == name))
+            .unwrap_or(true)
+    };
+    let paths: Vec<(&str, &dyn Scorer)> =
+        all.into_iter().filter(|(p, _)| pick("PATHS", p)).collect();
+    anyhow::ensure!(!paths.is_empty(), "PATHS: none of autograd, per-call, kept");
     let methods: [(&str, usize); 3] = [("ig50", 50), ("ig256", 256), ("saliency", 0)];
     let time = |scorer: &dyn Scorer, steps: usize| -> anyhow::Result<f64> {
         let started = Instant::now();
@@ -77,11 +97,11 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(started.elapsed().as_secs_f64() * 1e3 / n as f64)
     };
-    for (method, steps) in methods {
-        let mut ms: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-        let mut cpu = [0.0; 2];
-        for (_, scorer) in paths {
-            time(scorer, steps)?; // warm-up
+    for (method, steps) in methods.into_iter().filter(|(m, _)| pick("METHODS", m)) {
+        let mut ms = vec![Vec::new(); paths.len()];
+        let mut cpu = vec![0.0; paths.len()];
+        for (_, scorer) in &paths {
+            time(*scorer, steps)?; // warm-up
         }
         for _ in 0..reps {
             for (i, (_, scorer)) in paths.iter().enumerate() {
@@ -91,19 +111,24 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let per = (reps * n) as f64;
-        let stat = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            (v[v.len() / 2], v[0])
-        };
-        let (am, amin) = stat(&mut ms[0]);
-        let (pm, pmin) = stat(&mut ms[1]);
-        let (ac, pc) = (cpu[0] / per, cpu[1] / per);
-        println!(
-            "{method:>9}: autograd median {am:8.2} min {amin:8.2} cpu {ac:8.2} | piecewise median {pm:8.2} min {pmin:8.2} cpu {pc:8.2} ms/image | speed-up median {:.2}x min {:.2}x cpu {:.2}x",
-            am / pm,
-            amin / pmin,
-            ac / pc
-        );
+        let stats: Vec<(f64, f64, f64)> = ms
+            .iter_mut()
+            .zip(&cpu)
+            .map(|(v, c)| {
+                v.sort_by(f64::total_cmp);
+                (v[v.len() / 2], v[0], c / per)
+            })
+            .collect();
+        let (lm, lmin, lc) = *stats.last().expect("at least one path");
+        for ((name, _), (m, min, c)) in paths.iter().zip(&stats) {
+            println!(
+                "{method:>9} {name:>9}: median {m:8.3} min {min:8.3} cpu {c:8.3} ms/image | vs {}: median {:.2}x min {:.2}x cpu {:.2}x",
+                paths.last().expect("at least one path").0,
+                m / lm,
+                min / lmin,
+                c / lc
+            );
+        }
     }
     Ok(())
 }

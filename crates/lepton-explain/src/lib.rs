@@ -4,6 +4,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`scorer`] | [`Scorer`]: the batched, differentiable forward pass the methods call |
+//! | [`explainer`] | [`Explainer`]: a loaded model with its piecewise net compiled once |
 //! | [`saliency`](mod@saliency) | `|∂y/∂x|` and gradient × input |
 //! | [`integrated_gradients`](mod@integrated_gradients) | path integral from a [`Baseline`], Gauss-Legendre or trapezoid, batched steps, completeness check |
 //! | [`occlusion`](mod@occlusion) | sliding-window occlusion, batched |
@@ -19,10 +20,12 @@
 //! methods need lepton-nn's kernels to differentiate the input, which they do through frozen
 //! weights without computing weight gradients, and a model made of convolutions, linear layers,
 //! batch norms, ReLUs and max-pools runs as a [`lepton_nn::kernels::PiecewiseNet`]
-//! ([`Scorer::piecewise_net`]): no autograd graph at all.
+//! ([`Scorer::piecewise_net`]): no autograd graph at all; an [`Explainer`] compiles it once per
+//! loaded model.
 
 pub mod attribution;
 pub mod error;
+pub mod explainer;
 pub mod feature_maps;
 pub mod heatmap;
 pub mod integrated_gradients;
@@ -35,6 +38,7 @@ pub mod scorer;
 
 pub use attribution::{Attribution, Method};
 pub use error::{Error, Result};
+pub use explainer::Explainer;
 pub use feature_maps::{feature_maps, resolve_layer, FeatureMaps};
 pub use integrated_gradients::{integrated_gradients, quadrature, Baseline, IgConfig, Rule};
 pub use kernel_shap::{kernel_shap, KernelShapConfig};

@@ -1,6 +1,8 @@
 //! [`Scorer`]: what an attribution method needs of a model — a batched, differentiable forward
 //! pass `x: [B, ...sample] -> scores: [B, K]` — and the one gradient every gradient method takes.
 
+use std::sync::Arc;
+
 use candle_core::{Tensor, Var};
 use candle_nn::ModuleT;
 use lepton_nn::kernels::PiecewiseNet;
@@ -17,7 +19,7 @@ pub trait Scorer: Sync {
     /// The model as a [`PiecewiseNet`] when it is one (convolutions, linear layers, batch
     /// norms, ReLUs, max-pools): the gradient methods then run its forward and input-gradient
     /// passes instead of candle autograd. Default `None`: the generic path.
-    fn piecewise_net(&self) -> Option<PiecewiseNet<f32>> {
+    fn piecewise_net(&self) -> Option<Arc<PiecewiseNet<f32>>> {
         None
     }
 }
@@ -30,10 +32,11 @@ impl Scorer for lepton_nn::Model {
     }
 
     /// Built from the current weights on each call (a few hundred microseconds for the MNIST
-    /// CNN); a model it cannot express, or that fails to compile, takes the generic path, which
-    /// reports any real error.
-    fn piecewise_net(&self) -> Option<PiecewiseNet<f32>> {
-        self.piecewise::<f32>().ok().flatten()
+    /// CNN), so never stale; an [`crate::Explainer`] keeps it for a loaded model instead. A
+    /// model it cannot express, or that fails to compile, takes the generic path, which reports
+    /// any real error.
+    fn piecewise_net(&self) -> Option<Arc<PiecewiseNet<f32>>> {
+        self.piecewise::<f32>().ok().flatten().map(Arc::new)
     }
 }
 

@@ -76,17 +76,26 @@ impl Model {
     /// The model in eval mode as a [`PiecewiseNet`] (forward and input-gradient passes without
     /// autograd, rounding as the eval forward does: batch norms stay per-channel affines after
     /// their convolutions) when every layer is affine, a ReLU or a max-pool (conv2d, linear,
-    /// batch norm, flatten, dropout, relu, max-pool2d); `None` otherwise. Built from the current weights on each call: a training
-    /// model's later steps do not leave it stale.
+    /// batch norm, flatten, dropout, relu, max-pool2d); `None` otherwise. Built from the current
+    /// weights on each call (it copies them); [`PiecewiseNet::frozen`] tells whether they can
+    /// change after it (a training model's `Var`s can: a kept net would go stale).
     pub fn piecewise<T: Elem + WithDType>(&self) -> candle_core::Result<Option<PiecewiseNet<T>>> {
         let mut pieces = Vec::new();
+        let mut variable = false;
         for layer in &self.layers {
             match layer.pieces()? {
                 Some(p) => pieces.extend(p),
                 None => return Ok(None),
             }
+            // A batch norm's piece holds computed values, not its tensors: ask the layer.
+            variable |= layer.eval_norm().is_some_and(|n| n.tracks_gradient());
         }
-        PiecewiseNet::new(pieces, &self.input).map(Some)
+        let net = PiecewiseNet::new(pieces, &self.input)?;
+        Ok(Some(if variable {
+            net.with_variable_weights()
+        } else {
+            net
+        }))
     }
 
     /// Predictions in eval mode, then `softmax` over classes when asked.

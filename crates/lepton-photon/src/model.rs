@@ -5,6 +5,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 use lepton_data::Preprocessor;
+use lepton_explain::Explainer;
 use lepton_nn::{activate, Model, ModelSpec, OutputActivation};
 use serde::Serialize;
 
@@ -36,16 +37,22 @@ pub enum Prediction {
     Value { value: f32 },
 }
 
-/// A model loaded from a photon: eval mode, CPU, f32. `Send + Sync`.
+/// A model loaded from a photon: eval mode, CPU, f32. `Send + Sync`. Its weights are plain
+/// tensors, so the explanations' compiled net ([`LoadedModel::explainer`]) is built once, on
+/// the first gradient explanation, and kept; reloading a photon loads a new `LoadedModel`.
 pub struct LoadedModel {
-    model: Model,
+    model: Explainer,
     act: OutputActivation,
     pre: Preprocessor,
 }
 
 impl LoadedModel {
     pub(crate) fn new(model: Model, act: OutputActivation, pre: Preprocessor) -> Self {
-        Self { model, act, pre }
+        Self {
+            model: Explainer::new(model),
+            act,
+            pre,
+        }
     }
 
     pub fn preprocessor(&self) -> &Preprocessor {
@@ -54,6 +61,12 @@ impl LoadedModel {
 
     /// The network itself (logits, no output activation).
     pub fn model(&self) -> &Model {
+        self.model.model()
+    }
+
+    /// The network as the attribution methods take it (a [`lepton_explain::Scorer`]), its
+    /// piecewise net compiled on first use and kept with this model.
+    pub fn explainer(&self) -> &Explainer {
         &self.model
     }
 
@@ -140,7 +153,7 @@ impl LoadedModel {
     /// (a sigmoid output becomes `[1 - p, p]`), or regression values `[B, 1]` in target units.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
         let p = |e: candle_core::Error| Error::Predict(e.to_string());
-        let logits = self.model.forward_t(x, false).map_err(p)?;
+        let logits = self.model().forward_t(x, false).map_err(p)?;
         let y = activate(self.act, &logits).map_err(|e| Error::Predict(e.to_string()))?;
         match self.act {
             OutputActivation::Softmax => Ok(y),

@@ -138,6 +138,12 @@ pub struct PathGradient<T> {
     pub score_baseline: T,
 }
 
+/// A linear op over at most this many rows (a saliency map's one sample, integrated gradients'
+/// two ends) runs as dot products over the weight rows ([`Op::linear_rows`]) instead of a GEMM:
+/// the MNIST CNN's 3136x128 layer at one row spent more time in the GEMM's packing and thread
+/// hand-off than in the multiply-adds.
+const FEW_ROWS: usize = 2;
+
 /// One sample's buffers: two ping-pong activation buffers, the im2col columns, and indices.
 type Scratch<T> = (Vec<T>, Vec<T>, Vec<T>, Vec<u32>);
 
@@ -160,6 +166,8 @@ pub struct PiecewiseNet<T> {
     /// Scratch returned by finished tasks, reused by the next ones (zero-filling fresh buffers
     /// for every task of every pass was several MB of `memset` per batch).
     spare: Mutex<Vec<Scratch<T>>>,
+    /// No piece's tensor is a candle variable; see [`PiecewiseNet::frozen`].
+    frozen: bool,
 }
 
 /// Samples per parallel task: one. A sample is ~0.1 ms of work against a few µs of task and
@@ -177,6 +185,13 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
     /// Compile `pieces` for per-sample `input` shape; an error names the piece that does not
     /// fit its input.
     pub fn new(pieces: Vec<Piece>, input: &[usize]) -> Result<Self> {
+        let variable = |t: &Tensor| t.is_variable();
+        let frozen = !pieces.iter().any(|p| match p {
+            Piece::Conv { weight, bias, .. } | Piece::Linear { weight, bias } => {
+                variable(weight) || bias.as_ref().is_some_and(variable)
+            }
+            _ => false,
+        });
         let mut shape = input.to_vec();
         let mut ops: Vec<Op<T>> = Vec::new();
         let mut lens = vec![shape.iter().product::<usize>()];
@@ -330,7 +345,25 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
             prefix,
             fused,
             spare: Mutex::new(Vec::new()),
+            frozen,
         })
+    }
+
+    /// Whether the weights this net copied at compilation cannot change after it: no
+    /// convolution or linear weight was a candle `Var` (a training model's weights are; a loaded
+    /// model's, from `VarBuilder::from_tensors`, are plain tensors, which candle never mutates),
+    /// and no [`PiecewiseNet::with_variable_weights`] since. A frozen net may be kept for the
+    /// model's lifetime; any other one is stale after the next optimizer step.
+    pub fn frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Marks the net as compiled from weights that may change (a batch norm's statistics or
+    /// scale held in candle `Var`s, which [`Piece::Scale`] no longer shows): not
+    /// [`PiecewiseNet::frozen`].
+    pub fn with_variable_weights(mut self) -> Self {
+        self.frozen = false;
+        self
     }
 
     /// Values per input sample.
@@ -470,12 +503,19 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
                 Some(v) => Input::Batch(v.as_slice()),
                 None => input,
             };
-            if let Op::Linear { w, b, inp, out } = &self.ops[i] {
+            if let op @ Op::Linear { w, b, inp, out } = &self.ops[i] {
                 let x = match src {
                     Input::Batch(x) => std::borrow::Cow::Borrowed(x),
                     path => std::borrow::Cow::Owned(path.materialise(n, self.lens[i])),
                 };
                 let rows = n * self.lens[i] / inp;
+                if rows <= FEW_ROWS {
+                    let mut y = vec![T::ZERO; rows * out];
+                    op.linear_rows(&x, &mut y);
+                    cur = Some(y);
+                    i += 1;
+                    continue;
+                }
                 let mut y = Vec::with_capacity(rows * out);
                 for _ in 0..rows {
                     y.extend_from_slice(b);
@@ -581,9 +621,15 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
         let mut g = grad;
         let mut j = to;
         while j > from {
-            if let Op::Linear { w, inp, out, .. } = &self.ops[j - 1] {
+            if let op @ Op::Linear { w, inp, out, .. } = &self.ops[j - 1] {
                 let rows = n * self.lens[j - 1] / inp;
                 let mut dx = vec![T::ZERO; rows * inp];
+                if rows <= FEW_ROWS {
+                    op.linear_rows_grad(&g, &mut dx);
+                    g = dx;
+                    j -= 1;
+                    continue;
+                }
                 matmul(
                     rows,
                     *inp,

@@ -173,6 +173,95 @@ impl<T: Elem> Op<T> {
         backward = backward_body(lens: (usize, usize), a: &mut [T], b: &mut [T], work: (&mut [T], &mut [u32]), tape: &[u32], par: Parallelism)
     );
 
+    simd!(
+        /// A linear op over a few rows `x: [rows, inp]` into `y: [rows, out]` (overwritten):
+        /// `y = x·wᵀ + b`, each output a dot product of a weight row, the sum then added to the
+        /// bias (as the GEMM with the bias in its destination rounds). For one or two rows (a
+        /// saliency map, integrated gradients' two ends): the weights are read once per row,
+        /// with no packing and no thread hand-off. Returns true.
+        linear_rows = linear_rows_body(x: &[T], y: &mut [T])
+    );
+    simd!(
+        /// The input gradient of a linear op over a few rows: `dx = g·w` (`g: [rows, out]`, `dx:
+        /// [rows, inp]` overwritten), skipping the weight rows whose gradient is zero (a ReLU
+        /// after the op leaves about half of them). Returns true.
+        linear_rows_grad = linear_rows_grad_body(g: &[T], dx: &mut [T])
+    );
+
+    #[inline(always)]
+    fn linear_rows_body(&self, x: &[T], y: &mut [T]) -> bool {
+        const L: usize = 16;
+        let Op::Linear { w, b, inp, out } = self else {
+            unreachable!("linear_rows on a linear op")
+        };
+        let (inp, out) = (*inp, *out);
+        let full = inp - inp % (4 * L);
+        for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
+            for ((yj, row), &bj) in yr.iter_mut().zip(w.chunks_exact(inp)).zip(b) {
+                // Four independent chains of fixed-size blocks: they unroll and stay in
+                // registers.
+                let mut acc = [[T::ZERO; L]; 4];
+                for (xc, wc) in xr[..full]
+                    .chunks_exact(4 * L)
+                    .zip(row[..full].chunks_exact(4 * L))
+                {
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let xs: &[T; L] = xc[k * L..(k + 1) * L].try_into().expect("a block");
+                        let ws: &[T; L] = wc[k * L..(k + 1) * L].try_into().expect("a block");
+                        for ((a, &xv), &wv) in a.iter_mut().zip(xs).zip(ws) {
+                            *a = xv.mul_add(wv, *a);
+                        }
+                    }
+                }
+                let mut sum = T::ZERO;
+                for (&xv, &wv) in xr[full..].iter().zip(&row[full..]) {
+                    sum = xv.mul_add(wv, sum);
+                }
+                let [a0, a1, a2, a3] = acc;
+                let mut lanes = T::ZERO;
+                for k in 0..L {
+                    lanes += (a0[k] + a1[k]) + (a2[k] + a3[k]);
+                }
+                *yj = bj + (lanes + sum);
+            }
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn linear_rows_grad_body(&self, g: &[T], dx: &mut [T]) -> bool {
+        let Op::Linear { w, inp, out, .. } = self else {
+            unreachable!("linear_rows_grad on a linear op")
+        };
+        let (inp, out) = (*inp, *out);
+        for (gr, dr) in g.chunks_exact(out).zip(dx.chunks_exact_mut(inp)) {
+            dr.fill(T::ZERO);
+            // Four live rows at a time: one pass over `dr` per four weight rows.
+            let mut rows: [(T, &[T]); 4] = [(T::ZERO, &[]); 4];
+            let mut k = 0;
+            for (&v, row) in gr.iter().zip(w.chunks_exact(inp)) {
+                if v == T::ZERO {
+                    continue;
+                }
+                rows[k] = (v, row);
+                k += 1;
+                if k == 4 {
+                    let [(g0, w0), (g1, w1), (g2, w2), (g3, w3)] = rows;
+                    for ((((d, &a), &b), &c), &e) in dr.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                        *d = g3.mul_add(e, g2.mul_add(c, g1.mul_add(b, g0.mul_add(a, *d))));
+                    }
+                    k = 0;
+                }
+            }
+            for &(v, row) in &rows[..k] {
+                for (d, &a) in dr.iter_mut().zip(row) {
+                    *d = v.mul_add(a, *d);
+                }
+            }
+        }
+        true
+    }
+
     #[inline(always)]
     fn forward_body(
         &self,
@@ -314,6 +403,62 @@ impl<T: Elem> Op<T> {
 mod tests {
     use super::sparse_grad::tests::naive_input_grad;
     use super::*;
+
+    #[test]
+    fn the_few_row_linear_kernels_equal_the_definition() {
+        // Lengths off the 64-lane blocks and the 4-row groups; gradients with zeros.
+        for (rows, inp, out) in [(1, 3136, 128), (2, 70, 7), (1, 5, 3), (2, 128, 10)] {
+            let w: Vec<f64> = (0..out * inp)
+                .map(|i| ((i * 37) % 23) as f64 / 8.0 - 1.4)
+                .collect();
+            let b: Vec<f64> = (0..out).map(|i| i as f64 * 0.25 - 1.0).collect();
+            let op = Op::Linear {
+                w: w.clone(),
+                b: b.clone(),
+                inp,
+                out,
+            };
+            let x: Vec<f64> = (0..rows * inp)
+                .map(|i| ((i * 13) % 11) as f64 / 4.0 - 1.2)
+                .collect();
+            let mut y = vec![f64::NAN; rows * out];
+            assert!(op.linear_rows(&x, &mut y));
+            for r in 0..rows {
+                for j in 0..out {
+                    let want: f64 = b[j]
+                        + (0..inp)
+                            .map(|i| x[r * inp + i] * w[j * inp + i])
+                            .sum::<f64>();
+                    let got = y[r * out + j];
+                    assert!(
+                        (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                        "y[{r}, {j}] {got} vs {want}"
+                    );
+                }
+            }
+            let g: Vec<f64> = (0..rows * out)
+                .map(|i| {
+                    if i % 3 == 1 {
+                        0.0
+                    } else {
+                        ((i * 7) % 5) as f64 - 2.0
+                    }
+                })
+                .collect();
+            let mut dx = vec![f64::NAN; rows * inp];
+            assert!(op.linear_rows_grad(&g, &mut dx));
+            for r in 0..rows {
+                for i in 0..inp {
+                    let want: f64 = (0..out).map(|j| g[r * out + j] * w[j * inp + i]).sum();
+                    let got = dx[r * inp + i];
+                    assert!(
+                        (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                        "dx[{r}, {i}] {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn sparse_and_dense_conv_input_gradients_equal_the_definition() {

@@ -26,6 +26,9 @@ pub(super) const NONE: u32 = u32::MAX;
 /// independent multiply-add chains to hide their latency.
 const BLOCK: usize = 96;
 
+/// Lanes of [`axpy_rows`]' short-tail block (one AVX-512 vector of f32).
+const TAIL: usize = 16;
+
 /// `fn $name(..)` runs `$body(..)` compiled for AVX-512 or AVX2 + FMA when the CPU has them (the
 /// loops it inlines then run 16 or 8 lanes wide, the multiply-adds fused), else the baseline.
 macro_rules! dispatch {
@@ -226,7 +229,31 @@ fn axpy_rows<T: Elem>(acc: &mut [T], rows: &[T], vals: &[T], idx: &[u32]) {
         }
         acc[start..full.min(start + BLOCK)].copy_from_slice(&r);
     }
-    if full < len {
+    let t = len - full;
+    if 0 < t && t <= TAIL {
+        // A short tail (a 3x3 convolution of one input channel has rows of 9) as one fixed
+        // block of `TAIL` lanes, reading past the row into the next one where there is one (the
+        // extra lanes are dropped): registers instead of a scalar loop per entry.
+        // The last row's entries go to `q`: `r` is only ever touched whole, so it stays in
+        // registers.
+        let (mut r, mut q) = ([T::ZERO; TAIL], [T::ZERO; TAIL]);
+        for (&v, &o) in vals.iter().zip(idx) {
+            let at = o as usize * len + full;
+            if at + TAIL <= rows.len() {
+                let w: &[T; TAIL] = rows[at..at + TAIL].try_into().expect("a whole block");
+                for (r, &w) in r.iter_mut().zip(w) {
+                    *r = v.mul_add(w, *r);
+                }
+            } else {
+                for (q, &w) in q.iter_mut().zip(&rows[at..at + t]) {
+                    *q = v.mul_add(w, *q);
+                }
+            }
+        }
+        for ((a, &r), &q) in acc[full..].iter_mut().zip(&r).zip(&q) {
+            *a = r + q;
+        }
+    } else if full < len {
         let tail = &mut acc[full..];
         tail.fill(T::ZERO);
         for (&v, &o) in vals.iter().zip(idx) {
@@ -380,6 +407,8 @@ pub(super) mod tests {
             (32, 6, 4, 3, (2, 2, 0)),
             (2, 7, 3, 3, (3, 1, 1)),
             (4, 9, 2, 1, (2, 2, 0)),
+            // One input channel, 3x3: rows of 9, the short-tail block (past the last row too).
+            (1, 8, 4, 3, (2, 2, 0)),
         ] {
             let g = Geom::new(&[1, c, hw, hw], &[co, c, k, k], 1, k / 2, 1, 1).unwrap();
             let pg = PoolGeom::new(&[1, co, g.oh, g.ow], pk, ps, pp).unwrap();

@@ -165,7 +165,7 @@ impl Backend for PhotonBackend {
             _ => Some(Tensor::from_slice(background, (rows, len), &Device::Cpu).map_err(internal)?),
         };
         let a = req
-            .run(self.model.model(), &x, bg.as_ref())
+            .run(self.model.explainer(), &x, bg.as_ref())
             .map_err(explain_error)?;
         serde_json::to_value(a).map_err(|e| InferError::internal("encoding the explanation", e))
     }

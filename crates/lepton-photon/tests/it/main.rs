@@ -10,6 +10,7 @@ use lepton_nn::{LossSpec, Model, ModelSpec};
 use lepton_photon::{Error, Limits, Photon, PhotonContents, Prediction};
 use rand::{Rng, SeedableRng};
 
+mod explain;
 mod text;
 
 fn spec() -> ModelSpec {
