@@ -48,11 +48,13 @@ pub fn run(args: ExplainArgs, mode: Mode) -> anyhow::Result<()> {
     let method: Method = args.method.parse()?;
     let loaded = photon.model()?;
     let model = loaded.model();
+    // The loaded model with its piecewise net, compiled once for every row of a CSV.
+    let scorer = loaded.explainer();
     let mut written = Vec::new();
     match &pre {
         Preprocessor::Image { .. } => {
             let x = image_tensor(&pre, &args.input)?;
-            let a = explain_one(model, &x, None, &args, method)?;
+            let a = explain_one(scorer, &x, None, &args, method)?;
             let base = out.join(format!("{stem}.{method}"));
             let scale = match method {
                 Method::Saliency => Scale::Magnitude,
@@ -94,7 +96,7 @@ pub fn run(args: ExplainArgs, mode: Mode) -> anyhow::Result<()> {
                 let bg = Tensor::from_vec(bg.concat(), (bg.len(), f), &Device::Cpu)?;
                 for (i, row) in feats.iter().enumerate() {
                     let x = Tensor::from_slice(row, f, &Device::Cpu)?;
-                    let a = explain_one(model, &x, Some(&bg), &args, method)
+                    let a = explain_one(scorer, &x, Some(&bg), &args, method)
                         .with_context(|| format!("{}: row {}", args.input.display(), i + 1))?;
                     let p = out.join(format!("{stem}.{}.{method}.json", i + 1));
                     write_json(&p, &a, &path, &args.input, Some(i + 1))?;
@@ -121,7 +123,7 @@ pub fn run(args: ExplainArgs, mode: Mode) -> anyhow::Result<()> {
 
 /// The request from the flags; a `--baseline FILE` image goes to integrated gradients directly.
 fn explain_one(
-    model: &lepton_nn::Model,
+    model: &dyn lepton_explain::Scorer,
     x: &Tensor,
     background: Option<&Tensor>,
     args: &ExplainArgs,
