@@ -304,8 +304,8 @@ pub fn train(
         let (ids, targets, mask) = batch_tensors(&batch)?;
         let t0 = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(f.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let loss = decoder.loss(&ids, &targets, &mask, Some(&mut rng))?;
-        let grads = loss.backward().ctx("backward pass")?;
+        let (loss_v, grads) =
+            crate::step::loss_and_grads(decoder, &ids, &targets, &mask, &mut rng)?;
         let scale = match f.max_grad_norm {
             Some(max) => {
                 let mut sq = 0f64;
@@ -331,7 +331,6 @@ pub fn train(
         opt.step(&grads, lr, scale)?;
         let dt = t0.elapsed().as_secs_f64();
         train_seconds += dt;
-        let loss_v = loss.to_scalar::<f32>().ctx("reading the loss")?;
         step += 1;
         append(
             &run.metrics(),
