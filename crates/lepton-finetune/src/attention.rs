@@ -14,7 +14,7 @@
 //! `q, o: [B, T, H, hd]`, `k, v: [B, T, KV, hd]` row-major; `P: [B, H, T, T]`.
 
 use gemm::Parallelism;
-use lepton_nn::kernels::{matmul, Mat};
+use lepton_nn::kernels::{math, matmul, Mat};
 use rayon::prelude::*;
 
 /// The sizes of one attention call.
@@ -106,11 +106,12 @@ pub(crate) fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>,
             for (i, row) in p.chunks_mut(t).enumerate() {
                 let (live, dead) = row.split_at_mut(i + 1);
                 dead.fill(0.0);
-                live.iter_mut().for_each(|s| *s *= scale);
+                // As lepton-nn's attention kernel (the same exp, the same order).
+                math::map_inplace(live, move |s| s * scale);
                 let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                live.iter_mut().for_each(|s| *s = (*s - max).exp());
+                math::map_inplace(live, move |s| math::exp(s - max));
                 let inv = 1.0 / live.iter().sum::<f32>();
-                live.iter_mut().for_each(|s| *s *= inv);
+                math::map_inplace(live, move |p| p * inv);
             }
             let vm = dims.head(v, kv_heads, bi, g, false);
             matmul(t, d, t, o, Mat::rows(p, t), vm, false, NONE);
@@ -250,6 +251,12 @@ mod tests {
             Ok(())
         };
         close(&o, &y, "o")?;
+        // The forward is the kernel's, operation for operation: bit-identical.
+        assert_eq!(
+            o,
+            y.flatten_all()?.to_vec1::<f32>()?,
+            "o is not bit-identical"
+        );
         close(&dq, g.get(q.as_tensor()).unwrap(), "dq")?;
         close(&dk, g.get(k.as_tensor()).unwrap(), "dk")?;
         close(&dv, g.get(v.as_tensor()).unwrap(), "dv")?;
