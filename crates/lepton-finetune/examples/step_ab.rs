@@ -74,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         .flat_map(|e| e.mask.iter().copied().chain([false]))
         .collect();
     let tokens = Tensor::from_vec(ids, (4, t), &Device::Cpu)?;
+    let plan = step::Plan::new(&d)?;
     lepton_quant::pool::share_rayon_threads(true);
     let (mut old, mut new) = (Vec::new(), Vec::new());
     let mut worst = 0f32;
@@ -84,7 +85,8 @@ fn main() -> anyhow::Result<()> {
         let g_old = loss.backward()?;
         let loss_old = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
-        let (loss_new, g_new) = step::loss_and_grads(&d, &tokens, &targets, &mask, &mut rng())?;
+        let (loss_new, g_new) =
+            step::loss_and_grads(&d, &plan, &tokens, &targets, &mask, &mut rng())?;
         let t2 = Instant::now();
         old.push((t1 - t0).as_secs_f64());
         new.push((t2 - t1).as_secs_f64());

@@ -88,7 +88,7 @@ impl LoraLinear {
     }
 
     /// `x: [N, in]` → `[N, out]`; `train` applies the adapter dropout. f32 on the CPU runs as
-    /// one op ([`crate::lora_op`]); other inputs take [`LoraLinear::forward_composed`].
+    /// one op (`lora_op.rs`); other inputs take [`LoraLinear::forward_composed`].
     pub fn forward(
         &self,
         x: &Tensor,

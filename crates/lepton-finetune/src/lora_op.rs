@@ -61,9 +61,24 @@ impl LoraOp {
         r: usize,
         out: usize,
     ) -> Result<Vec<f32>> {
+        let mut y = self.base.forward_rows(x)?;
+        self.add_low(x, a, b, r, out, &mut y);
+        Ok(y)
+    }
+
+    /// `y += ((x⊙m)·Aᵀ·Bᵀ)·s`: the adapter's part of [`LoraOp::forward_values`], for a `y`
+    /// (`N × out`) that already holds the base's output.
+    pub(crate) fn add_low(
+        &self,
+        x: &[f32],
+        a: &[f32],
+        b: &[f32],
+        r: usize,
+        out: usize,
+        y: &mut [f32],
+    ) {
         let k = a.len() / r.max(1);
         let n_rows = x.len() / k.max(1);
-        let mut y = self.base.forward_rows(x)?;
         let u = self.low(&self.masked(x), a, r, k);
         let mut low = vec![0f32; n_rows * out];
         matmul(
@@ -80,7 +95,6 @@ impl LoraOp {
         y.par_chunks_mut(16_384)
             .zip(low.par_chunks(16_384))
             .for_each(|(y, l)| y.iter_mut().zip(l).for_each(|(y, l)| *y += l * s));
-        Ok(y)
     }
 
     /// The backward on plain rows: `(dx, dA, dB)` for the output gradient `dy` (`N × out`);
@@ -96,6 +110,31 @@ impl LoraOp {
         r: usize,
         out: usize,
     ) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
+        let (ga, da, db) = self.low_grads(xv, av, bv, dyv, r, out, self.x_grad);
+        let dx = match ga {
+            Some(ga) => {
+                let mut dx = self.base.input_grad_rows(dyv)?;
+                dx.iter_mut().zip(&ga).for_each(|(d, v)| *d += v);
+                Some(dx)
+            }
+            None => None,
+        };
+        Ok((dx, da, db))
+    }
+
+    /// The adapter's part of [`LoraOp::backward_values`]: `((g·A)⊙m, dA, dB)`, the first only
+    /// with `want_dx` (the caller adds the base's `dy·W`).
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    pub(crate) fn low_grads(
+        &self,
+        xv: &[f32],
+        av: &[f32],
+        bv: &[f32],
+        dyv: &[f32],
+        r: usize,
+        out: usize,
+        want_dx: bool,
+    ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
         let k = av.len() / r.max(1);
         let n_rows = xv.len() / k;
         let xd = self.masked(xv);
@@ -135,8 +174,7 @@ impl LoraOp {
             false,
             PAR,
         );
-        let dx = if self.x_grad {
-            let mut dx = self.base.input_grad_rows(dyv)?;
+        let ga = if want_dx {
             let mut ga = vec![0f32; n_rows * k];
             matmul(
                 n_rows,
@@ -148,19 +186,14 @@ impl LoraOp {
                 false,
                 PAR,
             );
-            match &self.mask {
-                None => dx.iter_mut().zip(&ga).for_each(|(d, v)| *d += v),
-                Some(m) => {
-                    for ((d, v), m) in dx.iter_mut().zip(&ga).zip(m.iter()) {
-                        *d += v * m;
-                    }
-                }
+            if let Some(m) = &self.mask {
+                ga.iter_mut().zip(m.iter()).for_each(|(v, m)| *v *= m);
             }
-            Some(dx)
+            Some(ga)
         } else {
             None
         };
-        Ok((dx, transpose(&dat, k, r), transpose(&dbt, r, out)))
+        (ga, transpose(&dat, k, r), transpose(&dbt, r, out))
     }
 
     /// `(x⊙m)·Aᵀ`: `[N, r]`.

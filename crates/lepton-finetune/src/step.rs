@@ -5,8 +5,8 @@
 //! edge of the graph, ~35 edges of `[N, D]`-`[N, I]` tensors per layer, single-threaded), and
 //! the forward graph carried reshape/broadcast/copy nodes (the KV heads repeated to `H`). Here
 //! each layer is a fixed sequence of fused kernels: the frozen linears and LoRA pairs
-//! ([`crate::lora_op`]), RMSNorm, RoPE and SwiGLU ([`crate::fused`]), grouped-query attention
-//! ([`crate::attention`]), and the LM head with the loss ([`crate::loss::head_cross_entropy`]).
+//! (`lora_op.rs`), RMSNorm, RoPE and SwiGLU ([`crate::fused`]), grouped-query attention
+//! (`attention.rs`), and the LM head with the loss ([`crate::loss::head_cross_entropy`]).
 //! The same formulas as [`Decoder::loss`] (tested against its autograd gradients), the same
 //! dropout draws in the same order.
 //!
@@ -26,6 +26,7 @@ use crate::error::{CandleContext, Result};
 use crate::fused::{self, RmsNorm, Rope};
 use crate::lora::{dropout_mask, LoraLinear};
 use crate::lora_op::LoraOp;
+use crate::weight::FrozenWeight;
 
 /// What the backward of one layer needs.
 struct Saved {
@@ -127,6 +128,146 @@ fn linear_grad(
     Ok(dx)
 }
 
+/// Projections that share an input, stacked once per run ([`FrozenWeight::concat`]): each
+/// layer's q/k/v and gate/up run as one matmul (one activation quantization on a quantized
+/// base) and their input gradients as one.
+pub struct Plan {
+    /// Per layer: the stacked `[Wq; Wk; Wv]` and `[Wgate; Wup]` (`None`: run them one by one).
+    layers: Vec<(Option<FrozenWeight>, Option<FrozenWeight>)>,
+}
+
+impl Plan {
+    /// Stack every layer's q/k/v and gate/up base weights (the copies live as long as the plan).
+    pub fn new(decoder: &Decoder) -> Result<Self> {
+        let mut layers = Vec::with_capacity(decoder.layers.len());
+        for (i, l) in decoder.layers.iter().enumerate() {
+            let qkv = FrozenWeight::concat(
+                &[&l.q.base, &l.k.base, &l.v.base],
+                &format!("layer {i} q/k/v"),
+            )?;
+            let gate_up =
+                FrozenWeight::concat(&[&l.gate.base, &l.up.base], &format!("layer {i} gate/up"))?;
+            layers.push((qkv, gate_up));
+        }
+        Ok(Self { layers })
+    }
+
+    /// Every projection on its own.
+    pub fn unstacked(decoder: &Decoder) -> Self {
+        Self {
+            layers: vec![(None, None); decoder.layers.len()],
+        }
+    }
+}
+
+/// The outputs of `lins` (one input `x`) and their dropout masks, drawn in order; through the
+/// stacked base weight when given (the same numbers).
+#[allow(clippy::type_complexity)]
+fn project(
+    lins: &[&LoraLinear],
+    stacked: Option<&FrozenWeight>,
+    x: &[f32],
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<(Vec<f32>, Option<Vec<f32>>)>> {
+    let Some(w) = stacked else {
+        return lins.iter().map(|l| linear(l, x, rng)).collect();
+    };
+    let y = w.forward_rows(x).ctx("running stacked projections")?;
+    let total = w.dims().0;
+    let mut out = Vec::with_capacity(lins.len());
+    let mut start = 0;
+    for lin in lins {
+        let n = lin.out_features();
+        let mut part: Vec<f32> = y
+            .chunks_exact(total)
+            .flat_map(|row| &row[start..start + n])
+            .copied()
+            .collect();
+        start += n;
+        let mut mask = None;
+        if let Some(l) = &lin.lora {
+            mask = dropout_mask(rng, l.dropout, x.len());
+            op(lin, mask.as_ref(), false).expect("adapted").add_low(
+                x,
+                &values(l.a.as_tensor(), "LoRA A")?,
+                &values(l.b.as_tensor(), "LoRA B")?,
+                l.rank(),
+                n,
+                &mut part,
+            );
+        }
+        out.push((part, mask));
+    }
+    Ok(out)
+}
+
+/// The input gradient of [`project`] for the output gradients `dys` (when `need_dx`), adding
+/// the adapters' gradients to `grads`.
+fn project_grad(
+    lins: &[&LoraLinear],
+    stacked: Option<&FrozenWeight>,
+    x: &[f32],
+    masks: &[&Option<Vec<f32>>],
+    dys: &[&[f32]],
+    need_dx: bool,
+    grads: &mut GradStore,
+) -> Result<Option<Vec<f32>>> {
+    let Some(w) = stacked else {
+        let mut dx: Option<Vec<f32>> = None;
+        for ((lin, m), dy) in lins.iter().zip(masks).zip(dys) {
+            if let Some(d) = linear_grad(lin, x, m.as_ref(), dy, need_dx, grads)? {
+                match &mut dx {
+                    Some(acc) => add_into(acc, &d),
+                    None => dx = Some(d),
+                }
+            }
+        }
+        return Ok(dx);
+    };
+    let mut lows = Vec::new();
+    for ((lin, m), dy) in lins.iter().zip(masks).zip(dys) {
+        let Some(l) = &lin.lora else { continue };
+        let (r, out, k) = (l.rank(), lin.out_features(), lin.in_features());
+        let (ga, da, db) = op(lin, m.as_ref(), need_dx).expect("adapted").low_grads(
+            x,
+            &values(l.a.as_tensor(), "LoRA A")?,
+            &values(l.b.as_tensor(), "LoRA B")?,
+            dy,
+            r,
+            out,
+            need_dx,
+        );
+        let dev = Device::Cpu;
+        grads.insert(
+            l.a.as_tensor(),
+            Tensor::from_vec(da, (r, k), &dev).ctx("storing a LoRA A gradient")?,
+        );
+        grads.insert(
+            l.b.as_tensor(),
+            Tensor::from_vec(db, (out, r), &dev).ctx("storing a LoRA B gradient")?,
+        );
+        lows.extend(ga);
+    }
+    if !need_dx {
+        return Ok(None);
+    }
+    let rows = x.len() / lins[0].in_features();
+    let mut dy = Vec::with_capacity(rows * w.dims().0);
+    for r in 0..rows {
+        for (lin, d) in lins.iter().zip(dys) {
+            let n = lin.out_features();
+            dy.extend_from_slice(&d[r * n..(r + 1) * n]);
+        }
+    }
+    let mut dx = w
+        .input_grad_rows(&dy)
+        .ctx("the input gradient of stacked projections")?;
+    for ga in &lows {
+        add_into(&mut dx, ga);
+    }
+    Ok(Some(dx))
+}
+
 /// `a += b`.
 fn add_into(a: &mut [f32], b: &[f32]) {
     use rayon::prelude::*;
@@ -145,6 +286,7 @@ fn has_adapter(l: &Block, names: &[&str]) -> bool {
 /// a generator) and the gradient of every LoRA variable.
 pub fn loss_and_grads(
     decoder: &Decoder,
+    plan: &Plan,
     tokens: &Tensor,
     targets: &[u32],
     mask: &[bool],
@@ -188,19 +330,23 @@ pub fn loss_and_grads(
         .iter()
         .position(|l| has_adapter(l, &crate::decoder::MODULES));
     let mut saved: Vec<Saved> = Vec::with_capacity(decoder.layers.len());
-    for l in &decoder.layers {
+    for (i, l) in decoder.layers.iter().enumerate() {
         let n1 = norm(&l.attn_norm)?.forward_rows(&x);
-        let (q, mq) = linear(&l.q, &n1, rng)?;
-        let (k, mk) = linear(&l.k, &n1, rng)?;
-        let (v, mv) = linear(&l.v, &n1, rng)?;
+        let (qkv, gate_up) = &plan.layers[i];
+        let mut outs = project(&[&l.q, &l.k, &l.v], qkv.as_ref(), &n1, rng)?.into_iter();
+        let ((q, mq), (k, mk), (v, mv)) = (
+            outs.next().expect("q"),
+            outs.next().expect("k"),
+            outs.next().expect("v"),
+        );
         let (q, k) = (rope(h).apply(&q, 1.0), rope(kv).apply(&k, 1.0));
         let (att, p) = attention::forward(&q, &k, &v, dims);
         let (o, mo) = linear(&l.o, &att, rng)?;
         let mut x_mid = x.clone();
         add_into(&mut x_mid, &o);
         let n2 = norm(&l.ffn_norm)?.forward_rows(&x_mid);
-        let (g, mg) = linear(&l.gate, &n2, rng)?;
-        let (u, mu) = linear(&l.up, &n2, rng)?;
+        let mut outs = project(&[&l.gate, &l.up], gate_up.as_ref(), &n2, rng)?.into_iter();
+        let ((g, mg), (u, mu)) = (outs.next().expect("gate"), outs.next().expect("up"));
         let (d, md) = linear(&l.down, &fused::swiglu_rows(&g, &u), rng)?;
         let mut x_out = x_mid.clone();
         add_into(&mut x_out, &d);
@@ -258,11 +404,17 @@ pub fn loss_and_grads(
         let ds = linear_grad(&l.down, &sw, md.as_ref(), &dx, true, &mut grads)?
             .expect("asked for the input gradient");
         let (dg, du) = fused::swiglu_grad_rows(&s.g, &s.u, &ds);
-        let mut dn2 = linear_grad(&l.gate, &s.n2, mg.as_ref(), &dg, true, &mut grads)?
-            .expect("asked for the input gradient");
-        let dn2u = linear_grad(&l.up, &s.n2, mu.as_ref(), &du, true, &mut grads)?
-            .expect("asked for the input gradient");
-        add_into(&mut dn2, &dn2u);
+        let (qkv, gate_up) = &plan.layers[i];
+        let dn2 = project_grad(
+            &[&l.gate, &l.up],
+            gate_up.as_ref(),
+            &s.n2,
+            &[mg, mu],
+            &[&dg, &du],
+            true,
+            &mut grads,
+        )?
+        .expect("asked for the input gradient");
         add_into(&mut dx, &norm(&l.ffn_norm)?.grad_rows(&s.x_mid, &dn2));
         // x_mid = x + o(attention(rope(q(n1)), rope(k(n1)), v(n1)))
         if !below && !has_adapter(l, &["q_proj", "k_proj", "v_proj", "o_proj"]) {
@@ -272,12 +424,16 @@ pub fn loss_and_grads(
             .expect("asked for the input gradient");
         let (dq, dk, dv) = attention::backward(&s.q, &s.k, &s.v, &s.p, &s.att, &datt, dims);
         let (dq, dk) = (rope(h).apply(&dq, -1.0), rope(kv).apply(&dk, -1.0));
-        let dn_q = linear_grad(&l.q, &s.n1, mq.as_ref(), &dq, below, &mut grads)?;
-        let dn_k = linear_grad(&l.k, &s.n1, mk.as_ref(), &dk, below, &mut grads)?;
-        let dn_v = linear_grad(&l.v, &s.n1, mv.as_ref(), &dv, below, &mut grads)?;
-        if let (Some(mut dn1), Some(dk), Some(dv)) = (dn_q, dn_k, dn_v) {
-            add_into(&mut dn1, &dk);
-            add_into(&mut dn1, &dv);
+        let dn1 = project_grad(
+            &[&l.q, &l.k, &l.v],
+            qkv.as_ref(),
+            &s.n1,
+            &[mq, mk, mv],
+            &[&dq, &dk, &dv],
+            below,
+            &mut grads,
+        )?;
+        if let Some(dn1) = dn1 {
             add_into(&mut dx, &norm(&l.attn_norm)?.grad_rows(&s.x, &dn1));
         }
     }
@@ -333,25 +489,33 @@ mod tests {
         let mask: Vec<bool> = (0..b * t).map(|i| i % 5 != 4).collect();
         let tokens = Tensor::from_vec(ids, (b, t), &Device::Cpu)?;
         let rng = || ChaCha8Rng::seed_from_u64(11);
-        let (loss, grads) = loss_and_grads(d, &tokens, &targets, &mask, &mut rng())?;
         let want = d.loss(&tokens, &targets, &mask, Some(&mut rng()))?;
         let want_grads = want.backward()?;
         let want = want.to_scalar::<f32>()?;
-        // The forward runs the same operations in the same order: the same loss, bit for bit.
-        assert_eq!(loss.to_bits(), want.to_bits(), "loss {loss} vs {want}");
-        let adapters = d.adapters();
-        assert!(!adapters.is_empty());
-        for (layer, module, pair) in adapters {
-            for (name, v) in [("A", &pair.a), ("B", &pair.b)] {
-                let got = grads.get(v.as_tensor()).expect("a gradient");
-                let w = want_grads.get(v.as_tensor()).expect("a reference gradient");
-                let scale = w.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(scale > 0.0, "layer {layer} {module} {name}: zero gradient");
-                let diff = (got - w)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(
-                    diff <= 1e-4 * scale,
-                    "layer {layer} {module} {name}: differs by {diff} (max {scale})"
-                );
+        let stacked = Plan::new(d)?;
+        // Not vacuous: every layer's projections are stacked.
+        assert!(stacked
+            .layers
+            .iter()
+            .all(|(a, b)| a.is_some() && b.is_some()));
+        for plan in [stacked, Plan::unstacked(d)] {
+            let (loss, grads) = loss_and_grads(d, &plan, &tokens, &targets, &mask, &mut rng())?;
+            // The forward runs the same operations in the same order: the same loss, bit for bit.
+            assert_eq!(loss.to_bits(), want.to_bits(), "loss {loss} vs {want}");
+            let adapters = d.adapters();
+            assert!(!adapters.is_empty());
+            for (layer, module, pair) in adapters {
+                for (name, v) in [("A", &pair.a), ("B", &pair.b)] {
+                    let got = grads.get(v.as_tensor()).expect("a gradient");
+                    let w = want_grads.get(v.as_tensor()).expect("a reference gradient");
+                    let scale = w.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(scale > 0.0, "layer {layer} {module} {name}: zero gradient");
+                    let diff = (got - w)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(
+                        diff <= 1e-4 * scale,
+                        "layer {layer} {module} {name}: differs by {diff} (max {scale})"
+                    );
+                }
             }
         }
         Ok(())

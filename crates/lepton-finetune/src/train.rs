@@ -282,6 +282,8 @@ pub fn train(
         (0, v, 0.0)
     };
 
+    // q/k/v and gate/up stacked once for the whole run (see `step::Plan`).
+    let plan = crate::step::Plan::new(decoder)?;
     let t_len = splits.train[0].tokens.len();
     let mut order = epoch_order(
         splits.train.len(),
@@ -305,7 +307,7 @@ pub fn train(
         let t0 = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(f.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let (loss_v, grads) =
-            crate::step::loss_and_grads(decoder, &ids, &targets, &mask, &mut rng)?;
+            crate::step::loss_and_grads(decoder, &plan, &ids, &targets, &mask, &mut rng)?;
         let scale = match f.max_grad_norm {
             Some(max) => {
                 let mut sq = 0f64;
