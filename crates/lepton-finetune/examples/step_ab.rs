@@ -108,6 +108,28 @@ fn main() -> anyhow::Result<()> {
     }
     let tokens_per_step = (4 * t) as f64;
     let (mo, mn) = (median(&mut old), median(&mut new));
+    // The quantized kernels' sensitivity: the step with and without stacked projections (the
+    // same sums in another order) against each other.
+    let unstacked = step::Plan::unstacked(&d);
+    let rng = || ChaCha8Rng::seed_from_u64(0);
+    let (_, g1) = step::loss_and_grads(&d, &plan, &tokens, &targets, &mask, &mut rng())?;
+    let (_, g2) = step::loss_and_grads(&d, &unstacked, &tokens, &targets, &mask, &mut rng())?;
+    let mut order = 0f32;
+    for (_, _, pair) in d.adapters() {
+        for v in [&pair.a, &pair.b] {
+            let (a, b) = (
+                g1.get(v.as_tensor()).expect("grad"),
+                g2.get(v.as_tensor()).expect("grad"),
+            );
+            let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-30);
+            order = order.max(diff / scale);
+        }
+    }
+    println!(
+        "the same step with the projections stacked and unstacked (summation order only): \
+         largest gradient difference relative to its tensor's max {order:.2e}"
+    );
     println!(
         "median s/step: autograd {mo:.3}, step {mn:.3}; tokens/s {:.1} -> {:.1} (speed-up {:.2}x); \
          largest gradient difference relative to its tensor's max: {worst:.2e}",
