@@ -16,8 +16,11 @@
 //! Gradients flow only to LoRA variables: base linears use [`FrozenWeight::linear`], norm
 //! weights and embeddings are plain tensors (never variables). candle's `rms_norm`,
 //! `softmax_last_dim` and `rotary_emb` ops have no backward: RMSNorm, RoPE and SwiGLU run as
-//! [`crate::fused`] ops with their own backward ([`rms_norm`] and [`rope`] here are the
-//! reference compositions they are tested against).
+//! [`crate::fused`] ops with their own backward.
+//!
+//! Training steps run [`crate::step::loss_and_grads`] instead: the same forward operation for
+//! operation (the same loss bit for bit), with a hand-written backward and no autograd graph.
+//! This path serves validation, inference and the merge checks, and is the step's reference.
 
 use candle_core::{DType, Device, Tensor};
 use lepton_nn::kernels::{attention, AttentionMask};

@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 /// The contiguous f32 values of a CPU storage.
-fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("{op}: the input must be f32");
     };
@@ -26,7 +26,11 @@ fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 }
 
 /// `f` on the contiguous f32 values of `t`.
-fn with_values<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_values<R>(
+    t: &Tensor,
+    op: &str,
+    f: impl FnOnce(&[f32]) -> Result<R>,
+) -> Result<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*s else {
@@ -40,9 +44,9 @@ fn rows_per_task(n: usize) -> usize {
     (16_384 / n.max(1)).max(1)
 }
 
-struct RmsNorm {
-    w: Vec<f32>,
-    eps: f32,
+pub(crate) struct RmsNorm {
+    pub w: Vec<f32>,
+    pub eps: f32,
 }
 
 impl RmsNorm {
@@ -59,6 +63,20 @@ impl CustomOp1 for RmsNorm {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = values(s, l, "rms norm")?;
+        Ok((CpuStorage::F32(self.forward_rows(x)), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let dx = with_values(x, "rms norm", |x| {
+            with_values(dy, "rms norm", |dy| Ok(self.grad_rows(x, dy)))
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+impl RmsNorm {
+    /// The forward on rows of `w.len()` values.
+    pub(crate) fn forward_rows(&self, x: &[f32]) -> Vec<f32> {
         let n = self.w.len();
         let mut y = vec![0f32; x.len()];
         let chunk = rows_per_task(n) * n;
@@ -72,40 +90,36 @@ impl CustomOp1 for RmsNorm {
                     }
                 }
             });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        y
     }
 
-    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+    /// `dx` of [`RmsNorm::forward_rows`] for the output gradient `dy`.
+    pub(crate) fn grad_rows(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let n = self.w.len();
-        let dx = with_values(x, "rms norm", |x| {
-            with_values(dy, "rms norm", |dy| {
-                let mut dx = vec![0f32; x.len()];
-                let chunk = rows_per_task(n) * n;
-                dx.par_chunks_mut(chunk)
-                    .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
-                    .for_each(|(dx, (x, dy))| {
-                        for ((dx, x), dy) in dx
-                            .chunks_exact_mut(n)
-                            .zip(x.chunks_exact(n))
-                            .zip(dy.chunks_exact(n))
-                        {
-                            let r = self.inv(x);
-                            let gx: f32 = dy
-                                .iter()
-                                .zip(&self.w)
-                                .zip(x)
-                                .map(|((d, w), x)| d * w * x)
-                                .sum();
-                            let c = r * r * r * gx / n as f32;
-                            for (((o, x), d), w) in dx.iter_mut().zip(x).zip(dy).zip(&self.w) {
-                                *o = r * d * w - c * x;
-                            }
-                        }
-                    });
-                Ok(dx)
-            })
-        })?;
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        let mut dx = vec![0f32; x.len()];
+        let chunk = rows_per_task(n) * n;
+        dx.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .for_each(|(dx, (x, dy))| {
+                for ((dx, x), dy) in dx
+                    .chunks_exact_mut(n)
+                    .zip(x.chunks_exact(n))
+                    .zip(dy.chunks_exact(n))
+                {
+                    let r = self.inv(x);
+                    let gx: f32 = dy
+                        .iter()
+                        .zip(&self.w)
+                        .zip(x)
+                        .map(|((d, w), x)| d * w * x)
+                        .sum();
+                    let c = r * r * r * gx / n as f32;
+                    for (((o, x), d), w) in dx.iter_mut().zip(x).zip(dy).zip(&self.w) {
+                        *o = r * d * w - c * x;
+                    }
+                }
+            });
+        dx
     }
 }
 
@@ -119,17 +133,17 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// HF's RoPE on `x: [B, T, H, hd]` with per-position angles (`cos`, `sin`: `[T, hd/2]`).
-struct Rope {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-    t: usize,
-    heads: usize,
-    hd: usize,
+pub(crate) struct Rope {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+    pub t: usize,
+    pub heads: usize,
+    pub hd: usize,
 }
 
 impl Rope {
     /// Rotate each head of `x` by `sign`·θ into `y`.
-    fn apply(&self, x: &[f32], sign: f32) -> Vec<f32> {
+    pub(crate) fn apply(&self, x: &[f32], sign: f32) -> Vec<f32> {
         let (h, hd, half) = (self.heads, self.hd, self.hd / 2);
         let mut y = vec![0f32; x.len()];
         // One task per position row (all heads of one token).
@@ -223,14 +237,7 @@ impl CustomOp2 for SwiGlu {
         if l1.shape() != l2.shape() {
             candle_core::bail!("swiglu: shapes {:?} and {:?}", l1.dims(), l2.dims());
         }
-        let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(16_384)
-            .zip(a.par_chunks(16_384).zip(b.par_chunks(16_384)))
-            .for_each(|(y, (a, b))| {
-                for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
-                    *y = a * sigmoid(*a) * b;
-                }
-            });
+        let y = swiglu_rows(a, b);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -243,21 +250,7 @@ impl CustomOp2 for SwiGlu {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (da, db) = with_values(a, "swiglu", |av| {
             with_values(b, "swiglu", |bv| {
-                with_values(dy, "swiglu", |dy| {
-                    let (mut da, mut db) = (vec![0f32; av.len()], vec![0f32; av.len()]);
-                    da.par_chunks_mut(16_384)
-                        .zip(db.par_chunks_mut(16_384))
-                        .zip(av.par_chunks(16_384).zip(bv.par_chunks(16_384)))
-                        .zip(dy.par_chunks(16_384))
-                        .for_each(|(((da, db), (a, b)), dy)| {
-                            for i in 0..a.len() {
-                                let s = sigmoid(a[i]);
-                                da[i] = dy[i] * b[i] * s * (1.0 + a[i] * (1.0 - s));
-                                db[i] = dy[i] * a[i] * s;
-                            }
-                        });
-                    Ok((da, db))
-                })
+                with_values(dy, "swiglu", |dy| Ok(swiglu_grad_rows(av, bv, dy)))
             })
         })?;
         Ok((
@@ -265,6 +258,36 @@ impl CustomOp2 for SwiGlu {
             Some(Tensor::from_vec(db, b.shape(), b.device())?),
         ))
     }
+}
+
+/// `silu(a) ⊙ b` on plain values.
+pub(crate) fn swiglu_rows(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; a.len()];
+    y.par_chunks_mut(16_384)
+        .zip(a.par_chunks(16_384).zip(b.par_chunks(16_384)))
+        .for_each(|(y, (a, b))| {
+            for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+                *y = a * sigmoid(*a) * b;
+            }
+        });
+    y
+}
+
+/// `(da, db)` of [`swiglu_rows`] for the output gradient `dy`.
+pub(crate) fn swiglu_grad_rows(av: &[f32], bv: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (mut da, mut db) = (vec![0f32; av.len()], vec![0f32; av.len()]);
+    da.par_chunks_mut(16_384)
+        .zip(db.par_chunks_mut(16_384))
+        .zip(av.par_chunks(16_384).zip(bv.par_chunks(16_384)))
+        .zip(dy.par_chunks(16_384))
+        .for_each(|(((da, db), (a, b)), dy)| {
+            for i in 0..a.len() {
+                let s = sigmoid(a[i]);
+                da[i] = dy[i] * b[i] * s * (1.0 + a[i] * (1.0 - s));
+                db[i] = dy[i] * a[i] * s;
+            }
+        });
+    (da, db)
 }
 
 /// `silu(a) ⊙ b` (same shapes).

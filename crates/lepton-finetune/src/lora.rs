@@ -87,8 +87,33 @@ impl LoraLinear {
         self.base.dims().1
     }
 
-    /// `x: [N, in]` → `[N, out]`; `train` applies the adapter dropout.
+    /// `x: [N, in]` → `[N, out]`; `train` applies the adapter dropout. f32 on the CPU runs as
+    /// one op (`lora_op.rs`); other inputs take [`LoraLinear::forward_composed`].
     pub fn forward(
+        &self,
+        x: &Tensor,
+        train: Option<&mut ChaCha8Rng>,
+    ) -> candle_core::Result<Tensor> {
+        let Some(l) = &self.lora else {
+            return self.base.linear(x);
+        };
+        if x.dtype() != DType::F32 || !x.device().is_cpu() {
+            return self.forward_composed(x, train);
+        }
+        let mask = train.and_then(|rng| dropout_mask(rng, l.dropout, x.elem_count()));
+        crate::lora_op::lora_linear(
+            x,
+            &self.base,
+            l.a.as_tensor(),
+            l.b.as_tensor(),
+            l.scale,
+            mask,
+        )
+    }
+
+    /// [`LoraLinear::forward`] by plain candle ops (the reference the fused op is tested
+    /// against; the same dropout draws).
+    pub fn forward_composed(
         &self,
         x: &Tensor,
         train: Option<&mut ChaCha8Rng>,
@@ -97,27 +122,33 @@ impl LoraLinear {
         let Some(l) = &self.lora else {
             return Ok(y);
         };
-        let xd = match train {
-            Some(rng) if l.dropout > 0.0 => {
-                // Inverted dropout with a mask from the run's seeded generator, so a resumed run
-                // draws the same masks.
-                let keep = 1.0 - l.dropout;
-                let m: Vec<f32> = (0..x.elem_count())
-                    .map(|_| {
-                        if rng.random::<f32>() < keep {
-                            1.0 / keep
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                (x * Tensor::from_vec(m, x.shape(), x.device())?)?
-            }
-            _ => x.clone(),
+        let xd = match train.and_then(|rng| dropout_mask(rng, l.dropout, x.elem_count())) {
+            Some(m) => (x * Tensor::from_vec(m, x.shape(), x.device())?)?,
+            None => x.clone(),
         };
         let low = xd.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?;
         y + (low * l.scale)?
     }
+}
+
+/// Inverted dropout's mask (`1/keep` or 0 per value) of `n` values from the run's seeded
+/// generator, so a resumed run draws the same masks; `None` without dropout.
+pub(crate) fn dropout_mask(rng: &mut ChaCha8Rng, dropout: f32, n: usize) -> Option<Vec<f32>> {
+    if dropout <= 0.0 {
+        return None;
+    }
+    let keep = 1.0 - dropout;
+    Some(
+        (0..n)
+            .map(|_| {
+                if rng.random::<f32>() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

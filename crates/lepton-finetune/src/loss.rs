@@ -210,7 +210,7 @@ impl CustomOp1 for HeadCe {
 }
 
 /// `masked_cross_entropy(hidden·headᵀ, targets, mask)` without the `[N, V]` logits: the head's
-/// logits are made [`HEAD_ROWS`] rows at a time and, with `grad`, turned into their gradient and
+/// logits are made `HEAD_ROWS` rows at a time and, with `grad`, turned into their gradient and
 /// projected back to `∂loss/∂hidden` at once (the backward only scales those rows by the
 /// incoming gradient). Same numbers as the composition: each row goes through the same head
 /// matmul and the same loss/gradient formulas. `hidden: [N, D]`, `head: [V, D]`.

@@ -95,31 +95,33 @@ impl QuantWeight {
     /// Keep `w` (`[out, in]`, rows in the file's order) as it is and build `Wᵀ` in Q8_0. With
     /// `rope_heads`, `w`'s rows are in GGUF's RoPE order for that many heads (Wq, Wk).
     pub fn new(w: QMatrix, rope_heads: Option<usize>, what: &str) -> Result<Self> {
-        let (n, k) = (w.rows(), w.cols());
-        let perm = rope_heads.map(|h| rope_perm(n, h));
-        // Wᵀ in HF order: dequantize row by row, scatter into the transposed layout.
-        let mut t = vec![0f32; k * n];
-        let mut row = vec![0f32; k];
-        for j in 0..n {
-            let src = perm.as_ref().map_or(j, |p| p[j] as usize);
-            w.dequantize_row(src, &mut row);
-            for (i, v) in row.iter().enumerate() {
-                t[i * n + j] = *v;
-            }
-        }
-        let quant_err = |source| Error::Quantize {
-            what: format!("{what} (transposed to {k}x{n} Q8_0)"),
-            source,
-        };
-        if n % QK != 0 {
-            return Err(quant_err(lepton_quant::Error::Columns {
-                qtype: "Q8_0",
-                cols: n,
-                block: QK,
-            }));
-        }
-        let wt = QMatrix::new(QType::Q8_0, k, n, quantize_q8_0(&t)).map_err(quant_err)?;
+        let perm = rope_heads.map(|h| rope_perm(w.rows(), h));
+        let wt = transposed_q8_0(&w, perm.as_deref(), what)?;
         Ok(Self { w, wt, perm })
+    }
+
+    /// The rows of `parts` stacked into one weight (`[Σ out, in]`, e.g. Wq, Wk, Wv: one matmul,
+    /// one activation quantization). Each output column is the same block dot product as in its
+    /// part; `Wᵀ`'s Q8_0 blocks are the parts' blocks side by side (every part's row count is
+    /// a multiple of 32). `None` when the parts differ in type or inputs.
+    pub fn concat(parts: &[&QuantWeight], what: &str) -> Result<Option<Self>> {
+        let ws: Vec<QMatrix> = parts.iter().map(|p| p.w.clone()).collect();
+        let Some(w) = QMatrix::concat_rows(&ws) else {
+            return Ok(None);
+        };
+        let mut perm = Vec::with_capacity(w.rows());
+        let mut offset = 0u32;
+        for p in parts {
+            match &p.perm {
+                Some(pp) => perm.extend(pp.iter().map(|j| j + offset)),
+                None => perm.extend((0..p.rows() as u32).map(|j| j + offset)),
+            }
+            offset += p.rows() as u32;
+        }
+        let identity = perm.iter().enumerate().all(|(j, &p)| p as usize == j);
+        let perm = (!identity).then_some(perm);
+        let wt = transposed_q8_0(&w, perm.as_deref(), what)?;
+        Ok(Some(Self { w, wt, perm }))
     }
 
     /// Output features (`W`'s rows).
@@ -187,6 +189,34 @@ impl QuantWeight {
         }
         dx
     }
+}
+
+/// `Wᵀ` in HF row order (output column `j` is row `perm[j]` of `w`), re-quantized to Q8_0.
+fn transposed_q8_0(w: &QMatrix, perm: Option<&[u32]>, what: &str) -> Result<QMatrix> {
+    let (n, k) = (w.rows(), w.cols());
+    let quant_err = |source| Error::Quantize {
+        what: format!("{what} (transposed to {k}x{n} Q8_0)"),
+        source,
+    };
+    // Cheap check first: Wᵀ's rows are blocks of 32 along `out`.
+    if n % QK != 0 {
+        return Err(quant_err(lepton_quant::Error::Columns {
+            qtype: "Q8_0",
+            cols: n,
+            block: QK,
+        }));
+    }
+    // Dequantize row by row, scatter into the transposed layout.
+    let mut t = vec![0f32; k * n];
+    let mut row = vec![0f32; k];
+    for j in 0..n {
+        let src = perm.map_or(j, |p| p[j] as usize);
+        w.dequantize_row(src, &mut row);
+        for (i, v) in row.iter().enumerate() {
+            t[i * n + j] = *v;
+        }
+    }
+    QMatrix::new(QType::Q8_0, k, n, quantize_q8_0(&t)).map_err(quant_err)
 }
 
 /// `out = x·Wᵀ` with each row of `x` scaled by a power of two that brings its largest magnitude
@@ -383,6 +413,62 @@ mod tests {
             }
         }
         assert!(grads.get(&w).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn stacked_weights_give_each_parts_columns_and_the_summed_input_gradient() -> anyhow::Result<()>
+    {
+        // Wq-like (RoPE order, 2 heads) over Wv-like (identity): one matmul, the same columns.
+        let (m, k) = (5, 64);
+        let q = QMatrix::new(QType::Q4_1, 64, k, quantize_q4_1(&random(64 * k, 11, 0.2)))?;
+        let v = QMatrix::new(QType::Q4_1, 32, k, quantize_q4_1(&random(32 * k, 12, 0.2)))?;
+        let (q, v) = (
+            QuantWeight::new(q, Some(2), "q")?,
+            QuantWeight::new(v, None, "v")?,
+        );
+        let qv = QuantWeight::concat(&[&q, &v], "q/v")?.expect("same type and inputs");
+        let x = random(m * k, 13, 1.0);
+        let (yq, yv, y) = (q.forward_rows(&x), v.forward_rows(&x), qv.forward_rows(&x));
+        for r in 0..m {
+            assert_eq!(
+                &y[r * 96..r * 96 + 64],
+                &yq[r * 64..(r + 1) * 64],
+                "row {r} of q"
+            );
+            assert_eq!(
+                &y[r * 96 + 64..(r + 1) * 96],
+                &yv[r * 32..(r + 1) * 32],
+                "row {r} of v"
+            );
+        }
+        let (dq, dv) = (random(m * 64, 14, 1.0), random(m * 32, 15, 1.0));
+        let dy: Vec<f32> = (0..m)
+            .flat_map(|r| {
+                dq[r * 64..(r + 1) * 64]
+                    .iter()
+                    .chain(&dv[r * 32..(r + 1) * 32])
+            })
+            .copied()
+            .collect();
+        let dx = qv.backward_rows(&dy);
+        let want: Vec<f32> = q
+            .backward_rows(&dq)
+            .iter()
+            .zip(v.backward_rows(&dv))
+            .map(|(a, b)| a + b)
+            .collect();
+        for (a, b) in dx.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        // Different inputs do not stack.
+        let w = QMatrix::new(
+            QType::Q4_1,
+            32,
+            32,
+            quantize_q4_1(&random(32 * 32, 16, 0.2)),
+        )?;
+        assert!(QuantWeight::concat(&[&q, &QuantWeight::new(w, None, "w")?], "x")?.is_none());
         Ok(())
     }
 

@@ -282,6 +282,8 @@ pub fn train(
         (0, v, 0.0)
     };
 
+    // q/k/v and gate/up stacked once for the whole run (see `step::Plan`).
+    let plan = crate::step::Plan::new(decoder)?;
     let t_len = splits.train[0].tokens.len();
     let mut order = epoch_order(
         splits.train.len(),
@@ -304,8 +306,8 @@ pub fn train(
         let (ids, targets, mask) = batch_tensors(&batch)?;
         let t0 = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(f.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let loss = decoder.loss(&ids, &targets, &mask, Some(&mut rng))?;
-        let grads = loss.backward().ctx("backward pass")?;
+        let (loss_v, grads) =
+            crate::step::loss_and_grads(decoder, &plan, &ids, &targets, &mask, &mut rng)?;
         let scale = match f.max_grad_norm {
             Some(max) => {
                 let mut sq = 0f64;
@@ -331,7 +333,6 @@ pub fn train(
         opt.step(&grads, lr, scale)?;
         let dt = t0.elapsed().as_secs_f64();
         train_seconds += dt;
-        let loss_v = loss.to_scalar::<f32>().ctx("reading the loss")?;
         step += 1;
         append(
             &run.metrics(),
