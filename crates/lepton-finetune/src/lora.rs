@@ -208,3 +208,153 @@ mod tests {
         Ok(())
     }
 }
+
+/// The fused op (`lora_op.rs`) through [`LoraLinear::forward`], against the composition.
+#[cfg(test)]
+mod op_tests {
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+
+    use super::{LoraLinear, LoraPair};
+    use crate::weight::FrozenWeight;
+
+    fn random(shape: (usize, usize), seed: u64, scale: f32) -> anyhow::Result<Var> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..shape.0 * shape.1)
+            .map(|_| rng.random_range(-scale..scale))
+            .collect();
+        Ok(Var::from_vec(v, shape, &Device::Cpu)?)
+    }
+
+    /// A layer with a random base (f32, or Q8_0 blocks) and a random (non-zero) adapter.
+    fn layer(quantized: bool, dropout: f32) -> anyhow::Result<LoraLinear> {
+        let (out, k, r) = (64, 96, 4);
+        let w = random((out, k), 1, 0.2)?.as_tensor().clone();
+        let base: FrozenWeight = if quantized {
+            let v = w.flatten_all()?.to_vec1::<f32>()?;
+            let q = lepton_quant::QMatrix::new(
+                lepton_quant::QType::Q8_0,
+                out,
+                k,
+                crate::qfrozen::quantize_q8_0(&v),
+            )?;
+            FrozenWeight::Quantized(std::sync::Arc::new(crate::qfrozen::QuantWeight::new(
+                q, None, "test",
+            )?))
+        } else {
+            w.into()
+        };
+        Ok(LoraLinear {
+            base,
+            lora: Some(LoraPair {
+                a: random((r, k), 2, 0.3)?,
+                b: random((out, r), 3, 0.3)?,
+                scale: 2.0,
+                dropout,
+            }),
+        })
+    }
+
+    fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> anyhow::Result<f32> {
+        Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?)
+    }
+
+    #[test]
+    fn fused_lora_linear_equals_the_composition_forward_and_backward() -> anyhow::Result<()> {
+        for (quantized, dropout) in [(false, 0.0), (false, 0.3), (true, 0.0), (true, 0.3)] {
+            let l = layer(quantized, dropout)?;
+            let pair = l.lora.as_ref().unwrap();
+            let x = random((10, 96), 4, 1.0)?;
+            // Same seed: the same dropout draws on both sides.
+            let rng = || rand_chacha::ChaCha8Rng::seed_from_u64(7);
+            let yf = l.forward(x.as_tensor(), Some(&mut rng()))?;
+            let yc = l.forward_composed(x.as_tensor(), Some(&mut rng()))?;
+            // The composition's operations in its order: bit-identical.
+            assert_eq!(
+                yf.flatten_all()?.to_vec1::<f32>()?,
+                yc.flatten_all()?.to_vec1::<f32>()?,
+                "q={quantized} p={dropout}: the forward is not bit-identical"
+            );
+            let c = random((10, 64), 5, 1.0)?;
+            let gf = (yf * c.as_tensor())?.sum_all()?.backward()?;
+            let gc = (yc * c.as_tensor())?.sum_all()?.backward()?;
+            for (what, t) in [
+                ("x", x.as_tensor()),
+                ("A", pair.a.as_tensor()),
+                ("B", pair.b.as_tensor()),
+            ] {
+                let (f, c) = (
+                    gf.get(t).expect("fused gradient"),
+                    gc.get(t).expect("gradient"),
+                );
+                let d = max_diff(f, c)?;
+                let scale = c.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(scale > 1e-3, "{what}: a zero gradient tests nothing");
+                assert!(
+                    d < 1e-5 * scale.max(1.0),
+                    "q={quantized} p={dropout}: d{what} differs by {d}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn adapter_gradients_match_finite_differences() -> anyhow::Result<()> {
+        let l = layer(false, 0.0)?;
+        let pair = l.lora.as_ref().unwrap();
+        let x = random((6, 96), 8, 1.0)?;
+        let c = random((6, 64), 9, 1.0)?;
+        let loss = |l: &LoraLinear| -> anyhow::Result<f64> {
+            Ok((l.forward(x.as_tensor(), None)? * c.as_tensor())?
+                .sum_all()?
+                .to_scalar::<f32>()? as f64)
+        };
+        let g = (l.forward(x.as_tensor(), None)? * c.as_tensor())?
+            .sum_all()?
+            .backward()?;
+        for (which, var) in [(0, &pair.a), (1, &pair.b)] {
+            let grad = g
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let v = var.flatten_all()?.to_vec1::<f32>()?;
+            for idx in [0, 5, v.len() / 2, v.len() - 1] {
+                let eps = 1e-2f32;
+                let at = |delta: f32| -> anyhow::Result<f64> {
+                    let mut w = v.clone();
+                    w[idx] += delta;
+                    var.set(&candle_core::Tensor::from_vec(
+                        w,
+                        var.shape(),
+                        &Device::Cpu,
+                    )?)?;
+                    loss(&l)
+                };
+                let numeric = (at(eps)? - at(-eps)?) / (2.0 * eps as f64);
+                at(0.0)?;
+                let analytic = grad[idx] as f64;
+                assert!(
+                    (numeric - analytic).abs() < 2e-2 * (1.0 + analytic.abs()),
+                    "{}[{idx}]: numeric {numeric} analytic {analytic}",
+                    ["A", "B"][which]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_constant_input_gets_no_gradient_but_the_adapter_does() -> anyhow::Result<()> {
+        // The first layer's input (the embedding rows) is no variable: its input gradient
+        // through the base would be work for nothing.
+        let l = layer(false, 0.0)?;
+        let pair = l.lora.as_ref().unwrap();
+        let x = random((5, 96), 10, 1.0)?.as_tensor().detach();
+        let g = l.forward(&x, None)?.sum_all()?.backward()?;
+        assert!(g.get(&x).is_none(), "a constant input got a gradient");
+        assert!(g.get(pair.a.as_tensor()).is_some() && g.get(pair.b.as_tensor()).is_some());
+        Ok(())
+    }
+}
