@@ -131,9 +131,10 @@ impl Error {
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// The contract's error for a model error: request problems are [`InferError::BadRequest`]
-/// naming the field, a full queue or a stopped engine [`InferError::Overloaded`], anything else
-/// [`InferError::Internal`] with this error as the cause.
+/// The contract's error for a model error: request problems are
+/// [`lepton_infer::InferError::BadRequest`] naming the field, a full queue or a stopped engine
+/// [`lepton_infer::InferError::Overloaded`], anything else [`lepton_infer::InferError::Internal`]
+/// with this error as the cause.
 impl From<Error> for lepton_infer::InferError {
     fn from(e: Error) -> Self {
         use lepton_infer::InferError as I;

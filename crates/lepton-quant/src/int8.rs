@@ -182,7 +182,7 @@ impl Int8Matrix {
 
     /// `out[r][j] = s_j · Σ_i q_ji · x̂_ri` for the `m = x.len() / cols` rows of `x`, `x̂` the
     /// activations quantized as `act` says; `out` is `m × rows`. `scratch` holds the quantized
-    /// activations of a call that runs on one thread (at most [`ROWS_PER_TASK`] rows); larger
+    /// activations of a call that runs on one thread (at most `ROWS_PER_TASK` rows); larger
     /// calls split their rows over rayon's threads, each block quantized and multiplied by one
     /// thread (a descheduled thread's blocks are stolen, so a busy machine does not stall a call).
     pub fn matmul(&self, x: &[f32], act: ActScale, out: &mut [f32], scratch: &mut Vec<u8>) {

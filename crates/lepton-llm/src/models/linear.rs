@@ -8,7 +8,7 @@
 //! quantized at run time with one scale `d_r = max_i |x_ri| / 127` into u8 codes `c_ri`
 //! ([`code_u8`]), the sum taken exactly in i32 over the whole row by [`PackedI8`] (weights packed
 //! once at load; VNNI/AVX2/scalar give the same integers); rows are split over rayon's threads in
-//! tasks of [`ROWS_PER_TASK`] rows.
+//! tasks of `ROWS_PER_TASK` rows.
 
 use candle_core::{Tensor, D};
 use lepton_nn::kernels::{math, Activation, PackedLinear};
