@@ -210,6 +210,7 @@ fn back<T: Real + WithDType>(
 #[cfg(test)]
 mod tests {
     use candle_core::Var;
+    use rand::{Rng, SeedableRng};
 
     use super::*;
 
@@ -221,9 +222,17 @@ mod tests {
         let dev = Device::Cpu;
         for cell in [RecurrentCell::Lstm, RecurrentCell::Gru, RecurrentCell::Rnn] {
             let gh = cell.gates() * 6;
-            let xp = Var::randn(0f32, 1.0, (5, 7, gh), &dev).unwrap();
-            let w = Var::randn(0f32, 0.5, (gh, 6), &dev).unwrap();
-            let b = Var::randn(0f32, 0.5, gh, &dev).unwrap();
+            // Seeded, so a failure reproduces.
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cell.gates() as u64);
+            let mut var = |shape: &[usize], scale: f32| {
+                let v = (0..shape.iter().product::<usize>())
+                    .map(|_| rng.random_range(-scale..scale))
+                    .collect::<Vec<f32>>();
+                Var::from_vec(v, shape, &dev).unwrap()
+            };
+            let xp = var(&[5, 7, gh], 1.7);
+            let w = var(&[gh, 6], 0.9);
+            let b = var(&[gh], 0.9);
             let run = |threads: usize, reverse: bool| -> Vec<Vec<f32>> {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
@@ -249,8 +258,9 @@ mod tests {
                     let many = run(threads, reverse);
                     assert_eq!(many, run(threads, reverse), "{cell:?}: {threads} threads");
                     for (a, b) in one.iter().flatten().zip(many.iter().flatten()) {
+                        // Relative above 1: gradients summed over 35 steps reach tens.
                         assert!(
-                            (a - b).abs() < 1e-5,
+                            (a - b).abs() < 1e-5 * a.abs().max(1.0),
                             "{cell:?}: {threads} threads: {a} vs {b}"
                         );
                     }
