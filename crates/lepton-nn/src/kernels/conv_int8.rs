@@ -434,20 +434,20 @@ impl ConvPlan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A small deterministic generator (no test dependency).
-    struct Lcg(u64);
+    /// A small deterministic generator (no test dependency); the int8 layers' tests use it too.
+    pub(crate) struct Lcg(pub(crate) u64);
     impl Lcg {
-        fn int(&mut self, lo: i32, hi: i32) -> i32 {
+        pub(crate) fn int(&mut self, lo: i32, hi: i32) -> i32 {
             self.0 = self
                 .0
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             lo + ((self.0 >> 33) % (hi - lo + 1) as u64) as i32
         }
-        fn float(&mut self) -> f32 {
+        pub(crate) fn float(&mut self) -> f32 {
             self.int(-1_000_000, 1_000_000) as f32 * 1e-6
         }
     }

@@ -274,19 +274,8 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
     use candle_nn::{ModuleT, VarMap};
 
+    use crate::kernels::Lcg;
     use crate::{Model, ModelSpec};
-
-    /// A small deterministic generator (no test dependency).
-    struct Lcg(u64);
-    impl Lcg {
-        fn int(&mut self, lo: i32, hi: i32) -> i32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            lo + ((self.0 >> 33) % (hi - lo + 1) as u64) as i32
-        }
-    }
 
     /// Integer inputs and codes with scales 1 (`activation-scale = 1`): the layer, with its folded
     /// ReLU and max-pool, must give exactly the plain i64 convolution + bias (+ ReLU) (+ max-pool)
