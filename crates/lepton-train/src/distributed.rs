@@ -26,9 +26,10 @@ use std::ops::Range;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::Var;
+use candle_core::{Tensor, Var};
+use lepton_data::Batch;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TensorContext};
 use crate::spec::Spec;
 
 /// A process group as the trainer sees it. Every method is collective: all ranks call it, in the
@@ -122,6 +123,25 @@ pub fn shard_range(len: usize, rank: usize, world: usize) -> Range<usize> {
     let (base, extra) = (len / world, len % world);
     let start = rank * base + rank.min(extra);
     start..start + base + usize::from(rank < extra)
+}
+
+/// This rank's slice of a global batch (the whole batch on one rank).
+pub(crate) fn shard(batch: Batch, rank: usize, world: usize) -> Result<Batch> {
+    if world == 1 {
+        return Ok(batch);
+    }
+    let len = batch.indices.len();
+    let r = shard_range(len, rank, world);
+    let cut = |t: &Tensor| {
+        t.narrow(0, r.start, r.len())
+            .op("slicing this rank's batch")
+    };
+    Ok(Batch {
+        x: cut(&batch.x)?,
+        y: cut(&batch.y)?,
+        weights: batch.weights.as_ref().map(cut).transpose()?,
+        indices: batch.indices[r].to_vec(),
+    })
 }
 
 /// Refuse a world size the spec cannot be split over, before any data is loaded: the batch size
@@ -226,5 +246,30 @@ mod tests {
         );
         assert!(check_last_batch(97, 32, true, 2).is_ok());
         assert!(check_last_batch(97, 32, false, 1).is_ok());
+    }
+
+    #[test]
+    fn a_rank_trains_on_its_contiguous_slice_of_the_global_batch() {
+        let dev = candle_core::Device::Cpu;
+        let batch = Batch {
+            x: Tensor::arange(0f32, 12., &dev)
+                .unwrap()
+                .reshape((6, 2))
+                .unwrap(),
+            y: Tensor::arange(0u32, 6, &dev).unwrap(),
+            weights: Some(Tensor::arange(10f32, 16., &dev).unwrap()),
+            indices: vec![5, 3, 1, 0, 2, 4],
+        };
+        let s = shard(batch, 1, 2).unwrap();
+        assert_eq!(s.indices, vec![0, 2, 4]);
+        assert_eq!(s.y.to_vec1::<u32>().unwrap(), vec![3, 4, 5]);
+        assert_eq!(
+            s.x.to_vec2::<f32>().unwrap(),
+            vec![vec![6., 7.], vec![8., 9.], vec![10., 11.]]
+        );
+        assert_eq!(
+            s.weights.unwrap().to_vec1::<f32>().unwrap(),
+            vec![13., 14., 15.]
+        );
     }
 }

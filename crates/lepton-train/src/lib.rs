@@ -32,6 +32,7 @@ pub mod limits;
 pub mod lossless;
 pub mod observer;
 pub mod optim;
+mod pending;
 pub mod phases;
 pub mod run_dir;
 pub mod schedule;

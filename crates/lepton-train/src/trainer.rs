@@ -32,13 +32,14 @@ use lepton_nn::{LossSpec, Model};
 use serde_json::json;
 
 use crate::checkpoint::{CheckpointState, EpochTotals, CHECKPOINT_VERSION};
-use crate::distributed::{self, shard_range, Distributed, Single};
+use crate::distributed::{self, shard, Distributed, Single};
 use crate::early_stopping::EarlyStopping;
 use crate::error::{Error, Result, TensorContext};
 use crate::evaluate::{self, Predictions};
 use crate::language_model;
 use crate::observer::{Event, Observer};
 use crate::optim::{kernel::sum_squares, trainable_params, Optimizer};
+use crate::pending::Pending;
 use crate::phases::{Phase, PhaseClock};
 use crate::run_dir::BestInfo;
 pub use crate::run_dir::RunFiles;
@@ -693,123 +694,5 @@ impl Session {
             step: self.state.step,
         });
         Ok(())
-    }
-}
-
-/// Loss and correct-count sums since the last read-back.
-#[derive(Default)]
-struct Pending {
-    loss: Option<Tensor>,
-    correct: Option<Tensor>,
-    samples: u64,
-}
-
-impl Pending {
-    fn add(
-        &mut self,
-        loss: &Tensor,
-        bs: usize,
-        classify: Option<(&Tensor, &Tensor, &LossSpec)>,
-    ) -> Result<()> {
-        let l = (loss.detach() * bs as f64).op("accumulating the loss")?;
-        self.loss = Some(match self.loss.take() {
-            Some(acc) => (acc + l).op("accumulating the loss")?,
-            None => l,
-        });
-        if let Some((logits, y, spec)) = classify {
-            let c = evaluate::correct_count(logits, y, spec)?;
-            self.correct = Some(match self.correct.take() {
-                Some(acc) => (acc + c).op("accumulating the accuracy")?,
-                None => c,
-            });
-        }
-        self.samples += bs as u64;
-        Ok(())
-    }
-
-    /// Read the sums back, sum them over the ranks, add them to `totals`, return the window's
-    /// averages.
-    fn flush(
-        &mut self,
-        totals: &mut EpochTotals,
-        dist: &mut dyn Distributed,
-    ) -> Result<(f64, Option<f64>)> {
-        let loss = match self.loss.take() {
-            Some(t) => t
-                .to_dtype(DType::F64)
-                .and_then(|t| t.to_scalar::<f64>())
-                .op("reading the loss")?,
-            None => 0.0,
-        };
-        let correct = match self.correct.take() {
-            Some(t) => Some(
-                t.to_dtype(DType::F64)
-                    .and_then(|t| t.to_scalar::<f64>())
-                    .op("reading the accuracy")?,
-            ),
-            None => None,
-        };
-        let mut sums = [loss, correct.unwrap_or(0.0), self.samples as f64];
-        dist.all_reduce_sum(&mut sums)?;
-        let [loss, c, samples] = sums;
-        let correct = correct.map(|_| c);
-        self.samples = samples as u64;
-        let n = self.samples.max(1) as f64;
-        totals.loss_sum += loss;
-        totals.correct += correct.unwrap_or(0.0);
-        totals.samples += self.samples;
-        let out = (loss / n, correct.map(|c| c / n));
-        self.samples = 0;
-        Ok(out)
-    }
-}
-
-/// This rank's slice of a global batch (the whole batch on one rank).
-fn shard(batch: Batch, rank: usize, world: usize) -> Result<Batch> {
-    if world == 1 {
-        return Ok(batch);
-    }
-    let len = batch.indices.len();
-    let r = shard_range(len, rank, world);
-    let cut = |t: &Tensor| {
-        t.narrow(0, r.start, r.len())
-            .op("slicing this rank's batch")
-    };
-    Ok(Batch {
-        x: cut(&batch.x)?,
-        y: cut(&batch.y)?,
-        weights: batch.weights.as_ref().map(cut).transpose()?,
-        indices: batch.indices[r].to_vec(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn a_rank_trains_on_its_contiguous_slice_of_the_global_batch() {
-        let dev = Device::Cpu;
-        let batch = Batch {
-            x: Tensor::arange(0f32, 12., &dev)
-                .unwrap()
-                .reshape((6, 2))
-                .unwrap(),
-            y: Tensor::arange(0u32, 6, &dev).unwrap(),
-            weights: Some(Tensor::arange(10f32, 16., &dev).unwrap()),
-            indices: vec![5, 3, 1, 0, 2, 4],
-        };
-        let s = shard(batch, 1, 2).unwrap();
-        assert_eq!(s.indices, vec![0, 2, 4]);
-        assert_eq!(s.y.to_vec1::<u32>().unwrap(), vec![3, 4, 5]);
-        assert_eq!(
-            s.x.to_vec2::<f32>().unwrap(),
-            vec![vec![6., 7.], vec![8., 9.], vec![10., 11.]]
-        );
-        assert_eq!(
-            s.weights.unwrap().to_vec1::<f32>().unwrap(),
-            vec![13., 14., 15.]
-        );
     }
 }
