@@ -38,6 +38,10 @@ pub struct CompressConfig {
     /// `minmax` (the largest `|x|`). Default `mse`.
     #[serde(default)]
     pub calibration: Calibration,
+    /// Static int8: fold each layer's mean output shift on the calibration samples into its
+    /// bias (`crate::bias_correction`). Default `true`.
+    #[serde(default = "default_true")]
+    pub bias_correction: bool,
     /// Largest accepted drop of the held-out metric (accuracy, in points) after any step.
     /// Default 0.5.
     #[serde(default = "default_max_drop")]
@@ -60,6 +64,9 @@ fn default_lr() -> f64 {
 fn default_batch() -> usize {
     128
 }
+fn default_true() -> bool {
+    true
+}
 fn default_calibration() -> usize {
     512
 }
@@ -81,6 +88,7 @@ impl Default for CompressConfig {
             quantize: None,
             calibration_samples: default_calibration(),
             calibration: Calibration::default(),
+            bias_correction: true,
             max_drop: default_max_drop(),
             min_cosine: default_min_cosine(),
             force: false,

@@ -17,6 +17,7 @@
 //! The crate works on specs, tensors and datasets; reading and writing packages is the caller's
 //! (`lepton-photon`, `lepton compress`).
 
+mod bias_correction;
 mod calibrate;
 mod config;
 mod encoder;
@@ -38,5 +39,5 @@ pub use fold::fold_batch_norms;
 pub use net::{accuracy, speeds, Net, Speed};
 pub use pipeline::{compress, CompressData, Compressed};
 pub use prune::{check_ratio, prune_magnitude, prune_structured};
-pub use quantize::{quantize, Quantize};
+pub use quantize::{quantize, quantize_with, Quantize};
 pub use report::{Measure, Report, StepReport};

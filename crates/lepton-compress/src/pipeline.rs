@@ -13,7 +13,7 @@ use crate::finetune::{finetune, Finetune};
 use crate::fold::fold_batch_norms;
 use crate::net::{accuracy, check_shape, speeds, Net};
 use crate::prune::{prune_magnitude, prune_structured};
-use crate::quantize::quantize;
+use crate::quantize::quantize_with;
 use crate::report::{Measure, Report, StepReport};
 use crate::CompressConfig;
 
@@ -151,7 +151,7 @@ pub fn compress(
             let calibration = data
                 .train
                 .map(|t| (t, cfg.calibration_samples, cfg.calibration));
-            let n = quantize(&mut net, mode, calibration)?;
+            let n = quantize_with(&mut net, mode, calibration, cfg.bias_correction)?;
             go = gate(
                 &net,
                 "quantize",
