@@ -35,7 +35,8 @@ pub struct CompressConfig {
     pub calibration_samples: usize,
     /// How static int8 picks each activation range: `mse` (the range with the least expected
     /// squared quantization error, from a histogram, as PyTorch's `HistogramObserver`) or
-    /// `minmax` (the largest `|x|`). Default `mse`.
+    /// `minmax` (the largest `|x|`), or `per-layer` (each layer's of the two chosen on the
+    /// held-out samples). Default `mse`.
     #[serde(default)]
     pub calibration: Calibration,
     /// Static int8: fold each layer's mean output shift on the calibration samples into its

@@ -84,7 +84,7 @@ pub fn quantize_with(
                     message: "must be at least 1 for static int8".into(),
                 });
             }
-            let wanted: Vec<bool> = net.spec.layers.iter().map(quantizable).collect();
+            let wanted = quantizable_layers(net);
             Some(input_ranges(net, data, samples, &wanted, method)?)
         }
         (Quantize::Int8, None) => {
@@ -94,8 +94,27 @@ pub fn quantize_with(
             })
         }
     };
+    let correction = match calibration {
+        Some((data, samples, _)) if bias_correction => Some((data, samples)),
+        _ => None,
+    };
+    quantize_ranges(net, ranges, correction)
+}
+
+/// Which layers [`quantize`] turns to int8 (one flag per layer).
+pub(crate) fn quantizable_layers(net: &Net) -> Vec<bool> {
+    net.spec.layers.iter().map(quantizable).collect()
+}
+
+/// Quantize the (batch-norm folded) `net` with the input range `ranges[i]` of each layer (static
+/// int8; dynamic without `ranges`), correcting the biases on `correction`'s samples when given.
+pub(crate) fn quantize_ranges(
+    net: &mut Net,
+    ranges: Option<Vec<f32>>,
+    correction: Option<(&Dataset, usize)>,
+) -> Result<usize> {
     // The f32 model the corrected layers' mean outputs are matched to.
-    let reference = (bias_correction && ranges.is_some()).then(|| net.clone());
+    let reference = (correction.is_some() && ranges.is_some()).then(|| net.clone());
     let mut count = 0;
     for i in 0..net.spec.layers.len() {
         // Every convolution, the first (fan-in 9 to 27) too: the int8 kernel reads patches in
@@ -133,8 +152,8 @@ pub fn quantize_with(
         let v = to_vec(w, "quantize")?;
         let cols = v.len() / rows;
         let (codes, scales) = lepton_quant::quantize_per_channel(rows, cols, &v);
-        if let (Some(reference), Some(d), Some((data, samples, _))) =
-            (reference.as_ref().filter(|_| correct), scale, calibration)
+        if let (Some(reference), Some(d), Some((data, samples))) =
+            (reference.as_ref().filter(|_| correct), scale, correction)
         {
             let reads = match &net.spec.layers[i] {
                 LayerSpec::Conv2d(c) => Reads::Conv {

@@ -1,8 +1,8 @@
 //! The steps and the gate.
 
 use lepton_compress::{
-    accuracy, compress, fold_batch_norms, prune_structured, quantize, quantize_with, Calibration,
-    CompressConfig, CompressData, Error, Quantize,
+    accuracy, compress, fold_batch_norms, prune_structured, quantize, quantize_per_layer,
+    quantize_with, Calibration, CompressConfig, CompressData, Error, Quantize,
 };
 use lepton_nn::LayerSpec;
 
@@ -214,6 +214,40 @@ fn bias_correction_matches_each_channels_mean_output_to_the_f32_model() {
             "{spec}: the test must see a shift: {err:?}"
         );
     }
+}
+
+/// Calibration chosen per layer on the held-out samples: never worse there than `mse`
+/// everywhere (where it starts), the accuracy it reports is the returned model's, one method per
+/// int8 layer; through `compress` (spec key `calibration = "per-layer"`) the report names them.
+#[test]
+fn per_layer_calibration_is_chosen_on_the_held_out_samples() {
+    let train = blobs(300, 3, &[2, 6, 6], 5);
+    let held = blobs(150, 3, &[2, 6, 6], 6);
+    let net = trained(CNN, &train, 3);
+    let mut all_mse = net.clone();
+    quantize(
+        &mut all_mse,
+        Quantize::Int8,
+        Some((&train, 64, Calibration::Mse)),
+    )
+    .unwrap();
+    let mut q = net.clone();
+    let c = quantize_per_layer(&mut q, &train, 64, &held, true).unwrap();
+    assert_eq!((c.layers, c.methods.len()), (4, 4), "{c:?}");
+    assert!(q.is_int8());
+    assert_eq!(c.held_out_accuracy, accuracy(&q, &held, "t").unwrap());
+    assert!(c.held_out_accuracy >= accuracy(&all_mse, &held, "t").unwrap());
+    let cfg: CompressConfig =
+        toml::from_str("quantize = \"int8\"\ncalibration = \"per-layer\"").unwrap();
+    assert!(cfg.bias_correction, "on by default");
+    let data = CompressData {
+        held_out: &held,
+        train: Some(&train),
+        loss: &loss(),
+    };
+    let out = compress("cnn", net, &cfg, data).unwrap();
+    let step = out.report.steps.last().unwrap();
+    assert!(step.detail.contains("calibration per layer"), "{step:?}");
 }
 
 #[test]
