@@ -28,6 +28,10 @@ pub enum Calibration {
     Mse,
     /// The largest `|x|` seen.
     Minmax,
+    /// Per layer, `mse` or `minmax`, whichever gives the better accuracy on the held-out samples
+    /// (the compression's gate data, never the test set), chosen greedily in layer order from
+    /// all-`mse` ([`crate::quantize_per_layer`]). Without held-out data (`quantize` alone): `mse`.
+    PerLayer,
 }
 
 /// Bins of the `|x|` histogram.
@@ -173,7 +177,7 @@ pub fn input_ranges(
         }
         *r = match method {
             Calibration::Minmax => amax,
-            Calibration::Mse => {
+            Calibration::Mse | Calibration::PerLayer => {
                 let mut h = Histogram::new(amax);
                 for start in (0..n).step_by(CALIBRATION_BATCH) {
                     let end = (start + CALIBRATION_BATCH).min(n);

@@ -35,9 +35,14 @@ pub struct CompressConfig {
     pub calibration_samples: usize,
     /// How static int8 picks each activation range: `mse` (the range with the least expected
     /// squared quantization error, from a histogram, as PyTorch's `HistogramObserver`) or
-    /// `minmax` (the largest `|x|`). Default `mse`.
+    /// `minmax` (the largest `|x|`), or `per-layer` (each layer's of the two chosen on the
+    /// held-out samples). Default `mse`.
     #[serde(default)]
     pub calibration: Calibration,
+    /// Static int8: fold each layer's mean output shift on the calibration samples into its
+    /// bias (`crate::bias_correction`). Default `true`.
+    #[serde(default = "default_true")]
+    pub bias_correction: bool,
     /// Largest accepted drop of the held-out metric (accuracy, in points) after any step.
     /// Default 0.5.
     #[serde(default = "default_max_drop")]
@@ -60,6 +65,9 @@ fn default_lr() -> f64 {
 fn default_batch() -> usize {
     128
 }
+fn default_true() -> bool {
+    true
+}
 fn default_calibration() -> usize {
     512
 }
@@ -81,6 +89,7 @@ impl Default for CompressConfig {
             quantize: None,
             calibration_samples: default_calibration(),
             calibration: Calibration::default(),
+            bias_correction: true,
             max_drop: default_max_drop(),
             min_cosine: default_min_cosine(),
             force: false,

@@ -17,6 +17,7 @@
 //! The crate works on specs, tensors and datasets; reading and writing packages is the caller's
 //! (`lepton-photon`, `lepton compress`).
 
+mod bias_correction;
 mod calibrate;
 mod config;
 mod encoder;
@@ -24,6 +25,7 @@ mod error;
 mod finetune;
 mod fold;
 mod net;
+mod per_layer;
 mod pipeline;
 mod prune;
 mod quantize;
@@ -36,7 +38,8 @@ pub use error::{Error, Result};
 pub use finetune::{finetune, Finetune};
 pub use fold::fold_batch_norms;
 pub use net::{accuracy, speeds, Net, Speed};
+pub use per_layer::{quantize_per_layer, PerLayerChoice};
 pub use pipeline::{compress, CompressData, Compressed};
 pub use prune::{check_ratio, prune_magnitude, prune_structured};
-pub use quantize::{quantize, Quantize};
+pub use quantize::{quantize, quantize_with, Quantize};
 pub use report::{Measure, Report, StepReport};

@@ -8,12 +8,14 @@ use std::collections::HashMap;
 use lepton_data::Dataset;
 use lepton_nn::LossSpec;
 
+use crate::calibrate::Calibration;
 use crate::error::{Error, Result};
 use crate::finetune::{finetune, Finetune};
 use crate::fold::fold_batch_norms;
 use crate::net::{accuracy, check_shape, speeds, Net};
+use crate::per_layer::quantize_per_layer;
 use crate::prune::{prune_magnitude, prune_structured};
-use crate::quantize::quantize;
+use crate::quantize::{quantize_with, Quantize};
 use crate::report::{Measure, Report, StepReport};
 use crate::CompressConfig;
 
@@ -151,13 +153,35 @@ pub fn compress(
             let calibration = data
                 .train
                 .map(|t| (t, cfg.calibration_samples, cfg.calibration));
-            let n = quantize(&mut net, mode, calibration)?;
-            go = gate(
-                &net,
-                "quantize",
-                format!("{n} layers to {}", mode.name()),
-                &mut steps,
-            )?;
+            let detail = match calibration {
+                Some((train, samples, Calibration::PerLayer)) if mode == Quantize::Int8 => {
+                    let c = quantize_per_layer(
+                        &mut net,
+                        train,
+                        samples,
+                        data.held_out,
+                        cfg.bias_correction,
+                    )?;
+                    let methods: Vec<&str> = c
+                        .methods
+                        .iter()
+                        .map(|m| match m {
+                            Calibration::Minmax => "minmax",
+                            _ => "mse",
+                        })
+                        .collect();
+                    format!(
+                        "{} layers to int8 (calibration per layer on the held-out samples: {})",
+                        c.layers,
+                        methods.join(", ")
+                    )
+                }
+                _ => {
+                    let n = quantize_with(&mut net, mode, calibration, cfg.bias_correction)?;
+                    format!("{n} layers to {}", mode.name())
+                }
+            };
+            go = gate(&net, "quantize", detail, &mut steps)?;
         }
     }
     let _ = go;

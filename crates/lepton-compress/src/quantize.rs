@@ -5,6 +5,8 @@
 //! - [`Quantize::Int8`] (static): each quantized layer's input scale is `c / 127` for the range
 //!   `c` [`crate::calibrate`] chooses from the calibration samples (the layer's inputs computed
 //!   by the f32 model before it): the least-error range by default, or `max |x|`.
+//!   Each static layer's bias then absorbs the mean output shift the quantization causes
+//!   ([`crate::bias_correction`]), unless turned off.
 //! - [`Quantize::DynamicInt8`]: activations are quantized per 32-value block at run time (no
 //!   calibration), the choice for linear-heavy models and transformers.
 
@@ -14,6 +16,7 @@ use lepton_nn::layers::{Conv2dInt8Config, LinearInt8Config};
 use lepton_nn::LayerSpec;
 use serde::{Deserialize, Serialize};
 
+use crate::bias_correction::{corrected_bias, input_means, Reads};
 use crate::calibrate::{input_ranges, Calibration};
 use crate::error::{Error, Result};
 use crate::fold::{fold_batch_norms, to_vec};
@@ -46,11 +49,23 @@ fn quantizable(spec: &LayerSpec) -> bool {
 
 /// Quantize `net` in place; `calibration` (data with at least one sample, the number of samples
 /// and how ranges are chosen) is required for [`Quantize::Int8`]. Returns how many layers became
-/// int8.
+/// int8. Static layers get their bias corrected (see [`quantize_with`]).
 pub fn quantize(
     net: &mut Net,
     mode: Quantize,
     calibration: Option<(&Dataset, usize, Calibration)>,
+) -> Result<usize> {
+    quantize_with(net, mode, calibration, true)
+}
+
+/// [`quantize`], with the bias correction of static layers on or off: each layer in turn, its
+/// bias absorbs the mean shift of its outputs on the calibration samples between the model
+/// quantized so far and the f32 model ([`crate::bias_correction`]).
+pub fn quantize_with(
+    net: &mut Net,
+    mode: Quantize,
+    calibration: Option<(&Dataset, usize, Calibration)>,
+    bias_correction: bool,
 ) -> Result<usize> {
     if net.is_int8() {
         return Err(Error::Model {
@@ -69,7 +84,7 @@ pub fn quantize(
                     message: "must be at least 1 for static int8".into(),
                 });
             }
-            let wanted: Vec<bool> = net.spec.layers.iter().map(quantizable).collect();
+            let wanted = quantizable_layers(net);
             Some(input_ranges(net, data, samples, &wanted, method)?)
         }
         (Quantize::Int8, None) => {
@@ -79,6 +94,27 @@ pub fn quantize(
             })
         }
     };
+    let correction = match calibration {
+        Some((data, samples, _)) if bias_correction => Some((data, samples)),
+        _ => None,
+    };
+    quantize_ranges(net, ranges, correction)
+}
+
+/// Which layers [`quantize`] turns to int8 (one flag per layer).
+pub(crate) fn quantizable_layers(net: &Net) -> Vec<bool> {
+    net.spec.layers.iter().map(quantizable).collect()
+}
+
+/// Quantize the (batch-norm folded) `net` with the input range `ranges[i]` of each layer (static
+/// int8; dynamic without `ranges`), correcting the biases on `correction`'s samples when given.
+pub(crate) fn quantize_ranges(
+    net: &mut Net,
+    ranges: Option<Vec<f32>>,
+    correction: Option<(&Dataset, usize)>,
+) -> Result<usize> {
+    // The f32 model the corrected layers' mean outputs are matched to.
+    let reference = (correction.is_some() && ranges.is_some()).then(|| net.clone());
     let mut count = 0;
     for i in 0..net.spec.layers.len() {
         // Every convolution, the first (fan-in 9 to 27) too: the int8 kernel reads patches in
@@ -86,6 +122,7 @@ pub fn quantize(
         let scale = ranges
             .as_ref()
             .map(|r| (r[i] / 127.0).max(f32::MIN_POSITIVE));
+        let correct = reference.is_some() && scale.is_some();
         let new = match &net.spec.layers[i] {
             LayerSpec::Conv2d(c) if c.groups == 1 => LayerSpec::Conv2dInt8(Conv2dInt8Config {
                 out_channels: c.out_channels,
@@ -93,14 +130,14 @@ pub fn quantize(
                 stride: c.stride,
                 padding: c.padding,
                 dilation: c.dilation,
-                bias: c.bias,
+                bias: c.bias || correct,
                 activation_scale: scale,
                 output_scale: None,
             }),
             LayerSpec::Linear(c) if c.tie.is_none() => LayerSpec::LinearInt8(LinearInt8Config {
                 out_features: c.out_features,
                 in_features: c.in_features,
-                bias: c.bias,
+                bias: c.bias || correct,
                 activation_scale: scale,
                 output_scale: None,
             }),
@@ -115,6 +152,32 @@ pub fn quantize(
         let v = to_vec(w, "quantize")?;
         let cols = v.len() / rows;
         let (codes, scales) = lepton_quant::quantize_per_channel(rows, cols, &v);
+        if let (Some(reference), Some(d), Some((data, samples))) =
+            (reference.as_ref().filter(|_| correct), scale, correction)
+        {
+            let reads = match &net.spec.layers[i] {
+                LayerSpec::Conv2d(c) => Reads::Conv {
+                    c: cols / (c.kernel * c.kernel),
+                    kernel: c.kernel,
+                    stride: c.stride,
+                    padding: c.padding,
+                    dilation: c.dilation,
+                },
+                _ => Reads::Linear { k: cols },
+            };
+            let (mx, _) = input_means(reference, i, reads, d, data, samples)?;
+            let (_, mq) = input_means(net, i, reads, d, data, samples)?;
+            let bias = match net.get(i, "bias") {
+                Some(b) => to_vec(b, "bias correction")?,
+                None => vec![0f32; rows],
+            };
+            let bias = corrected_bias(&bias, &v, &codes, &scales, (&mx, &mq));
+            net.tensors.insert(
+                format!("layers.{i}.bias"),
+                Tensor::from_vec(bias, rows, &candle_core::Device::Cpu)
+                    .map_err(Error::tensor("bias correction"))?,
+            );
+        }
         let codes: Vec<u8> = codes.into_iter().map(|c| c as u8).collect();
         let dev = candle_core::Device::Cpu;
         net.tensors.insert(

@@ -1,8 +1,8 @@
 //! The steps and the gate.
 
 use lepton_compress::{
-    accuracy, compress, fold_batch_norms, prune_structured, quantize, Calibration, CompressConfig,
-    CompressData, Error, Quantize,
+    accuracy, compress, fold_batch_norms, prune_structured, quantize, quantize_per_layer,
+    quantize_with, Calibration, CompressConfig, CompressData, Error, Quantize,
 };
 use lepton_nn::LayerSpec;
 
@@ -157,6 +157,97 @@ fn int8_models_stay_within_quantization_error_and_are_int8() {
         // int8 codes: about a quarter of the f32 bytes.
         assert!(q.size_bytes().unwrap() * 10 < net.size_bytes().unwrap() * 4);
     }
+}
+
+/// Per-channel means of `[n, c, ...]` outputs (`c` channels, `per` values each per sample).
+fn channel_means(out: &[f32], c: usize, per: usize) -> Vec<f64> {
+    let mut m = vec![0f64; c];
+    for (i, &v) in out.iter().enumerate() {
+        m[(i / per) % c] += v as f64;
+    }
+    let count = (out.len() / c) as f64;
+    m.into_iter().map(|v| v / count).collect()
+}
+
+/// Bias correction (issue 16): on the calibration samples, each channel's mean output of the
+/// static int8 model equals the f32 model's (up to f32 rounding), the later layers' too (they
+/// are corrected on the inputs the corrected int8 layers before them give); without it the
+/// means are off by the weight and input rounding. A strided, padded conv after a conv + ReLU,
+/// and a linear layer after a linear + ReLU.
+#[test]
+fn bias_correction_matches_each_channels_mean_output_to_the_f32_model() {
+    let cases = [
+        (
+            r#"{ type = "conv2d", out-channels = 4, kernel = 3, padding = 1 }, { type = "relu" },
+               { type = "conv2d", out-channels = 5, kernel = 3, padding = 1, stride = 2, bias = false }"#,
+            vec![2, 6, 6],
+            5,
+            9,
+        ),
+        (MLP, vec![8], 4, 1),
+    ];
+    for (spec, shape, c, per) in cases {
+        let data = blobs(96, 3, &shape, 7);
+        let net = init(spec, &shape);
+        let want = channel_means(&outputs(&net, &data, 96), c, per);
+        let range = want.iter().fold(0f64, |a, v| a.max(v.abs()));
+        let mut err = [0f64; 2];
+        for (on, err) in [false, true].into_iter().zip(&mut err) {
+            let mut q = net.clone();
+            quantize_with(
+                &mut q,
+                Quantize::Int8,
+                Some((&data, 96, Calibration::Minmax)),
+                on,
+            )
+            .unwrap();
+            let got = channel_means(&outputs(&q, &data, 96), c, per);
+            *err = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+        }
+        assert!(err[1] < 1e-5 * range.max(1.0), "{spec}: corrected {err:?}");
+        assert!(
+            err[0] > 20.0 * err[1],
+            "{spec}: the test must see a shift: {err:?}"
+        );
+    }
+}
+
+/// Calibration chosen per layer on the held-out samples: never worse there than `mse`
+/// everywhere (where it starts), the accuracy it reports is the returned model's, one method per
+/// int8 layer; through `compress` (spec key `calibration = "per-layer"`) the report names them.
+#[test]
+fn per_layer_calibration_is_chosen_on_the_held_out_samples() {
+    let train = blobs(300, 3, &[2, 6, 6], 5);
+    let held = blobs(150, 3, &[2, 6, 6], 6);
+    let net = trained(CNN, &train, 3);
+    let mut all_mse = net.clone();
+    quantize(
+        &mut all_mse,
+        Quantize::Int8,
+        Some((&train, 64, Calibration::Mse)),
+    )
+    .unwrap();
+    let mut q = net.clone();
+    let c = quantize_per_layer(&mut q, &train, 64, &held, true).unwrap();
+    assert_eq!((c.layers, c.methods.len()), (4, 4), "{c:?}");
+    assert!(q.is_int8());
+    assert_eq!(c.held_out_accuracy, accuracy(&q, &held, "t").unwrap());
+    assert!(c.held_out_accuracy >= accuracy(&all_mse, &held, "t").unwrap());
+    let cfg: CompressConfig =
+        toml::from_str("quantize = \"int8\"\ncalibration = \"per-layer\"").unwrap();
+    assert!(cfg.bias_correction, "on by default");
+    let data = CompressData {
+        held_out: &held,
+        train: Some(&train),
+        loss: &loss(),
+    };
+    let out = compress("cnn", net, &cfg, data).unwrap();
+    let step = out.report.steps.last().unwrap();
+    assert!(step.detail.contains("calibration per layer"), "{step:?}");
 }
 
 #[test]
