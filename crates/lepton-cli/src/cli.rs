@@ -441,9 +441,14 @@ pub struct CompressArgs {
     #[arg(long, default_value_t = 512)]
     pub calibration_samples: usize,
     /// How static int8 picks each activation range: mse (least expected squared quantization
-    /// error, from a histogram) or minmax (the largest |x|).
+    /// error, from a histogram), minmax (the largest |x|), or per-layer (each layer's better of
+    /// the two on the held-out samples, never the test set).
     #[arg(long, value_enum, default_value = "mse")]
     pub calibration: CalibrationArg,
+    /// Keep each static int8 layer's bias as it is (by default the mean output shift that
+    /// quantization causes, measured on the calibration samples, is folded into it).
+    #[arg(long)]
+    pub no_bias_correction: bool,
     /// Largest accepted drop of held-out accuracy, in points, after any step.
     #[arg(long, default_value_t = 0.5)]
     pub max_drop: f64,
@@ -472,6 +477,7 @@ pub enum QuantizeArg {
 pub enum CalibrationArg {
     Mse,
     Minmax,
+    PerLayer,
 }
 
 #[derive(Debug, Args)]

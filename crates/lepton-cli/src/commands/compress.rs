@@ -44,7 +44,9 @@ pub fn run(args: CompressArgs, mode: Mode) -> anyhow::Result<()> {
         calibration: match args.calibration {
             crate::cli::CalibrationArg::Mse => lepton_compress::Calibration::Mse,
             crate::cli::CalibrationArg::Minmax => lepton_compress::Calibration::Minmax,
+            crate::cli::CalibrationArg::PerLayer => lepton_compress::Calibration::PerLayer,
         },
+        bias_correction: !args.no_bias_correction,
         max_drop: args.max_drop,
         min_cosine: args.min_cosine,
         force: args.force,

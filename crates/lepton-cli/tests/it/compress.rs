@@ -106,3 +106,49 @@ fn an_int8_package_serves_unchanged_and_reports_its_precision() {
         .unwrap();
     assert!(text.contains("setosa"), "{text}");
 }
+
+#[test]
+fn per_layer_calibration_and_the_bias_correction_switch_reach_the_report() {
+    let run = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("iris-int8.photon");
+    let r = lepton_in(
+        dir.path(),
+        &[
+            "--json",
+            "compress",
+            s(&run.join("model.photon")),
+            "-o",
+            s(&out),
+            "--quantize",
+            "int8",
+            "--calibration",
+            "per-layer",
+            "--no-bias-correction",
+            "--calibration-samples",
+            "64",
+            "--max-drop",
+            "10",
+        ],
+    )
+    .success();
+    let j = r.json();
+    // The report file keeps the settings the compression ran with.
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("iris-int8.compress.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["config"]["calibration"], "per-layer", "{report}");
+    assert_eq!(report["config"]["bias-correction"], false, "{report}");
+    let detail = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "quantize")
+        .expect("a quantize step")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("calibration per layer"), "{detail}");
+    assert!(out.is_file());
+}
