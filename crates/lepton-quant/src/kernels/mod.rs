@@ -153,8 +153,8 @@ pub const TILE_W: usize = 4;
 /// dotted with each of `rows` (1 to [`BLOCK_ROWS`] activation rows quantized by
 /// [`BlockType::quantize_act`]): weight row `j` · activation row `r` goes to `out[r · stride + j]`,
 /// by the order of operations of [`blocks::scalar`] at every level. At the VNNI level every type
-/// runs as one tile (Q5_0/Q5_1 `blocks_vnni`, the K-quants `blocks_kvnni`); at AVX2 and scalar one
-/// weight row at a time ([`dot_blocks`]).
+/// runs as one tile (Q5_0/Q5_1 `blocks_vnni`, the K-quants `blocks_kvnni`) except Q6_K with one
+/// activation row; at AVX2 and scalar one weight row at a time ([`dot_blocks`]).
 ///
 /// # Safety
 /// `out` must be valid for writes at those offsets, and no other thread may access them.
@@ -171,7 +171,10 @@ pub unsafe fn dot_blocks_tile(
     debug_assert!((1..=TILE_W).contains(&nw) && w.len() == nw * row_bytes);
     debug_assert!((1..=BLOCK_ROWS).contains(&rows.len()));
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Vnni {
+    // One Q6_K activation row: the one-row kernel, which unpacks each block's codes from shared
+    // loads (the tile unpacks per 32-value chunk): 0.85x at one row as a tile, 1.14-1.17x at 8
+    // and 64 rows (`bench/llm/ab_qmatmul.sh`, bench/RESULTS.md, issue 14, session 13).
+    if level == Level::Vnni && !(t == BlockType::Q6K && rows.len() == 1) {
         macro_rules! tile {
             ($m:ident::$f:ident; $($w:literal),*; $($r:literal),*) => {
                 tile!(@w $m::$f; [$($w),*] [$($r),*])
