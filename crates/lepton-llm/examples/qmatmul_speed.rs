@@ -36,6 +36,7 @@ fn main() {
         ("gate_up 3072x576 q4_1", QType::Q4_1, 3072, 576),
         ("down 576x1536 q4_1", QType::Q4_1, 576, 1536),
         ("output 49152x576 q8_0", QType::Q8_0, 49152, 576),
+        ("gemma output 262144x640 q8_0", QType::Q8_0, 262144, 640),
     ];
     // Optional filters: a shape name's prefix and a row count.
     let args: Vec<String> = std::env::args().collect();
@@ -142,16 +143,50 @@ fn main() {
             let mut out = vec![0f32; m * n];
             let reps = (20_000_000_000 / (m * n * k)).clamp(3, 20000);
             w.matmul(&x, &mut out, &mut scratch);
+            // At most `reps` calls or one second (the 170 MB output projection).
             let t = Instant::now();
-            for _ in 0..reps {
+            let mut done = 0;
+            while done < reps && (done < 3 || t.elapsed().as_secs_f64() < 1.0) {
                 w.matmul(&x, &mut out, &mut scratch);
+                done += 1;
             }
-            let secs = t.elapsed().as_secs_f64() / reps as f64;
+            let secs = t.elapsed().as_secs_f64() / done as f64;
             println!(
-                "{name:24} m={m:3}: {:8.1} us, {:6.1} GMAC/s",
+                "{name:24} m={m:3}: {:8.1} us, {:6.1} GMAC/s, weights read at {:5.1} GB/s",
                 secs * 1e6,
-                (m * n * k) as f64 / secs / 1e9
+                (m * n * k) as f64 / secs / 1e9,
+                w.bytes() as f64 / secs / 1e9
             );
         }
+        if name.contains("output") {
+            read_bandwidth(w.bytes());
+        }
     }
+}
+
+/// The memory-read ceiling for a weight matrix of `bytes`: the pool's thread count of threads each
+/// summing a disjoint part of a buffer of that size as u64s (best of 5 passes, after one warm-up).
+fn read_bandwidth(bytes: usize) {
+    let threads = lepton_quant::pool::Pool::global().threads();
+    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let per = buf.len().div_ceil(threads);
+    let mut best = f64::MAX;
+    for _ in 0..6 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for part in buf.chunks(per) {
+                s.spawn(move || {
+                    let sum = part.iter().fold(0u64, |a, &v| a.wrapping_add(v));
+                    std::hint::black_box(sum);
+                });
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "plain read of {:.0} MB on {threads} threads: {:8.1} us, {:5.1} GB/s (the ceiling)",
+        bytes as f64 / 1e6,
+        best * 1e6,
+        bytes as f64 / best / 1e9
+    );
 }

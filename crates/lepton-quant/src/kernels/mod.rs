@@ -15,6 +15,8 @@
 
 pub mod blocks;
 #[cfg(target_arch = "x86_64")]
+mod blocks_kvnni;
+#[cfg(target_arch = "x86_64")]
 mod blocks_vnni;
 #[cfg(target_arch = "x86_64")]
 mod blocks_x86;
@@ -150,8 +152,9 @@ pub const TILE_W: usize = 4;
 /// Every weight row of `w` (1 to [`TILE_W`] whole rows of `row_bytes`, GGML blocks of type `t`)
 /// dotted with each of `rows` (1 to [`BLOCK_ROWS`] activation rows quantized by
 /// [`BlockType::quantize_act`]): weight row `j` · activation row `r` goes to `out[r · stride + j]`,
-/// by the order of operations of [`blocks::scalar`] at every level. Q5_0/Q5_1 at the VNNI level
-/// run as one tile (`blocks_vnni`); the rest one weight row at a time ([`dot_blocks`]).
+/// by the order of operations of [`blocks::scalar`] at every level. At the VNNI level every type
+/// runs as one tile (Q5_0/Q5_1 `blocks_vnni`, the K-quants `blocks_kvnni`) except Q6_K with one
+/// activation row; at AVX2 and scalar one weight row at a time ([`dot_blocks`]).
 ///
 /// # Safety
 /// `out` must be valid for writes at those offsets, and no other thread may access them.
@@ -168,23 +171,26 @@ pub unsafe fn dot_blocks_tile(
     debug_assert!((1..=TILE_W).contains(&nw) && w.len() == nw * row_bytes);
     debug_assert!((1..=BLOCK_ROWS).contains(&rows.len()));
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Vnni && matches!(t, BlockType::Q5_0 | BlockType::Q5_1) {
+    // One Q6_K activation row: the one-row kernel, which unpacks each block's codes from shared
+    // loads (the tile unpacks per 32-value chunk): 0.85x at one row as a tile, 1.14-1.17x at 8
+    // and 64 rows (`bench/llm/ab_qmatmul.sh`, bench/RESULTS.md, issue 14, session 13).
+    if level == Level::Vnni && !(t == BlockType::Q6K && rows.len() == 1) {
         macro_rules! tile {
-            ($($w:literal),*; $($r:literal),*) => {
-                tile!(@w [$($w),*] [$($r),*])
+            ($m:ident::$f:ident; $($w:literal),*; $($r:literal),*) => {
+                tile!(@w $m::$f; [$($w),*] [$($r),*])
             };
-            (@w [$($w:literal),*] $rs:tt) => {
+            (@w $m:ident::$f:ident; [$($w:literal),*] $rs:tt) => {
                 match nw {
-                    $($w => tile!(@r $w $rs),)*
+                    $($w => tile!(@r $m::$f; $w $rs),)*
                     _ => unreachable!("1 to TILE_W weight rows"),
                 }
             };
-            (@r $w:literal [$($r:literal),*]) => {
+            (@r $m:ident::$f:ident; $w:literal [$($r:literal),*]) => {
                 match rows.len() {
                     // SAFETY: `Level::Vnni` was detected (AVX2, FMA, F16C, AVX512-VNNI/VL);
                     // `w` holds `$w` rows; `out` as promised by the caller.
                     $($r => unsafe {
-                        blocks_vnni::dot_tile_q5::<$w, $r>(
+                        $m::$f::<$w, $r>(
                             t,
                             w,
                             row_bytes,
@@ -197,7 +203,14 @@ pub unsafe fn dot_blocks_tile(
                 }
             };
         }
-        tile!(1, 2, 3, 4; 1, 2, 3, 4);
+        match t {
+            BlockType::Q5_0 | BlockType::Q5_1 => {
+                tile!(blocks_vnni::dot_tile_q5; 1, 2, 3, 4; 1, 2, 3, 4)
+            }
+            BlockType::Q4K | BlockType::Q5K | BlockType::Q6K => {
+                tile!(blocks_kvnni::dot_tile_k; 1, 2, 3, 4; 1, 2, 3, 4)
+            }
+        }
         return;
     }
     let mut res = [0f32; BLOCK_ROWS];
