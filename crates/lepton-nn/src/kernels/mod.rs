@@ -19,6 +19,7 @@ pub mod math;
 mod maxpool;
 mod packed;
 mod piecewise;
+mod piecewise_conv;
 mod piecewise_ops;
 mod recurrent;
 mod recurrent_steps;
