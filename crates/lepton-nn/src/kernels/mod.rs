@@ -21,6 +21,7 @@ mod packed;
 mod piecewise;
 mod piecewise_conv;
 mod piecewise_ops;
+mod piecewise_piece;
 mod recurrent;
 mod recurrent_steps;
 mod sparse_grad;

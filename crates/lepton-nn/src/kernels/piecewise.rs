@@ -40,57 +40,12 @@ use super::conv::Geom;
 use super::maxpool::Geometry as PoolGeom;
 use super::piecewise_conv::SLACK;
 use super::piecewise_ops::{Op, SPARSE};
+pub use super::piecewise_piece::Piece;
 use super::sparse_grad;
-use super::Conv2dParams;
 
 /// Backward passes accumulate into at most this many partial sums (a fixed partition of the
 /// batch, summed in order: the result does not depend on thread scheduling).
 const PARTIALS: usize = 8;
-
-/// One eval-mode operation of a layer, as a layer describes itself to [`PiecewiseNet::new`]
-/// (`Layer::pieces`). Per-sample shapes; the batch dimension is implicit.
-#[derive(Debug, Clone)]
-pub enum Piece {
-    /// `conv2d(x, weight) + bias` over `[C, H, W]`.
-    Conv {
-        weight: Tensor,
-        bias: Option<Tensor>,
-        params: Conv2dParams,
-    },
-    /// `x·weightᵀ + bias` over the last dimension; `weight: [out, in]`.
-    Linear {
-        weight: Tensor,
-        bias: Option<Tensor>,
-    },
-    /// `x·scale[c] + shift[c]` per channel (the first per-sample dimension): eval batch norm.
-    Scale {
-        scale: Vec<f64>,
-        shift: Vec<f64>,
-    },
-    Relu,
-    /// Max-pool `[C, H, W]`, padding `-inf`, first maximum (PyTorch).
-    MaxPool {
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    },
-    /// `[...] -> [product]`.
-    Flatten,
-}
-
-impl Piece {
-    /// The piece's name in messages.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Piece::Conv { .. } => "conv",
-            Piece::Linear { .. } => "linear",
-            Piece::Scale { .. } => "scale",
-            Piece::Relu => "relu",
-            Piece::MaxPool { .. } => "max-pool",
-            Piece::Flatten => "flatten",
-        }
-    }
-}
 
 /// What the forward pass reads: a batch, or the points `b + α·d` of the straight path from `b`
 /// along `d = x − b`, rounded as the autograd path (and captum) form them: `α·d`, then `+ b`.
