@@ -38,58 +38,14 @@ use rayon::prelude::*;
 use super::blas::{inner_parallelism, matmul, Elem, Mat};
 use super::conv::Geom;
 use super::maxpool::Geometry as PoolGeom;
+use super::piecewise_conv::SLACK;
 use super::piecewise_ops::{Op, SPARSE};
+pub use super::piecewise_piece::Piece;
 use super::sparse_grad;
-use super::Conv2dParams;
 
 /// Backward passes accumulate into at most this many partial sums (a fixed partition of the
 /// batch, summed in order: the result does not depend on thread scheduling).
 const PARTIALS: usize = 8;
-
-/// One eval-mode operation of a layer, as a layer describes itself to [`PiecewiseNet::new`]
-/// (`Layer::pieces`). Per-sample shapes; the batch dimension is implicit.
-#[derive(Debug, Clone)]
-pub enum Piece {
-    /// `conv2d(x, weight) + bias` over `[C, H, W]`.
-    Conv {
-        weight: Tensor,
-        bias: Option<Tensor>,
-        params: Conv2dParams,
-    },
-    /// `x·weightᵀ + bias` over the last dimension; `weight: [out, in]`.
-    Linear {
-        weight: Tensor,
-        bias: Option<Tensor>,
-    },
-    /// `x·scale[c] + shift[c]` per channel (the first per-sample dimension): eval batch norm.
-    Scale {
-        scale: Vec<f64>,
-        shift: Vec<f64>,
-    },
-    Relu,
-    /// Max-pool `[C, H, W]`, padding `-inf`, first maximum (PyTorch).
-    MaxPool {
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    },
-    /// `[...] -> [product]`.
-    Flatten,
-}
-
-impl Piece {
-    /// The piece's name in messages.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Piece::Conv { .. } => "conv",
-            Piece::Linear { .. } => "linear",
-            Piece::Scale { .. } => "scale",
-            Piece::Relu => "relu",
-            Piece::MaxPool { .. } => "max-pool",
-            Piece::Flatten => "flatten",
-        }
-    }
-}
 
 /// What the forward pass reads: a batch, or the points `b + α·d` of the straight path from `b`
 /// along `d = x − b`, rounded as the autograd path (and captum) form them: `α·d`, then `+ b`.
@@ -175,6 +131,19 @@ pub struct PiecewiseNet<T> {
 /// tasks per thread, 50 samples went as 7 × 7 + 1, i.e. 28 to one thread and 22 to the other.
 fn samples_per_task(_n: usize) -> usize {
     1
+}
+
+/// How a pass over `n` samples runs: the parallelism of each sample's GEMMs, and whether the
+/// samples run on the calling thread. One sample (a saliency map, integrated gradients' final
+/// pass through the leading affine ops) runs on the caller with one-thread GEMMs: no hand-off
+/// to the pool and back, and no split of a ~0.1 ms sample's GEMMs over threads. So does any
+/// pass when the pool has one thread.
+fn spread(n: usize) -> (Parallelism, bool) {
+    if n <= 1 || rayon::current_num_threads() == 1 {
+        (Parallelism::None, true)
+    } else {
+        (inner_parallelism(n), false)
+    }
 }
 
 fn host<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
@@ -546,7 +515,8 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
     fn scratch(&self) -> Scratch<T> {
         let spare = self.spare.lock().expect("scratch lock").pop();
         spare.unwrap_or_else(|| {
-            let big = self.lens.iter().copied().max().unwrap_or(0);
+            // The block patch copy reads past an activation's end.
+            let big = self.lens.iter().copied().max().unwrap_or(0) + SLACK;
             let (mut cols, mut idx) = (0, 0);
             for (k, op) in self.ops.iter().enumerate() {
                 cols = cols.max(op.scratch_len());
@@ -581,28 +551,37 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
         tape: &mut [u32],
     ) -> Vec<T> {
         let (len_in, len_out) = (self.lens[i], self.lens[j]);
-        let par = inner_parallelism(n);
+        let (par, inline) = spread(n);
         let per = samples_per_task(n);
         let mut y = vec![T::ZERO; n * len_out];
-        y.par_chunks_mut(per * len_out)
-            .zip(tape.par_chunks_mut(per * self.tape_len))
-            .enumerate()
-            .for_each(|(c, (yc, tc))| {
-                let (mut a, mut b, mut cols, idx) = self.scratch();
-                let samples = yc.chunks_mut(len_out).zip(tc.chunks_mut(self.tape_len));
-                for (s, (ys, ts)) in (c * per..).zip(samples) {
-                    input.sample(s, &mut a[..len_in]);
-                    for k in i..j {
-                        let lens = (self.lens[k], self.lens[k + 1]);
-                        let t = &mut ts[self.tape_at[k]..];
-                        if self.ops[k].forward(lens, &mut a, &mut b, &mut cols, t, par) {
-                            std::mem::swap(&mut a, &mut b);
-                        }
+        let task = |(c, (yc, tc)): (usize, (&mut [T], &mut [u32]))| {
+            let (mut a, mut b, mut cols, idx) = self.scratch();
+            let samples = yc.chunks_mut(len_out).zip(tc.chunks_mut(self.tape_len));
+            for (s, (ys, ts)) in (c * per..).zip(samples) {
+                input.sample(s, &mut a[..len_in]);
+                for k in i..j {
+                    let lens = (self.lens[k], self.lens[k + 1]);
+                    let t = &mut ts[self.tape_at[k]..];
+                    if self.ops[k].forward(lens, &mut a, &mut b, &mut cols, t, par) {
+                        std::mem::swap(&mut a, &mut b);
                     }
-                    ys.copy_from_slice(&a[..len_out]);
                 }
-                self.give_back((a, b, cols, idx));
-            });
+                ys.copy_from_slice(&a[..len_out]);
+            }
+            self.give_back((a, b, cols, idx));
+        };
+        let (yc, tc) = (per * len_out, per * self.tape_len);
+        if inline {
+            y.chunks_mut(yc)
+                .zip(tape.chunks_mut(tc))
+                .enumerate()
+                .for_each(task);
+        } else {
+            y.par_chunks_mut(yc)
+                .zip(tape.par_chunks_mut(tc))
+                .enumerate()
+                .for_each(task);
+        }
         y
     }
 
@@ -717,7 +696,7 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
         weights: Option<&[T]>,
     ) -> Vec<T> {
         let (len_in, len_out) = (self.lens[i], self.lens[j]);
-        let par = inner_parallelism(n);
+        let (par, inline) = spread(n);
         // One sample: the gradient at op `stop`'s input, left in `a`.
         let one = |(a, b, cols, idx): &mut Scratch<T>, s: usize, stop: usize| {
             a[..len_out].copy_from_slice(&grad[s * len_out..(s + 1) * len_out]);
@@ -747,47 +726,52 @@ impl<T: Elem + WithDType> PiecewiseNet<T> {
         let Some(w) = weights else {
             let per = samples_per_task(n);
             let mut dx = vec![T::ZERO; n * len_in];
-            dx.par_chunks_mut(per * len_in)
-                .enumerate()
-                .for_each(|(c, dc)| {
-                    let mut sc = self.scratch();
-                    for (s, d) in (c * per..).zip(dc.chunks_mut(len_in)) {
-                        one(&mut sc, s, i);
-                        d.copy_from_slice(&sc.0[..len_in]);
-                    }
-                    self.give_back(sc);
-                });
+            let task = |(c, dc): (usize, &mut [T])| {
+                let mut sc = self.scratch();
+                for (s, d) in (c * per..).zip(dc.chunks_mut(len_in)) {
+                    one(&mut sc, s, i);
+                    d.copy_from_slice(&sc.0[..len_in]);
+                }
+                self.give_back(sc);
+            };
+            if inline {
+                dx.chunks_mut(per * len_in).enumerate().for_each(task);
+            } else {
+                dx.par_chunks_mut(per * len_in).enumerate().for_each(task);
+            }
             return dx;
         };
         // Chunk `c` of `chunks` holds samples `c·n/chunks..(c + 1)·n/chunks`: sizes that differ
         // by at most one, so that each half of the chunks (what rayon gives each of two
         // threads) has half the samples.
         let chunks = n.clamp(1, PARTIALS);
-        let partials: Vec<Vec<T>> = (0..chunks)
-            .into_par_iter()
-            .map(|c| {
-                let mut sc = self.scratch();
-                let mut acc = vec![T::ZERO; len_in];
-                let (start, end) = (c * n / chunks, (c + 1) * n / chunks);
-                for (s, &ws) in (start..end).zip(&w[start..end]) {
-                    // A first ReLU or pool adds its gradient into `acc` itself (no input-sized
-                    // pass, no zeroing); any other op's input gradient is added.
-                    let lens = (self.lens[i], self.lens[i + 1]);
-                    let ts = &tape[s * self.tape_len + self.tape_at[i]..];
-                    if self.ops[i].fused_sum() {
-                        one(&mut sc, s, i + 1);
-                        self.ops[i].add_backward(lens, &sc.0, ts, ws, &mut acc);
-                    } else {
-                        one(&mut sc, s, i);
-                        for (a, &v) in acc.iter_mut().zip(&sc.0[..len_in]) {
-                            *a += ws * v;
-                        }
+        let partial = |c: usize| {
+            let mut sc = self.scratch();
+            let mut acc = vec![T::ZERO; len_in];
+            let (start, end) = (c * n / chunks, (c + 1) * n / chunks);
+            for (s, &ws) in (start..end).zip(&w[start..end]) {
+                // A first ReLU or pool adds its gradient into `acc` itself (no input-sized
+                // pass, no zeroing); any other op's input gradient is added.
+                let lens = (self.lens[i], self.lens[i + 1]);
+                let ts = &tape[s * self.tape_len + self.tape_at[i]..];
+                if self.ops[i].fused_sum() {
+                    one(&mut sc, s, i + 1);
+                    self.ops[i].add_backward(lens, &sc.0, ts, ws, &mut acc);
+                } else {
+                    one(&mut sc, s, i);
+                    for (a, &v) in acc.iter_mut().zip(&sc.0[..len_in]) {
+                        *a += ws * v;
                     }
                 }
-                self.give_back(sc);
-                acc
-            })
-            .collect();
+            }
+            self.give_back(sc);
+            acc
+        };
+        let partials: Vec<Vec<T>> = if inline {
+            (0..chunks).map(partial).collect()
+        } else {
+            (0..chunks).into_par_iter().map(partial).collect()
+        };
         let mut parts = partials.into_iter();
         let mut acc = parts.next().unwrap_or_else(|| vec![T::ZERO; len_in]);
         for p in parts {

@@ -9,8 +9,9 @@
 use gemm::Parallelism;
 
 use super::blas::Elem;
-use super::conv::{conv_image, input_grad_image, Geom};
+use super::conv::{input_grad_image, Geom};
 use super::maxpool::{pool_plane, Geometry as PoolGeom};
+use super::piecewise_conv::{conv_forward, SLACK};
 use super::sparse_grad::{self, taps_last, NONE};
 
 /// A convolution's output gradient with at most one value in `SPARSE` non-zero takes the
@@ -144,12 +145,13 @@ impl<T: Elem> Op<T> {
         }
     }
 
-    /// Scratch values one sample needs besides the two activation buffers.
+    /// Scratch values one sample needs besides the two activation buffers (which need
+    /// [`SLACK`] values past the largest activation).
     pub(super) fn scratch_len(&self) -> usize {
         match self {
             Op::Conv { g, .. } => {
                 let sparse = g.c * g.h * g.w + sparse_grad::dense_work_len(g);
-                (g.c * g.k * g.k * g.oh * g.ow).max(sparse)
+                (g.c * g.k * g.k * g.oh * g.ow + SLACK).max(sparse)
             }
             _ => 0,
         }
@@ -274,14 +276,14 @@ impl<T: Elem> Op<T> {
     ) -> bool {
         match self {
             Op::Conv { w, b: bias, g, .. } => {
-                // The model's own per-image convolution: the same GEMM, the same rounding.
+                // The model's own per-image convolution: the same GEMM, the same rounding; `a`
+                // and `cols` carry the slack of the block patch copy.
                 let cols = if g.identity() {
                     cols
                 } else {
-                    &mut cols[..g.gk() * g.groups * g.oh * g.ow]
+                    &mut cols[..g.gk() * g.groups * g.oh * g.ow + SLACK]
                 };
-                let (x, y) = (&a[..len_in], &mut b[..len_out]);
-                conv_image(g, x, w, bias.as_deref(), false, cols, y, par);
+                conv_forward(g, a, w, bias.as_deref(), cols, &mut b[..len_out], par);
                 true
             }
             Op::Scale {

@@ -294,3 +294,40 @@ fn max_pool_near_ties_are_decided_as_the_model_decides_them() {
         }
     }
 }
+
+/// One sample (and any pass in a one-thread pool) runs on the calling thread with one-thread
+/// GEMMs; several samples go to the pool. Both give the same answers as the batched pass.
+#[test]
+fn one_sample_and_one_thread_passes_equal_the_pooled_batch() {
+    let pool = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (pool(1), pool(2));
+    for &(layers, input) in SPECS {
+        let model = model(layers, input);
+        let net = net(&model);
+        let (len, n) = (net.input_len(), 4);
+        let xs = values(n * len, 21);
+        let (batched, _) = two.install(|| net.input_gradient(&xs, n, 1).unwrap());
+        let (serial, _) = one.install(|| net.input_gradient(&xs, n, 1).unwrap());
+        assert!(max_rel(&serial, &batched) < 1e-12, "{layers}: one thread");
+        for (s, want) in batched.chunks(len).enumerate() {
+            let x = &xs[s * len..(s + 1) * len];
+            // From outside any pool (the global one) and from inside each.
+            let (g, _) = net.input_gradient(x, 1, 1).unwrap();
+            assert!(max_rel(&g, want) < 1e-12, "{layers}: sample {s}");
+            for p in [&one, &two] {
+                let (g, _) = p.install(|| net.input_gradient(x, 1, 1).unwrap());
+                assert!(max_rel(&g, want) < 1e-12, "{layers}: sample {s} in a pool");
+            }
+        }
+        let (x, b) = (&xs[..len], &xs[len..2 * len]);
+        let (alphas, weights) = ([0.0, 0.3, 0.6, 1.0], [0.1, 0.4, 0.4, 0.1]);
+        let a = two.install(|| net.path_gradient(x, b, &alphas, &weights, 0, 4).unwrap());
+        let c = one.install(|| net.path_gradient(x, b, &alphas, &weights, 0, 4).unwrap());
+        assert!(max_rel(&c.gradient, &a.gradient) < 1e-12, "{layers}: path");
+    }
+}
