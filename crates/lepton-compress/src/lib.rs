@@ -31,7 +31,7 @@ mod prune;
 mod quantize;
 mod report;
 
-pub use calibrate::{input_ranges, Calibration, Histogram};
+pub use calibrate::{input_ranges, Calibration, Histogram, InputRange};
 pub use config::CompressConfig;
 pub use encoder::{compress_encoder, is_hf_folder, EncoderReport, DEFAULT_SENTENCES};
 pub use error::{Error, Result};

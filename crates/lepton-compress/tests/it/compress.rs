@@ -290,3 +290,49 @@ fn bad_input_is_a_clear_error() {
     let e = compress("m", net, &cfg, data).unwrap_err();
     assert!(e.to_string().contains("already int8"), "{e}");
 }
+
+/// Static int8 gives each input never negative on the calibration samples (after a ReLU) codes
+/// with zero point 0 (`c / 255` per step: twice the symmetric resolution), keeps symmetric codes
+/// (128) where the data has negative values (the first layer here), and each chained layer
+/// writes its codes at the next layer's zero point; the model stays within the int8 error.
+#[test]
+fn never_negative_inputs_get_zero_point_0_and_the_chain_writes_it() {
+    let data = blobs(300, 3, &[2, 6, 6], 5);
+    assert!(
+        data.features.iter().any(|&v| v < 0.0),
+        "the data must have negatives"
+    );
+    let net = trained(CNN, &data, 3);
+    let want = outputs(&net, &data, 32);
+    let mut q = net.clone();
+    quantize(&mut q, Quantize::Int8, Some((&data, 128, Calibration::Mse))).unwrap();
+    let zeros: Vec<(u8, u8, Option<f32>)> = q
+        .spec
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            LayerSpec::Conv2dInt8(c) => {
+                Some((c.input_zero_point, c.output_zero_point, c.output_scale))
+            }
+            LayerSpec::LinearInt8(c) => {
+                Some((c.input_zero_point, c.output_zero_point, c.output_scale))
+            }
+            _ => None,
+        })
+        .collect();
+    let inputs: Vec<u8> = zeros.iter().map(|z| z.0).collect();
+    assert_eq!(inputs, [128, 0, 0, 0], "{zeros:?}");
+    // conv → conv, conv → linear, linear → linear hand over codes at the next zero point 0.
+    for (i, z) in zeros[..3].iter().enumerate() {
+        assert!(z.2.is_some(), "layer {i} is not chained: {zeros:?}");
+        assert_eq!(z.1, zeros[i + 1].0, "{zeros:?}");
+    }
+    assert_eq!(zeros[3].1, 128);
+    let got = outputs(&q, &data, 32);
+    let range = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    assert!(
+        max_diff(&want, &got) < 0.05 * range,
+        "{}",
+        max_diff(&want, &got)
+    );
+}
