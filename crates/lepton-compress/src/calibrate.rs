@@ -12,8 +12,8 @@
 //!   clipping error `(v - c)²`; values are taken at their bin's centre. Every bin edge is a
 //!   candidate.
 //!
-//! An input never negative on the calibration samples (after a ReLU, or an image in `[0, 1]`)
-//! gets codes with zero point 0 instead ([`InputRange`]): `clamp(round(x / d), 0, 255)` with
+//! With `zero-point-codes`, an input never negative on the calibration samples (after a ReLU,
+//! or an image in `[0, 1]`) gets codes with zero point 0 instead ([`InputRange`]): `clamp(round(x / d), 0, 255)` with
 //! `d = c / 255`, twice the resolution of the symmetric codes, which would leave the negative
 //! half unused; the `mse` range is then chosen for 255 steps over `[0, c]`.
 
@@ -177,13 +177,26 @@ fn layer_inputs(
 }
 
 /// The clipping range `c` of the input of each layer `i` with `wanted[i]` (0 elsewhere), over
-/// the first `samples` of `data`, chosen by `method`, and whether that input is never negative.
+/// the first `samples` of `data`, chosen by `method`, for symmetric codes.
 pub fn input_ranges(
     net: &Net,
     data: &Dataset,
     samples: usize,
     wanted: &[bool],
     method: Calibration,
+) -> Result<Vec<InputRange>> {
+    input_ranges_with(net, data, samples, wanted, method, false)
+}
+
+/// [`input_ranges`]; when `zero_point_codes`, an input never negative on the samples gets the
+/// codes with zero point 0 (and its `mse` range chosen for their 255 steps).
+pub fn input_ranges_with(
+    net: &Net,
+    data: &Dataset,
+    samples: usize,
+    wanted: &[bool],
+    method: Calibration,
+    zero_point_codes: bool,
 ) -> Result<Vec<InputRange>> {
     let n = samples.min(data.len());
     let mut ranges = vec![InputRange::default(); net.spec.layers.len()];
@@ -219,7 +232,7 @@ pub fn input_ranges(
                 message: format!("the input of layer {i} is not finite on the calibration samples"),
             });
         }
-        r.never_negative = amin >= 0.0;
+        r.never_negative = zero_point_codes && amin >= 0.0;
         let levels = r.levels();
         r.max = match method {
             Calibration::Minmax => amax,

@@ -17,7 +17,7 @@ use lepton_nn::LayerSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::bias_correction::{corrected_bias, input_means, Reads};
-use crate::calibrate::{input_ranges, Calibration, InputRange};
+use crate::calibrate::{input_ranges_with, Calibration, InputRange};
 use crate::error::{Error, Result};
 use crate::fold::{fold_batch_norms, to_vec};
 use crate::net::{check_shape, Net};
@@ -67,6 +67,19 @@ pub fn quantize_with(
     calibration: Option<(&Dataset, usize, Calibration)>,
     bias_correction: bool,
 ) -> Result<usize> {
+    quantize_with_codes(net, mode, calibration, bias_correction, false)
+}
+
+/// [`quantize_with`], and when `zero_point_codes` the static layers whose input is never
+/// negative on the calibration samples get codes with zero point 0 ([`InputRange`]); else every
+/// layer keeps the symmetric codes (zero point 128).
+pub fn quantize_with_codes(
+    net: &mut Net,
+    mode: Quantize,
+    calibration: Option<(&Dataset, usize, Calibration)>,
+    bias_correction: bool,
+    zero_point_codes: bool,
+) -> Result<usize> {
     if net.is_int8() {
         return Err(Error::Model {
             step: "quantize",
@@ -85,7 +98,14 @@ pub fn quantize_with(
                 });
             }
             let wanted = quantizable_layers(net);
-            Some(input_ranges(net, data, samples, &wanted, method)?)
+            Some(input_ranges_with(
+                net,
+                data,
+                samples,
+                &wanted,
+                method,
+                zero_point_codes,
+            )?)
         }
         (Quantize::Int8, None) => {
             return Err(Error::Data {

@@ -2,7 +2,7 @@
 
 use lepton_compress::{
     accuracy, compress, fold_batch_norms, prune_structured, quantize, quantize_per_layer,
-    quantize_with, Calibration, CompressConfig, CompressData, Error, Quantize,
+    quantize_with, quantize_with_codes, Calibration, CompressConfig, CompressData, Error, Quantize,
 };
 use lepton_nn::LayerSpec;
 
@@ -291,7 +291,7 @@ fn bad_input_is_a_clear_error() {
     assert!(e.to_string().contains("already int8"), "{e}");
 }
 
-/// Static int8 gives each input never negative on the calibration samples (after a ReLU) codes
+/// With `zero-point-codes`, static int8 gives each input never negative on the calibration samples (after a ReLU) codes
 /// with zero point 0 (`c / 255` per step: twice the symmetric resolution), keeps symmetric codes
 /// (128) where the data has negative values (the first layer here), and each chained layer
 /// writes its codes at the next layer's zero point; the model stays within the int8 error.
@@ -304,22 +304,39 @@ fn never_negative_inputs_get_zero_point_0_and_the_chain_writes_it() {
     );
     let net = trained(CNN, &data, 3);
     let want = outputs(&net, &data, 32);
+    let zero_points = |q: &lepton_compress::Net| -> Vec<(u8, u8, Option<f32>)> {
+        q.spec
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerSpec::Conv2dInt8(c) => {
+                    Some((c.input_zero_point, c.output_zero_point, c.output_scale))
+                }
+                LayerSpec::LinearInt8(c) => {
+                    Some((c.input_zero_point, c.output_zero_point, c.output_scale))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // The default: symmetric codes everywhere.
     let mut q = net.clone();
     quantize(&mut q, Quantize::Int8, Some((&data, 128, Calibration::Mse))).unwrap();
-    let zeros: Vec<(u8, u8, Option<f32>)> = q
-        .spec
-        .layers
-        .iter()
-        .filter_map(|l| match l {
-            LayerSpec::Conv2dInt8(c) => {
-                Some((c.input_zero_point, c.output_zero_point, c.output_scale))
-            }
-            LayerSpec::LinearInt8(c) => {
-                Some((c.input_zero_point, c.output_zero_point, c.output_scale))
-            }
-            _ => None,
-        })
-        .collect();
+    assert!(
+        zero_points(&q).iter().all(|z| (z.0, z.1) == (128, 128)),
+        "{:?}",
+        zero_points(&q)
+    );
+    let mut q = net.clone();
+    quantize_with_codes(
+        &mut q,
+        Quantize::Int8,
+        Some((&data, 128, Calibration::Mse)),
+        true,
+        true,
+    )
+    .unwrap();
+    let zeros = zero_points(&q);
     let inputs: Vec<u8> = zeros.iter().map(|z| z.0).collect();
     assert_eq!(inputs, [128, 0, 0, 0], "{zeros:?}");
     // conv → conv, conv → linear, linear → linear hand over codes at the next zero point 0.
