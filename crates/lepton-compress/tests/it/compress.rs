@@ -352,4 +352,16 @@ fn never_negative_inputs_get_zero_point_0_and_the_chain_writes_it() {
         "{}",
         max_diff(&want, &got)
     );
+    // The spec key, through `compress`.
+    let cfg: CompressConfig =
+        toml::from_str("quantize = \"int8\"\nzero-point-codes = true").unwrap();
+    let held = blobs(100, 3, &[2, 6, 6], 6);
+    let data = CompressData {
+        held_out: &held,
+        train: Some(&data),
+        loss: &loss(),
+    };
+    let out = compress("cnn", net, &cfg, data).unwrap();
+    let inputs: Vec<u8> = zero_points(&out.net).iter().map(|z| z.0).collect();
+    assert_eq!(inputs, [128, 0, 0, 0]);
 }
