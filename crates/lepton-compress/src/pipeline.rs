@@ -171,9 +171,10 @@ pub fn compress(
                         })
                         .collect();
                     format!(
-                        "{} layers to int8 (calibration per layer on the held-out samples: {})",
+                        "{} layers to int8 (calibration per layer on the held-out samples: {}; input zero points {:?})",
                         c.layers,
-                        methods.join(", ")
+                        methods.join(", "),
+                        c.zero_points
                     )
                 }
                 _ => {

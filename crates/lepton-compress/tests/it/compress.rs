@@ -233,7 +233,25 @@ fn per_layer_calibration_is_chosen_on_the_held_out_samples() {
     .unwrap();
     let mut q = net.clone();
     let c = quantize_per_layer(&mut q, &train, 64, &held, true).unwrap();
-    assert_eq!((c.layers, c.methods.len()), (4, 4), "{c:?}");
+    assert_eq!(
+        (c.layers, c.methods.len(), c.zero_points.len()),
+        (4, 4, 4),
+        "{c:?}"
+    );
+    // The first layer's input (with negatives) keeps the symmetric codes; the chosen ones are
+    // the model's.
+    assert_eq!(c.zero_points[0], 128, "{c:?}");
+    let built: Vec<u8> = q
+        .spec
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            LayerSpec::Conv2dInt8(c) => Some(c.input_zero_point),
+            LayerSpec::LinearInt8(c) => Some(c.input_zero_point),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(built, c.zero_points);
     assert!(q.is_int8());
     assert_eq!(c.held_out_accuracy, accuracy(&q, &held, "t").unwrap());
     assert!(c.held_out_accuracy >= accuracy(&all_mse, &held, "t").unwrap());
