@@ -9,12 +9,12 @@
 //!
 //! `E[x]` is the mean *patch* of a convolution (for each input channel and kernel tap, the
 //! padded input value it reads, averaged over samples and output positions), the mean input row
-//! of a linear layer; `E[q(x)]` the same over the dequantized codes (`(code − 128) d`, exactly
+//! of a linear layer; `E[q(x)]` the same over the dequantized codes (`(code − z) d`, z the input zero point, exactly
 //! what the int8 kernels multiply, the zero padding staying zero).
 
 use candle_core::Tensor;
 use lepton_data::Dataset;
-use lepton_quant::code_u8;
+use lepton_nn::kernels::code_at;
 
 use crate::error::{Error, Result};
 use crate::net::{logits, Net};
@@ -48,13 +48,13 @@ impl Reads {
 }
 
 /// `(E[x], E[q(x)])` per patch value (see the module docs) of layer `i`'s input over the first
-/// `samples` of `data`, the codes at scale `d`; the inputs are computed by `net` (f32) cut
+/// `samples` of `data`, the codes at scale `d` and zero point `zero`; the inputs are computed by `net` (f32) cut
 /// before layer `i`.
 pub(crate) fn input_means(
     net: &Net,
     i: usize,
     reads: Reads,
-    d: f32,
+    (d, zero): (f32, u8),
     data: &Dataset,
     samples: usize,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
@@ -69,7 +69,7 @@ pub(crate) fn input_means(
         })
         .transpose()?;
     let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-    let deq = |v: f32| (code_u8(v, inv) as i32 - 128) as f32 * d;
+    let deq = |v: f32| (i32::from(code_at(v, inv, zero)) - i32::from(zero)) as f32 * d;
     let mut sx = vec![0f64; reads.len()];
     let mut sq = vec![0f64; reads.len()];
     let mut count = 0usize;

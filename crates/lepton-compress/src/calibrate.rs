@@ -11,6 +11,11 @@
 //!   (`v < d / 2`) and the uniform rounding noise `d² / 12` otherwise; a value `v > c` costs the
 //!   clipping error `(v - c)²`; values are taken at their bin's centre. Every bin edge is a
 //!   candidate.
+//!
+//! With `zero-point-codes`, an input never negative on the calibration samples (after a ReLU,
+//! or an image in `[0, 1]`) gets codes with zero point 0 instead ([`InputRange`]): `clamp(round(x / d), 0, 255)` with
+//! `d = c / 255`, twice the resolution of the symmetric codes, which would leave the negative
+//! half unused; the `mse` range is then chosen for 255 steps over `[0, c]`.
 
 use lepton_data::Dataset;
 use lepton_nn::ModelSpec;
@@ -39,6 +44,37 @@ const BINS: usize = 2048;
 
 /// Most calibration samples per forward pass.
 const CALIBRATION_BATCH: usize = 256;
+
+/// A layer's calibrated input range and the codes it gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InputRange {
+    /// The clipping range `c`.
+    pub max: f32,
+    /// No value below 0 on the calibration samples: codes over `[0, c]` with zero point 0.
+    pub never_negative: bool,
+}
+
+impl InputRange {
+    /// The input `(scale, zero point)`: `(c / 255, 0)` when never negative, else `(c / 127,
+    /// 128)` (symmetric); the scale at least the smallest positive f32.
+    pub fn codes(&self) -> (f32, u8) {
+        let (levels, zero) = if self.never_negative {
+            (255.0, 0)
+        } else {
+            (127.0, 128)
+        };
+        ((self.max / levels).max(f32::MIN_POSITIVE), zero)
+    }
+
+    /// The steps of the codes over `[0, c]`: 255 or 127.
+    fn levels(&self) -> u32 {
+        if self.never_negative {
+            255
+        } else {
+            127
+        }
+    }
+}
 
 /// A histogram of `|x|` over `(0, amax]` in [`BINS`] equal bins, exact zeros apart.
 #[derive(Debug, Clone)]
@@ -75,10 +111,11 @@ impl Histogram {
         }
     }
 
-    /// The expected squared error (summed over the counted values) of quantizing with range `c`.
-    fn error(&self, c: f64) -> f64 {
+    /// The expected squared error (summed over the counted values) of quantizing with range `c`
+    /// in `levels` steps.
+    fn error(&self, c: f64, levels: u32) -> f64 {
         let w = self.amax as f64 / BINS as f64;
-        let d = c / 127.0;
+        let d = c / f64::from(levels);
         let noise = d * d / 12.0;
         self.counts
             .iter()
@@ -101,11 +138,17 @@ impl Histogram {
     /// The clipping range with the least expected squared error (see the module docs); `amax`
     /// itself when nothing beats it, 0 for an all-zero histogram.
     pub fn mse_range(&self) -> f32 {
+        self.mse_range_in(127)
+    }
+
+    /// [`Histogram::mse_range`] for codes of `levels` steps over `[0, c]` (127 for symmetric
+    /// codes, 255 with zero point 0).
+    pub fn mse_range_in(&self, levels: u32) -> f32 {
         let w = self.amax as f64 / BINS as f64;
-        let mut best = (self.error(self.amax as f64), self.amax as f64);
+        let mut best = (self.error(self.amax as f64, levels), self.amax as f64);
         for i in 1..BINS {
             let c = i as f64 * w;
-            let e = self.error(c);
+            let e = self.error(c, levels);
             if e < best.0 {
                 best = (e, c);
             }
@@ -134,16 +177,29 @@ fn layer_inputs(
 }
 
 /// The clipping range `c` of the input of each layer `i` with `wanted[i]` (0 elsewhere), over
-/// the first `samples` of `data`, chosen by `method`.
+/// the first `samples` of `data`, chosen by `method`, for symmetric codes.
 pub fn input_ranges(
     net: &Net,
     data: &Dataset,
     samples: usize,
     wanted: &[bool],
     method: Calibration,
-) -> Result<Vec<f32>> {
+) -> Result<Vec<InputRange>> {
+    input_ranges_with(net, data, samples, wanted, method, false)
+}
+
+/// [`input_ranges`]; when `zero_point_codes`, an input never negative on the samples gets the
+/// codes with zero point 0 (and its `mse` range chosen for their 255 steps).
+pub fn input_ranges_with(
+    net: &Net,
+    data: &Dataset,
+    samples: usize,
+    wanted: &[bool],
+    method: Calibration,
+    zero_point_codes: bool,
+) -> Result<Vec<InputRange>> {
     let n = samples.min(data.len());
-    let mut ranges = vec![0f32; net.spec.layers.len()];
+    let mut ranges = vec![InputRange::default(); net.spec.layers.len()];
     for (i, r) in ranges.iter_mut().enumerate() {
         if !wanted.get(i).copied().unwrap_or(false) {
             continue;
@@ -160,7 +216,7 @@ pub fn input_ranges(
         // One pass for the largest |x|, a second (minimum-error ranges only) for the histogram:
         // the activations are recomputed rather than held (conv inputs of 1,024 images would be
         // hundreds of MB).
-        let mut amax = 0f32;
+        let (mut amax, mut amin) = (0f32, 0f32);
         for start in (0..n).step_by(CALIBRATION_BATCH) {
             let xs = layer_inputs(
                 upto.as_ref(),
@@ -168,6 +224,7 @@ pub fn input_ranges(
                 start..(start + CALIBRATION_BATCH).min(n),
             )?;
             amax = xs.iter().fold(amax, |a, v| a.max(v.abs()));
+            amin = xs.iter().fold(amin, |a, &v| a.min(v));
         }
         if !amax.is_finite() {
             return Err(Error::Data {
@@ -175,7 +232,9 @@ pub fn input_ranges(
                 message: format!("the input of layer {i} is not finite on the calibration samples"),
             });
         }
-        *r = match method {
+        r.never_negative = zero_point_codes && amin >= 0.0;
+        let levels = r.levels();
+        r.max = match method {
             Calibration::Minmax => amax,
             Calibration::Mse | Calibration::PerLayer => {
                 let mut h = Histogram::new(amax);
@@ -183,7 +242,7 @@ pub fn input_ranges(
                     let end = (start + CALIBRATION_BATCH).min(n);
                     h.add(&layer_inputs(upto.as_ref(), data, start..end)?);
                 }
-                h.mse_range()
+                h.mse_range_in(levels)
             }
         };
     }

@@ -31,7 +31,7 @@ mod prune;
 mod quantize;
 mod report;
 
-pub use calibrate::{input_ranges, Calibration, Histogram};
+pub use calibrate::{input_ranges, input_ranges_with, Calibration, Histogram, InputRange};
 pub use config::CompressConfig;
 pub use encoder::{compress_encoder, is_hf_folder, EncoderReport, DEFAULT_SENTENCES};
 pub use error::{Error, Result};
@@ -41,5 +41,5 @@ pub use net::{accuracy, speeds, Net, Speed};
 pub use per_layer::{quantize_per_layer, PerLayerChoice};
 pub use pipeline::{compress, CompressData, Compressed};
 pub use prune::{check_ratio, prune_magnitude, prune_structured};
-pub use quantize::{quantize, quantize_with, Quantize};
+pub use quantize::{quantize, quantize_with, quantize_with_codes, Quantize};
 pub use report::{Measure, Report, StepReport};

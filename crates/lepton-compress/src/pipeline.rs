@@ -15,7 +15,7 @@ use crate::fold::fold_batch_norms;
 use crate::net::{accuracy, check_shape, speeds, Net};
 use crate::per_layer::quantize_per_layer;
 use crate::prune::{prune_magnitude, prune_structured};
-use crate::quantize::{quantize_with, Quantize};
+use crate::quantize::{quantize_with_codes, Quantize};
 use crate::report::{Measure, Report, StepReport};
 use crate::CompressConfig;
 
@@ -171,13 +171,20 @@ pub fn compress(
                         })
                         .collect();
                     format!(
-                        "{} layers to int8 (calibration per layer on the held-out samples: {})",
+                        "{} layers to int8 (calibration per layer on the held-out samples: {}; input zero points {:?})",
                         c.layers,
-                        methods.join(", ")
+                        methods.join(", "),
+                        c.zero_points
                     )
                 }
                 _ => {
-                    let n = quantize_with(&mut net, mode, calibration, cfg.bias_correction)?;
+                    let n = quantize_with_codes(
+                        &mut net,
+                        mode,
+                        calibration,
+                        cfg.bias_correction,
+                        cfg.zero_point_codes,
+                    )?;
                     format!("{n} layers to {}", mode.name())
                 }
             };

@@ -17,7 +17,7 @@ use lepton_nn::LayerSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::bias_correction::{corrected_bias, input_means, Reads};
-use crate::calibrate::{input_ranges, Calibration};
+use crate::calibrate::{input_ranges_with, Calibration, InputRange};
 use crate::error::{Error, Result};
 use crate::fold::{fold_batch_norms, to_vec};
 use crate::net::{check_shape, Net};
@@ -67,6 +67,19 @@ pub fn quantize_with(
     calibration: Option<(&Dataset, usize, Calibration)>,
     bias_correction: bool,
 ) -> Result<usize> {
+    quantize_with_codes(net, mode, calibration, bias_correction, false)
+}
+
+/// [`quantize_with`], and when `zero_point_codes` the static layers whose input is never
+/// negative on the calibration samples get codes with zero point 0 ([`InputRange`]); else every
+/// layer keeps the symmetric codes (zero point 128).
+pub fn quantize_with_codes(
+    net: &mut Net,
+    mode: Quantize,
+    calibration: Option<(&Dataset, usize, Calibration)>,
+    bias_correction: bool,
+    zero_point_codes: bool,
+) -> Result<usize> {
     if net.is_int8() {
         return Err(Error::Model {
             step: "quantize",
@@ -85,7 +98,14 @@ pub fn quantize_with(
                 });
             }
             let wanted = quantizable_layers(net);
-            Some(input_ranges(net, data, samples, &wanted, method)?)
+            Some(input_ranges_with(
+                net,
+                data,
+                samples,
+                &wanted,
+                method,
+                zero_point_codes,
+            )?)
         }
         (Quantize::Int8, None) => {
             return Err(Error::Data {
@@ -110,7 +130,7 @@ pub(crate) fn quantizable_layers(net: &Net) -> Vec<bool> {
 /// int8; dynamic without `ranges`), correcting the biases on `correction`'s samples when given.
 pub(crate) fn quantize_ranges(
     net: &mut Net,
-    ranges: Option<Vec<f32>>,
+    ranges: Option<Vec<InputRange>>,
     correction: Option<(&Dataset, usize)>,
 ) -> Result<usize> {
     // The f32 model the corrected layers' mean outputs are matched to.
@@ -119,9 +139,9 @@ pub(crate) fn quantize_ranges(
     for i in 0..net.spec.layers.len() {
         // Every convolution, the first (fan-in 9 to 27) too: the int8 kernel reads patches in
         // place (no padded patch rows), and its fused pool replaces the f32 path's.
-        let scale = ranges
-            .as_ref()
-            .map(|r| (r[i] / 127.0).max(f32::MIN_POSITIVE));
+        let codes_at = ranges.as_ref().map(|r| r[i].codes());
+        let scale = codes_at.map(|(d, _)| d);
+        let zero = codes_at.map_or(128, |(_, z)| z);
         let correct = reference.is_some() && scale.is_some();
         let new = match &net.spec.layers[i] {
             LayerSpec::Conv2d(c) if c.groups == 1 => LayerSpec::Conv2dInt8(Conv2dInt8Config {
@@ -133,6 +153,8 @@ pub(crate) fn quantize_ranges(
                 bias: c.bias || correct,
                 activation_scale: scale,
                 output_scale: None,
+                input_zero_point: zero,
+                output_zero_point: 128,
             }),
             LayerSpec::Linear(c) if c.tie.is_none() => LayerSpec::LinearInt8(LinearInt8Config {
                 out_features: c.out_features,
@@ -140,6 +162,8 @@ pub(crate) fn quantize_ranges(
                 bias: c.bias || correct,
                 activation_scale: scale,
                 output_scale: None,
+                input_zero_point: zero,
+                output_zero_point: 128,
             }),
             _ => continue,
         };
@@ -165,8 +189,8 @@ pub(crate) fn quantize_ranges(
                 },
                 _ => Reads::Linear { k: cols },
             };
-            let (mx, _) = input_means(reference, i, reads, d, data, samples)?;
-            let (_, mq) = input_means(net, i, reads, d, data, samples)?;
+            let (mx, _) = input_means(reference, i, reads, (d, zero), data, samples)?;
+            let (_, mq) = input_means(net, i, reads, (d, zero), data, samples)?;
             let bias = match net.get(i, "bias") {
                 Some(b) => to_vec(b, "bias correction")?,
                 None => vec![0f32; rows],
@@ -222,14 +246,14 @@ pub(crate) fn chain_codes(layers: &mut [LayerSpec]) -> usize {
             j += 1;
         }
         let next = match layers.get(j) {
-            Some(LayerSpec::Conv2dInt8(c)) => c.activation_scale,
-            Some(LayerSpec::LinearInt8(c)) => c.activation_scale,
+            Some(LayerSpec::Conv2dInt8(c)) => c.activation_scale.map(|s| (s, c.input_zero_point)),
+            Some(LayerSpec::LinearInt8(c)) => c.activation_scale.map(|s| (s, c.input_zero_point)),
             _ => None,
         };
-        let Some(scale) = next else { continue };
+        let Some((scale, zero)) = next else { continue };
         match &mut layers[i] {
-            LayerSpec::Conv2dInt8(c) => c.output_scale = Some(scale),
-            LayerSpec::LinearInt8(c) => c.output_scale = Some(scale),
+            LayerSpec::Conv2dInt8(c) => (c.output_scale, c.output_zero_point) = (Some(scale), zero),
+            LayerSpec::LinearInt8(c) => (c.output_scale, c.output_zero_point) = (Some(scale), zero),
             _ => unreachable!("matched above"),
         }
         chained += 1;

@@ -2,7 +2,7 @@
 
 use lepton_compress::{
     accuracy, compress, fold_batch_norms, prune_structured, quantize, quantize_per_layer,
-    quantize_with, Calibration, CompressConfig, CompressData, Error, Quantize,
+    quantize_with, quantize_with_codes, Calibration, CompressConfig, CompressData, Error, Quantize,
 };
 use lepton_nn::LayerSpec;
 
@@ -233,7 +233,25 @@ fn per_layer_calibration_is_chosen_on_the_held_out_samples() {
     .unwrap();
     let mut q = net.clone();
     let c = quantize_per_layer(&mut q, &train, 64, &held, true).unwrap();
-    assert_eq!((c.layers, c.methods.len()), (4, 4), "{c:?}");
+    assert_eq!(
+        (c.layers, c.methods.len(), c.zero_points.len()),
+        (4, 4, 4),
+        "{c:?}"
+    );
+    // The first layer's input (with negatives) keeps the symmetric codes; the chosen ones are
+    // the model's.
+    assert_eq!(c.zero_points[0], 128, "{c:?}");
+    let built: Vec<u8> = q
+        .spec
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            LayerSpec::Conv2dInt8(c) => Some(c.input_zero_point),
+            LayerSpec::LinearInt8(c) => Some(c.input_zero_point),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(built, c.zero_points);
     assert!(q.is_int8());
     assert_eq!(c.held_out_accuracy, accuracy(&q, &held, "t").unwrap());
     assert!(c.held_out_accuracy >= accuracy(&all_mse, &held, "t").unwrap());
@@ -289,4 +307,79 @@ fn bad_input_is_a_clear_error() {
     };
     let e = compress("m", net, &cfg, data).unwrap_err();
     assert!(e.to_string().contains("already int8"), "{e}");
+}
+
+/// With `zero-point-codes`, static int8 gives each input never negative on the calibration samples (after a ReLU) codes
+/// with zero point 0 (`c / 255` per step: twice the symmetric resolution), keeps symmetric codes
+/// (128) where the data has negative values (the first layer here), and each chained layer
+/// writes its codes at the next layer's zero point; the model stays within the int8 error.
+#[test]
+fn never_negative_inputs_get_zero_point_0_and_the_chain_writes_it() {
+    let data = blobs(300, 3, &[2, 6, 6], 5);
+    assert!(
+        data.features.iter().any(|&v| v < 0.0),
+        "the data must have negatives"
+    );
+    let net = trained(CNN, &data, 3);
+    let want = outputs(&net, &data, 32);
+    let zero_points = |q: &lepton_compress::Net| -> Vec<(u8, u8, Option<f32>)> {
+        q.spec
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerSpec::Conv2dInt8(c) => {
+                    Some((c.input_zero_point, c.output_zero_point, c.output_scale))
+                }
+                LayerSpec::LinearInt8(c) => {
+                    Some((c.input_zero_point, c.output_zero_point, c.output_scale))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // The default: symmetric codes everywhere.
+    let mut q = net.clone();
+    quantize(&mut q, Quantize::Int8, Some((&data, 128, Calibration::Mse))).unwrap();
+    assert!(
+        zero_points(&q).iter().all(|z| (z.0, z.1) == (128, 128)),
+        "{:?}",
+        zero_points(&q)
+    );
+    let mut q = net.clone();
+    quantize_with_codes(
+        &mut q,
+        Quantize::Int8,
+        Some((&data, 128, Calibration::Mse)),
+        true,
+        true,
+    )
+    .unwrap();
+    let zeros = zero_points(&q);
+    let inputs: Vec<u8> = zeros.iter().map(|z| z.0).collect();
+    assert_eq!(inputs, [128, 0, 0, 0], "{zeros:?}");
+    // conv → conv, conv → linear, linear → linear hand over codes at the next zero point 0.
+    for (i, z) in zeros[..3].iter().enumerate() {
+        assert!(z.2.is_some(), "layer {i} is not chained: {zeros:?}");
+        assert_eq!(z.1, zeros[i + 1].0, "{zeros:?}");
+    }
+    assert_eq!(zeros[3].1, 128);
+    let got = outputs(&q, &data, 32);
+    let range = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    assert!(
+        max_diff(&want, &got) < 0.05 * range,
+        "{}",
+        max_diff(&want, &got)
+    );
+    // The spec key, through `compress`.
+    let cfg: CompressConfig =
+        toml::from_str("quantize = \"int8\"\nzero-point-codes = true").unwrap();
+    let held = blobs(100, 3, &[2, 6, 6], 6);
+    let data = CompressData {
+        held_out: &held,
+        train: Some(&data),
+        loss: &loss(),
+    };
+    let out = compress("cnn", net, &cfg, data).unwrap();
+    let inputs: Vec<u8> = zero_points(&out.net).iter().map(|z| z.0).collect();
+    assert_eq!(inputs, [128, 0, 0, 0]);
 }

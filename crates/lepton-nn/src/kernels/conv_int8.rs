@@ -3,7 +3,7 @@
 //!
 //! # Image of codes
 //! The input is held as a zero-padded `(H + 2p) × (W + 2p) × C` image of u8 codes (`code =
-//! round(x / d) + 128`, the border the zero code 128), filled from an f32 `[C, H, W]` image
+//! round(x / d) + z`, z the input zero point, 128 for symmetric codes; the border the code z of 0), filled from an f32 `[C, H, W]` image
 //! (quantized one plane at a time), from codes in the same `[C, H, W]` order, or from codes the
 //! layer before wrote in `H × W × C` order (rows copied as they are). The border is written once
 //! per [`ConvScratch`]; each image overwrites only the inside.
@@ -24,7 +24,22 @@
 //! order.
 
 use candle_core::Result;
-use lepton_quant::{code_u8, PackedI8, CHANNEL_TILE};
+use lepton_quant::{PackedI8, CHANNEL_TILE};
+
+/// The u8 code of `x` at scale `1 / inv` with zero point `zero` (the code of 0):
+/// `round(x · inv) + zero`, rounded half to even and clamped to `[zero − min(zero, 127), 255]`;
+/// NaN gives `zero`. With `zero = 128` it is `lepton_quant::code_u8` bit for bit (codes 1..=255,
+/// symmetric); with `zero = 0` (inputs never negative) all 256 codes cover `[0, 255 / inv]`.
+#[inline(always)]
+pub fn code_at(x: f32, inv: f32, zero: u8) -> u8 {
+    let lo = -f32::from(zero.min(127));
+    let hi = f32::from(255 - zero);
+    let c = (x * inv).clamp(lo, hi);
+    let c = if c.is_nan() { 0.0 } else { c };
+    // |c| ≤ 255 ≪ 2^22: adding 1.5 · 2^23 rounds half to even and leaves the integer in the low
+    // bits of the mantissa (see `code_u8`), so the code is that byte + `zero` (mod 256).
+    ((c + 12_582_912.0).to_bits() as u8).wrapping_add(zero)
+}
 
 /// Output channels per step of the epilogue (one AVX-512 vector of i32 or f32); the product
 /// rows are padded to [`CHANNEL_TILE`], a multiple of it.
@@ -42,6 +57,8 @@ pub struct ConvInt8Geom {
     pub dilation: usize,
     /// The folded max-pool `(kernel, stride, padding)`.
     pub pool: Option<(usize, usize, usize)>,
+    /// The input zero point: the code of 0, written in the padding border (128: symmetric codes).
+    pub zero: u8,
 }
 
 impl ConvInt8Geom {
@@ -180,10 +197,10 @@ pub enum ConvSrc<'a> {
 pub enum ConvDst<'a> {
     /// f32 `[C', H', W']`.
     F32(&'a mut [f32]),
-    /// Codes at scale `1 / inv`, `[C', H', W']`.
-    Chw(&'a mut [u8], f32),
-    /// Codes at scale `1 / inv`, `H' × W' × C'`.
-    Hwc(&'a mut [u8], f32),
+    /// Codes at scale `1 / inv` with zero point `zero`, `[C', H', W']`.
+    Chw(&'a mut [u8], f32, u8),
+    /// Codes at scale `1 / inv` with zero point `zero`, `H' × W' × C'`.
+    Hwc(&'a mut [u8], f32, u8),
 }
 
 /// The buffers one thread reuses over its images: the image of codes (border written once),
@@ -223,9 +240,10 @@ impl ConvPlan {
     #[inline(always)]
     fn fill(&self, src: ConvSrc, buf: &mut ConvScratch) {
         let (c, h, w, p, wp) = (self.geom.c, self.h, self.w, self.geom.padding, self.wp);
+        let zero = self.geom.zero;
         if buf.codes.len() != self.img {
             buf.codes.clear();
-            buf.codes.resize(self.img, 128);
+            buf.codes.resize(self.img, self.geom.zero);
         }
         let at = |y: usize| ((y + p) * wp + p) * c;
         match src {
@@ -237,7 +255,7 @@ impl ConvPlan {
             ConvSrc::F32(x, inv) if c == 1 => {
                 for (y, row) in x.chunks_exact(w).enumerate() {
                     for (q, &v) in buf.codes[at(y)..at(y) + w].iter_mut().zip(row) {
-                        *q = code_u8(v, inv);
+                        *q = code_at(v, inv, zero);
                     }
                 }
             }
@@ -248,12 +266,12 @@ impl ConvPlan {
             }
             ConvSrc::F32(..) | ConvSrc::Chw(_) => {
                 // Each plane's codes (one vectorizable pass), then spread to every `C`-th byte.
-                buf.plane.resize(h * w, 128);
+                buf.plane.resize(h * w, zero);
                 for ci in 0..c {
                     let plane = match src {
                         ConvSrc::F32(x, inv) => {
                             for (q, &v) in buf.plane.iter_mut().zip(&x[ci * h * w..]) {
-                                *q = code_u8(v, inv);
+                                *q = code_at(v, inv, zero);
                             }
                             &buf.plane[..]
                         }
@@ -401,10 +419,10 @@ impl ConvPlan {
                     }
                     let n = LANES.min(co - j0);
                     match &mut dst {
-                        ConvDst::Hwc(out, inv) => {
+                        ConvDst::Hwc(out, inv, z) => {
                             let mut q = [0u8; LANES];
                             for t in 0..LANES {
-                                q[t] = code_u8(v[t], *inv);
+                                q[t] = code_at(v[t], *inv, *z);
                             }
                             let at = i * co + j0;
                             if n == LANES {
@@ -421,9 +439,9 @@ impl ConvPlan {
                                 out[(j0 + t) * l + i] = v;
                             }
                         }
-                        ConvDst::Chw(out, inv) => {
+                        ConvDst::Chw(out, inv, z) => {
                             for (t, &v) in v[..n].iter().enumerate() {
-                                out[(j0 + t) * l + i] = code_u8(v, *inv);
+                                out[(j0 + t) * l + i] = code_at(v, *inv, *z);
                             }
                         }
                     }
@@ -450,6 +468,50 @@ pub(crate) mod tests {
         pub(crate) fn float(&mut self) -> f32 {
             self.int(-1_000_000, 1_000_000) as f32 * 1e-6
         }
+    }
+
+    /// `code_at` with zero point 128 is `lepton_quant::code_u8` bit for bit (so packages written
+    /// before the zero point run unchanged); zero point 0 spans 0..=255 over `[0, 255 / inv]`,
+    /// rounding half to even, negatives and NaN at the code of 0.
+    #[test]
+    fn code_at_128_is_code_u8_and_0_uses_all_256_codes() {
+        let mut g = Lcg(3);
+        for i in 0..200_000 {
+            let x = match i % 4 {
+                0 => g.float() * 200.0,
+                1 => (g.int(-300, 300) as f32) * 0.5,
+                2 => g.float() * 1e-3,
+                _ => f32::from_bits(g.int(0, i32::MAX - 1) as u32),
+            };
+            for inv in [1.0, 0.37, 40.0] {
+                assert_eq!(
+                    code_at(x, inv, 128),
+                    lepton_quant::code_u8(x, inv),
+                    "{x} {inv}"
+                );
+                assert_eq!(
+                    code_at(-x, inv, 128),
+                    lepton_quant::code_u8(-x, inv),
+                    "-{x} {inv}"
+                );
+            }
+        }
+        for (x, want) in [
+            (0.0, 0),
+            (2.5, 2),
+            (3.5, 4),
+            (254.6, 255),
+            (1e9, 255),
+            (-3.0, 0),
+            (f32::NAN, 0),
+            (f32::NEG_INFINITY, 0),
+        ] {
+            assert_eq!(code_at(x, 1.0, 0), want, "{x}");
+        }
+        assert_eq!(code_at(0.0, 1.0, 37), 37);
+        assert_eq!(code_at(-100.0, 1.0, 37), 0);
+        assert_eq!(code_at(300.0, 1.0, 37), 255);
+        assert_eq!(code_at(-1.5, 1.0, 37), 35);
     }
 
     /// The widest version this CPU runs (AVX-512 or AVX2) gives the same bits as the baseline
@@ -484,6 +546,7 @@ pub(crate) mod tests {
                 padding,
                 dilation,
                 pool,
+                zero: 128,
             };
             let codes: Vec<i8> = (0..co * c * kernel * kernel)
                 .map(|_| g.int(-127, 127) as i8)
@@ -506,8 +569,8 @@ pub(crate) mod tests {
                         let (mut f, mut q) = (vec![0f32; n], vec![0u8; n]);
                         let dst = match kind {
                             0 => ConvDst::F32(&mut f),
-                            1 => ConvDst::Chw(&mut q, 7.5),
-                            _ => ConvDst::Hwc(&mut q, 7.5),
+                            1 => ConvDst::Chw(&mut q, 7.5, 128),
+                            _ => ConvDst::Hwc(&mut q, 7.5, 128),
                         };
                         let mut buf = ConvScratch::default();
                         if body {

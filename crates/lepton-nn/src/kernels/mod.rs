@@ -36,7 +36,7 @@ pub use conv::{col2im, im2col, Geom as ConvGeom};
 pub use conv_eval::conv2d_eval_block;
 #[cfg(test)]
 pub(crate) use conv_int8::tests::Lcg;
-pub use conv_int8::{ConvDst, ConvInt8Geom, ConvPlan, ConvScratch, ConvSrc};
+pub use conv_int8::{code_at, ConvDst, ConvInt8Geom, ConvPlan, ConvScratch, ConvSrc};
 pub use layer_norm::{layer_norm, layer_norm_reference};
 pub use linear::{linear, linear_reference, linear_train, Activation};
 pub use maxpool::max_pool2d;

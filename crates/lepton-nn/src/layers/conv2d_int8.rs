@@ -26,7 +26,8 @@ use lepton_quant::{ActScale, PackedI8};
 use serde::{Deserialize, Serialize};
 
 use super::linear_int8::{
-    act_scale, blocks, input_tensor, input_view, int8_codes, out_scale, Activations, Input, Output,
+    act_scale, blocks, input_tensor, input_view, int8_codes, is_symmetric, out_scale, symmetric,
+    zero_point_bias, zero_points, Activations, Input, Output,
 };
 use super::{one, yes, BuildCtx, Conv2dConfig, Ctx, Fold, Layer, LayerConfig, ShapeCtx, Values};
 use crate::kernels::{ConvDst, ConvInt8Geom, ConvScratch, ConvSrc};
@@ -62,6 +63,13 @@ pub struct Conv2dInt8Config {
     /// the next layer reads them as they are. Default: none (f32 output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_scale: Option<f32>,
+    /// Static only: the input codes' zero point (as `linear-int8`'s): 0 for inputs calibrated
+    /// never negative; the padding border is then the code 0. Default 128 (symmetric codes).
+    #[serde(default = "symmetric", skip_serializing_if = "is_symmetric")]
+    pub input_zero_point: u8,
+    /// With `output-scale`: the next int8 layer's `input-zero-point`. Default 128.
+    #[serde(default = "symmetric", skip_serializing_if = "is_symmetric")]
+    pub output_zero_point: u8,
 }
 
 impl Conv2dInt8Config {
@@ -86,6 +94,13 @@ impl LayerConfig for Conv2dInt8Config {
     fn output_shape(&self, x: &[usize], ctx: &mut ShapeCtx) -> crate::Result<Vec<usize>> {
         act_scale(self.activation_scale, ctx)?;
         out_scale(self.output_scale, ctx)?;
+        zero_points(
+            self.activation_scale,
+            self.input_zero_point,
+            self.output_scale,
+            self.output_zero_point,
+            ctx,
+        )?;
         self.as_f32().output_shape(x, ctx)
     }
 
@@ -107,9 +122,11 @@ impl LayerConfig for Conv2dInt8Config {
             padding: self.padding,
             dilation: self.dilation,
             pool: None,
+            zero: self.input_zero_point,
         };
         let what = format!("{}.weight", vb.prefix());
         let packed = geom.pack_weights(&codes, co);
+        let zero_scales = scales.clone();
         let weight = PackedI8::new(co, geom.packed_len(), &packed, scales, &what)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let bias = if self.bias {
@@ -117,6 +134,11 @@ impl LayerConfig for Conv2dInt8Config {
                 .to_vec1()?
         } else {
             vec![0.0; co]
+        };
+        let bias = match self.activation_scale {
+            Some(d) => zero_point_bias(Some(bias), &codes, &zero_scales, d, self.input_zero_point)
+                .expect("a bias in, a bias out"),
+            None => bias,
         };
         Ok(Box::new(Conv2dInt8 {
             weight,
@@ -129,6 +151,7 @@ impl LayerConfig for Conv2dInt8Config {
             input: [x[0], x[1], x[2]],
             relu: false,
             out: self.output_scale,
+            out_zero: self.output_zero_point,
             hwc_in: false,
             hwc_out: false,
         }))
@@ -150,6 +173,8 @@ pub struct Conv2dInt8 {
     relu: bool,
     /// Output codes at this scale (the next int8 layer's input scale) instead of f32.
     out: Option<f32>,
+    /// The output codes' zero point.
+    out_zero: u8,
     /// u8 inputs are codes in `[N, H, W, C]` order (else `[N, C, H, W]`).
     hwc_in: bool,
     /// Codes out in `[N, H', W', C']` order (else `[N, C', H', W']`).
@@ -183,7 +208,7 @@ impl Layer for Conv2dInt8 {
         let (ph, pw) = plan.out_hw();
         let per_out = co * ph * pw;
         let per_in = plan.in_len();
-        let mut out = Activations::zeros(n * per_out, self.out.is_some());
+        let mut out = Activations::zeros(n * per_out, self.out.is_some(), self.out_zero);
         // One contiguous block of images per thread, its buffers reused across the block (in
         // cache); a single block runs on the calling thread, with no hand-off to the pool.
         let per_task = n.div_ceil(rayon::current_num_threads()).max(1);
@@ -208,8 +233,8 @@ impl Layer for Conv2dInt8 {
                 };
                 let dst = match dst {
                     Output::F32(o) => ConvDst::F32(o),
-                    Output::U8(o, inv) if self.hwc_out => ConvDst::Hwc(o, inv),
-                    Output::U8(o, inv) => ConvDst::Chw(o, inv),
+                    Output::U8(o, inv, z) if self.hwc_out => ConvDst::Hwc(o, inv, z),
+                    Output::U8(o, inv, z) => ConvDst::Chw(o, inv, z),
                 };
                 plan.image(&self.weight, &self.bias, self.relu, d, src, dst, &mut buf);
             }
@@ -217,6 +242,7 @@ impl Layer for Conv2dInt8 {
         let mut tasks = blocks(
             &mut out,
             self.out,
+            self.out_zero,
             per_task * per_out,
             xs,
             per_task * per_in,
@@ -309,11 +335,19 @@ mod tests {
             (1, 32, 14, 14, 64, 3, 1, 1, 1, true, Some((2, 2, 0))),
             (2, 7, 5, 5, 9, 3, 1, 0, 2, true, None),
         ];
-        for (n, c, h, w, co, k, s, p, d, relu, pool) in cases {
+        // Symmetric codes (128), zero point 0 (x in 0..=255) and 37 (x in -37..=218): the padding
+        // border is then the code of 0, and `(128 − z) Σ w` folded into the bias.
+        for (zero, (n, c, h, w, co, k, s, p, d, relu, pool)) in [128u8, 0, 37]
+            .into_iter()
+            .flat_map(|z| cases.into_iter().map(move |c| (z, c)))
+        {
             let kk = c * k * k;
             let codes: Vec<i32> = (0..co * kk).map(|_| g.int(-127, 127)).collect();
             let bias: Vec<i32> = (0..co).map(|_| g.int(-3000, 3000)).collect();
-            let x: Vec<i32> = (0..n * c * h * w).map(|_| g.int(-127, 127)).collect();
+            let lo = -i32::from(zero.min(127));
+            let x: Vec<i32> = (0..n * c * h * w)
+                .map(|_| g.int(lo, 255 - i32::from(zero)))
+                .collect();
             let mut tensors = HashMap::new();
             let bytes: Vec<u8> = codes.iter().map(|&c| c as i8 as u8).collect();
             let f = |v: &[i32]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
@@ -330,7 +364,7 @@ mod tests {
                 Tensor::from_vec(f(&bias), co, &dev).unwrap(),
             );
             let mut layers = format!(
-                r#"{{ type = "conv2d-int8", out-channels = {co}, kernel = {k}, stride = {s}, padding = {p}, dilation = {d}, activation-scale = 1.0 }}"#
+                r#"{{ type = "conv2d-int8", out-channels = {co}, kernel = {k}, stride = {s}, padding = {p}, dilation = {d}, activation-scale = 1.0, input-zero-point = {zero} }}"#
             );
             if relu {
                 layers += r#", { type = "relu" }"#;
@@ -407,13 +441,13 @@ mod tests {
             assert_eq!(
                 got.dims(),
                 &[n, co, ph, pw],
-                "case {n}x{c}x{h}x{w} -> {co}, k {k} s {s} p {p} d {d}"
+                "case {n}x{c}x{h}x{w} -> {co}, k {k} s {s} p {p} d {d}, zero point {zero}"
             );
             let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
             let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
             assert_eq!(
                 got, want,
-                "case {n}x{c}x{h}x{w} -> {co}, k {k} s {s} p {p} d {d}"
+                "case {n}x{c}x{h}x{w} -> {co}, k {k} s {s} p {p} d {d}, zero point {zero}"
             );
         }
     }
@@ -455,52 +489,57 @@ mod tests {
         // 11x9 -> conv pad 1 -> 11x9 -> pool 2 -> 5x4 -> conv pad 1 -> 5x4 -> pool 2 -> 2x2.
         put("layers.7", 10, 8 * 2 * 2, &mut g);
         put("layers.9", 3, 10, &mut g);
-        let spec = |chain: bool| -> ModelSpec {
-            let o = |s: &str| {
-                if chain {
-                    format!(", output-scale = {s}")
-                } else {
-                    String::new()
-                }
-            };
-            toml::from_str(&format!(
+        // Symmetric codes everywhere, and zero point 0 for the post-ReLU inputs (the chain
+        // writing those codes).
+        for zero in [128u8, 0] {
+            let spec = |chain: bool| -> ModelSpec {
+                let z = format!(", input-zero-point = {zero}");
+                let o = |s: &str| {
+                    if chain {
+                        format!(", output-scale = {s}, output-zero-point = {zero}")
+                    } else {
+                        String::new()
+                    }
+                };
+                toml::from_str(&format!(
                 r#"layers = [
                 {{ type = "conv2d-int8", out-channels = 4, kernel = 3, padding = 1, activation-scale = 0.02{} }},
                 {{ type = "relu" }}, {{ type = "max-pool2d", kernel = 2 }},
-                {{ type = "conv2d-int8", out-channels = 8, kernel = 3, padding = 1, activation-scale = 0.015{} }},
+                {{ type = "conv2d-int8", out-channels = 8, kernel = 3, padding = 1, activation-scale = 0.015{z}{} }},
                 {{ type = "relu" }}, {{ type = "max-pool2d", kernel = 2 }},
-                {{ type = "flatten" }}, {{ type = "linear-int8", out-features = 10, activation-scale = 0.05{} }},
-                {{ type = "relu" }}, {{ type = "linear-int8", out-features = 3, activation-scale = 0.04 }}]"#,
+                {{ type = "flatten" }}, {{ type = "linear-int8", out-features = 10, activation-scale = 0.05{z}{} }},
+                {{ type = "relu" }}, {{ type = "linear-int8", out-features = 3, activation-scale = 0.04{z} }}]"#,
                 o("0.015"),
                 o("0.05"),
                 o("0.04")
             ))
             .unwrap()
-        };
-        let build = |chain| {
-            let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
-            Model::new(&spec(chain), &input, vb).unwrap()
-        };
-        let (plain, chained) = (build(false), build(true));
-        for n in [1, 5] {
-            let x = Tensor::randn(0f32, 1.0, (n, 2, 11, 9), &dev).unwrap();
-            let run = |m: &Model| -> Vec<f32> {
-                let y = m.forward_t(&x, false).unwrap();
-                assert_eq!(y.dims(), &[n, 3]);
-                y.flatten_all().unwrap().to_vec1().unwrap()
             };
-            let (want, got) = (run(&plain), run(&chained));
-            assert!(want.iter().any(|&v| v != 0.0), "a degenerate test");
-            assert_eq!(got, want, "batch {n}");
-            // The chain hands its codes over in height × width × channels order: conv → conv
-            // ([N, 5, 4, 4 channels], not [N, 4, 5, 4]) and conv → flatten → linear.
-            for (end, dims) in [(3, [n, 5, 4, 4]), (6, [n, 2, 2, 8])] {
-                let y = chained.forward_range(&x, 0..end, false).unwrap();
-                assert_eq!(
-                    (y.dtype(), y.dims()),
-                    (DType::U8, &dims[..]),
-                    "layers 0..{end}"
-                );
+            let build = |chain| {
+                let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
+                Model::new(&spec(chain), &input, vb).unwrap()
+            };
+            let (plain, chained) = (build(false), build(true));
+            for n in [1, 5] {
+                let x = Tensor::randn(0f32, 1.0, (n, 2, 11, 9), &dev).unwrap();
+                let run = |m: &Model| -> Vec<f32> {
+                    let y = m.forward_t(&x, false).unwrap();
+                    assert_eq!(y.dims(), &[n, 3]);
+                    y.flatten_all().unwrap().to_vec1().unwrap()
+                };
+                let (want, got) = (run(&plain), run(&chained));
+                assert!(want.iter().any(|&v| v != 0.0), "a degenerate test");
+                assert_eq!(got, want, "batch {n}, zero point {zero}");
+                // The chain hands its codes over in height × width × channels order: conv → conv
+                // ([N, 5, 4, 4 channels], not [N, 4, 5, 4]) and conv → flatten → linear.
+                for (end, dims) in [(3, [n, 5, 4, 4]), (6, [n, 2, 2, 8])] {
+                    let y = chained.forward_range(&x, 0..end, false).unwrap();
+                    assert_eq!(
+                        (y.dtype(), y.dims()),
+                        (DType::U8, &dims[..]),
+                        "layers 0..{end}"
+                    );
+                }
             }
         }
     }

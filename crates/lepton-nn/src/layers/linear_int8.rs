@@ -18,7 +18,9 @@
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use lepton_quant::{code_u8, ActScale, Int8Matrix, PackedI8};
+use lepton_quant::{ActScale, Int8Matrix, PackedI8};
+
+use crate::kernels::code_at;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +47,72 @@ pub struct LinearInt8Config {
     /// (a `u8` tensor) instead of f32. Default: none (f32 output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_scale: Option<f32>,
+    /// Static only: the input codes' zero point `z`, `code = round(x / d) + z` (see
+    /// [`crate::kernels::code_at`]); 0 for inputs calibrated never negative (post-ReLU), so all 256
+    /// codes cover `[0, 255 d]`. Default 128: symmetric codes, `d = max|x| / 127` (packages
+    /// written before this field run unchanged).
+    #[serde(default = "symmetric", skip_serializing_if = "is_symmetric")]
+    pub input_zero_point: u8,
+    /// With `output-scale`: the next int8 layer's `input-zero-point` (its codes are written
+    /// here). Default 128.
+    #[serde(default = "symmetric", skip_serializing_if = "is_symmetric")]
+    pub output_zero_point: u8,
+}
+
+/// The zero point of symmetric codes, the default.
+pub(super) fn symmetric() -> u8 {
+    128
+}
+
+pub(super) fn is_symmetric(z: &u8) -> bool {
+    *z == 128
+}
+
+/// `input-zero-point` / `output-zero-point`, checked: other than 128 only for static codes.
+pub(super) fn zero_points(
+    act: Option<f32>,
+    zin: u8,
+    out: Option<f32>,
+    zout: u8,
+    ctx: &ShapeCtx,
+) -> crate::Result<()> {
+    if act.is_none() && zin != 128 {
+        return Err(ctx.error(format!(
+            "input-zero-point = {zin} needs a static activation-scale (dynamic codes are symmetric)"
+        )));
+    }
+    if out.is_none() && zout != 128 {
+        return Err(ctx.error(format!("output-zero-point = {zout} needs an output-scale")));
+    }
+    Ok(())
+}
+
+/// The bias with the zero point folded in: the kernel sums `(u − 128) w`, and
+/// `Σ (u − z) w = Σ (u − 128) w + (128 − z) Σ w`, so `b_j + d s_j (128 − z) Σ_k w_jk`
+/// (in f64, then rounded once). Unchanged for `z = 128`. `codes` row-major `[rows][cols]`.
+pub(super) fn zero_point_bias(
+    bias: Option<Vec<f32>>,
+    codes: &[i8],
+    scales: &[f32],
+    d: f32,
+    zero: u8,
+) -> Option<Vec<f32>> {
+    if zero == 128 || scales.is_empty() {
+        return bias;
+    }
+    let cols = codes.len() / scales.len();
+    let shift = 128.0 - f64::from(zero);
+    let b = bias.unwrap_or_else(|| vec![0.0; scales.len()]);
+    Some(
+        b.iter()
+            .zip(scales)
+            .zip(codes.chunks_exact(cols))
+            .map(|((&b, &s), w)| {
+                let sum: i64 = w.iter().map(|&v| i64::from(v)).sum();
+                (f64::from(b) + f64::from(d) * f64::from(s) * shift * sum as f64) as f32
+            })
+            .collect(),
+    )
 }
 
 impl LinearInt8Config {
@@ -109,17 +177,18 @@ impl<'a> Input<'a> {
     }
 }
 
-/// An int8 layer's output block: f32 values, or the next layer's codes (with `1 / output-scale`).
+/// An int8 layer's output block: f32 values, or the next layer's codes (with `1 / output-scale`
+/// and the output zero point).
 pub(super) enum Output<'a> {
     F32(&'a mut [f32]),
-    U8(&'a mut [u8], f32),
+    U8(&'a mut [u8], f32, u8),
 }
 
 impl Output<'_> {
     pub(super) fn slice(&mut self, at: usize, len: usize) -> Output<'_> {
         match self {
             Output::F32(x) => Output::F32(&mut x[at..at + len]),
-            Output::U8(x, inv) => Output::U8(&mut x[at..at + len], *inv),
+            Output::U8(x, inv, z) => Output::U8(&mut x[at..at + len], *inv, *z),
         }
     }
 }
@@ -162,10 +231,10 @@ pub(super) enum Activations {
 }
 
 impl Activations {
-    /// `len` zeros, codes when `codes`.
-    pub(super) fn zeros(len: usize, codes: bool) -> Self {
+    /// `len` zeros, codes (of zero point `zero`) when `codes`.
+    pub(super) fn zeros(len: usize, codes: bool, zero: u8) -> Self {
         if codes {
-            Activations::U8(vec![128; len])
+            Activations::U8(vec![zero; len])
         } else {
             Activations::F32(vec![0.0; len])
         }
@@ -180,10 +249,12 @@ impl Activations {
 }
 
 /// `out` and `x` cut into matching blocks of `per_out` and `per_in` values (the work of one
-/// task each); `out_scale` is the scale of codes written to a `u8` output.
+/// task each); `out_scale` and `out_zero` are the scale and zero point of codes written to a
+/// `u8` output.
 pub(super) fn blocks<'a>(
     out: &'a mut Activations,
     out_scale: Option<f32>,
+    out_zero: u8,
     per_out: usize,
     x: Input<'a>,
     per_in: usize,
@@ -193,7 +264,9 @@ pub(super) fn blocks<'a>(
         Activations::F32(o) => o.chunks_mut(per_out).map(Output::F32).collect(),
         Activations::U8(o) => {
             let inv = 1.0 / out_scale.expect("codes out only with an output scale");
-            o.chunks_mut(per_out).map(|o| Output::U8(o, inv)).collect()
+            o.chunks_mut(per_out)
+                .map(|o| Output::U8(o, inv, out_zero))
+                .collect()
         }
     };
     outputs.into_iter().zip(inputs).collect()
@@ -226,6 +299,13 @@ impl LayerConfig for LinearInt8Config {
     fn output_shape(&self, x: &[usize], ctx: &mut ShapeCtx) -> crate::Result<Vec<usize>> {
         act_scale(self.activation_scale, ctx)?;
         out_scale(self.output_scale, ctx)?;
+        zero_points(
+            self.activation_scale,
+            self.input_zero_point,
+            self.output_scale,
+            self.output_zero_point,
+            ctx,
+        )?;
         self.as_f32().output_shape(x, ctx)
     }
 
@@ -241,11 +321,14 @@ impl LayerConfig for LinearInt8Config {
         let cols = *x.last().expect("shapes checked");
         let (codes, scales) = int8_codes(&vb, self.out_features, cols)?;
         let what = format!("{}.weight", vb.prefix());
+        let zero = self.input_zero_point;
+        let zero_scales = scales.clone();
         let weight = match self.activation_scale {
             Some(d) => Kernel::Static(
                 PackedI8::new(self.out_features, cols, &codes, scales, &what)
                     .map_err(quant_error)?,
                 d,
+                zero,
             ),
             None => Kernel::Dynamic(
                 Int8Matrix::new(self.out_features, cols, &codes, scales, &what)
@@ -260,11 +343,16 @@ impl LayerConfig for LinearInt8Config {
         } else {
             None
         };
+        let bias = match self.activation_scale {
+            Some(d) => zero_point_bias(bias, &codes, &zero_scales, d, zero),
+            None => bias,
+        };
         Ok(Box::new(LinearInt8 {
             weight,
             bias,
             relu: false,
             out: self.output_scale,
+            out_zero: self.output_zero_point,
         }))
     }
 }
@@ -272,8 +360,9 @@ impl LayerConfig for LinearInt8Config {
 /// The weights as the activation mode runs them.
 #[derive(Debug, Clone)]
 enum Kernel {
-    /// Packed for u8 codes at the calibrated input scale.
-    Static(PackedI8, f32),
+    /// Packed for u8 codes at the calibrated input scale and zero point (its sum `(128 − z) Σ w`
+    /// folded into the bias).
+    Static(PackedI8, f32, u8),
     /// Q8_0 layout, activations quantized per block at run time.
     Dynamic(Int8Matrix),
 }
@@ -287,14 +376,22 @@ pub struct LinearInt8 {
     relu: bool,
     /// Output codes at this scale (the next int8 layer's input scale) instead of f32.
     out: Option<f32>,
+    /// The output codes' zero point.
+    out_zero: u8,
 }
 
 /// Input rows per task of a parallel static product.
 const ROWS_PER_TASK: usize = 16;
 
 /// Static `out = d s ⊙ (W q(x))` (`m × n`) for the rows of `x` (`m × k`; f32, or codes at scale
-/// `d`), on this thread.
-fn static_rows(w: &PackedI8, d: f32, x: Input, out: &mut [f32], buf: &mut (Vec<u8>, Vec<i32>)) {
+/// `d` and zero point `zero`), on this thread.
+fn static_rows(
+    w: &PackedI8,
+    (d, zero): (f32, u8),
+    x: Input,
+    out: &mut [f32],
+    buf: &mut (Vec<u8>, Vec<i32>),
+) {
     let (k, n, np) = (w.cols(), w.rows(), w.padded_rows());
     let kp = k.next_multiple_of(4);
     let m = x.len() / k;
@@ -305,12 +402,12 @@ fn static_rows(w: &PackedI8, d: f32, x: Input, out: &mut [f32], buf: &mut (Vec<u
         Input::U8(x) if k == kp => x,
         _ => {
             codes.clear();
-            codes.resize(m * kp, 128);
+            codes.resize(m * kp, zero);
             for (r, cr) in codes.chunks_exact_mut(kp).enumerate() {
                 match x {
                     Input::F32(x) => {
                         for (c, &v) in cr.iter_mut().zip(&x[r * k..(r + 1) * k]) {
-                            *c = code_u8(v, inv);
+                            *c = code_at(v, inv, zero);
                         }
                     }
                     Input::U8(x) => cr[..k].copy_from_slice(&x[r * k..(r + 1) * k]),
@@ -332,14 +429,14 @@ fn static_rows(w: &PackedI8, d: f32, x: Input, out: &mut [f32], buf: &mut (Vec<u
 impl LinearInt8 {
     fn rows(&self) -> usize {
         match &self.weight {
-            Kernel::Static(w, _) => w.rows(),
+            Kernel::Static(w, ..) => w.rows(),
             Kernel::Dynamic(w) => w.rows(),
         }
     }
 
     fn cols(&self) -> usize {
         match &self.weight {
-            Kernel::Static(w, _) => w.cols(),
+            Kernel::Static(w, ..) => w.cols(),
             Kernel::Dynamic(w) => w.cols(),
         }
     }
@@ -353,7 +450,7 @@ impl Layer for LinearInt8 {
             candle_core::bail!("linear-int8 expects [..., {k}], got {dims:?}");
         }
         let act = match &self.weight {
-            Kernel::Static(_, d) => ActScale::Static(*d),
+            Kernel::Static(_, d, _) => ActScale::Static(*d),
             Kernel::Dynamic(_) => ActScale::Dynamic,
         };
         let held = input_tensor(x, "linear-int8", act)?;
@@ -363,14 +460,14 @@ impl Layer for LinearInt8 {
         let m = xs.len() / k;
         let mut out = vec![0f32; m * n];
         match (&self.weight, xs) {
-            (Kernel::Static(w, d), _) if m <= ROWS_PER_TASK => {
-                static_rows(w, *d, xs, &mut out, &mut Default::default())
+            (Kernel::Static(w, d, z), _) if m <= ROWS_PER_TASK => {
+                static_rows(w, (*d, *z), xs, &mut out, &mut Default::default())
             }
-            (Kernel::Static(w, d), _) => out
+            (Kernel::Static(w, d, z), _) => out
                 .par_chunks_mut(ROWS_PER_TASK * n)
                 .zip(xs.chunks(ROWS_PER_TASK * k))
                 .for_each_init(Default::default, |buf, (o, x)| {
-                    static_rows(w, *d, x, o, buf)
+                    static_rows(w, (*d, *z), x, o, buf)
                 }),
             (Kernel::Dynamic(w), Input::F32(xs)) => {
                 w.matmul(xs, ActScale::Dynamic, &mut out, &mut Vec::new())
@@ -381,7 +478,11 @@ impl Layer for LinearInt8 {
         let mut shape = dims;
         *shape.last_mut().expect("checked") = n;
         let out = match self.out {
-            Some(o) => Activations::U8(out.iter().map(|&v| code_u8(v, 1.0 / o)).collect()),
+            Some(o) => Activations::U8(
+                out.iter()
+                    .map(|&v| code_at(v, 1.0 / o, self.out_zero))
+                    .collect(),
+            ),
             None => Activations::F32(out),
         };
         out.into_tensor(&shape, x.device())
@@ -398,7 +499,7 @@ impl Layer for LinearInt8 {
     /// Static layers take codes of a `[C, H, W]` activation in height × width × channels order
     /// by permuting their weight columns once (so the products are the same).
     fn take_hwc_codes(&mut self, [c, h, w]: [usize; 3]) -> bool {
-        let Kernel::Static(weight, _) = &mut self.weight else {
+        let Kernel::Static(weight, ..) = &mut self.weight else {
             return false;
         };
         let k = c * h * w;
@@ -463,16 +564,24 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             lo + ((state >> 33) % (hi - lo + 1) as u64) as i32
         };
-        for (m, k, n, relu) in [
+        // Symmetric codes (128, the default), zero point 0 (never-negative inputs: x in 0..=255)
+        // and an odd one (x in -37..=218): the kernel's `Σ (u − 128) w` plus the folded
+        // `(128 − z) Σ w` must be the exact `Σ x w`.
+        let cases = [
             (1, 1, 1, false),
             (5, 7, 10, true),
             (40, 33, 33, false),
             (17, 3136, 128, true),
             (3, 130, 65, false),
-        ] {
+        ];
+        for (zero, (m, k, n, relu)) in [128u8, 0, 37]
+            .into_iter()
+            .flat_map(|z| cases.into_iter().map(move |c| (z, c)))
+        {
             let codes: Vec<i32> = (0..n * k).map(|_| int(-127, 127)).collect();
             let bias: Vec<i32> = (0..n).map(|_| int(-3000, 3000)).collect();
-            let x: Vec<i32> = (0..m * k).map(|_| int(-127, 127)).collect();
+            let lo = -i32::from(zero.min(127));
+            let x: Vec<i32> = (0..m * k).map(|_| int(lo, 255 - i32::from(zero))).collect();
             let f = |v: &[i32]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
             let bytes: Vec<u8> = codes.iter().map(|&c| c as i8 as u8).collect();
             let tensors = HashMap::from([
@@ -491,7 +600,7 @@ mod tests {
             ]);
             let relu_layer = if relu { r#", { type = "relu" }"# } else { "" };
             let spec: ModelSpec = toml::from_str(&format!(
-                r#"layers = [{{ type = "linear-int8", out-features = {n}, activation-scale = 1.0 }}{relu_layer}]"#
+                r#"layers = [{{ type = "linear-int8", out-features = {n}, activation-scale = 1.0, input-zero-point = {zero} }}{relu_layer}]"#
             ))
             .unwrap();
             let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev);
@@ -514,7 +623,40 @@ mod tests {
                     want.push(if relu { acc.max(0) } else { acc } as f32);
                 }
             }
-            assert_eq!(got, want, "{m}x{k} -> {n}");
+            assert_eq!(got, want, "{m}x{k} -> {n}, zero point {zero}");
         }
+    }
+
+    /// A package written before the zero points (fields absent) reads as symmetric codes (128)
+    /// and writes back without them, byte for byte; a zero point without a static scale is an
+    /// error naming the field.
+    #[test]
+    fn zero_points_default_to_128_and_are_not_written_then() {
+        let old = r#"layers = [{ type = "linear-int8", out-features = 4, activation-scale = 0.5, output-scale = 0.25 }, { type = "linear-int8", out-features = 2, activation-scale = 0.25 }]"#;
+        let spec: ModelSpec = toml::from_str(old).unwrap();
+        let crate::LayerSpec::LinearInt8(c) = &spec.layers[0] else {
+            panic!("{spec:?}")
+        };
+        assert_eq!((c.input_zero_point, c.output_zero_point), (128, 128));
+        let back = toml::to_string(&spec).unwrap();
+        assert!(!back.contains("zero-point"), "{back}");
+        let again: ModelSpec = toml::from_str(&back).unwrap();
+        assert_eq!(again, spec);
+        let bad: ModelSpec = toml::from_str(
+            r#"layers = [{ type = "linear-int8", out-features = 4, input-zero-point = 0 }]"#,
+        )
+        .unwrap();
+        let e = bad.output_shape(&[3]).unwrap_err().to_string();
+        assert!(e.contains("input-zero-point"), "{e}");
+        let bad: ModelSpec = toml::from_str(
+            r#"layers = [{ type = "linear-int8", out-features = 4, activation-scale = 1.0, output-zero-point = 0 }]"#,
+        )
+        .unwrap();
+        let e = bad.output_shape(&[3]).unwrap_err().to_string();
+        assert!(e.contains("output-zero-point"), "{e}");
+        assert!(toml::from_str::<ModelSpec>(
+            r#"layers = [{ type = "linear-int8", out-features = 4, input-zero-point = 300 }]"#
+        )
+        .is_err());
     }
 }
