@@ -1,5 +1,5 @@
 //! G MAC/s of `QMatrix::matmul` at the LoRA training step's shapes (SmolLM2-135M, m = 512 token
-//! rows): the training-shape GEMM (`kernels::gemm`, m ≥ 16) against the row-group tiles it
+//! rows, the LM head in chunks of 64): the training-shape GEMM (`kernels::gemm`, m ≥ 16) against the row-group tiles it
 //! replaced (`QMatrix::matmul_tiles`), alternating, medians of `REPS` runs each.
 //!
 //!   cargo run --release -p lepton-quant --example gemm_bench [REPS]
@@ -46,25 +46,27 @@ fn main() {
     let reps: usize = std::env::args()
         .nth(1)
         .map_or(7, |s| s.parse().expect("REPS"));
-    let m = 512;
-    // (name, type, n, k): forward on the GGUF's Q4_1 (or a Q8_0 base), input gradients on the
+    // (name, type, n, k, m): forward on the GGUF's Q4_1 (or a Q8_0 base), input gradients on the
     // transposed Q8_0 copies; q/k/v and gate/up stacked as the step runs them.
     let shapes = [
-        ("qkv fwd", QType::Q4_1, 960, 576),
-        ("o fwd", QType::Q4_1, 576, 576),
-        ("gate/up fwd", QType::Q4_1, 3072, 576),
-        ("down fwd", QType::Q4_1, 576, 1536),
-        ("qkv fwd q8", QType::Q8_0, 960, 576),
-        ("gate/up fwd q8", QType::Q8_0, 3072, 576),
-        ("down fwd q8", QType::Q8_0, 576, 1536),
-        ("qkv bwd", QType::Q8_0, 576, 960),
-        ("o bwd", QType::Q8_0, 576, 576),
-        ("gate/up bwd", QType::Q8_0, 576, 3072),
-        ("down bwd", QType::Q8_0, 1536, 576),
+        ("qkv fwd", QType::Q4_1, 960, 576, 512),
+        ("o fwd", QType::Q4_1, 576, 576, 512),
+        ("gate/up fwd", QType::Q4_1, 3072, 576, 512),
+        ("down fwd", QType::Q4_1, 576, 1536, 512),
+        ("qkv fwd q8", QType::Q8_0, 960, 576, 512),
+        ("gate/up fwd q8", QType::Q8_0, 3072, 576, 512),
+        ("down fwd q8", QType::Q8_0, 576, 1536, 512),
+        ("qkv bwd", QType::Q8_0, 576, 960, 512),
+        ("o bwd", QType::Q8_0, 576, 576, 512),
+        ("gate/up bwd", QType::Q8_0, 576, 3072, 512),
+        ("down bwd", QType::Q8_0, 1536, 576, 512),
+        // The LM head (tied embedding, Q8_0) on one 64-position chunk, logits and input gradient.
+        ("head fwd", QType::Q8_0, 49152, 576, 64),
+        ("head bwd", QType::Q8_0, 576, 49152, 64),
     ];
     let (mut total_old, mut total_new, mut macs) = (0.0, 0.0, 0.0);
-    println!("shape             type   n     k      old GMAC/s  new GMAC/s  speed-up");
-    for (i, (name, qt, n, k)) in shapes.into_iter().enumerate() {
+    println!("shape             type   n     k      m    old GMAC/s  new GMAC/s  speed-up");
+    for (i, (name, qt, n, k, m)) in shapes.into_iter().enumerate() {
         let w = random_matrix(qt, n, k, 1 + i as u64);
         let mut s = 99 + i as u64;
         let x: Vec<f32> = (0..m * k)
@@ -97,7 +99,7 @@ fn main() {
         total_new += tn;
         macs += mac;
         println!(
-            "{name:<17} {:<6} {n:<5} {k:<6} {:>10.1}  {:>10.1}  {:>7.2}x",
+            "{name:<17} {:<6} {n:<5} {k:<6} {m:<4} {:>10.1}  {:>10.1}  {:>7.2}x",
             qt.name(),
             mac / to / 1e9,
             mac / tn / 1e9,
@@ -105,7 +107,7 @@ fn main() {
         );
     }
     println!(
-        "all shapes (one layer's frozen matmuls, both directions): old {:.1} G MAC/s, new {:.1} G MAC/s, {:.2}x",
+        "all shapes (one layer's frozen matmuls and one head chunk, both directions): old {:.1} G MAC/s, new {:.1} G MAC/s, {:.2}x",
         macs / total_old / 1e9,
         macs / total_new / 1e9,
         total_old / total_new

@@ -90,7 +90,8 @@ unsafe fn store(res: &[f32], jt: usize, g: usize, out: *mut f32, stride: usize, 
 }
 
 /// All rows in bands of `G`, each band against every weight tile of `JT` rows (then one weight
-/// row at a time); the last partial band with the row-group kernels of its size.
+/// row at a time); the last partial band likewise with tiles of its size (the LM head's
+/// 64-row chunks leave 4 rows each).
 ///
 /// # Safety
 /// As [`gemm`].
@@ -134,9 +135,18 @@ unsafe fn band<const JT: usize, const G: usize>(
                     $($g => {
                         let a: [*const u8; $g] = std::array::from_fn(|r| rows[r0 + r]);
                         let o = out.add(r0 * stride);
-                        for j in 0..n {
+                        let mut j = 0;
+                        while j + JT <= n {
+                            let ws: [*const u8; JT] =
+                                std::array::from_fn(|t| base.add((j + t) * row_bytes));
+                            tile::<JT, $g>(kind, &ws, &a, row_bytes, &mut res);
+                            store(&res, JT, $g, o, stride, j);
+                            j += JT;
+                        }
+                        while j < n {
                             tile::<1, $g>(kind, &[base.add(j * row_bytes)], &a, row_bytes, &mut res);
                             store(&res, 1, $g, o, stride, j);
+                            j += 1;
                         }
                     })*
                     g => unreachable!("{g} rows left of a band of {G}"),
