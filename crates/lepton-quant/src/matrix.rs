@@ -33,7 +33,12 @@ use crate::error::{Error, Result};
 use crate::pool::{split, Pool};
 use crate::{blocks, kernels, layout};
 pub use blocks::BlockType;
+#[cfg(target_arch = "x86_64")]
+use kernels::gemm_x86::GEMM_MIN_ROWS;
 use kernels::{Kind, MAX_ROWS};
+/// No GEMM off x86-64 (its kernels need AVX512-VNNI).
+#[cfg(not(target_arch = "x86_64"))]
+const GEMM_MIN_ROWS: usize = usize::MAX;
 pub use layout::QK;
 use layout::{f16_at, f32_at, nibble_at, padded_blocks, quantize_row_q8_1, Q8_BYTES};
 
@@ -247,6 +252,25 @@ impl QMatrix {
         offset: usize,
         scratch: &mut Vec<u8>,
     ) {
+        self.matmul_path(x, out, stride, offset, scratch, true)
+    }
+
+    /// [`QMatrix::matmul`] on the row-group tiles at every row count (no training-shape GEMM):
+    /// the same bits, the old speed; for benchmarks and tests of the GEMM.
+    #[doc(hidden)]
+    pub fn matmul_tiles(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>) {
+        self.matmul_path(x, out, self.rows, 0, scratch, false)
+    }
+
+    fn matmul_path(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        stride: usize,
+        offset: usize,
+        scratch: &mut Vec<u8>,
+        gemm: bool,
+    ) {
         let m = x.len() / self.cols;
         assert_eq!(x.len(), m * self.cols, "matmul input length");
         assert!(offset + self.rows <= stride, "matmul output columns");
@@ -286,7 +310,7 @@ impl QMatrix {
         };
         if let Activations::Q8(a) = act {
             // SAFETY: `out` holds `m` rows of `stride` with `offset + rows ≤ stride` (asserted).
-            return unsafe { self.matmul_q8(a, m, out.as_mut_ptr(), stride, offset) };
+            return unsafe { self.matmul_q8_path(a, m, out.as_mut_ptr(), stride, offset, gemm) };
         }
         let n = self.rows;
         let out_ptr = SendPtr(out.as_mut_ptr());
@@ -316,16 +340,20 @@ impl QMatrix {
     /// to the kernel layout ([`layout::quantize_row_q8_1`], or any quantizer writing the same
     /// layout: `padded_blocks(cols) · Q8_BYTES` bytes per row). Q4_1 and Q8_0 weights only.
     ///
+    /// `gemm`: at least `GEMM_MIN_ROWS` rows run on the training-shape GEMM when the CPU has
+    /// AVX512-VNNI.
+    ///
     /// # Safety
     /// `out` must be valid for writes of `m` rows of `stride` elements, `offset + rows ≤ stride`,
     /// and no other thread may access them during the call.
-    pub(crate) unsafe fn matmul_q8(
+    unsafe fn matmul_q8_path(
         &self,
         a: &[u8],
         m: usize,
         out: *mut f32,
         stride: usize,
         offset: usize,
+        gemm: bool,
     ) {
         assert!(matches!(self.qtype, QType::Q4_1 | QType::Q8_0));
         assert_eq!(
@@ -334,6 +362,7 @@ impl QMatrix {
             "activation bytes"
         );
         let level = kernels::Level::detect();
+        let gemm = gemm && level == kernels::Level::Vnni && m >= GEMM_MIN_ROWS;
         let n = self.rows;
         let out_ptr = SendPtr(out);
         let pool = Pool::global();
@@ -356,8 +385,15 @@ impl QMatrix {
             };
             while c * chunk < n {
                 let cols = c * chunk..((c + 1) * chunk).min(n);
-                // SAFETY: each chunk of columns is taken by one part only; `out` as promised.
-                unsafe { self.tiled_cols(level, a, m, cols, out_ptr, stride, offset) };
+                // SAFETY: each chunk of columns is taken by one part only; `out` as promised;
+                // `gemm` only with AVX512-VNNI (checked above).
+                unsafe {
+                    if gemm {
+                        self.gemm_cols(a, m, cols, out_ptr, stride, offset)
+                    } else {
+                        self.tiled_cols(level, a, m, cols, out_ptr, stride, offset)
+                    }
+                };
                 if m < 4 {
                     return;
                 }
@@ -366,11 +402,11 @@ impl QMatrix {
         });
     }
 
-    /// As [`QMatrix::matmul_q8`], every column on the calling thread (callers that split rows
+    /// As [`QMatrix::matmul_q8_path`], every column on the calling thread (callers that split rows
     /// over their own threads: no team hand-off per call).
     ///
     /// # Safety
-    /// As [`QMatrix::matmul_q8`].
+    /// As [`QMatrix::matmul_q8_path`].
     pub(crate) unsafe fn matmul_q8_serial(
         &self,
         a: &[u8],
@@ -429,6 +465,57 @@ impl QMatrix {
                 r0 += g;
             }
         }
+    }
+
+    /// Columns `cols` of a quantized matmul on the training-shape GEMM.
+    ///
+    /// # Safety
+    /// As [`QMatrix::tiled_cols`], and the CPU must have AVX512-VNNI (`Level::Vnni`).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn gemm_cols(
+        &self,
+        a: &[u8],
+        m: usize,
+        cols: std::ops::Range<usize>,
+        out: &SendPtr,
+        stride: usize,
+        offset: usize,
+    ) {
+        let len = padded_blocks(self.cols) * Q8_BYTES;
+        let rb = self.row_bytes();
+        let kind = match self.qtype {
+            QType::Q4_1 => Kind::Q4_1,
+            _ => Kind::Q8_0,
+        };
+        let rows: Vec<*const u8> = (0..m).map(|r| a[r * len..].as_ptr()).collect();
+        // SAFETY: as promised by the caller; the rows are `m` whole activation rows of `a`.
+        unsafe {
+            kernels::gemm_x86::gemm(
+                kind,
+                &self.data[cols.start * rb..cols.end * rb],
+                rb,
+                &rows,
+                out.0.add(offset + cols.start),
+                stride,
+            )
+        }
+    }
+
+    /// Not reached: `gemm` needs `Level::Vnni`, which only x86-64 detects.
+    ///
+    /// # Safety
+    /// None needed; it panics.
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn gemm_cols(
+        &self,
+        _: &[u8],
+        _: usize,
+        _: std::ops::Range<usize>,
+        _: &SendPtr,
+        _: usize,
+        _: usize,
+    ) {
+        unreachable!("the GEMM needs AVX512-VNNI")
     }
 
     /// [`QMatrix::matmul_strided`] for GGML-block weights: activation rows quantized to the type's

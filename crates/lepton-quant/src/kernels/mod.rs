@@ -21,6 +21,8 @@ mod blocks_vnni;
 #[cfg(target_arch = "x86_64")]
 mod blocks_x86;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod gemm_x86;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod packed_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -455,7 +455,7 @@ entry_points!(q8_0, q8_0_vnni, q8_0_impl);
 /// must be valid for reading `row_bytes` bytes and each `a[r]` a Q8_1 row of the same block count
 /// in the kernel layout; `res` holds at least `JT · G` values.
 #[inline(always)]
-unsafe fn q4_1_impl<const JT: usize, const G: usize, const VNNI: bool>(
+pub(super) unsafe fn q4_1_impl<const JT: usize, const G: usize, const VNNI: bool>(
     w: &[*const u8; JT],
     a: &[*const u8; G],
     row_bytes: usize,
@@ -543,7 +543,7 @@ unsafe fn q4_1_impl<const JT: usize, const G: usize, const VNNI: bool>(
 /// must be valid for reading `row_bytes` bytes and each `a[r]` a Q8_0 row of the same block count
 /// in the kernel layout; `res` holds at least `JT · G` values.
 #[inline(always)]
-unsafe fn q8_0_impl<const JT: usize, const G: usize, const VNNI: bool>(
+pub(super) unsafe fn q8_0_impl<const JT: usize, const G: usize, const VNNI: bool>(
     w: &[*const u8; JT],
     a: &[*const u8; G],
     row_bytes: usize,
