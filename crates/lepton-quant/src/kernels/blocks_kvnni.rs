@@ -243,7 +243,8 @@ unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{blocks::scalar, dot_blocks_tile, Level, BLOCK_ROWS, TILE_W};
+    use super::super::blocks_vnni::tests::assert_tiles_equal_the_definition;
+    use super::super::{Level, BLOCK_ROWS, TILE_W};
     use super::*;
 
     /// Random raw bytes for `n` blocks of `t`, with finite f16 scales of both signs (every code
@@ -312,36 +313,7 @@ mod tests {
                     "codes of -127 and +127 are tested"
                 );
                 let rows: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
-                for nw in 1..=TILE_W {
-                    for nr in 1..=BLOCK_ROWS {
-                        let stride = TILE_W + 1;
-                        let mut out = vec![f32::NAN; BLOCK_ROWS * stride];
-                        // SAFETY: VNNI checked above; `out` has `nr` rows of `stride > nw`.
-                        unsafe {
-                            dot_blocks_tile(
-                                t,
-                                Level::Vnni,
-                                &w[..nw * rb],
-                                rb,
-                                &rows[..nr],
-                                out.as_mut_ptr(),
-                                stride,
-                            )
-                        };
-                        for r in 0..nr {
-                            for j in 0..nw {
-                                let want = scalar(t, &w[j * rb..(j + 1) * rb], rows[r]);
-                                let got = out[r * stride + j];
-                                assert_eq!(
-                                    got.to_bits(),
-                                    want.to_bits(),
-                                    "{t:?}, {blocks} blocks, tile {nw}x{nr}, ({r}, {j}): {got} vs {want}"
-                                );
-                            }
-                            assert!(out[r * stride + nw].is_nan(), "wrote past the tile");
-                        }
-                    }
-                }
+                assert_tiles_equal_the_definition(t, &w, rb, &rows, blocks);
             }
         }
     }

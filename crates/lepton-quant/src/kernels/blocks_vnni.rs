@@ -99,9 +99,51 @@ pub unsafe fn dot_tile_q5<const W: usize, const R: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::kernels) mod tests {
     use super::super::{blocks::scalar, dot_blocks_tile, Level, BLOCK_ROWS};
     use super::*;
+
+    /// Every tile shape up to `TILE_W` weight rows × `BLOCK_ROWS` activation rows over `w`
+    /// (rows of `rb` bytes) and `rows` equals the scalar definition bit for bit, and writes
+    /// nothing past the tile. Shared with the K-quant tiles' test.
+    pub(in crate::kernels) fn assert_tiles_equal_the_definition(
+        t: BlockType,
+        w: &[u8],
+        rb: usize,
+        rows: &[&[u8]],
+        blocks: usize,
+    ) {
+        for nw in 1..=TILE_W {
+            for nr in 1..=BLOCK_ROWS {
+                let stride = TILE_W + 1;
+                let mut out = vec![f32::NAN; BLOCK_ROWS * stride];
+                // SAFETY: VNNI checked above; `out` has `nr` rows of `stride > nw`.
+                unsafe {
+                    dot_blocks_tile(
+                        t,
+                        Level::Vnni,
+                        &w[..nw * rb],
+                        rb,
+                        &rows[..nr],
+                        out.as_mut_ptr(),
+                        stride,
+                    )
+                };
+                for r in 0..nr {
+                    for j in 0..nw {
+                        let want = scalar(t, &w[j * rb..(j + 1) * rb], rows[r]);
+                        let got = out[r * stride + j];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{t:?}, {blocks} blocks, tile {nw}x{nr}, ({r}, {j}): {got} vs {want}"
+                        );
+                    }
+                    assert!(out[r * stride + nw].is_nan(), "wrote past the tile");
+                }
+            }
+        }
+    }
 
     fn lcg(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
@@ -155,36 +197,7 @@ mod tests {
                     })
                     .collect();
                 let rows: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
-                for nw in 1..=TILE_W {
-                    for nr in 1..=BLOCK_ROWS {
-                        let stride = TILE_W + 1;
-                        let mut out = vec![f32::NAN; BLOCK_ROWS * stride];
-                        // SAFETY: VNNI checked above; `out` has `nr` rows of `stride > nw`.
-                        unsafe {
-                            dot_blocks_tile(
-                                t,
-                                Level::Vnni,
-                                &w[..nw * rb],
-                                rb,
-                                &rows[..nr],
-                                out.as_mut_ptr(),
-                                stride,
-                            )
-                        };
-                        for r in 0..nr {
-                            for j in 0..nw {
-                                let want = scalar(t, &w[j * rb..(j + 1) * rb], rows[r]);
-                                let got = out[r * stride + j];
-                                assert_eq!(
-                                    got.to_bits(),
-                                    want.to_bits(),
-                                    "{t:?}, {blocks} blocks, tile {nw}x{nr}, ({r}, {j}): {got} vs {want}"
-                                );
-                            }
-                            assert!(out[r * stride + nw].is_nan(), "wrote past the tile");
-                        }
-                    }
-                }
+                assert_tiles_equal_the_definition(t, &w, rb, &rows, blocks);
             }
         }
     }
