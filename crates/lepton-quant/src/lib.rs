@@ -4,7 +4,8 @@
 //! them, and a portable scalar definition every SIMD kernel matches bit for bit.
 //!
 //! # Map
-//! - `matrix.rs`: [`QMatrix`], a weight matrix and its matmul `Y = X Wᵀ`.
+//! - `matrix/`: [`QMatrix`], a weight matrix and its matmul `Y = X Wᵀ` (`q8.rs`: the Q4_1/Q8_0
+//!   column paths, tiles or the training-shape GEMM).
 //! - `int8.rs`: [`Int8Matrix`], per-output-channel symmetric int8 weights run on the Q8_0 kernels,
 //!   with activations quantized at run time (dynamic) or with a calibrated scale (static).
 //! - `packed_i8.rs`: [`PackedI8`], per-channel int8 weights packed for u8 × i8 → i32 products
