@@ -11,6 +11,12 @@ const ROWS: usize = 196;
 
 type Tile = unsafe fn(&[u8], &[usize], &[i8], &mut [i32]);
 
+/// 6 activation rows × 4 ymm accumulators (32 channels per broadcast), twice for the 64 channels.
+///
+/// # Safety
+/// The CPU must have AVX2, AVX-512 F/BW/VL and VNNI. `w` must hold `G · NP · 4` codes, `src`
+/// `G · 4` bytes from every offset in `rows` (whole tiles: `rows.len()` rounded up to the tile's
+/// rows), and `out` `NP` values for each of those rows.
 #[target_feature(enable = "avx2,avx512vnni,avx512vl,avx512f,avx512bw")]
 unsafe fn ymm6x4(src: &[u8], rows: &[usize], w: &[i8], out: &mut [i32]) {
     unsafe {
@@ -44,6 +50,12 @@ unsafe fn ymm6x4(src: &[u8], rows: &[usize], w: &[i8], out: &mut [i32]) {
     }
 }
 
+/// 6 activation rows × 4 zmm accumulators (all 64 channels per broadcast).
+///
+/// # Safety
+/// The CPU must have AVX2, AVX-512 F/BW/VL and VNNI. `w` must hold `G · NP · 4` codes, `src`
+/// `G · 4` bytes from every offset in `rows` (whole tiles: `rows.len()` rounded up to the tile's
+/// rows), and `out` `NP` values for each of those rows.
 #[target_feature(enable = "avx2,avx512vnni,avx512vl,avx512f,avx512bw")]
 unsafe fn zmm6x4(src: &[u8], rows: &[usize], w: &[i8], out: &mut [i32]) {
     unsafe {
@@ -74,6 +86,12 @@ unsafe fn zmm6x4(src: &[u8], rows: &[usize], w: &[i8], out: &mut [i32]) {
     }
 }
 
+/// 3 activation rows × 8 ymm accumulators (all 64 channels per broadcast).
+///
+/// # Safety
+/// The CPU must have AVX2, AVX-512 F/BW/VL and VNNI. `w` must hold `G · NP · 4` codes, `src`
+/// `G · 4` bytes from every offset in `rows` (whole tiles: `rows.len()` rounded up to the tile's
+/// rows), and `out` `NP` values for each of those rows.
 #[target_feature(enable = "avx2,avx512vnni,avx512vl,avx512f,avx512bw")]
 unsafe fn ymm3x8(src: &[u8], rows: &[usize], w: &[i8], out: &mut [i32]) {
     unsafe {
@@ -106,7 +124,14 @@ unsafe fn ymm3x8(src: &[u8], rows: &[usize], w: &[i8], out: &mut [i32]) {
 }
 
 fn main() {
-    assert!(is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"));
+    assert!(
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni"),
+        "this bench needs AVX-512 VNNI"
+    );
     let src: Vec<u8> = (0..200_000).map(|i| (i * 7 % 251) as u8).collect();
     let rows: Vec<usize> = (0..ROWS)
         .map(|r| (r / 14) * 16 * 32 + (r % 14) * 32)

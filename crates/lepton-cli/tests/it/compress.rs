@@ -51,27 +51,8 @@ fn bad_compress_input_is_a_clear_error() {
 
 #[test]
 fn an_int8_package_serves_unchanged_and_reports_its_precision() {
-    let run = trained();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("iris-int8.photon");
-    let r = lepton_in(
-        dir.path(),
-        &[
-            "--json",
-            "compress",
-            s(&run.join("model.photon")),
-            "-o",
-            s(&out),
-            "--quantize",
-            "int8",
-            "--calibration-samples",
-            "64",
-            "--max-drop",
-            "10",
-        ],
-    )
-    .success();
-    let j = r.json();
+    let (out, j) = compress_iris_int8(dir.path(), &[]);
     assert_eq!(j["after"]["precision"], "int8", "{j}");
     assert!(out.is_file());
     // Next to OUT for a .photon input.
@@ -109,30 +90,11 @@ fn an_int8_package_serves_unchanged_and_reports_its_precision() {
 
 #[test]
 fn per_layer_calibration_and_the_bias_correction_switch_reach_the_report() {
-    let run = trained();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("iris-int8.photon");
-    let r = lepton_in(
+    let (out, j) = compress_iris_int8(
         dir.path(),
-        &[
-            "--json",
-            "compress",
-            s(&run.join("model.photon")),
-            "-o",
-            s(&out),
-            "--quantize",
-            "int8",
-            "--calibration",
-            "per-layer",
-            "--no-bias-correction",
-            "--calibration-samples",
-            "64",
-            "--max-drop",
-            "10",
-        ],
-    )
-    .success();
-    let j = r.json();
+        &["--calibration", "per-layer", "--no-bias-correction"],
+    );
     // The report file keeps the settings the compression ran with.
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("iris-int8.compress.json")).unwrap(),
@@ -151,4 +113,31 @@ fn per_layer_calibration_and_the_bias_correction_switch_reach_the_report() {
         .to_string();
     assert!(detail.contains("calibration per layer"), "{detail}");
     assert!(out.is_file());
+}
+
+/// `lepton --json compress` of the trained iris photon to `dir/iris-int8.photon` as static int8
+/// (64 calibration samples, a lenient gate) with `extra` flags: the package path and the JSON.
+fn compress_iris_int8(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (std::path::PathBuf, serde_json::Value) {
+    let run = trained();
+    let out = dir.join("iris-int8.photon");
+    let model = run.join("model.photon");
+    let mut args = vec![
+        "--json",
+        "compress",
+        s(&model),
+        "-o",
+        s(&out),
+        "--quantize",
+        "int8",
+        "--calibration-samples",
+        "64",
+        "--max-drop",
+        "10",
+    ];
+    args.extend_from_slice(extra);
+    let j = lepton_in(dir, &args).success().json();
+    (out, j)
 }
